@@ -1,0 +1,201 @@
+"""The `revdaemon` command: run the daemon, check a config, show status, run the demo.
+
+Exit codes: 0 ok; 1 runtime failure; 2 bad usage or bad configuration; 3 the state store refused
+(for example a database written by a newer revdaemon).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import click
+from rich.console import Console
+from rich.table import Table
+
+from revdaemon import __version__
+from revdaemon.config import CONFIG_ENV_VAR, Settings, load_settings
+from revdaemon.engine.supervisor import run_daemon
+from revdaemon.errors import ConfigError, StoreError
+from revdaemon.ops.logging import configure_logging
+from revdaemon.store import open_store
+from revdaemon.store.records import StoreSummary
+
+EXIT_RUNTIME = 1
+EXIT_CONFIG = 2
+EXIT_STORE = 3
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option(func: F) -> F:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar=CONFIG_ENV_VAR,
+        default=None,
+        help=f"Path of config.yaml (default: ${CONFIG_ENV_VAR} or ./config.yaml).",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")(func)
+
+
+def _load(config_path: Path | None) -> Settings:
+    try:
+        return load_settings(config_path)
+    except ConfigError as exc:
+        click.echo(f"revdaemon: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def _setup_logging(settings: Settings) -> None:
+    configure_logging(level=settings.log.level, fmt=settings.log.format, secret_values=settings.secret_values())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """revdaemon keeps Nue and Salesforce in sync."""
+
+
+@main.command()
+def version() -> None:
+    """Print the version."""
+    click.echo(f"revdaemon {__version__}")
+
+
+@main.command()
+@config_option
+@click.option("--stop-after", type=float, default=None, hidden=True, help="Stop after N seconds.")
+def run(config_path: Path | None, stop_after: float | None) -> None:
+    """Run the daemon in the foreground until SIGTERM or SIGINT."""
+    settings = _load(config_path)
+    _setup_logging(settings)
+    try:
+        anyio.run(lambda: run_daemon(settings, stop_after=stop_after))
+    except StoreError as exc:
+        click.echo(f"revdaemon: state store: {exc}", err=True)
+        sys.exit(EXIT_STORE)
+
+
+@main.command()
+@config_option
+@json_option
+def check(config_path: Path | None, as_json: bool) -> None:
+    """Validate the configuration and the state store without starting the daemon."""
+    settings = _load(config_path)
+    try:
+        version = anyio.run(_store_version, settings)
+    except StoreError as exc:
+        click.echo(f"revdaemon: state store: {exc}", err=True)
+        sys.exit(EXIT_STORE)
+    report = {
+        "config": "ok",
+        "state_database": str(settings.database_path),
+        "schema_version": version,
+        "salesforce": {"login_url": settings.salesforce.login_url, "auth": settings.salesforce.auth.value,
+                       "api_version": settings.salesforce.api_version},
+        "nue": {"base_url": settings.nue.base_url, "webhook_auth": settings.nue.webhook_auth.value},
+        "listener": f"{settings.listener.host}:{settings.listener.port}",
+        "mapped_objects": sorted(settings.mapping.objects),
+    }
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    console = Console()
+    table = Table(title="revdaemon check", show_header=False)
+    table.add_row("configuration", "[green]ok[/green]")
+    table.add_row("state database", f"{report['state_database']} (schema v{version})")
+    table.add_row("salesforce", f"{settings.salesforce.login_url} auth={settings.salesforce.auth.value} "
+                                f"v{settings.salesforce.api_version}")
+    table.add_row("nue", f"{settings.nue.base_url} webhooks={settings.nue.webhook_auth.value}")
+    table.add_row("listener", str(report["listener"]))
+    table.add_row("mapped objects", ", ".join(report["mapped_objects"]) or "(none)")  # type: ignore[arg-type]
+    console.print(table)
+
+
+async def _store_version(settings: Settings) -> int:
+    store = await open_store(settings.database_path)
+    try:
+        return await store.schema_version()
+    finally:
+        await store.close()
+
+
+@main.command()
+@config_option
+@json_option
+def status(config_path: Path | None, as_json: bool) -> None:
+    """Show queue depths, cursors, open conflicts and dead letters from the state store."""
+    settings = _load(config_path)
+    try:
+        summary = anyio.run(_summary, settings)
+    except StoreError as exc:
+        click.echo(f"revdaemon: state store: {exc}", err=True)
+        sys.exit(EXIT_STORE)
+    if as_json:
+        click.echo(json.dumps(_summary_json(summary)))
+        return
+    _print_summary(Console(), summary)
+
+
+async def _summary(settings: Settings) -> StoreSummary:
+    store = await open_store(settings.database_path)
+    try:
+        return await store.summary()
+    finally:
+        await store.close()
+
+
+def _summary_json(summary: StoreSummary) -> dict[str, Any]:
+    return {
+        "queue_depths": {status.value: count for status, count in summary.queue_depths.items()},
+        "cursors": [{**asdict(c), "updated_at": c.updated_at.isoformat()} for c in summary.cursors],
+        "open_conflicts": summary.open_conflicts,
+        "dead_letters": summary.dead_letters,
+        "oldest_due_at": summary.oldest_due_at.isoformat() if summary.oldest_due_at else None,
+    }
+
+
+def _print_summary(console: Console, summary: StoreSummary) -> None:
+    queues = Table(title="inbox")
+    queues.add_column("status")
+    queues.add_column("events", justify="right")
+    for state, count in summary.queue_depths.items():
+        queues.add_row(state.value, str(count))
+    console.print(queues)
+    cursors = Table(title="poll cursors")
+    cursors.add_column("name")
+    cursors.add_column("value")
+    cursors.add_column("updated")
+    for cursor in summary.cursors:
+        cursors.add_row(cursor.name, cursor.value, cursor.updated_at.isoformat(timespec="seconds"))
+    if not summary.cursors:
+        cursors.add_row("(none yet)", "", "")
+    console.print(cursors)
+    console.print(f"open conflicts: {summary.open_conflicts}    dead letters: {summary.dead_letters}")
+
+
+@main.command()
+@config_option
+@click.option("--seconds", type=float, default=5.0, show_default=True, help="How long the demo runs.")
+def demo(config_path: Path | None, seconds: float) -> None:
+    """Run the daemon briefly on the embedded default configuration and show what it did."""
+    settings = _load(config_path)
+    _setup_logging(settings)
+    click.echo("revdaemon demo: the sandbox simulators are not built yet (issue: Sandbox); "
+               f"running the daemon alone for {seconds:g} s on {settings.database_path}")
+    try:
+        anyio.run(lambda: run_daemon(settings, stop_after=seconds))
+        summary = anyio.run(_summary, settings)
+    except StoreError as exc:
+        click.echo(f"revdaemon: state store: {exc}", err=True)
+        sys.exit(EXIT_STORE)
+    _print_summary(Console(), summary)

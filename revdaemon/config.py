@@ -1,0 +1,344 @@
+"""Settings: config.yaml, overridden by credential files, overridden by REVDAEMON_* environment variables.
+
+Precedence, highest first:
+  1. environment variables `REVDAEMON_<SECTION>__<KEY>` (nested with `__`);
+  2. files in `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`) named `<section>__<key>`,
+     for example `nue__api_key` or `salesforce__private_key`;
+  3. `config.yaml` (path from `--config` or `REVDAEMON_CONFIG`);
+  4. the defaults below.
+
+Every problem is reported with its dotted key path and the reason, all at once, as a `ConfigError`.
+Relative paths in the file are resolved against the file's own directory, so a unit started from `/`
+finds the same state directory as an operator in the checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources import NestedSecretsSettingsSource
+
+from revdaemon.errors import ConfigError
+
+CONFIG_ENV_VAR = "REVDAEMON_CONFIG"
+DEFAULT_CONFIG_PATH = Path("config.yaml")
+SF_COLLECTION_MAX = 200  # salesforce-api.md §2.3: sObject Collections take at most 200 records
+
+_HTTP_URL = TypeAdapter(HttpUrl)
+_SF_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)?$")
+_NUE_PATH = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*|\[\])*$")
+
+
+def _http_url(value: str) -> str:
+    """Validate an http(s) URL and keep it as text without a trailing slash."""
+    _HTTP_URL.validate_python(value)
+    return value.rstrip("/")
+
+
+def _crontab(value: str) -> str:
+    try:
+        CronTrigger.from_crontab(value, timezone="UTC")
+    except ValueError as exc:
+        raise ValueError(f"not a valid crontab expression: {exc}") from exc
+    return value
+
+
+def _salesforce_name(value: str) -> str:
+    if not _SF_NAME.match(value):
+        raise ValueError(f"{value!r} is not a Salesforce API name (letters, digits, underscores)")
+    return value
+
+
+def _nue_path(value: str) -> str:
+    if not _NUE_PATH.match(value):
+        raise ValueError(f"{value!r} is not a Nue field path (name, name.child, lines[].name)")
+    return value
+
+
+HttpURL = Annotated[str, AfterValidator(_http_url)]
+Crontab = Annotated[str, AfterValidator(_crontab)]
+SalesforceName = Annotated[str, AfterValidator(_salesforce_name)]
+NueFieldPath = Annotated[str, AfterValidator(_nue_path)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SalesforceAuth(StrEnum):
+    JWT = "jwt"
+    CLIENT_CREDENTIALS = "client_credentials"
+    REFRESH_TOKEN = "refresh_token"
+
+
+class SalesforceSettings(_Section):
+    login_url: HttpURL = "https://login.salesforce.com"
+    instance_url: HttpURL | None = None  # learned from the token response when unset
+    api_version: Annotated[str, Field(pattern=r"^\d{2,3}\.0$")] = "62.0"
+    auth: SalesforceAuth = SalesforceAuth.JWT
+    client_id: str | None = None  # the connected app's consumer key
+    client_secret: SecretStr | None = None
+    username: str | None = None  # the JWT `sub`
+    private_key: SecretStr | None = None  # PEM text, usually a credential file
+    private_key_file: Path | None = None
+    refresh_token: SecretStr | None = None
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+
+class WebhookAuth(StrEnum):
+    SIGNATURE = "signature"  # Nue-Signature: t=..,v1=HMAC-SHA256 (nue-api.md, assumed)
+    PATH_TOKEN = "path_token"  # /webhooks/nue/<token>
+    NONE = "none"  # explicit opt-out; warned about at start
+
+
+class NueSettings(_Section):
+    base_url: HttpURL = "https://api.nue.io"
+    api_key: SecretStr | None = None
+    connected_to_salesforce: bool = True  # ids of products and price book entries are Salesforce ids
+    webhook_auth: WebhookAuth = WebhookAuth.SIGNATURE
+    webhook_secret: SecretStr | None = None
+    webhook_path_token: SecretStr | None = None
+    signature_tolerance_seconds: Annotated[int, Field(ge=1, le=3600)] = 300
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+
+class ListenerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8787
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    header_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    body_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    keepalive_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
+    max_connections: Annotated[int, Field(ge=1, le=10_000)] = 100
+
+
+class ApiRate(_Section):
+    requests_per_second: Annotated[float, Field(gt=0)] = 10.0
+    burst: Annotated[int, Field(ge=1)] = 10
+    max_concurrency: Annotated[int, Field(ge=1, le=100)] = 4
+
+
+class LimitsSettings(_Section):
+    salesforce: ApiRate = ApiRate(requests_per_second=20.0, burst=20, max_concurrency=8)
+    nue: ApiRate = ApiRate()
+    # Past this share of the org's daily API allocation only real-time work proceeds.
+    salesforce_daily_budget_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    batch_size: Annotated[int, Field(ge=1, le=SF_COLLECTION_MAX)] = SF_COLLECTION_MAX
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
+    max_backoff_seconds: Annotated[float, Field(gt=0)] = 900.0
+
+
+class ScheduleSettings(_Section):
+    salesforce_poll_seconds: Annotated[float, Field(ge=5)] = 60.0
+    nue_poll_seconds: Annotated[float, Field(ge=5)] = 120.0
+    poll_overlap_seconds: Annotated[float, Field(ge=0)] = 60.0
+    renewal_window_days: Annotated[int, Field(ge=1, le=730)] = 90
+    renewal_scan_cron: Crontab = "0 6 * * *"
+    reconciliation_cron: Crontab = "30 2 * * *"
+    timezone: str = "UTC"
+
+
+class ObjectMapping(_Section):
+    salesforce_object: SalesforceName
+    nue_object: str
+    external_id_field: SalesforceName | None = None
+    fields: dict[SalesforceName, NueFieldPath] = Field(default_factory=dict)
+
+
+class MappingSettings(_Section):
+    version: Annotated[int, Field(ge=1)] = 1
+    objects: dict[str, ObjectMapping] = Field(default_factory=dict)
+    lookups: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"  # auto: console on a TTY, JSON otherwise
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="REVDAEMON_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        secrets_dir_missing="ok",
+        secrets_prefix="",
+        secrets_nested_delimiter="__",
+    )
+
+    state_dir: Path = Path("state")
+    salesforce: SalesforceSettings = SalesforceSettings()
+    nue: NueSettings = NueSettings()
+    listener: ListenerSettings = ListenerSettings()
+    limits: LimitsSettings = LimitsSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    mapping: MappingSettings = MappingSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML document arrives as init kwargs; it ranks below env and credential files.
+        return (env_settings, NestedSecretsSettingsSource(file_secret_settings), init_settings)
+
+    @property
+    def database_path(self) -> Path:
+        return self.state_dir / "revdaemon.sqlite3"
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log redactor to scrub wherever it appears."""
+        return [value for value in _walk_secrets(self) if value]
+
+
+def _walk_secrets(model: BaseModel) -> Iterator[str]:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, SecretStr):
+            yield value.get_secret_value()
+        elif isinstance(value, BaseModel):
+            yield from _walk_secrets(value)
+
+
+# --- loading ----------------------------------------------------------------------------------------
+
+
+def resolve_config_path(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
+    if explicit:
+        return Path(explicit)
+    if environ.get(CONFIG_ENV_VAR):
+        return Path(environ[CONFIG_ENV_VAR])
+    return DEFAULT_CONFIG_PATH
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read, merge and validate the configuration, or raise `ConfigError` naming every bad key."""
+    env = os.environ if environ is None else environ
+    explicit = bool(path) or bool(env.get(CONFIG_ENV_VAR))
+    config_path = resolve_config_path(path, env)
+    document = _read_yaml(config_path, required=explicit)
+    base_dir = config_path.resolve().parent
+    secrets_dir = env.get("CREDENTIALS_DIRECTORY") or None
+    try:
+        settings = Settings(_secrets_dir=secrets_dir, **document)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc), source=str(config_path)) from None
+    settings = _resolve_paths(settings, base_dir)
+    problems = list(_cross_field_problems(settings))
+    if problems:
+        raise ConfigError(problems, source=str(config_path))
+    return settings
+
+
+def _read_yaml(path: Path, *, required: bool) -> dict[str, Any]:
+    if not path.exists():
+        if required:
+            raise ConfigError([("config", f"file not found: {path}")])
+        return {}
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([("config", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}")],
+                          source=str(path)) from None
+    except OSError as exc:
+        raise ConfigError([("config", f"cannot read {path}: {exc.strerror}")]) from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError([("config", "the top level must be a mapping of sections")], source=str(path))
+    return document
+
+
+_SECRET_WORDS = ("secret", "key", "token", "password")
+
+
+def _describe(exc: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        key = ".".join(str(part) for part in error["loc"]) or "config"
+        reason = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            reason = "unknown key"
+        elif error["type"] == "missing":
+            reason = "required key is missing"
+        elif not any(word in key.lower() for word in _SECRET_WORDS) and _is_scalar(error.get("input")):
+            reason = f"{reason} (got {error['input']!r})"
+        problems.append((key, reason))
+    return problems
+
+
+def _is_scalar(value: object) -> bool:
+    return isinstance(value, str | int | float | bool) and len(repr(value)) <= 80
+
+
+def _resolve_paths(settings: Settings, base_dir: Path) -> Settings:
+    def absolute(path: Path) -> Path:
+        return path if path.is_absolute() else base_dir / path
+
+    updates: dict[str, Any] = {"state_dir": absolute(settings.state_dir)}
+    if settings.salesforce.private_key_file is not None:
+        updates["salesforce"] = settings.salesforce.model_copy(
+            update={"private_key_file": absolute(settings.salesforce.private_key_file)}
+        )
+    return settings.model_copy(update=updates)
+
+
+def _cross_field_problems(settings: Settings) -> Iterator[tuple[str, str]]:
+    """Rules that span keys: what each auth mode needs."""
+    sf = settings.salesforce
+    needs: dict[SalesforceAuth, list[str]] = {
+        SalesforceAuth.JWT: ["client_id", "username"],
+        SalesforceAuth.CLIENT_CREDENTIALS: ["client_id", "client_secret"],
+        SalesforceAuth.REFRESH_TOKEN: ["client_id", "refresh_token"],
+    }
+    for key in needs[sf.auth]:
+        if getattr(sf, key) is None:
+            yield f"salesforce.{key}", f"required when salesforce.auth is {sf.auth.value!r}"
+    if sf.auth is SalesforceAuth.JWT:
+        if sf.private_key is None and sf.private_key_file is None:
+            yield "salesforce.private_key_file", "jwt auth needs private_key_file or a private_key credential"
+        elif sf.private_key_file is not None and not sf.private_key_file.is_file():
+            yield "salesforce.private_key_file", f"file not found: {sf.private_key_file}"
+
+    nue = settings.nue
+    if nue.api_key is None:
+        yield "nue.api_key", "required: set it in a credential file nue__api_key or REVDAEMON_NUE__API_KEY"
+    if nue.webhook_auth is WebhookAuth.SIGNATURE and nue.webhook_secret is None:
+        yield "nue.webhook_secret", "required when nue.webhook_auth is 'signature'"
+    if nue.webhook_auth is WebhookAuth.PATH_TOKEN:
+        token = nue.webhook_path_token.get_secret_value() if nue.webhook_path_token else ""
+        if len(token) < 16:
+            yield "nue.webhook_path_token", "required, at least 16 characters, when webhook_auth is 'path_token'"
+
+    for name, lookup in settings.mapping.lookups.items():
+        if not lookup:
+            yield f"mapping.lookups.{name}", "a lookup table must have at least one entry"

@@ -1,0 +1,129 @@
+"""The one exception tree of revdaemon, grouped by what the caller does next.
+
+    RevdaemonError
+    ├── ConfigError            fatal at start-up: the config names a bad key
+    ├── StoreError             the state store refused an operation
+    │   ├── SchemaTooNew       the database was written by a newer revdaemon
+    │   ├── IllegalTransition  a lifecycle move the state table forbids
+    │   ├── LinkConflict       an id is already linked to a different record
+    │   └── RecordNotFound     no row with that id
+    └── SyncError              raised at a connector boundary, carries its evidence
+        ├── Retryable          timeouts, 5xx, UNABLE_TO_LOCK_ROW: back off and retry
+        │   └── Throttled      429, REQUEST_LIMIT_EXCEEDED: wait `retry_after`
+        ├── AuthExpired        refresh the session once, then retry
+        ├── Permanent          the record goes to the dead letters
+        └── Conflict           the record goes to the conflict log
+
+Connectors translate transport and API errors into this tree once; nothing above them names an httpx
+exception.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class RevdaemonError(Exception):
+    """Root of every error revdaemon raises on purpose."""
+
+
+# --- fatal at start-up ------------------------------------------------------------------------------
+
+
+class ConfigError(RevdaemonError):
+    """The configuration is invalid; `problems` lists (key path, reason) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  {key}: {reason}" for key, reason in problems)
+        super().__init__(f"invalid configuration{where}:\n{lines}")
+
+
+# --- the state store --------------------------------------------------------------------------------
+
+
+class StoreError(RevdaemonError):
+    """The state store could not do what was asked."""
+
+
+class SchemaTooNew(StoreError):
+    """The database schema is newer than this code knows; refuse rather than corrupt it."""
+
+
+class IllegalTransition(StoreError):
+    """A lifecycle move that the state table does not allow; nothing was changed."""
+
+
+class LinkConflict(StoreError):
+    """One side of a link is already paired with another record: a person must look."""
+
+
+class RecordNotFound(StoreError):
+    """The store holds no row with the given id or key."""
+
+
+# --- talking to Salesforce and Nue ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ErrorContext:
+    """The evidence an API error carries up to the executor."""
+
+    system: str  # "salesforce" | "nue"
+    operation: str
+    status: int | None = None
+    error_code: str | None = None
+    record_ref: str | None = None
+
+
+class SyncError(RevdaemonError):
+    """An error at a connector boundary, with the API's own words in `message`."""
+
+    def __init__(self, message: str, context: ErrorContext) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = context
+
+
+class Retryable(SyncError):
+    """Transient: back off and try again."""
+
+
+class Throttled(Retryable):
+    """The API asked us to slow down; `retry_after` seconds when it said how long."""
+
+    def __init__(self, message: str, context: ErrorContext, retry_after: float | None = None) -> None:
+        super().__init__(message, context)
+        self.retry_after = retry_after
+
+
+class AuthExpired(SyncError):
+    """The session is no longer valid: log in again once, then retry."""
+
+
+class Permanent(SyncError):
+    """Retrying cannot help: the record goes to the dead letters with this error."""
+
+
+class Conflict(SyncError):
+    """Both systems disagree in a way a person must decide."""
+
+
+__all__ = [
+    "AuthExpired",
+    "ConfigError",
+    "Conflict",
+    "ErrorContext",
+    "IllegalTransition",
+    "LinkConflict",
+    "Permanent",
+    "RecordNotFound",
+    "RevdaemonError",
+    "Retryable",
+    "SchemaTooNew",
+    "StoreError",
+    "SyncError",
+    "Throttled",
+]

@@ -1,0 +1,1 @@
+"""Operations: logging, health, metrics, sd_notify and alerts."""

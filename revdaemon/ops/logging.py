@@ -1,0 +1,136 @@
+"""The one structlog pipeline: JSON lines for journald, colours on a terminal, secrets never written.
+
+`configure_logging` is called once at start-up (and again on reload); everything else asks
+`structlog.get_logger()` and binds per-event context with `structlog.contextvars.bound_contextvars`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO
+
+import structlog
+from pydantic import SecretStr
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+REDACTED = "[REDACTED]"
+
+# Keys whose values are secret wherever they appear, compared case-insensitively with - and _ folded.
+SECRET_KEYS = frozenset(
+    {
+        "authorization",
+        "proxy_authorization",
+        "nue_api_key",
+        "api_key",
+        "apikey",
+        "password",
+        "secret",
+        "client_secret",
+        "webhook_secret",
+        "webhook_path_token",
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "assertion",
+        "private_key",
+        "signature",
+        "nue_signature",
+        "cookie",
+        "set_cookie",
+    }
+)
+
+
+def _normalise(key: str) -> str:
+    return key.lower().replace("-", "_")
+
+
+class RedactSecrets:
+    """Processor that blanks secret-named keys (recursively) and scrubs known secret values from text.
+
+    Bearer tokens in free text are blanked too, since a header can end up inside an error message.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, secret_values: Iterable[str] = ()) -> None:
+        # Longest first so that a secret containing another is scrubbed whole.
+        self._values = sorted({v for v in secret_values if len(v) >= 4}, key=len, reverse=True)
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        return {key: self._clean(key, value) for key, value in event_dict.items()}
+
+    def _clean(self, key: str, value: Any) -> Any:
+        if _normalise(str(key)) in SECRET_KEYS and value is not None:
+            return REDACTED
+        if isinstance(value, SecretStr):
+            return REDACTED
+        if isinstance(value, str):
+            return self._scrub(value)
+        if isinstance(value, Mapping):
+            return {k: self._clean(str(k), v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            # A list of (name, value) pairs is how headers travel; judge the value by its name.
+            if all(isinstance(item, tuple) and len(item) == 2 for item in value):
+                return [(k, self._clean(str(k), v)) for k, v in value]
+            return [self._clean("", item) for item in value]
+        return value
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._values:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return _scrub_bearer(text)
+
+
+def _scrub_bearer(text: str) -> str:
+    marker = "Bearer "
+    start = text.find(marker)
+    while start != -1:
+        end = start + len(marker)
+        stop = end
+        while stop < len(text) and not text[stop].isspace() and text[stop] not in "\"',}":
+            stop += 1
+        if stop > end:
+            text = text[:end] + REDACTED + text[stop:]
+        start = text.find(marker, end + len(REDACTED))
+    return text
+
+
+def build_processors(
+    *, render_json: bool, secret_values: Iterable[str] = ()
+) -> list[Processor]:
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        RedactSecrets(secret_values),
+    ]
+    renderer: Processor = (
+        structlog.processors.JSONRenderer()
+        if render_json
+        else structlog.dev.ConsoleRenderer(colors=True)
+    )
+    return [*shared, renderer]
+
+
+def configure_logging(
+    *,
+    level: str = "info",
+    fmt: str = "auto",
+    secret_values: Iterable[str] = (),
+    stream: TextIO | None = None,
+) -> None:
+    out = stream or sys.stderr
+    render_json = fmt == "json" or (fmt == "auto" and not out.isatty())
+    structlog.configure(
+        processors=build_processors(render_json=render_json, secret_values=secret_values),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,141 @@
+"""The store's typed interface. Backends (SQLite today, PostgreSQL planned) implement exactly this.
+
+Every method is one transaction: it either happens whole or not at all. Nothing here names a database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from revdaemon.store.records import (
+    AuditEntry,
+    ConflictRecord,
+    ConflictStatus,
+    Cursor,
+    CursorUpdate,
+    DeadLetter,
+    Event,
+    Link,
+    NewAuditEntry,
+    NewConflict,
+    NewDeadLetter,
+    NewEvent,
+    NewIntent,
+    Resolution,
+    StoreSummary,
+    WriteIntent,
+)
+from revdaemon.store.states import EventStatus
+
+
+class Store(Protocol):
+    async def close(self) -> None: ...
+
+    async def schema_version(self) -> int:
+        """The schema version the database is at (migrations are applied on open)."""
+        ...
+
+    async def ping(self) -> bool:
+        """True when the store accepts a write (readiness)."""
+        ...
+
+    # --- inbox ----------------------------------------------------------------------------------
+
+    async def add_events(
+        self, events: Sequence[NewEvent], cursor: CursorUpdate | None = None
+    ) -> list[bool]:
+        """Store events (a duplicate key is skipped) and advance `cursor`, together. One flag per event:
+        True when it was new."""
+        ...
+
+    async def claim_events(self, *, worker: str, limit: int, lease: timedelta) -> list[Event]:
+        """Claim due events, oldest first; also takes over claims whose lease has expired."""
+        ...
+
+    async def complete_event(self, event_id: int) -> None: ...
+
+    async def retry_event(self, event_id: int, *, error: str, next_attempt_at: datetime) -> None: ...
+
+    async def dead_letter_event(self, event_id: int, letter: NewDeadLetter) -> int:
+        """Move the event to dead and record why; returns the dead letter's id."""
+        ...
+
+    async def conflict_event(self, event_id: int, conflict: NewConflict) -> int:
+        """Park the event as a conflict for a person to decide; returns the conflict's id."""
+        ...
+
+    async def get_event(self, event_id: int) -> Event | None: ...
+
+    async def find_event(self, key: str) -> Event | None: ...
+
+    async def list_events(self, *, status: EventStatus | None = None, limit: int = 50) -> list[Event]: ...
+
+    async def queue_depths(self) -> dict[EventStatus, int]: ...
+
+    # --- cursors --------------------------------------------------------------------------------
+
+    async def get_cursor(self, name: str) -> Cursor | None: ...
+
+    async def set_cursor(self, update: CursorUpdate) -> None: ...
+
+    async def list_cursors(self) -> list[Cursor]: ...
+
+    # --- id links -------------------------------------------------------------------------------
+
+    async def put_link(self, link: Link) -> None:
+        """Record a pairing; raises LinkConflict if either id is already paired with another."""
+        ...
+
+    async def find_link(
+        self, object_type: str, *, nue_id: str | None = None, salesforce_id: str | None = None
+    ) -> Link | None: ...
+
+    # --- idempotency ----------------------------------------------------------------------------
+
+    async def record_intent(self, intent: NewIntent) -> WriteIntent:
+        """Record the intent before sending; if the key is known, return what is stored instead."""
+        ...
+
+    async def mark_intent_sent(self, key: str) -> None: ...
+
+    async def confirm_intent(self, key: str, result: dict[str, object]) -> None: ...
+
+    async def fail_intent(self, key: str, error: str) -> None: ...
+
+    async def get_intent(self, key: str) -> WriteIntent | None: ...
+
+    # --- conflicts ------------------------------------------------------------------------------
+
+    async def list_conflicts(
+        self, *, status: ConflictStatus | None = ConflictStatus.OPEN, limit: int = 50
+    ) -> list[ConflictRecord]: ...
+
+    async def get_conflict(self, conflict_id: int) -> ConflictRecord | None: ...
+
+    async def resolve_conflict(
+        self, conflict_id: int, *, resolution: Resolution, actor: str, comment: str | None = None
+    ) -> ConflictRecord:
+        """Close the conflict; its event goes back to the inbox (take a side) or to done (skip)."""
+        ...
+
+    # --- dead letters ---------------------------------------------------------------------------
+
+    async def list_dead_letters(self, *, include_replayed: bool = False, limit: int = 50) -> list[DeadLetter]: ...
+
+    async def get_dead_letter(self, letter_id: int) -> DeadLetter | None: ...
+
+    async def replay_dead_letter(self, letter_id: int) -> Event:
+        """Put the dead letter's event back in the inbox, due now, with its attempts reset."""
+        ...
+
+    # --- audit ----------------------------------------------------------------------------------
+
+    async def record_write(self, entry: NewAuditEntry) -> int: ...
+
+    async def list_writes(self, *, record_ref: str | None = None, limit: int = 50) -> list[AuditEntry]: ...
+
+    # --- status ---------------------------------------------------------------------------------
+
+    async def summary(self) -> StoreSummary: ...

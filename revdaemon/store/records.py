@@ -1,0 +1,226 @@
+"""The values that go into and come out of the store. Plain frozen dataclasses, no database types.
+
+Timestamps are aware UTC datetimes; payloads are JSON-compatible mappings (Decimal and datetime values
+are written as strings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from revdaemon.store.states import EventStatus, IntentStatus
+
+JsonObject = Mapping[str, Any]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- inbox ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewEvent:
+    """A trigger's notification, before it is stored. `key` is unique across the inbox."""
+
+    source: str  # "nue_webhook", "nue_poll", "salesforce_poll", "schedule", "operator"
+    key: str
+    type: str
+    payload: JsonObject = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("source", "key", "type"):
+            if not getattr(self, name):
+                raise ValueError(f"NewEvent.{name} must not be empty")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    id: int
+    source: str
+    key: str
+    type: str
+    payload: JsonObject
+    status: EventStatus
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    claimed_by: str | None
+    claimed_until: datetime | None
+    received_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class CursorUpdate:
+    """A poll cursor to advance in the same transaction as the events its page produced."""
+
+    name: str
+    value: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cursor:
+    name: str
+    value: str
+    updated_at: datetime
+
+
+# --- id links ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Link:
+    """One record known on both sides: `object_type` is the pairing, e.g. "account" for Account<->Customer."""
+
+    object_type: str
+    nue_id: str
+    salesforce_id: str
+
+
+# --- idempotency ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewIntent:
+    key: str  # derived by the flow from (flow, event key, target); never invented by the executor
+    system: str
+    operation: str
+    target: str
+    request: JsonObject = field(default_factory=dict)
+    event_id: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WriteIntent:
+    key: str
+    system: str
+    operation: str
+    target: str
+    request: JsonObject
+    event_id: int | None
+    status: IntentStatus
+    result: JsonObject | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+# --- conflicts and dead letters ---------------------------------------------------------------------
+
+
+class ConflictStatus(StrEnum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+class Resolution(StrEnum):
+    TAKE_NUE = "nue"
+    TAKE_SALESFORCE = "salesforce"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewConflict:
+    flow: str
+    record_ref: str
+    reason: str
+    nue_values: JsonObject = field(default_factory=dict)
+    salesforce_values: JsonObject = field(default_factory=dict)
+    synced_values: JsonObject = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConflictRecord:
+    id: int
+    event_id: int | None
+    flow: str
+    record_ref: str
+    reason: str
+    nue_values: JsonObject
+    salesforce_values: JsonObject
+    synced_values: JsonObject
+    status: ConflictStatus
+    resolution: Resolution | None
+    resolved_by: str | None
+    comment: str | None
+    created_at: datetime
+    resolved_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewDeadLetter:
+    system: str
+    operation: str
+    error: str  # the API's own message
+    error_code: str | None = None
+    status: int | None = None
+    record_ref: str | None = None
+    request: JsonObject = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeadLetter:
+    id: int
+    event_id: int | None
+    system: str
+    operation: str
+    error: str
+    error_code: str | None
+    status: int | None
+    record_ref: str | None
+    request: JsonObject
+    created_at: datetime
+    replayed_at: datetime | None
+
+
+# --- audit ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewAuditEntry:
+    """One external write as it was sent and answered."""
+
+    system: str
+    operation: str
+    target: str
+    outcome: str  # "ok", "rejected", "error"
+    idem_key: str | None = None
+    event_id: int | None = None
+    record_ref: str | None = None
+    status: int | None = None
+    detail: JsonObject = field(default_factory=dict)
+    mapping_version: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditEntry:
+    id: int
+    at: datetime
+    system: str
+    operation: str
+    target: str
+    outcome: str
+    idem_key: str | None
+    event_id: int | None
+    record_ref: str | None
+    status: int | None
+    detail: JsonObject
+    mapping_version: int | None
+
+
+# --- status -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreSummary:
+    queue_depths: Mapping[EventStatus, int]
+    cursors: tuple[Cursor, ...]
+    open_conflicts: int
+    dead_letters: int  # not yet replayed
+    oldest_due_at: datetime | None

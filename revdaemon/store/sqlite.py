@@ -1,0 +1,669 @@
+"""The SQLite backend of the store: one file, WAL, synchronous=FULL, one connection, one writer at a time.
+
+Theory of operation: aiosqlite runs the connection on its own thread. Every public method takes the
+store's lock and runs as one transaction (`BEGIN IMMEDIATE` for writes, so another process sharing the
+file waits on the busy timeout instead of failing half-way). The transaction body is shielded from
+cancellation: a worker cancelled at shutdown never leaves a transaction open or half-recorded. WAL lets
+readers in other processes (the CLI's `status`) run while the daemon writes; synchronous=FULL makes a
+commit durable before a webhook is acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio
+
+from revdaemon.errors import LinkConflict, RecordNotFound, SchemaTooNew, StoreError
+from revdaemon.store.records import (
+    AuditEntry,
+    ConflictRecord,
+    ConflictStatus,
+    Cursor,
+    CursorUpdate,
+    DeadLetter,
+    Event,
+    Link,
+    NewAuditEntry,
+    NewConflict,
+    NewDeadLetter,
+    NewEvent,
+    NewIntent,
+    Resolution,
+    StoreSummary,
+    WriteIntent,
+    utcnow,
+)
+from revdaemon.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
+from revdaemon.store.states import EventStatus, IntentStatus, check_event_move, check_intent_move
+
+BUSY_TIMEOUT_MS = 5_000
+
+Clock = Callable[[], datetime]
+
+
+def _ts(value: datetime) -> str:
+    # Fixed-width UTC text sorts in time order, so indexes on it work for "due before now".
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, Decimal | datetime):
+        return str(value) if isinstance(value, Decimal) else _ts(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, default=_json_default, sort_keys=True, separators=(",", ":"))
+
+
+def _loads(value: str | None) -> Any:
+    return json.loads(value) if value is not None else None
+
+
+class SqliteStore:
+    """`Store` on one SQLite file. Create with `await SqliteStore.open(path)`."""
+
+    def __init__(self, conn: aiosqlite.Connection, clock: Clock) -> None:
+        self._conn = conn
+        self._clock = clock
+        self._lock = anyio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path, *, clock: Clock = utcnow) -> SqliteStore:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(str(path), isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute("PRAGMA synchronous = FULL")
+            await conn.execute("PRAGMA foreign_keys = ON")
+            await _migrate(conn)
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(conn, clock)
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            async with self._lock:
+                await self._conn.close()
+
+    @asynccontextmanager
+    async def _tx(self, *, write: bool = True) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            with anyio.CancelScope(shield=True):
+                await self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield self._conn
+                except BaseException:
+                    await self._conn.execute("ROLLBACK")
+                    raise
+                else:
+                    await self._conn.execute("COMMIT")
+
+    async def schema_version(self) -> int:
+        async with self._tx(write=False) as conn:
+            return await _user_version(conn)
+
+    async def ping(self) -> bool:
+        try:
+            async with self._tx() as conn:
+                await conn.execute("SELECT 1")
+        except sqlite3.Error:
+            return False
+        return True
+
+    # --- inbox ----------------------------------------------------------------------------------
+
+    async def add_events(
+        self, events: Sequence[NewEvent], cursor: CursorUpdate | None = None
+    ) -> list[bool]:
+        now = _ts(self._clock())
+        inserted: list[bool] = []
+        async with self._tx() as conn:
+            for event in events:
+                result = await conn.execute(
+                    """INSERT INTO inbox_events
+                           (source, event_key, type, payload, next_attempt_at, received_at, updated_at)
+                       VALUES (?, ?, ?, ?, ?, ?, ?)
+                       ON CONFLICT (event_key) DO NOTHING""",
+                    (event.source, event.key, event.type, _dumps(event.payload), now, now, now),
+                )
+                inserted.append(result.rowcount == 1)
+            if cursor is not None:
+                await _upsert_cursor(conn, cursor, now)
+        return inserted
+
+    async def claim_events(self, *, worker: str, limit: int, lease: timedelta) -> list[Event]:
+        now = self._clock()
+        until = _ts(now + lease)
+        async with self._tx() as conn:
+            rows = await _fetchall(
+                conn,
+                """SELECT id FROM inbox_events
+                   WHERE (status = 'received' AND next_attempt_at <= ?)
+                      OR (status = 'claimed' AND claimed_until <= ?)
+                   ORDER BY next_attempt_at, id
+                   LIMIT ?""",
+                (_ts(now), _ts(now), limit),
+            )
+            ids = [row["id"] for row in rows]
+            if not ids:
+                return []
+            marks = ",".join("?" * len(ids))
+            await conn.execute(
+                f"""UPDATE inbox_events
+                    SET status = 'claimed', claimed_by = ?, claimed_until = ?, attempts = attempts + 1,
+                        updated_at = ?
+                    WHERE id IN ({marks})""",
+                (worker, until, _ts(now), *ids),
+            )
+            claimed = await _fetchall(
+                conn, f"SELECT * FROM inbox_events WHERE id IN ({marks}) ORDER BY next_attempt_at, id", ids
+            )
+        return [_event(row) for row in claimed]
+
+    async def complete_event(self, event_id: int) -> None:
+        async with self._tx() as conn:
+            await _move_event(conn, event_id, EventStatus.DONE, self._clock(), clear_error=True)
+
+    async def retry_event(self, event_id: int, *, error: str, next_attempt_at: datetime) -> None:
+        async with self._tx() as conn:
+            await _move_event(
+                conn, event_id, EventStatus.RECEIVED, self._clock(), error=error, next_attempt_at=next_attempt_at
+            )
+
+    async def dead_letter_event(self, event_id: int, letter: NewDeadLetter) -> int:
+        now = self._clock()
+        async with self._tx() as conn:
+            await _move_event(conn, event_id, EventStatus.DEAD, now, error=letter.error)
+            result = await conn.execute(
+                """INSERT INTO dead_letters
+                       (event_id, system, operation, error, error_code, status, record_ref, request, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    event_id, letter.system, letter.operation, letter.error, letter.error_code, letter.status,
+                    letter.record_ref, _dumps(letter.request), _ts(now),
+                ),
+            )
+            return _lastrowid(result)
+
+    async def conflict_event(self, event_id: int, conflict: NewConflict) -> int:
+        now = self._clock()
+        async with self._tx() as conn:
+            await _move_event(conn, event_id, EventStatus.CONFLICT, now, error=conflict.reason)
+            return await _insert_conflict(conn, event_id, conflict, now)
+
+    async def get_event(self, event_id: int) -> Event | None:
+        async with self._tx(write=False) as conn:
+            row = await _fetchone(conn, "SELECT * FROM inbox_events WHERE id = ?", (event_id,))
+        return _event(row) if row else None
+
+    async def find_event(self, key: str) -> Event | None:
+        async with self._tx(write=False) as conn:
+            row = await _fetchone(conn, "SELECT * FROM inbox_events WHERE event_key = ?", (key,))
+        return _event(row) if row else None
+
+    async def list_events(self, *, status: EventStatus | None = None, limit: int = 50) -> list[Event]:
+        async with self._tx(write=False) as conn:
+            if status is None:
+                rows = await _fetchall(conn, "SELECT * FROM inbox_events ORDER BY id DESC LIMIT ?", (limit,))
+            else:
+                rows = await _fetchall(
+                    conn,
+                    "SELECT * FROM inbox_events WHERE status = ? ORDER BY id DESC LIMIT ?",
+                    (status.value, limit),
+                )
+        return [_event(row) for row in rows]
+
+    async def queue_depths(self) -> dict[EventStatus, int]:
+        async with self._tx(write=False) as conn:
+            return await _queue_depths(conn)
+
+    # --- cursors --------------------------------------------------------------------------------
+
+    async def get_cursor(self, name: str) -> Cursor | None:
+        async with self._tx(write=False) as conn:
+            row = await _fetchone(conn, "SELECT * FROM cursors WHERE name = ?", (name,))
+        return _cursor(row) if row else None
+
+    async def set_cursor(self, update: CursorUpdate) -> None:
+        async with self._tx() as conn:
+            await _upsert_cursor(conn, update, _ts(self._clock()))
+
+    async def list_cursors(self) -> list[Cursor]:
+        async with self._tx(write=False) as conn:
+            return [_cursor(row) for row in await _fetchall(conn, "SELECT * FROM cursors ORDER BY name", ())]
+
+    # --- id links -------------------------------------------------------------------------------
+
+    async def put_link(self, link: Link) -> None:
+        async with self._tx() as conn:
+            rows = await _fetchall(
+                conn,
+                """SELECT nue_id, salesforce_id FROM id_links
+                   WHERE object_type = ? AND (nue_id = ? OR salesforce_id = ?)""",
+                (link.object_type, link.nue_id, link.salesforce_id),
+            )
+            for row in rows:
+                if (row["nue_id"], row["salesforce_id"]) != (link.nue_id, link.salesforce_id):
+                    raise LinkConflict(
+                        f"{link.object_type}: Nue {row['nue_id']} is linked to Salesforce {row['salesforce_id']}, "
+                        f"not the pair Nue {link.nue_id} / Salesforce {link.salesforce_id}"
+                    )
+            if not rows:
+                await conn.execute(
+                    "INSERT INTO id_links (object_type, nue_id, salesforce_id, created_at) VALUES (?, ?, ?, ?)",
+                    (link.object_type, link.nue_id, link.salesforce_id, _ts(self._clock())),
+                )
+
+    async def find_link(
+        self, object_type: str, *, nue_id: str | None = None, salesforce_id: str | None = None
+    ) -> Link | None:
+        if (nue_id is None) == (salesforce_id is None):
+            raise ValueError("find_link takes exactly one of nue_id and salesforce_id")
+        column, value = ("nue_id", nue_id) if nue_id is not None else ("salesforce_id", salesforce_id)
+        async with self._tx(write=False) as conn:
+            row = await _fetchone(
+                conn, f"SELECT * FROM id_links WHERE object_type = ? AND {column} = ?", (object_type, value)
+            )
+        if row is None:
+            return None
+        return Link(object_type=row["object_type"], nue_id=row["nue_id"], salesforce_id=row["salesforce_id"])
+
+    # --- idempotency ----------------------------------------------------------------------------
+
+    async def record_intent(self, intent: NewIntent) -> WriteIntent:
+        now = _ts(self._clock())
+        async with self._tx() as conn:
+            await conn.execute(
+                """INSERT INTO write_intents
+                       (idem_key, system, operation, target, request, event_id, status, created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, 'recorded', ?, ?)
+                   ON CONFLICT (idem_key) DO NOTHING""",
+                (
+                    intent.key, intent.system, intent.operation, intent.target, _dumps(intent.request),
+                    intent.event_id, now, now,
+                ),
+            )
+            row = await _fetchone(conn, "SELECT * FROM write_intents WHERE idem_key = ?", (intent.key,))
+        assert row is not None  # inserted or already there, inside this transaction
+        return _intent(row)
+
+    async def mark_intent_sent(self, key: str) -> None:
+        async with self._tx() as conn:
+            await _move_intent(conn, key, IntentStatus.SENT, _ts(self._clock()))
+
+    async def confirm_intent(self, key: str, result: dict[str, object]) -> None:
+        async with self._tx() as conn:
+            await _move_intent(conn, key, IntentStatus.CONFIRMED, _ts(self._clock()), result=result)
+
+    async def fail_intent(self, key: str, error: str) -> None:
+        async with self._tx() as conn:
+            await _move_intent(conn, key, IntentStatus.FAILED, _ts(self._clock()), error=error)
+
+    async def get_intent(self, key: str) -> WriteIntent | None:
+        async with self._tx(write=False) as conn:
+            row = await _fetchone(conn, "SELECT * FROM write_intents WHERE idem_key = ?", (key,))
+        return _intent(row) if row else None
+
+    # --- conflicts ------------------------------------------------------------------------------
+
+    async def list_conflicts(
+        self, *, status: ConflictStatus | None = ConflictStatus.OPEN, limit: int = 50
+    ) -> list[ConflictRecord]:
+        async with self._tx(write=False) as conn:
+            if status is None:
+                rows = await _fetchall(conn, "SELECT * FROM conflicts ORDER BY id DESC LIMIT ?", (limit,))
+            else:
+                rows = await _fetchall(
+                    conn, "SELECT * FROM conflicts WHERE status = ? ORDER BY id DESC LIMIT ?", (status.value, limit)
+                )
+        return [_conflict(row) for row in rows]
+
+    async def get_conflict(self, conflict_id: int) -> ConflictRecord | None:
+        async with self._tx(write=False) as conn:
+            row = await _fetchone(conn, "SELECT * FROM conflicts WHERE id = ?", (conflict_id,))
+        return _conflict(row) if row else None
+
+    async def resolve_conflict(
+        self, conflict_id: int, *, resolution: Resolution, actor: str, comment: str | None = None
+    ) -> ConflictRecord:
+        now = self._clock()
+        async with self._tx() as conn:
+            row = await _fetchone(conn, "SELECT * FROM conflicts WHERE id = ?", (conflict_id,))
+            if row is None:
+                raise RecordNotFound(f"no conflict {conflict_id}")
+            if row["status"] != ConflictStatus.OPEN.value:
+                raise StoreError(f"conflict {conflict_id} is already resolved ({row['resolution']})")
+            await conn.execute(
+                """UPDATE conflicts SET status = 'resolved', resolution = ?, resolved_by = ?, comment = ?,
+                       resolved_at = ? WHERE id = ?""",
+                (resolution.value, actor, comment, _ts(now), conflict_id),
+            )
+            event_id = row["event_id"]
+            if event_id is not None:
+                event_row = await _fetchone(conn, "SELECT status FROM inbox_events WHERE id = ?", (event_id,))
+                if event_row is not None and event_row["status"] == EventStatus.CONFLICT.value:
+                    target = EventStatus.DONE if resolution is Resolution.SKIP else EventStatus.RECEIVED
+                    await _move_event(conn, event_id, target, now, reset_attempts=True, next_attempt_at=now)
+            updated = await _fetchone(conn, "SELECT * FROM conflicts WHERE id = ?", (conflict_id,))
+        assert updated is not None
+        return _conflict(updated)
+
+    # --- dead letters ---------------------------------------------------------------------------
+
+    async def list_dead_letters(self, *, include_replayed: bool = False, limit: int = 50) -> list[DeadLetter]:
+        where = "" if include_replayed else "WHERE replayed_at IS NULL"
+        async with self._tx(write=False) as conn:
+            rows = await _fetchall(conn, f"SELECT * FROM dead_letters {where} ORDER BY id DESC LIMIT ?", (limit,))
+        return [_dead_letter(row) for row in rows]
+
+    async def get_dead_letter(self, letter_id: int) -> DeadLetter | None:
+        async with self._tx(write=False) as conn:
+            row = await _fetchone(conn, "SELECT * FROM dead_letters WHERE id = ?", (letter_id,))
+        return _dead_letter(row) if row else None
+
+    async def replay_dead_letter(self, letter_id: int) -> Event:
+        now = self._clock()
+        async with self._tx() as conn:
+            row = await _fetchone(conn, "SELECT * FROM dead_letters WHERE id = ?", (letter_id,))
+            if row is None:
+                raise RecordNotFound(f"no dead letter {letter_id}")
+            if row["replayed_at"] is not None:
+                raise StoreError(f"dead letter {letter_id} was already replayed at {row['replayed_at']}")
+            if row["event_id"] is None:
+                raise StoreError(f"dead letter {letter_id} has no inbox event to replay")
+            await _move_event(conn, row["event_id"], EventStatus.RECEIVED, now, reset_attempts=True, next_attempt_at=now)
+            await conn.execute("UPDATE dead_letters SET replayed_at = ? WHERE id = ?", (_ts(now), letter_id))
+            event_row = await _fetchone(conn, "SELECT * FROM inbox_events WHERE id = ?", (row["event_id"],))
+        assert event_row is not None
+        return _event(event_row)
+
+    # --- audit ----------------------------------------------------------------------------------
+
+    async def record_write(self, entry: NewAuditEntry) -> int:
+        async with self._tx() as conn:
+            result = await conn.execute(
+                """INSERT INTO audit_log (at, system, operation, target, outcome, idem_key, event_id,
+                       record_ref, status, detail, mapping_version)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    _ts(self._clock()), entry.system, entry.operation, entry.target, entry.outcome,
+                    entry.idem_key, entry.event_id, entry.record_ref, entry.status, _dumps(entry.detail),
+                    entry.mapping_version,
+                ),
+            )
+            return _lastrowid(result)
+
+    async def list_writes(self, *, record_ref: str | None = None, limit: int = 50) -> list[AuditEntry]:
+        async with self._tx(write=False) as conn:
+            if record_ref is None:
+                rows = await _fetchall(conn, "SELECT * FROM audit_log ORDER BY id DESC LIMIT ?", (limit,))
+            else:
+                rows = await _fetchall(
+                    conn, "SELECT * FROM audit_log WHERE record_ref = ? ORDER BY id DESC LIMIT ?", (record_ref, limit)
+                )
+        return [_audit(row) for row in rows]
+
+    # --- status ---------------------------------------------------------------------------------
+
+    async def summary(self) -> StoreSummary:
+        async with self._tx(write=False) as conn:
+            depths = await _queue_depths(conn)
+            cursors = tuple(_cursor(row) for row in await _fetchall(conn, "SELECT * FROM cursors ORDER BY name", ()))
+            conflicts = await _fetchone(conn, "SELECT count(*) AS n FROM conflicts WHERE status = 'open'", ())
+            letters = await _fetchone(conn, "SELECT count(*) AS n FROM dead_letters WHERE replayed_at IS NULL", ())
+            oldest = await _fetchone(
+                conn, "SELECT min(next_attempt_at) AS at FROM inbox_events WHERE status = 'received'", ()
+            )
+        return StoreSummary(
+            queue_depths=depths,
+            cursors=cursors,
+            open_conflicts=conflicts["n"] if conflicts else 0,
+            dead_letters=letters["n"] if letters else 0,
+            oldest_due_at=_dt(oldest["at"]) if oldest else None,
+        )
+
+
+# --- migrations -------------------------------------------------------------------------------------
+
+
+async def _user_version(conn: aiosqlite.Connection) -> int:
+    row = await _fetchone(conn, "PRAGMA user_version", ())
+    return int(row[0]) if row else 0
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    current = await _user_version(conn)
+    if current > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"the state database is at schema version {current}, newer than this revdaemon "
+            f"(which knows up to {SCHEMA_VERSION}); run the newer version or restore a backup"
+        )
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        script = MIGRATIONS[version - 1]
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(script):
+                await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {version}")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
+
+
+def _statements(script: str) -> list[str]:
+    # Migrations hold no string literals with semicolons, so a split on ';' is exact here.
+    return [part.strip() for part in script.split(";") if part.strip()]
+
+
+# --- small helpers ----------------------------------------------------------------------------------
+
+
+async def _fetchall(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+    async with conn.execute(sql, params) as cursor:
+        return list(await cursor.fetchall())
+
+
+async def _fetchone(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> sqlite3.Row | None:
+    async with conn.execute(sql, params) as cursor:
+        row: sqlite3.Row | None = await cursor.fetchone()
+        return row
+
+
+def _lastrowid(cursor: aiosqlite.Cursor) -> int:
+    if cursor.lastrowid is None:
+        raise StoreError("insert returned no row id")
+    return cursor.lastrowid
+
+
+async def _queue_depths(conn: aiosqlite.Connection) -> dict[EventStatus, int]:
+    rows = await _fetchall(conn, "SELECT status, count(*) AS n FROM inbox_events GROUP BY status", ())
+    depths = dict.fromkeys(EventStatus, 0)
+    for row in rows:
+        depths[EventStatus(row["status"])] = row["n"]
+    return depths
+
+
+async def _upsert_cursor(conn: aiosqlite.Connection, update: CursorUpdate, now: str) -> None:
+    await conn.execute(
+        """INSERT INTO cursors (name, value, updated_at) VALUES (?, ?, ?)
+           ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at""",
+        (update.name, update.value, now),
+    )
+
+
+async def _move_event(
+    conn: aiosqlite.Connection,
+    event_id: int,
+    target: EventStatus,
+    now: datetime,
+    *,
+    error: str | None = None,
+    clear_error: bool = False,
+    next_attempt_at: datetime | None = None,
+    reset_attempts: bool = False,
+) -> None:
+    row = await _fetchone(conn, "SELECT status, last_error, next_attempt_at FROM inbox_events WHERE id = ?", (event_id,))
+    if row is None:
+        raise RecordNotFound(f"no inbox event {event_id}")
+    check_event_move(EventStatus(row["status"]), target)
+    last_error = None if clear_error else (error if error is not None else row["last_error"])
+    due = _ts(next_attempt_at) if next_attempt_at is not None else row["next_attempt_at"]
+    await conn.execute(
+        f"""UPDATE inbox_events
+            SET status = ?, last_error = ?, next_attempt_at = ?, claimed_by = NULL, claimed_until = NULL,
+                updated_at = ?{", attempts = 0" if reset_attempts else ""}
+            WHERE id = ?""",
+        (target.value, last_error, due, _ts(now), event_id),
+    )
+
+
+async def _move_intent(
+    conn: aiosqlite.Connection,
+    key: str,
+    target: IntentStatus,
+    now: str,
+    *,
+    result: dict[str, object] | None = None,
+    error: str | None = None,
+) -> None:
+    row = await _fetchone(conn, "SELECT status FROM write_intents WHERE idem_key = ?", (key,))
+    if row is None:
+        raise RecordNotFound(f"no write intent {key!r}")
+    check_intent_move(IntentStatus(row["status"]), target)
+    await conn.execute(
+        """UPDATE write_intents SET status = ?, result = coalesce(?, result), error = ?, updated_at = ?
+           WHERE idem_key = ?""",
+        (target.value, _dumps(result) if result is not None else None, error, now, key),
+    )
+
+
+async def _insert_conflict(
+    conn: aiosqlite.Connection, event_id: int | None, conflict: NewConflict, now: datetime
+) -> int:
+    result = await conn.execute(
+        """INSERT INTO conflicts (event_id, flow, record_ref, reason, nue_values, salesforce_values,
+               synced_values, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+        (
+            event_id, conflict.flow, conflict.record_ref, conflict.reason, _dumps(conflict.nue_values),
+            _dumps(conflict.salesforce_values), _dumps(conflict.synced_values), _ts(now),
+        ),
+    )
+    return _lastrowid(result)
+
+
+# --- row -> record ----------------------------------------------------------------------------------
+
+
+def _required_dt(value: str) -> datetime:
+    parsed = _dt(value)
+    assert parsed is not None
+    return parsed
+
+
+def _event(row: sqlite3.Row) -> Event:
+    return Event(
+        id=row["id"],
+        source=row["source"],
+        key=row["event_key"],
+        type=row["type"],
+        payload=_loads(row["payload"]),
+        status=EventStatus(row["status"]),
+        attempts=row["attempts"],
+        next_attempt_at=_required_dt(row["next_attempt_at"]),
+        last_error=row["last_error"],
+        claimed_by=row["claimed_by"],
+        claimed_until=_dt(row["claimed_until"]),
+        received_at=_required_dt(row["received_at"]),
+        updated_at=_required_dt(row["updated_at"]),
+    )
+
+
+def _cursor(row: sqlite3.Row) -> Cursor:
+    return Cursor(name=row["name"], value=row["value"], updated_at=_required_dt(row["updated_at"]))
+
+
+def _intent(row: sqlite3.Row) -> WriteIntent:
+    return WriteIntent(
+        key=row["idem_key"],
+        system=row["system"],
+        operation=row["operation"],
+        target=row["target"],
+        request=_loads(row["request"]),
+        event_id=row["event_id"],
+        status=IntentStatus(row["status"]),
+        result=_loads(row["result"]),
+        error=row["error"],
+        created_at=_required_dt(row["created_at"]),
+        updated_at=_required_dt(row["updated_at"]),
+    )
+
+
+def _conflict(row: sqlite3.Row) -> ConflictRecord:
+    return ConflictRecord(
+        id=row["id"],
+        event_id=row["event_id"],
+        flow=row["flow"],
+        record_ref=row["record_ref"],
+        reason=row["reason"],
+        nue_values=_loads(row["nue_values"]),
+        salesforce_values=_loads(row["salesforce_values"]),
+        synced_values=_loads(row["synced_values"]),
+        status=ConflictStatus(row["status"]),
+        resolution=Resolution(row["resolution"]) if row["resolution"] else None,
+        resolved_by=row["resolved_by"],
+        comment=row["comment"],
+        created_at=_required_dt(row["created_at"]),
+        resolved_at=_dt(row["resolved_at"]),
+    )
+
+
+def _dead_letter(row: sqlite3.Row) -> DeadLetter:
+    return DeadLetter(
+        id=row["id"],
+        event_id=row["event_id"],
+        system=row["system"],
+        operation=row["operation"],
+        error=row["error"],
+        error_code=row["error_code"],
+        status=row["status"],
+        record_ref=row["record_ref"],
+        request=_loads(row["request"]),
+        created_at=_required_dt(row["created_at"]),
+        replayed_at=_dt(row["replayed_at"]),
+    )
+
+
+def _audit(row: sqlite3.Row) -> AuditEntry:
+    return AuditEntry(
+        id=row["id"],
+        at=_required_dt(row["at"]),
+        system=row["system"],
+        operation=row["operation"],
+        target=row["target"],
+        outcome=row["outcome"],
+        idem_key=row["idem_key"],
+        event_id=row["event_id"],
+        record_ref=row["record_ref"],
+        status=row["status"],
+        detail=_loads(row["detail"]),
+        mapping_version=row["mapping_version"],
+    )

@@ -1,0 +1,111 @@
+"""SQLite schema migrations, numbered by `PRAGMA user_version`.
+
+Append a new script for every change; never edit one that has shipped. The store applies the missing
+ones at start, each in its own transaction, and refuses a database whose version is newer than this list.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema.
+    """
+    CREATE TABLE inbox_events (
+        id              INTEGER PRIMARY KEY,
+        source          TEXT NOT NULL,
+        event_key       TEXT NOT NULL UNIQUE,
+        type            TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        status          TEXT NOT NULL DEFAULT 'received'
+                        CHECK (status IN ('received', 'claimed', 'done', 'dead', 'conflict')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error      TEXT,
+        claimed_by      TEXT,
+        claimed_until   TEXT,
+        received_at     TEXT NOT NULL,
+        updated_at      TEXT NOT NULL
+    );
+    CREATE INDEX inbox_due ON inbox_events (status, next_attempt_at);
+
+    CREATE TABLE cursors (
+        name       TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+
+    CREATE TABLE id_links (
+        object_type   TEXT NOT NULL,
+        nue_id        TEXT NOT NULL,
+        salesforce_id TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        PRIMARY KEY (object_type, nue_id),
+        UNIQUE (object_type, salesforce_id)
+    );
+
+    CREATE TABLE write_intents (
+        idem_key   TEXT PRIMARY KEY,
+        system     TEXT NOT NULL,
+        operation  TEXT NOT NULL,
+        target     TEXT NOT NULL,
+        request    TEXT NOT NULL,
+        event_id   INTEGER REFERENCES inbox_events (id),
+        status     TEXT NOT NULL CHECK (status IN ('recorded', 'sent', 'confirmed', 'failed')),
+        result     TEXT,
+        error      TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX write_intents_event ON write_intents (event_id);
+
+    CREATE TABLE conflicts (
+        id                INTEGER PRIMARY KEY,
+        event_id          INTEGER REFERENCES inbox_events (id),
+        flow              TEXT NOT NULL,
+        record_ref        TEXT NOT NULL,
+        reason            TEXT NOT NULL,
+        nue_values        TEXT NOT NULL,
+        salesforce_values TEXT NOT NULL,
+        synced_values     TEXT NOT NULL,
+        status            TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'resolved')),
+        resolution        TEXT CHECK (resolution IN ('nue', 'salesforce', 'skip')),
+        resolved_by       TEXT,
+        comment           TEXT,
+        created_at        TEXT NOT NULL,
+        resolved_at       TEXT
+    );
+    CREATE INDEX conflicts_status ON conflicts (status, id);
+
+    CREATE TABLE dead_letters (
+        id          INTEGER PRIMARY KEY,
+        event_id    INTEGER REFERENCES inbox_events (id),
+        system      TEXT NOT NULL,
+        operation   TEXT NOT NULL,
+        error       TEXT NOT NULL,
+        error_code  TEXT,
+        status      INTEGER,
+        record_ref  TEXT,
+        request     TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        replayed_at TEXT
+    );
+    CREATE INDEX dead_letters_open ON dead_letters (replayed_at, id);
+
+    CREATE TABLE audit_log (
+        id              INTEGER PRIMARY KEY,
+        at              TEXT NOT NULL,
+        system          TEXT NOT NULL,
+        operation       TEXT NOT NULL,
+        target          TEXT NOT NULL,
+        outcome         TEXT NOT NULL,
+        idem_key        TEXT,
+        event_id        INTEGER,
+        record_ref      TEXT,
+        status          INTEGER,
+        detail          TEXT NOT NULL,
+        mapping_version INTEGER
+    );
+    CREATE INDEX audit_record ON audit_log (record_ref, id);
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
