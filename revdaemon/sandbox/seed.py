@@ -1,0 +1,250 @@
+"""The seed data set both simulators start from, deterministic for a given seed.
+
+In a Nue tenant connected to Salesforce (nue-api.md, "Identifiers"), products, price books, price book
+entries and users carry the same Salesforce ids on both sides, so one catalog is built here and each
+simulator loads it into its own model. Accounts exist in Salesforce; Nue learns them as customers only
+when an order makes them (or the scenario driver does).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+from revdaemon.sandbox.sfids import IdFactory
+
+# Standard opportunity stages: (name, probability, is_closed, is_won). salesforce-api.md §5.
+OPPORTUNITY_STAGES: tuple[tuple[str, int, bool, bool], ...] = (
+    ("Prospecting", 10, False, False),
+    ("Qualification", 10, False, False),
+    ("Needs Analysis", 20, False, False),
+    ("Value Proposition", 50, False, False),
+    ("Id. Decision Makers", 60, False, False),
+    ("Perception Analysis", 70, False, False),
+    ("Proposal/Price Quote", 75, False, False),
+    ("Negotiation/Review", 90, False, False),
+    ("Closed Won", 100, True, True),
+    ("Closed Lost", 0, True, False),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeedUser:
+    id: str
+    username: str
+    name: str
+    email: str
+    role: str  # "sales" | "customer_success" | "integration"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PriceTier:
+    lower_bound: Decimal
+    upper_bound: Decimal | None
+    price: Decimal
+    charge_model: str  # "PerUnit" | "FlatFee"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PriceTag:
+    type: str  # "Tiered" | "Volume"
+    tiers: tuple[PriceTier, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BundleOption:
+    id: str  # Nue productOptionId
+    product_id: str
+    quantity: Decimal
+    required: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeedProduct:
+    id: str  # Product2 id (01t), shared with Nue in a connected tenant
+    sku: str  # ProductCode in Salesforce, sku in Nue
+    name: str
+    record_type: str  # "Product" | "Service" | "Bundle"
+    uom: str
+    pricebook_entry_id: str  # PricebookEntry id (01u)
+    unit_price: Decimal  # per unit per billing period
+    billing_period: str  # "Month" | "Year" | "OneTime"
+    price_tag: PriceTag | None = None
+    options: tuple[BundleOption, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeedAccount:
+    id: str
+    name: str
+    owner_id: str
+    industry: str
+    billing_city: str
+    billing_country: str
+    website: str
+    phone: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeedContact:
+    id: str
+    account_id: str
+    first_name: str
+    last_name: str
+    email: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeedLineItem:
+    id: str
+    product_id: str
+    pricebook_entry_id: str
+    quantity: Decimal
+    unit_price: Decimal
+    discount: Decimal  # percent
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeedOpportunity:
+    id: str
+    account_id: str
+    owner_id: str
+    name: str
+    stage: str
+    close_date: date
+    type: str
+    term_months: int
+    lines: tuple[SeedLineItem, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeedData:
+    seed: int
+    created_at: datetime
+    organization_id: str
+    pricebook_id: str
+    users: tuple[SeedUser, ...]
+    products: tuple[SeedProduct, ...]
+    accounts: tuple[SeedAccount, ...]
+    contacts: tuple[SeedContact, ...]
+    opportunities: tuple[SeedOpportunity, ...]
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def product(self, sku: str) -> SeedProduct:
+        return next(p for p in self.products if p.sku == sku)
+
+
+def build_seed(seed: int = 1, *, now: datetime | None = None, ids: IdFactory | None = None) -> SeedData:
+    """The same seed gives the same records, ids and dates (relative to `now`, truncated to the day)."""
+    rng = random.Random(seed)
+    ids = ids or IdFactory(seed)
+    created = (now or datetime.now(UTC)).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=30)
+    today = created.date() + timedelta(days=30)
+
+    users = (
+        SeedUser(id=ids.for_object("User"), username="integration@revdaemon.sandbox", name="Integration User",
+                 email="integration@revdaemon.sandbox", role="integration"),
+        SeedUser(id=ids.for_object("User"), username="ava.seller@revdaemon.sandbox", name="Ava Seller",
+                 email="ava.seller@revdaemon.sandbox", role="sales"),
+        SeedUser(id=ids.for_object("User"), username="sam.success@revdaemon.sandbox", name="Sam Success",
+                 email="sam.success@revdaemon.sandbox", role="customer_success"),
+    )
+    seller = users[1].id
+
+    def product(sku: str, name: str, record_type: str, uom: str, price: str, period: str,
+                tag: PriceTag | None = None, options: tuple[BundleOption, ...] = ()) -> SeedProduct:
+        return SeedProduct(
+            id=ids.for_object("Product2"), sku=sku, name=name, record_type=record_type, uom=uom,
+            pricebook_entry_id=ids.for_object("PricebookEntry"), unit_price=Decimal(price),
+            billing_period=period, price_tag=tag, options=options,
+        )
+
+    platform = product("PLAT-SUB", "Platform Subscription", "Product", "Each", "500.00", "Month")
+    seats = product(
+        "SEAT-VOL", "User Seats", "Product", "User", "40.00", "Month",
+        PriceTag(type="Volume", tiers=(
+            PriceTier(lower_bound=Decimal(1), upper_bound=Decimal(50), price=Decimal("40.00"), charge_model="PerUnit"),
+            PriceTier(lower_bound=Decimal(51), upper_bound=Decimal(200), price=Decimal("32.00"), charge_model="PerUnit"),
+            PriceTier(lower_bound=Decimal(201), upper_bound=None, price=Decimal("25.00"), charge_model="PerUnit"),
+        )),
+    )
+    api_calls = product(
+        "API-TIER", "API Calls (thousands)", "Product", "Each", "2.00", "Month",
+        PriceTag(type="Tiered", tiers=(
+            PriceTier(lower_bound=Decimal(0), upper_bound=Decimal(100), price=Decimal("0"), charge_model="FlatFee"),
+            PriceTier(lower_bound=Decimal(100), upper_bound=Decimal(1000), price=Decimal("2.00"), charge_model="PerUnit"),
+            PriceTier(lower_bound=Decimal(1000), upper_bound=None, price=Decimal("1.50"), charge_model="PerUnit"),
+        )),
+    )
+    support = product("SUP-PREM", "Premium Support", "Service", "Each", "300.00", "Month")
+    onboarding = product("ONB-SVC", "Onboarding Package", "Service", "Each", "2500.00", "OneTime")
+    bundle = product(
+        "GROW-BNDL", "Growth Bundle", "Bundle", "Each", "1200.00", "Month",
+        options=(
+            BundleOption(id=f"opt-{seed}-platform", product_id=platform.id, quantity=Decimal(1), required=True),
+            BundleOption(id=f"opt-{seed}-seats", product_id=seats.id, quantity=Decimal(10), required=False),
+            BundleOption(id=f"opt-{seed}-support", product_id=support.id, quantity=Decimal(1), required=False),
+        ),
+    )
+    products = (platform, seats, api_calls, support, onboarding, bundle)
+
+    names = ["Acme Corp", "Globex", "Initech", "Umbrella Health", "Stark Logistics", "Wayne Foods"]
+    cities = [("Chicago", "US"), ("Springfield", "US"), ("Austin", "US"), ("London", "GB"), ("Berlin", "DE"),
+              ("Toronto", "CA")]
+    accounts = tuple(
+        SeedAccount(
+            id=ids.for_object("Account"), name=name, owner_id=seller, industry=rng.choice(["Technology", "Retail",
+                                                                                            "Healthcare"]),
+            billing_city=cities[i][0], billing_country=cities[i][1],
+            website=f"https://{name.split()[0].lower()}.example", phone=f"+1-555-01{i:02d}",
+        )
+        for i, name in enumerate(names)
+    )
+    contacts = tuple(
+        SeedContact(id=ids.for_object("Contact"), account_id=account.id, first_name=first,
+                    last_name=account.name.split()[0], email=f"{first.lower()}@{account.name.split()[0].lower()}.example")
+        for account, first in zip(accounts, ["Alex", "Blair", "Casey", "Drew", "Emery", "Finley"], strict=True)
+    )
+
+    def lines(*items: tuple[SeedProduct, int, str]) -> tuple[SeedLineItem, ...]:
+        return tuple(
+            SeedLineItem(id=ids.for_object("OpportunityLineItem"), product_id=p.id,
+                         pricebook_entry_id=p.pricebook_entry_id, quantity=Decimal(q),
+                         unit_price=p.unit_price, discount=Decimal(d))
+            for p, q, d in items
+        )
+
+    def opportunity(account: SeedAccount, name: str, stage: str, days: int, kind: str,
+                    items: tuple[SeedLineItem, ...], term: int = 12) -> SeedOpportunity:
+        return SeedOpportunity(
+            id=ids.for_object("Opportunity"), account_id=account.id, owner_id=seller, name=name, stage=stage,
+            close_date=today + timedelta(days=days), type=kind, term_months=term, lines=items,
+        )
+
+    opportunities = (
+        opportunity(accounts[0], "Acme Corp - Platform", "Negotiation/Review", 5, "New Business",
+                    lines((platform, 1, "0"), (seats, 25, "10"), (onboarding, 1, "0"))),
+        opportunity(accounts[1], "Globex - Growth Bundle", "Proposal/Price Quote", 14, "New Business",
+                    lines((bundle, 1, "5"), (api_calls, 1500, "0")), term=24),
+        opportunity(accounts[2], "Initech - Seats", "Prospecting", 45, "New Business",
+                    lines((seats, 60, "0"))),
+        opportunity(accounts[3], "Umbrella Health - Platform and Support", "Closed Won", -2, "New Business",
+                    lines((platform, 2, "0"), (support, 1, "0"), (seats, 120, "15"))),
+        opportunity(accounts[4], "Stark Logistics - Pilot", "Closed Lost", -20, "New Business",
+                    lines((platform, 1, "20"))),
+        opportunity(accounts[5], "Wayne Foods - API", "Value Proposition", 30, "New Business",
+                    lines((api_calls, 800, "0"), (support, 1, "0"))),
+    )
+    return SeedData(
+        seed=seed,
+        created_at=created,
+        organization_id=ids.for_object("Organization"),
+        pricebook_id=ids.for_object("Pricebook2"),
+        users=users,
+        products=products,
+        accounts=accounts,
+        contacts=contacts,
+        opportunities=opportunities,
+    )
