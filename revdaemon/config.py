@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,13 +35,17 @@ from pydantic import (
     ValidationError,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from pydantic_settings.sources import NestedSecretsSettingsSource
+from pydantic_settings.sources import EnvSettingsSource, NestedSecretsSettingsSource
+from pydantic_settings.sources.utils import parse_env_vars
 
 from revdaemon.errors import ConfigError
 
 CONFIG_ENV_VAR = "REVDAEMON_CONFIG"
 DEFAULT_CONFIG_PATH = Path("config.yaml")
 SF_COLLECTION_MAX = 200  # salesforce-api.md §2.3: sObject Collections take at most 200 records
+
+# The environment `load_settings` was given; tests pass their own instead of os.environ.
+_ENVIRON: ContextVar[Mapping[str, str]] = ContextVar("revdaemon_config_environ")
 
 _HTTP_URL = TypeAdapter(HttpUrl)
 _SF_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)?$")
@@ -204,7 +209,8 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The YAML document arrives as init kwargs; it ranks below env and credential files.
-        return (env_settings, NestedSecretsSettingsSource(file_secret_settings), init_settings)
+        assert isinstance(env_settings, EnvSettingsSource)
+        return (_MappingEnvSource(env_settings), NestedSecretsSettingsSource(file_secret_settings), init_settings)
 
     @property
     def database_path(self) -> Path:
@@ -213,6 +219,22 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log redactor to scrub wherever it appears."""
         return [value for value in _walk_secrets(self) if value]
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """The env source, reading the mapping handed to `load_settings` rather than os.environ."""
+
+    def __init__(self, template: EnvSettingsSource) -> None:
+        super().__init__(
+            template.settings_cls,
+            case_sensitive=template.case_sensitive,
+            env_prefix=template.env_prefix,
+            env_nested_delimiter=template.env_nested_delimiter,
+        )
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        environ = _ENVIRON.get(os.environ)
+        return parse_env_vars(environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
 
 
 def _walk_secrets(model: BaseModel) -> Iterator[str]:
@@ -246,10 +268,13 @@ def load_settings(
     document = _read_yaml(config_path, required=explicit)
     base_dir = config_path.resolve().parent
     secrets_dir = env.get("CREDENTIALS_DIRECTORY") or None
+    token = _ENVIRON.set(env)
     try:
         settings = Settings(_secrets_dir=secrets_dir, **document)
     except ValidationError as exc:
         raise ConfigError(_describe(exc), source=str(config_path)) from None
+    finally:
+        _ENVIRON.reset(token)
     settings = _resolve_paths(settings, base_dir)
     problems = list(_cross_field_problems(settings))
     if problems:

@@ -8,18 +8,19 @@ last, so nothing is written after it closes.
 from __future__ import annotations
 
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import anyio
 import structlog
-from anyio.abc import TaskStatus
 
 from revdaemon.config import Settings
-from revdaemon.store import Store, open_store
+from revdaemon.store import open_store
 
 log = structlog.get_logger("revdaemon.supervisor")
 
-Part = Callable[[Settings, Store, TaskStatus[None]], Awaitable[None]]
+# A long-running part: `part(settings, store, task_status=...)` calls task_status.started() once ready.
+Part = Callable[..., Coroutine[Any, Any, None]]
 
 
 async def run_daemon(

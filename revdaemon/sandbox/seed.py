@@ -153,6 +153,10 @@ def build_seed(seed: int = 1, *, now: datetime | None = None, ids: IdFactory | N
     )
     seller = users[1].id
 
+    def tier(lower: int, upper: int | None, price: str, model: str = "PerUnit") -> PriceTier:
+        return PriceTier(lower_bound=Decimal(lower), upper_bound=None if upper is None else Decimal(upper),
+                         price=Decimal(price), charge_model=model)
+
     def product(sku: str, name: str, record_type: str, uom: str, price: str, period: str,
                 tag: PriceTag | None = None, options: tuple[BundleOption, ...] = ()) -> SeedProduct:
         return SeedProduct(
@@ -164,19 +168,12 @@ def build_seed(seed: int = 1, *, now: datetime | None = None, ids: IdFactory | N
     platform = product("PLAT-SUB", "Platform Subscription", "Product", "Each", "500.00", "Month")
     seats = product(
         "SEAT-VOL", "User Seats", "Product", "User", "40.00", "Month",
-        PriceTag(type="Volume", tiers=(
-            PriceTier(lower_bound=Decimal(1), upper_bound=Decimal(50), price=Decimal("40.00"), charge_model="PerUnit"),
-            PriceTier(lower_bound=Decimal(51), upper_bound=Decimal(200), price=Decimal("32.00"), charge_model="PerUnit"),
-            PriceTier(lower_bound=Decimal(201), upper_bound=None, price=Decimal("25.00"), charge_model="PerUnit"),
-        )),
+        PriceTag(type="Volume", tiers=(tier(1, 50, "40.00"), tier(51, 200, "32.00"), tier(201, None, "25.00"))),
     )
     api_calls = product(
         "API-TIER", "API Calls (thousands)", "Product", "Each", "2.00", "Month",
-        PriceTag(type="Tiered", tiers=(
-            PriceTier(lower_bound=Decimal(0), upper_bound=Decimal(100), price=Decimal("0"), charge_model="FlatFee"),
-            PriceTier(lower_bound=Decimal(100), upper_bound=Decimal(1000), price=Decimal("2.00"), charge_model="PerUnit"),
-            PriceTier(lower_bound=Decimal(1000), upper_bound=None, price=Decimal("1.50"), charge_model="PerUnit"),
-        )),
+        PriceTag(type="Tiered",
+                 tiers=(tier(0, 100, "0", "FlatFee"), tier(100, 1000, "2.00"), tier(1000, None, "1.50"))),
     )
     support = product("SUP-PREM", "Premium Support", "Service", "Each", "300.00", "Month")
     onboarding = product("ONB-SVC", "Onboarding Package", "Service", "Each", "2500.00", "OneTime")
@@ -202,10 +199,12 @@ def build_seed(seed: int = 1, *, now: datetime | None = None, ids: IdFactory | N
         )
         for i, name in enumerate(names)
     )
+    firsts = ["Alex", "Blair", "Casey", "Drew", "Emery", "Finley"]
     contacts = tuple(
         SeedContact(id=ids.for_object("Contact"), account_id=account.id, first_name=first,
-                    last_name=account.name.split()[0], email=f"{first.lower()}@{account.name.split()[0].lower()}.example")
-        for account, first in zip(accounts, ["Alex", "Blair", "Casey", "Drew", "Emery", "Finley"], strict=True)
+                    last_name=account.name.split()[0],
+                    email=f"{first.lower()}@{account.name.split()[0].lower()}.example")
+        for account, first in zip(accounts, firsts, strict=True)
     )
 
     def lines(*items: tuple[SeedProduct, int, str]) -> tuple[SeedLineItem, ...]:

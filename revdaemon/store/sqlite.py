@@ -388,7 +388,9 @@ class SqliteStore:
                 raise StoreError(f"dead letter {letter_id} was already replayed at {row['replayed_at']}")
             if row["event_id"] is None:
                 raise StoreError(f"dead letter {letter_id} has no inbox event to replay")
-            await _move_event(conn, row["event_id"], EventStatus.RECEIVED, now, reset_attempts=True, next_attempt_at=now)
+            await _move_event(
+                conn, row["event_id"], EventStatus.RECEIVED, now, reset_attempts=True, next_attempt_at=now
+            )
             await conn.execute("UPDATE dead_letters SET replayed_at = ? WHERE id = ?", (_ts(now), letter_id))
             event_row = await _fetchone(conn, "SELECT * FROM inbox_events WHERE id = ?", (row["event_id"],))
         assert event_row is not None
@@ -520,7 +522,9 @@ async def _move_event(
     next_attempt_at: datetime | None = None,
     reset_attempts: bool = False,
 ) -> None:
-    row = await _fetchone(conn, "SELECT status, last_error, next_attempt_at FROM inbox_events WHERE id = ?", (event_id,))
+    row = await _fetchone(
+        conn, "SELECT status, last_error, next_attempt_at FROM inbox_events WHERE id = ?", (event_id,)
+    )
     if row is None:
         raise RecordNotFound(f"no inbox event {event_id}")
     check_event_move(EventStatus(row["status"]), target)

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import io
+import json
+
+import structlog
+from pydantic import SecretStr
+
+from revdaemon.ops.logging import REDACTED, RedactSecrets, configure_logging
+
+
+def run(processor: RedactSecrets, **event: object) -> dict[str, object]:
+    return processor(None, "info", dict(event))
+
+
+class TestRedactSecrets:
+    def test_secret_named_keys_are_blanked(self) -> None:
+        """Keys such as api_key, Authorization and nue-api-key never reach the output."""
+        out = run(RedactSecrets(), api_key="k1", Authorization="Bearer abc", **{"nue-api-key": "k2"}, event="x")
+        assert out == {"api_key": REDACTED, "Authorization": REDACTED, "nue-api-key": REDACTED, "event": "x"}
+
+    def test_nested_headers_are_blanked(self) -> None:
+        """Header mappings and (name, value) pair lists are cleaned by name."""
+        out = run(RedactSecrets(), headers={"Authorization": "Bearer t", "Accept": "json"},
+                  raw=[("nue-api-key", "k"), ("content-type", "json")])
+        assert out["headers"] == {"Authorization": REDACTED, "Accept": "json"}
+        assert out["raw"] == [("nue-api-key", REDACTED), ("content-type", "json")]
+
+    def test_known_secret_values_are_scrubbed_from_text(self) -> None:
+        """A configured secret inside an error message is replaced."""
+        out = run(RedactSecrets(["s3cr3t-value"]), error="login failed for s3cr3t-value at host")
+        assert out["error"] == f"login failed for {REDACTED} at host"
+
+    def test_bearer_tokens_in_text_are_scrubbed(self) -> None:
+        """A bearer token quoted in free text is blanked."""
+        out = run(RedactSecrets(), message='sent {"Authorization": "Bearer 00D5g!AQ4AQ.x"} to host')
+        assert "00D5g" not in str(out["message"])
+        assert f"Bearer {REDACTED}" in str(out["message"])
+
+    def test_secretstr_values_are_blanked(self) -> None:
+        """A SecretStr under any key is written as redacted."""
+        assert run(RedactSecrets(), anything=SecretStr("x"))["anything"] == REDACTED
+
+
+class TestPipeline:
+    def test_json_lines_when_not_a_tty(self) -> None:
+        """Off a terminal the output is one JSON object per line, with level and time, secrets redacted."""
+        stream = io.StringIO()
+        configure_logging(level="info", fmt="auto", secret_values=["hunter2-secret"], stream=stream)
+        log = structlog.get_logger()
+        log.info("write_sent", idem_key="k1", detail="password is hunter2-secret")
+        log.debug("not_shown")
+        [line] = stream.getvalue().splitlines()
+        record = json.loads(line)
+        assert record["event"] == "write_sent" and record["level"] == "info" and "timestamp" in record
+        assert record["detail"] == f"password is {REDACTED}"

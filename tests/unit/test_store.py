@@ -1,0 +1,307 @@
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import anyio
+import pytest
+
+from revdaemon.errors import IllegalTransition, LinkConflict, RecordNotFound, SchemaTooNew, StoreError
+from revdaemon.store import Store, open_store
+from revdaemon.store.records import (
+    ConflictStatus,
+    CursorUpdate,
+    Link,
+    NewAuditEntry,
+    NewConflict,
+    NewDeadLetter,
+    NewEvent,
+    NewIntent,
+    Resolution,
+)
+from revdaemon.store.sqlite_schema import SCHEMA_VERSION
+from revdaemon.store.states import EventStatus, IntentStatus
+
+pytestmark = pytest.mark.anyio
+
+LEASE = timedelta(minutes=5)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
+    opened = await open_store(tmp_path / "state" / "db.sqlite3", clock=clock)
+    yield opened
+    await opened.close()
+
+
+def event(key: str, type_: str = "order.activated") -> NewEvent:
+    return NewEvent(source="nue_webhook", key=key, type=type_, payload={"id": key})
+
+
+async def claim_one(store: Store) -> int:
+    [claimed] = await store.claim_events(worker="w1", limit=1, lease=LEASE)
+    return claimed.id
+
+
+class TestMigrations:
+    async def test_empty_database_is_migrated_to_current(self, tmp_path: Path) -> None:
+        """Opening a new file creates every table and sets the schema version."""
+        path = tmp_path / "db.sqlite3"
+        store = await open_store(path)
+        assert await store.schema_version() == SCHEMA_VERSION
+        await store.close()
+        with sqlite3.connect(path) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        assert {"inbox_events", "cursors", "id_links", "write_intents", "conflicts", "dead_letters",
+                "audit_log"} <= tables
+        assert journal == "wal"
+
+    async def test_reopening_is_idempotent_and_keeps_data(self, tmp_path: Path) -> None:
+        """A second open applies nothing and loses nothing."""
+        path = tmp_path / "db.sqlite3"
+        store = await open_store(path)
+        await store.add_events([event("e1")])
+        await store.close()
+        store = await open_store(path)
+        assert await store.schema_version() == SCHEMA_VERSION
+        assert (await store.find_event("e1")) is not None
+        await store.close()
+
+    async def test_newer_database_is_refused(self, tmp_path: Path) -> None:
+        """A database written by a newer revdaemon is refused untouched."""
+        path = tmp_path / "db.sqlite3"
+        with sqlite3.connect(path) as conn:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        with pytest.raises(SchemaTooNew, match="newer than this revdaemon"):
+            await open_store(path)
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+            assert conn.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0] == 0
+
+
+class TestInbox:
+    async def test_duplicate_key_stores_nothing_new(self, store: Store) -> None:
+        """The second copy of an event is reported as not new and not stored."""
+        assert await store.add_events([event("e1"), event("e2")]) == [True, True]
+        assert await store.add_events([event("e1"), event("e3")]) == [False, True]
+        depths = await store.queue_depths()
+        assert depths[EventStatus.RECEIVED] == 3
+
+    async def test_cursor_advances_with_its_events(self, store: Store) -> None:
+        """A poll page's events and its cursor are committed together."""
+        await store.add_events([event("p1")], cursor=CursorUpdate(name="sf:Opportunity", value="2026-01-01T00:00:00Z"))
+        cursor = await store.get_cursor("sf:Opportunity")
+        assert cursor is not None and cursor.value == "2026-01-01T00:00:00Z"
+        assert (await store.find_event("p1")) is not None
+
+    async def test_failed_batch_stores_neither_events_nor_cursor(self, store: Store) -> None:
+        """If any part of the write fails, the cursor stays where it was."""
+        await store.set_cursor(CursorUpdate(name="c", value="old"))
+
+        class Unserialisable:
+            pass
+
+        bad = NewEvent(source="s", key="bad", type="t", payload={"x": Unserialisable()})
+        with pytest.raises(TypeError):
+            await store.add_events([event("ok"), bad], cursor=CursorUpdate(name="c", value="new"))
+        assert (await store.get_cursor("c")).value == "old"  # type: ignore[union-attr]
+        assert await store.find_event("ok") is None
+
+    async def test_claim_complete(self, store: Store) -> None:
+        """A claimed event is not claimed again and is done once completed."""
+        await store.add_events([event("e1")])
+        event_id = await claim_one(store)
+        assert await store.claim_events(worker="w2", limit=10, lease=LEASE) == []
+        await store.complete_event(event_id)
+        done = await store.get_event(event_id)
+        assert done is not None and done.status is EventStatus.DONE and done.attempts == 1
+
+    async def test_retry_waits_until_due(self, store: Store, clock: FakeClock) -> None:
+        """A retried event is not claimable before its next attempt time."""
+        await store.add_events([event("e1")])
+        event_id = await claim_one(store)
+        due = clock.now + timedelta(seconds=30)
+        await store.retry_event(event_id, error="503 SERVER_UNAVAILABLE", next_attempt_at=due)
+        assert await store.claim_events(worker="w", limit=1, lease=LEASE) == []
+        clock.advance(seconds=31)
+        [again] = await store.claim_events(worker="w", limit=1, lease=LEASE)
+        assert again.id == event_id and again.attempts == 2 and again.last_error == "503 SERVER_UNAVAILABLE"
+
+    async def test_expired_lease_is_taken_over(self, store: Store, clock: FakeClock) -> None:
+        """A crashed worker's claim becomes claimable once its lease runs out."""
+        await store.add_events([event("e1")])
+        await store.claim_events(worker="dead-worker", limit=1, lease=LEASE)
+        clock.advance(minutes=6)
+        [taken] = await store.claim_events(worker="survivor", limit=1, lease=LEASE)
+        assert taken.claimed_by == "survivor"
+
+    async def test_claims_oldest_first(self, store: Store, clock: FakeClock) -> None:
+        """Events are claimed in the order they became due."""
+        await store.add_events([event("a")])
+        clock.advance(seconds=1)
+        await store.add_events([event("b")])
+        claimed = await store.claim_events(worker="w", limit=2, lease=LEASE)
+        assert [e.key for e in claimed] == ["a", "b"]
+
+    async def test_illegal_move_raises_and_changes_nothing(self, store: Store) -> None:
+        """Completing an event that was never claimed is refused."""
+        await store.add_events([event("e1")])
+        stored = await store.find_event("e1")
+        assert stored is not None
+        with pytest.raises(IllegalTransition):
+            await store.complete_event(stored.id)
+        after = await store.get_event(stored.id)
+        assert after is not None and after.status is EventStatus.RECEIVED
+
+    async def test_unknown_event(self, store: Store) -> None:
+        """Moving an event that does not exist names it."""
+        with pytest.raises(RecordNotFound, match="42"):
+            await store.complete_event(42)
+
+
+class TestDeadLettersAndConflicts:
+    async def test_dead_letter_and_replay(self, store: Store) -> None:
+        """A rejected event keeps the API's error and can be replayed once."""
+        await store.add_events([event("e1")])
+        event_id = await claim_one(store)
+        letter_id = await store.dead_letter_event(event_id, NewDeadLetter(
+            system="salesforce", operation="create Account", error="Required fields are missing: [Name]",
+            error_code="REQUIRED_FIELD_MISSING", status=400, record_ref="nue:customer:c1", request={"Name": None},
+        ))
+        [letter] = await store.list_dead_letters()
+        assert letter.id == letter_id and letter.error_code == "REQUIRED_FIELD_MISSING"
+        assert (await store.summary()).dead_letters == 1
+        replayed = await store.replay_dead_letter(letter_id)
+        assert replayed.status is EventStatus.RECEIVED and replayed.attempts == 0
+        assert await store.list_dead_letters() == []
+        with pytest.raises(StoreError, match="already replayed"):
+            await store.replay_dead_letter(letter_id)
+
+    async def test_conflict_take_a_side_requeues(self, store: Store) -> None:
+        """Resolving by taking a side sends the event back to the inbox, recording who and why."""
+        await store.add_events([event("e1")])
+        event_id = await claim_one(store)
+        conflict_id = await store.conflict_event(event_id, NewConflict(
+            flow="closed_won_to_order", record_ref="sf:Opportunity:006x", reason="edited after the order exists",
+            nue_values={"Amount": "100"}, salesforce_values={"Amount": "120"},
+        ))
+        assert (await store.get_event(event_id)).status is EventStatus.CONFLICT  # type: ignore[union-attr]
+        resolved = await store.resolve_conflict(conflict_id, resolution=Resolution.TAKE_SALESFORCE,
+                                                actor="ops@example", comment="rep fixed the amount")
+        assert resolved.status is ConflictStatus.RESOLVED and resolved.resolved_by == "ops@example"
+        assert (await store.get_event(event_id)).status is EventStatus.RECEIVED  # type: ignore[union-attr]
+        assert await store.list_conflicts() == []
+        with pytest.raises(StoreError, match="already resolved"):
+            await store.resolve_conflict(conflict_id, resolution=Resolution.SKIP, actor="x")
+
+    async def test_conflict_skip_closes_event(self, store: Store) -> None:
+        """Skipping a conflict finishes its event without another attempt."""
+        await store.add_events([event("e1")])
+        event_id = await claim_one(store)
+        conflict_id = await store.conflict_event(event_id, NewConflict(flow="f", record_ref="r", reason="why"))
+        await store.resolve_conflict(conflict_id, resolution=Resolution.SKIP, actor="ops")
+        assert (await store.get_event(event_id)).status is EventStatus.DONE  # type: ignore[union-attr]
+
+
+class TestLinksIntentsAudit:
+    async def test_links_both_ways_and_refuses_a_second_partner(self, store: Store) -> None:
+        """A link is found from either side; re-linking one side elsewhere raises."""
+        link = Link(object_type="account", nue_id="c-1", salesforce_id="001A")
+        await store.put_link(link)
+        await store.put_link(link)  # the same pair again is fine
+        assert await store.find_link("account", nue_id="c-1") == link
+        assert await store.find_link("account", salesforce_id="001A") == link
+        assert await store.find_link("order", nue_id="c-1") is None
+        with pytest.raises(LinkConflict):
+            await store.put_link(Link(object_type="account", nue_id="c-2", salesforce_id="001A"))
+
+    async def test_intent_lifecycle(self, store: Store) -> None:
+        """An intent is recorded once, then sent, then confirmed with its result."""
+        new = NewIntent(key="closed_won:006x:order", system="nue", operation="create_order", target="Order",
+                        request={"name": "x"})
+        first = await store.record_intent(new)
+        again = await store.record_intent(new)
+        assert first.status is again.status is IntentStatus.RECORDED
+        await store.mark_intent_sent(new.key)
+        await store.confirm_intent(new.key, {"id": "o-1"})
+        stored = await store.get_intent(new.key)
+        assert stored is not None and stored.status is IntentStatus.CONFIRMED and stored.result == {"id": "o-1"}
+        with pytest.raises(IllegalTransition):
+            await store.fail_intent(new.key, "too late")
+
+    async def test_audit_log(self, store: Store) -> None:
+        """External writes are listed newest first and filtered by record."""
+        await store.record_write(NewAuditEntry(system="salesforce", operation="update", target="Account",
+                                               outcome="ok", record_ref="001A", status=204, mapping_version=1))
+        await store.record_write(NewAuditEntry(system="nue", operation="create", target="Order", outcome="ok",
+                                               record_ref="o-1", status=200))
+        assert [w.record_ref for w in await store.list_writes()] == ["o-1", "001A"]
+        [only] = await store.list_writes(record_ref="001A")
+        assert only.mapping_version == 1 and only.status == 204
+
+
+class TestConcurrency:
+    async def test_two_tasks_never_claim_the_same_event(self, store: Store) -> None:
+        """Concurrent claimers split the inbox with no event claimed twice."""
+        await store.add_events([event(f"e{i}") for i in range(60)])
+        claimed: dict[str, list[int]] = {"a": [], "b": []}
+
+        async def worker(name: str) -> None:
+            while batch := await store.claim_events(worker=name, limit=3, lease=LEASE):
+                claimed[name].extend(e.id for e in batch)
+                for e in batch:
+                    await store.complete_event(e.id)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker, "a")
+            tg.start_soon(worker, "b")
+        everything = claimed["a"] + claimed["b"]
+        assert len(everything) == len(set(everything)) == 60
+        assert (await store.queue_depths())[EventStatus.DONE] == 60
+
+    async def test_concurrent_writers_on_one_store(self, store: Store) -> None:
+        """Two tasks adding overlapping events end with each key stored once."""
+        results: list[list[bool]] = []
+
+        async def writer(offset: int) -> None:
+            for i in range(20):
+                results.append(await store.add_events([event(f"k{(i + offset) % 30}")]))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer, 0)
+            tg.start_soon(writer, 10)
+        assert sum(flag for batch in results for flag in batch) == 30
+        assert (await store.queue_depths())[EventStatus.RECEIVED] == 30
+
+    async def test_two_connections_share_the_file(self, tmp_path: Path) -> None:
+        """A second process's store (the CLI) sees what the daemon's wrote and can write too."""
+        path = tmp_path / "db.sqlite3"
+        daemon, cli = await open_store(path), await open_store(path)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(daemon.add_events, [event(f"d{i}") for i in range(50)])
+                tg.start_soon(cli.add_events, [event(f"c{i}") for i in range(50)])
+            summary = await cli.summary()
+            assert summary.queue_depths[EventStatus.RECEIVED] == 100
+        finally:
+            await daemon.close()
+            await cli.close()
