@@ -16,11 +16,11 @@ demo: $(STAMP)
 	$(BIN)/revdaemon demo --config config.yaml
 
 test: $(STAMP)
-	$(BIN)/ruff check revdaemon tests bench
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check revdaemon tests bench
+	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
