@@ -9,8 +9,11 @@
     │   └── RecordNotFound     no row with that id
     └── SyncError              raised at a connector boundary, carries its evidence
         ├── Retryable          timeouts, 5xx, UNABLE_TO_LOCK_ROW: back off and retry
-        │   └── Throttled      429, REQUEST_LIMIT_EXCEEDED: wait `retry_after`
+        │   ├── Unsent         the request never reached the server: safe to repeat even a create
+        │   └── Throttled      429: wait `retry_after`
+        │       └── RequestLimitExceeded  Salesforce's daily allocation is spent: pause non-urgent work
         ├── AuthExpired        refresh the session once, then retry
+        ├── AuthFailed         the credentials were refused: stop that API's work and alert
         ├── Permanent          the record goes to the dead letters
         └── Conflict           the record goes to the conflict log
 
@@ -68,6 +71,15 @@ class RecordNotFound(StoreError):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ApiErrorItem:
+    """One entry of an API's own error list (Salesforce: errorCode or statusCode, message, fields)."""
+
+    code: str
+    message: str
+    fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
 class ErrorContext:
     """The evidence an API error carries up to the executor."""
 
@@ -81,26 +93,45 @@ class ErrorContext:
 class SyncError(RevdaemonError):
     """An error at a connector boundary, with the API's own words in `message`."""
 
-    def __init__(self, message: str, context: ErrorContext) -> None:
+    def __init__(self, message: str, context: ErrorContext, items: tuple[ApiErrorItem, ...] = ()) -> None:
         super().__init__(message)
         self.message = message
         self.context = context
+        self.items = items
 
 
 class Retryable(SyncError):
     """Transient: back off and try again."""
 
 
+class Unsent(Retryable):
+    """The connection failed before the request was sent, so repeating it cannot duplicate a write."""
+
+
 class Throttled(Retryable):
     """The API asked us to slow down; `retry_after` seconds when it said how long."""
 
-    def __init__(self, message: str, context: ErrorContext, retry_after: float | None = None) -> None:
-        super().__init__(message, context)
+    def __init__(
+        self,
+        message: str,
+        context: ErrorContext,
+        items: tuple[ApiErrorItem, ...] = (),
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, context, items)
         self.retry_after = retry_after
+
+
+class RequestLimitExceeded(Throttled):
+    """Salesforce's daily request allocation is used up (403 REQUEST_LIMIT_EXCEEDED)."""
 
 
 class AuthExpired(SyncError):
     """The session is no longer valid: log in again once, then retry."""
+
+
+class AuthFailed(SyncError):
+    """The token endpoint refused the credentials (invalid_grant, invalid_client): a person must act."""
 
 
 class Permanent(SyncError):
@@ -112,7 +143,8 @@ class Conflict(SyncError):
 
 
 __all__ = [
-    "AuthExpired",
+    "ApiErrorItem",    "AuthExpired",
+    "AuthFailed",
     "ConfigError",
     "Conflict",
     "ErrorContext",
@@ -120,10 +152,12 @@ __all__ = [
     "LinkConflict",
     "Permanent",
     "RecordNotFound",
+    "RequestLimitExceeded",
     "Retryable",
     "RevdaemonError",
     "SchemaTooNew",
     "StoreError",
     "SyncError",
     "Throttled",
+    "Unsent",
 ]
