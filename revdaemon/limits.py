@@ -97,6 +97,16 @@ class RetryPolicy:
         return rng.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
 
 
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds; an HTTP-date form is ignored (rare from these APIs; backoff still applies)."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
 async def retrying(
     call: Callable[[], Awaitable[T]],
     *,

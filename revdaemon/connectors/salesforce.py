@@ -34,7 +34,7 @@ from revdaemon.errors import (
     Throttled,
     Unsent,
 )
-from revdaemon.limits import ApiLimiter, DailyBudget, Priority, RetryPolicy, retrying
+from revdaemon.limits import ApiLimiter, DailyBudget, Priority, RetryPolicy, parse_retry_after, retrying
 
 log = structlog.get_logger("revdaemon.salesforce")
 
@@ -243,7 +243,7 @@ class SalesforceClient:
         if response.status_code >= 300:
             error = wire.classify(response.status_code, _json_or_none(response), operation=operation,
                                   record_ref=record_ref,
-                                  retry_after=wire.parse_retry_after(response.headers.get("Retry-After")))
+                                  retry_after=parse_retry_after(response.headers.get("Retry-After")))
             if isinstance(error, Throttled) and error.context.error_code == "REQUEST_LIMIT_EXCEEDED":
                 self.budget.pause(error.retry_after or wire.LIMIT_EXCEEDED_PAUSE_SECONDS)
                 log.warning("salesforce_limit_exceeded", pause_seconds=error.retry_after)

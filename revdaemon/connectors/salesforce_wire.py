@@ -304,12 +304,3 @@ def parse_collection_results(body: Any, expected: int) -> list[WriteResult]:
         results.append(WriteResult(ok=ok, id=entry.get("id"), created=entry.get("created"),
                                    errors=() if ok else parse_error_items(entry.get("errors") or [])))
     return results
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: rare from these APIs, and backoff still applies

@@ -1,0 +1,228 @@
+"""The Nue client: sends what `nue_wire` builds over an injected `httpx.AsyncClient`.
+
+Nue documents no idempotency header, so creates are made safe by the caller's lookups: `find_customer`
+(by Nue or Salesforce Account id) and `find_order_for_opportunity` (by the opportunity marker) run
+before a create, and again when the engine finds a create recorded but never confirmed. For the same
+reason a create is only repeated here when the request certainly never reached Nue.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import anyio
+import httpx
+import structlog
+
+from revdaemon.config import NueSettings
+from revdaemon.connectors import nue_wire as wire
+from revdaemon.connectors.nue_wire import NueRequest
+from revdaemon.errors import ErrorContext, Permanent, Retryable, SyncError, Throttled, Unsent
+from revdaemon.limits import ApiLimiter, RetryPolicy, parse_retry_after, retrying
+
+log = structlog.get_logger("revdaemon.nue")
+
+_UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class NueClient:
+    def __init__(
+        self,
+        settings: NueSettings,
+        http: httpx.AsyncClient,
+        *,
+        limiter: ApiLimiter,
+        retry: RetryPolicy,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        if settings.api_key is None:
+            raise ValueError("nue.api_key is required")
+        self._settings = settings
+        self._http = http
+        self._limiter = limiter
+        self._retry = retry
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._products: list[dict[str, Any]] | None = None
+        self.calls = 0
+
+    # --- customers ----------------------------------------------------------------------------
+
+    async def find_customer(self, customer_id: str) -> dict[str, Any] | None:
+        """A customer by its Nue id or its Salesforce Account id; None when Nue has no such customer."""
+        try:
+            body = await self._send(wire.get_customer_request(customer_id), operation="get customer",
+                                    record_ref=customer_id)
+        except Permanent as exc:
+            if exc.context.status == 404:
+                return None
+            raise
+        return wire.one(body.data)
+
+    async def create_customers(self, customers: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        created: list[dict[str, Any]] = []
+        for start in range(0, len(customers), wire.CUSTOMER_BATCH_MAX):
+            chunk = customers[start:start + wire.CUSTOMER_BATCH_MAX]
+            body = await self._send(wire.create_customers_request(chunk), operation=f"create customers x{len(chunk)}",
+                                    idempotent=False)
+            created.extend(wire.many(body.data, "customers"))
+        return created
+
+    # --- orders and change orders -------------------------------------------------------------
+
+    async def list_orders(self, customer_ids: Sequence[str], *, status: str | None = None) -> list[dict[str, Any]]:
+        """Orders of many customers, in as few calls as the URL length allows."""
+        orders: list[dict[str, Any]] = []
+        for batch in wire.batches_by_query_length(list(dict.fromkeys(customer_ids))):
+            body = await self._send(wire.list_orders_request(batch, status=status), operation="list orders")
+            orders.extend(wire.many(body.data, "orders"))
+        return orders
+
+    async def find_order_for_opportunity(self, customer_id: str, opportunity_id: str,
+                                         marker_field: str | None = None) -> dict[str, Any] | None:
+        for order in await self.list_orders([customer_id]):
+            if wire.order_matches_opportunity(order, opportunity_id, marker_field):
+                return order
+        return None
+
+    async def create_order(self, order: Mapping[str, Any]) -> dict[str, Any]:
+        body = await self._send(wire.create_order_request(order), operation="create order", idempotent=False)
+        return wire.unwrap_order(body.data)
+
+    async def activate_order(self, order_id: str, *, generate_invoice: bool = True,
+                             activate_invoice: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        # Activating twice is refused by Nue rather than applied twice, so a retry is safe.
+        body = await self._send(wire.activate_order_request(order_id, generate_invoice=generate_invoice,
+                                                            activate_invoice=activate_invoice),
+                                operation="activate order", record_ref=order_id)
+        return wire.unwrap_activation(body.data)
+
+    async def create_change_order(self, asset_changes: Sequence[Mapping[str, Any]],
+                                  products: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+        body = await self._send(wire.create_change_order_request(asset_changes, products),
+                                operation="create change order", idempotent=False)
+        return wire.unwrap_order(body.data)
+
+    # --- subscriptions, invoices, catalog, quotes -----------------------------------------------
+
+    async def list_subscriptions(self, customer_ids: Sequence[str]) -> list[dict[str, Any]]:
+        subscriptions: list[dict[str, Any]] = []
+        for batch in wire.batches_by_query_length(list(dict.fromkeys(customer_ids))):
+            body = await self._send(wire.list_subscriptions_request(batch), operation="list subscriptions")
+            subscriptions.extend(wire.many(body.data, "subscriptions"))
+        return subscriptions
+
+    async def iter_invoices(self, filters: Mapping[str, str] | None = None, *, page_size: int = wire.INVOICE_PAGE_MAX,
+                            includes: Sequence[str] = ()) -> AsyncIterator[dict[str, Any]]:
+        """Every invoice matching `filters` (e.g. {"lastModifiedDate>": "2026-01-01"}), page by page."""
+        page = 1
+        seen = 0
+        while True:
+            request = wire.list_invoices_request(page=page, limit=page_size, filters=filters or {},
+                                                 includes=includes)
+            records, total = wire.unwrap_page(await self._send_raw(request, operation="list invoices"))
+            for record in records:
+                yield record
+            seen += len(records)
+            if not records or len(records) < page_size or (total is not None and seen >= total):
+                return
+            page += 1
+
+    async def get_invoice(self, invoice_id: str) -> dict[str, Any]:
+        body = await self._send(wire.get_invoice_request(invoice_id), operation="get invoice", record_ref=invoice_id)
+        return wire.one(body.data)
+
+    async def products(self, *, refresh: bool = False) -> list[dict[str, Any]]:
+        """The catalog, cached: it changes rarely and every order line needs it."""
+        if refresh or self._products is None:
+            body = await self._send(wire.products_request(), operation="list products")
+            self._products = wire.many(body.data, "products")
+        return self._products
+
+    async def create_quote(self, quote: Mapping[str, Any]) -> dict[str, Any]:
+        body = await self._send(wire.create_quote_request(quote), operation="create quote", idempotent=False)
+        return wire.one(body.data.get("quote", body.data) if isinstance(body.data, dict) else body.data)
+
+    async def get_quote(self, quote_id: str) -> dict[str, Any]:
+        body = await self._send(wire.get_quote_request(quote_id), operation="get quote", record_ref=quote_id)
+        return wire.one(body.data)
+
+    async def pay_invoices(self, payments: Sequence[Mapping[str, Any]]) -> Any:
+        body = await self._send(wire.pay_invoices_request(payments), operation="pay invoices", idempotent=False)
+        return body.data
+
+    async def poll(self, type_name: str, fields: Sequence[str], *, since: str | None,
+                   page_size: int = 200) -> AsyncIterator[dict[str, Any]]:
+        """Records of `type_name` modified at or after `since`, oldest first, over GraphQL pages."""
+        offset = 0
+        while True:
+            request = wire.graphql_poll_request(type_name, fields, since=since, limit=page_size, offset=offset)
+            body = await self._send_raw(request, operation=f"poll {type_name}")
+            try:
+                records = wire.unwrap_graphql(body, type_name)
+            except ValueError as exc:
+                raise Permanent(str(exc), ErrorContext(system=wire.SYSTEM, operation=f"poll {type_name}")) from exc
+            for record in records:
+                yield record
+            if len(records) < page_size:
+                return
+            offset += page_size
+
+    # --- sending ------------------------------------------------------------------------------
+
+    async def _send(self, request: NueRequest, *, operation: str, record_ref: str | None = None,
+                    idempotent: bool = True) -> wire.Envelope:
+        body = await self._send_raw(request, operation=operation, record_ref=record_ref, idempotent=idempotent)
+        try:
+            envelope = wire.parse_envelope(body)
+        except ValueError as exc:
+            raise Retryable(str(exc), ErrorContext(system=wire.SYSTEM, operation=operation,
+                                                   record_ref=record_ref)) from exc
+        for warning in envelope.warnings:
+            log.warning("nue_warning", operation=operation, warning=warning, record_ref=record_ref)
+        return envelope
+
+    async def _send_raw(self, request: NueRequest, *, operation: str, record_ref: str | None = None,
+                        idempotent: bool = True) -> Any:
+        async def attempt() -> Any:
+            return await self._send_once(request, operation=operation, record_ref=record_ref)
+
+        return await retrying(attempt, policy=self._retry, operation=operation, rng=self._rng, sleep=self._sleep,
+                              retry_if=(lambda exc: True) if idempotent else _safe_to_repeat)
+
+    async def _send_once(self, request: NueRequest, *, operation: str, record_ref: str | None) -> Any:
+        assert self._settings.api_key is not None
+        headers = {wire.API_KEY_HEADER: self._settings.api_key.get_secret_value(), "Accept": "application/json"}
+        context = ErrorContext(system=wire.SYSTEM, operation=operation, record_ref=record_ref)
+        async with self._limiter.slot():
+            try:
+                response = await self._http.request(
+                    request.method, self._settings.base_url + request.path, params=request.params or None,
+                    json=request.json, headers=headers, timeout=self._settings.timeout_seconds,
+                )
+            except _UNSENT as exc:
+                raise Unsent(f"cannot reach Nue: {exc!r}", context) from exc
+            except httpx.HTTPError as exc:
+                raise Retryable(f"Nue request failed: {exc!r}", context) from exc
+        self.calls += 1
+        body = _body(response)
+        if response.status_code >= 400:
+            raise wire.classify(response.status_code, body, operation=operation, record_ref=record_ref,
+                                retry_after=parse_retry_after(response.headers.get("Retry-After")))
+        return body
+
+
+def _safe_to_repeat(exc: SyncError) -> bool:
+    return isinstance(exc, Unsent | Throttled)
+
+
+def _body(response: httpx.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text

@@ -1,0 +1,283 @@
+"""Nue's API on the wire: every path, field and event name the daemon uses, and reading the envelope.
+
+From ../shared/design/nue-api.md. What that file marks [assumed] is kept in this module only (the
+`ASSUMED_*` names and the functions that use them), so that correcting an assumption is an edit here.
+No I/O: `NueClient` (nue.py) sends what these functions build.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from revdaemon.errors import (
+    ApiErrorItem,
+    AuthFailed,
+    ErrorContext,
+    Permanent,
+    Retryable,
+    SyncError,
+    Throttled,
+)
+
+SYSTEM = "nue"
+API_KEY_HEADER = "nue-api-key"  # [doc] Transport
+
+# [doc] Resources: paths sit on the host, with no version segment.
+CUSTOMERS = "/customers"
+ORDERS = "/orders"
+SUBSCRIPTIONS = "/subscriptions"
+CHANGE_ORDERS = "/change-orders"
+INVOICES = "/invoices"
+CREDIT_MEMOS = "/credit-memos"
+PRODUCTS = "/catalog/products"
+QUOTES = "/cpq/quotes"
+PAY_INVOICES = "/billing/invoices:pay"
+GRAPHQL = "/async/graphql"
+
+CUSTOMER_BATCH_MAX = 200  # [doc] POST /customers takes an array of up to 200
+INVOICE_PAGE_MAX = 500  # [doc] limit <= 500
+# customerIds travel as a URL-encoded JSON array; keep each URL well under common 8 KiB server limits.
+MAX_CUSTOMER_IDS_QUERY_CHARS = 6000
+
+# [doc] order and subscription statuses, compared case-insensitively.
+ORDER_ACTIVATED = "activated"
+SUBSCRIPTION_STATUSES = ("Active", "Ended", "Expired", "Canceled", "Scheduled for cancellation")
+CHANGE_TYPES = ("UpdateQuantity", "UpdateTerm", "Renew", "CoTerm", "Cancel", "ConvertFreeTrial")
+
+# [doc] webhook event types, plus the [assumed] ones.
+DOCUMENTED_EVENTS = ("customer.created", "order.created", "order.activated", "invoice.activated")
+ASSUMED_EVENTS = ("customer.updated", "subscription.updated")
+
+# [assumed] webhook envelope and signature.
+ASSUMED_SIGNATURE_HEADER = "Nue-Signature"
+ASSUMED_ENVELOPE_FIELDS = ("id", "type", "createdDate", "data")
+# [assumed design] an order carries the Salesforce opportunity id; by default as a marker in `description`.
+ASSUMED_ORDER_MARKER_PREFIX = "sfdc-opportunity:"
+# [assumed] error body: {"status": "failure", "message", "errorCode", "errorId"}.
+
+
+@dataclass(frozen=True, kw_only=True)
+class NueRequest:
+    method: str
+    path: str
+    params: Mapping[str, str] = field(default_factory=dict)
+    json: Any = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Envelope:
+    data: Any
+    warnings: tuple[str, ...]
+
+
+# --- building requests ------------------------------------------------------------------------------
+
+
+def customer_ids_param(customer_ids: Sequence[str]) -> str:
+    return json.dumps(list(customer_ids), separators=(",", ":"))
+
+
+def batches_by_query_length(ids: Sequence[str], limit: int = MAX_CUSTOMER_IDS_QUERY_CHARS) -> Iterator[list[str]]:
+    """Split ids so that each URL-encoded `customerIds` array stays under `limit` characters."""
+    batch: list[str] = []
+    for customer_id in ids:
+        candidate = [*batch, customer_id]
+        if batch and len(quote(customer_ids_param(candidate), safe="")) > limit:
+            yield batch
+            candidate = [customer_id]
+        batch = candidate
+    if batch:
+        yield batch
+
+
+def get_customer_request(customer_id: str) -> NueRequest:
+    return NueRequest(method="GET", path=f"{CUSTOMERS}/{quote(customer_id, safe='')}")
+
+
+def create_customers_request(customers: Sequence[Mapping[str, Any]]) -> NueRequest:
+    if not 1 <= len(customers) <= CUSTOMER_BATCH_MAX:
+        raise ValueError(f"POST /customers takes 1 to {CUSTOMER_BATCH_MAX} customers, got {len(customers)}")
+    return NueRequest(method="POST", path=CUSTOMERS, json=[dict(c) for c in customers])
+
+
+def list_orders_request(customer_ids: Sequence[str], *, status: str | None = None,
+                        includes: Sequence[str] = ("assets", "invoices")) -> NueRequest:
+    params = {"customerIds": customer_ids_param(customer_ids)}
+    if includes:
+        params["includes"] = ",".join(includes)
+    if status:
+        params["status"] = status
+    return NueRequest(method="GET", path=ORDERS, params=params)
+
+
+def create_order_request(order: Mapping[str, Any]) -> NueRequest:
+    return NueRequest(method="POST", path=ORDERS, json=dict(order))
+
+
+def activate_order_request(order_id: str, *, generate_invoice: bool = True,
+                           activate_invoice: bool = True) -> NueRequest:
+    return NueRequest(method="POST", path=f"{ORDERS}/{quote(order_id, safe='')}",
+                      json={"options": {"generateInvoice": generate_invoice, "activateInvoice": activate_invoice}})
+
+
+def create_change_order_request(asset_changes: Sequence[Mapping[str, Any]],
+                                products: Sequence[Mapping[str, Any]] = ()) -> NueRequest:
+    for change in asset_changes:
+        if change.get("changeType") not in CHANGE_TYPES:
+            raise ValueError(f"unknown changeType {change.get('changeType')!r}")
+    return NueRequest(method="POST", path=CHANGE_ORDERS,
+                      json={"assetChanges": [dict(c) for c in asset_changes], "products": [dict(p) for p in products]})
+
+
+def list_subscriptions_request(customer_ids: Sequence[str]) -> NueRequest:
+    return NueRequest(method="GET", path=SUBSCRIPTIONS, params={"customerIds": customer_ids_param(customer_ids)})
+
+
+def list_invoices_request(*, page: int, limit: int, filters: Mapping[str, str] | None = None,
+                          includes: Sequence[str] = ()) -> NueRequest:
+    if not 1 <= limit <= INVOICE_PAGE_MAX:
+        raise ValueError(f"invoice page limit must be 1..{INVOICE_PAGE_MAX}")
+    params = {"page": str(page), "limit": str(limit), **dict(filters or {})}
+    if includes:
+        params["includes"] = ",".join(includes)
+    return NueRequest(method="GET", path=INVOICES, params=params)
+
+
+def get_invoice_request(invoice_id: str) -> NueRequest:
+    return NueRequest(method="GET", path=f"{INVOICES}/{quote(invoice_id, safe='')}")
+
+
+def products_request() -> NueRequest:
+    return NueRequest(method="GET", path=PRODUCTS)
+
+
+def create_quote_request(quote_body: Mapping[str, Any]) -> NueRequest:
+    return NueRequest(method="POST", path=QUOTES, json=dict(quote_body))
+
+
+def get_quote_request(quote_id: str) -> NueRequest:
+    return NueRequest(method="GET", path=f"{QUOTES}/{quote(quote_id, safe='')}")
+
+
+def pay_invoices_request(payments: Sequence[Mapping[str, Any]]) -> NueRequest:
+    return NueRequest(method="POST", path=PAY_INVOICES, json={"payInvoices": [dict(p) for p in payments]})
+
+
+def graphql_poll_request(type_name: str, fields: Sequence[str], *, since: str | None, limit: int,
+                         offset: int) -> NueRequest:
+    """[assumed] Hasura-style arguments; ordered by (lastModifiedDate, id) so pages are stable."""
+    where = f'where: {{lastModifiedDate: {{_gte: {json.dumps(since)}}}}}, ' if since else ""
+    selection = " ".join(dict.fromkeys([*fields, "id", "lastModifiedDate"]))
+    query = (f"query {{ {type_name}({where}order_by: {{lastModifiedDate: asc, id: asc}}, "
+             f"limit: {int(limit)}, offset: {int(offset)}) {{ {selection} }} }}")
+    return NueRequest(method="POST", path=GRAPHQL, json={"query": query})
+
+
+def order_marker(opportunity_id: str) -> str:
+    return f"{ASSUMED_ORDER_MARKER_PREFIX}{opportunity_id}"
+
+
+def order_matches_opportunity(order: Mapping[str, Any], opportunity_id: str, marker_field: str | None) -> bool:
+    """[assumed design] the order names its opportunity in `marker_field`, else in its description."""
+    if marker_field:
+        return order.get(marker_field) == opportunity_id
+    return order_marker(opportunity_id) in str(order.get("description") or "")
+
+
+# --- reading responses ------------------------------------------------------------------------------
+
+
+def parse_envelope(body: Any) -> Envelope:
+    """[doc] {"status": "success", "data": ..., "warnings": [...]}."""
+    if not isinstance(body, dict) or "data" not in body:
+        raise ValueError("Nue answered without the {status, data} envelope")
+    warnings = tuple(str(w) for w in body.get("warnings") or ())
+    return Envelope(data=body["data"], warnings=warnings)
+
+
+def one(data: Any) -> dict[str, Any]:
+    """A single record whether `data` is the record, `data[0]`, or a one-key wrapper."""
+    if isinstance(data, list):
+        if not data:
+            raise ValueError("expected one record, got an empty list")
+        data = data[0]
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a record, got {type(data).__name__}")
+    return data
+
+
+def many(data: Any, key: str | None = None) -> list[dict[str, Any]]:
+    """A list of records from `data[]` or `data.<key>[]`."""
+    if key and isinstance(data, dict) and isinstance(data.get(key), list):
+        data = data[key]
+    if not isinstance(data, list):
+        raise ValueError(f"expected a list of records, got {type(data).__name__}")
+    return data
+
+
+def unwrap_order(data: Any) -> dict[str, Any]:
+    """[doc] POST /orders -> data.order."""
+    if isinstance(data, dict) and isinstance(data.get("order"), dict):
+        order: dict[str, Any] = data["order"]
+        return order
+    return one(data)
+
+
+def unwrap_activation(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """[doc] POST /orders/{id} -> data.order and data.assets[]."""
+    return unwrap_order(data), list(data.get("assets") or []) if isinstance(data, dict) else []
+
+
+def unwrap_page(body: Any) -> tuple[list[dict[str, Any]], int | None]:
+    """[doc] invoices: data[] and pagination.total (the total may also sit inside data)."""
+    envelope = parse_envelope(body)
+    records = many(envelope.data, "invoices")
+    pagination = body.get("pagination") or (envelope.data.get("pagination") if isinstance(envelope.data, dict)
+                                            else None)
+    total = pagination.get("total") if isinstance(pagination, dict) else None
+    return records, int(total) if total is not None else None
+
+
+def unwrap_graphql(body: Any, type_name: str) -> list[dict[str, Any]]:
+    """A GraphQL answer, plain ({"data": {Type: [...]}}) or inside Nue's envelope."""
+    if isinstance(body, dict) and body.get("errors"):
+        messages = "; ".join(str(e.get("message", e)) for e in body["errors"])
+        raise ValueError(f"GraphQL errors: {messages}")
+    data = body.get("data") if isinstance(body, dict) else None
+    if isinstance(data, dict) and "data" in data and type_name not in data:
+        data = data["data"]
+    if not isinstance(data, dict) or not isinstance(data.get(type_name), list):
+        raise ValueError(f"GraphQL answer has no {type_name} list")
+    records: list[dict[str, Any]] = data[type_name]
+    return records
+
+
+def classify(status: int, body: Any, *, operation: str, record_ref: str | None = None,
+             retry_after: float | None = None) -> SyncError:
+    """[assumed] error bodies, read tolerantly: an HTML 502 page still gives a typed error with its status."""
+    message, code = _error_text(body, status)
+    item = ApiErrorItem(code=code or f"HTTP_{status}", message=message)
+    context = ErrorContext(system=SYSTEM, operation=operation, status=status, error_code=code, record_ref=record_ref)
+    if status == 429:
+        return Throttled(message, context, (item,), retry_after=retry_after)
+    if status in (401, 403):
+        return AuthFailed(message, context, (item,))
+    if status >= 500 or status == 408:
+        return Retryable(message, context, (item,))
+    return Permanent(message, context, (item,))
+
+
+def _error_text(body: Any, status: int) -> tuple[str, str | None]:
+    if isinstance(body, dict):
+        message = body.get("message") or body.get("error") or body.get("error_description")
+        code = body.get("errorCode") or (body.get("error") if isinstance(body.get("error"), str) else None)
+        if message:
+            return str(message), str(code) if code else None
+    if isinstance(body, str) and body.strip():
+        text = " ".join(body.split())
+        return f"HTTP {status}: {text[:200]}", None
+    return f"HTTP {status}", None
