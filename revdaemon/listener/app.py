@@ -1,0 +1,115 @@
+"""Routes of the webhook listener: /webhooks/nue[/<token>] and /healthz.
+
+A notification is authenticated before anything else is read from it, stored in the inbox through the
+group committer, and acknowledged only after that commit. It is only a hint: the worker re-reads the
+resource it names before planning any write.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import structlog
+
+from revdaemon.config import NueSettings, WebhookAuth
+from revdaemon.listener import signature
+from revdaemon.listener.envelope import EnvelopeError, parse_notification
+from revdaemon.listener.group_commit import GroupCommitter
+from revdaemon.listener.http import Request, Response
+from revdaemon.ops.health import Health
+from revdaemon.store import Store
+
+log = structlog.get_logger("revdaemon.listener")
+
+WEBHOOK_PATH = "/webhooks/nue"
+HEALTH_PATH = "/healthz"
+JSON_TYPES = ("application/json",)
+
+
+class ListenerApp:
+    def __init__(self, nue: NueSettings, committer: GroupCommitter, store: Store, health: Health,
+                 *, clock: Callable[[], float] = time.time) -> None:
+        self._nue = nue
+        self._committer = committer
+        self._store = store
+        self._health = health
+        self._clock = clock
+        self.received = 0
+        self.refused: dict[int, int] = {}
+
+    async def __call__(self, request: Request) -> Response:
+        response = await self._route(request)
+        if response.status >= 400:
+            self.refused[response.status] = self.refused.get(response.status, 0) + 1
+        return response
+
+    async def _route(self, request: Request) -> Response:
+        if self._health.shutting_down:
+            return Response.json(503, {"error": "shutting down"}, headers=[("retry-after", "5")], close=True)
+        if request.path == HEALTH_PATH:
+            if request.method not in ("GET", "HEAD"):
+                return _not_allowed("GET, HEAD")
+            return await self._healthz()
+        if request.path == WEBHOOK_PATH or request.path.startswith(WEBHOOK_PATH + "/"):
+            token = request.path[len(WEBHOOK_PATH) + 1:] or None
+            if token is not None and "/" in token:
+                return Response.json(404, {"error": "not found"})
+            if request.method != "POST":
+                return _not_allowed("POST")
+            return await self._webhook(request, token)
+        return Response.json(404, {"error": "not found"})
+
+    async def _webhook(self, request: Request, token: str | None) -> Response:
+        refusal = self._authenticate(request, token)
+        if refusal is not None:
+            return refusal
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in JSON_TYPES:
+            return Response.json(415, {"error": "content-type must be application/json"})
+        try:
+            event = parse_notification(request.body)
+        except EnvelopeError as exc:
+            return Response.json(400, {"error": str(exc)})
+        inserted = await self._committer.submit(event)
+        self.received += 1
+        if not inserted:
+            return Response.json(200, {"stored": False, "duplicate": True, "key": event.key})
+        return Response.json(202, {"stored": True, "key": event.key})
+
+    def _authenticate(self, request: Request, token: str | None) -> Response | None:
+        mode = self._nue.webhook_auth
+        if mode is WebhookAuth.NONE:
+            return None
+        if mode is WebhookAuth.PATH_TOKEN:
+            expected = self._nue.webhook_path_token
+            if token is None or expected is None or not signature.token_matches(token, expected.get_secret_value()):
+                log.warning("webhook_refused", reason="bad or missing path token")
+                return Response.json(401, {"error": "bad or missing path token"})
+            return None
+        if token is not None:
+            return Response.json(404, {"error": "not found"})
+        assert self._nue.webhook_secret is not None  # config validation guarantees it in signature mode
+        try:
+            signature.verify(request.headers.get("nue-signature"), request.body,
+                             self._nue.webhook_secret.get_secret_value(), now=self._clock(),
+                             tolerance_seconds=self._nue.signature_tolerance_seconds)
+        except signature.SignatureError as exc:
+            log.warning("webhook_refused", reason=str(exc))
+            return Response.json(401, {"error": str(exc)})
+        return None
+
+    async def _healthz(self) -> Response:
+        writable = await self._store.ping()
+        body = {
+            "live": True,
+            "ready": writable and not self._health.shutting_down,
+            "store_writable": writable,
+            "started_at": self._health.started_at.isoformat(),
+            "pollers": {name: state.as_dict() for name, state in self._health.pollers.items()},
+        }
+        return Response.json(200 if body["ready"] else 503, body)
+
+
+def _not_allowed(allow: str) -> Response:
+    return Response.json(405, {"error": "method not allowed"}, headers=[("allow", allow)])
