@@ -1,0 +1,1 @@
+"""The pure core: records, money, MRR maths, statuses, cursor maths. No I/O is imported here."""
