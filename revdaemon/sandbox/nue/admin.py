@@ -1,0 +1,91 @@
+"""Admin endpoints under /__sandbox: request log, webhook log, faults, reset, webhook targets, scenarios."""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from revdaemon.sandbox.nue.errors import bad_request, not_found
+from revdaemon.sandbox.nue.responses import json_response
+from revdaemon.sandbox.nue.routes import read_json
+from revdaemon.sandbox.server import ADMIN_PREFIX, iter_entries
+
+if TYPE_CHECKING:
+    from revdaemon.sandbox.nue.sim import NueSim
+
+FAULT_FIELDS = {"rate_429": float, "error_rate": float, "latency_ms": float, "retry_after_seconds": int}
+SCENARIO_ACTIONS = (
+    "create_customer", "update_customer", "create_order", "activate_order", "create_and_activate_order",
+    "change", "advance_days", "expire_subscription", "post_invoice", "submit_invoice", "activate_invoice",
+    "cancel_invoice", "pay_invoice", "fail_collection", "transfer_invoice", "commit_quote", "requote",
+    "set_quote_status",
+)
+
+
+def admin_routes(sim: NueSim) -> list[Route]:
+    async def requests(request: Request) -> Response:
+        return json_response({"requests": list(iter_entries(sim.log))})
+
+    async def webhooks(request: Request) -> Response:
+        return json_response({"targets": sim.webhooks.targets,
+                              "deliveries": [d.as_dict() for d in sim.webhooks.deliveries()],
+                              "published": sim.webhooks.published()})
+
+    async def flush(request: Request) -> Response:
+        return json_response({"idle": sim.webhooks.flush(timeout=10)})
+
+    async def faults(request: Request) -> Response:
+        body = await read_json(request) or {}
+        if not isinstance(body, dict):
+            raise bad_request("faults: a JSON object")
+        for key, value in body.items():
+            if key == "next":
+                sim.faults.script([int(v) for v in value])
+            elif key in FAULT_FIELDS:
+                setattr(sim.settings, key, FAULT_FIELDS[key](value))
+            else:
+                raise bad_request(f"unknown fault setting {key!r}")
+        sim.settings.validate()
+        return json_response({key: getattr(sim.settings, key) for key in FAULT_FIELDS})
+
+    async def reset(request: Request) -> Response:
+        sim.reset()
+        return json_response({"reset": True})
+
+    async def targets(request: Request) -> Response:
+        body = await read_json(request)
+        urls = body.get("targets") if isinstance(body, dict) else body
+        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            raise bad_request("targets: a JSON array of URLs, or {\"targets\": [...]}")
+        sim.webhooks.set_targets(urls)
+        return json_response({"targets": urls})
+
+    async def scenario(request: Request) -> Response:
+        action = request.path_params["action"].replace("-", "_")
+        if action not in SCENARIO_ACTIONS:
+            raise not_found(f"no scenario action {action!r}; known: {', '.join(SCENARIO_ACTIONS)}")
+        kwargs = await read_json(request) or {}
+        if not isinstance(kwargs, dict):
+            raise bad_request("scenario arguments: a JSON object")
+        method = getattr(sim.scenario, action)
+        try:
+            inspect.signature(method).bind(**kwargs)
+        except TypeError as exc:
+            raise bad_request(f"{action}: {exc}") from None
+        result: Any = method(**kwargs)
+        return json_response({"result": result})
+
+    p = ADMIN_PREFIX
+    return [
+        Route(f"{p}/requests", requests, methods=["GET"]),
+        Route(f"{p}/webhooks", webhooks, methods=["GET"]),
+        Route(f"{p}/webhooks/flush", flush, methods=["POST"]),
+        Route(f"{p}/faults", faults, methods=["POST"]),
+        Route(f"{p}/reset", reset, methods=["POST"]),
+        Route(f"{p}/webhook-targets", targets, methods=["POST"]),
+        Route(f"{p}/scenario/{{action}}", scenario, methods=["POST"]),
+    ]

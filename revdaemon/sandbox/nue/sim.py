@@ -1,0 +1,87 @@
+"""NueSim: the simulated tenant, its app (auth, faults, request log), webhooks and scenario driver."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from revdaemon.sandbox.nue import wire
+from revdaemon.sandbox.nue.admin import admin_routes
+from revdaemon.sandbox.nue.dates import Clock
+from revdaemon.sandbox.nue.errors import ApiError
+from revdaemon.sandbox.nue.gate import Faults, GateMiddleware
+from revdaemon.sandbox.nue.graphql_schema import GraphQLEndpoint
+from revdaemon.sandbox.nue.responses import error_response
+from revdaemon.sandbox.nue.routes import api_routes
+from revdaemon.sandbox.nue.scenario import Scenario
+from revdaemon.sandbox.nue.settings import NueSimSettings
+from revdaemon.sandbox.nue.store import Record, Store
+from revdaemon.sandbox.nue.webhooks import WebhookDispatcher
+from revdaemon.sandbox.seed import SeedData, build_seed
+from revdaemon.sandbox.server import RequestLog, RequestLogMiddleware
+
+
+class NueSim:
+    """`app` is the ASGI app to serve (already wrapped in RequestLogMiddleware); `close()` stops webhooks."""
+
+    def __init__(self, settings: NueSimSettings | None = None, seed_data: SeedData | None = None) -> None:
+        self.settings = settings or NueSimSettings()
+        self.settings.validate()
+        self.seed_data = seed_data or build_seed(self.settings.seed)
+        self.log = RequestLog()
+        self.clock = Clock()
+        self.webhooks = WebhookDispatcher(self.settings)
+        self.faults = Faults(self.settings)
+        self.store = self._new_store()
+        self.graphql = GraphQLEndpoint(self._rows)
+        self.scenario = Scenario(self)
+        starlette = Starlette(
+            routes=[*api_routes(self), *admin_routes(self)],
+            exception_handlers={ApiError: self._api_error, HTTPException: self._http_error,
+                                Exception: self._crash},
+        )
+        self.app = RequestLogMiddleware(GateMiddleware(starlette, self.settings, self.faults), self.log)
+
+    def _new_store(self) -> Store:
+        return Store(self.settings, self.seed_data, self.webhooks.publish, self.clock)
+
+    def _rows(self, type_name: str) -> list[Record]:
+        store = self.store
+        tables: dict[str, dict[str, Record]] = {"Customer": store.customers, "Order": store.orders,
+                                                "Subscription": store.subscriptions, "Invoice": store.invoices,
+                                                "Quote": store.quotes}
+        with store.lock:
+            return [wire.render(r) for r in tables[type_name].values()]
+
+    # --- errors in the assumed body shape ------------------------------------------------------------------
+    async def _api_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return error_response(self.settings, exc.status, exc.message, exc.error_code)
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return error_response(self.settings, exc.status_code, str(exc.detail))
+
+    async def _crash(self, request: Request, exc: Exception) -> Response:
+        return error_response(self.settings, 500, f"internal error: {type(exc).__name__}")
+
+    # --- control ---------------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Back to the seed: empty tenant, empty logs, same deterministic ids and fault draws."""
+        self.webhooks.clear()
+        self.log.clear()
+        self.faults.reset()
+        self.store = self._new_store()
+
+    def close(self) -> None:
+        self.webhooks.close()
+
+    def __enter__(self) -> NueSim:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,139 @@
+"""Change orders [doc]: every change type, created with POST /change-orders and activated via /orders/{id}."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+from nue_fixtures import Running, running
+
+from revdaemon.sandbox.nue.dates import add_months
+
+
+@pytest.fixture
+def nue() -> Iterator[Running]:
+    with running() as r:
+        yield r
+
+
+def _subscribe(nue: Running, sku: str = "PLAT-SUB", quantity: int = 10, term: int = 12,
+               **extra: Any) -> tuple[str, dict[str, Any]]:
+    customer = nue.ok(nue.client.post("/customers", json=[{"name": "Changer", "recordType": "Business"}]))[0]
+    entry = nue.sim.store.catalog.by_sku[sku].id
+    line = {"priceBookEntryId": entry, "quantity": quantity, "subscriptionTerm": term, **extra}
+    order = nue.ok(nue.client.post("/orders", json={"customer": {"id": customer["id"]},
+                                                    "orderProducts": [line]}))["order"]
+    sub = nue.ok(nue.client.post(f"/orders/{order['id']}", json={"options": {}}))["subscriptions"][0]
+    return customer["id"], sub
+
+
+def _change(nue: Running, **change: Any) -> dict[str, Any]:
+    draft = nue.ok(nue.client.post("/change-orders", json={"assetChanges": [change]}))["order"]
+    assert draft["status"] == "Draft" and draft["orderType"] == "Change"
+    activated = nue.ok(nue.client.post(f"/orders/{draft['id']}", json={"options": {}}))
+    assert activated["order"]["status"] == "Activated"
+    return activated
+
+
+def _current(nue: Running, customer_id: str) -> dict[str, Any]:
+    subs = nue.ok(nue.client.get("/subscriptions", params={"customerIds": json.dumps([customer_id])}))
+    assert len(subs) == 1
+    return subs[0]  # type: ignore[no-any-return]
+
+
+def test_quantity_is_a_delta_plus_5_then_minus_2(nue: Running) -> None:
+    customer_id, sub = _subscribe(nue, quantity=10)
+    first = _change(nue, changeType="UpdateQuantity", assetNumber=sub["name"], quantity=5,
+                    startDate=date.today().isoformat())
+    assert first["subscriptions"][0]["quantity"] == 15
+    assert first["order"]["orderTCV"] == 5 * 500 * 12  # the change's own value, a delta
+    _change(nue, changeType="UpdateQuantity", assetNumber=sub["name"], quantity=-2)
+    now = _current(nue, customer_id)
+    assert now["quantity"] == 13 and now["subscriptionVersion"] == 3
+    assert now["id"] == sub["id"] and now["name"] == sub["name"]
+    customer = nue.ok(nue.client.get(f"/customers/{customer_id}"))[0]
+    assert customer["todayCMRR"] == 13 * 500 and customer["todayARR"] == 13 * 500 * 12
+    assert customer["totalTCV"] == 13 * 500 * 12
+    below_zero = nue.client.post("/change-orders", json={"assetChanges": [
+        {"changeType": "UpdateQuantity", "assetNumber": sub["name"], "quantity": -14}]})
+    assert below_zero.status_code == 422
+
+
+def test_update_term_is_a_delta_in_months(nue: Running) -> None:
+    customer_id, sub = _subscribe(nue, term=12)
+    _change(nue, changeType="UpdateTerm", assetNumber=sub["name"], term=6)
+    now = _current(nue, customer_id)
+    assert now["subscriptionTerm"] == 18
+    assert now["subscriptionEndDate"] == add_months(date.fromisoformat(sub["subscriptionStartDate"]), 18).isoformat()
+
+
+def test_renew_extends_by_the_renewal_term(nue: Running) -> None:
+    customer_id, sub = _subscribe(nue, term=12)
+    _change(nue, changeType="Renew", assetNumber=sub["name"], renewalTerm=12,
+            startDate=sub["subscriptionEndDate"])
+    now = _current(nue, customer_id)
+    assert now["subscriptionTerm"] == 24 and now["status"] == "Active" and now["subscriptionVersion"] == 2
+    assert now["subscriptionEndDate"] == add_months(date.fromisoformat(sub["subscriptionEndDate"]), 12).isoformat()
+
+
+def test_coterm_moves_the_end_date(nue: Running) -> None:
+    customer_id, sub = _subscribe(nue, term=12)
+    target = add_months(date.fromisoformat(sub["subscriptionStartDate"]), 9)
+    _change(nue, changeType="CoTerm", assetNumber=sub["name"], coTermDate=target.isoformat())
+    now = _current(nue, customer_id)
+    assert now["subscriptionEndDate"] == target.isoformat() and now["subscriptionTerm"] == 9
+
+
+def test_cancel_in_the_future_is_scheduled_then_takes_effect(nue: Running) -> None:
+    customer_id, sub = _subscribe(nue)
+    when = date.today() + timedelta(days=10)
+    _change(nue, changeType="Cancel", assetNumber=sub["name"], cancellationDate=when.isoformat())
+    scheduled = _current(nue, customer_id)
+    assert scheduled["status"] == "Scheduled for cancellation"
+    assert scheduled["subscriptionEndDate"] == when.isoformat()
+    assert nue.ok(nue.client.get(f"/customers/{customer_id}"))[0]["todayCMRR"] == 5000  # still live
+    nue.sim.scenario.advance_days(11)
+    assert _current(nue, customer_id)["status"] == "Canceled"
+    assert nue.ok(nue.client.get(f"/customers/{customer_id}"))[0]["todayCMRR"] == 0
+    refused = nue.client.post("/change-orders", json={"assetChanges": [
+        {"changeType": "UpdateQuantity", "assetNumber": sub["name"], "quantity": 1}]})
+    assert refused.status_code == 422
+
+
+def test_cancel_today_is_canceled_at_once(nue: Running) -> None:
+    customer_id, sub = _subscribe(nue)
+    _change(nue, changeType="Cancel", assetNumber=sub["name"], cancellationDate=date.today().isoformat())
+    assert _current(nue, customer_id)["status"] == "Canceled"
+
+
+def test_convert_free_trial_starts_charging(nue: Running) -> None:
+    customer_id, sub = _subscribe(nue, quantity=2, isFreeTrial=True)
+    assert sub["freeTrial"] is True
+    assert nue.ok(nue.client.get(f"/customers/{customer_id}"))[0]["todayCMRR"] == 0
+    _change(nue, changeType="ConvertFreeTrial", assetNumber=sub["name"])
+    assert _current(nue, customer_id)["freeTrial"] is False
+    assert nue.ok(nue.client.get(f"/customers/{customer_id}"))[0]["todayCMRR"] == 1000
+    again = nue.client.post("/change-orders", json={"assetChanges": [
+        {"changeType": "ConvertFreeTrial", "assetNumber": sub["name"]}]})
+    assert again.status_code == 422
+
+
+def test_ended_then_expired(nue: Running) -> None:
+    customer_id, sub = _subscribe(nue, term=1)
+    nue.sim.scenario.advance_days(40)
+    assert _current(nue, customer_id)["status"] == "Ended"
+    nue.sim.scenario.expire_subscription(sub["name"])
+    assert _current(nue, customer_id)["status"] == "Expired"
+
+
+def test_unknown_change_type_and_asset_are_refused(nue: Running) -> None:
+    _, sub = _subscribe(nue)
+    bad_type = nue.client.post("/change-orders", json={"assetChanges": [
+        {"changeType": "Upgrade", "assetNumber": sub["name"]}]})
+    assert bad_type.status_code == 400
+    bad_asset = nue.client.post("/change-orders", json={"assetChanges": [
+        {"changeType": "Renew", "assetNumber": "SUB-99999999"}]})
+    assert bad_asset.status_code == 422
