@@ -184,6 +184,55 @@ def _print_summary(console: Console, summary: StoreSummary) -> None:
 
 
 @main.command()
+@click.option("--sf-port", type=int, default=0, show_default=True, help="Salesforce simulator port (0: any free).")
+@click.option("--nue-port", type=int, default=0, show_default=True, help="Nue simulator port (0: any free).")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the data set and of random faults.")
+@click.option("--webhook-target", "webhook_targets", multiple=True,
+              help="URL the Nue simulator delivers webhooks to (repeatable).")
+@click.option("--key-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("state/sandbox"),
+              show_default=True, help="Where the JWT signing key for the Salesforce simulator is written.")
+@json_option
+def sandbox(sf_port: int, nue_port: int, seed: int, webhook_targets: tuple[str, ...], key_dir: Path,
+            as_json: bool) -> None:
+    """Run the Salesforce and Nue simulators on loopback until interrupted."""
+    from revdaemon.sandbox.runner import create_sandbox
+
+    try:
+        box = create_sandbox(key_dir=key_dir, seed=seed, sf_port=sf_port, nue_port=nue_port,
+                             webhook_targets=list(webhook_targets))
+    except OSError as exc:
+        click.echo(f"revdaemon: cannot start the sandbox: {exc}", err=True)
+        sys.exit(EXIT_RUNTIME)
+    info = box.info()
+    if as_json:
+        click.echo(json.dumps(info), nl=True)
+    else:
+        console = Console()
+        table = Table(title=f"revdaemon sandbox (seed {seed})", show_header=False)
+        for system in ("salesforce", "nue"):
+            for key, value in info[system].items():
+                table.add_row(f"{system}.{key}", str(value))
+        console.print(table)
+        console.print("Ctrl-C stops both.")
+    sys.stdout.flush()
+    try:
+        anyio.run(_serve_until_signal, box)
+    finally:
+        box.close()
+
+
+async def _serve_until_signal(box: Any) -> None:
+    import signal
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(box.serve)
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                tg.cancel_scope.cancel()
+                return
+
+
+@main.command()
 @config_option
 @click.option("--seconds", type=float, default=5.0, show_default=True, help="How long the demo runs.")
 def demo(config_path: Path | None, seconds: float) -> None:
@@ -199,3 +248,7 @@ def demo(config_path: Path | None, seconds: float) -> None:
         click.echo(f"revdaemon: state store: {exc}", err=True)
         sys.exit(EXIT_STORE)
     _print_summary(Console(), summary)
+
+
+if __name__ == "__main__":
+    main()

@@ -131,8 +131,9 @@ async def serve(app: ASGIApp, sock: socket.socket) -> None:
 class ServerThread:
     """Runs an ASGI app on loopback in a background thread; `url` is known once entered."""
 
-    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._sock = bind(host, port)
+    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0,
+                 sock: socket.socket | None = None) -> None:
+        self._sock = sock if sock is not None else bind(host, port)
         self.url = url_of(self._sock)
         self._server = uvicorn.Server(_config(app))
         self._thread = threading.Thread(target=self._run, name=f"sandbox-{self.url}", daemon=True)

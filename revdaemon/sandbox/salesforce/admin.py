@@ -1,0 +1,118 @@
+"""Admin and scenario endpoints under /__sandbox (not API traffic: not logged, not counted).
+
+GET  /__sandbox/requests                  the request log
+POST /__sandbox/reset                     back to the seeded org
+GET  /__sandbox/records/{sobject}         every record (?include_deleted=true for deleted ones too)
+POST /__sandbox/scenario/close-won        {"opportunity_id"}: a rep moves it to Closed Won
+POST /__sandbox/scenario/update           {"sobject", "id", "fields"}: a rep edits a record
+POST /__sandbox/scenario/create           {"sobject", "fields"}: a rep creates a record
+GET|POST /__sandbox/faults                read / change fault settings (JSON of FaultSettings fields)
+POST /__sandbox/expire-sessions           every access token stops working now
+POST /__sandbox/schema                    {"remove": ["Obj.Field"], "add": [{CustomField fields}]}
+GET|POST /__sandbox/usage                 {"used", "max"}; POST {"used": N} sets the counter
+POST /__sandbox/refresh-token             issues a refresh token the org accepts
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from revdaemon.sandbox.salesforce.errors import SfError
+from revdaemon.sandbox.salesforce.settings import CustomField
+from revdaemon.sandbox.server import ADMIN_PREFIX, iter_entries
+
+if TYPE_CHECKING:
+    from revdaemon.sandbox.salesforce.app import SalesforceSim
+
+
+def mount(sim: SalesforceSim) -> Mount:
+    async def payload(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        data = json.loads(raw) if raw.strip() else {}
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
+        return data
+
+    def guarded(handler: Any) -> Any:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request)  # type: ignore[no-any-return]
+            except SfError as error:
+                return JSONResponse(error.body(), status_code=error.status)
+            except (KeyError, ValueError, TypeError) as error:
+                return JSONResponse({"error": str(error)}, status_code=400)
+        return endpoint
+
+    async def requests(request: Request) -> Response:
+        return JSONResponse(list(iter_entries(sim.log)))
+
+    async def reset(request: Request) -> Response:
+        sim.reset()
+        return JSONResponse({"reset": True})
+
+    async def records(request: Request) -> Response:
+        include = request.query_params.get("include_deleted", "").lower() == "true"
+        return JSONResponse(sim.records(request.path_params["sobject"], include_deleted=include))
+
+    async def close_won(request: Request) -> Response:
+        data = await payload(request)
+        return JSONResponse(sim.close_won(str(data["opportunity_id"])))
+
+    async def update(request: Request) -> Response:
+        data = await payload(request)
+        return JSONResponse(sim.update(str(data["sobject"]), str(data["id"]), dict(data.get("fields") or {})))
+
+    async def create(request: Request) -> Response:
+        data = await payload(request)
+        record_id = sim.create(str(data["sobject"]), dict(data.get("fields") or {}))
+        return JSONResponse(sim.record(str(data["sobject"]), record_id), status_code=201)
+
+    async def faults(request: Request) -> Response:
+        if request.method == "POST":
+            return JSONResponse(sim.set_faults(**(await payload(request))))
+        return JSONResponse(sim.faults.as_dict())
+
+    async def expire(request: Request) -> Response:
+        sim.expire_sessions()
+        return JSONResponse({"expired": True})
+
+    async def schema(request: Request) -> Response:
+        data = await payload(request)
+        for dotted in data.get("remove", []):
+            obj, _, name = str(dotted).partition(".")
+            sim.remove_field(obj, name)
+        for spec in data.get("add", []):
+            fields = dict(spec)
+            for key in ("picklist",):
+                if key in fields:
+                    fields[key] = tuple(fields[key])
+            sim.add_field(CustomField(**fields))
+        return JSONResponse({"version": sim.schema.version})
+
+    async def usage(request: Request) -> Response:
+        if request.method == "POST":
+            sim.set_api_usage(int((await payload(request))["used"]))
+        return JSONResponse({"used": sim.usage.used, "max": sim.usage.daily_limit})
+
+    async def refresh_token(request: Request) -> Response:
+        return JSONResponse({"refresh_token": sim.issue_refresh_token()})
+
+    routes = [
+        Route("/requests", guarded(requests), methods=["GET"]),
+        Route("/reset", guarded(reset), methods=["POST"]),
+        Route("/records/{sobject}", guarded(records), methods=["GET"]),
+        Route("/scenario/close-won", guarded(close_won), methods=["POST"]),
+        Route("/scenario/update", guarded(update), methods=["POST"]),
+        Route("/scenario/create", guarded(create), methods=["POST"]),
+        Route("/faults", guarded(faults), methods=["GET", "POST"]),
+        Route("/expire-sessions", guarded(expire), methods=["POST"]),
+        Route("/schema", guarded(schema), methods=["POST"]),
+        Route("/usage", guarded(usage), methods=["GET", "POST"]),
+        Route("/refresh-token", guarded(refresh_token), methods=["POST"]),
+    ]
+    return Mount(ADMIN_PREFIX, routes=routes)

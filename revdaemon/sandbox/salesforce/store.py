@@ -1,0 +1,388 @@
+"""The org's records in memory, with Salesforce's write rules.
+
+Records are plain dicts in wire form, replaced (never mutated) on each write, so query snapshots and
+undo entries can hold references without copying. Every write takes `lock`; `transaction()` records an
+undo log so allOrNone requests can roll back.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, timedelta
+from typing import Any
+
+from revdaemon.sandbox.salesforce.errors import SfError, bad_request, not_found
+from revdaemon.sandbox.salesforce.schema import FieldDef, ObjectDef, Schema
+from revdaemon.sandbox.salesforce.values import coerce, wire_datetime
+from revdaemon.sandbox.seed import OPPORTUNITY_STAGES
+from revdaemon.sandbox.sfids import BASE62, IdFactory, is_valid_id, to18
+
+Record = dict[str, Any]
+STAGES = {name.lower(): (name, probability, closed, won) for name, probability, closed, won in OPPORTUNITY_STAGES}
+FORECAST = {(True, True): "Closed", (True, False): "Omitted"}
+PICKLIST_DEFAULTS = {("Contract", "Status"): "Draft", ("Task", "Status"): "Not Started",
+                     ("Task", "Priority"): "Normal"}
+READ_ONLY_MESSAGE = ("Unable to create/update fields: {}. Please check the security settings of this field and "
+                     "verify that it is read/write for your profile or permission set.")
+
+
+def normalize_id(value: str) -> str | None:
+    """15- or 18-character id -> canonical 18-character id; None when the text is not an id."""
+    if len(value) == 15 and all(c in BASE62 for c in value):
+        return to18(value)
+    if len(value) == 18 and is_valid_id(value):
+        return to18(value[:15])
+    return None
+
+
+class Store:
+    def __init__(self, schema: Schema, ids: IdFactory, clock: Callable[[], float]) -> None:
+        self.schema = schema
+        self.ids = ids
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.tables: dict[str, dict[str, Record]] = {name: {} for name in schema.objects}
+        self._undo: list[tuple[str, str, Record | None]] | None = None
+        self._index: dict[tuple[str, str], dict[str, set[str]]] = {}
+        self._index_version = -1
+        self._contract_numbers = 0
+
+    # ---- reads -------------------------------------------------------------------------------------
+
+    def table(self, obj: str) -> dict[str, Record]:
+        return self.tables.setdefault(obj, {})
+
+    def lookup(self, record_id: str | None) -> Record | None:
+        if not record_id:
+            return None
+        obj = self.schema.object_for_id(record_id)
+        return self.tables.get(obj, {}).get(record_id) if obj else None
+
+    def find_live(self, od: ObjectDef, raw_id: str) -> Record:
+        """The record behind a URL id: 404 NOT_FOUND / 400 MALFORMED_ID / 404 ENTITY_IS_DELETED like §2.2."""
+        record_id = normalize_id(raw_id)
+        if record_id is None:
+            raise not_found(f"Provided external ID field does not exist or is not accessible: {raw_id}")
+        if record_id[:3] != od.key_prefix:
+            raise bad_request("MALFORMED_ID", f"{od.label} ID: id value of incorrect type: {raw_id}")
+        record = self.table(od.name).get(record_id)
+        if record is None:
+            raise not_found()
+        if record.get("IsDeleted"):
+            raise SfError(404, "ENTITY_IS_DELETED", "entity is deleted", [])
+        return record
+
+    def find_external(self, od: ObjectDef, field: FieldDef, value: str) -> list[str]:
+        self._ensure_index()
+        ids = self._index.get((od.name, field.name), {}).get(value.lower(), set())
+        return sorted(ids)
+
+    # ---- transactions ------------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Callable[[], None]]:
+        """Yields `rollback`, which undoes every write made inside the block; nested blocks are savepoints."""
+        with self.lock:
+            outer = self._undo is None
+            if outer:
+                self._undo = []
+            mark = len(self._undo or [])
+            try:
+                yield lambda: self._rollback_to(mark)
+            finally:
+                if outer:
+                    self._undo = None
+
+    def _rollback_to(self, mark: int) -> None:
+        undo = self._undo or []
+        while len(undo) > mark:
+            obj, record_id, old = undo.pop()
+            if old is None:
+                self.tables[obj].pop(record_id, None)
+            else:
+                self.tables[obj][record_id] = old
+        self._index_version = -1  # rebuild lazily
+
+    def _put(self, obj: str, record: Record) -> None:
+        table = self.table(obj)
+        old = table.get(record["Id"])
+        if self._undo is not None:
+            self._undo.append((obj, record["Id"], old))
+        table[record["Id"]] = record
+        if self._index_version == self.schema.version:
+            self._reindex_record(obj, old, record)
+
+    # ---- unique / external id index ----------------------------------------------------------------
+
+    def _indexed_fields(self, obj: str) -> list[str]:
+        od = self.schema.objects.get(obj)
+        return [f.name for f in od.fields.values() if f.external_id or f.unique] if od else []
+
+    def _ensure_index(self) -> None:
+        if self._index_version == self.schema.version:
+            return
+        self._index = {}
+        for obj, table in self.tables.items():
+            for name in self._indexed_fields(obj):
+                index = self._index.setdefault((obj, name), {})
+                for record in table.values():
+                    value = record.get(name)
+                    if value is not None and not record.get("IsDeleted"):
+                        index.setdefault(str(value).lower(), set()).add(record["Id"])
+        self._index_version = self.schema.version
+
+    def _reindex_record(self, obj: str, old: Record | None, new: Record) -> None:
+        for name in self._indexed_fields(obj):
+            index = self._index.setdefault((obj, name), {})
+            if old is not None and old.get(name) is not None:
+                index.get(str(old[name]).lower(), set()).discard(old["Id"])
+            if new.get(name) is not None and not new.get("IsDeleted"):
+                index.setdefault(str(new[name]).lower(), set()).add(new["Id"])
+
+    # ---- writes ------------------------------------------------------------------------------------
+
+    def _convert(self, od: ObjectDef, data: dict[str, Any], *, creating: bool, system: bool) -> Record:
+        values: Record = {}
+        read_only: list[str] = []
+        for key, raw in data.items():
+            if key == "attributes":
+                continue
+            field = od.field(key)
+            if field is None:
+                raise bad_request("INVALID_FIELD", f"No such column '{key}' on sobject of type {od.name}", [])
+            if not system and not (field.createable if creating else field.updateable):
+                read_only.append(field.name)
+                continue
+            values[field.name] = coerce(field, raw)
+        if read_only:
+            raise bad_request("INVALID_FIELD_FOR_INSERT_UPDATE", READ_ONLY_MESSAGE.format(", ".join(read_only)),
+                              read_only)
+        return values
+
+    def _check_references(self, od: ObjectDef, values: Record) -> None:
+        for name, value in values.items():
+            field = od.fields[name]
+            if field.type != "reference" or value is None:
+                continue
+            record_id = normalize_id(value)
+            if record_id is None:
+                raise bad_request("MALFORMED_ID", f"{field.label}: id value of incorrect type: {value}", [name])
+            target = self.schema.object_for_id(record_id)
+            if target not in field.reference_to:
+                raise bad_request("FIELD_INTEGRITY_EXCEPTION",
+                                  f"{field.label}: id value of incorrect type: {value}", [name])
+            parent = self.tables.get(target, {}).get(record_id)
+            if parent is None or parent.get("IsDeleted"):
+                raise bad_request("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [])
+            values[name] = record_id
+
+    def _check_required(self, od: ObjectDef, record: Record) -> None:
+        missing = [f.name for f in od.fields.values()
+                   if f.required and (record.get(f.name) is None or record.get(f.name) == "")]
+        if missing:
+            raise bad_request("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]",
+                              missing)
+
+    def _check_unique(self, od: ObjectDef, record: Record) -> None:
+        self._ensure_index()
+        for f in od.fields.values():
+            value = record.get(f.name)
+            if not f.unique or value is None:
+                continue
+            others = self._index.get((od.name, f.name), {}).get(str(value).lower(), set()) - {record["Id"]}
+            if others:
+                other = min(others)
+                raise bad_request("DUPLICATE_VALUE",
+                                  f"duplicate value found: {f.name} duplicates value on record with id: {other[:15]}",
+                                  [])
+
+    def create(self, obj: str, data: dict[str, Any], user_id: str, *, record_id: str | None = None,
+               system: bool = False, stamp: float | None = None) -> str:
+        od = self._object(obj)
+        with self.lock:
+            values = self._convert(od, data, creating=True, system=system)
+            self._check_references(od, values)
+            now = wire_datetime(self.clock() if stamp is None else stamp)
+            record: Record = {f.name: None for f in od.fields.values()}
+            record.update({f.name: False for f in od.fields.values() if f.type == "boolean"})
+            for (o, name), default in PICKLIST_DEFAULTS.items():
+                if o == od.name:
+                    record[name] = default
+            if "OwnerId" in od.fields:
+                record["OwnerId"] = user_id
+            record.update(values)
+            record.update(Id=record_id or self._new_id(od.key_prefix), IsDeleted=False, CreatedDate=now,
+                          CreatedById=user_id, LastModifiedDate=now, LastModifiedById=user_id, SystemModstamp=now)
+            self._derive(od, record, None, values)
+            self._check_required(od, record)
+            self._check_unique(od, record)
+            self._put(od.name, record)
+            self._after_write(od, record)
+            return str(record["Id"])
+
+    def update(self, obj: str, raw_id: str, data: dict[str, Any], user_id: str, *, system: bool = False) -> None:
+        od = self._object(obj)
+        with self.lock:
+            old = self.find_live(od, raw_id)
+            data = {k: v for k, v in data.items() if not (k.lower() == "id" and normalize_id(str(v)) == old["Id"])}
+            values = self._convert(od, data, creating=False, system=system)
+            self._check_references(od, values)
+            now = wire_datetime(self.clock())
+            record = {**old, **values, "LastModifiedDate": now, "LastModifiedById": user_id, "SystemModstamp": now}
+            self._derive(od, record, old, values)
+            self._check_required(od, record)
+            self._check_unique(od, record)
+            self._put(od.name, record)
+            self._after_write(od, record)
+
+    def delete(self, obj: str, raw_id: str, user_id: str) -> None:
+        od = self._object(obj)
+        with self.lock:
+            old = self.find_live(od, raw_id)
+            now = wire_datetime(self.clock())
+            record = {**old, "IsDeleted": True, "LastModifiedDate": now, "LastModifiedById": user_id,
+                      "SystemModstamp": now}
+            self._put(od.name, record)
+            if od.name == "Opportunity":  # line items go with their opportunity
+                for line in list(self.table("OpportunityLineItem").values()):
+                    if line["OpportunityId"] == old["Id"] and not line["IsDeleted"]:
+                        self._put("OpportunityLineItem", {**line, "IsDeleted": True, "SystemModstamp": now})
+            self._after_write(od, record)
+
+    def upsert(self, obj: str, field_name: str, value: str, data: dict[str, Any],
+               user_id: str) -> tuple[str, bool]:
+        """Returns (id, created). Raises SfError 300 when several records match (§2.2)."""
+        od = self._object(obj)
+        field = od.field(field_name)
+        if field is None:
+            raise not_found()
+        if not field.external_id and field.type != "id":
+            raise bad_request("INVALID_FIELD", f"Field {field.name} is not an External ID or Id field", [])
+        with self.lock:
+            body = {k: v for k, v in data.items() if k.lower() != field.name.lower()}
+            if field.type == "id":
+                matches = [value] if normalize_id(value) and self.lookup(normalize_id(value)) else []
+            else:
+                matches = self.find_external(od, field, value)
+            if len(matches) > 1:
+                raise MultipleMatches(od, matches)
+            if matches:
+                self.update(od.name, matches[0], body, user_id)
+                return matches[0], False
+            if field.type == "id":
+                raise not_found()
+            return self.create(od.name, {**body, field.name: value}, user_id), True
+
+    def _new_id(self, prefix: str) -> str:
+        record_id = self.ids.new(prefix)
+        while self.lookup(record_id) is not None:  # never collide with seeded ids from another factory
+            record_id = self.ids.new(prefix)
+        return record_id
+
+    def _object(self, obj: str) -> ObjectDef:
+        od = self.schema.get(obj)
+        if od is None:
+            raise not_found()
+        return od
+
+    # ---- derived fields (salesforce-api.md §5) -----------------------------------------------------
+
+    def _derive(self, od: ObjectDef, record: Record, old: Record | None, values: Record) -> None:
+        name = od.name
+        if name in ("Contact", "User"):
+            record["Name"] = " ".join(p for p in (record.get("FirstName"), record.get("LastName")) if p)
+        elif name == "Opportunity":
+            stage = STAGES.get(str(record.get("StageName") or "").lower())
+            if stage:
+                record["StageName"] = stage[0]
+                record["IsClosed"], record["IsWon"] = stage[2], stage[3]
+                if "Probability" not in values and (old is None or old.get("StageName") != stage[0]):
+                    record["Probability"] = float(stage[1])
+                if "ForecastCategoryName" not in values:
+                    record["ForecastCategoryName"] = FORECAST.get((stage[2], stage[3]), "Pipeline")
+            if old is not None and old.get("HasOpportunityLineItem"):
+                record["Amount"] = old.get("Amount")  # updates to Amount are ignored when products exist
+        elif name == "OpportunityLineItem":
+            self._derive_line(record, old, values)
+        elif name == "PricebookEntry":
+            product = self.lookup(record.get("Product2Id")) or {}
+            record["Name"], record["ProductCode"] = product.get("Name"), product.get("ProductCode")
+        elif name == "Contract":
+            if old is None and not record.get("ContractNumber"):
+                self._contract_numbers += 1
+                record["ContractNumber"] = f"{self._contract_numbers:08d}"
+            record["EndDate"] = _contract_end(record.get("StartDate"), record.get("ContractTerm"))
+        elif name == "Task":
+            record["IsClosed"] = record.get("Status") == "Completed"
+            what = self.lookup(record.get("WhatId")) or {}
+            who = self.lookup(record.get("WhoId")) or {}
+            record["AccountId"] = (record["WhatId"] if str(record.get("WhatId") or "").startswith("001")
+                                   else what.get("AccountId") or who.get("AccountId"))
+        elif od.custom and not record.get("Name"):
+            record["Name"] = record["Id"]
+
+    def _derive_line(self, record: Record, old: Record | None, values: Record) -> None:
+        if old is None:
+            entry = self.lookup(record.get("PricebookEntryId")) or {}
+            opportunity = self.lookup(record.get("OpportunityId")) or {}
+            pricebook = opportunity.get("Pricebook2Id")
+            if pricebook and entry.get("Pricebook2Id") != pricebook:
+                raise bad_request("FIELD_INTEGRITY_EXCEPTION",
+                                  "field integrity exception: PricebookEntryId (pricebook entry is in a different "
+                                  "pricebook than the one assigned to the opportunity)", ["PricebookEntryId"])
+            product = self.lookup(entry.get("Product2Id")) or {}
+            record.update(Product2Id=entry.get("Product2Id"), ListPrice=entry.get("UnitPrice"),
+                          ProductCode=product.get("ProductCode"), Name=product.get("Name"))
+        if "UnitPrice" in values and "TotalPrice" in values and values["TotalPrice"] is not None:
+            raise bad_request("FIELD_INTEGRITY_EXCEPTION",
+                              "field integrity exception: TotalPrice (Total Price and Unit Price cannot both be "
+                              "specified)", ["TotalPrice"])
+        quantity = float(record.get("Quantity") or 0)
+        discount = float(record.get("Discount") or 0)
+        if "TotalPrice" in values and values["TotalPrice"] is not None and quantity:
+            record["UnitPrice"] = round(values["TotalPrice"] / quantity / (1 - discount / 100 or 1), 2)
+        elif record.get("UnitPrice") is None:
+            record["UnitPrice"] = record.get("ListPrice")
+        subtotal = round(quantity * float(record.get("UnitPrice") or 0), 2)
+        record["Subtotal"] = subtotal
+        # TotalPrice = Quantity * UnitPrice, less the Discount percentage when one is set.
+        record["TotalPrice"] = round(subtotal * (1 - discount / 100), 2)
+
+    def _after_write(self, od: ObjectDef, record: Record) -> None:
+        if od.name == "OpportunityLineItem":
+            self._roll_up(record["OpportunityId"])
+
+    def _roll_up(self, opportunity_id: str) -> None:
+        """Opportunity.Amount is the sum of its line items' TotalPrice once it has products (§5)."""
+        opportunity = self.tables["Opportunity"].get(opportunity_id)
+        if opportunity is None:
+            return
+        lines = [r for r in self.tables["OpportunityLineItem"].values()
+                 if r["OpportunityId"] == opportunity_id and not r["IsDeleted"]]
+        entry_books = {(self.lookup(r["PricebookEntryId"]) or {}).get("Pricebook2Id") for r in lines}
+        amount = round(sum(float(r["TotalPrice"] or 0) for r in lines), 2) if lines else opportunity["Amount"]
+        pricebook = opportunity["Pricebook2Id"] or (entry_books.pop() if len(entry_books) == 1 else None)
+        now = wire_datetime(self.clock())
+        self._put("Opportunity", {**opportunity, "Amount": amount, "HasOpportunityLineItem": bool(lines),
+                                  "Pricebook2Id": pricebook, "SystemModstamp": now})
+
+
+class MultipleMatches(SfError):
+    """Upsert matched several records: HTTP 300 with the matching records' URLs (§2.2)."""
+
+    def __init__(self, od: ObjectDef, ids: list[str]) -> None:
+        super().__init__(300, "MULTIPLE_CHOICES", f"more than one record found for external id field: {ids}")
+        self.object = od.name
+        self.ids = ids
+
+
+def _contract_end(start: str | None, term: int | None) -> str | None:
+    if not start or not term:
+        return None
+    begin = date.fromisoformat(start)
+    month = begin.month - 1 + int(term)
+    year, month = begin.year + month // 12, month % 12 + 1
+    day = min(begin.day, 28)
+    return (date(year, month, day) - timedelta(days=1)).isoformat()
