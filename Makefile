@@ -19,6 +19,9 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
+bench: $(STAMP)
+	$(BIN)/python bench/sandbox_throughput.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
