@@ -21,6 +21,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/sandbox_throughput.py
+	$(BIN)/python bench/salesforce_upsert.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
