@@ -115,15 +115,23 @@ class NueClient:
             subscriptions.extend(wire.many(body.data, "subscriptions"))
         return subscriptions
 
-    async def iter_invoices(self, filters: Mapping[str, str] | None = None, *, page_size: int = wire.INVOICE_PAGE_MAX,
-                            includes: Sequence[str] = ()) -> AsyncIterator[dict[str, Any]]:
+    def iter_invoices(self, filters: Mapping[str, str] | None = None, *, page_size: int = wire.INVOICE_PAGE_MAX,
+                      includes: Sequence[str] = ()) -> AsyncIterator[dict[str, Any]]:
         """Every invoice matching `filters` (e.g. {"lastModifiedDate>": "2026-01-01"}), page by page."""
+        return self._pages(wire.INVOICES, filters, page_size=page_size, includes=includes)
+
+    def iter_credit_memos(self, filters: Mapping[str, str] | None = None, *,
+                          page_size: int = wire.INVOICE_PAGE_MAX) -> AsyncIterator[dict[str, Any]]:
+        return self._pages(wire.CREDIT_MEMOS, filters, page_size=page_size)
+
+    async def _pages(self, path: str, filters: Mapping[str, str] | None, *, page_size: int,
+                     includes: Sequence[str] = ()) -> AsyncIterator[dict[str, Any]]:
         page = 1
         seen = 0
         while True:
-            request = wire.list_invoices_request(page=page, limit=page_size, filters=filters or {},
-                                                 includes=includes)
-            records, total = wire.unwrap_page(await self._send_raw(request, operation="list invoices"))
+            request = wire.page_request(path, page=page, limit=page_size, filters=filters, includes=includes)
+            body = await self._send_raw(request, operation=f"list {path.strip('/')}")
+            records, total = wire.unwrap_page(body, path)
             for record in records:
                 yield record
             seen += len(records)

@@ -137,14 +137,20 @@ def list_subscriptions_request(customer_ids: Sequence[str]) -> NueRequest:
     return NueRequest(method="GET", path=SUBSCRIPTIONS, params={"customerIds": customer_ids_param(customer_ids)})
 
 
-def list_invoices_request(*, page: int, limit: int, filters: Mapping[str, str] | None = None,
-                          includes: Sequence[str] = ()) -> NueRequest:
+PAGED_RESOURCES = {INVOICES: "invoices", CREDIT_MEMOS: "creditMemos"}  # path -> key if data is wrapped
+
+
+def page_request(path: str, *, page: int, limit: int, filters: Mapping[str, str] | None = None,
+                 includes: Sequence[str] = ()) -> NueRequest:
+    """[doc] page (1-based) and limit (<= 500), with dynamic field filters in the query string."""
+    if path not in PAGED_RESOURCES:
+        raise ValueError(f"{path} is not a paged resource")
     if not 1 <= limit <= INVOICE_PAGE_MAX:
-        raise ValueError(f"invoice page limit must be 1..{INVOICE_PAGE_MAX}")
+        raise ValueError(f"page limit must be 1..{INVOICE_PAGE_MAX}")
     params = {"page": str(page), "limit": str(limit), **dict(filters or {})}
     if includes:
         params["includes"] = ",".join(includes)
-    return NueRequest(method="GET", path=INVOICES, params=params)
+    return NueRequest(method="GET", path=path, params=params)
 
 
 def get_invoice_request(invoice_id: str) -> NueRequest:
@@ -232,10 +238,10 @@ def unwrap_activation(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return unwrap_order(data), list(data.get("assets") or []) if isinstance(data, dict) else []
 
 
-def unwrap_page(body: Any) -> tuple[list[dict[str, Any]], int | None]:
-    """[doc] invoices: data[] and pagination.total (the total may also sit inside data)."""
+def unwrap_page(body: Any, path: str) -> tuple[list[dict[str, Any]], int | None]:
+    """[doc] data[] and pagination.total (the total may also sit inside data)."""
     envelope = parse_envelope(body)
-    records = many(envelope.data, "invoices")
+    records = many(envelope.data, PAGED_RESOURCES[path])
     pagination = body.get("pagination") or (envelope.data.get("pagination") if isinstance(envelope.data, dict)
                                             else None)
     total = pagination.get("total") if isinstance(pagination, dict) else None

@@ -180,6 +180,16 @@ class TestResources:
         assert route.calls[0].request.url.params["paymentStatus"] == "Paid"
 
     @respx.mock
+    async def test_credit_memos_page_like_invoices(self, client: NueClient) -> None:
+        """Credit memos use the same page/limit walk; a short page ends it."""
+        route = respx.get(f"{BASE}/credit-memos")
+        route.side_effect = [httpx.Response(200, json=ok([{"id": "cm-1"}, {"id": "cm-2"}])),
+                             httpx.Response(200, json=ok([{"id": "cm-3"}]))]
+        memos = [m async for m in client.iter_credit_memos(page_size=2)]
+        assert [m["id"] for m in memos] == ["cm-1", "cm-2", "cm-3"]
+        assert [c.request.url.params["page"] for c in route.calls] == ["1", "2"]
+
+    @respx.mock
     async def test_graphql_poll_pages_by_offset(self, client: NueClient) -> None:
         """Polling [assumed]: where lastModifiedDate _gte, ordered by (lastModifiedDate, id), offset pages."""
         queries: list[str] = []
