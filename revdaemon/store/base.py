@@ -104,7 +104,19 @@ class Store(Protocol):
 
     async def fail_intent(self, key: str, error: str) -> None: ...
 
+    async def reopen_intent(self, key: str) -> None:
+        """A failed intent is attempted again (a retry or a replay)."""
+        ...
+
     async def get_intent(self, key: str) -> WriteIntent | None: ...
+
+    # --- ordering -------------------------------------------------------------------------------
+
+    async def get_entity_version(self, entity: str) -> str | None: ...
+
+    async def raise_entity_version(self, entity: str, version: str) -> bool:
+        """Record `version` as applied unless a newer one already is; True if it was recorded."""
+        ...
 
     # --- conflicts ------------------------------------------------------------------------------
 

@@ -316,10 +316,31 @@ class SqliteStore:
         async with self._tx() as conn:
             await _move_intent(conn, key, IntentStatus.FAILED, _ts(self._clock()), error=error)
 
+    async def reopen_intent(self, key: str) -> None:
+        async with self._tx() as conn:
+            await _move_intent(conn, key, IntentStatus.RECORDED, _ts(self._clock()))
+
     async def get_intent(self, key: str) -> WriteIntent | None:
         async with self._tx(write=False) as conn:
             row = await _fetchone(conn, "SELECT * FROM write_intents WHERE idem_key = ?", (key,))
         return _intent(row) if row else None
+
+    # --- ordering -------------------------------------------------------------------------------
+
+    async def get_entity_version(self, entity: str) -> str | None:
+        async with self._tx(write=False) as conn:
+            row = await _fetchone(conn, "SELECT version FROM entity_versions WHERE entity = ?", (entity,))
+        return str(row["version"]) if row else None
+
+    async def raise_entity_version(self, entity: str, version: str) -> bool:
+        async with self._tx() as conn:
+            result = await conn.execute(
+                """INSERT INTO entity_versions (entity, version, updated_at) VALUES (?, ?, ?)
+                   ON CONFLICT (entity) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at
+                   WHERE excluded.version > entity_versions.version""",
+                (entity, version, _ts(self._clock())),
+            )
+            return result.rowcount == 1
 
     # --- conflicts ------------------------------------------------------------------------------
 

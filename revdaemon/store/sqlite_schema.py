@@ -106,6 +106,14 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX audit_record ON audit_log (record_ref, id);
     """,
+    # 2: the newest source version applied per entity, so an older state never overwrites a newer one.
+    """
+    CREATE TABLE entity_versions (
+        entity     TEXT PRIMARY KEY,
+        version    TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -86,6 +86,23 @@ class TestMigrations:
         assert (await store.find_event("e1")) is not None
         await store.close()
 
+    async def test_older_schema_is_upgraded_in_place(self, tmp_path: Path) -> None:
+        """A database at version 1 gains the later tables and keeps its rows."""
+        from revdaemon.store.sqlite_schema import MIGRATIONS
+
+        path = tmp_path / "db.sqlite3"
+        with sqlite3.connect(path) as conn:
+            conn.executescript(MIGRATIONS[0])
+            conn.execute("INSERT INTO cursors (name, value, updated_at) VALUES ('c', 'v', '2026-01-01')")
+            conn.execute("PRAGMA user_version = 1")
+        store = await open_store(path)
+        try:
+            assert await store.schema_version() == SCHEMA_VERSION
+            assert (await store.get_cursor("c")).value == "v"  # type: ignore[union-attr]
+            assert await store.raise_entity_version("e", "1")
+        finally:
+            await store.close()
+
     async def test_newer_database_is_refused(self, tmp_path: Path) -> None:
         """A database written by a newer revdaemon is refused untouched."""
         path = tmp_path / "db.sqlite3"
@@ -305,3 +322,23 @@ class TestConcurrency:
         finally:
             await daemon.close()
             await cli.close()
+
+
+class TestOrderingAndReopen:
+    async def test_entity_version_only_moves_forward(self, store: Store) -> None:
+        """An older version is not recorded over a newer one."""
+        assert await store.get_entity_version("nue:customer:c1") is None
+        assert await store.raise_entity_version("nue:customer:c1", "2026-01-02T00:00:00Z")
+        assert not await store.raise_entity_version("nue:customer:c1", "2026-01-01T00:00:00Z")
+        assert await store.get_entity_version("nue:customer:c1") == "2026-01-02T00:00:00Z"
+        assert await store.raise_entity_version("nue:customer:c1", "2026-01-03T00:00:00Z")
+
+    async def test_failed_intent_can_be_reopened(self, store: Store) -> None:
+        """A failed write is attempted again from recorded; a confirmed one cannot be."""
+        await store.record_intent(NewIntent(key="k", system="salesforce", operation="update", target="Account"))
+        await store.fail_intent("k", "UNABLE_TO_LOCK_ROW")
+        await store.reopen_intent("k")
+        assert (await store.get_intent("k")).status is IntentStatus.RECORDED  # type: ignore[union-attr]
+        await store.confirm_intent("k", {})
+        with pytest.raises(IllegalTransition):
+            await store.reopen_intent("k")
