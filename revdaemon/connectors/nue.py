@@ -162,6 +162,21 @@ class NueClient:
         body = await self._send(wire.pay_invoices_request(payments), operation="pay invoices", idempotent=False)
         return body.data
 
+    async def read_where_in(self, type_name: str, field_name: str, values: Sequence[str],
+                            fields: Sequence[str]) -> list[dict[str, Any]]:
+        """Records of `type_name` whose `field_name` is one of `values`, in as few GraphQL reads as allowed."""
+        unique = list(dict.fromkeys(values))
+        records: list[dict[str, Any]] = []
+        for start in range(0, len(unique), wire.GRAPHQL_IN_MAX):
+            request = wire.graphql_in_request(type_name, field_name, unique[start:start + wire.GRAPHQL_IN_MAX],
+                                              fields)
+            body = await self._send_raw(request, operation=f"read {type_name}")
+            try:
+                records.extend(wire.unwrap_graphql(body, type_name))
+            except ValueError as exc:
+                raise Permanent(str(exc), ErrorContext(system=wire.SYSTEM, operation=f"read {type_name}")) from exc
+        return records
+
     async def poll(self, type_name: str, fields: Sequence[str], *, since: str | None,
                    page_size: int = 200) -> AsyncIterator[dict[str, Any]]:
         """Records of `type_name` modified at or after `since`, oldest first, over GraphQL pages."""

@@ -52,6 +52,15 @@ CHANGE_TYPES = ("UpdateQuantity", "UpdateTerm", "Renew", "CoTerm", "Cancel", "Co
 DOCUMENTED_EVENTS = ("customer.created", "order.created", "order.activated", "invoice.activated")
 ASSUMED_EVENTS = ("customer.updated", "subscription.updated")
 
+# [doc] field lists (Resources), selected in GraphQL reads.
+CUSTOMER_FIELDS = ("id", "name", "recordType", "accountNumber", "externalId", "email", "phone", "website",
+                   "billingStreet", "billingCity", "billingState", "billingPostalCode", "billingCountry",
+                   "paymentTerm", "billCycleDay", "salesAccountId", "todayARR", "todayCMRR", "totalTCV",
+                   "createdDate", "lastModifiedDate")
+INVOICE_FIELDS = ("id", "name", "customerId", "amount", "balance", "invoiceDate", "dueDate", "status",
+                  "paymentStatus", "lastModifiedDate")
+GRAPHQL_IN_MAX = 200  # values per `_in` list: keeps one query well under any body limit
+
 # [assumed] webhook envelope and signature.
 ASSUMED_SIGNATURE_HEADER = "Nue-Signature"
 ASSUMED_ENVELOPE_FIELDS = ("id", "type", "createdDate", "data")
@@ -180,6 +189,16 @@ def graphql_poll_request(type_name: str, fields: Sequence[str], *, since: str | 
     selection = " ".join(dict.fromkeys([*fields, "id", "lastModifiedDate"]))
     query = (f"query {{ {type_name}({where}order_by: {{lastModifiedDate: asc, id: asc}}, "
              f"limit: {int(limit)}, offset: {int(offset)}) {{ {selection} }} }}")
+    return NueRequest(method="POST", path=GRAPHQL, json={"query": query})
+
+
+def graphql_in_request(type_name: str, field_name: str, values: Sequence[str], fields: Sequence[str]) -> NueRequest:
+    """[assumed] Hasura-style `_in`: many records of one type in one read."""
+    if not 1 <= len(values) <= GRAPHQL_IN_MAX:
+        raise ValueError(f"an _in read takes 1 to {GRAPHQL_IN_MAX} values")
+    selection = " ".join(dict.fromkeys([*fields, "id"]))
+    query = (f"query {{ {type_name}(where: {{{field_name}: {{_in: {json.dumps(list(values))}}}}}, "
+             f"limit: {len(values) * 2}) {{ {selection} }} }}")
     return NueRequest(method="POST", path=GRAPHQL, json={"query": query})
 
 

@@ -258,7 +258,8 @@ class SalesforceClient:
         async with self._limiter.slot():
             try:
                 response = await self._http.request(
-                    request.method, base + request.path, params=request.params or None, json=request.json,
+                    request.method, base + request.path, params=request.params or None,
+                    json=wire.jsonable(request.json),
                     headers=headers, timeout=self._settings.timeout_seconds,
                 )
             except _UNSENT as exc:

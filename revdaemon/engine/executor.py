@@ -1,0 +1,260 @@
+"""The executor: carries out planned writes exactly once, in batches.
+
+Theory of operation:
+1. Coalesce. Writes with the same idempotency key are one write; Salesforce writes to the same record
+   are merged into one (every plan of a claim was made from the same fresh read, so they agree).
+2. Record. Each write's intent is recorded under its key before anything is sent. A key already
+   confirmed is not sent again; a key left `sent` by a crash is sent again only where that is safe
+   (Salesforce updates and upserts by external id are idempotent; a Nue create is preceded by its
+   natural-key lookup, always).
+3. Send in batches: Salesforce updates and upserts through sObject Collections, 200 per call, grouped by
+   object (and external id field); Nue customers created in one array; other Nue calls one by one.
+4. Record the outcome per write (confirmed with its result, or failed with the API's own error) in the
+   store's audit log, in a shielded scope so a shutdown cannot lose what was sent.
+
+Outcomes come back per idempotency key; the worker turns them into event outcomes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import structlog
+
+from revdaemon.connectors import salesforce_wire
+from revdaemon.connectors.nue import NueClient
+from revdaemon.connectors.salesforce import SalesforceClient
+from revdaemon.errors import Retryable, SyncError
+from revdaemon.flows.plan import NueActivateOrder, NueCreateCustomer, NueCreateOrder, SfUpdate, SfUpsert, Write
+from revdaemon.store import Store
+from revdaemon.store.records import NewAuditEntry, NewIntent
+from revdaemon.store.states import IntentStatus
+
+log = structlog.get_logger("revdaemon.executor")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WriteOutcome:
+    ok: bool
+    result: Mapping[str, Any] | None = None
+    error: SyncError | None = None
+    skipped: bool = False  # already confirmed earlier: nothing was sent
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingWrite:
+    write: Write
+    event_id: int | None
+
+
+class Executor:
+    def __init__(self, store: Store, salesforce: SalesforceClient, nue: NueClient, *, mapping_version: int,
+                 dry_run: bool = False) -> None:
+        self._store = store
+        self._sf = salesforce
+        self._nue = nue
+        self._mapping_version = mapping_version
+        self.dry_run = dry_run
+
+    async def execute(self, pending: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
+        unique: dict[str, PendingWrite] = {}
+        for item in pending:
+            unique.setdefault(item.write.idem_key, item)
+        outcomes: dict[str, WriteOutcome] = {}
+        if self.dry_run:
+            for key, item in unique.items():
+                log.info("write_planned", idem_key=key, write=_describe(item.write), dry_run=True)
+                outcomes[key] = WriteOutcome(ok=True, skipped=True)
+            return outcomes
+        to_send: list[PendingWrite] = []
+        for key, item in unique.items():
+            intent = await self._store.record_intent(NewIntent(
+                key=key, system=item.write.target[0], operation=type(item.write).__name__,
+                target=f"{item.write.target[1]}:{item.write.target[2]}", request=_describe(item.write),
+                event_id=item.event_id))
+            if intent.status is IntentStatus.CONFIRMED:
+                outcomes[key] = WriteOutcome(ok=True, result=intent.result, skipped=True)
+                continue
+            if intent.status is IntentStatus.FAILED:
+                await self._store.reopen_intent(key)
+            to_send.append(item)
+
+        sf_updates = [i for i in to_send if isinstance(i.write, SfUpdate)]
+        sf_upserts = [i for i in to_send if isinstance(i.write, SfUpsert)]
+        customers = [i for i in to_send if isinstance(i.write, NueCreateCustomer)]
+        others = [i for i in to_send if isinstance(i.write, NueCreateOrder | NueActivateOrder)]
+        outcomes.update(await self._salesforce_updates(sf_updates))
+        outcomes.update(await self._salesforce_upserts(sf_upserts))
+        outcomes.update(await self._nue_customers(customers))
+        for item in others:
+            outcomes[item.write.idem_key] = await self._nue_one(item)
+        return outcomes
+
+    # --- Salesforce -------------------------------------------------------------------------------
+
+    async def _salesforce_updates(self, items: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
+        by_object: dict[str, dict[str, list[PendingWrite]]] = defaultdict(lambda: defaultdict(list))
+        for item in items:
+            assert isinstance(item.write, SfUpdate)
+            by_object[item.write.sobject][item.write.record_id].append(item)
+        outcomes: dict[str, WriteOutcome] = {}
+        for sobject, by_record in by_object.items():
+            records = [{"Id": record_id, **_merged(group)} for record_id, group in by_record.items()]
+            groups = list(by_record.values())
+            await self._mark_sent(groups)
+            try:
+                results = await self._sf.update_many(sobject, records)
+            except SyncError as exc:
+                outcomes.update(await self._fail_all(groups, exc))
+                continue
+            for group, result in zip(groups, results, strict=True):
+                outcomes.update(await self._settle_sf(group, result, operation=f"update {sobject}"))
+        return outcomes
+
+    async def _salesforce_upserts(self, items: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
+        by_key: dict[tuple[str, str], dict[str, list[PendingWrite]]] = defaultdict(lambda: defaultdict(list))
+        for item in items:
+            assert isinstance(item.write, SfUpsert)
+            w = item.write
+            by_key[(w.sobject, w.external_id_field)][w.external_id].append(item)
+        outcomes: dict[str, WriteOutcome] = {}
+        for (sobject, field), by_record in by_key.items():
+            records = [{field: external_id, **_merged(group)} for external_id, group in by_record.items()]
+            groups = list(by_record.values())
+            await self._mark_sent(groups)
+            try:
+                results = await self._sf.upsert_many(sobject, field, records)
+            except SyncError as exc:
+                outcomes.update(await self._fail_all(groups, exc))
+                continue
+            for group, result in zip(groups, results, strict=True):
+                outcomes.update(await self._settle_sf(group, result, operation=f"upsert {sobject}"))
+        return outcomes
+
+    async def _settle_sf(self, group: Sequence[PendingWrite], result: salesforce_wire.WriteResult,
+                         *, operation: str) -> dict[str, WriteOutcome]:
+        if result.ok:
+            outcome = WriteOutcome(ok=True, result={"id": result.id, "created": result.created})
+        else:
+            error = salesforce_wire.classify(400, [{"errorCode": e.code, "message": e.message,
+                                                    "fields": list(e.fields)} for e in result.errors],
+                                             operation=operation, record_ref=_record_ref(group[0].write))
+            outcome = WriteOutcome(ok=False, error=error)
+        return {item.write.idem_key: await self._settle(item, outcome) for item in group}
+
+    # --- Nue ----------------------------------------------------------------------------------------
+
+    async def _nue_customers(self, items: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
+        if not items:
+            return {}
+        outcomes: dict[str, WriteOutcome] = {}
+        by_account: dict[str, list[PendingWrite]] = defaultdict(list)
+        for item in items:
+            assert isinstance(item.write, NueCreateCustomer)
+            by_account[item.write.salesforce_account_id].append(item)
+        await self._mark_sent(list(by_account.values()))
+        try:
+            # Lookup before create: Nue documents no idempotency header, so this read is the guard.
+            existing = {str(row.get("externalId")): row for row in await self._nue.read_where_in(
+                "Customer", "externalId", sorted(by_account), ("id", "externalId", "name"))}
+            missing = [a for a in sorted(by_account) if a not in existing]
+            created = await self._nue.create_customers(
+                [{**by_account[a][0].write.payload, "salesAccountId": a} for a in missing]  # type: ignore[union-attr]
+            ) if missing else []
+        except SyncError as exc:
+            return await self._fail_all(list(by_account.values()), exc)
+        for account, row in zip(missing, created, strict=True):
+            existing[account] = row
+        for account, group in by_account.items():
+            row = existing[account]
+            for item in group:
+                outcomes[item.write.idem_key] = await self._settle(
+                    item, WriteOutcome(ok=True, result={"id": row.get("id"), "created": account in missing}))
+        return outcomes
+
+    async def _nue_one(self, item: PendingWrite) -> WriteOutcome:
+        write = item.write
+        await self._mark_sent([[item]])
+        try:
+            if isinstance(write, NueCreateOrder):
+                order = await self._nue.find_order_for_opportunity(write.customer_id, write.opportunity_id,
+                                                                   write.marker_field)
+                created = order is None
+                if order is None:
+                    order = await self._nue.create_order(write.payload)
+                outcome = WriteOutcome(ok=True, result={"id": order.get("id"), "orderNumber":
+                                                        order.get("orderNumber"), "created": created})
+            else:
+                assert isinstance(write, NueActivateOrder)
+                order, _assets = await self._nue.activate_order(write.order_id,
+                                                               generate_invoice=write.generate_invoice,
+                                                               activate_invoice=write.activate_invoice)
+                outcome = WriteOutcome(ok=True, result={"id": order.get("id"), "status": order.get("status")})
+        except SyncError as exc:
+            outcome = WriteOutcome(ok=False, error=exc)
+        return await self._settle(item, outcome)
+
+    # --- bookkeeping ------------------------------------------------------------------------------
+
+    async def _mark_sent(self, groups: Sequence[Sequence[PendingWrite]]) -> None:
+        for group in groups:
+            for item in group:
+                intent = await self._store.get_intent(item.write.idem_key)
+                if intent is not None and intent.status is IntentStatus.RECORDED:
+                    await self._store.mark_intent_sent(item.write.idem_key)
+
+    async def _fail_all(self, groups: Sequence[Sequence[PendingWrite]], exc: SyncError) -> dict[str, WriteOutcome]:
+        outcome = WriteOutcome(ok=False, error=exc)
+        return {item.write.idem_key: await self._settle(item, outcome) for group in groups for item in group}
+
+    async def _settle(self, item: PendingWrite, outcome: WriteOutcome) -> WriteOutcome:
+        write = item.write
+        with anyio.CancelScope(shield=True):
+            if outcome.ok:
+                await self._store.confirm_intent(write.idem_key, dict(outcome.result or {}))
+            else:
+                assert outcome.error is not None
+                await self._store.fail_intent(write.idem_key, outcome.error.message)
+            error = outcome.error
+            await self._store.record_write(NewAuditEntry(
+                system=write.target[0], operation=type(write).__name__, target=write.target[1],
+                outcome="ok" if outcome.ok else ("error" if isinstance(error, Retryable) else "rejected"),
+                idem_key=write.idem_key, event_id=item.event_id, record_ref=_record_ref(write),
+                status=error.context.status if error else None,
+                detail={"request": _describe(write), "result": dict(outcome.result or {}),
+                        "error": error.message if error else None,
+                        "error_code": error.context.error_code if error else None},
+                mapping_version=self._mapping_version,
+            ))
+        if outcome.ok:
+            log.info("write_confirmed", idem_key=write.idem_key, target=_record_ref(write))
+        else:
+            log.warning("write_failed", idem_key=write.idem_key, target=_record_ref(write),
+                        error=outcome.error.message if outcome.error else None)
+        return outcome
+
+
+def _merged(group: Sequence[PendingWrite]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for item in group:
+        assert isinstance(item.write, SfUpdate | SfUpsert)
+        fields.update(item.write.fields)
+    return fields
+
+
+def _record_ref(write: Write) -> str:
+    return f"{write.target[0]}:{write.target[1]}:{write.target[2]}"
+
+
+def _describe(write: Write) -> dict[str, Any]:
+    body: dict[str, Any] = {"kind": type(write).__name__, "target": _record_ref(write)}
+    if isinstance(write, SfUpdate | SfUpsert):
+        body["fields"] = dict(write.fields)
+    elif isinstance(write, NueCreateCustomer | NueCreateOrder):
+        body["payload"] = dict(write.payload)
+    return body
+

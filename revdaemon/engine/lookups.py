@@ -1,0 +1,100 @@
+"""Runs the reads flows ask for, batched: one GraphQL `_in` read for many customers, one `customerIds`
+read for many customers' subscriptions or orders, one SOQL `Id IN (...)` per object type.
+
+This is what makes a webhook a hint: the state a flow plans from is always read here, never taken from
+the notification's body.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from revdaemon.connectors import nue_wire
+from revdaemon.connectors.nue import NueClient
+from revdaemon.connectors.salesforce import SalesforceClient
+from revdaemon.flows.base import Found, Needs
+from revdaemon.limits import Priority
+
+SOQL_IN_MAX = 200  # ids per IN list: keeps the query text well under Salesforce's 100,000-character limit
+
+
+class Fetcher:
+    def __init__(self, salesforce: SalesforceClient, nue: NueClient) -> None:
+        self._sf = salesforce
+        self._nue = nue
+
+    async def fetch(self, needs: Needs) -> Found:
+        customers = await self._customers(needs.nue_customers)
+        aliases = _aliases(customers)
+        return Found(
+            nue_customers=customers,
+            nue_subscriptions=await self._by_customer(needs.nue_subscriptions_of, aliases,
+                                                      self._nue.list_subscriptions),
+            nue_orders=await self._by_customer(needs.nue_orders_of, aliases, self._nue.list_orders),
+            nue_invoices=await self._invoices(needs.nue_invoices),
+            sf_records=await self._sf_records(needs.sf_records, needs.sf_fields),
+            catalog=tuple(await self._nue.products()) if needs.catalog else (),
+        )
+
+    async def _customers(self, ids: frozenset[str]) -> dict[str, Mapping[str, Any] | None]:
+        if not ids:
+            return {}
+        wanted = sorted(ids)
+        rows = await self._nue.read_where_in("Customer", "id", wanted, nue_wire.CUSTOMER_FIELDS)
+        rows += await self._nue.read_where_in("Customer", "externalId", wanted, nue_wire.CUSTOMER_FIELDS)
+        found: dict[str, Mapping[str, Any] | None] = dict.fromkeys(wanted)
+        for row in rows:
+            for key in (row.get("id"), row.get("externalId")):
+                if key in found:
+                    found[key] = row
+        return found
+
+    async def _by_customer(self, ids: frozenset[str], aliases: Mapping[str, str], read: Any
+                           ) -> dict[str, list[Mapping[str, Any]]]:
+        if not ids:
+            return {}
+        wanted = sorted(ids)
+        nue_ids = sorted({aliases.get(i, i) for i in wanted})
+        grouped: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        for row in await read(nue_ids):
+            grouped[str(row.get("customerId"))].append(row)
+        return {i: grouped.get(aliases.get(i, i), []) for i in wanted}
+
+    async def _invoices(self, ids: frozenset[str]) -> dict[str, Mapping[str, Any] | None]:
+        if not ids:
+            return {}
+        found: dict[str, Mapping[str, Any] | None] = dict.fromkeys(sorted(ids))
+        for row in await self._nue.read_where_in("Invoice", "id", sorted(ids), nue_wire.INVOICE_FIELDS):
+            found[str(row["id"])] = row
+        return found
+
+    async def _sf_records(self, keys: frozenset[tuple[str, str]], fields: frozenset[tuple[str, str]]
+                          ) -> dict[tuple[str, str], Mapping[str, Any] | None]:
+        found: dict[tuple[str, str], Mapping[str, Any] | None] = dict.fromkeys(keys)
+        by_object: dict[str, list[str]] = defaultdict(list)
+        for sobject, record_id in sorted(keys):
+            by_object[sobject].append(record_id)
+        for sobject, ids in by_object.items():
+            selected = sorted({"Id", *(name for obj, name in fields if obj == sobject)})
+            for chunk in _chunks(ids, SOQL_IN_MAX):
+                quoted = ", ".join(_soql_string(i) for i in chunk)
+                soql = f"SELECT {', '.join(selected)} FROM {sobject} WHERE Id IN ({quoted})"
+                async for row in self._sf.query(soql, priority=Priority.REALTIME):
+                    # Ids are compared as given: flows ask with the 18-character ids the APIs return.
+                    found[(sobject, str(row["Id"]))] = row
+        return found
+
+
+def _aliases(customers: Mapping[str, Mapping[str, Any] | None]) -> dict[str, str]:
+    """Requested id (Nue or Salesforce) -> the Nue customer id, for customer-scoped reads."""
+    return {requested: str(row["id"]) for requested, row in customers.items() if row is not None}
+
+
+def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _soql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -1,0 +1,270 @@
+"""Workers: claim due events, re-read the state they name, plan with the flows, execute, settle.
+
+Theory of operation:
+- A worker claims a batch of due events (with a lease: if this process dies, another claim takes them
+  over when the lease expires). Each (event, flow) pair whose flow handles the event's type is a job;
+  an event no flow handles is finished with a log line.
+- One step: ask every job's flow what it needs given what was found so far, fetch only what is new,
+  batched across the whole claim, until nothing new is needed; then plan. Writes of all jobs go to the
+  executor together, so they batch and coalesce. A plan that is not done (its next step depends on
+  these writes) runs another step after a fresh read, up to `MAX_STEPS`.
+- Ordering: a plan carries the version of the source state it reflects; a version older than the one
+  already applied to that entity is skipped and logged, so reordered deliveries can't go backwards.
+- Settling: conflict -> conflict log; permanent error -> dead letter with the API's own error; retryable
+  error -> back to the inbox with backoff until `max_attempts`, then a dead letter; else done.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+from structlog.contextvars import bound_contextvars
+
+from revdaemon.engine.executor import Executor, PendingWrite, WriteOutcome
+from revdaemon.engine.lookups import Fetcher
+from revdaemon.errors import (
+    Conflict,
+    ErrorContext,
+    Permanent,
+    RequestLimitExceeded,
+    Retryable,
+    SyncError,
+    Throttled,
+)
+from revdaemon.flows.base import Flow, FlowEvent, Found, Needs
+from revdaemon.flows.plan import OpenConflict, Plan
+from revdaemon.limits import RetryPolicy
+from revdaemon.store import Store
+from revdaemon.store.records import Event, NewConflict, NewDeadLetter, utcnow
+
+log = structlog.get_logger("revdaemon.worker")
+
+MAX_STEPS = 6  # closed won: customer, order, activation, write-back, and room to spare
+MAX_LOOKUP_ROUNDS = 4
+
+
+class Doorbell:
+    """Rung when new events are stored, so idle workers start at once instead of at the next poll."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def ring(self) -> None:
+        self._event.set()
+        self._event = anyio.Event()
+
+    async def wait(self, at_most: float) -> None:
+        with anyio.move_on_after(at_most):
+            await self._event.wait()
+
+
+@dataclass
+class _Job:
+    event: Event
+    flow: Flow
+    view: FlowEvent
+    done: bool = False
+    conflict: OpenConflict | None = None
+    error: SyncError | None = None
+    crash: str | None = None
+
+
+@dataclass
+class WorkerStats:
+    processed: int = 0
+    failed: int = 0
+    dead: int = 0
+    conflicts: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+
+
+class Worker:
+    def __init__(self, store: Store, fetcher: Fetcher, executor: Executor, flows: Sequence[Flow], *,
+                 name: str = "worker-1", batch_size: int = 100, lease: timedelta = timedelta(minutes=5),
+                 max_attempts: int = 8, backoff: RetryPolicy | None = None, idle_seconds: float = 1.0,
+                 doorbell: Doorbell | None = None, rng: random.Random | None = None,
+                 stats: WorkerStats | None = None) -> None:
+        self._store = store
+        self._fetcher = fetcher
+        self._executor = executor
+        self._flows = list(flows)
+        self.name = name
+        self._batch_size = batch_size
+        self._lease = lease
+        self._max_attempts = max_attempts
+        self._backoff = backoff or RetryPolicy(base_delay=2.0, max_delay=900.0)
+        self._idle = idle_seconds
+        self._doorbell = doorbell or Doorbell()
+        self._rng = rng or random.Random()
+        self.stats = stats or WorkerStats()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            if not await self.run_once():
+                await self._doorbell.wait(self._idle)
+
+    async def run_once(self) -> int:
+        """Claim and process one batch; the number of events it held."""
+        events = await self._store.claim_events(worker=self.name, limit=self._batch_size, lease=self._lease)
+        if events:
+            await self.process(events)
+        return len(events)
+
+    async def process(self, events: Sequence[Event]) -> None:
+        jobs: list[_Job] = []
+        for event in events:
+            view = FlowEvent(key=event.key, type=event.type, source=event.source, payload=event.payload)
+            matched = [_Job(event=event, flow=flow, view=view) for flow in self._flows
+                       if event.type in flow.event_types]
+            if not matched:
+                log.info("event_ignored", event_key=event.key, type=event.type, reason="no flow handles this type")
+            jobs.extend(matched)
+        pending = list(jobs)
+        for _step in range(MAX_STEPS):
+            if not pending:
+                break
+            await self._step(pending)
+            pending = [j for j in pending if not (j.done or j.conflict or j.error or j.crash)]
+        for job in pending:
+            job.error = Retryable("the flow did not finish within its steps; trying again later",
+                                  _context(job, "plan"))
+        by_event: dict[int, list[_Job]] = {}
+        for job in jobs:
+            by_event.setdefault(job.event.id, []).append(job)
+        for event in events:
+            await self._settle(event, by_event.get(event.id, []))
+
+    async def _step(self, jobs: list[_Job]) -> None:
+        found = Found()
+        try:
+            for _ in range(MAX_LOOKUP_ROUNDS):
+                needs = Needs()
+                for job in jobs:
+                    needs = needs | self._needs(job, found)
+                missing = needs.minus(found)
+                if not missing:
+                    break
+                found = found.merged(await self._fetcher.fetch(missing))
+        except SyncError as exc:
+            for job in jobs:
+                job.error = exc
+            return
+        plans: dict[int, Plan] = {}
+        for index, job in enumerate(jobs):
+            if job.crash:
+                continue
+            try:
+                plans[index] = job.flow.plan(job.view, found)
+            except Exception:
+                job.crash = traceback.format_exc(limit=5)
+        pending_writes: list[PendingWrite] = []
+        for index, plan in plans.items():
+            job = jobs[index]
+            if plan.conflict is not None:
+                job.conflict = plan.conflict
+                continue
+            if plan.skip_reason and not plan.writes:
+                log.info("event_skipped", event_key=job.event.key, flow=job.flow.name, reason=plan.skip_reason)
+            if plan.writes and plan.entity and plan.version:
+                applied = await self._store.get_entity_version(plan.entity)
+                if applied is not None and applied > plan.version:
+                    log.info("stale_state_skipped", event_key=job.event.key, entity=plan.entity,
+                             version=plan.version, applied=applied)
+                    job.done = True
+                    continue
+            pending_writes.extend(PendingWrite(write=w, event_id=job.event.id) for w in plan.writes)
+        outcomes = await self._executor.execute(pending_writes) if pending_writes else {}
+        for index, plan in plans.items():
+            job = jobs[index]
+            if job.conflict or job.done:
+                continue
+            failures = [outcomes[w.idem_key] for w in plan.writes if not outcomes[w.idem_key].ok]
+            if failures:
+                job.error = _worst(failures)
+                continue
+            if plan.writes and plan.entity and plan.version and not self._executor.dry_run:
+                await self._store.raise_entity_version(plan.entity, plan.version)
+            job.done = plan.done
+
+    def _needs(self, job: _Job, found: Found) -> Needs:
+        if job.crash:
+            return Needs()
+        try:
+            return job.flow.needs(job.view, found)
+        except Exception:
+            job.crash = traceback.format_exc(limit=5)
+            return Needs()
+
+    async def _settle(self, event: Event, jobs: Sequence[_Job]) -> None:
+        with bound_contextvars(event_key=event.key, event_type=event.type):
+            conflict = next((j for j in jobs if j.conflict), None)
+            crash = next((j for j in jobs if j.crash), None)
+            permanent = next((j for j in jobs if isinstance(j.error, Permanent | Conflict)), None)
+            retry = next((j for j in jobs if j.error is not None and permanent is None), None)
+            if conflict is not None and conflict.conflict is not None:
+                c = conflict.conflict
+                await self._store.conflict_event(event.id, NewConflict(
+                    flow=c.flow, record_ref=c.record_ref, reason=c.reason, nue_values=dict(c.nue_values),
+                    salesforce_values=dict(c.salesforce_values), synced_values=dict(c.synced_values)))
+                self.stats.conflicts += 1
+                log.warning("event_conflict", flow=c.flow, record_ref=c.record_ref, reason=c.reason)
+            elif crash is not None and crash.crash is not None:
+                await self._dead(event, NewDeadLetter(system="revdaemon", operation=f"plan {crash.flow.name}",
+                                                      error=crash.crash.strip().splitlines()[-1],
+                                                      request={"traceback": crash.crash}))
+            elif permanent is not None and permanent.error is not None:
+                await self._dead(event, _letter(permanent.error))
+            elif retry is not None and retry.error is not None:
+                await self._retry(event, retry.error)
+            else:
+                await self._store.complete_event(event.id)
+                self.stats.processed += 1
+                self.stats.by_type[event.type] = self.stats.by_type.get(event.type, 0) + 1
+                log.info("event_done", flows=[j.flow.name for j in jobs])
+
+    async def _retry(self, event: Event, error: SyncError) -> None:
+        self.stats.failed += 1
+        if event.attempts >= self._max_attempts and not isinstance(error, Throttled):
+            await self._dead(event, _letter(error))
+            return
+        retry_after = error.retry_after if isinstance(error, Throttled) else None
+        delay = self._backoff.delay(event.attempts, retry_after, self._rng)
+        if isinstance(error, RequestLimitExceeded):
+            delay = max(delay, retry_after or 0)
+        due = utcnow() + timedelta(seconds=delay)
+        await self._store.retry_event(event.id, error=error.message, next_attempt_at=due)
+        log.info("event_retry_scheduled", attempts=event.attempts, wait_seconds=round(delay, 2), error=error.message)
+
+    async def _dead(self, event: Event, letter: NewDeadLetter) -> None:
+        await self._store.dead_letter_event(event.id, letter)
+        self.stats.dead += 1
+        log.warning("event_dead_lettered", error=letter.error, error_code=letter.error_code, system=letter.system)
+
+
+def _worst(failures: Sequence[WriteOutcome]) -> SyncError:
+    errors = [f.error for f in failures if f.error is not None]
+    for kind in (Conflict, Permanent):
+        for error in errors:
+            if isinstance(error, kind):
+                return error
+    return errors[0]
+
+
+def _letter(error: SyncError) -> NewDeadLetter:
+    return NewDeadLetter(system=error.context.system, operation=error.context.operation, error=error.message,
+                         error_code=error.context.error_code, status=error.context.status,
+                         record_ref=error.context.record_ref,
+                         request={"items": [{"code": i.code, "message": i.message, "fields": list(i.fields)}
+                                            for i in error.items]})
+
+
+def _context(job: _Job, operation: str) -> ErrorContext:
+    return ErrorContext(system="revdaemon", operation=f"{operation} {job.flow.name}", record_ref=job.event.key)

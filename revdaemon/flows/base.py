@@ -1,0 +1,105 @@
+"""What every flow shares: the event it is given, what it asks to have looked up, and what it is given
+back. A flow is two pure functions, `needs(event, found) -> Needs` and `plan(event, found) -> Plan`. The worker
+asks for needs with what it has found so far (empty at first), fetches what is new, batched across every
+event of a claim, and asks again until nothing new is needed (a read can depend on an earlier one: the
+Salesforce account is known only once the Nue customer is read). Then it asks for the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from revdaemon.flows.plan import Plan
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowEvent:
+    """An inbox event as a flow sees it."""
+
+    key: str
+    type: str
+    source: str
+    payload: Mapping[str, Any]
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        data = self.payload.get("data")
+        return data if isinstance(data, Mapping) else {}
+
+    @property
+    def resource_id(self) -> str | None:
+        value = self.data.get("id") or self.data.get("Id")
+        return str(value) if value else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Needs:
+    """Reads the worker performs before planning; merged across events and fetched in batches."""
+
+    nue_customers: frozenset[str] = frozenset()  # Nue customer ids or Salesforce Account ids
+    nue_subscriptions_of: frozenset[str] = frozenset()  # customer ids whose subscriptions to read
+    nue_orders_of: frozenset[str] = frozenset()  # customer ids whose orders to read
+    nue_invoices: frozenset[str] = frozenset()
+    sf_records: frozenset[tuple[str, str]] = frozenset()  # (sobject, id)
+    sf_fields: frozenset[tuple[str, str]] = frozenset()  # (sobject, field) to select besides Id
+    catalog: bool = False
+
+    def minus(self, found: Found) -> Needs:
+        """What is still to fetch after `found`."""
+        return Needs(
+            nue_customers=frozenset(self.nue_customers - found.nue_customers.keys()),
+            nue_subscriptions_of=frozenset(self.nue_subscriptions_of - found.nue_subscriptions.keys()),
+            nue_orders_of=frozenset(self.nue_orders_of - found.nue_orders.keys()),
+            nue_invoices=frozenset(self.nue_invoices - found.nue_invoices.keys()),
+            sf_records=frozenset(self.sf_records - found.sf_records.keys()),
+            sf_fields=self.sf_fields,
+            catalog=self.catalog and not found.catalog,
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.nue_customers or self.nue_subscriptions_of or self.nue_orders_of or self.nue_invoices
+                    or self.sf_records or self.catalog)
+
+    def __or__(self, other: Needs) -> Needs:
+        return Needs(
+            nue_customers=self.nue_customers | other.nue_customers,
+            nue_subscriptions_of=self.nue_subscriptions_of | other.nue_subscriptions_of,
+            nue_orders_of=self.nue_orders_of | other.nue_orders_of,
+            nue_invoices=self.nue_invoices | other.nue_invoices,
+            sf_records=self.sf_records | other.sf_records,
+            sf_fields=self.sf_fields | other.sf_fields,
+            catalog=self.catalog or other.catalog,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Found:
+    """The current state of everything that was asked for. A missing record maps to None."""
+
+    nue_customers: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    nue_subscriptions: Mapping[str, list[Mapping[str, Any]]] = field(default_factory=dict)
+    nue_orders: Mapping[str, list[Mapping[str, Any]]] = field(default_factory=dict)
+    nue_invoices: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    sf_records: Mapping[tuple[str, str], Mapping[str, Any] | None] = field(default_factory=dict)
+    catalog: tuple[Mapping[str, Any], ...] = ()
+
+    def merged(self, other: Found) -> Found:
+        return Found(
+            nue_customers={**self.nue_customers, **other.nue_customers},
+            nue_subscriptions={**self.nue_subscriptions, **other.nue_subscriptions},
+            nue_orders={**self.nue_orders, **other.nue_orders},
+            nue_invoices={**self.nue_invoices, **other.nue_invoices},
+            sf_records={**self.sf_records, **other.sf_records},
+            catalog=other.catalog or self.catalog,
+        )
+
+
+class Flow(Protocol):
+    name: str
+    event_types: frozenset[str]
+
+    def needs(self, event: FlowEvent, found: Found) -> Needs: ...
+
+    def plan(self, event: FlowEvent, found: Found) -> Plan: ...

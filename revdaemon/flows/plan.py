@@ -1,0 +1,149 @@
+"""Plans of writes: frozen values with keyword-only, validating constructors (h11's events, style.md §3).
+
+A flow returns a `Plan`; the executor carries it out. Every write carries an idempotency key that the
+flow derives from the target's natural key, so the same business change always gets the same key and
+two events about one record coalesce into one write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _require(owner: object, *names: str) -> None:
+    for name in names:
+        if not getattr(owner, name):
+            raise ValueError(f"{type(owner).__name__}.{name} must not be empty")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SfUpsert:
+    """Create or update a Salesforce record by an external id (never a blind create)."""
+
+    sobject: str
+    external_id_field: str
+    external_id: str
+    fields: Mapping[str, Any]
+    idem_key: str
+
+    def __post_init__(self) -> None:
+        _require(self, "sobject", "external_id_field", "external_id", "idem_key")
+
+    @property
+    def target(self) -> tuple[str, str, str]:
+        return ("salesforce", self.sobject, f"{self.external_id_field}={self.external_id}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SfUpdate:
+    sobject: str
+    record_id: str
+    fields: Mapping[str, Any]
+    idem_key: str
+
+    def __post_init__(self) -> None:
+        _require(self, "sobject", "record_id", "idem_key")
+        if not self.fields:
+            raise ValueError("SfUpdate.fields must not be empty")
+
+    @property
+    def target(self) -> tuple[str, str, str]:
+        return ("salesforce", self.sobject, self.record_id)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NueCreateCustomer:
+    """Create the Nue customer for a Salesforce account; the executor looks it up by that id first."""
+
+    salesforce_account_id: str
+    payload: Mapping[str, Any]
+    idem_key: str
+
+    def __post_init__(self) -> None:
+        _require(self, "salesforce_account_id", "idem_key")
+
+    @property
+    def target(self) -> tuple[str, str, str]:
+        return ("nue", "Customer", self.salesforce_account_id)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NueCreateOrder:
+    """Create a draft order for an opportunity; the executor looks it up by the opportunity marker first."""
+
+    customer_id: str
+    opportunity_id: str
+    payload: Mapping[str, Any]
+    idem_key: str
+    marker_field: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(self, "customer_id", "opportunity_id", "idem_key")
+
+    @property
+    def target(self) -> tuple[str, str, str]:
+        return ("nue", "Order", self.opportunity_id)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NueActivateOrder:
+    order_id: str
+    idem_key: str
+    generate_invoice: bool = True
+    activate_invoice: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self, "order_id", "idem_key")
+
+    @property
+    def target(self) -> tuple[str, str, str]:
+        return ("nue", "OrderActivation", self.order_id)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkIds:
+    """Remember that a Nue record and a Salesforce record are the same thing."""
+
+    object_type: str
+    nue_id: str
+    salesforce_id: str
+
+    def __post_init__(self) -> None:
+        _require(self, "object_type", "nue_id", "salesforce_id")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenConflict:
+    """Both sides disagree in a way a person decides; nothing is overwritten."""
+
+    flow: str
+    record_ref: str
+    reason: str
+    nue_values: Mapping[str, Any] = field(default_factory=dict)
+    salesforce_values: Mapping[str, Any] = field(default_factory=dict)
+    synced_values: Mapping[str, Any] = field(default_factory=dict)
+
+
+Write = SfUpsert | SfUpdate | NueCreateCustomer | NueCreateOrder | NueActivateOrder
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """What to do next for one event. `done` is False when a later step depends on these writes' results:
+    the worker then looks the state up again and asks the flow for the next step."""
+
+    writes: tuple[Write, ...] = ()
+    links: tuple[LinkIds, ...] = ()
+    done: bool = True
+    conflict: OpenConflict | None = None
+    skip_reason: str | None = None  # why nothing is written (echo, stale, not applicable), for the log
+    version: str | None = None  # the source state's version these writes reflect (ordering guard)
+    entity: str | None = None  # the entity the version belongs to
+
+    def __post_init__(self) -> None:
+        if self.conflict is not None and self.writes:
+            raise ValueError("a plan that opens a conflict must not also write")
+        if not self.done and not self.writes:
+            raise ValueError("a plan that is not done must carry the writes the next step waits for")

@@ -1,0 +1,123 @@
+"""Flow 2 (architecture.md): Nue subscription status -> the Salesforce account.
+
+Trigger:   subscription.created / subscription.updated (webhook or poll), order.activated, and renewals,
+           which arrive as activated `Renew` change orders and so as subscription updates.
+Reads:     the Nue customer and all its subscriptions (never the notification's body: it is a hint),
+           the catalog's price book entries, then the Salesforce account the customer is linked to.
+Writes:    one update of the account: subscription status (through the mapping's lookup table), MRR,
+           ARR and next renewal date; nothing when the account already shows those values.
+Key:       subscription_status:account:<Salesforce account id> (one write per account per state).
+Conflicts: none: Nue is the master of subscription state; an unlinked customer is skipped and logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from revdaemon.domain.money import PricingError, to_decimal
+from revdaemon.domain.subscriptions import customer_state, order_lines, price_entries
+from revdaemon.flows.base import FlowEvent, Found, Needs
+from revdaemon.flows.plan import Plan, SfUpdate
+
+NAME = "subscription_status"
+EVENT_TYPES = frozenset({"subscription.created", "subscription.updated", "order.activated"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubscriptionStatusMapping:
+    account_object: str = "Account"
+    status_field: str = "Subscription_Status__c"
+    mrr_field: str = "MRR__c"
+    arr_field: str = "ARR__c"
+    next_renewal_field: str = "Next_Renewal_Date__c"
+    # Nue status -> the account's picklist value (config: mapping.lookups.subscription_status).
+    status_values: Mapping[str, str] = field(default_factory=lambda: {
+        "Active": "Active", "Scheduled for cancellation": "Active", "Ended": "Churned", "Expired": "Churned",
+        "Canceled": "Canceled"})
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return (self.status_field, self.mrr_field, self.arr_field, self.next_renewal_field)
+
+
+class SubscriptionStatusFlow:
+    name = NAME
+    event_types = EVENT_TYPES
+
+    def __init__(self, mapping: SubscriptionStatusMapping | None = None) -> None:
+        self.mapping = mapping or SubscriptionStatusMapping()
+
+    def needs(self, event: FlowEvent, found: Found) -> Needs:
+        customer_id = _customer_id(event)
+        if customer_id is None:
+            return Needs()
+        needs = Needs(nue_customers=frozenset({customer_id}), nue_subscriptions_of=frozenset({customer_id}),
+                      nue_orders_of=frozenset({customer_id}), catalog=True)
+        customer = found.nue_customers.get(customer_id)
+        if customer and customer.get("externalId"):
+            account = (self.mapping.account_object, str(customer["externalId"]))
+            fields = frozenset((self.mapping.account_object, name) for name in self.mapping.fields)
+            needs = needs | Needs(sf_records=frozenset({account}), sf_fields=fields)
+        return needs
+
+    def plan(self, event: FlowEvent, found: Found) -> Plan:
+        customer_id = _customer_id(event)
+        if customer_id is None:
+            return Plan(skip_reason="the notification names no customer")
+        customer = found.nue_customers.get(customer_id)
+        if customer is None:
+            return Plan(skip_reason=f"Nue has no customer {customer_id}")
+        account_id = customer.get("externalId")
+        if not account_id:
+            return Plan(skip_reason=f"customer {customer_id} is not linked to a Salesforce account yet")
+        account = found.sf_records.get((self.mapping.account_object, str(account_id)))
+        if account is None:
+            return Plan(skip_reason=f"Salesforce has no account {account_id}")
+        try:
+            state = customer_state(found.nue_subscriptions.get(customer_id, []), price_entries(found.catalog),
+                                   order_lines(found.nue_orders.get(customer_id, [])))
+        except PricingError as exc:
+            return Plan(skip_reason=f"cannot price customer {customer_id}: {exc}")
+        wanted = self._fields(state.status, state.mrr, state.arr, state.next_renewal)
+        changed = {name: value for name, value in wanted.items() if not _same(account.get(name), value)}
+        entity = f"nue:customer:{customer_id}"
+        if not changed:
+            return Plan(skip_reason="the account already shows this state", version=state.version, entity=entity)
+        return Plan(
+            writes=(SfUpdate(sobject=self.mapping.account_object, record_id=str(account_id), fields=changed,
+                             idem_key=f"{NAME}:account:{account_id}:{state.version}"),),
+            version=state.version,
+            entity=entity,
+        )
+
+    def _fields(self, status: str | None, mrr: Decimal, arr: Decimal, renewal: date | None) -> dict[str, Any]:
+        m = self.mapping
+        return {
+            m.status_field: m.status_values.get(status) if status else None,
+            m.mrr_field: mrr,
+            m.arr_field: arr,
+            m.next_renewal_field: renewal.isoformat() if renewal else None,
+        }
+
+
+def _customer_id(event: FlowEvent) -> str | None:
+    data = event.data
+    value = data.get("customerId") or (data.get("customer") or {}).get("id")
+    if not value and event.type.startswith("customer."):
+        value = data.get("id")
+    return str(value) if value else None
+
+
+def _same(current: Any, wanted: Any) -> bool:
+    if wanted is None or current is None:
+        return wanted is None and current is None
+    if isinstance(wanted, Decimal):
+        try:
+            return to_decimal(current) == wanted
+        except PricingError:
+            return False
+    return str(current) == str(wanted)

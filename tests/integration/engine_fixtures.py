@@ -1,0 +1,73 @@
+"""Building the engine's parts against the sandbox, for integration tests."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from revdaemon.config import ApiRate, NueSettings, SalesforceAuth, SalesforceSettings
+from revdaemon.connectors.nue import NueClient
+from revdaemon.connectors.salesforce import SalesforceClient
+from revdaemon.engine.executor import Executor
+from revdaemon.engine.lookups import Fetcher
+from revdaemon.engine.worker import Worker
+from revdaemon.flows.base import Flow
+from revdaemon.flows.subscription_status import SubscriptionStatusFlow
+from revdaemon.limits import ApiLimiter, DailyBudget, RetryPolicy
+from revdaemon.sandbox.runner import Sandbox
+from revdaemon.store import Store, open_store
+from revdaemon.store.records import NewEvent
+
+FAST_RETRY = RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.05, max_total=10)
+
+
+@dataclass
+class Engine:
+    store: Store
+    salesforce: SalesforceClient
+    nue: NueClient
+    executor: Executor
+    worker: Worker
+
+
+@asynccontextmanager
+async def engine(sandbox: Sandbox, tmp_path: Path, *, flows: list[Flow] | None = None,
+                 dry_run: bool = False) -> AsyncIterator[Engine]:
+    sf_info, nue_info = sandbox.info()["salesforce"], sandbox.info()["nue"]
+    store = await open_store(tmp_path / "engine.sqlite3")
+    async with httpx.AsyncClient() as http:
+        sf = SalesforceClient(
+            SalesforceSettings(login_url=sf_info["login_url"], auth=SalesforceAuth.JWT,
+                               client_id=sf_info["consumer_key"], username=sf_info["username"],
+                               private_key_file=sf_info["private_key_file"]),
+            http, limiter=ApiLimiter(ApiRate(requests_per_second=500, burst=500)), budget=DailyBudget(share=0.9),
+            retry=FAST_RETRY, rng=random.Random(1))
+
+        async def no_sleep(seconds: float) -> None:
+            """Retry-After from the simulator is whole seconds; the tests only need the retry."""
+
+        nue = NueClient(NueSettings(base_url=nue_info["url"], api_key=nue_info["api_key"]), http,
+                        limiter=ApiLimiter(ApiRate(requests_per_second=500, burst=500)), retry=FAST_RETRY,
+                        rng=random.Random(1), sleep=no_sleep)
+        executor = Executor(store, sf, nue, mapping_version=1, dry_run=dry_run)
+        worker = Worker(store, Fetcher(sf, nue), executor, flows or [SubscriptionStatusFlow()],
+                        backoff=RetryPolicy(base_delay=0.0, max_delay=0.0))
+        try:
+            yield Engine(store=store, salesforce=sf, nue=nue, executor=executor, worker=worker)
+        finally:
+            await store.close()
+
+
+def webhook(event_type: str, data: dict[str, Any], event_id: str | None = None) -> NewEvent:
+    """An inbox event as the listener stores a Nue webhook."""
+    document = {"id": event_id, "type": event_type, "createdDate": data.get("lastModifiedDate"), "data": data}
+    key = f"nue:{event_id}" if event_id else f"nue:{event_type}:{data['id']}:{data.get('lastModifiedDate')}"
+    payload = json.loads(json.dumps(document, default=str))  # the simulator's records hold Decimals
+    return NewEvent(source="nue_webhook", key=key, type=event_type, payload=payload)

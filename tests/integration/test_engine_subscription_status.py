@@ -1,0 +1,109 @@
+"""The engine end to end for one flow: webhooks as hints, re-reads, batching, ordering, idempotence."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from revdaemon.sandbox.runner import Sandbox
+from revdaemon.store.states import EventStatus
+from tests.integration.engine_fixtures import engine, webhook
+
+pytestmark = pytest.mark.anyio
+
+
+def activate_for(sandbox: Sandbox, account_index: int, opportunity_index: int) -> tuple[str, str, list[dict]]:
+    """A linked customer with an activated order: (customer id, Salesforce account id, its subscriptions)."""
+    scenario = sandbox.nue.scenario
+    customer = scenario.create_customer(account_index)
+    scenario.create_and_activate_order(customer["id"], opportunity=opportunity_index)
+    subscriptions = [s for s in sandbox.nue.store.subscriptions.values() if s["customerId"] == customer["id"]]
+    return customer["id"], customer["externalId"], subscriptions
+
+
+class TestSubscriptionStatus:
+    async def test_account_shows_nue_state_and_matches_nue_cmrr(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """After an order activates, the account shows Active, the MRR Nue itself reports, ARR and renewal."""
+        customer_id, account_id, subscriptions = activate_for(sandbox, 0, 0)
+        async with engine(sandbox, tmp_path) as e:
+            await e.store.add_events([webhook("subscription.updated", dict(subscriptions[0]), "evt-1")])
+            assert await e.worker.run_once() == 1
+            assert (await e.store.queue_depths())[EventStatus.DONE] == 1
+        account = sandbox.salesforce.record("Account", account_id)
+        customer = sandbox.nue.store.customers[customer_id]
+        assert account["Subscription_Status__c"] == "Active"
+        assert Decimal(str(account["MRR__c"])) == Decimal(str(customer["todayCMRR"]))
+        assert Decimal(str(account["ARR__c"])) == Decimal(str(account["MRR__c"])) * 12
+        assert account["Next_Renewal_Date__c"] == min(str(s["subscriptionEndDate"])[:10] for s in subscriptions)
+
+    async def test_lying_webhook_writes_the_real_state(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """A correctly delivered notification with a wrong quantity and status cannot write them."""
+        customer_id, account_id, subscriptions = activate_for(sandbox, 1, 1)
+        lie = {**subscriptions[0], "quantity": 99999, "status": "Canceled"}
+        async with engine(sandbox, tmp_path) as e:
+            await e.store.add_events([webhook("subscription.updated", lie, "evt-lie")])
+            await e.worker.run_once()
+        account = sandbox.salesforce.record("Account", account_id)
+        assert account["Subscription_Status__c"] == "Active"
+        assert Decimal(str(account["MRR__c"])) == Decimal(str(sandbox.nue.store.customers[customer_id]["todayCMRR"]))
+
+    async def test_burst_with_duplicates_and_reordering_costs_one_write(self, sandbox: Sandbox,
+                                                                        tmp_path: Path) -> None:
+        """Twenty notifications about one customer, duplicated and out of order, end in one account update."""
+        _customer_id, account_id, subscriptions = activate_for(sandbox, 2, 2)
+        sub = subscriptions[0]
+        events = [webhook("subscription.updated", {**sub, "lastModifiedDate": f"2026-01-01T00:00:{i:02d}Z"})
+                  for i in reversed(range(20))]
+        async with engine(sandbox, tmp_path) as e:
+            sandbox.salesforce.log.clear()
+            sandbox.nue.log.clear()
+            await e.store.add_events(events + events[:5])
+            while await e.worker.run_once():
+                pass
+            assert (await e.store.queue_depths())[EventStatus.DONE] == 20
+        writes = [r for r in sandbox.salesforce.log.writes() if "/composite/sobjects" in r.path]
+        assert len(writes) == 1
+        assert sandbox.nue.log.count() <= 5  # customers, subscriptions and catalog read once for the batch
+        assert sandbox.salesforce.record("Account", account_id)["Subscription_Status__c"] == "Active"
+
+    async def test_second_run_writes_nothing(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """When the account already shows the state, a later notification costs reads but no write."""
+        _customer_id, _account_id, subscriptions = activate_for(sandbox, 3, 3)
+        async with engine(sandbox, tmp_path) as e:
+            await e.store.add_events([webhook("subscription.updated", dict(subscriptions[0]), "a")])
+            await e.worker.run_once()
+            sandbox.salesforce.log.clear()
+            await e.store.add_events([webhook("subscription.updated", dict(subscriptions[0]), "b")])
+            await e.worker.run_once()
+        assert sandbox.salesforce.log.writes() == []
+
+    async def test_amendment_moves_the_mrr(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """A quantity change order raises the account MRR by the subscription's new price."""
+        customer_id, account_id, subscriptions = activate_for(sandbox, 4, 0)
+        async with engine(sandbox, tmp_path) as e:
+            await e.store.add_events([webhook("subscription.updated", dict(subscriptions[0]), "before")])
+            await e.worker.run_once()
+            before = Decimal(str(sandbox.salesforce.record("Account", account_id)["MRR__c"]))
+            sandbox.nue.scenario.change(subscriptions[0]["name"], "UpdateQuantity", quantity=5)
+            changed = sandbox.nue.store.subscriptions[subscriptions[0]["id"]]
+            await e.store.add_events([webhook("subscription.updated", dict(changed), "after")])
+            await e.worker.run_once()
+        after = Decimal(str(sandbox.salesforce.record("Account", account_id)["MRR__c"]))
+        assert after > before
+        assert after == Decimal(str(sandbox.nue.store.customers[customer_id]["todayCMRR"]))
+
+    async def test_rejected_write_is_a_dead_letter_with_the_api_error(self, sandbox: Sandbox,
+                                                                      tmp_path: Path) -> None:
+        """A field Salesforce no longer has makes a dead letter carrying INVALID_FIELD, replayable later."""
+        _customer_id, _account_id, subscriptions = activate_for(sandbox, 5, 1)
+        sandbox.salesforce.remove_field("Account", "ARR__c")
+        async with engine(sandbox, tmp_path) as e:
+            await e.store.add_events([webhook("subscription.updated", dict(subscriptions[0]), "x")])
+            await e.worker.run_once()
+            [letter] = await e.store.list_dead_letters()
+            assert letter.error_code == "INVALID_FIELD" and "ARR__c" in letter.error
+            assert letter.system == "salesforce"
+            replayed = await e.store.replay_dead_letter(letter.id)
+            assert replayed.status is EventStatus.RECEIVED

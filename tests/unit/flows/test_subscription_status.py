@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from revdaemon.flows.base import FlowEvent, Found, Needs
+from revdaemon.flows.plan import Plan, SfUpdate
+from revdaemon.flows.subscription_status import SubscriptionStatusFlow
+
+CATALOG = ({"id": "p1", "priceBookEntries": [{"id": "e1", "listPrice": 500, "billingPeriod": "Month"}]},)
+CUSTOMER = {"id": "c1", "externalId": "001A", "name": "Acme"}
+SUBS = [{"name": "S1", "customerId": "c1", "priceBookEntryId": "e1", "quantity": 2, "status": "Active",
+         "subscriptionEndDate": "2027-01-31", "lastModifiedDate": "2026-02-01T00:00:00Z"}]
+FIELDS = frozenset({("Account", "Subscription_Status__c"), ("Account", "MRR__c"), ("Account", "ARR__c"),
+                    ("Account", "Next_Renewal_Date__c")})
+
+
+def event(**data: object) -> FlowEvent:
+    return FlowEvent(key="k", type="subscription.updated", source="nue_webhook",
+                     payload={"data": {"id": "s1", "customerId": "c1", **data}})
+
+
+def found(account: dict[str, object] | None) -> Found:
+    return Found(nue_customers={"c1": CUSTOMER}, nue_subscriptions={"c1": SUBS}, nue_orders={"c1": []},
+                 sf_records={("Account", "001A"): account}, catalog=CATALOG)
+
+
+class TestNeeds:
+    def test_first_the_customer_then_its_account(self) -> None:
+        """The account can only be asked for once the customer (and its externalId) is known."""
+        flow = SubscriptionStatusFlow()
+        first = flow.needs(event(), Found())
+        assert first == Needs(nue_customers=frozenset({"c1"}), nue_subscriptions_of=frozenset({"c1"}),
+                              nue_orders_of=frozenset({"c1"}), catalog=True)
+        second = flow.needs(event(), Found(nue_customers={"c1": CUSTOMER}))
+        assert second.sf_records == {("Account", "001A")} and second.sf_fields == FIELDS
+
+
+class TestPlan:
+    def test_changed_fields_only(self) -> None:
+        """Only the fields that differ are written, keyed by account and state version."""
+        plan = SubscriptionStatusFlow().plan(event(), found({"Id": "001A", "Subscription_Status__c": "Active",
+                                                              "MRR__c": 0, "ARR__c": None,
+                                                              "Next_Renewal_Date__c": "2027-01-31"}))
+        assert plan == Plan(
+            writes=(SfUpdate(sobject="Account", record_id="001A",
+                             fields={"MRR__c": Decimal("1000.00"), "ARR__c": Decimal("12000.00")},
+                             idem_key="subscription_status:account:001A:2026-02-01T00:00:00Z"),),
+            version="2026-02-01T00:00:00Z", entity="nue:customer:c1")
+
+    def test_nothing_to_write_when_up_to_date(self) -> None:
+        """An echo or a duplicate plans no write."""
+        plan = SubscriptionStatusFlow().plan(event(), found({"Id": "001A", "Subscription_Status__c": "Active",
+                                                              "MRR__c": 1000.0, "ARR__c": 12000,
+                                                              "Next_Renewal_Date__c": "2027-01-31"}))
+        assert plan.writes == () and plan.skip_reason
+
+    def test_body_values_are_ignored(self) -> None:
+        """A notification claiming another quantity changes nothing: only found state counts."""
+        flow = SubscriptionStatusFlow()
+        honest = flow.plan(event(), found({"Id": "001A"}))
+        lying = flow.plan(event(quantity=9999, status="Canceled"), found({"Id": "001A"}))
+        assert honest == lying
+
+    def test_unlinked_customer_is_skipped(self) -> None:
+        """A customer not yet linked to a Salesforce account plans nothing, with the reason."""
+        unlinked = Found(nue_customers={"c1": {**CUSTOMER, "externalId": None}})
+        plan = SubscriptionStatusFlow().plan(event(), unlinked)
+        assert plan.writes == () and "not linked" in (plan.skip_reason or "")
+
+    def test_deterministic(self) -> None:
+        """The same inputs give the same plan."""
+        flow = SubscriptionStatusFlow()
+        assert flow.plan(event(), found({"Id": "001A"})) == flow.plan(event(), found({"Id": "001A"}))
