@@ -74,12 +74,13 @@ def version() -> None:
 @main.command()
 @config_option
 @click.option("--stop-after", type=float, default=None, hidden=True, help="Stop after N seconds.")
-def run(config_path: Path | None, stop_after: float | None) -> None:
+@click.option("--dry-run", is_flag=True, help="Plan and log every write without sending any.")
+def run(config_path: Path | None, stop_after: float | None, dry_run: bool) -> None:
     """Run the daemon in the foreground until SIGTERM or SIGINT."""
     settings = _load(config_path)
     _setup_logging(settings)
     try:
-        anyio.run(lambda: run_daemon(settings, stop_after=stop_after))
+        anyio.run(lambda: run_daemon(settings, stop_after=stop_after, dry_run=dry_run))
     except StoreError as exc:
         click.echo(f"revdaemon: state store: {exc}", err=True)
         sys.exit(EXIT_STORE)
@@ -234,20 +235,19 @@ async def _serve_until_signal(box: Any) -> None:
 
 @main.command()
 @config_option
-@click.option("--seconds", type=float, default=5.0, show_default=True, help="How long the demo runs.")
-def demo(config_path: Path | None, seconds: float) -> None:
-    """Run the daemon briefly on the embedded default configuration and show what it did."""
+def demo(config_path: Path | None) -> None:
+    """Run the sandbox simulators and the daemon together through a short scripted story."""
+    from revdaemon.demo import run_demo
+
     settings = _load(config_path)
-    _setup_logging(settings)
-    click.echo("revdaemon demo: the sandbox simulators are not built yet (issue: Sandbox); "
-               f"running the daemon alone for {seconds:g} s on {settings.database_path}")
+    configure_logging(level="warning", fmt=settings.log.format, secret_values=settings.secret_values())
     try:
-        anyio.run(lambda: run_daemon(settings, stop_after=seconds))
-        summary = anyio.run(_summary, settings)
+        summary = anyio.run(run_demo, settings)
     except StoreError as exc:
         click.echo(f"revdaemon: state store: {exc}", err=True)
         sys.exit(EXIT_STORE)
-    _print_summary(Console(), summary)
+    if summary.get("events_waiting") or summary.get("dead_letters"):
+        sys.exit(EXIT_RUNTIME)
 
 
 if __name__ == "__main__":

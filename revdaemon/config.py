@@ -174,6 +174,14 @@ class MappingSettings(_Section):
     lookups: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
+class EngineSettings(_Section):
+    workers: Annotated[int, Field(ge=1, le=32)] = 2
+    batch_size: Annotated[int, Field(ge=1, le=1000)] = 200
+    lease_seconds: Annotated[float, Field(ge=5)] = 300.0
+    idle_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+    shutdown_grace_seconds: Annotated[float, Field(ge=0, le=300)] = 10.0
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"  # auto: console on a TTY, JSON otherwise
@@ -197,6 +205,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = LimitsSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     mapping: MappingSettings = MappingSettings()
+    engine: EngineSettings = EngineSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

@@ -28,7 +28,7 @@ import structlog
 from revdaemon.connectors import salesforce_wire
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
-from revdaemon.errors import Retryable, SyncError
+from revdaemon.errors import ErrorContext, Retryable, SyncError
 from revdaemon.flows.plan import NueActivateOrder, NueCreateCustomer, NueCreateOrder, SfUpdate, SfUpsert, Write
 from revdaemon.store import Store
 from revdaemon.store.records import NewAuditEntry, NewIntent
@@ -49,6 +49,7 @@ class WriteOutcome:
 class PendingWrite:
     write: Write
     event_id: int | None
+    entity: str | None = None  # the source entity whose state the write carries (ordering)
 
 
 class Executor:
@@ -59,6 +60,10 @@ class Executor:
         self._nue = nue
         self._mapping_version = mapping_version
         self.dry_run = dry_run
+        # Keys and entities being written by this process right now. Two workers may plan the same write,
+        # or writes from two reads of one entity; the second waits for a retry and a fresh read, so an
+        # older state can never land after a newer one.
+        self._in_flight: set[str] = set()
 
     async def execute(self, pending: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
         unique: dict[str, PendingWrite] = {}
@@ -70,8 +75,33 @@ class Executor:
                 log.info("write_planned", idem_key=key, write=_describe(item.write), dry_run=True)
                 outcomes[key] = WriteOutcome(ok=True, skipped=True)
             return outcomes
+        claimed: set[str] = set()
+        try:
+            entities = {item.entity for item in unique.values() if item.entity}
+            busy = {e for e in entities if e in self._in_flight}
+            accepted: list[PendingWrite] = []
+            for key, item in unique.items():
+                if key in self._in_flight or (item.entity in busy):
+                    outcomes[key] = WriteOutcome(ok=False, error=Retryable(
+                        "the same record is being written by another worker", ErrorContext(
+                            system=item.write.target[0], operation=type(item.write).__name__,
+                            record_ref=_record_ref(item.write))))
+                else:
+                    accepted.append(item)
+            # Claimed before any await, so no other worker of this process can slip in between.
+            for token in {i.write.idem_key for i in accepted} | {i.entity for i in accepted if i.entity}:
+                self._in_flight.add(token)
+                claimed.add(token)
+            outcomes.update(await self._record_and_send(accepted))
+        finally:
+            self._in_flight -= claimed
+        return outcomes
+
+    async def _record_and_send(self, items: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
+        outcomes: dict[str, WriteOutcome] = {}
         to_send: list[PendingWrite] = []
-        for key, item in unique.items():
+        for item in items:
+            key = item.write.idem_key
             intent = await self._store.record_intent(NewIntent(
                 key=key, system=item.write.target[0], operation=type(item.write).__name__,
                 target=f"{item.write.target[1]}:{item.write.target[2]}", request=_describe(item.write),
@@ -82,7 +112,11 @@ class Executor:
             if intent.status is IntentStatus.FAILED:
                 await self._store.reopen_intent(key)
             to_send.append(item)
+        outcomes.update(await self._send(to_send))
+        return outcomes
 
+    async def _send(self, to_send: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
+        outcomes: dict[str, WriteOutcome] = {}
         sf_updates = [i for i in to_send if isinstance(i.write, SfUpdate)]
         sf_upserts = [i for i in to_send if isinstance(i.write, SfUpsert)]
         customers = [i for i in to_send if isinstance(i.write, NueCreateCustomer)]

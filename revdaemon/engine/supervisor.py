@@ -1,59 +1,160 @@
 """The daemon's supervisor: one task group that owns every long-running part, and a clean stop.
 
-Parts start with `await tg.start(...)` and report ready once bound and migrated; the supervisor stops
-them all on SIGTERM or SIGINT (or after `stop_after` seconds, for demos and tests) and closes the store
-last, so nothing is written after it closes.
+Start order: store (migrated) -> API clients -> group committer -> workers -> scheduler (pollers) ->
+listener; each part reports ready through `tg.start`. Stop (SIGTERM, SIGINT, or `stop_after`): the
+listener answers 503 at once, the scheduler stops, workers finish the batch in hand within the grace
+period, then everything is cancelled; claims still held are given back so another run takes them at
+once; the store closes last.
 """
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 import anyio
+import httpx
 import structlog
+from anyio.abc import TaskGroup
 
 from revdaemon.config import Settings
-from revdaemon.store import open_store
+from revdaemon.connectors.nue import NueClient
+from revdaemon.connectors.salesforce import SalesforceClient
+from revdaemon.engine.executor import Executor
+from revdaemon.engine.lookups import Fetcher
+from revdaemon.engine.pollers import NUE_FIELDS, NuePoller, Poller, SalesforceClosedWonPoller
+from revdaemon.engine.scheduler import Scheduler
+from revdaemon.engine.worker import Doorbell, Worker, WorkerStats
+from revdaemon.flows.base import Flow
+from revdaemon.flows.subscription_status import SubscriptionStatusFlow
+from revdaemon.limits import ApiLimiter, DailyBudget, RetryPolicy
+from revdaemon.listener.app import ListenerApp
+from revdaemon.listener.group_commit import GroupCommitter
+from revdaemon.listener.http import HttpServer
+from revdaemon.ops.health import Health
+from revdaemon.store import Store, open_store
 
 log = structlog.get_logger("revdaemon.supervisor")
 
-# A long-running part: `part(settings, store, task_status=...)` calls task_status.started() once ready.
-Part = Callable[..., Coroutine[Any, Any, None]]
+
+@dataclass
+class Daemon:
+    """The running parts, for the demo, the tests and (later) the status endpoints."""
+
+    settings: Settings
+    store: Store
+    salesforce: SalesforceClient
+    nue: NueClient
+    health: Health
+    committer: GroupCommitter
+    workers: list[Worker]
+    listener: HttpServer
+    scheduler: Scheduler
+    pollers: list[Poller]
+    stats: WorkerStats = field(default_factory=WorkerStats)
+    listener_port: int | None = None
+
+
+def default_flows(settings: Settings) -> list[Flow]:
+    return [SubscriptionStatusFlow()]
 
 
 async def run_daemon(
     settings: Settings,
     *,
-    parts: tuple[Part, ...] = (),
     stop_after: float | None = None,
+    dry_run: bool = False,
+    flows: list[Flow] | None = None,
+    on_ready: Callable[[Daemon], Awaitable[None]] | None = None,
+    polling: bool = True,
 ) -> None:
     store = await open_store(settings.database_path)
     try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signal, tg.cancel_scope)
-            for part in parts:
-                await tg.start(part, settings, store)
-            summary = await store.summary()
-            log.info(
-                "daemon_started",
-                database=str(settings.database_path),
-                queued=summary.queue_depths,
-                parts=len(parts),
-            )
-            if stop_after is not None:
-                await anyio.sleep(stop_after)
-                log.info("daemon_stopping", reason="stop_after elapsed")
-                tg.cancel_scope.cancel()
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=50, max_keepalive_connections=20)) as http:
+            daemon = _build(settings, store, http, dry_run=dry_run, flows=flows or default_flows(settings))
+            async with anyio.create_task_group() as tg:
+                await tg.start(daemon.committer.run)
+                for worker in daemon.workers:
+                    await tg.start(worker.run)
+                if polling:
+                    await tg.start(daemon.scheduler.run)
+                daemon.listener_port = await tg.start(daemon.listener.serve)
+                summary = await store.summary()
+                log.info("daemon_started", database=str(settings.database_path), listener_port=daemon.listener_port,
+                         workers=len(daemon.workers), pollers=[p.name for p in daemon.pollers] if polling else [],
+                         queued=summary.queue_depths, dry_run=dry_run)
+                if settings.nue.webhook_auth.value == "none":
+                    log.warning("webhooks_unauthenticated", reason="nue.webhook_auth is 'none': anyone who can "
+                                "reach the listener can enqueue work")
+                tg.start_soon(_stop_on_signal, tg, daemon)
+                if on_ready is not None:
+                    await on_ready(daemon)
+                if stop_after is not None:
+                    await anyio.sleep(stop_after)
+                    await _stop(tg, daemon, reason="stop_after elapsed")
     finally:
-        await store.close()
+        with anyio.CancelScope(shield=True):
+            for worker_name in (f"worker-{i + 1}" for i in range(settings.engine.workers)):
+                released = await store.release_claims(worker_name)
+                if released:
+                    log.info("claims_released", worker=worker_name, events=released)
+            await store.close()
         log.info("daemon_stopped")
 
 
-async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run: bool,
+           flows: list[Flow]) -> Daemon:
+    retry = RetryPolicy(max_attempts=settings.limits.max_attempts, max_delay=settings.limits.max_backoff_seconds,
+                        max_total=settings.limits.max_backoff_seconds * 2)
+    salesforce = SalesforceClient(settings.salesforce, http, limiter=ApiLimiter(settings.limits.salesforce),
+                                  budget=DailyBudget(share=settings.limits.salesforce_daily_budget_share),
+                                  retry=retry)
+    nue = NueClient(settings.nue, http, limiter=ApiLimiter(settings.limits.nue), retry=retry)
+    health = Health()
+    doorbell = Doorbell()
+    committer = GroupCommitter(store, on_commit=doorbell.ring)
+    executor = Executor(store, salesforce, nue, mapping_version=settings.mapping.version, dry_run=dry_run)
+    fetcher = Fetcher(salesforce, nue)
+    stats = WorkerStats()
+    engine = settings.engine
+    workers = [
+        Worker(store, fetcher, executor, flows, name=f"worker-{i + 1}", batch_size=engine.batch_size,
+               lease=timedelta(seconds=engine.lease_seconds), max_attempts=settings.limits.max_attempts,
+               backoff=RetryPolicy(base_delay=2.0, max_delay=settings.limits.max_backoff_seconds),
+               idle_seconds=engine.idle_seconds, doorbell=doorbell, stats=stats)
+        for i in range(engine.workers)
+    ]
+    listener = HttpServer(settings.listener, ListenerApp(settings.nue, committer, store, health))
+    schedule = settings.schedule
+    overlap = timedelta(seconds=schedule.poll_overlap_seconds)
+    pollers: list[Poller] = [SalesforceClosedWonPoller(salesforce, store, health=health, overlap=overlap)]
+    pollers += [NuePoller(type_name, nue, store, health=health, overlap=overlap) for type_name in NUE_FIELDS]
+    scheduler = Scheduler.from_settings(schedule)
+    scheduler.add_interval(pollers[0], schedule.salesforce_poll_seconds)
+    for poller in pollers[1:]:
+        scheduler.add_interval(poller, schedule.nue_poll_seconds)
+    return Daemon(settings=settings, store=store, salesforce=salesforce, nue=nue, health=health,
+                  committer=committer, workers=workers, listener=listener, scheduler=scheduler, pollers=pollers,
+                  stats=stats)
+
+
+async def _stop(tg: TaskGroup, daemon: Daemon, *, reason: str) -> None:
+    log.info("daemon_stopping", reason=reason, grace_seconds=daemon.settings.engine.shutdown_grace_seconds)
+    daemon.health.shutting_down = True
+    if daemon.scheduler.running:
+        daemon.scheduler.shutdown()
+    for worker in daemon.workers:
+        worker.stop()
+    with anyio.move_on_after(daemon.settings.engine.shutdown_grace_seconds):
+        for worker in daemon.workers:
+            await worker.stopped.wait()
+    tg.cancel_scope.cancel()
+
+
+async def _stop_on_signal(tg: TaskGroup, daemon: Daemon) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            log.info("daemon_stopping", reason=signal.Signals(signum).name)
-            scope.cancel()
+            await _stop(tg, daemon, reason=signal.Signals(signum).name)
             return

@@ -104,12 +104,30 @@ class Worker:
         self._doorbell = doorbell or Doorbell()
         self._rng = rng or random.Random()
         self.stats = stats or WorkerStats()
+        self.stopped = anyio.Event()
+        self._stopping = False
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        while True:
-            if not await self.run_once():
-                await self._doorbell.wait(self._idle)
+        try:
+            while not self._stopping:
+                try:
+                    held = await self.run_once()
+                except Exception:
+                    # A bug must not take the daemon down: give the batch back and carry on.
+                    log.exception("worker_batch_failed", worker=self.name)
+                    with anyio.CancelScope(shield=True):
+                        await self._store.release_claims(self.name)
+                    held = 0
+                if not held and not self._stopping:
+                    await self._doorbell.wait(self._idle)
+        finally:
+            self.stopped.set()
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then claim nothing more."""
+        self._stopping = True
+        self._doorbell.ring()
 
     async def run_once(self) -> int:
         """Claim and process one batch; the number of events it held."""
@@ -180,7 +198,8 @@ class Worker:
                              version=plan.version, applied=applied)
                     job.done = True
                     continue
-            pending_writes.extend(PendingWrite(write=w, event_id=job.event.id) for w in plan.writes)
+            pending_writes.extend(PendingWrite(write=w, event_id=job.event.id, entity=plan.entity)
+                                  for w in plan.writes)
         outcomes = await self._executor.execute(pending_writes) if pending_writes else {}
         for index, plan in plans.items():
             job = jobs[index]

@@ -9,6 +9,7 @@ is shared, which is what lets durable ingest go faster than one fsync per reques
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -29,8 +30,10 @@ class _Pending:
 
 
 class GroupCommitter:
-    def __init__(self, store: Store, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, store: Store, *, max_batch: int = MAX_BATCH,
+                 on_commit: Callable[[], None] | None = None) -> None:
         self._store = store
+        self._on_commit = on_commit
         self._max_batch = max_batch
         self._send, self._receive = anyio.create_memory_object_stream[_Pending](max_batch * 4)
         self.commits = 0
@@ -69,6 +72,8 @@ class GroupCommitter:
             return
         self.commits += 1
         self.events += len(batch)
+        if self._on_commit is not None and any(flags):
+            self._on_commit()
         for pending, inserted in zip(batch, flags, strict=True):
             pending.inserted = inserted
             pending.done.set()

@@ -85,20 +85,29 @@ class RequestLogMiddleware:
         started = time.time()
         clock = time.perf_counter()
         status = 500
+        logged = False
+
+        def note() -> None:
+            nonlocal logged
+            if not logged:
+                logged = True
+                self.log.add(LoggedRequest(
+                    method=scope["method"], path=scope["path"], query=scope["query_string"].decode("latin-1"),
+                    status=status, at=started, duration_ms=(time.perf_counter() - clock) * 1000,
+                ))
 
         async def send_and_note(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                note()  # before the last byte leaves: a client that has its answer finds it in the log
             await send(message)
 
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            self.log.add(LoggedRequest(
-                method=scope["method"], path=scope["path"], query=scope["query_string"].decode("latin-1"),
-                status=status, at=started, duration_ms=(time.perf_counter() - clock) * 1000,
-            ))
+            note()
 
 
 def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:

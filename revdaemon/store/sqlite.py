@@ -177,6 +177,17 @@ class SqliteStore:
             )
         return [_event(row) for row in claimed]
 
+    async def release_claims(self, worker: str) -> int:
+        now = _ts(self._clock())
+        async with self._tx() as conn:
+            result = await conn.execute(
+                """UPDATE inbox_events SET status = 'received', claimed_by = NULL, claimed_until = NULL,
+                       next_attempt_at = ?, updated_at = ?
+                   WHERE status = 'claimed' AND claimed_by = ?""",
+                (now, now, worker),
+            )
+            return result.rowcount
+
     async def complete_event(self, event_id: int) -> None:
         async with self._tx() as conn:
             await _move_event(conn, event_id, EventStatus.DONE, self._clock(), clear_error=True)

@@ -44,7 +44,7 @@ async def start(tmp_path: Path, *, nue: NueSettings | None = None,
     committer = GroupCommitter(store)
     app = ListenerApp(nue or NueSettings(api_key="k", webhook_secret=SECRET), committer, store, health)
     server = HttpServer(listener or ListenerSettings(port=0, header_timeout_seconds=0.5, body_timeout_seconds=0.5,
-                                                     keepalive_timeout_seconds=0.5, max_body_bytes=2048), app)
+                                                     keepalive_timeout_seconds=5, max_body_bytes=2048), app)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(committer.run)

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def config_in(tmp_path: Path, **overrides: object) -> Path:
     document = yaml.safe_load((ROOT / "config.yaml").read_text())
     document["state_dir"] = str(tmp_path / "state")
+    document["listener"] = {**document["listener"], "port": 0}  # never the fixed port a running demo holds
     document.update(overrides)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(document))

@@ -163,6 +163,14 @@ class TestInbox:
         [again] = await store.claim_events(worker="w", limit=1, lease=LEASE)
         assert again.id == event_id and again.attempts == 2 and again.last_error == "503 SERVER_UNAVAILABLE"
 
+    async def test_release_claims_on_a_clean_stop(self, store: Store) -> None:
+        """A stopping worker's claims are due again at once, for any worker."""
+        await store.add_events([event("e1"), event("e2")])
+        await store.claim_events(worker="stopping", limit=2, lease=LEASE)
+        assert await store.release_claims("other") == 0
+        assert await store.release_claims("stopping") == 2
+        assert len(await store.claim_events(worker="next", limit=5, lease=LEASE)) == 2
+
     async def test_expired_lease_is_taken_over(self, store: Store, clock: FakeClock) -> None:
         """A crashed worker's claim becomes claimable once its lease runs out."""
         await store.add_events([event("e1")])

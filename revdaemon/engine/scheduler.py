@@ -1,0 +1,109 @@
+"""The scheduler: APScheduler 3.x on the daemon's own asyncio loop, started as an anyio part.
+
+Jobs only enqueue inbox events (a poller's `run_once`) or call one coroutine (renewal scan, reconciliation);
+the work itself happens in the workers. Every job has `coalesce=True` (a backlog of missed runs becomes one
+run) and `max_instances=1` (a run never overlaps the previous one, as Home Assistant's coordinator does).
+Intervals get a small random jitter so that pollers started together do not hit an API in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, Protocol
+
+import anyio
+import anyio.lowlevel
+import structlog
+from anyio.abc import TaskStatus
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from revdaemon.config import ScheduleSettings
+
+log = structlog.get_logger("revdaemon.scheduler")
+
+MAX_JITTER_SECONDS = 5.0  # jitter is 10 % of the interval, at most this
+CRON_MISFIRE_GRACE_SECONDS = 3600  # a nightly job missed by a short outage (or a suspend) still runs once
+
+
+class Pollable(Protocol):
+    name: str
+
+    async def run_once(self, now: datetime | None = None) -> Any: ...
+
+
+class Scheduler:
+    """A thin wrapper over `AsyncIOScheduler`; add jobs, then `await tg.start(scheduler.run)`."""
+
+    def __init__(self, *, timezone: str = "UTC") -> None:
+        self.timezone = timezone
+        self._scheduler = AsyncIOScheduler(timezone=timezone)
+
+    @classmethod
+    def from_settings(cls, settings: ScheduleSettings) -> Scheduler:
+        return cls(timezone=settings.timezone)
+
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running)
+
+    def job_ids(self) -> list[str]:
+        return [job.id for job in self._scheduler.get_jobs()]
+
+    def next_run_at(self, job_id: str) -> datetime | None:
+        job = self._scheduler.get_job(job_id)
+        return job.next_run_time if job is not None else None
+
+    def add_interval(self, poller: Pollable, seconds: float, *, jitter: float | None = None,
+                     run_now: bool = True) -> None:
+        """Run `poller.run_once()` every `seconds` (first run at start when `run_now`)."""
+        if seconds <= 0:
+            raise ValueError("an interval must be positive")
+        spread = min(seconds * 0.1, MAX_JITTER_SECONDS) if jitter is None else jitter
+        trigger = IntervalTrigger(seconds=seconds, jitter=spread or None, timezone=self.timezone)
+        options: dict[str, Any] = {}
+        if run_now:
+            options["next_run_time"] = datetime.now(trigger.timezone)
+        # a run later than one interval is dropped: the next one reads the same changes anyway
+        self._scheduler.add_job(poller.run_once, trigger, id=poller.name, name=poller.name, coalesce=True,
+                                max_instances=1, misfire_grace_time=max(1, int(seconds)), replace_existing=True,
+                                **options)
+
+    def add_cron(self, name: str, crontab: str, coroutine_fn: Callable[[], Awaitable[Any]]) -> None:
+        """Run `coroutine_fn()` on a five-field crontab in the scheduler's timezone."""
+        trigger = CronTrigger.from_crontab(crontab, timezone=self.timezone)
+
+        async def job() -> None:
+            try:
+                await coroutine_fn()
+            except Exception:  # keep the schedule; say so in our own log rather than APScheduler's
+                log.exception("scheduled_job_failed", job=name)
+
+        self._scheduler.add_job(job, trigger, id=name, name=name, coalesce=True, max_instances=1,
+                                misfire_grace_time=CRON_MISFIRE_GRACE_SECONDS, replace_existing=True)
+
+    def start(self) -> None:
+        """Start on the running asyncio loop (call from inside it)."""
+        if not self._scheduler.running:
+            self._scheduler.start()
+
+    def shutdown(self) -> None:
+        """Stop without waiting; a job still running is cancelled (its store write is one transaction)."""
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The scheduler as a supervisor part: started, ready, asleep until cancelled, then shut down."""
+        self.start()
+        log.info("scheduler_started", jobs=self.job_ids())
+        task_status.started()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                self.shutdown()
+                # AsyncIOScheduler shuts down via call_soon; let the loop run it before we return
+                await anyio.lowlevel.checkpoint()
+            log.info("scheduler_stopped")

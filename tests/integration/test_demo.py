@@ -1,0 +1,28 @@
+"""The demo is the whole path: simulated Nue webhooks -> listener -> inbox -> workers -> Salesforce."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from revdaemon.config import load_settings
+from revdaemon.demo import run_demo
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_demo_story_syncs_every_account(tmp_path: Path) -> None:
+    """Every webhook of the story is processed, nothing is left or dead, and Salesforce got the writes."""
+    settings = load_settings(ROOT / "config.yaml", environ={"REVDAEMON_STATE_DIR": str(tmp_path)})
+    console = Console(record=True, width=120)
+    summary = await run_demo(settings, console=console)
+    assert summary["events_done"] >= 15
+    assert summary["events_waiting"] == 0 and summary["dead_letters"] == 0
+    assert summary["salesforce_writes"] >= 3
+    text = console.export_text()
+    assert "Acme Corp" in text and "3,900.00" in text  # the amendment's new MRR reached Salesforce
+    assert (tmp_path / "demo" / "revdaemon.sqlite3").exists()
