@@ -21,6 +21,8 @@ from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from apscheduler.triggers.cron import CronTrigger
@@ -34,7 +36,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 from pydantic_settings.sources import EnvSettingsSource, NestedSecretsSettingsSource
 from pydantic_settings.sources.utils import parse_env_vars
 
@@ -78,6 +80,14 @@ def _nue_path(value: str) -> str:
     return value
 
 
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (an IANA name such as UTC or Europe/Paris)") from None
+    return value
+
+
 HttpURL = Annotated[str, AfterValidator(_http_url)]
 Crontab = Annotated[str, AfterValidator(_crontab)]
 SalesforceName = Annotated[str, AfterValidator(_salesforce_name)]
@@ -100,6 +110,8 @@ class SalesforceSettings(_Section):
     api_version: Annotated[str, Field(pattern=r"^\d{2,3}\.0$")] = "62.0"
     auth: SalesforceAuth = SalesforceAuth.JWT
     client_id: str | None = None  # the connected app's consumer key
+    # salesforce-api.md §1.2: the JWT `aud` is the login host, never My Domain; test.salesforce.com for sandboxes.
+    jwt_audience: HttpURL = "https://login.salesforce.com"
     client_secret: SecretStr | None = None
     username: str | None = None  # the JWT `sub`
     private_key: SecretStr | None = None  # PEM text, usually a credential file
@@ -158,7 +170,7 @@ class ScheduleSettings(_Section):
     renewal_window_days: Annotated[int, Field(ge=1, le=730)] = 90
     renewal_scan_cron: Crontab = "0 6 * * *"
     reconciliation_cron: Crontab = "30 2 * * *"
-    timezone: str = "UTC"
+    timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
 
 
 class ObjectMapping(_Section):
@@ -282,6 +294,9 @@ def load_settings(
         settings = Settings(_secrets_dir=secrets_dir, **document)
     except ValidationError as exc:
         raise ConfigError(_describe(exc), source=str(config_path)) from None
+    except SettingsError as exc:
+        # e.g. REVDAEMON_LISTENER='{x': an environment value that is not the JSON a section needs
+        raise ConfigError([("environment", str(exc))], source=str(config_path)) from None
     finally:
         _ENVIRON.reset(token)
     settings = _resolve_paths(settings, base_dir)
@@ -346,9 +361,27 @@ def _resolve_paths(settings: Settings, base_dir: Path) -> Settings:
     return settings.model_copy(update=updates)
 
 
+MIN_SECRET = {"nue.api_key": 8, "nue.webhook_secret": 16, "salesforce.client_secret": 8}
+LOGIN_HOSTS = ("login.salesforce.com", "test.salesforce.com")
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
 def _cross_field_problems(settings: Settings) -> Iterator[tuple[str, str]]:
-    """Rules that span keys: what each auth mode needs."""
+    """Rules that span keys: what each auth mode needs, secrets strong enough, no secrets in clear text."""
     sf = settings.salesforce
+    for key, url in (("salesforce.login_url", sf.login_url), ("salesforce.instance_url", sf.instance_url),
+                     ("nue.base_url", settings.nue.base_url)):
+        parts = urlsplit(url) if url else None
+        if parts is not None and parts.scheme == "http" and parts.hostname not in LOOPBACK:
+            yield key, "must be https: credentials would cross the network in clear text (http only on loopback)"
+    for key, minimum in MIN_SECRET.items():
+        section, name = key.split(".")
+        secret = getattr(getattr(settings, section), name)
+        if secret is not None and len(secret.get_secret_value()) < minimum:
+            yield key, f"too short: a secret needs at least {minimum} characters"
+    if sf.auth is SalesforceAuth.CLIENT_CREDENTIALS and urlsplit(sf.login_url).hostname in LOGIN_HOSTS:
+        yield "salesforce.login_url", ("client_credentials must use your My Domain URL "
+                                       "(https://<domain>.my.salesforce.com), not the shared login host")
     needs: dict[SalesforceAuth, list[str]] = {
         SalesforceAuth.JWT: ["client_id", "username"],
         SalesforceAuth.CLIENT_CREDENTIALS: ["client_id", "client_secret"],
@@ -362,6 +395,13 @@ def _cross_field_problems(settings: Settings) -> Iterator[tuple[str, str]]:
             yield "salesforce.private_key_file", "jwt auth needs private_key_file or a private_key credential"
         elif sf.private_key_file is not None and not sf.private_key_file.is_file():
             yield "salesforce.private_key_file", f"file not found: {sf.private_key_file}"
+        else:
+            key_name = "salesforce.private_key" if sf.private_key is not None else "salesforce.private_key_file"
+            pem = (sf.private_key.get_secret_value().encode() if sf.private_key is not None
+                   else sf.private_key_file.read_bytes() if sf.private_key_file is not None else b"")
+            problem = _private_key_problem(pem)
+            if problem:
+                yield key_name, problem
 
     nue = settings.nue
     if nue.api_key is None:
@@ -376,3 +416,17 @@ def _cross_field_problems(settings: Settings) -> Iterator[tuple[str, str]]:
     for name, lookup in settings.mapping.lookups.items():
         if not lookup:
             yield f"mapping.lookups.{name}", "a lookup table must have at least one entry"
+
+
+def _private_key_problem(pem: bytes) -> str | None:
+    """Why this is not an RSA private key that can sign RS256 assertions, or None."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        return f"not an unencrypted PEM private key ({exc})"
+    if not isinstance(key, rsa.RSAPrivateKey):
+        return "not an RSA key: Salesforce's JWT bearer flow signs with RS256"
+    return None

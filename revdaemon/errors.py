@@ -6,6 +6,7 @@
     │   ├── SchemaTooNew       the database was written by a newer revdaemon
     │   ├── IllegalTransition  a lifecycle move the state table forbids
     │   ├── LinkConflict       an id is already linked to a different record
+    │   ├── ClaimLost          a worker's claim on an event was taken over after its lease ran out
     │   └── RecordNotFound     no row with that id
     └── SyncError              raised at a connector boundary, carries its evidence
         ├── Retryable          timeouts, 5xx, UNABLE_TO_LOCK_ROW: back off and retry
@@ -61,6 +62,10 @@ class IllegalTransition(StoreError):
 
 class LinkConflict(StoreError):
     """One side of a link is already paired with another record: a person must look."""
+
+
+class ClaimLost(StoreError):
+    """The event was claimed by another worker after this one's lease ran out; it settles nothing."""
 
 
 class RecordNotFound(StoreError):
@@ -145,6 +150,7 @@ class Conflict(SyncError):
 __all__ = [
     "ApiErrorItem",    "AuthExpired",
     "AuthFailed",
+    "ClaimLost",
     "ConfigError",
     "Conflict",
     "ErrorContext",

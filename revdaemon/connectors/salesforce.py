@@ -88,7 +88,7 @@ class SalesforceAuthenticator:
         if s.auth is SalesforceAuth.JWT:
             assert s.username is not None
             return wire.jwt_token_request(assertion=wire.jwt_assertion(
-                client_id=s.client_id, username=s.username, audience=_audience(s.login_url),
+                client_id=s.client_id, username=s.username, audience=s.jwt_audience,
                 private_key_pem=_private_key(s),
             ))
         if s.auth is SalesforceAuth.CLIENT_CREDENTIALS:
@@ -290,11 +290,6 @@ def _json_or_none(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return None
-
-
-def _audience(login_url: str) -> str:
-    # §1.2: aud is the login host (login/test.salesforce.com or the site URL).
-    return login_url
 
 
 def _private_key(settings: SalesforceSettings) -> str:

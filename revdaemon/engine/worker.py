@@ -30,6 +30,7 @@ from structlog.contextvars import bound_contextvars
 from revdaemon.engine.executor import Executor, PendingWrite, WriteOutcome
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.errors import (
+    ClaimLost,
     Conflict,
     ErrorContext,
     Permanent,
@@ -158,7 +159,11 @@ class Worker:
         for job in jobs:
             by_event.setdefault(job.event.id, []).append(job)
         for event in events:
-            await self._settle(event, by_event.get(event.id, []))
+            try:
+                await self._settle(event, by_event.get(event.id, []))
+            except ClaimLost as exc:
+                # Another worker took the event over after our lease ran out: it settles it, not us.
+                log.warning("claim_lost", event_key=event.key, detail=str(exc))
 
     async def _step(self, jobs: list[_Job]) -> None:
         found = Found()
@@ -230,7 +235,7 @@ class Worker:
             retry = next((j for j in jobs if j.error is not None and permanent is None), None)
             if conflict is not None and conflict.conflict is not None:
                 c = conflict.conflict
-                await self._store.conflict_event(event.id, NewConflict(
+                await self._store.conflict_event(event.id, claimed_by=self.name, conflict=NewConflict(
                     flow=c.flow, record_ref=c.record_ref, reason=c.reason, nue_values=dict(c.nue_values),
                     salesforce_values=dict(c.salesforce_values), synced_values=dict(c.synced_values)))
                 self.stats.conflicts += 1
@@ -244,7 +249,7 @@ class Worker:
             elif retry is not None and retry.error is not None:
                 await self._retry(event, retry.error)
             else:
-                await self._store.complete_event(event.id)
+                await self._store.complete_event(event.id, claimed_by=self.name)
                 self.stats.processed += 1
                 self.stats.by_type[event.type] = self.stats.by_type.get(event.type, 0) + 1
                 log.info("event_done", flows=[j.flow.name for j in jobs])
@@ -259,11 +264,11 @@ class Worker:
         if isinstance(error, RequestLimitExceeded):
             delay = max(delay, retry_after or 0)
         due = utcnow() + timedelta(seconds=delay)
-        await self._store.retry_event(event.id, error=error.message, next_attempt_at=due)
+        await self._store.retry_event(event.id, error=error.message, next_attempt_at=due, claimed_by=self.name)
         log.info("event_retry_scheduled", attempts=event.attempts, wait_seconds=round(delay, 2), error=error.message)
 
     async def _dead(self, event: Event, letter: NewDeadLetter) -> None:
-        await self._store.dead_letter_event(event.id, letter)
+        await self._store.dead_letter_event(event.id, letter, claimed_by=self.name)
         self.stats.dead += 1
         log.warning("event_dead_lettered", error=letter.error, error_code=letter.error_code, system=letter.system)
 

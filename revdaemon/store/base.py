@@ -58,15 +58,19 @@ class Store(Protocol):
         """Give back what `worker` holds (a clean stop): its claimed events are due again at once."""
         ...
 
-    async def complete_event(self, event_id: int) -> None: ...
+    # A worker settling an event passes `claimed_by=<its name>`: if the claim was taken over (its lease ran
+    # out and another worker claimed it), the move raises ClaimLost and changes nothing.
 
-    async def retry_event(self, event_id: int, *, error: str, next_attempt_at: datetime) -> None: ...
+    async def complete_event(self, event_id: int, *, claimed_by: str | None = None) -> None: ...
 
-    async def dead_letter_event(self, event_id: int, letter: NewDeadLetter) -> int:
+    async def retry_event(self, event_id: int, *, error: str, next_attempt_at: datetime,
+                          claimed_by: str | None = None) -> None: ...
+
+    async def dead_letter_event(self, event_id: int, letter: NewDeadLetter, *, claimed_by: str | None = None) -> int:
         """Move the event to dead and record why; returns the dead letter's id."""
         ...
 
-    async def conflict_event(self, event_id: int, conflict: NewConflict) -> int:
+    async def conflict_event(self, event_id: int, conflict: NewConflict, *, claimed_by: str | None = None) -> int:
         """Park the event as a conflict for a person to decide; returns the conflict's id."""
         ...
 

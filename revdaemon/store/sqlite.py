@@ -22,7 +22,7 @@ from typing import Any
 import aiosqlite
 import anyio
 
-from revdaemon.errors import LinkConflict, RecordNotFound, SchemaTooNew, StoreError
+from revdaemon.errors import ClaimLost, LinkConflict, RecordNotFound, SchemaTooNew, StoreError
 from revdaemon.store.records import (
     AuditEntry,
     ConflictRecord,
@@ -188,20 +188,21 @@ class SqliteStore:
             )
             return result.rowcount
 
-    async def complete_event(self, event_id: int) -> None:
+    async def complete_event(self, event_id: int, *, claimed_by: str | None = None) -> None:
         async with self._tx() as conn:
-            await _move_event(conn, event_id, EventStatus.DONE, self._clock(), clear_error=True)
+            await _move_event(conn, event_id, EventStatus.DONE, self._clock(), clear_error=True,
+                              claimed_by=claimed_by)
 
-    async def retry_event(self, event_id: int, *, error: str, next_attempt_at: datetime) -> None:
+    async def retry_event(self, event_id: int, *, error: str, next_attempt_at: datetime,
+                          claimed_by: str | None = None) -> None:
         async with self._tx() as conn:
-            await _move_event(
-                conn, event_id, EventStatus.RECEIVED, self._clock(), error=error, next_attempt_at=next_attempt_at
-            )
+            await _move_event(conn, event_id, EventStatus.RECEIVED, self._clock(), error=error,
+                              next_attempt_at=next_attempt_at, claimed_by=claimed_by)
 
-    async def dead_letter_event(self, event_id: int, letter: NewDeadLetter) -> int:
+    async def dead_letter_event(self, event_id: int, letter: NewDeadLetter, *, claimed_by: str | None = None) -> int:
         now = self._clock()
         async with self._tx() as conn:
-            await _move_event(conn, event_id, EventStatus.DEAD, now, error=letter.error)
+            await _move_event(conn, event_id, EventStatus.DEAD, now, error=letter.error, claimed_by=claimed_by)
             result = await conn.execute(
                 """INSERT INTO dead_letters
                        (event_id, system, operation, error, error_code, status, record_ref, request, created_at)
@@ -213,10 +214,11 @@ class SqliteStore:
             )
             return _lastrowid(result)
 
-    async def conflict_event(self, event_id: int, conflict: NewConflict) -> int:
+    async def conflict_event(self, event_id: int, conflict: NewConflict, *, claimed_by: str | None = None) -> int:
         now = self._clock()
         async with self._tx() as conn:
-            await _move_event(conn, event_id, EventStatus.CONFLICT, now, error=conflict.reason)
+            await _move_event(conn, event_id, EventStatus.CONFLICT, now, error=conflict.reason,
+                              claimed_by=claimed_by)
             return await _insert_conflict(conn, event_id, conflict, now)
 
     async def get_event(self, event_id: int) -> Event | None:
@@ -553,12 +555,16 @@ async def _move_event(
     clear_error: bool = False,
     next_attempt_at: datetime | None = None,
     reset_attempts: bool = False,
+    claimed_by: str | None = None,
 ) -> None:
     row = await _fetchone(
-        conn, "SELECT status, last_error, next_attempt_at FROM inbox_events WHERE id = ?", (event_id,)
+        conn, "SELECT status, last_error, next_attempt_at, claimed_by FROM inbox_events WHERE id = ?", (event_id,)
     )
     if row is None:
         raise RecordNotFound(f"no inbox event {event_id}")
+    if claimed_by is not None and (row["status"] != EventStatus.CLAIMED.value or row["claimed_by"] != claimed_by):
+        raise ClaimLost(f"inbox event {event_id} is no longer claimed by {claimed_by} "
+                        f"(now {row['status']}, {row['claimed_by'] or 'unclaimed'})")
     check_event_move(EventStatus(row["status"]), target)
     last_error = None if clear_error else (error if error is not None else row["last_error"])
     due = _ts(next_attempt_at) if next_attempt_at is not None else row["next_attempt_at"]

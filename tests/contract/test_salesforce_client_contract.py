@@ -86,13 +86,14 @@ class TestAuth:
     @respx.mock
     async def test_jwt_assertion_is_rs256_with_the_right_claims(self, http: httpx.AsyncClient,
                                                                 sleeps: Sleeps) -> None:
-        """§1.2: iss is the consumer key, sub the username, aud the login host, signed RS256."""
+        """§1.2: iss is the consumer key, sub the username, aud the login host (not My Domain), signed RS256."""
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption()).decode()
-        token = respx.post(f"{LOGIN}/services/oauth2/token").respond(200, json=TOKEN_BODY)
+        token = respx.post(f"{INSTANCE}/services/oauth2/token").respond(200, json=TOKEN_BODY)
         respx.get(f"{DATA}/limits").respond(200, json={})
-        sf = settings(auth=SalesforceAuth.JWT, username="int@acme", private_key=pem, client_secret=None)
+        sf = settings(auth=SalesforceAuth.JWT, username="int@acme", private_key=pem, client_secret=None,
+                      login_url=INSTANCE)
         await make_client(http, sleeps, sf=sf).limits()
         form = parse_qs(token.calls[0].request.content.decode())
         assert form["grant_type"] == ["urn:ietf:params:oauth:grant-type:jwt-bearer"]

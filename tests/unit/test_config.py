@@ -11,8 +11,9 @@ from revdaemon.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 
 MINIMAL = {
-    "salesforce": {"auth": "client_credentials", "client_id": "ck", "client_secret": "cs"},
-    "nue": {"api_key": "nue-key-123", "webhook_secret": "whsec-123"},
+    "salesforce": {"auth": "client_credentials", "client_id": "ck", "client_secret": "cs-secret-1",
+                   "login_url": "https://acme.my.salesforce.com"},
+    "nue": {"api_key": "nue-key-123", "webhook_secret": "whsec-0123456789abcdef"},
 }
 
 
@@ -56,7 +57,7 @@ class TestLoading:
         creds = tmp_path / "creds"
         creds.mkdir()
         (creds / "nue__api_key").write_text("from-credential-file\n")
-        document = {"salesforce": MINIMAL["salesforce"], "nue": {"webhook_secret": "whsec-123"}}
+        document = {"salesforce": MINIMAL["salesforce"], "nue": {"webhook_secret": "whsec-0123456789abcdef"}}
         settings = load_settings(write(tmp_path, document), environ={"CREDENTIALS_DIRECTORY": str(creds)})
         assert settings.nue.api_key is not None
         assert settings.nue.api_key.get_secret_value() == "from-credential-file"  # newline stripped
@@ -76,13 +77,18 @@ class TestLoading:
         settings = load_settings(write(tmp_path, MINIMAL), environ={})
         assert "nue-key-123" not in repr(settings)
         assert "nue-key-123" not in str(settings.nue)
-        assert {"nue-key-123", "whsec-123", "cs"} <= set(settings.secret_values())
+        assert {"nue-key-123", "whsec-0123456789abcdef", "cs-secret-1"} <= set(settings.secret_values())
 
 
 class TestErrors:
     def test_missing_key_names_the_path(self, tmp_path: Path) -> None:
         """JWT auth without a username names salesforce.username and says why."""
-        document = {**MINIMAL, "salesforce": {"auth": "jwt", "client_id": "ck", "private_key": "pem"}}
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+        document = {**MINIMAL, "salesforce": {"auth": "jwt", "client_id": "ck", "private_key": pem}}
         with pytest.raises(ConfigError) as exc:
             load_settings(write(tmp_path, document), environ={})
         assert problems(exc) == {"salesforce.username": "required when salesforce.auth is 'jwt'"}
@@ -122,7 +128,7 @@ class TestErrors:
 
     def test_secret_values_are_not_echoed_in_errors(self, tmp_path: Path) -> None:
         """A badly typed secret is reported without its value."""
-        document = {**MINIMAL, "nue": {"api_key": ["leaky-secret-value"], "webhook_secret": "w"}}
+        document = {**MINIMAL, "nue": {"api_key": ["leaky-secret-value"], "webhook_secret": "whsec-0123456789abcdef"}}
         with pytest.raises(ConfigError) as exc:
             load_settings(write(tmp_path, document), environ={})
         assert "leaky-secret-value" not in str(exc.value)
@@ -144,12 +150,58 @@ class TestErrors:
 
     def test_path_token_must_be_long(self, tmp_path: Path) -> None:
         """A short webhook path token is refused: it is the only authentication in that mode."""
-        document = {**MINIMAL, "nue": {"api_key": "k", "webhook_auth": "path_token", "webhook_path_token": "short"}}
+        document = {**MINIMAL, "nue": {"api_key": "nue-key-123", "webhook_auth": "path_token",
+                                       "webhook_path_token": "short"}}
         with pytest.raises(ConfigError) as exc:
             load_settings(write(tmp_path, document), environ={})
         assert "nue.webhook_path_token" in problems(exc)
 
     def test_webhook_auth_none_is_allowed_explicitly(self, tmp_path: Path) -> None:
         """Opting out of webhook authentication is possible, but only by saying so."""
-        document = {**MINIMAL, "nue": {"api_key": "k", "webhook_auth": "none"}}
+        document = {**MINIMAL, "nue": {"api_key": "nue-key-123", "webhook_auth": "none"}}
         assert load_settings(write(tmp_path, document), environ={}).nue.webhook_auth is WebhookAuth.NONE
+
+
+class TestSecurityRules:
+    def test_short_webhook_secret_is_refused(self, tmp_path: Path) -> None:
+        """An empty or short HMAC secret would let anyone sign webhooks."""
+        document = {**MINIMAL, "nue": {"api_key": "nue-key-123", "webhook_secret": ""}}
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, document), environ={})
+        assert "too short" in problems(exc)["nue.webhook_secret"]
+
+    def test_plain_http_is_refused_off_loopback(self, tmp_path: Path) -> None:
+        """http:// to a remote host would send the API key in clear text; loopback (the sandbox) is fine."""
+        remote = {**MINIMAL, "nue": {**MINIMAL["nue"], "base_url": "http://api.nue.example"}}
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, remote), environ={})
+        assert "https" in problems(exc)["nue.base_url"]
+        local = {**MINIMAL, "nue": {**MINIMAL["nue"], "base_url": "http://127.0.0.1:8802"}}
+        assert load_settings(write(tmp_path, local), environ={}).nue.base_url == "http://127.0.0.1:8802"
+
+    def test_client_credentials_needs_my_domain(self, tmp_path: Path) -> None:
+        """salesforce-api.md §1.3: the client credentials flow is refused on login.salesforce.com."""
+        document = {**MINIMAL, "salesforce": {**MINIMAL["salesforce"], "login_url": "https://login.salesforce.com"}}
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, document), environ={})
+        assert "My Domain" in problems(exc)["salesforce.login_url"]
+
+    def test_jwt_key_must_be_a_pem_rsa_key(self, tmp_path: Path) -> None:
+        """A private key that cannot sign RS256 is caught at start, not at the first login."""
+        document = {**MINIMAL, "salesforce": {"auth": "jwt", "client_id": "ck", "username": "u@x",
+                                              "private_key": "not a pem"}}
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, document), environ={})
+        assert "PEM" in problems(exc)["salesforce.private_key"]
+
+    def test_unknown_timezone(self, tmp_path: Path) -> None:
+        """A time zone the scheduler cannot use is refused with its key."""
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, {**MINIMAL, "schedule": {"timezone": "Mars/Olympus"}}), environ={})
+        assert "time zone" in problems(exc)["schedule.timezone"]
+
+    def test_malformed_environment_json_is_a_config_error(self, tmp_path: Path) -> None:
+        """A section given as broken JSON in the environment is reported, not a traceback."""
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, MINIMAL), environ={"REVDAEMON_LISTENER": "{x"})
+        assert "environment" in problems(exc)

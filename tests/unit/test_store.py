@@ -179,6 +179,21 @@ class TestInbox:
         [taken] = await store.claim_events(worker="survivor", limit=1, lease=LEASE)
         assert taken.claimed_by == "survivor"
 
+    async def test_a_worker_whose_claim_was_taken_over_settles_nothing(self, store: Store, clock: FakeClock) -> None:
+        """After a lease runs out and another worker claims the event, the first worker's moves are refused."""
+        from revdaemon.errors import ClaimLost
+
+        await store.add_events([event("e1")])
+        [stale] = await store.claim_events(worker="slow", limit=1, lease=LEASE)
+        clock.advance(minutes=6)
+        await store.claim_events(worker="survivor", limit=1, lease=LEASE)
+        with pytest.raises(ClaimLost):
+            await store.retry_event(stale.id, error="late", next_attempt_at=clock.now, claimed_by="slow")
+        with pytest.raises(ClaimLost):
+            await store.complete_event(stale.id, claimed_by="slow")
+        await store.complete_event(stale.id, claimed_by="survivor")
+        assert (await store.get_event(stale.id)).status is EventStatus.DONE  # type: ignore[union-attr]
+
     async def test_claims_oldest_first(self, store: Store, clock: FakeClock) -> None:
         """Events are claimed in the order they became due."""
         await store.add_events([event("a")])
