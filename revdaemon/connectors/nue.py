@@ -63,12 +63,14 @@ class NueClient:
         return wire.one(body.data)
 
     async def create_customers(self, customers: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        created: list[dict[str, Any]] = []
-        for start in range(0, len(customers), wire.CUSTOMER_BATCH_MAX):
-            chunk = customers[start:start + wire.CUSTOMER_BATCH_MAX]
-            body = await self._send(wire.create_customers_request(chunk), operation=f"create customers x{len(chunk)}",
-                                    idempotent=False)
-            created.extend(wire.many(body.data, "customers"))
+        """One POST of at most 200 customers (the caller batches, so a failed call loses no earlier one)."""
+        operation = f"create customers x{len(customers)}"
+        body = await self._send(wire.create_customers_request(customers), operation=operation, idempotent=False)
+        try:
+            created = wire.many(body.data, "customers")
+        except ValueError as exc:
+            raise Retryable(f"{operation}: unreadable answer ({exc}); look them up before any retry",
+                            ErrorContext(system=wire.SYSTEM, operation=operation)) from exc
         return created
 
     # --- orders and change orders -------------------------------------------------------------
@@ -94,10 +96,11 @@ class NueClient:
 
     async def activate_order(self, order_id: str, *, generate_invoice: bool = True,
                              activate_invoice: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        # Activating twice is refused by Nue rather than applied twice, so a retry is safe.
+        # Not repeated after an ambiguous failure: a second activation is refused, which would turn a
+        # success into an error. The flow re-reads the order's status instead.
         body = await self._send(wire.activate_order_request(order_id, generate_invoice=generate_invoice,
                                                             activate_invoice=activate_invoice),
-                                operation="activate order", record_ref=order_id)
+                                operation="activate order", record_ref=order_id, idempotent=False)
         return wire.unwrap_activation(body.data)
 
     async def create_change_order(self, asset_changes: Sequence[Mapping[str, Any]],

@@ -16,6 +16,7 @@ Theory of operation:
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -40,18 +41,26 @@ log = structlog.get_logger("revdaemon.salesforce")
 
 _UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 BUDGET_WAIT_SECONDS = 60.0
+# A login is retried briefly, under the refresh lock; its failure is then shared with every caller that
+# waited on the same stale token for this long, instead of each of them logging in again.
+LOGIN_RETRY = RetryPolicy(max_attempts=3, base_delay=0.5, max_delay=5.0, max_total=20.0)
+LOGIN_FAILURE_HOLD_SECONDS = 10.0
 
 
 class SalesforceAuthenticator:
     """Logs in by the configured flow and shares one token between all callers."""
 
-    def __init__(self, settings: SalesforceSettings, http: httpx.AsyncClient, *, retry: RetryPolicy) -> None:
+    def __init__(self, settings: SalesforceSettings, http: httpx.AsyncClient, *, retry: RetryPolicy = LOGIN_RETRY,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._settings = settings
         self._http = http
         self._retry = retry
+        self._clock = clock
         self._token: Token | None = None
+        self._failure: tuple[Token | None, SyncError, float] | None = None
         self._lock = anyio.Lock()
         self.logins = 0
+        self.attempts = 0
 
     async def token(self) -> Token:
         current = self._token
@@ -62,11 +71,21 @@ class SalesforceAuthenticator:
         async with self._lock:
             if self._token is not None and self._token is not stale:
                 return self._token
-            self._token = await retrying(self._login, policy=self._retry, operation="salesforce login",
-                                         retry_if=_safe_to_repeat)
+            if self._failure is not None:
+                failed_for, error, at = self._failure
+                if failed_for is stale and self._clock() - at < LOGIN_FAILURE_HOLD_SECONDS:
+                    raise error
+            try:
+                self._token = await retrying(self._login, policy=self._retry, operation="salesforce login",
+                                             retry_if=_safe_to_repeat)
+            except SyncError as exc:
+                self._failure = (stale, exc, self._clock())
+                raise
+            self._failure = None
             return self._token
 
     async def _login(self) -> Token:
+        self.attempts += 1
         request = self._token_request()
         url = self._settings.login_url + request.path
         try:
@@ -78,9 +97,13 @@ class SalesforceAuthenticator:
         body = _json_or_none(response)
         if response.status_code != 200:
             raise wire.token_error(response.status_code, body if body is not None else {})
+        try:
+            token = wire.parse_token(body)
+        except ValueError as exc:
+            raise Retryable(f"unreadable token answer: {exc}", _context("login")) from exc
         self.logins += 1
         log.info("salesforce_logged_in", flow=self._settings.auth.value)
-        return wire.parse_token(body)
+        return token
 
     def _token_request(self) -> WireRequest:
         s = self._settings
@@ -122,7 +145,7 @@ class SalesforceClient:
         self.budget = budget
         self._retry = retry
         self._rng = rng or random.Random()
-        self.auth = SalesforceAuthenticator(settings, http, retry=retry)
+        self.auth = SalesforceAuthenticator(settings, http)
         self._describes: dict[str, dict[str, Any]] = {}
         self.calls = 0  # API requests sent (logins excluded), for benchmarks and status
 
@@ -138,7 +161,7 @@ class SalesforceClient:
         request = wire.query_request(self.version, soql, include_deleted=include_deleted, batch_size=batch_size)
         while True:
             response = await self._send(request, operation="query", priority=priority)
-            page = wire.parse_query_page(response.json())
+            page = wire.parse_query_page(_json(response, "query"))
             for record in page.records:
                 yield record
             if page.next_records_url is None:
@@ -149,13 +172,17 @@ class SalesforceClient:
                   priority: Priority = Priority.REALTIME) -> dict[str, Any]:
         response = await self._send(wire.get_request(self.version, sobject, record_id, fields),
                                     operation=f"get {sobject}", priority=priority, record_ref=record_id)
-        return wire.parse_query_page({"records": [response.json()]}).records[0]
+        return wire.parse_query_page({"records": [_json(response, f"get {sobject}")]}).records[0]
 
     async def create(self, sobject: str, values: Mapping[str, Any],
                      priority: Priority = Priority.REALTIME) -> str:
         response = await self._send(wire.create_request(self.version, sobject, values),
                                     operation=f"create {sobject}", priority=priority, idempotent=False)
-        return str(response.json()["id"])
+        body = _json(response, f"create {sobject}")
+        if not isinstance(body, dict) or "id" not in body:
+            raise Retryable(f"create {sobject} answered without an id: look it up before any retry",
+                            _context(f"create {sobject}"))
+        return str(body["id"])
 
     async def update(self, sobject: str, record_id: str, values: Mapping[str, Any],
                      priority: Priority = Priority.REALTIME) -> None:
@@ -197,7 +224,7 @@ class SalesforceClient:
         if refresh or sobject not in self._describes:
             response = await self._send(wire.describe_request(self.version, sobject),
                                         operation=f"describe {sobject}", priority=Priority.REALTIME)
-            self._describes[sobject] = response.json()
+            self._describes[sobject] = _json(response, f"describe {sobject}")
         return self._describes[sobject]
 
     async def field_names(self, sobject: str) -> set[str]:
@@ -206,7 +233,7 @@ class SalesforceClient:
     async def limits(self) -> dict[str, Any]:
         response = await self._send(wire.limits_request(self.version), operation="limits",
                                     priority=Priority.REALTIME)
-        body: dict[str, Any] = response.json()
+        body: dict[str, Any] = _json(response, "limits")
         return body
 
     # --- sending ------------------------------------------------------------------------------
@@ -215,9 +242,19 @@ class SalesforceClient:
                            priority: Priority, idempotent: bool = True) -> list[WriteResult]:
         results: list[WriteResult] = []
         for chunk in wire.chunked(records):
-            response = await self._send(build(chunk), operation=operation, priority=priority,
-                                        idempotent=idempotent)
-            results.extend(wire.parse_collection_results(response.json(), len(chunk)))
+            try:
+                response = await self._send(build(chunk), operation=operation, priority=priority,
+                                            idempotent=idempotent)
+                results.extend(wire.parse_collection_results(_json(response, operation), len(chunk)))
+            except SyncError as exc:
+                # Chunks already written stay reported as written; this one and the rest carry the error.
+                failed = len(records) - len(results)
+                results.extend(WriteResult(ok=False, failure=exc) for _ in range(failed))
+                break
+            except ValueError as exc:
+                error = Retryable(f"unreadable collections answer: {exc}", _context(operation))
+                results.extend(WriteResult(ok=False, failure=error) for _ in range(len(records) - len(results)))
+                break
         return results
 
     async def _send(self, request: WireRequest, *, operation: str, priority: Priority,
@@ -281,6 +318,15 @@ def _safe_to_repeat(exc: SyncError) -> bool:
 
 def _context(operation: str, record_ref: str | None = None) -> ErrorContext:
     return ErrorContext(system=wire.SYSTEM, operation=operation, record_ref=record_ref)
+
+
+def _json(response: httpx.Response, operation: str) -> Any:
+    """The answer's JSON; an unreadable body (a proxy's HTML page) is a Retryable at this boundary."""
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise Retryable(f"{operation}: unreadable answer (HTTP {response.status_code}): {exc}",
+                        _context(operation)) from exc
 
 
 def _json_or_none(response: httpx.Response) -> Any:

@@ -73,6 +73,7 @@ class WriteResult:
     id: str | None = None
     created: bool | None = None
     errors: tuple[ApiErrorItem, ...] = ()
+    failure: SyncError | None = None  # the whole call failed: this record's fate is that error's
 
     @property
     def retryable(self) -> bool:

@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 import structlog
 
-from revdaemon.connectors import salesforce_wire
+from revdaemon.connectors import nue_wire, salesforce_wire
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.errors import ErrorContext, Retryable, SyncError
@@ -173,6 +173,8 @@ class Executor:
                          *, operation: str) -> dict[str, WriteOutcome]:
         if result.ok:
             outcome = WriteOutcome(ok=True, result={"id": result.id, "created": result.created})
+        elif result.failure is not None:
+            outcome = WriteOutcome(ok=False, error=result.failure)
         else:
             error = salesforce_wire.classify(400, [{"errorCode": e.code, "message": e.message,
                                                     "fields": list(e.fields)} for e in result.errors],
@@ -192,22 +194,33 @@ class Executor:
             by_account[item.write.salesforce_account_id].append(item)
         await self._mark_sent(list(by_account.values()))
         try:
-            # Lookup before create: Nue documents no idempotency header, so this read is the guard.
-            existing = {str(row.get("externalId")): row for row in await self._nue.read_where_in(
-                "Customer", "externalId", sorted(by_account), ("id", "externalId", "name"))}
-            missing = [a for a in sorted(by_account) if a not in existing]
-            created = await self._nue.create_customers(
-                [{**by_account[a][0].write.payload, "salesAccountId": a} for a in missing]  # type: ignore[union-attr]
-            ) if missing else []
+            # Lookup before create: Nue documents no idempotency header, so this read is the guard. Both
+            # keys are read: externalId is set by Nue's own sync, salesAccountId by our create.
+            existing: dict[str, Mapping[str, Any]] = {}
+            for key in ("externalId", "salesAccountId"):
+                for match in await self._nue.read_where_in("Customer", key, sorted(by_account),
+                                                           ("id", "externalId", "salesAccountId", "name")):
+                    existing.setdefault(str(match.get(key)), match)
         except SyncError as exc:
             return await self._fail_all(list(by_account.values()), exc)
-        for account, row in zip(missing, created, strict=True):
-            existing[account] = row
+        missing = [a for a in sorted(by_account) if a not in existing]
+        for start in range(0, len(missing), nue_wire.CUSTOMER_BATCH_MAX):
+            chunk = missing[start:start + nue_wire.CUSTOMER_BATCH_MAX]
+            payloads = [{**_payload(by_account[a][0].write), "salesAccountId": a} for a in chunk]
+            try:
+                created = await self._nue.create_customers(payloads)
+            except SyncError as exc:
+                outcomes.update(await self._fail_all([by_account[a] for a in chunk], exc))
+                continue
+            for account, made in zip(chunk, created, strict=True):
+                existing[account] = made
         for account, group in by_account.items():
-            row = existing[account]
+            found = existing.get(account)
+            if found is None:
+                continue  # its chunk failed: already settled above
             for item in group:
                 outcomes[item.write.idem_key] = await self._settle(
-                    item, WriteOutcome(ok=True, result={"id": row.get("id"), "created": account in missing}))
+                    item, WriteOutcome(ok=True, result={"id": found.get("id"), "created": account in missing}))
         return outcomes
 
     async def _nue_one(self, item: PendingWrite) -> WriteOutcome:
@@ -270,6 +283,11 @@ class Executor:
             log.warning("write_failed", idem_key=write.idem_key, target=_record_ref(write),
                         error=outcome.error.message if outcome.error else None)
         return outcome
+
+
+def _payload(write: Write) -> Mapping[str, Any]:
+    assert isinstance(write, NueCreateCustomer | NueCreateOrder)
+    return write.payload
 
 
 def _merged(group: Sequence[PendingWrite]) -> dict[str, Any]:

@@ -119,16 +119,17 @@ class TestTransport:
 
 class TestResources:
     @respx.mock
-    async def test_customers_are_created_200_at_a_time(self, client: NueClient) -> None:
-        """Customer: POST /customers takes arrays of up to 200."""
+    async def test_customers_are_created_as_one_array(self, client: NueClient) -> None:
+        """Customer: POST /customers takes an array of up to 200; more is refused before sending."""
         def create(request: httpx.Request) -> httpx.Response:
             batch = json.loads(request.content)
             return httpx.Response(200, json=ok([{"id": f"c-{c['name']}", **c} for c in batch]))
 
         route = respx.post(f"{BASE}/customers").mock(side_effect=create)
-        created = await client.create_customers([{"name": str(i), "recordType": "Business"} for i in range(450)])
-        assert [len(json.loads(c.request.content)) for c in route.calls] == [200, 200, 50]
-        assert created[449]["id"] == "c-449"
+        created = await client.create_customers([{"name": str(i), "recordType": "Business"} for i in range(200)])
+        assert route.call_count == 1 and created[199]["id"] == "c-199"
+        with pytest.raises(ValueError, match="1 to 200"):
+            await client.create_customers([{"name": "x", "recordType": "Business"}] * 201)
 
     @respx.mock
     async def test_orders_of_many_customers_batch_by_url_length(self, client: NueClient) -> None:

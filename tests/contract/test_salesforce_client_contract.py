@@ -138,6 +138,25 @@ class TestAuth:
         assert route.call_count == 4
 
     @respx.mock
+    async def test_a_failed_login_is_shared_not_repeated(self, http: httpx.AsyncClient, sleeps: Sleeps) -> None:
+        """Ten callers waiting on one refused login get its error; the token endpoint is asked once."""
+        token = respx.post(f"{LOGIN}/services/oauth2/token").respond(
+            400, json={"error": "invalid_grant", "error_description": "authentication failure"})
+        client = make_client(http, sleeps)
+        errors: list[BaseException] = []
+
+        async def call() -> None:
+            try:
+                await client.limits()
+            except AuthFailed as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(10):
+                tg.start_soon(call)
+        assert len(errors) == 10 and token.call_count == 1
+
+    @respx.mock
     async def test_second_401_raises(self, http: httpx.AsyncClient, sleeps: Sleeps) -> None:
         """A session refused again after the re-login is reported, not looped on."""
         respx.post(f"{LOGIN}/services/oauth2/token").respond(200, json=TOKEN_BODY)

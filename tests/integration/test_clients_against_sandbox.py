@@ -149,7 +149,8 @@ class TestNue:
     async def test_many_customers_cost_few_reads(self, sandbox: Sandbox, http: httpx.AsyncClient) -> None:
         """Subscriptions of 300 customers are read in a handful of calls, not 300."""
         client = nue(sandbox, http)
-        created = await client.create_customers([{"name": f"C{i}", "recordType": "Business"} for i in range(300)])
+        created = [c for start in (0, 150) for c in await client.create_customers(
+            [{"name": f"C{start + i}", "recordType": "Business"} for i in range(150)])]
         sandbox.nue.log.clear()
         await client.list_subscriptions([c["id"] for c in created])
         assert 1 <= sandbox.nue.log.count(path_prefix="/subscriptions") <= 5
