@@ -21,7 +21,7 @@ from rich.table import Table
 from revdaemon import __version__
 from revdaemon.config import CONFIG_ENV_VAR, Settings, load_settings
 from revdaemon.engine.supervisor import run_daemon
-from revdaemon.errors import ConfigError, StoreError
+from revdaemon.errors import ConfigError, StoreError, StoreMissing
 from revdaemon.ops.logging import configure_logging
 from revdaemon.store import open_store
 from revdaemon.store.records import StoreSummary
@@ -113,7 +113,8 @@ def check(config_path: Path | None, as_json: bool) -> None:
     console = Console()
     table = Table(title="revdaemon check", show_header=False)
     table.add_row("configuration", "[green]ok[/green]")
-    table.add_row("state database", f"{report['state_database']} (schema v{version})")
+    state = f"schema v{version}" if version is not None else "not created yet: the daemon creates it on first start"
+    table.add_row("state database", f"{report['state_database']} ({state})")
     table.add_row("salesforce", f"{settings.salesforce.login_url} auth={settings.salesforce.auth.value} "
                                 f"v{settings.salesforce.api_version}")
     table.add_row("nue", f"{settings.nue.base_url} webhooks={settings.nue.webhook_auth.value}")
@@ -122,8 +123,13 @@ def check(config_path: Path | None, as_json: bool) -> None:
     console.print(table)
 
 
-async def _store_version(settings: Settings) -> int:
-    store = await open_store(settings.database_path)
+async def _store_version(settings: Settings) -> int | None:
+    """The schema version of an existing state database, or None before the first start. Read-only:
+    `check` must not create the file (a root-owned file would lock out the service's own user)."""
+    try:
+        store = await open_store(settings.database_path, read_only=True)
+    except StoreMissing:
+        return None
     try:
         return await store.schema_version()
     finally:
@@ -138,6 +144,9 @@ def status(config_path: Path | None, as_json: bool) -> None:
     settings = _load(config_path)
     try:
         summary = anyio.run(_summary, settings)
+    except StoreMissing as exc:
+        click.echo(f"revdaemon: {exc}")
+        return
     except StoreError as exc:
         click.echo(f"revdaemon: state store: {exc}", err=True)
         sys.exit(EXIT_STORE)
@@ -148,7 +157,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
 
 
 async def _summary(settings: Settings) -> StoreSummary:
-    store = await open_store(settings.database_path)
+    store = await open_store(settings.database_path, read_only=True)
     try:
         return await store.summary()
     finally:

@@ -7,6 +7,9 @@
     │   ├── IllegalTransition  a lifecycle move the state table forbids
     │   ├── LinkConflict       an id is already linked to a different record
     │   ├── ClaimLost          a worker's claim on an event was taken over after its lease ran out
+    │   ├── StoreMissing       no state database yet (read-only open)
+    │   ├── StoreBusy          locked by another process past the busy timeout: try again
+    │   └── StoreUnavailable   the database failed or is not a database
     │   └── RecordNotFound     no row with that id
     └── SyncError              raised at a connector boundary, carries its evidence
         ├── Retryable          timeouts, 5xx, UNABLE_TO_LOCK_ROW: back off and retry
@@ -66,6 +69,18 @@ class LinkConflict(StoreError):
 
 class ClaimLost(StoreError):
     """The event was claimed by another worker after this one's lease ran out; it settles nothing."""
+
+
+class StoreMissing(StoreError):
+    """There is no state database yet; the daemon creates it on its first start."""
+
+
+class StoreBusy(StoreError):
+    """Another process held the database past the busy timeout; the operation can be tried again."""
+
+
+class StoreUnavailable(StoreError):
+    """The database failed (disk full, I/O error) or the file is not a state database."""
 
 
 class RecordNotFound(StoreError):
@@ -148,7 +163,8 @@ class Conflict(SyncError):
 
 
 __all__ = [
-    "ApiErrorItem",    "AuthExpired",
+    "ApiErrorItem",
+    "AuthExpired",
     "AuthFailed",
     "ClaimLost",
     "ConfigError",
@@ -162,7 +178,10 @@ __all__ = [
     "Retryable",
     "RevdaemonError",
     "SchemaTooNew",
+    "StoreBusy",
     "StoreError",
+    "StoreMissing",
+    "StoreUnavailable",
     "SyncError",
     "Throttled",
     "Unsent",

@@ -10,9 +10,10 @@ commit durable before a webhook is acknowledged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -22,7 +23,16 @@ from typing import Any
 import aiosqlite
 import anyio
 
-from revdaemon.errors import ClaimLost, LinkConflict, RecordNotFound, SchemaTooNew, StoreError
+from revdaemon.errors import (
+    ClaimLost,
+    LinkConflict,
+    RecordNotFound,
+    SchemaTooNew,
+    StoreBusy,
+    StoreError,
+    StoreMissing,
+    StoreUnavailable,
+)
 from revdaemon.store.records import (
     AuditEntry,
     ConflictRecord,
@@ -76,26 +86,37 @@ def _loads(value: str | None) -> Any:
 class SqliteStore:
     """`Store` on one SQLite file. Create with `await SqliteStore.open(path)`."""
 
-    def __init__(self, conn: aiosqlite.Connection, clock: Clock) -> None:
+    def __init__(self, conn: aiosqlite.Connection, clock: Clock, *, read_only: bool = False) -> None:
         self._conn = conn
         self._clock = clock
         self._lock = anyio.Lock()
+        self.read_only = read_only
 
     @classmethod
-    async def open(cls, path: Path, *, clock: Clock = utcnow) -> SqliteStore:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(str(path), isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        try:
-            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute("PRAGMA synchronous = FULL")
-            await conn.execute("PRAGMA foreign_keys = ON")
-            await _migrate(conn)
-        except BaseException:
-            await conn.close()
-            raise
-        return cls(conn, clock)
+    async def open(cls, path: Path, *, clock: Clock = utcnow, read_only: bool = False) -> SqliteStore:
+        """Open, creating and migrating as needed; `read_only` (for `status` and `check`) creates and
+        migrates nothing and refuses a missing file."""
+        if read_only and not await anyio.Path(path).exists():
+            raise StoreMissing(f"no state database at {path} yet: the daemon creates it on its first start")
+        if not read_only:
+            await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
+        with _translated():
+            target = f"file:{path}?mode=ro" if read_only else str(path)
+            conn = await aiosqlite.connect(target, isolation_level=None, uri=read_only)
+            conn.row_factory = sqlite3.Row
+            try:
+                await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                if read_only:
+                    await _check_version(conn)
+                else:
+                    await conn.execute("PRAGMA journal_mode = WAL")
+                    await conn.execute("PRAGMA synchronous = FULL")
+                    await conn.execute("PRAGMA foreign_keys = ON")
+                    await _migrate(conn)
+            except BaseException:
+                await conn.close()
+                raise
+        return cls(conn, clock, read_only=read_only)
 
     async def close(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -105,15 +126,17 @@ class SqliteStore:
     @asynccontextmanager
     async def _tx(self, *, write: bool = True) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            with anyio.CancelScope(shield=True):
-                await self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            with anyio.CancelScope(shield=True), _translated():
+                await self._conn.execute("BEGIN IMMEDIATE" if write and not self.read_only else "BEGIN")
                 try:
                     yield self._conn
-                except BaseException:
-                    await self._conn.execute("ROLLBACK")
-                    raise
-                else:
                     await self._conn.execute("COMMIT")
+                finally:
+                    # Whatever failed (the body, or COMMIT itself on SQLITE_BUSY or a full disk), never leave a
+                    # transaction open: every later call would fail with "cannot start a transaction".
+                    if self._conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            await self._conn.execute("ROLLBACK")
 
     async def schema_version(self) -> int:
         async with self._tx(write=False) as conn:
@@ -121,9 +144,9 @@ class SqliteStore:
 
     async def ping(self) -> bool:
         try:
-            async with self._tx() as conn:
-                await conn.execute("SELECT 1")
-        except sqlite3.Error:
+            async with self._tx(write=False) as conn:
+                await conn.execute("SELECT 1 FROM cursors LIMIT 1")
+        except StoreError:
             return False
         return True
 
@@ -484,24 +507,48 @@ async def _user_version(conn: aiosqlite.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-async def _migrate(conn: aiosqlite.Connection) -> None:
+async def _check_version(conn: aiosqlite.Connection) -> int:
     current = await _user_version(conn)
     if current > SCHEMA_VERSION:
         raise SchemaTooNew(
             f"the state database is at schema version {current}, newer than this revdaemon "
             f"(which knows up to {SCHEMA_VERSION}); run the newer version or restore a backup"
         )
-    for version in range(current + 1, SCHEMA_VERSION + 1):
-        script = MIGRATIONS[version - 1]
+    return current
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    await _check_version(conn)
+    while True:
+        # The version is read again under the write lock: two processes opening a new file at once must
+        # not both apply the same migration.
         await conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _statements(script):
+            current = await _check_version(conn)
+            if current >= SCHEMA_VERSION:
+                await conn.execute("COMMIT")
+                return
+            for statement in _statements(MIGRATIONS[current]):
                 await conn.execute(statement)
-            await conn.execute(f"PRAGMA user_version = {version}")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
-        await conn.execute("COMMIT")
+            await conn.execute(f"PRAGMA user_version = {current + 1}")
+            await conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    await conn.execute("ROLLBACK")
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """sqlite3's errors become the store's own, so nothing above store/ knows the backend."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise StoreBusy(f"the state database stayed locked by another process: {exc}") from exc
+        raise StoreUnavailable(f"the state database failed: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise StoreUnavailable(f"the state database is unusable: {exc}") from exc
 
 
 def _statements(script: str) -> list[str]:

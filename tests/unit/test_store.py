@@ -365,3 +365,50 @@ class TestOrderingAndReopen:
         await store.confirm_intent("k", {})
         with pytest.raises(IllegalTransition):
             await store.reopen_intent("k")
+
+
+class TestFailures:
+    async def test_a_failed_commit_leaves_no_transaction_open(self, tmp_path: Path) -> None:
+        """After a write fails inside its transaction, the next operations still work."""
+        store = await open_store(tmp_path / "db.sqlite3")
+        try:
+            with pytest.raises(StoreError):
+                # A dead letter for an event that does not exist fails inside the transaction.
+                await store.dead_letter_event(999, NewDeadLetter(system="s", operation="o", error="e"))
+            assert await store.add_events([event("after")]) == [True]
+        finally:
+            await store.close()
+
+    async def test_not_a_database_is_a_store_error(self, tmp_path: Path) -> None:
+        """A file that is not a state database is refused with the store's own error, not sqlite3's."""
+        from revdaemon.errors import StoreUnavailable
+
+        path = tmp_path / "db.sqlite3"
+        path.write_bytes(b"this is not a database" * 100)
+        with pytest.raises(StoreUnavailable):
+            await open_store(path)
+
+    async def test_read_only_open_refuses_a_missing_file_and_creates_nothing(self, tmp_path: Path) -> None:
+        """`status` on a fresh box reports no database and leaves the directory untouched."""
+        from revdaemon.errors import StoreMissing
+
+        with pytest.raises(StoreMissing):
+            await open_store(tmp_path / "state" / "db.sqlite3", read_only=True)
+        assert not (tmp_path / "state").exists()
+
+    async def test_two_stores_migrating_a_new_file_at_once(self, tmp_path: Path) -> None:
+        """Two processes opening the same new file both end at the current schema."""
+        path = tmp_path / "db.sqlite3"
+        stores: list[Store] = []
+
+        async def opener() -> None:
+            stores.append(await open_store(path))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(opener)
+            tg.start_soon(opener)
+        try:
+            assert [await s.schema_version() for s in stores] == [SCHEMA_VERSION, SCHEMA_VERSION]
+        finally:
+            for s in stores:
+                await s.close()
