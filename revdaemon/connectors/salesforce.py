@@ -36,6 +36,7 @@ from revdaemon.errors import (
     Unsent,
 )
 from revdaemon.limits import ApiLimiter, DailyBudget, Priority, RetryPolicy, parse_retry_after, retrying
+from revdaemon.ops.logging import register_secret
 
 log = structlog.get_logger("revdaemon.salesforce")
 
@@ -102,6 +103,7 @@ class SalesforceAuthenticator:
         except ValueError as exc:
             raise Retryable(f"unreadable token answer: {exc}", _context("login")) from exc
         self.logins += 1
+        register_secret(token.access_token)
         log.info("salesforce_logged_in", flow=self._settings.auth.value)
         return token
 

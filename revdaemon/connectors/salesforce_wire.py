@@ -54,13 +54,13 @@ class WireRequest:
     path: str  # absolute path on the instance (or login) host
     params: Mapping[str, str] = field(default_factory=dict)
     json: Any = None
-    form: Mapping[str, str] | None = None
+    form: Mapping[str, str] | None = field(default=None, repr=False)  # may hold a secret or an assertion
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Token:
-    access_token: str
+    access_token: str = field(repr=False)
     instance_url: str
     issued_at: str | None = None
 

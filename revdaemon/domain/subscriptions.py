@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +24,20 @@ class CustomerState:
     next_renewal: date | None
     currency: str | None
     version: str  # the newest lastModifiedDate among the subscriptions: orders applied state
+
+
+def version_of(modified: Any) -> str:
+    """A modification time as fixed-width UTC text, so versions compare in time order as plain strings
+    whatever format the API used ("...:00Z" vs "...:00.500Z" would not)."""
+    if not modified:
+        return ""
+    text = str(modified).replace("Z", "+00:00")
+    if len(text) >= 5 and text[-5] in "+-" and text[-3] != ":":
+        text = text[:-2] + ":" + text[-2:]  # Salesforce's +0000
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def price_entries(products: Iterable[Mapping[str, Any]]) -> dict[str, PriceEntry]:
@@ -90,6 +104,6 @@ def customer_state(subscriptions: Iterable[Mapping[str, Any]], entries: Mapping[
     statuses = [s.get("status") for s in subs if s.get("status") in STATUS_RANK]
     status = min(statuses, key=STATUS_RANK.index) if statuses else None
     ends = [date.fromisoformat(str(s["subscriptionEndDate"])[:10]) for s in live if s.get("subscriptionEndDate")]
-    version = max((str(s.get("lastModifiedDate") or "") for s in subs), default="")
+    version = max((version_of(s.get("lastModifiedDate")) for s in subs), default="")
     return CustomerState(status=status, mrr=mrr, arr=mrr * 12, next_renewal=min(ends) if ends else None,
                          currency=currencies.pop() if currencies else None, version=version)

@@ -100,15 +100,11 @@ class ListenerApp:
         return None
 
     async def _healthz(self) -> Response:
-        writable = await self._store.ping()
-        body = {
-            "live": True,
-            "ready": writable and not self._health.shutting_down,
-            "store_writable": writable,
-            "started_at": self._health.started_at.isoformat(),
-            "pollers": {name: state.as_dict() for name, state in self._health.pollers.items()},
-        }
-        return Response.json(200 if body["ready"] else 503, body)
+        # Only liveness and readiness here: this port faces Nue. Poller errors (API messages, record ids)
+        # belong on the admin listener and in `revdaemon status`.
+        store_ok = await self._store.ping()
+        ready = store_ok and not self._health.shutting_down
+        return Response.json(200 if ready else 503, {"live": True, "ready": ready, "store": store_ok})
 
 
 def _not_allowed(allow: str) -> Response:

@@ -25,6 +25,9 @@ def parse_notification(body: bytes) -> NewEvent:
         document: Any = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EnvelopeError(f"malformed JSON: {exc}") from None
+    except (ValueError, RecursionError):
+        # a number of thousands of digits, or nesting deeper than the parser allows
+        raise EnvelopeError("malformed JSON: a value too large or too deeply nested") from None
     if not isinstance(document, dict):
         raise EnvelopeError("the body must be a JSON object")
     event_type = document.get("type")
@@ -50,4 +53,6 @@ def parse_notification(body: bytes) -> NewEvent:
 def _part(value: str) -> str:
     if len(value) > MAX_KEY_PART:
         raise EnvelopeError("an identifier in the envelope is too long")
+    if not value.isprintable() or any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise EnvelopeError("an identifier in the envelope holds control or unpaired surrogate characters")
     return value

@@ -66,9 +66,13 @@ class GroupCommitter:
             with anyio.CancelScope(shield=True):
                 flags = await self._store.add_events([p.event for p in batch])
         except Exception as exc:
-            for pending in batch:
-                pending.error = exc
-                pending.done.set()
+            if len(batch) > 1:
+                # One event that cannot be stored must not fail its neighbours: store them one by one.
+                for pending in batch:
+                    await self._commit([pending])
+            else:
+                batch[0].error = exc
+                batch[0].done.set()
             return
         self.commits += 1
         self.events += len(batch)

@@ -177,6 +177,9 @@ async def _read_head(conn: h11.Connection, stream: SocketStream, *, first_byte_t
         while event is h11.NEED_DATA:
             conn.receive_data(await _receive(stream))
             event = conn.next_event()
+    if isinstance(event, h11.Request) and _head_size(event) > MAX_HEAD_BYTES:
+        # h11 bounds only a head still incomplete; one that arrived whole in a single read is measured here.
+        raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
     if isinstance(event, h11.ConnectionClosed):
         return None
     if not isinstance(event, h11.Request):
@@ -197,6 +200,10 @@ async def _receive(stream: SocketStream) -> bytes:
         return await stream.receive(READ_CHUNK)
     except anyio.EndOfStream:
         return b""  # h11 turns an empty read into ConnectionClosed or a protocol error
+
+
+def _head_size(head: h11.Request) -> int:
+    return len(head.target) + sum(len(name) + len(value) + 4 for name, value in head.headers)
 
 
 def _content_length(head: h11.Request) -> int | None:

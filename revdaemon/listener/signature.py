@@ -35,11 +35,20 @@ def verify(header: str | None, body: bytes, secret: str, *, now: float, toleranc
         raise SignatureError("malformed signature header")
     if abs(now - timestamp) > tolerance_seconds:
         raise SignatureError("signature timestamp outside tolerance")
-    expected = sign(body, secret, timestamp).split("v1=", 1)[1]
-    # Compare every candidate (key rotation sends several v1 values) in constant time.
-    if not any(hmac.compare_digest(expected, candidate) for candidate in candidates):
+    expected = sign(body, secret, timestamp).split("v1=", 1)[1].encode()
+    # Compare every candidate (key rotation sends several v1 values) in constant time, as bytes: a
+    # non-ASCII str would make compare_digest raise instead of answering.
+    wellformed = [c.encode() for c in candidates if len(c) == HEX_DIGEST_LENGTH and _is_hex(c)]
+    if not any(hmac.compare_digest(expected, candidate) for candidate in wellformed):
         raise SignatureError("signature does not match")
 
 
 def token_matches(presented: str, expected: str) -> bool:
     return hmac.compare_digest(presented.encode(), expected.encode())
+
+
+HEX_DIGEST_LENGTH = 64  # SHA-256 in hex
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)

@@ -57,13 +57,25 @@ class RedactSecrets:
     __slots__ = ("_values",)
 
     def __init__(self, secret_values: Iterable[str] = ()) -> None:
-        # Longest first so that a secret containing another is scrubbed whole.
-        self._values = sorted({v for v in secret_values if len(v) >= 4}, key=len, reverse=True)
+        self._values: list[str] = []
+        for value in secret_values:
+            self.add(value)
+
+    def add(self, value: str) -> None:
+        """Scrub `value` from now on (a session token learned at run time)."""
+        if len(value) >= 4 and value not in self._values:
+            self._values.append(value)
+            # Longest first so that a secret containing another is scrubbed whole.
+            self._values.sort(key=len, reverse=True)
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
         return {key: self._clean(key, value) for key, value in event_dict.items()}
 
-    def _clean(self, key: str, value: Any) -> Any:
+    def _clean(self, key: str | bytes, value: Any) -> Any:
+        if isinstance(key, bytes):
+            key = key.decode("latin-1")
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
         if _normalise(str(key)) in SECRET_KEYS and value is not None:
             return REDACTED
         if isinstance(value, SecretStr):
@@ -75,7 +87,7 @@ class RedactSecrets:
         if isinstance(value, list | tuple):
             # A list of (name, value) pairs is how headers travel; judge the value by its name.
             if all(isinstance(item, tuple) and len(item) == 2 for item in value):
-                return [(k, self._clean(str(k), v)) for k, v in value]
+                return [(k, self._clean(k, v)) for k, v in value]
             return [self._clean("", item) for item in value]
         return value
 
@@ -100,6 +112,14 @@ def _scrub_bearer(text: str) -> str:
     return text
 
 
+_ACTIVE = RedactSecrets()
+
+
+def register_secret(value: str) -> None:
+    """Add a secret learned at run time (an access token) to the redactor of the running pipeline."""
+    _ACTIVE.add(value)
+
+
 def build_processors(
     *, render_json: bool, secret_values: Iterable[str] = ()
 ) -> list[Processor]:
@@ -109,8 +129,10 @@ def build_processors(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,
-        RedactSecrets(secret_values),
+        _ACTIVE,
     ]
+    for value in secret_values:
+        _ACTIVE.add(value)
     renderer: Processor = (
         structlog.processors.JSONRenderer()
         if render_json

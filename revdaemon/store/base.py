@@ -123,7 +123,8 @@ class Store(Protocol):
     async def get_entity_version(self, entity: str) -> str | None: ...
 
     async def raise_entity_version(self, entity: str, version: str) -> bool:
-        """Record `version` as applied unless a newer one already is; True if it was recorded."""
+        """Record `version` as applied unless a newer one already is; True if it was recorded. Versions are
+        fixed-width UTC timestamps (domain.subscriptions.version_of), compared as text."""
         ...
 
     # --- conflicts ------------------------------------------------------------------------------

@@ -134,7 +134,7 @@ class TestAccepting:
         async with httpx.AsyncClient() as client:
             response = await client.get(f"{running.url}/healthz")
         assert response.status_code == 200
-        assert response.json()["live"] is True and response.json()["ready"] is True
+        assert response.json() == {"live": True, "ready": True, "store": True}
 
 
 class TestRefusing:
@@ -179,6 +179,43 @@ class TestRefusing:
         headers = signed(notification())
         response = await post(f"{running.url}/webhooks/nue", notification(amount=999999), headers)
         assert response.status_code == 401
+
+    async def test_non_ascii_signature_is_401_not_500(self, running: Running) -> None:
+        """A signature header with characters no HMAC can have is refused, not a crash."""
+        body = notification()
+        stream = await anyio.connect_tcp("127.0.0.1", running.port)
+        async with stream:
+            await stream.send(b"POST /webhooks/nue HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                              b"nue-signature: t=" + str(int(time.time())).encode() + b",v1=\xc3\xa9\xc3\xa9\r\n"
+                              b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            with anyio.fail_after(5):
+                reply = await stream.receive()
+        assert reply.startswith(b"HTTP/1.1 401")
+
+    async def test_unstorable_id_fails_alone(self, running: Running) -> None:
+        """An envelope id with an unpaired surrogate is refused with 400; its concurrent neighbour is stored."""
+        bad = b'{"id": "\\ud800", "type": "order.activated", "data": {"id": "o-1"}}'
+        good = notification(event_id="good-1")
+        async with httpx.AsyncClient() as client:
+            responses = {}
+
+            async def send(name: str, body: bytes) -> None:
+                responses[name] = await client.post(f"{running.url}/webhooks/nue", content=body, headers=signed(body))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send, "bad", bad)
+                tg.start_soon(send, "good", good)
+        assert responses["bad"].status_code == 400 and responses["good"].status_code == 202
+
+    async def test_oversized_head_is_431(self, running: Running) -> None:
+        """A request head over the cap is refused even when it arrives in one read."""
+        stream = await anyio.connect_tcp("127.0.0.1", running.port)
+        async with stream:
+            await stream.send(b"POST /webhooks/nue HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 20_000 +
+                              b"\r\ncontent-length: 0\r\n\r\n")
+            with anyio.fail_after(5):
+                reply = await stream.receive()
+        assert reply.startswith(b"HTTP/1.1 431")
 
     async def test_unknown_path_is_404(self, running: Running) -> None:
         """Only the webhook and health paths exist."""

@@ -37,6 +37,18 @@ class TestRedactSecrets:
         assert "00D5g" not in str(out["message"])
         assert f"Bearer {REDACTED}" in str(out["message"])
 
+    def test_bytes_header_pairs_are_blanked(self) -> None:
+        """Raw h11/httpx headers as (bytes, bytes) pairs are judged by their decoded names."""
+        out = run(RedactSecrets(), raw=[(b"authorization", b"Bearer abc.def"), (b"accept", b"json")])
+        assert out["raw"] == [(b"authorization", REDACTED), (b"accept", "json")]
+
+    def test_values_learned_at_run_time_are_scrubbed(self) -> None:
+        """A token added after start-up is scrubbed from text like a configured secret."""
+        redactor = RedactSecrets()
+        redactor.add("00Dxx!session-token")
+        cleaned = run(redactor, body='{"access_token":"00Dxx!session-token"}')["body"]
+        assert cleaned == f'{{"access_token":"{REDACTED}"}}'
+
     def test_secretstr_values_are_blanked(self) -> None:
         """A SecretStr under any key is written as redacted."""
         assert run(RedactSecrets(), anything=SecretStr("x"))["anything"] == REDACTED

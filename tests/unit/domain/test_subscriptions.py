@@ -48,7 +48,7 @@ class TestCustomerState:
         """The state's version is the newest lastModifiedDate of its subscriptions."""
         state = customer_state([sub("S1", "e1", 1, modified="2026-01-02T00:00:00Z"),
                                 sub("S2", "e1", 1, modified="2026-03-01T00:00:00Z")], price_entries(CATALOG))
-        assert state.version == "2026-03-01T00:00:00Z"
+        assert state.version == "2026-03-01T00:00:00.000000Z"
 
     def test_mixed_currencies_are_refused(self) -> None:
         """One MRR figure cannot add dollars to euros."""
@@ -64,3 +64,23 @@ class TestCustomerState:
         """A customer without subscriptions has no status and zero MRR."""
         state = customer_state([], price_entries(CATALOG))
         assert state.status is None and state.mrr == 0 and state.next_renewal is None
+
+
+class TestVersions:
+    @pytest.mark.parametrize(("raw", "expected"), [
+        ("2026-01-01T10:00:00Z", "2026-01-01T10:00:00.000000Z"),
+        ("2026-01-01T10:00:00.500Z", "2026-01-01T10:00:00.500000Z"),
+        ("2013-05-07T22:07:19.000+0000", "2013-05-07T22:07:19.000000Z"),
+        ("2026-01-01T12:00:00+02:00", "2026-01-01T10:00:00.000000Z"),
+    ])
+    def test_versions_are_fixed_width_utc(self, raw: str, expected: str) -> None:
+        """Every timestamp format becomes one text form, so later always sorts after earlier."""
+        from revdaemon.domain.subscriptions import version_of
+
+        assert version_of(raw) == expected
+
+    def test_half_a_second_later_sorts_later(self) -> None:
+        """'...:00Z' then '...:00.500Z' keep their time order once normalised."""
+        from revdaemon.domain.subscriptions import version_of
+
+        assert version_of("2026-01-01T10:00:00.500Z") > version_of("2026-01-01T10:00:00Z")

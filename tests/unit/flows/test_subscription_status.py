@@ -44,8 +44,8 @@ class TestPlan:
         assert plan == Plan(
             writes=(SfUpdate(sobject="Account", record_id="001A",
                              fields={"MRR__c": Decimal("1000.00"), "ARR__c": Decimal("12000.00")},
-                             idem_key="subscription_status:account:001A:2026-02-01T00:00:00Z"),),
-            version="2026-02-01T00:00:00Z", entity="nue:customer:c1")
+                             idem_key="subscription_status:account:001A:2026-02-01T00:00:00.000000Z"),),
+            version="2026-02-01T00:00:00.000000Z", entity="nue:customer:c1")
 
     def test_nothing_to_write_when_up_to_date(self) -> None:
         """An echo or a duplicate plans no write."""
