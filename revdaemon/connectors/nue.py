@@ -19,6 +19,7 @@ import structlog
 from revdaemon.config import NueSettings
 from revdaemon.connectors import nue_wire as wire
 from revdaemon.connectors.nue_wire import NueRequest
+from revdaemon.connectors.wire_json import jsonable
 from revdaemon.errors import ErrorContext, Permanent, Retryable, SyncError, Throttled, Unsent
 from revdaemon.limits import ApiLimiter, RetryPolicy, parse_retry_after, retrying
 
@@ -227,7 +228,7 @@ class NueClient:
             try:
                 response = await self._http.request(
                     request.method, self._settings.base_url + request.path, params=request.params or None,
-                    json=request.json, headers=headers, timeout=self._settings.timeout_seconds,
+                    json=jsonable(request.json), headers=headers, timeout=self._settings.timeout_seconds,
                 )
             except _UNSENT as exc:
                 raise Unsent(f"cannot reach Nue: {exc!r}", context) from exc

@@ -27,6 +27,7 @@ import structlog
 from revdaemon.config import SalesforceAuth, SalesforceSettings
 from revdaemon.connectors import salesforce_wire as wire
 from revdaemon.connectors.salesforce_wire import Token, WireRequest, WriteResult
+from revdaemon.connectors.wire_json import jsonable
 from revdaemon.errors import (
     ConfigError,
     ErrorContext,
@@ -298,7 +299,7 @@ class SalesforceClient:
             try:
                 response = await self._http.request(
                     request.method, base + request.path, params=request.params or None,
-                    json=wire.jsonable(request.json),
+                    json=jsonable(request.json),
                     headers=headers, timeout=self._settings.timeout_seconds,
                 )
             except _UNSENT as exc:

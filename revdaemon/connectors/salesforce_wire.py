@@ -10,8 +10,6 @@ import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -88,21 +86,6 @@ class QueryPage:
 
 
 # --- building requests ------------------------------------------------------------------------------
-
-
-def jsonable(value: Any) -> Any:
-    """Field values as JSON: Decimal money as a JSON number, dates as ISO text (Salesforce's wire format)."""
-    if isinstance(value, Decimal):
-        return float(value)  # 2-decimal currency fits a double exactly enough for Salesforce's 18,2 fields
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
 
 
 def data_path(version: str, *parts: str) -> str:

@@ -35,6 +35,7 @@ class Fetcher:
             nue_orders=await self._by_customer(needs.nue_orders_of, aliases, self._nue.list_orders),
             nue_invoices=await self._invoices(needs.nue_invoices),
             sf_records=await self._sf_records(needs.sf_records, needs.sf_fields),
+            sf_children=await self._sf_children(needs.sf_children, needs.sf_fields),
             catalog=tuple(await self._nue.products()) if needs.catalog else (),
         )
 
@@ -42,13 +43,18 @@ class Fetcher:
         if not ids:
             return {}
         wanted = sorted(ids)
-        rows = await self._nue.read_where_in("Customer", "id", wanted, nue_wire.CUSTOMER_FIELDS)
-        rows += await self._nue.read_where_in("Customer", "externalId", wanted, nue_wire.CUSTOMER_FIELDS)
+        # A customer is asked for by its Nue id or its Salesforce Account id, which sits in externalId once
+        # Nue's own sync ran, and in salesAccountId as soon as revdaemon created it.
+        # Each key is asked only for the ids the previous keys did not find: usually one read in all.
         found: dict[str, Mapping[str, Any] | None] = dict.fromkeys(wanted)
-        for row in rows:
-            for key in (row.get("id"), row.get("externalId")):
-                if key in found:
-                    found[key] = row
+        for field_name in ("id", "externalId", "salesAccountId"):
+            missing = [i for i in wanted if found[i] is None]
+            if not missing:
+                break
+            for row in await self._nue.read_where_in("Customer", field_name, missing, nue_wire.CUSTOMER_FIELDS):
+                value = row.get(field_name)
+                if value in found and found[value] is None:
+                    found[value] = row
         return found
 
     async def _by_customer(self, ids: frozenset[str], aliases: Mapping[str, str], read: Any
@@ -84,6 +90,21 @@ class Fetcher:
                 async for row in self._sf.query(soql, priority=Priority.REALTIME):
                     # Ids are compared as given: flows ask with the 18-character ids the APIs return.
                     found[(sobject, str(row["Id"]))] = row
+        return found
+
+    async def _sf_children(self, keys: frozenset[tuple[str, str, str]], fields: frozenset[tuple[str, str]]
+                           ) -> dict[tuple[str, str, str], list[Mapping[str, Any]]]:
+        found: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {key: [] for key in keys}
+        by_relation: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for sobject, parent_field, parent_id in sorted(keys):
+            by_relation[(sobject, parent_field)].append(parent_id)
+        for (sobject, parent_field), parents in by_relation.items():
+            selected = sorted({"Id", parent_field, *(name for obj, name in fields if obj == sobject)})
+            for chunk in _chunks(parents, SOQL_IN_MAX):
+                quoted = ", ".join(_soql_string(i) for i in chunk)
+                soql = f"SELECT {', '.join(selected)} FROM {sobject} WHERE {parent_field} IN ({quoted}) ORDER BY Id"
+                async for row in self._sf.query(soql, priority=Priority.REALTIME):
+                    found[(sobject, parent_field, str(row[parent_field]))].append(row)
         return found
 
 

@@ -28,6 +28,7 @@ from revdaemon.engine.pollers import NUE_FIELDS, NuePoller, Poller, SalesforceCl
 from revdaemon.engine.scheduler import Scheduler
 from revdaemon.engine.worker import Doorbell, Worker, WorkerStats
 from revdaemon.flows.base import Flow
+from revdaemon.flows.closed_won_to_order import ClosedWonMapping, ClosedWonToOrderFlow
 from revdaemon.flows.subscription_status import SubscriptionStatusFlow
 from revdaemon.limits import ApiLimiter, DailyBudget, RetryPolicy
 from revdaemon.listener.app import ListenerApp
@@ -58,7 +59,8 @@ class Daemon:
 
 
 def default_flows(settings: Settings) -> list[Flow]:
-    return [SubscriptionStatusFlow()]
+    closed_won = ClosedWonMapping(connected_to_salesforce=settings.nue.connected_to_salesforce)
+    return [ClosedWonToOrderFlow(closed_won), SubscriptionStatusFlow()]
 
 
 async def run_daemon(

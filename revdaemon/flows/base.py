@@ -44,6 +44,7 @@ class Needs:
     nue_invoices: frozenset[str] = frozenset()
     sf_records: frozenset[tuple[str, str]] = frozenset()  # (sobject, id)
     sf_fields: frozenset[tuple[str, str]] = frozenset()  # (sobject, field) to select besides Id
+    sf_children: frozenset[tuple[str, str, str]] = frozenset()  # (sobject, parent field, parent id)
     catalog: bool = False
 
     def minus(self, found: Found) -> Needs:
@@ -55,12 +56,13 @@ class Needs:
             nue_invoices=frozenset(self.nue_invoices - found.nue_invoices.keys()),
             sf_records=frozenset(self.sf_records - found.sf_records.keys()),
             sf_fields=self.sf_fields,
+            sf_children=frozenset(self.sf_children - found.sf_children.keys()),
             catalog=self.catalog and not found.catalog,
         )
 
     def __bool__(self) -> bool:
         return bool(self.nue_customers or self.nue_subscriptions_of or self.nue_orders_of or self.nue_invoices
-                    or self.sf_records or self.catalog)
+                    or self.sf_records or self.sf_children or self.catalog)
 
     def __or__(self, other: Needs) -> Needs:
         return Needs(
@@ -70,6 +72,7 @@ class Needs:
             nue_invoices=self.nue_invoices | other.nue_invoices,
             sf_records=self.sf_records | other.sf_records,
             sf_fields=self.sf_fields | other.sf_fields,
+            sf_children=self.sf_children | other.sf_children,
             catalog=self.catalog or other.catalog,
         )
 
@@ -83,6 +86,7 @@ class Found:
     nue_orders: Mapping[str, list[Mapping[str, Any]]] = field(default_factory=dict)
     nue_invoices: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
     sf_records: Mapping[tuple[str, str], Mapping[str, Any] | None] = field(default_factory=dict)
+    sf_children: Mapping[tuple[str, str, str], list[Mapping[str, Any]]] = field(default_factory=dict)
     catalog: tuple[Mapping[str, Any], ...] = ()
 
     def merged(self, other: Found) -> Found:
@@ -92,6 +96,7 @@ class Found:
             nue_orders={**self.nue_orders, **other.nue_orders},
             nue_invoices={**self.nue_invoices, **other.nue_invoices},
             sf_records={**self.sf_records, **other.sf_records},
+            sf_children={**self.sf_children, **other.sf_children},
             catalog=other.catalog or self.catalog,
         )
 

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2] / "revdaemon"
 PURE = ["domain", "mapping", "flows"]
-PURE_FILES = ["connectors/salesforce_wire.py", "connectors/nue_wire.py"]
+PURE_FILES = ["connectors/salesforce_wire.py", "connectors/nue_wire.py", "connectors/wire_json.py"]
 FORBIDDEN = ("httpx", "aiosqlite", "sqlite3", "anyio", "asyncio", "structlog", "revdaemon.engine",
              "revdaemon.store", "revdaemon.connectors.salesforce", "revdaemon.connectors.nue",
              "revdaemon.listener", "socket", "requests")

@@ -1,0 +1,220 @@
+"""Flow 1 (architecture.md): a Closed Won opportunity becomes one Nue order, ever.
+
+Trigger:   opportunity.closed_won (the Salesforce poll on IsWon and SystemModstamp).
+Reads:     the opportunity, its line items and its account (Salesforce); the Nue customer by the
+           account id, that customer's orders, and the catalog (Nue).
+Steps:     each plan does the next missing step, and the worker reads again before the following one:
+           1. no Nue customer for the account  -> create it (the executor looks it up first);
+           2. no order carrying this opportunity's marker -> create the draft order;
+           3. the order is a draft and `activate` is on -> activate it;
+           4. the opportunity does not show the order id and number -> write them back.
+Key:       closed_won:<step>:<opportunity id> (one customer, one order, one activation per deal).
+Conflicts: the opportunity's products or quantities differ from the order that exists (edited after
+           the win): a person decides; nothing is overwritten.
+Echo:      the write-back moves the opportunity's SystemModstamp, so the poll sees it again; every step
+           is then already done and the plan is empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from revdaemon.connectors import nue_wire
+from revdaemon.domain.money import PricingError, to_decimal
+from revdaemon.flows.base import FlowEvent, Found, Needs
+from revdaemon.flows.plan import NueActivateOrder, NueCreateCustomer, NueCreateOrder, OpenConflict, Plan, SfUpdate
+
+NAME = "closed_won_to_order"
+EVENT_TYPES = frozenset({"opportunity.closed_won"})
+
+# CurrencyIsoCode is left out: it exists only in multicurrency orgs (INVALID_FIELD elsewhere).
+OPPORTUNITY_FIELDS = ("Name", "AccountId", "StageName", "IsWon", "CloseDate")
+LINE_FIELDS = ("PricebookEntryId", "Product2Id", "ProductCode", "Quantity", "UnitPrice", "Discount")
+ACCOUNT_FIELDS = ("Name", "Phone", "Website", "BillingCity", "BillingCountry")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClosedWonMapping:
+    activate: bool = True
+    term_months: int = 12
+    order_id_field: str = "Nue_Order_Id__c"
+    order_number_field: str = "Nue_Order_Number__c"
+    marker_field: str | None = None  # a custom order field for the opportunity id; None: the description
+    connected_to_salesforce: bool = True  # price book entry ids are shared; otherwise map by SKU
+
+
+class ClosedWonToOrderFlow:
+    name = NAME
+    event_types = EVENT_TYPES
+
+    def __init__(self, mapping: ClosedWonMapping | None = None) -> None:
+        self.mapping = mapping or ClosedWonMapping()
+
+    def needs(self, event: FlowEvent, found: Found) -> Needs:
+        opportunity_id = event.resource_id
+        if opportunity_id is None:
+            return Needs()
+        m = self.mapping
+        fields = frozenset(("Opportunity", f) for f in (*OPPORTUNITY_FIELDS, m.order_id_field, m.order_number_field))
+        fields |= frozenset(("OpportunityLineItem", f) for f in LINE_FIELDS)
+        fields |= frozenset(("Account", f) for f in ACCOUNT_FIELDS)
+        needs = Needs(sf_records=frozenset({("Opportunity", opportunity_id)}), sf_fields=fields,
+                      sf_children=frozenset({("OpportunityLineItem", "OpportunityId", opportunity_id)}),
+                      catalog=True)
+        opportunity = found.sf_records.get(("Opportunity", opportunity_id))
+        account_id = opportunity.get("AccountId") if opportunity else None
+        if account_id:
+            needs = needs | Needs(sf_records=frozenset({("Account", str(account_id))}),
+                                  nue_customers=frozenset({str(account_id)}))
+            customer = found.nue_customers.get(str(account_id))
+            if customer:
+                needs = needs | Needs(nue_orders_of=frozenset({str(customer["id"])}))
+        return needs
+
+    def plan(self, event: FlowEvent, found: Found) -> Plan:
+        opportunity_id = event.resource_id
+        if opportunity_id is None:
+            return Plan(skip_reason="the event names no opportunity")
+        opportunity = found.sf_records.get(("Opportunity", opportunity_id))
+        if opportunity is None:
+            return Plan(skip_reason=f"Salesforce has no opportunity {opportunity_id}")
+        if not opportunity.get("IsWon"):
+            return Plan(skip_reason="the opportunity is no longer Closed Won")
+        account_id = opportunity.get("AccountId")
+        if not account_id:
+            return Plan(skip_reason="the opportunity has no account")
+        account = found.sf_records.get(("Account", str(account_id))) or {}
+        customer = found.nue_customers.get(str(account_id))
+        if customer is None:
+            return Plan(done=False, writes=(NueCreateCustomer(
+                salesforce_account_id=str(account_id), payload=_customer_payload(account),
+                idem_key=f"{NAME}:customer:{account_id}"),))
+
+        lines = found.sf_children.get(("OpportunityLineItem", "OpportunityId", opportunity_id), [])
+        customer_id = str(customer["id"])
+        order = self._order(found.nue_orders.get(customer_id, []), opportunity_id)
+        try:
+            wanted = self._order_lines(lines, found.catalog)
+        except PricingError as exc:
+            return Plan(conflict=OpenConflict(flow=NAME, record_ref=f"salesforce:Opportunity:{opportunity_id}",
+                                              reason=f"the products cannot be ordered in Nue: {exc}"))
+        if order is None:
+            if not wanted:
+                return Plan(skip_reason="the opportunity has no products to order")
+            return Plan(done=False, writes=(NueCreateOrder(
+                customer_id=customer_id, opportunity_id=opportunity_id, marker_field=self.mapping.marker_field,
+                payload=self._order_payload(opportunity, customer_id, wanted),
+                idem_key=f"{NAME}:order:{opportunity_id}"),))
+
+        drift = _drift(wanted, order)
+        if drift:
+            return Plan(conflict=OpenConflict(
+                flow=NAME, record_ref=f"salesforce:Opportunity:{opportunity_id}",
+                reason="the opportunity's products changed after its Nue order was made",
+                salesforce_values={k: _plain(v[0]) for k, v in drift.items()},
+                nue_values={k: _plain(v[1]) for k, v in drift.items()},
+                synced_values={"order": str(order.get("orderNumber") or order.get("id"))}))
+        if self.mapping.activate and str(order.get("status", "")).lower() == "draft":
+            return Plan(done=False, writes=(NueActivateOrder(order_id=str(order["id"]),
+                                                             idem_key=f"{NAME}:activate:{opportunity_id}"),))
+        write_back = {self.mapping.order_id_field: order.get("id"),
+                      self.mapping.order_number_field: order.get("orderNumber")}
+        changed = {k: v for k, v in write_back.items() if v is not None and opportunity.get(k) != v}
+        if not changed:
+            return Plan(skip_reason="the order exists and the opportunity shows it")
+        return Plan(writes=(SfUpdate(sobject="Opportunity", record_id=opportunity_id, fields=changed,
+                                     idem_key=f"{NAME}:write-back:{opportunity_id}:{order.get('id')}"),))
+
+    # --- helpers ------------------------------------------------------------------------------------
+
+    def _order(self, orders: Sequence[Mapping[str, Any]], opportunity_id: str) -> Mapping[str, Any] | None:
+        for order in orders:
+            if str(order.get("status", "")).lower() == "canceled":
+                continue
+            if nue_wire.order_matches_opportunity(order, opportunity_id, self.mapping.marker_field):
+                return order
+        return None
+
+    def _order_lines(self, lines: Sequence[Mapping[str, Any]], catalog: Sequence[Mapping[str, Any]]
+                     ) -> list[dict[str, Any]]:
+        """Each opportunity line as an order product: the same price book entry in a connected tenant,
+        otherwise the entry of the product with the same SKU; a bundle takes its options as add-ons."""
+        entries: dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
+        by_sku: dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
+        for product in catalog:
+            for entry in product.get("priceBookEntries") or []:
+                entries[str(entry["id"])] = (product, entry)
+                if product.get("sku"):
+                    by_sku.setdefault(str(product["sku"]), (product, entry))
+        out = []
+        for line in lines:
+            quantity = to_decimal(line.get("Quantity") or 0, "Quantity")
+            if quantity == 0:
+                continue  # a zero line orders nothing; Nue refuses a zero quantity
+            if self.mapping.connected_to_salesforce:
+                match = entries.get(str(line.get("PricebookEntryId")))
+            else:
+                match = by_sku.get(str(line.get("ProductCode")))
+            if match is None:
+                raise PricingError(f"no Nue price book entry for line {line.get('Id')} (product "
+                                   f"{line.get('ProductCode')}, price book entry {line.get('PricebookEntryId')})")
+            product, entry = match
+            item: dict[str, Any] = {"priceBookEntryId": entry["id"], "quantity": quantity,
+                                    "discount": to_decimal(line.get("Discount") or 0, "Discount")}
+            if str(entry.get("billingPeriod") or "Month") != "OneTime":
+                item["subscriptionTerm"] = self.mapping.term_months
+            options = product.get("productOptions") or []
+            if options:
+                item["addOns"] = [{"productOptionId": o["id"], "quantity": to_decimal(o.get("quantity", 1))}
+                                  for o in options]
+            out.append(item)
+        return out
+
+    def _order_payload(self, opportunity: Mapping[str, Any], customer_id: str,
+                       lines: list[dict[str, Any]]) -> dict[str, Any]:
+        start = str(opportunity.get("CloseDate") or "")[:10] or None
+        payload: dict[str, Any] = {
+            "customer": {"id": customer_id},
+            "name": str(opportunity.get("Name") or "Order"),
+            "description": f"From Salesforce opportunity {opportunity.get('Name')} "
+                           f"({nue_wire.order_marker(str(opportunity['Id']))})",
+            "orderProducts": [{**line, **({"subscriptionStartDate": start} if start else {})} for line in lines],
+        }
+        if start:
+            payload["effectiveDate"] = start
+        if self.mapping.marker_field:
+            payload[self.mapping.marker_field] = opportunity["Id"]
+        return payload
+
+
+def _customer_payload(account: Mapping[str, Any]) -> dict[str, Any]:
+    payload: dict[str, Any] = {"name": account.get("Name") or "Customer", "recordType": "Business"}
+    for sf_field, nue_field in (("Phone", "phone"), ("Website", "website"), ("BillingCity", "billingCity"),
+                                ("BillingCountry", "billingCountry")):
+        if account.get(sf_field):
+            payload[nue_field] = account[sf_field]
+    return payload
+
+
+def _plain(value: Decimal) -> str:
+    """40.0 -> "40", 2.50 -> "2.5": quantities as a person writes them."""
+    return f"{value.normalize():f}"
+
+
+def _drift(wanted: Sequence[Mapping[str, Any]], order: Mapping[str, Any]) -> dict[str, tuple[Decimal, Decimal]]:
+    """Quantity per price book entry on each side, where they differ (top-level lines only)."""
+    ordered: dict[str, Decimal] = {}
+    for line in order.get("orderProducts") or []:
+        key = str(line.get("priceBookEntryId"))
+        ordered[key] = ordered.get(key, Decimal(0)) + to_decimal(line.get("quantity") or 0)
+    asked: dict[str, Decimal] = {}
+    for line in wanted:
+        key = str(line["priceBookEntryId"])
+        asked[key] = asked.get(key, Decimal(0)) + to_decimal(line["quantity"])
+    if not ordered:
+        return {}  # the order list did not include its lines: nothing to compare
+    return {k: (asked.get(k, Decimal(0)), ordered.get(k, Decimal(0))) for k in asked.keys() | ordered.keys()
+            if asked.get(k, Decimal(0)) != ordered.get(k, Decimal(0))}

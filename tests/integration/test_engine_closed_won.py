@@ -1,0 +1,130 @@
+"""Flow 1 end to end: a deal closed in Salesforce becomes exactly one Nue order, whatever happens."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import anyio
+import pytest
+
+from revdaemon.engine.executor import Executor
+from revdaemon.engine.lookups import Fetcher
+from revdaemon.engine.pollers import SalesforceClosedWonPoller
+from revdaemon.engine.worker import Worker
+from revdaemon.flows.closed_won_to_order import ClosedWonToOrderFlow
+from revdaemon.limits import RetryPolicy
+from revdaemon.sandbox.runner import Sandbox
+from revdaemon.store.records import NewEvent
+from revdaemon.store.states import EventStatus
+from tests.integration.engine_fixtures import engine
+
+pytestmark = pytest.mark.anyio
+
+FLOWS = [ClosedWonToOrderFlow()]
+
+
+def won(sandbox: Sandbox, index: int) -> tuple[str, NewEvent]:
+    """A sales rep closes opportunity `index`; the event the Salesforce poll would store for it."""
+    opportunity = sandbox.salesforce.seed_data.opportunities[index]
+    record = sandbox.salesforce.close_won(opportunity.id)
+    return opportunity.id, closed_won_event(record)
+
+
+def closed_won_event(record: dict) -> NewEvent:  # type: ignore[type-arg]
+    return NewEvent(source="salesforce_poll", key=f"sf:Opportunity:{record['Id']}:{record['SystemModstamp']}",
+                    type="opportunity.closed_won", payload={"data": {"Id": record["Id"]}})
+
+
+def nue_writes(sandbox: Sandbox) -> list[object]:
+    """Requests that change Nue (GraphQL reads are POSTs too, and change nothing)."""
+    return [r for r in sandbox.nue.log.writes() if r.path != "/async/graphql"]
+
+
+def orders_for(sandbox: Sandbox, opportunity_id: str) -> list[dict]:  # type: ignore[type-arg]
+    return [o for o in sandbox.nue.store.orders.values() if opportunity_id in str(o.get("description") or "")]
+
+
+class TestClosedWon:
+    async def test_one_order_activated_and_written_back(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """The customer is created, the order made and activated, and the opportunity shows its number."""
+        opportunity_id, event = won(sandbox, 0)
+        async with engine(sandbox, tmp_path, flows=FLOWS) as e:
+            await e.store.add_events([event])
+            await e.worker.run_once()
+            assert (await e.store.queue_depths())[EventStatus.DONE] == 1
+        [order] = orders_for(sandbox, opportunity_id)
+        assert order["status"] == "Activated"
+        account_id = sandbox.salesforce.seed_data.opportunities[0].account_id
+        [customer] = [c for c in sandbox.nue.store.customers.values() if c.get("salesAccountId") == account_id]
+        assert order["customerId"] == customer["id"]
+        opportunity = sandbox.salesforce.record("Opportunity", opportunity_id)
+        assert opportunity["Nue_Order_Id__c"] == order["id"]
+        assert opportunity["Nue_Order_Number__c"] == order["orderNumber"]
+        subscriptions = [s for s in sandbox.nue.store.subscriptions.values() if s["customerId"] == customer["id"]]
+        assert len(subscriptions) == 2  # the platform and the seats; the onboarding fee is one-time
+
+    async def test_seen_again_or_polled_back_writes_nothing(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """A duplicate event, and the echo of our own write-back through the poll, change nothing in Nue."""
+        opportunity_id, event = won(sandbox, 0)
+        async with engine(sandbox, tmp_path, flows=FLOWS) as e:
+            await e.store.add_events([event])
+            await e.worker.run_once()
+            sandbox.nue.log.clear()
+            sandbox.salesforce.log.clear()
+            poller = SalesforceClosedWonPoller(e.salesforce, e.store)
+            result = await poller.run_once()
+            assert result.stored >= 1  # the write-back moved SystemModstamp: the poll sees it again
+            while await e.worker.run_once():
+                pass
+        assert nue_writes(sandbox) == [] and sandbox.salesforce.log.writes() == []
+        assert len(orders_for(sandbox, opportunity_id)) == 1
+
+    async def test_edit_after_the_order_is_a_conflict(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """A quantity changed after the order exists opens a conflict and overwrites nothing."""
+        opportunity_id, event = won(sandbox, 0)
+        async with engine(sandbox, tmp_path, flows=FLOWS) as e:
+            await e.store.add_events([event])
+            await e.worker.run_once()
+            line = next(r for r in sandbox.salesforce.records("OpportunityLineItem")
+                        if r["OpportunityId"] == opportunity_id and r["Quantity"] == 25)
+            sandbox.salesforce.update("OpportunityLineItem", line["Id"], {"Quantity": 40})
+            edited = sandbox.salesforce.record("Opportunity", opportunity_id)
+            sandbox.nue.log.clear()
+            await e.store.add_events([closed_won_event(edited)])
+            await e.worker.run_once()
+            [conflict] = await e.store.list_conflicts()
+            assert conflict.flow == "closed_won_to_order" and "changed after" in conflict.reason
+            assert "40" in conflict.salesforce_values.values()
+        assert nue_writes(sandbox) == []
+
+    async def test_a_worker_cancelled_after_creating_the_order_makes_no_second_one(self, sandbox: Sandbox,
+                                                                                     tmp_path: Path) -> None:
+        """Cancelled between Nue's answer and the bookkeeping, the next worker finds the order and goes on."""
+        opportunity_id, event = won(sandbox, 3)
+        async with engine(sandbox, tmp_path, flows=FLOWS) as e:
+            await e.store.add_events([event])
+            real_create = e.nue.create_order
+            with anyio.CancelScope() as scope:
+                async def create_then_die(payload: dict) -> dict:  # type: ignore[type-arg]
+                    order = await real_create(payload)
+                    scope.cancel()  # the process dies here: Nue has the order, the store does not know it
+                    await anyio.sleep(1)
+                    return order
+
+                e.nue.create_order = create_then_die  # type: ignore[method-assign]
+                crashed = Worker(e.store, Fetcher(e.salesforce, e.nue),
+                                 Executor(e.store, e.salesforce, e.nue, mapping_version=1), FLOWS,
+                                 name="crashed", lease=timedelta(seconds=0))
+                await crashed.run_once()
+            e.nue.create_order = real_create  # type: ignore[method-assign]
+            assert len(orders_for(sandbox, opportunity_id)) == 1
+            assert (await e.store.queue_depths())[EventStatus.CLAIMED] == 1
+            survivor = Worker(e.store, Fetcher(e.salesforce, e.nue),
+                              Executor(e.store, e.salesforce, e.nue, mapping_version=1), FLOWS,
+                              name="survivor", backoff=RetryPolicy(base_delay=0, max_delay=0))
+            await survivor.run_once()
+            assert (await e.store.queue_depths())[EventStatus.DONE] == 1
+        [order] = orders_for(sandbox, opportunity_id)
+        assert order["status"] == "Activated"
+        assert sandbox.salesforce.record("Opportunity", opportunity_id)["Nue_Order_Id__c"] == order["id"]
