@@ -88,7 +88,13 @@ async def _story(box: Sandbox, daemon: Daemon, console: Console) -> dict[str, An
     scenario = box.nue.scenario
     accounts = box.salesforce.seed_data.accounts
     steps: list[tuple[str, Callable[[], Any]]] = []
+    opportunity = box.salesforce.seed_data.opportunities[0]
     customers: dict[int, dict[str, Any]] = {}
+
+    async def deal_closes(opportunity: int) -> None:
+        box.salesforce.close_won(box.salesforce.seed_data.opportunities[opportunity].id)
+        # The Salesforce poll runs every schedule.salesforce_poll_seconds; the demo does not wait for it.
+        await daemon.pollers[0].run_once()
 
     def new_customer_with_order(index: int, opportunity: int) -> None:
         customers[index] = scenario.create_customer(index)
@@ -96,21 +102,27 @@ async def _story(box: Sandbox, daemon: Daemon, console: Console) -> dict[str, An
                                            generate_invoice=True, activate_invoice=True)
 
     def amend(index: int, quantity: int) -> None:
-        subscription = next(s for s in box.nue.store.subscriptions.values()
-                            if s["customerId"] == customers[index]["id"])
+        account_id = accounts[index].id
+        customer = next(c for c in box.nue.store.customers.values()
+                        if account_id in (c.get("externalId"), c.get("salesAccountId")))
+        subscription = next(s for s in box.nue.store.subscriptions.values() if s["customerId"] == customer["id"])
         scenario.change(subscription["name"], "UpdateQuantity", quantity=quantity)
 
-    steps.append((f"{accounts[0].name} signs: Nue activates its order", lambda: new_customer_with_order(0, 0)))
-    steps.append((f"{accounts[3].name} signs a bigger deal", lambda: new_customer_with_order(3, 3)))
-    steps.append((f"{accounts[0].name} adds 5 units (an amendment)", lambda: amend(0, 5)))
+    steps.append((f"Salesforce: '{opportunity.name}' is marked Closed Won", lambda: deal_closes(0)))
+    steps.append((f"Nue: {accounts[3].name} signs a deal made in Nue", lambda: new_customer_with_order(3, 3)))
+    steps.append((f"Nue: {accounts[0].name} adds 5 units (an amendment)", lambda: amend(0, 5)))
 
-    watched: list[int] = [0, 3]
     for title, action in steps:
         console.print(f"\n[bold]> {title}[/bold]")
-        action()
-        await anyio.to_thread.run_sync(lambda: box.nue.webhooks.wait_idle(10))
-        await _drain(daemon)
-        _show_accounts(console, box, [accounts[i].id for i in watched])
+        outcome = action()
+        if outcome is not None:
+            await outcome
+        # Nue's webhooks for what just happened, then whatever work they and the poll queued.
+        for _ in range(3):
+            await anyio.to_thread.run_sync(lambda: box.nue.webhooks.wait_idle(10))
+            await _drain(daemon)
+        _show_opportunity(console, box, opportunity.id)
+        _show_accounts(console, box, [accounts[0].id, accounts[3].id])
 
     depths = await daemon.store.queue_depths()
     writes = await daemon.store.list_writes(limit=1000)
@@ -139,6 +151,14 @@ async def _drain(daemon: Daemon) -> None:
             if depths[EventStatus.RECEIVED] == 0 and depths[EventStatus.CLAIMED] == 0:
                 return
             await anyio.sleep(0.1)
+
+
+def _show_opportunity(console: Console, box: Sandbox, opportunity_id: str) -> None:
+    record = box.salesforce.record("Opportunity", opportunity_id)
+    orders = [o for o in box.nue.store.orders.values() if opportunity_id in str(o.get("description") or "")]
+    nue = ", ".join(f"{o['orderNumber']} ({o['status']})" for o in orders) or "none"
+    console.print(f"Opportunity {record['Name']}: stage {record['StageName']}, Nue order "
+                  f"{record.get('Nue_Order_Number__c') or '-'} in Salesforce; orders for it in Nue: {nue}")
 
 
 def _show_accounts(console: Console, box: Sandbox, account_ids: list[str]) -> None:
