@@ -100,11 +100,14 @@ class ListenerApp:
         return None
 
     async def _healthz(self) -> Response:
-        # Only liveness and readiness here: this port faces Nue. Poller errors (API messages, record ids)
-        # belong on the admin listener and in `revdaemon status`.
+        # Liveness, readiness and when each poll last succeeded: this port faces Nue, so poller errors (API
+        # messages, record ids) stay off it; they belong on the admin listener and in `revdaemon status`.
         store_ok = await self._store.ping()
         ready = store_ok and not self._health.shutting_down
-        return Response.json(200 if ready else 503, {"live": True, "ready": ready, "store": store_ok})
+        last_polls = {name: state.last_success_at.isoformat() if state.last_success_at else None
+                      for name, state in self._health.pollers.items()}
+        return Response.json(200 if ready else 503, {"live": True, "ready": ready, "store": store_ok,
+                                                     "last_polls": last_polls})
 
 
 def _not_allowed(allow: str) -> Response:

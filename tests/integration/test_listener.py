@@ -134,7 +134,11 @@ class TestAccepting:
         async with httpx.AsyncClient() as client:
             response = await client.get(f"{running.url}/healthz")
         assert response.status_code == 200
-        assert response.json() == {"live": True, "ready": True, "store": True}
+        assert response.json() == {"live": True, "ready": True, "store": True, "last_polls": {}}
+        running.health.poll_succeeded("nue:Subscription")
+        async with httpx.AsyncClient() as client:
+            polled = (await client.get(f"{running.url}/healthz")).json()["last_polls"]
+        assert polled["nue:Subscription"] is not None
 
 
 class TestRefusing:
