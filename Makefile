@@ -22,6 +22,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/sandbox_throughput.py
 	$(BIN)/python bench/salesforce_upsert.py
+	$(BIN)/python bench/webhook_ingest.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -15,6 +15,7 @@ the cap. The handler receives the whole request and returns the whole response.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,47 +101,59 @@ class HttpServer:
         s = self._settings
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         first = True
-        while True:
-            try:
-                head = await _read_head(conn, stream, first_byte_timeout=s.header_timeout_seconds if first
-                                        else s.keepalive_timeout_seconds, header_timeout=s.header_timeout_seconds)
-            except TimeoutError:
-                if not first or conn.their_state is not h11.IDLE:
-                    log.info("listener_client_cut_off", reason="headers too slow")
-                return
-            except h11.RemoteProtocolError as exc:
-                await _answer(conn, stream, Response.json(exc.error_status_hint, {"error": str(exc)}, close=True))
-                return
-            if head is None:
-                return
-            first = False
-            try:
-                body = await self._read_body(conn, stream, head)
-            except _TooLarge:
-                await _answer(conn, stream, Response.json(413, {"error": "body too large",
-                                                                "max_bytes": s.max_body_bytes}, close=True))
-                await _linger(stream)
-                return
-            except TimeoutError:
+        phase = "head"
+        # One cancel scope for the whole connection, its deadline moved at each phase: a scope per read
+        # costs more than parsing a small webhook does.
+        with anyio.CancelScope() as deadline:
+            while True:
+                phase = "head"
+                deadline.deadline = anyio.current_time() + (s.header_timeout_seconds if first
+                                                             else s.keepalive_timeout_seconds)
+                try:
+                    head = await _read_head(conn, stream)
+                except h11.RemoteProtocolError as exc:
+                    await _answer(conn, stream, Response.json(exc.error_status_hint, {"error": str(exc)}, close=True))
+                    return
+                if head is None:
+                    return
+                first = False
+                phase = "body"
+                deadline.deadline = anyio.current_time() + s.body_timeout_seconds
+                try:
+                    body = await self._read_body(conn, stream, head)
+                except _TooLarge:
+                    await _answer(conn, stream, Response.json(413, {"error": "body too large",
+                                                                    "max_bytes": s.max_body_bytes}, close=True))
+                    await _linger(stream)
+                    return
+                except h11.RemoteProtocolError as exc:
+                    await _answer(conn, stream, Response.json(400, {"error": str(exc)}, close=True))
+                    return
+                phase = "handler"
+                deadline.deadline = math.inf  # the handler waits for its own commit; shutdown cancels it
+                request = _request(head, body)
+                try:
+                    response = await self._handler(request)
+                except Exception:
+                    log.exception("listener_handler_failed", path=request.path)
+                    response = Response.json(500, {"error": "internal error"}, close=True)
+                phase = "answer"
+                deadline.deadline = anyio.current_time() + s.body_timeout_seconds
+                await _answer(conn, stream, response)
+                if conn.our_state is h11.MUST_CLOSE or response.close:
+                    return
+                try:
+                    conn.start_next_cycle()
+                except h11.LocalProtocolError:
+                    return
+        if deadline.cancelled_caught:
+            if phase == "body":
                 log.info("listener_client_cut_off", reason="body too slow")
-                await _answer(conn, stream, Response.json(408, {"error": "body not received in time"}, close=True))
-                return
-            except h11.RemoteProtocolError as exc:
-                await _answer(conn, stream, Response.json(400, {"error": str(exc)}, close=True))
-                return
-            request = _request(head, body)
-            try:
-                response = await self._handler(request)
-            except Exception:
-                log.exception("listener_handler_failed", path=request.path)
-                response = Response.json(500, {"error": "internal error"}, close=True)
-            await _answer(conn, stream, response)
-            if conn.our_state is h11.MUST_CLOSE or response.close:
-                return
-            try:
-                conn.start_next_cycle()
-            except h11.LocalProtocolError:
-                return
+                with anyio.move_on_after(LINGER_SECONDS):
+                    await _answer(conn, stream, Response.json(408, {"error": "body not received in time"},
+                                                              close=True))
+            elif phase == "head" and conn.their_state is not h11.IDLE:
+                log.info("listener_client_cut_off", reason="headers too slow")
 
     async def _read_body(self, conn: h11.Connection, stream: SocketStream, head: h11.Request) -> bytes:
         limit = self._settings.max_body_bytes
@@ -151,39 +164,28 @@ class HttpServer:
             await stream.send(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
         chunks: list[bytes] = []
         size = 0
-        with anyio.fail_after(self._settings.body_timeout_seconds):
-            while True:
-                event = await _next_event(conn, stream)
-                if isinstance(event, h11.Data):
-                    size += len(event.data)
-                    if size > limit:
-                        raise _TooLarge
-                    chunks.append(bytes(event.data))
-                elif isinstance(event, h11.EndOfMessage):
-                    return b"".join(chunks)
-                elif isinstance(event, h11.ConnectionClosed):
-                    raise anyio.EndOfStream
+        while True:
+            event = await _next_event(conn, stream)
+            if isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > limit:
+                    raise _TooLarge
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                return b"".join(chunks)
+            elif isinstance(event, h11.ConnectionClosed):
+                raise anyio.EndOfStream
 
 
-async def _read_head(conn: h11.Connection, stream: SocketStream, *, first_byte_timeout: float,
-                     header_timeout: float) -> h11.Request | None:
-    with anyio.fail_after(first_byte_timeout):
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await _receive(stream)
-            conn.receive_data(data)
-            event = conn.next_event()
-    with anyio.fail_after(header_timeout):
-        while event is h11.NEED_DATA:
-            conn.receive_data(await _receive(stream))
-            event = conn.next_event()
-    if isinstance(event, h11.Request) and _head_size(event) > MAX_HEAD_BYTES:
-        # h11 bounds only a head still incomplete; one that arrived whole in a single read is measured here.
-        raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
+async def _read_head(conn: h11.Connection, stream: SocketStream) -> h11.Request | None:
+    event = await _next_event(conn, stream)
     if isinstance(event, h11.ConnectionClosed):
         return None
     if not isinstance(event, h11.Request):
         raise h11.RemoteProtocolError("expected a request", error_status_hint=400)
+    if _head_size(event) > MAX_HEAD_BYTES:
+        # h11 bounds only a head still incomplete; one that arrived whole in a single read is measured here.
+        raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
     return event
 
 
@@ -235,8 +237,7 @@ async def _answer(conn: h11.Connection, stream: SocketStream, response: Response
         data += conn.send(h11.EndOfMessage())
     except h11.LocalProtocolError:
         return  # the connection is in no state to answer (e.g. the request was never read)
-    with anyio.move_on_after(5):
-        await stream.send(data)
+    await stream.send(data)
 
 
 async def _linger(stream: SocketStream) -> None:

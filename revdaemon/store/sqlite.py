@@ -56,6 +56,7 @@ from revdaemon.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from revdaemon.store.states import EventStatus, IntentStatus, check_event_move, check_intent_move
 
 BUSY_TIMEOUT_MS = 5_000
+INSERT_CHUNK = 500  # rows per INSERT: 7 parameters each stays far below SQLite's 32,766-variable limit
 
 Clock = Callable[[], datetime]
 
@@ -156,19 +157,31 @@ class SqliteStore:
         self, events: Sequence[NewEvent], cursor: CursorUpdate | None = None
     ) -> list[bool]:
         now = _ts(self._clock())
-        inserted: list[bool] = []
+        rows = [(e.source, e.key, e.type, _dumps(e.payload), now, now, now) for e in events]
+        stored: set[str] = set()
         async with self._tx() as conn:
-            for event in events:
-                result = await conn.execute(
-                    """INSERT INTO inbox_events
-                           (source, event_key, type, payload, next_attempt_at, received_at, updated_at)
-                       VALUES (?, ?, ?, ?, ?, ?, ?)
-                       ON CONFLICT (event_key) DO NOTHING""",
-                    (event.source, event.key, event.type, _dumps(event.payload), now, now, now),
+            # One statement per chunk, not one per event: each statement is a round trip to aiosqlite's
+            # thread, and under a webhook burst those round trips, not the fsync, are what cost.
+            for start in range(0, len(rows), INSERT_CHUNK):
+                chunk = rows[start:start + INSERT_CHUNK]
+                values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                returned = await _fetchall(
+                    conn,
+                    f"""INSERT INTO inbox_events
+                            (source, event_key, type, payload, next_attempt_at, received_at, updated_at)
+                        VALUES {values}
+                        ON CONFLICT (event_key) DO NOTHING
+                        RETURNING event_key""",
+                    [value for row in chunk for value in row],
                 )
-                inserted.append(result.rowcount == 1)
+                stored.update(row[0] for row in returned)
             if cursor is not None:
                 await _upsert_cursor(conn, cursor, now)
+        inserted: list[bool] = []
+        for event in events:
+            # A key stored by this call counts as new once; a second copy in the same call is a duplicate.
+            inserted.append(event.key in stored)
+            stored.discard(event.key)
         return inserted
 
     async def claim_events(self, *, worker: str, limit: int, lease: timedelta) -> list[Event]:
