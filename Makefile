@@ -23,6 +23,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/sandbox_throughput.py
 	$(BIN)/python bench/salesforce_upsert.py
 	$(BIN)/python bench/webhook_ingest.py
+	$(BIN)/python bench/burst_drain.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -158,12 +158,26 @@ class Worker:
         by_event: dict[int, list[_Job]] = {}
         for job in jobs:
             by_event.setdefault(job.event.id, []).append(job)
+        done: list[Event] = []
         for event in events:
+            event_jobs = by_event.get(event.id, [])
+            if not any(j.conflict or j.crash or j.error for j in event_jobs):
+                done.append(event)  # the common case, finished together in one transaction below
+                continue
             try:
-                await self._settle(event, by_event.get(event.id, []))
+                await self._settle_unfinished(event, event_jobs)
             except ClaimLost as exc:
                 # Another worker took the event over after our lease ran out: it settles it, not us.
                 log.warning("claim_lost", event_key=event.key, detail=str(exc))
+        lost = set(await self._store.complete_events([e.id for e in done], claimed_by=self.name))
+        for event in done:
+            if event.id in lost:
+                log.warning("claim_lost", event_key=event.key)
+                continue
+            self.stats.processed += 1
+            self.stats.by_type[event.type] = self.stats.by_type.get(event.type, 0) + 1
+            log.info("event_done", event_key=event.key, event_type=event.type,
+                     flows=[j.flow.name for j in by_event.get(event.id, [])])
 
     async def _step(self, jobs: list[_Job]) -> None:
         found = Found()
@@ -227,7 +241,8 @@ class Worker:
             job.crash = traceback.format_exc(limit=5)
             return Needs()
 
-    async def _settle(self, event: Event, jobs: Sequence[_Job]) -> None:
+    async def _settle_unfinished(self, event: Event, jobs: Sequence[_Job]) -> None:
+        """A conflict, a crash in a flow, a permanent or a retryable error: in that order of precedence."""
         with bound_contextvars(event_key=event.key, event_type=event.type):
             conflict = next((j for j in jobs if j.conflict), None)
             crash = next((j for j in jobs if j.crash), None)
@@ -248,11 +263,6 @@ class Worker:
                 await self._dead(event, _letter(permanent.error))
             elif retry is not None and retry.error is not None:
                 await self._retry(event, retry.error)
-            else:
-                await self._store.complete_event(event.id, claimed_by=self.name)
-                self.stats.processed += 1
-                self.stats.by_type[event.type] = self.stats.by_type.get(event.type, 0) + 1
-                log.info("event_done", flows=[j.flow.name for j in jobs])
 
     async def _retry(self, event: Event, error: SyncError) -> None:
         self.stats.failed += 1

@@ -63,6 +63,10 @@ class Store(Protocol):
 
     async def complete_event(self, event_id: int, *, claimed_by: str | None = None) -> None: ...
 
+    async def complete_events(self, event_ids: Sequence[int], *, claimed_by: str) -> list[int]:
+        """Finish many claimed events in one transaction; returns those whose claim was lost (untouched)."""
+        ...
+
     async def retry_event(self, event_id: int, *, error: str, next_attempt_at: datetime,
                           claimed_by: str | None = None) -> None: ...
 

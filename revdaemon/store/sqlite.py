@@ -229,6 +229,24 @@ class SqliteStore:
             await _move_event(conn, event_id, EventStatus.DONE, self._clock(), clear_error=True,
                               claimed_by=claimed_by)
 
+    async def complete_events(self, event_ids: Sequence[int], *, claimed_by: str) -> list[int]:
+        if not event_ids:
+            return []
+        now = _ts(self._clock())
+        async with self._tx() as conn:
+            marks = ",".join("?" * len(event_ids))
+            held = {row["id"] for row in await _fetchall(
+                conn, f"SELECT id FROM inbox_events WHERE id IN ({marks}) AND status = 'claimed' AND claimed_by = ?",
+                [*event_ids, claimed_by])}
+            if held:
+                check_event_move(EventStatus.CLAIMED, EventStatus.DONE)
+                held_marks = ",".join("?" * len(held))
+                await conn.execute(
+                    f"""UPDATE inbox_events SET status = 'done', last_error = NULL, claimed_by = NULL,
+                            claimed_until = NULL, updated_at = ? WHERE id IN ({held_marks})""",
+                    [now, *sorted(held)])
+        return [i for i in event_ids if i not in held]
+
     async def retry_event(self, event_id: int, *, error: str, next_attempt_at: datetime,
                           claimed_by: str | None = None) -> None:
         async with self._tx() as conn:

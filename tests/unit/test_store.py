@@ -412,3 +412,17 @@ class TestFailures:
         finally:
             for s in stores:
                 await s.close()
+
+
+class TestBatchCompletion:
+    async def test_complete_many_skips_lost_claims(self, store: Store, clock: FakeClock) -> None:
+        """Events still held are finished together; one taken over by another worker is left alone."""
+        await store.add_events([event("a"), event("b")])
+        held = await store.claim_events(worker="w1", limit=2, lease=LEASE)
+        clock.advance(minutes=6)
+        [taken] = await store.claim_events(worker="w2", limit=1, lease=LEASE)
+        lost = await store.complete_events([e.id for e in held], claimed_by="w1")
+        assert lost == [taken.id]
+        assert (await store.get_event(taken.id)).status is EventStatus.CLAIMED  # type: ignore[union-attr]
+        depths = await store.queue_depths()
+        assert depths[EventStatus.DONE] == 1
