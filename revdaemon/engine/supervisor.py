@@ -36,6 +36,7 @@ from revdaemon.listener.group_commit import GroupCommitter
 from revdaemon.listener.http import HttpServer
 from revdaemon.ops.health import Health
 from revdaemon.store import Store, open_store
+from revdaemon.store.records import NewEvent, utcnow
 
 log = structlog.get_logger("revdaemon.supervisor")
 
@@ -137,9 +138,26 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
     scheduler.add_interval(pollers[0], schedule.salesforce_poll_seconds)
     for poller in pollers[1:]:
         scheduler.add_interval(poller, schedule.nue_poll_seconds)
+    # Batch jobs only enqueue an event (keyed by the day, so a missed or repeated run is one job);
+    # the workers do the work like any other event, with its retries and dead letters.
+    for job_type, crontab in (("schedule.renewal_scan", schedule.renewal_scan_cron),
+                              ("schedule.reconciliation", schedule.reconciliation_cron)):
+        scheduler.add_cron(job_type, crontab, _enqueue_daily(store, doorbell, job_type))
     return Daemon(settings=settings, store=store, salesforce=salesforce, nue=nue, health=health,
                   committer=committer, workers=workers, listener=listener, scheduler=scheduler, pollers=pollers,
                   stats=stats)
+
+
+def _enqueue_daily(store: Store, doorbell: Doorbell, job_type: str) -> Callable[[], Awaitable[None]]:
+    async def enqueue() -> None:
+        today = utcnow().date().isoformat()
+        [new] = await store.add_events([NewEvent(source="schedule", key=f"{job_type}:{today}", type=job_type,
+                                                 payload={"data": {"id": today}})])
+        if new:
+            doorbell.ring()
+        log.info("scheduled_job_enqueued", job=job_type, day=today, new=new)
+
+    return enqueue
 
 
 async def _stop(tg: TaskGroup, daemon: Daemon, *, reason: str) -> None:
