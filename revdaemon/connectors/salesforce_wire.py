@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -86,6 +87,17 @@ class QueryPage:
 
 
 # --- building requests ------------------------------------------------------------------------------
+
+
+def soql_literal(value: Any) -> str:
+    """A value as a SOQL literal; strings quoted with backslash and quote escaped (SOQL's own rules)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | Decimal):
+        return str(value)
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def data_path(version: str, *parts: str) -> str:

@@ -29,7 +29,16 @@ from revdaemon.connectors import nue_wire, salesforce_wire
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.errors import ErrorContext, Retryable, SyncError
-from revdaemon.flows.plan import NueActivateOrder, NueCreateCustomer, NueCreateOrder, SfUpdate, SfUpsert, Write
+from revdaemon.flows.plan import (
+    NueActivateOrder,
+    NueCreateCustomer,
+    NueCreateOrder,
+    SfCreate,
+    SfDelete,
+    SfUpdate,
+    SfUpsert,
+    Write,
+)
 from revdaemon.store import Store
 from revdaemon.store.records import NewAuditEntry, NewIntent
 from revdaemon.store.states import IntentStatus
@@ -123,6 +132,9 @@ class Executor:
         others = [i for i in to_send if isinstance(i.write, NueCreateOrder | NueActivateOrder)]
         outcomes.update(await self._salesforce_updates(sf_updates))
         outcomes.update(await self._salesforce_upserts(sf_upserts))
+        for item in to_send:
+            if isinstance(item.write, SfCreate | SfDelete):
+                outcomes[item.write.idem_key] = await self._salesforce_one(item)
         outcomes.update(await self._nue_customers(customers))
         for item in others:
             outcomes[item.write.idem_key] = await self._nue_one(item)
@@ -181,6 +193,32 @@ class Executor:
                                              operation=operation, record_ref=_record_ref(group[0].write))
             outcome = WriteOutcome(ok=False, error=error)
         return {item.write.idem_key: await self._settle(item, outcome) for item in group}
+
+    async def _salesforce_one(self, item: PendingWrite) -> WriteOutcome:
+        write = item.write
+        await self._mark_sent([[item]])
+        try:
+            if isinstance(write, SfCreate):
+                conditions = " AND ".join(f"{name} = {salesforce_wire.soql_literal(value)}"
+                                          for name, value in sorted(write.match.items()))
+                existing = [r async for r in self._sf.query(
+                    f"SELECT Id FROM {write.sobject} WHERE {conditions} LIMIT 1")]
+                if existing:
+                    outcome = WriteOutcome(ok=True, result={"id": existing[0]["Id"], "created": False})
+                else:
+                    record_id = await self._sf.create(write.sobject, write.fields)
+                    outcome = WriteOutcome(ok=True, result={"id": record_id, "created": True})
+            else:
+                assert isinstance(write, SfDelete)
+                try:
+                    await self._sf.delete(write.sobject, write.record_id)
+                except SyncError as exc:
+                    if exc.context.error_code not in ("ENTITY_IS_DELETED", "NOT_FOUND"):
+                        raise  # already gone is what a delete wants
+                outcome = WriteOutcome(ok=True, result={"id": write.record_id})
+        except SyncError as exc:
+            outcome = WriteOutcome(ok=False, error=exc)
+        return await self._settle(item, outcome)
 
     # --- Nue ----------------------------------------------------------------------------------------
 
@@ -304,7 +342,7 @@ def _record_ref(write: Write) -> str:
 
 def _describe(write: Write) -> dict[str, Any]:
     body: dict[str, Any] = {"kind": type(write).__name__, "target": _record_ref(write)}
-    if isinstance(write, SfUpdate | SfUpsert):
+    if isinstance(write, SfUpdate | SfUpsert | SfCreate):
         body["fields"] = dict(write.fields)
     elif isinstance(write, NueCreateCustomer | NueCreateOrder):
         body["payload"] = dict(write.payload)

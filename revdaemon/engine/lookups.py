@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from revdaemon.connectors import nue_wire
+from revdaemon.connectors import nue_wire, salesforce_wire
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.flows.base import Found, Needs
@@ -85,7 +85,7 @@ class Fetcher:
         for sobject, ids in by_object.items():
             selected = sorted({"Id", *(name for obj, name in fields if obj == sobject)})
             for chunk in _chunks(ids, SOQL_IN_MAX):
-                quoted = ", ".join(_soql_string(i) for i in chunk)
+                quoted = ", ".join(salesforce_wire.soql_literal(i) for i in chunk)
                 soql = f"SELECT {', '.join(selected)} FROM {sobject} WHERE Id IN ({quoted})"
                 async for row in self._sf.query(soql, priority=Priority.REALTIME):
                     # Ids are compared as given: flows ask with the 18-character ids the APIs return.
@@ -101,7 +101,7 @@ class Fetcher:
         for (sobject, parent_field), parents in by_relation.items():
             selected = sorted({"Id", parent_field, *(name for obj, name in fields if obj == sobject)})
             for chunk in _chunks(parents, SOQL_IN_MAX):
-                quoted = ", ".join(_soql_string(i) for i in chunk)
+                quoted = ", ".join(salesforce_wire.soql_literal(i) for i in chunk)
                 soql = f"SELECT {', '.join(selected)} FROM {sobject} WHERE {parent_field} IN ({quoted}) ORDER BY Id"
                 async for row in self._sf.query(soql, priority=Priority.REALTIME):
                     found[(sobject, parent_field, str(row[parent_field]))].append(row)
@@ -117,5 +117,3 @@ def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def _soql_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

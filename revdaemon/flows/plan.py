@@ -54,6 +54,43 @@ class SfUpdate:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SfCreate:
+    """Create a Salesforce record that has no external id (a Note, a Task): the executor first looks for a
+    record whose `match` fields all equal these values, and creates only when there is none."""
+
+    sobject: str
+    fields: Mapping[str, Any]
+    match: Mapping[str, Any]
+    idem_key: str
+
+    def __post_init__(self) -> None:
+        _require(self, "sobject", "idem_key")
+        if not self.match:
+            raise ValueError("SfCreate.match must name the fields that find an earlier copy (never a blind create)")
+        missing = [k for k in self.match if k not in self.fields]
+        if missing:
+            raise ValueError(f"SfCreate.match fields must be written too: {missing}")
+
+    @property
+    def target(self) -> tuple[str, str, str]:
+        return ("salesforce", self.sobject, ",".join(f"{k}={v}" for k, v in sorted(self.match.items())))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SfDelete:
+    sobject: str
+    record_id: str
+    idem_key: str
+
+    def __post_init__(self) -> None:
+        _require(self, "sobject", "record_id", "idem_key")
+
+    @property
+    def target(self) -> tuple[str, str, str]:
+        return ("salesforce", self.sobject, self.record_id)
+
+
+@dataclass(frozen=True, kw_only=True)
 class NueCreateCustomer:
     """Create the Nue customer for a Salesforce account; the executor looks it up by that id first."""
 
@@ -126,7 +163,7 @@ class OpenConflict:
     synced_values: Mapping[str, Any] = field(default_factory=dict)
 
 
-Write = SfUpsert | SfUpdate | NueCreateCustomer | NueCreateOrder | NueActivateOrder
+Write = SfUpsert | SfUpdate | SfCreate | SfDelete | NueCreateCustomer | NueCreateOrder | NueActivateOrder
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -74,6 +74,20 @@ DEFAULT_CUSTOM_FIELDS: tuple[CustomField, ...] = (
     _f("Account", "Subscription_Status__c", "picklist",
        picklist=("Active", "Trial", "Past Due", "Canceled", "Churned"), label="Subscription Status"),
     _f("Account", "Next_Renewal_Date__c", "date", label="Next Renewal Date"),
+    _f("Account", "Customer_Success_Manager__c", "reference", reference_to="User",
+       label="Customer Success Manager"),
+    _f("Account", "Entitlements__c", "textarea", length=32_768, label="Entitlements"),
+    _f("Account", "Last_Nue_Order__c", label="Last Nue Order"),
+    # Renewals: one opportunity per subscription term, found again by this key.
+    _f("Opportunity", "Nue_Renewal_Key__c", external_id=True, unique=True, label="Nue Renewal Key"),
+    _f("Opportunity", "Nue_Subscription__c", label="Nue Subscription"),
+    _f("Opportunity", "Expansion_Signal__c", "boolean", label="Expansion Signal"),
+    # Quotes reflected on the opportunity, and their lines found again by key.
+    _f("Opportunity", "Nue_Quote_Id__c", label="Nue Quote Id"),
+    _f("Opportunity", "Nue_Quote_Version__c", "double", label="Nue Quote Version"),
+    _f("Opportunity", "Nue_Quote_Total__c", "currency", label="Nue Quote Total"),
+    _f("Opportunity", "Nue_Quote_Discount__c", "percent", label="Nue Quote Discount"),
+    _f("OpportunityLineItem", "Nue_Line_Key__c", external_id=True, unique=True, label="Nue Line Key"),
 )
 
 BILLING_EVENT = "Nue_Billing_Event__c"
@@ -88,6 +102,10 @@ DEFAULT_CUSTOM_OBJECTS: tuple[CustomObject, ...] = (
             _f(BILLING_EVENT, "Status__c", "picklist", picklist=("Posted", "Paid", "Overdue", "Void"),
                label="Status"),
             _f(BILLING_EVENT, "Due_Date__c", "date", label="Due Date"),
+            _f(BILLING_EVENT, "Balance__c", "currency", label="Balance"),
+            _f(BILLING_EVENT, "Invoice_Status__c", label="Invoice Status"),
+            _f(BILLING_EVENT, "Payment_Status__c", label="Payment Status"),
+            _f(BILLING_EVENT, "Failure_Detail__c", "textarea", length=32_768, label="Failure Detail"),
         ),
     ),
 )
