@@ -59,6 +59,8 @@ CUSTOMER_FIELDS = ("id", "name", "recordType", "accountNumber", "externalId", "e
                    "createdDate", "lastModifiedDate")
 INVOICE_FIELDS = ("id", "name", "customerId", "amount", "balance", "invoiceDate", "dueDate", "status",
                   "paymentStatus", "lastModifiedDate")
+QUOTE_FIELDS = ("id", "name", "opportunityId", "customerId", "status", "quoteVersion", "subtotal", "totalAmount",
+                "discount", "discountAmount", "lastModifiedDate")  # quoteVersion, status, totals: [assumed]
 GRAPHQL_IN_MAX = 200  # values per `_in` list: keeps one query well under any body limit
 
 # [assumed] webhook envelope and signature.

@@ -14,6 +14,7 @@ from typing import Any
 from revdaemon.connectors import nue_wire, salesforce_wire
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
+from revdaemon.errors import Permanent
 from revdaemon.flows.base import Found, Needs
 from revdaemon.limits import Priority
 
@@ -34,6 +35,8 @@ class Fetcher:
                                                       self._nue.list_subscriptions),
             nue_orders=await self._by_customer(needs.nue_orders_of, aliases, self._nue.list_orders),
             nue_invoices=await self._invoices(needs.nue_invoices),
+            nue_quotes=await self._quotes(needs.nue_quotes),
+            nue_quotes_of=await self._quotes_of(needs.nue_quotes_of),
             sf_records=await self._sf_records(needs.sf_records, needs.sf_fields),
             sf_children=await self._sf_children(needs.sf_children, needs.sf_fields),
             catalog=tuple(await self._nue.products()) if needs.catalog else (),
@@ -75,6 +78,27 @@ class Fetcher:
         for row in await self._nue.read_where_in("Invoice", "id", sorted(ids), nue_wire.INVOICE_FIELDS):
             found[str(row["id"])] = row
         return found
+
+    async def _quotes(self, ids: frozenset[str]) -> dict[str, Mapping[str, Any] | None]:
+        # Whole quotes (their products are not in the GraphQL subset): one read each; quote events are few.
+        found: dict[str, Mapping[str, Any] | None] = {}
+        for quote_id in sorted(ids):
+            try:
+                found[quote_id] = await self._nue.get_quote(quote_id)
+            except Permanent as exc:
+                if exc.context.status != 404:
+                    raise
+                found[quote_id] = None
+        return found
+
+    async def _quotes_of(self, opportunity_ids: frozenset[str]) -> dict[str, list[Mapping[str, Any]]]:
+        if not opportunity_ids:
+            return {}
+        grouped: dict[str, list[Mapping[str, Any]]] = {i: [] for i in opportunity_ids}
+        for row in await self._nue.read_where_in("Quote", "opportunityId", sorted(opportunity_ids),
+                                                 nue_wire.QUOTE_FIELDS):
+            grouped.setdefault(str(row.get("opportunityId")), []).append(row)
+        return grouped
 
     async def _sf_records(self, keys: frozenset[tuple[str, str]], fields: frozenset[tuple[str, str]]
                           ) -> dict[tuple[str, str], Mapping[str, Any] | None]:

@@ -42,6 +42,8 @@ class Needs:
     nue_subscriptions_of: frozenset[str] = frozenset()  # customer ids whose subscriptions to read
     nue_orders_of: frozenset[str] = frozenset()  # customer ids whose orders to read
     nue_invoices: frozenset[str] = frozenset()
+    nue_quotes: frozenset[str] = frozenset()  # quote ids, read whole (with products)
+    nue_quotes_of: frozenset[str] = frozenset()  # Salesforce opportunity ids whose quotes to list
     sf_records: frozenset[tuple[str, str]] = frozenset()  # (sobject, id)
     sf_fields: frozenset[tuple[str, str]] = frozenset()  # (sobject, field) to select besides Id
     sf_children: frozenset[tuple[str, str, str]] = frozenset()  # (sobject, parent field, parent id)
@@ -54,6 +56,8 @@ class Needs:
             nue_subscriptions_of=frozenset(self.nue_subscriptions_of - found.nue_subscriptions.keys()),
             nue_orders_of=frozenset(self.nue_orders_of - found.nue_orders.keys()),
             nue_invoices=frozenset(self.nue_invoices - found.nue_invoices.keys()),
+            nue_quotes=frozenset(self.nue_quotes - found.nue_quotes.keys()),
+            nue_quotes_of=frozenset(self.nue_quotes_of - found.nue_quotes_of.keys()),
             sf_records=frozenset(self.sf_records - found.sf_records.keys()),
             sf_fields=self.sf_fields,
             sf_children=frozenset(self.sf_children - found.sf_children.keys()),
@@ -62,7 +66,7 @@ class Needs:
 
     def __bool__(self) -> bool:
         return bool(self.nue_customers or self.nue_subscriptions_of or self.nue_orders_of or self.nue_invoices
-                    or self.sf_records or self.sf_children or self.catalog)
+                    or self.nue_quotes or self.nue_quotes_of or self.sf_records or self.sf_children or self.catalog)
 
     def __or__(self, other: Needs) -> Needs:
         return Needs(
@@ -70,6 +74,8 @@ class Needs:
             nue_subscriptions_of=self.nue_subscriptions_of | other.nue_subscriptions_of,
             nue_orders_of=self.nue_orders_of | other.nue_orders_of,
             nue_invoices=self.nue_invoices | other.nue_invoices,
+            nue_quotes=self.nue_quotes | other.nue_quotes,
+            nue_quotes_of=self.nue_quotes_of | other.nue_quotes_of,
             sf_records=self.sf_records | other.sf_records,
             sf_fields=self.sf_fields | other.sf_fields,
             sf_children=self.sf_children | other.sf_children,
@@ -85,6 +91,8 @@ class Found:
     nue_subscriptions: Mapping[str, list[Mapping[str, Any]]] = field(default_factory=dict)
     nue_orders: Mapping[str, list[Mapping[str, Any]]] = field(default_factory=dict)
     nue_invoices: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    nue_quotes: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    nue_quotes_of: Mapping[str, list[Mapping[str, Any]]] = field(default_factory=dict)
     sf_records: Mapping[tuple[str, str], Mapping[str, Any] | None] = field(default_factory=dict)
     sf_children: Mapping[tuple[str, str, str], list[Mapping[str, Any]]] = field(default_factory=dict)
     catalog: tuple[Mapping[str, Any], ...] = ()
@@ -95,6 +103,8 @@ class Found:
             nue_subscriptions={**self.nue_subscriptions, **other.nue_subscriptions},
             nue_orders={**self.nue_orders, **other.nue_orders},
             nue_invoices={**self.nue_invoices, **other.nue_invoices},
+            nue_quotes={**self.nue_quotes, **other.nue_quotes},
+            nue_quotes_of={**self.nue_quotes_of, **other.nue_quotes_of},
             sf_records={**self.sf_records, **other.sf_records},
             sf_children={**self.sf_children, **other.sf_children},
             catalog=other.catalog or self.catalog,
