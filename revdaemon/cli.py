@@ -29,6 +29,7 @@ from revdaemon.store.records import StoreSummary
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
 EXIT_STORE = 3
+EXIT_ONLINE = 4  # check --online: an API refused the credentials, or mapped fields are missing
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -89,15 +90,17 @@ def run(config_path: Path | None, stop_after: float | None, dry_run: bool) -> No
 @main.command()
 @config_option
 @json_option
-def check(config_path: Path | None, as_json: bool) -> None:
+@click.option("--online", is_flag=True, help="Also log in to both APIs and compare describe with the flows' fields.")
+def check(config_path: Path | None, as_json: bool, online: bool) -> None:
     """Validate the configuration and the state store without starting the daemon."""
     settings = _load(config_path)
+    _setup_logging(settings)  # to stderr: stdout carries the report
     try:
         version = anyio.run(_store_version, settings)
     except StoreError as exc:
         click.echo(f"revdaemon: state store: {exc}", err=True)
         sys.exit(EXIT_STORE)
-    report = {
+    report: dict[str, Any] = {
         "config": "ok",
         "state_database": str(settings.database_path),
         "schema_version": version,
@@ -107,8 +110,13 @@ def check(config_path: Path | None, as_json: bool) -> None:
         "listener": f"{settings.listener.host}:{settings.listener.port}",
         "mapped_objects": sorted(settings.mapping.objects),
     }
+    if online:
+        report["online"] = anyio.run(_online_check, settings)
+    failed = online and not report["online"]["ok"]
     if as_json:
         click.echo(json.dumps(report))
+        if failed:
+            sys.exit(EXIT_ONLINE)
         return
     console = Console()
     table = Table(title="revdaemon check", show_header=False)
@@ -119,8 +127,51 @@ def check(config_path: Path | None, as_json: bool) -> None:
                                 f"v{settings.salesforce.api_version}")
     table.add_row("nue", f"{settings.nue.base_url} webhooks={settings.nue.webhook_auth.value}")
     table.add_row("listener", str(report["listener"]))
-    table.add_row("mapped objects", ", ".join(report["mapped_objects"]) or "(none)")  # type: ignore[arg-type]
+    table.add_row("mapped objects", ", ".join(report["mapped_objects"]) or "(none)")
+    if online:
+        result = report["online"]
+        for system in ("salesforce", "nue"):
+            table.add_row(f"{system} login", result[system])
+        for flow, missing in result["missing_fields"].items():
+            table.add_row(f"flow {flow}", "[red]parked: missing " + "; ".join(
+                f"{obj}.{', '.join(fields)}" for obj, fields in missing.items()) + "[/red]")
+        if not result["missing_fields"] and result["salesforce"] == "ok":
+            table.add_row("flows", "[green]every mapped field exists[/green]")
     console.print(table)
+    if failed:
+        sys.exit(EXIT_ONLINE)
+
+
+async def _online_check(settings: Settings) -> dict[str, Any]:
+    """Log in to both APIs and compare describe with the fields each flow reads and writes."""
+    import httpx
+
+    from revdaemon.connectors.nue import NueClient
+    from revdaemon.connectors.salesforce import SalesforceClient
+    from revdaemon.engine.schema import SchemaGuard
+    from revdaemon.engine.supervisor import default_flows
+    from revdaemon.errors import SyncError
+    from revdaemon.limits import ApiLimiter, DailyBudget, RetryPolicy
+
+    retry = RetryPolicy(max_attempts=2, max_total=20)
+    result: dict[str, Any] = {"salesforce": "not tried", "nue": "not tried", "missing_fields": {}}
+    async with httpx.AsyncClient() as http:
+        salesforce = SalesforceClient(settings.salesforce, http, limiter=ApiLimiter(settings.limits.salesforce),
+                                      budget=DailyBudget(share=1.0), retry=retry)
+        nue = NueClient(settings.nue, http, limiter=ApiLimiter(settings.limits.nue), retry=retry)
+        try:
+            await salesforce.limits()
+            result["salesforce"] = "ok"
+            result["missing_fields"] = await SchemaGuard(salesforce, default_flows(settings)).check_all()
+        except SyncError as exc:
+            result["salesforce"] = f"failed: {exc.message}"
+        try:
+            await nue.products()
+            result["nue"] = "ok"
+        except SyncError as exc:
+            result["nue"] = f"failed: {exc.message}"
+    result["ok"] = result["salesforce"] == "ok" and result["nue"] == "ok" and not result["missing_fields"]
+    return result
 
 
 async def _store_version(settings: Settings) -> int | None:

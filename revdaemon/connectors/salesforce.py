@@ -230,8 +230,8 @@ class SalesforceClient:
             self._describes[sobject] = _json(response, f"describe {sobject}")
         return self._describes[sobject]
 
-    async def field_names(self, sobject: str) -> set[str]:
-        return {f["name"] for f in (await self.describe(sobject)).get("fields", [])}
+    async def field_names(self, sobject: str, *, refresh: bool = False) -> set[str]:
+        return {f["name"] for f in (await self.describe(sobject, refresh=refresh)).get("fields", [])}
 
     async def limits(self) -> dict[str, Any]:
         response = await self._send(wire.limits_request(self.version), operation="limits",

@@ -26,7 +26,9 @@ from revdaemon.engine.executor import Executor
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.pollers import NUE_FIELDS, NuePoller, Poller, SalesforceClosedWonPoller
 from revdaemon.engine.scheduler import Scheduler
+from revdaemon.engine.schema import SchemaGuard
 from revdaemon.engine.worker import Doorbell, Worker, WorkerStats
+from revdaemon.errors import SyncError
 from revdaemon.flows.base import Flow
 from revdaemon.flows.closed_won_to_order import ClosedWonMapping, ClosedWonToOrderFlow
 from revdaemon.flows.subscription_status import SubscriptionStatusFlow
@@ -53,6 +55,7 @@ class Daemon:
     committer: GroupCommitter
     workers: list[Worker]
     listener: HttpServer
+    schema: SchemaGuard
     scheduler: Scheduler
     pollers: list[Poller]
     stats: WorkerStats = field(default_factory=WorkerStats)
@@ -78,6 +81,7 @@ async def run_daemon(
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=50, max_keepalive_connections=20)) as http:
             daemon = _build(settings, store, http, dry_run=dry_run, flows=flows or default_flows(settings))
             async with anyio.create_task_group() as tg:
+                tg.start_soon(_schema_check, daemon)
                 await tg.start(daemon.committer.run)
                 for worker in daemon.workers:
                     await tg.start(worker.run)
@@ -120,13 +124,14 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
     committer = GroupCommitter(store, on_commit=doorbell.ring)
     executor = Executor(store, salesforce, nue, mapping_version=settings.mapping.version, dry_run=dry_run)
     fetcher = Fetcher(salesforce, nue)
+    schema = SchemaGuard(salesforce, flows)
     stats = WorkerStats()
     engine = settings.engine
     workers = [
         Worker(store, fetcher, executor, flows, name=f"worker-{i + 1}", batch_size=engine.batch_size,
                lease=timedelta(seconds=engine.lease_seconds), max_attempts=settings.limits.max_attempts,
                backoff=RetryPolicy(base_delay=2.0, max_delay=settings.limits.max_backoff_seconds),
-               idle_seconds=engine.idle_seconds, doorbell=doorbell, stats=stats)
+               idle_seconds=engine.idle_seconds, doorbell=doorbell, stats=stats, schema=schema)
         for i in range(engine.workers)
     ]
     listener = HttpServer(settings.listener, ListenerApp(settings.nue, committer, store, health))
@@ -144,8 +149,23 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
                               ("schedule.reconciliation", schedule.reconciliation_cron)):
         scheduler.add_cron(job_type, crontab, _enqueue_daily(store, doorbell, job_type))
     return Daemon(settings=settings, store=store, salesforce=salesforce, nue=nue, health=health,
-                  committer=committer, workers=workers, listener=listener, scheduler=scheduler, pollers=pollers,
+                  committer=committer, workers=workers, listener=listener, schema=schema, scheduler=scheduler,
+                  pollers=pollers,
                   stats=stats)
+
+
+async def _schema_check(daemon: Daemon) -> None:
+    """Describe vs the flows' fields, in the background: an unreachable Salesforce must not hold the start
+    (webhooks are still stored); the first schema error at run time parks what it must anyway."""
+    try:
+        missing = await daemon.schema.check_all()
+    except SyncError as exc:
+        log.warning("schema_check_skipped", error=exc.message)
+        return
+    if missing:
+        log.error("schema_check_failed", parked=missing)
+    else:
+        log.info("schema_check_passed", flows=[f.name for f in daemon.schema.flows])
 
 
 def _enqueue_daily(store: Store, doorbell: Doorbell, job_type: str) -> Callable[[], Awaitable[None]]:

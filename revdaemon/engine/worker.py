@@ -29,6 +29,7 @@ from structlog.contextvars import bound_contextvars
 
 from revdaemon.engine.executor import Executor, PendingWrite, WriteOutcome
 from revdaemon.engine.lookups import Fetcher
+from revdaemon.engine.schema import SchemaGuard
 from revdaemon.errors import (
     ClaimLost,
     Conflict,
@@ -47,6 +48,7 @@ from revdaemon.store.records import Event, NewConflict, NewDeadLetter, utcnow
 
 log = structlog.get_logger("revdaemon.worker")
 
+PARKED_RETRY_SECONDS = 300.0
 MAX_STEPS = 6  # closed won: customer, order, activation, write-back, and room to spare
 MAX_LOOKUP_ROUNDS = 4
 
@@ -75,6 +77,7 @@ class _Job:
     conflict: OpenConflict | None = None
     error: SyncError | None = None
     crash: str | None = None
+    parked: str | None = None  # the flow cannot run against the org's schema right now
 
 
 @dataclass
@@ -91,7 +94,7 @@ class Worker:
                  name: str = "worker-1", batch_size: int = 100, lease: timedelta = timedelta(minutes=5),
                  max_attempts: int = 8, backoff: RetryPolicy | None = None, idle_seconds: float = 1.0,
                  doorbell: Doorbell | None = None, rng: random.Random | None = None,
-                 stats: WorkerStats | None = None) -> None:
+                 stats: WorkerStats | None = None, schema: SchemaGuard | None = None) -> None:
         self._store = store
         self._fetcher = fetcher
         self._executor = executor
@@ -105,6 +108,7 @@ class Worker:
         self._doorbell = doorbell or Doorbell()
         self._rng = rng or random.Random()
         self.stats = stats or WorkerStats()
+        self._schema = schema
         self.stopped = anyio.Event()
         self._stopping = False
 
@@ -138,6 +142,8 @@ class Worker:
         return len(events)
 
     async def process(self, events: Sequence[Event]) -> None:
+        if self._schema is not None:
+            await self._schema.recheck_due()
         jobs: list[_Job] = []
         for event in events:
             view = FlowEvent(key=event.key, type=event.type, source=event.source, payload=event.payload)
@@ -146,12 +152,18 @@ class Worker:
             if not matched:
                 log.info("event_ignored", event_key=event.key, type=event.type, reason="no flow handles this type")
             jobs.extend(matched)
-        pending = list(jobs)
+        for job in jobs:
+            job.parked = self._schema.is_parked(job.flow.name) if self._schema is not None else None
+        pending = [j for j in jobs if not j.parked]
         for _step in range(MAX_STEPS):
             if not pending:
                 break
             await self._step(pending)
-            pending = [j for j in pending if not (j.done or j.conflict or j.error or j.crash)]
+            for job in pending:
+                if job.error is not None and self._schema is not None and \
+                        await self._schema.on_error(job.flow.name, job.error):
+                    job.parked, job.error = self._schema.is_parked(job.flow.name), None
+            pending = [j for j in pending if not (j.done or j.conflict or j.error or j.crash or j.parked)]
         for job in pending:
             job.error = Retryable("the flow did not finish within its steps; trying again later",
                                   _context(job, "plan"))
@@ -161,7 +173,7 @@ class Worker:
         done: list[Event] = []
         for event in events:
             event_jobs = by_event.get(event.id, [])
-            if not any(j.conflict or j.crash or j.error for j in event_jobs):
+            if not any(j.conflict or j.crash or j.error or j.parked for j in event_jobs):
                 done.append(event)  # the common case, finished together in one transaction below
                 continue
             try:
@@ -244,6 +256,13 @@ class Worker:
     async def _settle_unfinished(self, event: Event, jobs: Sequence[_Job]) -> None:
         """A conflict, a crash in a flow, a permanent or a retryable error: in that order of precedence."""
         with bound_contextvars(event_key=event.key, event_type=event.type):
+            parked = next((j for j in jobs if j.parked), None)
+            if parked is not None and not any(j.conflict or j.crash or j.error for j in jobs):
+                # Waits, neither processed nor dead-lettered, until the flow's fields are back.
+                due = utcnow() + timedelta(seconds=PARKED_RETRY_SECONDS)
+                await self._store.retry_event(event.id, error=f"flow {parked.flow.name} parked: {parked.parked}",
+                                              next_attempt_at=due, claimed_by=self.name)
+                return
             conflict = next((j for j in jobs if j.conflict), None)
             crash = next((j for j in jobs if j.crash), None)
             permanent = next((j for j in jobs if isinstance(j.error, Permanent | Conflict)), None)

@@ -52,6 +52,12 @@ class ClosedWonToOrderFlow:
 
     def __init__(self, mapping: ClosedWonMapping | None = None) -> None:
         self.mapping = mapping or ClosedWonMapping()
+        m = self.mapping
+        self.salesforce_fields = {
+            "Opportunity": frozenset((*OPPORTUNITY_FIELDS, m.order_id_field, m.order_number_field)),
+            "OpportunityLineItem": frozenset((*LINE_FIELDS, "OpportunityId")),
+            "Account": frozenset(ACCOUNT_FIELDS),
+        }
 
     def needs(self, event: FlowEvent, found: Found) -> Needs:
         opportunity_id = event.resource_id

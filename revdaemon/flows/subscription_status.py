@@ -50,6 +50,7 @@ class SubscriptionStatusFlow:
 
     def __init__(self, mapping: SubscriptionStatusMapping | None = None) -> None:
         self.mapping = mapping or SubscriptionStatusMapping()
+        self.salesforce_fields = {self.mapping.account_object: frozenset(self.mapping.fields)}
 
     def needs(self, event: FlowEvent, found: Found) -> Needs:
         customer_id = _customer_id(event)

@@ -17,6 +17,7 @@ from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.engine.executor import Executor
 from revdaemon.engine.lookups import Fetcher
+from revdaemon.engine.schema import SchemaGuard
 from revdaemon.engine.worker import Worker
 from revdaemon.flows.base import Flow
 from revdaemon.flows.subscription_status import SubscriptionStatusFlow
@@ -35,11 +36,12 @@ class Engine:
     nue: NueClient
     executor: Executor
     worker: Worker
+    schema: SchemaGuard | None = None
 
 
 @asynccontextmanager
 async def engine(sandbox: Sandbox, tmp_path: Path, *, flows: list[Flow] | None = None,
-                 dry_run: bool = False) -> AsyncIterator[Engine]:
+                 dry_run: bool = False, schema_guard: bool = False) -> AsyncIterator[Engine]:
     sf_info, nue_info = sandbox.info()["salesforce"], sandbox.info()["nue"]
     store = await open_store(tmp_path / "engine.sqlite3")
     async with httpx.AsyncClient() as http:
@@ -57,10 +59,12 @@ async def engine(sandbox: Sandbox, tmp_path: Path, *, flows: list[Flow] | None =
                         limiter=ApiLimiter(ApiRate(requests_per_second=500, burst=500)), retry=FAST_RETRY,
                         rng=random.Random(1), sleep=no_sleep)
         executor = Executor(store, sf, nue, mapping_version=1, dry_run=dry_run)
-        worker = Worker(store, Fetcher(sf, nue), executor, flows or [SubscriptionStatusFlow()],
-                        backoff=RetryPolicy(base_delay=0.0, max_delay=0.0))
+        chosen = flows or [SubscriptionStatusFlow()]
+        guard = SchemaGuard(sf, chosen) if schema_guard else None
+        worker = Worker(store, Fetcher(sf, nue), executor, chosen, backoff=RetryPolicy(base_delay=0.0, max_delay=0.0),
+                        schema=guard)
         try:
-            yield Engine(store=store, salesforce=sf, nue=nue, executor=executor, worker=worker)
+            yield Engine(store=store, salesforce=sf, nue=nue, executor=executor, worker=worker, schema=guard)
         finally:
             await store.close()
 

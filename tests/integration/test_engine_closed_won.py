@@ -98,6 +98,22 @@ class TestClosedWon:
             assert "40" in conflict.salesforce_values.values()
         assert nue_writes(sandbox) == []
 
+    async def test_an_order_nue_refuses_is_a_dead_letter_with_its_error(self, sandbox: Sandbox,
+                                                                         tmp_path: Path) -> None:
+        """A line Nue rejects (a discount over 100%) dead-letters the event with Nue's own message."""
+        opportunity_id, _event = won(sandbox, 5)
+        line = next(r for r in sandbox.salesforce.records("OpportunityLineItem")
+                    if r["OpportunityId"] == opportunity_id)
+        sandbox.salesforce.update("OpportunityLineItem", line["Id"], {"Discount": 150})
+        event = closed_won_event(sandbox.salesforce.record("Opportunity", opportunity_id))
+        async with engine(sandbox, tmp_path, flows=FLOWS) as e:
+            await e.store.add_events([event])
+            await e.worker.run_once()
+            [letter] = await e.store.list_dead_letters()
+            assert letter.system == "nue" and "discount" in letter.error and letter.status == 400
+            assert (await e.store.replay_dead_letter(letter.id)).status is EventStatus.RECEIVED
+        assert orders_for(sandbox, opportunity_id) == []
+
     async def test_a_worker_cancelled_after_creating_the_order_makes_no_second_one(self, sandbox: Sandbox,
                                                                                      tmp_path: Path) -> None:
         """Cancelled between Nue's answer and the bookkeeping, the next worker finds the order and goes on."""

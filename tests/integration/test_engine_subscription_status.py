@@ -94,16 +94,35 @@ class TestSubscriptionStatus:
         assert after > before
         assert after == Decimal(str(sandbox.nue.store.customers[customer_id]["todayCMRR"]))
 
-    async def test_rejected_write_is_a_dead_letter_with_the_api_error(self, sandbox: Sandbox,
-                                                                      tmp_path: Path) -> None:
-        """A field Salesforce no longer has makes a dead letter carrying INVALID_FIELD, replayable later."""
-        _customer_id, _account_id, subscriptions = activate_for(sandbox, 5, 1)
-        sandbox.salesforce.remove_field("Account", "ARR__c")
-        async with engine(sandbox, tmp_path) as e:
+    async def test_a_field_removed_at_run_time_parks_the_flow_not_the_record(self, sandbox: Sandbox,
+                                                                             tmp_path: Path) -> None:
+        """INVALID_FIELD means the org changed: the event waits (no dead letter), and runs once the field is back."""
+        from revdaemon.sandbox.salesforce import DEFAULT_CUSTOM_FIELDS
+
+        _customer_id, account_id, subscriptions = activate_for(sandbox, 5, 1)
+        async with engine(sandbox, tmp_path, schema_guard=True) as e:
+            assert e.schema is not None and await e.schema.check_all() == {}
+            sandbox.salesforce.remove_field("Account", "ARR__c")
             await e.store.add_events([webhook("subscription.updated", dict(subscriptions[0]), "x")])
             await e.worker.run_once()
-            [letter] = await e.store.list_dead_letters()
-            assert letter.error_code == "INVALID_FIELD" and "ARR__c" in letter.error
-            assert letter.system == "salesforce"
-            replayed = await e.store.replay_dead_letter(letter.id)
-            assert replayed.status is EventStatus.RECEIVED
+            assert await e.store.list_dead_letters() == []
+            [waiting] = await e.store.list_events(status=EventStatus.RECEIVED)
+            assert "parked" in (waiting.last_error or "") and "ARR__c" in (waiting.last_error or "")
+            assert e.schema.is_parked("subscription_status")
+            sandbox.salesforce.add_field(next(f for f in DEFAULT_CUSTOM_FIELDS if f.name == "ARR__c"))
+            assert await e.schema.check_all(refresh=True) == {}
+            assert not e.schema.is_parked("subscription_status")
+        assert sandbox.salesforce.record("Account", account_id)["ARR__c"] is None  # nothing written while parked
+
+    async def test_a_field_missing_at_start_parks_only_its_flow(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """The start-up describe check parks the flow whose field is gone; its events wait in the inbox."""
+        _customer_id, _account_id, subscriptions = activate_for(sandbox, 5, 1)
+        sandbox.salesforce.remove_field("Account", "MRR__c")
+        async with engine(sandbox, tmp_path, schema_guard=True) as e:
+            assert e.schema is not None
+            assert await e.schema.check_all() == {"subscription_status": {"Account": ["MRR__c"]}}
+            sandbox.salesforce.log.clear()
+            await e.store.add_events([webhook("subscription.updated", dict(subscriptions[0]), "y")])
+            await e.worker.run_once()
+            assert (await e.store.queue_depths())[EventStatus.RECEIVED] == 1
+        assert sandbox.salesforce.log.writes() == []

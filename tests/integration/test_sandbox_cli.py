@@ -33,3 +33,38 @@ class TestSandboxCommand:
         finally:
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=15) == 0
+
+
+class TestOnlineCheck:
+    def test_check_online_logs_in_and_finds_missing_fields(self, tmp_path: Path) -> None:
+        """`check --online` logs in to both simulators; with a mapped field removed it names it and exits 4."""
+        import yaml
+
+        from revdaemon.sandbox.runner import create_sandbox
+
+        box = create_sandbox(key_dir=tmp_path / "keys", seed=2).start_threads()
+        try:
+            info = box.info()
+            config = {
+                "state_dir": str(tmp_path / "state"),
+                "salesforce": {"login_url": info["salesforce"]["login_url"], "auth": "jwt",
+                               "client_id": info["salesforce"]["consumer_key"],
+                               "username": info["salesforce"]["username"],
+                               "private_key_file": info["salesforce"]["private_key_file"]},
+                "nue": {"base_url": info["nue"]["url"], "api_key": info["nue"]["api_key"],
+                        "webhook_secret": info["nue"]["webhook_secret"]},
+            }
+            path = tmp_path / "config.yaml"
+            path.write_text(yaml.safe_dump(config))
+            command = [sys.executable, "-m", "revdaemon.cli", "check", "--online", "--json", "--config", str(path)]
+            ok = subprocess.run(command, capture_output=True, text=True)
+            assert ok.returncode == 0, ok.stdout + ok.stderr
+            assert json.loads(ok.stdout)["online"] == {"salesforce": "ok", "nue": "ok", "missing_fields": {},
+                                                       "ok": True}
+            box.salesforce.remove_field("Opportunity", "Nue_Order_Id__c")
+            drifted = subprocess.run(command, capture_output=True, text=True)
+            assert drifted.returncode == 4
+            missing = json.loads(drifted.stdout)["online"]["missing_fields"]
+            assert missing["closed_won_to_order"] == {"Opportunity": ["Nue_Order_Id__c"]}
+        finally:
+            box.close()
