@@ -186,6 +186,60 @@ class MappingSettings(_Section):
     lookups: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
+class ClosedWonFlowSettings(_Section):
+    enabled: bool = True
+    activate: bool = True  # activate the draft order (Nue then creates subscriptions and an invoice)
+    term_months: Annotated[int, Field(ge=1, le=120)] = 12
+    order_marker_field: SalesforceName | None = None  # a custom Nue order field for the opportunity id
+
+
+class SubscriptionStatusFlowSettings(_Section):
+    enabled: bool = True
+    status_lookup: str = "subscription_status"  # the mapping.lookups table: Nue status -> picklist value
+
+
+class BillingEventsFlowSettings(_Section):
+    enabled: bool = True
+    target: Literal["custom_object", "task"] = "custom_object"
+
+
+class OnboardingTask(_Section):
+    subject: Annotated[str, Field(min_length=1, max_length=200)]
+    due_days: Annotated[int, Field(ge=0, le=365)]
+
+
+class OnboardingFlowSettings(_Section):
+    enabled: bool = True
+    tasks: tuple[OnboardingTask, ...] = (
+        OnboardingTask(subject="Send welcome pack", due_days=1),
+        OnboardingTask(subject="Kick-off call", due_days=2),
+        OnboardingTask(subject="Configure tenant", due_days=7),
+    )
+
+
+class ReconciliationFlowSettings(_Section):
+    enabled: bool = True
+    repair: bool = False  # queue a flow-2 run for each account whose MRR fields drifted
+    tolerance: Annotated[float, Field(ge=0)] = 0.01
+
+
+class Toggle(_Section):
+    enabled: bool = True
+
+
+class FlowsSettings(_Section):
+    """Each flow can be switched off where Nue's own Salesforce sync already covers it."""
+
+    closed_won: ClosedWonFlowSettings = ClosedWonFlowSettings()
+    subscription_status: SubscriptionStatusFlowSettings = SubscriptionStatusFlowSettings()
+    renewals: Toggle = Toggle()
+    billing_events: BillingEventsFlowSettings = BillingEventsFlowSettings()
+    amendments: Toggle = Toggle()
+    onboarding: OnboardingFlowSettings = OnboardingFlowSettings()
+    quotes: Toggle = Toggle()
+    reconciliation: ReconciliationFlowSettings = ReconciliationFlowSettings()
+
+
 class EngineSettings(_Section):
     workers: Annotated[int, Field(ge=1, le=32)] = 2
     batch_size: Annotated[int, Field(ge=1, le=1000)] = 200
@@ -217,6 +271,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = LimitsSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     mapping: MappingSettings = MappingSettings()
+    flows: FlowsSettings = FlowsSettings()
     engine: EngineSettings = EngineSettings()
     log: LogSettings = LogSettings()
 
@@ -361,6 +416,7 @@ def _resolve_paths(settings: Settings, base_dir: Path) -> Settings:
     return settings.model_copy(update=updates)
 
 
+NUE_SUBSCRIPTION_STATUSES = ("Active", "Ended", "Expired", "Canceled", "Scheduled for cancellation")  # nue-api.md
 MIN_SECRET = {"nue.api_key": 8, "nue.webhook_secret": 16, "salesforce.client_secret": 8}
 LOGIN_HOSTS = ("login.salesforce.com", "test.salesforce.com")
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -413,6 +469,14 @@ def _cross_field_problems(settings: Settings) -> Iterator[tuple[str, str]]:
         if len(token) < 16:
             yield "nue.webhook_path_token", "required, at least 16 characters, when webhook_auth is 'path_token'"
 
+    status_table = settings.flows.subscription_status.status_lookup
+    if settings.flows.subscription_status.enabled:
+        # Without the table the flow's built-in values apply; a table given must cover every status.
+        table = settings.mapping.lookups.get(status_table)
+        if table is not None:
+            unmapped = [s for s in NUE_SUBSCRIPTION_STATUSES if s not in table]
+            if unmapped:
+                yield f"mapping.lookups.{status_table}", f"no value for Nue statuses: {', '.join(unmapped)}"
     for name, lookup in settings.mapping.lookups.items():
         if not lookup:
             yield f"mapping.lookups.{name}", "a lookup table must have at least one entry"

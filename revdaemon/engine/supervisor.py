@@ -31,7 +31,7 @@ from revdaemon.engine.worker import Doorbell, Worker, WorkerStats
 from revdaemon.errors import SyncError
 from revdaemon.flows.base import Flow
 from revdaemon.flows.closed_won_to_order import ClosedWonMapping, ClosedWonToOrderFlow
-from revdaemon.flows.subscription_status import SubscriptionStatusFlow
+from revdaemon.flows.subscription_status import SubscriptionStatusFlow, SubscriptionStatusMapping
 from revdaemon.limits import ApiLimiter, DailyBudget, RetryPolicy
 from revdaemon.listener.app import ListenerApp
 from revdaemon.listener.group_commit import GroupCommitter
@@ -63,8 +63,19 @@ class Daemon:
 
 
 def default_flows(settings: Settings) -> list[Flow]:
-    closed_won = ClosedWonMapping(connected_to_salesforce=settings.nue.connected_to_salesforce)
-    return [ClosedWonToOrderFlow(closed_won), SubscriptionStatusFlow()]
+    """The enabled flows, configured from `flows:` and `mapping:`."""
+    chosen = settings.flows
+    flows: list[Flow] = []
+    if chosen.closed_won.enabled:
+        flows.append(ClosedWonToOrderFlow(ClosedWonMapping(
+            activate=chosen.closed_won.activate, term_months=chosen.closed_won.term_months,
+            marker_field=chosen.closed_won.order_marker_field,
+            connected_to_salesforce=settings.nue.connected_to_salesforce)))
+    if chosen.subscription_status.enabled:
+        statuses = settings.mapping.lookups.get(chosen.subscription_status.status_lookup)
+        mapping = SubscriptionStatusMapping(status_values=dict(statuses)) if statuses else SubscriptionStatusMapping()
+        flows.append(SubscriptionStatusFlow(mapping))
+    return flows
 
 
 async def run_daemon(

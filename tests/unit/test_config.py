@@ -205,3 +205,24 @@ class TestSecurityRules:
         with pytest.raises(ConfigError) as exc:
             load_settings(write(tmp_path, MINIMAL), environ={"REVDAEMON_LISTENER": "{x"})
         assert "environment" in problems(exc)
+
+
+class TestFlows:
+    def test_flows_can_be_switched_off(self, tmp_path: Path) -> None:
+        """A flow Nue's own sync covers is switched off by config, and the daemon builds without it."""
+        from revdaemon.engine.supervisor import default_flows
+
+        settings = load_settings(write(tmp_path, {**MINIMAL, "flows": {"closed_won": {"enabled": False}},
+                                                  "mapping": {"lookups": {"subscription_status": {
+                                                      s: "Active" for s in ("Active", "Ended", "Expired",
+                                                                             "Canceled",
+                                                                             "Scheduled for cancellation")}}}}),
+                                 environ={})
+        assert [f.name for f in default_flows(settings)] == ["subscription_status"]
+
+    def test_status_table_must_cover_every_nue_status(self, tmp_path: Path) -> None:
+        """A lookup table without a value for a Nue status is refused, naming the statuses."""
+        document = {**MINIMAL, "mapping": {"lookups": {"subscription_status": {"Active": "Active"}}}}
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, document), environ={})
+        assert "Scheduled for cancellation" in problems(exc)["mapping.lookups.subscription_status"]
