@@ -160,7 +160,7 @@ class NueClient:
 
     async def get_quote(self, quote_id: str) -> dict[str, Any]:
         body = await self._send(wire.get_quote_request(quote_id), operation="get quote", record_ref=quote_id)
-        return wire.one(body.data)
+        return wire.one(body.data.get("quote", body.data) if isinstance(body.data, dict) else body.data)
 
     async def pay_invoices(self, payments: Sequence[Mapping[str, Any]]) -> Any:
         body = await self._send(wire.pay_invoices_request(payments), operation="pay invoices", idempotent=False)

@@ -25,12 +25,15 @@ from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.engine.executor import Executor
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.pollers import NUE_FIELDS, NuePoller, Poller, SalesforceClosedWonPoller
+from revdaemon.engine.renewal_scan import scan_renewals
 from revdaemon.engine.scheduler import Scheduler
 from revdaemon.engine.schema import SchemaGuard
 from revdaemon.engine.worker import Doorbell, Worker, WorkerStats
 from revdaemon.errors import SyncError
 from revdaemon.flows.base import Flow
 from revdaemon.flows.closed_won_to_order import ClosedWonMapping, ClosedWonToOrderFlow
+from revdaemon.flows.quote_sync import QuoteSyncFlow
+from revdaemon.flows.renewals import RenewalFlow, RenewalMapping
 from revdaemon.flows.subscription_status import SubscriptionStatusFlow, SubscriptionStatusMapping
 from revdaemon.limits import ApiLimiter, DailyBudget, RetryPolicy
 from revdaemon.listener.app import ListenerApp
@@ -71,6 +74,10 @@ def default_flows(settings: Settings) -> list[Flow]:
             activate=chosen.closed_won.activate, term_months=chosen.closed_won.term_months,
             marker_field=chosen.closed_won.order_marker_field,
             connected_to_salesforce=settings.nue.connected_to_salesforce)))
+    if chosen.renewals.enabled:
+        flows.append(RenewalFlow(RenewalMapping(connected_to_salesforce=settings.nue.connected_to_salesforce)))
+    if chosen.quotes.enabled:
+        flows.append(QuoteSyncFlow())
     if chosen.subscription_status.enabled:
         statuses = settings.mapping.lookups.get(chosen.subscription_status.status_lookup)
         mapping = SubscriptionStatusMapping(status_values=dict(statuses)) if statuses else SubscriptionStatusMapping()
@@ -156,9 +163,15 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
         scheduler.add_interval(poller, schedule.nue_poll_seconds)
     # Batch jobs only enqueue an event (keyed by the day, so a missed or repeated run is one job);
     # the workers do the work like any other event, with its retries and dead letters.
-    for job_type, crontab in (("schedule.renewal_scan", schedule.renewal_scan_cron),
-                              ("schedule.reconciliation", schedule.reconciliation_cron)):
-        scheduler.add_cron(job_type, crontab, _enqueue_daily(store, doorbell, job_type))
+    scheduler.add_cron("schedule.reconciliation", schedule.reconciliation_cron,
+                       _enqueue_daily(store, doorbell, "schedule.reconciliation"))
+    if settings.flows.renewals.enabled:
+        async def renewal_scan() -> None:
+            # One inbox event per subscription term coming up for renewal; the workers do the rest.
+            if await scan_renewals(nue, store, window_days=schedule.renewal_window_days, today=utcnow().date()):
+                doorbell.ring()
+
+        scheduler.add_cron("schedule.renewal_scan", schedule.renewal_scan_cron, renewal_scan)
     return Daemon(settings=settings, store=store, salesforce=salesforce, nue=nue, health=health,
                   committer=committer, workers=workers, listener=listener, schema=schema, scheduler=scheduler,
                   pollers=pollers,

@@ -181,6 +181,12 @@ class TestResources:
         assert route.calls[0].request.url.params["paymentStatus"] == "Paid"
 
     @respx.mock
+    async def test_get_quote_unwraps_data_quote(self, client: NueClient) -> None:
+        """Quote: GET /cpq/quotes/{id} answers data.quote; the client returns the quote itself."""
+        respx.get(f"{BASE}/cpq/quotes/q-1").respond(200, json=ok({"quote": {"id": "q-1", "quoteVersion": 2}}))
+        assert await client.get_quote("q-1") == {"id": "q-1", "quoteVersion": 2}
+
+    @respx.mock
     async def test_credit_memos_page_like_invoices(self, client: NueClient) -> None:
         """Credit memos use the same page/limit walk; a short page ends it."""
         route = respx.get(f"{BASE}/credit-memos")
