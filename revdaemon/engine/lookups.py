@@ -127,8 +127,12 @@ class Fetcher:
             for chunk in _chunks(parents, SOQL_IN_MAX):
                 quoted = ", ".join(salesforce_wire.soql_literal(i) for i in chunk)
                 soql = f"SELECT {', '.join(selected)} FROM {sobject} WHERE {parent_field} IN ({quoted}) ORDER BY Id"
+                # SOQL's = ignores case on text fields: file each row under the value as it was asked for.
+                asked = {p.lower(): p for p in chunk}
                 async for row in self._sf.query(soql, priority=Priority.REALTIME):
-                    found[(sobject, parent_field, str(row[parent_field]))].append(row)
+                    value = str(row[parent_field])
+                    key = (sobject, parent_field, asked.get(value.lower(), value))
+                    found.setdefault(key, []).append(row)
         return found
 
 

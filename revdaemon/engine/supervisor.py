@@ -30,8 +30,11 @@ from revdaemon.engine.scheduler import Scheduler
 from revdaemon.engine.schema import SchemaGuard
 from revdaemon.engine.worker import Doorbell, Worker, WorkerStats
 from revdaemon.errors import SyncError
+from revdaemon.flows.amendments import AmendmentsFlow
 from revdaemon.flows.base import Flow
+from revdaemon.flows.billing_events import BillingEventMapping, BillingEventsFlow
 from revdaemon.flows.closed_won_to_order import ClosedWonMapping, ClosedWonToOrderFlow
+from revdaemon.flows.onboarding import OnboardingFlow, OnboardingMapping
 from revdaemon.flows.quote_sync import QuoteSyncFlow
 from revdaemon.flows.renewals import RenewalFlow, RenewalMapping
 from revdaemon.flows.subscription_status import SubscriptionStatusFlow, SubscriptionStatusMapping
@@ -78,6 +81,13 @@ def default_flows(settings: Settings) -> list[Flow]:
         flows.append(RenewalFlow(RenewalMapping(connected_to_salesforce=settings.nue.connected_to_salesforce)))
     if chosen.quotes.enabled:
         flows.append(QuoteSyncFlow())
+    if chosen.billing_events.enabled:
+        flows.append(BillingEventsFlow(BillingEventMapping(target=chosen.billing_events.target)))
+    if chosen.amendments.enabled:
+        flows.append(AmendmentsFlow())  # the account MRR itself is subscription_status's to write
+    if chosen.onboarding.enabled:
+        flows.append(OnboardingFlow(OnboardingMapping(
+            tasks=tuple((t.subject, t.due_days) for t in chosen.onboarding.tasks))))
     if chosen.subscription_status.enabled:
         statuses = settings.mapping.lookups.get(chosen.subscription_status.status_lookup)
         mapping = SubscriptionStatusMapping(status_values=dict(statuses)) if statuses else SubscriptionStatusMapping()

@@ -1,0 +1,209 @@
+"""Flow 6 (architecture.md): an activated order starts the customer's onboarding in Salesforce.
+
+Trigger:   order.activated (webhook or poll; `data.id` is the order id, `data.customerId` its customer).
+           Change orders (amendments, renewals, cancellations) are skipped: they are flow 5's.
+Reads:     the customer's orders (this one re-read; the notification is a hint), the catalog (product
+           names), the Nue customer, then the Salesforce account (externalId, else salesAccountId) with
+           its owner, customer success manager, entitlements and last order, and the account's Tasks.
+Writes:    1. an update of the account, only the fields that differ: Entitlements__c, one line per product
+              ("<name> x <quantity>", add-ons of a bundle included) summed over every activated order of
+              the customer that is not a change order, so the field shows the state whatever order the
+              notifications come in; and Last_Nue_Order__c, the number of the latest of those orders;
+           2. one Task per configured onboarding step (subject, due offset in days), for this order:
+              WhatId = the account, OwnerId = the account's customer success manager, else its owner,
+              Subject "<step> (<order number>)", ActivityDate = activation date + offset, Status
+              "Not Started", Priority "Normal"; created after a lookup by (WhatId, Subject), and planned
+              only when the account has no such Task. A replay writes nothing.
+Key:       onboarding:account:<account id>:<latest order id>; onboarding:task:<order id>:<step>.
+Conflicts: none; an unlinked customer or a missing account is skipped and logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from revdaemon.domain.money import PricingError, to_decimal
+from revdaemon.domain.subscriptions import version_of
+from revdaemon.flows.base import FlowEvent, Found, Needs
+from revdaemon.flows.plan import Plan, SfCreate, SfUpdate, Write
+
+NAME = "onboarding"
+EVENT_TYPES = frozenset({"order.activated"})
+
+CHANGE_ORDER_TYPE = "Change"  # [assumed] orderType of an order made by POST /change-orders
+ACTIVATED = frozenset({"activated", "active"})  # nue-api.md Order status: compare case-insensitively
+TASK_FIELDS = ("Subject", "WhatId")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnboardingMapping:
+    account_object: str = "Account"
+    owner_field: str = "OwnerId"
+    csm_field: str = "Customer_Success_Manager__c"
+    entitlements_field: str = "Entitlements__c"
+    last_order_field: str = "Last_Nue_Order__c"
+    # (subject, due in days after activation), config: flows.onboarding.tasks.
+    tasks: tuple[tuple[str, int], ...] = (("Kick-off call", 2), ("Send welcome pack", 1), ("Configure tenant", 7))
+    task_status: str = "Not Started"  # Task.Status picklist (sandbox/salesforce/schema.py)
+    task_priority: str = "Normal"  # Task.Priority picklist
+
+    @property
+    def account_fields(self) -> tuple[str, ...]:
+        return (self.owner_field, self.csm_field, self.entitlements_field, self.last_order_field)
+
+
+class OnboardingFlow:
+    name = NAME
+    event_types = EVENT_TYPES
+
+    def __init__(self, mapping: OnboardingMapping | None = None) -> None:
+        self.mapping = mapping or OnboardingMapping()
+
+    def needs(self, event: FlowEvent, found: Found) -> Needs:
+        customer_id = _customer_id(event)
+        if customer_id is None or event.resource_id is None:
+            return Needs()
+        needs = Needs(nue_orders_of=frozenset({customer_id}), nue_customers=frozenset({customer_id}))
+        order = _order(found.nue_orders.get(customer_id, []), event.resource_id)
+        if order is None or _is_change_order(order):
+            return needs
+        m = self.mapping
+        needs |= Needs(catalog=True)
+        account_id = _account_id(found.nue_customers.get(customer_id))
+        if account_id:
+            needs |= Needs(sf_records=frozenset({(m.account_object, account_id)}),
+                           sf_children=frozenset({("Task", "WhatId", account_id)}),
+                           sf_fields=frozenset({*((m.account_object, f) for f in m.account_fields),
+                                                *(("Task", f) for f in TASK_FIELDS)}))
+        return needs
+
+    def plan(self, event: FlowEvent, found: Found) -> Plan:
+        customer_id = _customer_id(event)
+        order_id = event.resource_id
+        if customer_id is None or order_id is None:
+            return Plan(skip_reason="the notification names no order and customer")
+        orders = found.nue_orders.get(customer_id, [])
+        order = _order(orders, order_id)
+        if order is None:
+            return Plan(skip_reason=f"Nue has no order {order_id} for customer {customer_id}")
+        if _is_change_order(order):
+            return Plan(skip_reason=f"order {order.get('orderNumber')} is a change order: no onboarding")
+        if not _activated(order):
+            return Plan(skip_reason=f"order {order.get('orderNumber')} is {order.get('status')}, not Activated")
+        account_id = _account_id(found.nue_customers.get(customer_id))
+        if not account_id:
+            return Plan(skip_reason=f"customer {customer_id} is not linked to a Salesforce account yet")
+        m = self.mapping
+        account = found.sf_records.get((m.account_object, account_id))
+        if account is None:
+            return Plan(skip_reason=f"Salesforce has no account {account_id}")
+        try:
+            writes: list[Write] = self._account_update(account_id, account, orders, found.catalog)
+        except PricingError as exc:
+            return Plan(skip_reason=f"cannot read the orders of customer {customer_id}: {exc}")
+        writes += self._tasks(order, account_id, account, found.sf_children.get(("Task", "WhatId", account_id), []))
+        if not writes:
+            return Plan(skip_reason="the account shows the order and its onboarding tasks exist")
+        return Plan(writes=tuple(writes))
+
+    def _account_update(self, account_id: str, account: Mapping[str, Any], orders: Sequence[Mapping[str, Any]],
+                        catalog: Sequence[Mapping[str, Any]]) -> list[Write]:
+        m = self.mapping
+        placed = sorted((o for o in orders if _activated(o) and not _is_change_order(o)), key=_activation)
+        wanted = {m.entitlements_field: entitlements(placed, catalog),
+                  m.last_order_field: placed[-1].get("orderNumber")}
+        changed = {k: v for k, v in wanted.items() if v is not None and str(account.get(k) or "") != str(v)}
+        if not changed:
+            return []
+        return [SfUpdate(sobject=m.account_object, record_id=account_id, fields=changed,
+                         idem_key=f"{NAME}:account:{account_id}:{placed[-1].get('id')}")]
+
+    def _tasks(self, order: Mapping[str, Any], account_id: str, account: Mapping[str, Any],
+               existing: Sequence[Mapping[str, Any]]) -> list[Write]:
+        m = self.mapping
+        number = order.get("orderNumber") or order.get("id")
+        activated = _activation_day(order)
+        owner = account.get(m.csm_field) or account.get(m.owner_field)
+        taken = {str(t.get("Subject")) for t in existing if str(t.get("WhatId") or account_id) == account_id}
+        writes: list[Write] = []
+        for step, offset in m.tasks:
+            subject = f"{step} ({number})"
+            if subject in taken:
+                continue
+            fields: dict[str, Any] = {"WhatId": account_id, "Subject": subject, "Status": m.task_status,
+                                      "Priority": m.task_priority}
+            if owner:
+                fields["OwnerId"] = owner
+            if activated is not None:
+                fields["ActivityDate"] = (activated + timedelta(days=offset)).isoformat()
+            writes.append(SfCreate(sobject="Task", fields=fields, match={"WhatId": account_id, "Subject": subject},
+                                   idem_key=f"{NAME}:task:{order.get('id')}:{step}"))
+        return writes
+
+
+def entitlements(orders: Sequence[Mapping[str, Any]], catalog: Sequence[Mapping[str, Any]]) -> str:
+    """One line per product, "<name> x <quantity>", quantities summed over the orders' lines and add-ons,
+    in the order the products first appear."""
+    names: dict[str, str] = {}
+    for product in catalog:
+        for entry in product.get("priceBookEntries") or []:
+            names[str(entry.get("id"))] = str(product.get("name") or product.get("sku") or entry.get("id"))
+    totals: dict[str, Decimal] = {}
+
+    def walk(lines: Sequence[Mapping[str, Any]]) -> None:
+        for line in lines:
+            name = str(line.get("productName") or names.get(str(line.get("priceBookEntryId")))
+                       or line.get("sku") or line.get("priceBookEntryId"))
+            totals[name] = totals.get(name, Decimal(0)) + to_decimal(line.get("quantity") or 0, "quantity")
+            walk(line.get("addOns") or [])
+
+    for order in orders:
+        walk(order.get("orderProducts") or [])
+    return "\n".join(f"{name} x {_plain(quantity)}" for name, quantity in totals.items())
+
+
+def _plain(value: Decimal) -> str:
+    """25.000 -> "25", 2.50 -> "2.5"."""
+    return f"{value.normalize():f}"
+
+
+def _activation(order: Mapping[str, Any]) -> tuple[str, str]:
+    return (version_of(order.get("activatedDate")), str(order.get("orderNumber") or ""))
+
+
+def _activation_day(order: Mapping[str, Any]) -> date | None:
+    """The UTC day the order was activated (activatedDate is a timestamp), else the day it was placed."""
+    stamp = version_of(order.get("activatedDate"))
+    if stamp:
+        return date.fromisoformat(stamp[:10])
+    placed = order.get("orderPlacedDate") or order.get("effectiveDate")
+    return date.fromisoformat(str(placed)[:10]) if placed else None
+
+
+def _activated(order: Mapping[str, Any]) -> bool:
+    return str(order.get("status") or "").lower() in ACTIVATED
+
+
+def _is_change_order(order: Mapping[str, Any]) -> bool:
+    return order.get("orderType") == CHANGE_ORDER_TYPE or bool(order.get("assetChanges"))
+
+
+def _order(orders: Sequence[Mapping[str, Any]], order_id: str) -> Mapping[str, Any] | None:
+    return next((o for o in orders if str(o.get("id")) == order_id), None)
+
+
+def _customer_id(event: FlowEvent) -> str | None:
+    data = event.data
+    value = data.get("customerId") or (data.get("customer") or {}).get("id")
+    return str(value) if value else None
+
+
+def _account_id(customer: Mapping[str, Any] | None) -> str | None:
+    if not customer:
+        return None
+    value = customer.get("externalId") or customer.get("salesAccountId")
+    return str(value) if value else None

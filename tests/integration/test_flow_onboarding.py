@@ -1,0 +1,115 @@
+"""Flow 6 end to end: an activated order fills in the account and creates the onboarding Tasks once."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from revdaemon.flows.amendments import AmendmentsFlow
+from revdaemon.flows.base import Flow
+from revdaemon.flows.billing_events import BillingEventsFlow
+from revdaemon.flows.onboarding import OnboardingFlow
+from revdaemon.flows.subscription_status import SubscriptionStatusFlow
+from revdaemon.sandbox.runner import Sandbox
+from revdaemon.store.records import NewEvent
+from tests.integration.engine_fixtures import Engine, engine, webhook
+
+pytestmark = pytest.mark.anyio
+
+FLOWS: list[Flow] = [OnboardingFlow()]
+STEPS = (("Kick-off call", 2), ("Send welcome pack", 1), ("Configure tenant", 7))
+
+
+def activations(sandbox: Sandbox) -> list[NewEvent]:
+    """The order.activated notifications Nue published, as the listener would store them."""
+    return [webhook(e["type"], e["data"], e["id"]) for e in sandbox.nue.webhooks.published()
+            if e["type"] == "order.activated"]
+
+
+async def deliver(e: Engine, events: list[NewEvent]) -> None:
+    await e.store.add_events(events)
+    while await e.worker.run_once():
+        pass
+
+
+def tasks(sandbox: Sandbox, account_id: str) -> list[dict[str, Any]]:
+    return [t for t in sandbox.salesforce.records("Task") if t["WhatId"] == account_id]
+
+
+class TestOnboarding:
+    async def test_activation_fills_the_account_and_creates_the_tasks_once(self, sandbox: Sandbox,
+                                                                          tmp_path: Path) -> None:
+        """Entitlements, last order and exactly the configured Tasks for the CSM; a replay adds nothing."""
+        csm = sandbox.salesforce.seed_data.users[2].id
+        scenario = sandbox.nue.scenario
+        customer = scenario.create_customer(0)
+        account_id = customer["externalId"]
+        sandbox.salesforce.update("Account", account_id, {"Customer_Success_Manager__c": csm})
+        result = scenario.create_and_activate_order(customer["id"], opportunity=0)
+        order = result["order"]
+        async with engine(sandbox, tmp_path, flows=FLOWS) as e:
+            events = activations(sandbox)
+            await deliver(e, events)
+            account = sandbox.salesforce.record("Account", account_id)
+            assert account["Last_Nue_Order__c"] == order["orderNumber"]
+            assert account["Entitlements__c"].splitlines() == [
+                "Platform Subscription x 1", "User Seats x 25", "Onboarding Package x 1"]
+            activated = date.fromisoformat(str(order["activatedDate"])[:10])
+            assert sorted((t["Subject"], t["ActivityDate"], t["OwnerId"], t["Status"], t["Priority"])
+                          for t in tasks(sandbox, account_id)) == sorted(
+                (f"{s} ({order['orderNumber']})", (activated + timedelta(days=d)).isoformat(), csm, "Not Started",
+                 "Normal") for s, d in STEPS)
+
+            sandbox.salesforce.log.clear()
+            await deliver(e, [webhook(ev.type, ev.payload["data"], f"replay-{i}") for i, ev in enumerate(events)])
+        assert sandbox.salesforce.log.writes() == []
+        assert len(tasks(sandbox, account_id)) == len(STEPS)
+
+    async def test_without_a_csm_the_owner_gets_the_tasks(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """An account with no customer success manager has its Tasks assigned to the account owner."""
+        scenario = sandbox.nue.scenario
+        customer = scenario.create_customer(1)
+        account_id = customer["externalId"]
+        scenario.create_and_activate_order(customer["id"], opportunity=0)
+        async with engine(sandbox, tmp_path, flows=FLOWS) as e:
+            await deliver(e, activations(sandbox))
+        owner = sandbox.salesforce.record("Account", account_id)["OwnerId"]
+        assert {t["OwnerId"] for t in tasks(sandbox, account_id)} == {owner}
+        assert len(tasks(sandbox, account_id)) == len(STEPS)
+
+    async def test_change_orders_start_no_onboarding(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """An amendment's activation adds no Tasks and leaves the last order as the original one."""
+        scenario = sandbox.nue.scenario
+        customer = scenario.create_customer(2)
+        account_id = customer["externalId"]
+        order = scenario.create_and_activate_order(customer["id"], opportunity=0)["order"]
+        async with engine(sandbox, tmp_path, flows=FLOWS) as e:
+            await deliver(e, activations(sandbox))
+            seats = next(s for s in sandbox.nue.store.subscriptions.values()
+                         if s["customerId"] == customer["id"] and s["quantity"] == 25)
+            sandbox.nue.webhooks.clear()
+            scenario.change(seats["name"], "UpdateQuantity", quantity=5)
+            await deliver(e, activations(sandbox))
+        assert len(tasks(sandbox, account_id)) == len(STEPS)
+        assert sandbox.salesforce.record("Account", account_id)["Last_Nue_Order__c"] == order["orderNumber"]
+
+    async def test_beside_the_other_order_flows(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """With flows 2, 4 and 5 on the same notifications, the account gets MRR and onboarding, the invoice is
+        logged, and no amendment Note is written for a new order."""
+        flows: list[Flow] = [SubscriptionStatusFlow(), BillingEventsFlow(), AmendmentsFlow(), OnboardingFlow()]
+        scenario = sandbox.nue.scenario
+        customer = scenario.create_customer(3)
+        account_id = customer["externalId"]
+        scenario.create_and_activate_order(customer["id"], opportunity=0, generate_invoice=True, activate_invoice=True)
+        events = [webhook(e["type"], e["data"], e["id"]) for e in sandbox.nue.webhooks.published()]
+        async with engine(sandbox, tmp_path, flows=flows) as e:
+            await deliver(e, events)
+        account = sandbox.salesforce.record("Account", account_id)
+        assert account["MRR__c"] and account["Subscription_Status__c"] == "Active"
+        assert account["Last_Nue_Order__c"] and account["Entitlements__c"]
+        assert len(tasks(sandbox, account_id)) == len(STEPS)
+        assert [r["Account__c"] for r in sandbox.salesforce.records("Nue_Billing_Event__c")] == [account_id]
+        assert [n for n in sandbox.salesforce.records("Note") if n["ParentId"] == account_id] == []
