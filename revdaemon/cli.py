@@ -30,6 +30,7 @@ EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
 EXIT_STORE = 3
 EXIT_ONLINE = 4  # check --online: an API refused the credentials, or mapped fields are missing
+EXIT_DRIFT = 5  # reconcile: some accounts do not match Nue
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -172,6 +173,53 @@ async def _online_check(settings: Settings) -> dict[str, Any]:
             result["nue"] = f"failed: {exc.message}"
     result["ok"] = result["salesforce"] == "ok" and result["nue"] == "ok" and not result["missing_fields"]
     return result
+
+
+@main.command()
+@config_option
+@json_option
+@click.option("--report", "report_only", is_flag=True, help="Only report the drift (the default).")
+@click.option("--repair", is_flag=True, help="Also queue a repair for each account showing wrong figures.")
+def reconcile(config_path: Path | None, as_json: bool, report_only: bool, repair: bool) -> None:
+    """Compare every Nue customer's MRR with its Salesforce account now (flow 8) and print the drift."""
+    if report_only and repair:
+        raise click.UsageError("--report and --repair exclude each other")
+    settings = _load(config_path)
+    _setup_logging(settings)
+    try:
+        report = anyio.run(_reconcile, settings, repair)
+    except StoreError as exc:
+        click.echo(f"revdaemon: state store: {exc}", err=True)
+        sys.exit(EXIT_STORE)
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        click.echo(report.as_text_table(only_drift=True))
+    if report.drifted:
+        sys.exit(EXIT_DRIFT)
+
+
+async def _reconcile(settings: Settings, repair: bool) -> Any:
+    import httpx
+
+    from revdaemon.connectors.nue import NueClient
+    from revdaemon.connectors.salesforce import SalesforceClient
+    from revdaemon.engine.supervisor import run_reconciliation
+    from revdaemon.limits import ApiLimiter, DailyBudget, RetryPolicy
+
+    retry = RetryPolicy(max_attempts=3, max_total=60)
+    async with httpx.AsyncClient() as http:
+        salesforce = SalesforceClient(settings.salesforce, http, limiter=ApiLimiter(settings.limits.salesforce),
+                                      budget=DailyBudget(share=settings.limits.salesforce_daily_budget_share),
+                                      retry=retry)
+        nue = NueClient(settings.nue, http, limiter=ApiLimiter(settings.limits.nue), retry=retry)
+        # Only a repair writes to the state store (the queued events); a report reads the APIs alone.
+        store = await open_store(settings.database_path) if repair else None
+        try:
+            return await run_reconciliation(settings, nue, salesforce, store=store, repair=repair)
+        finally:
+            if store is not None:
+                await store.close()
 
 
 async def _store_version(settings: Settings) -> int | None:

@@ -221,6 +221,7 @@ class ReconciliationFlowSettings(_Section):
     enabled: bool = True
     repair: bool = False  # queue a flow-2 run for each account whose MRR fields drifted
     tolerance: Annotated[float, Field(ge=0)] = 0.01
+    report_file: str = "reconciliation.json"  # in state_dir; the newest report, for operators and the console
 
 
 class Toggle(_Section):

@@ -13,6 +13,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 
 import anyio
 import httpx
@@ -22,9 +23,11 @@ from anyio.abc import TaskGroup
 from revdaemon.config import Settings
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
+from revdaemon.domain.reconciliation import Report
 from revdaemon.engine.executor import Executor
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.pollers import NUE_FIELDS, NuePoller, Poller, SalesforceClosedWonPoller
+from revdaemon.engine.reconcile import reconcile
 from revdaemon.engine.renewal_scan import scan_renewals
 from revdaemon.engine.scheduler import Scheduler
 from revdaemon.engine.schema import SchemaGuard
@@ -44,7 +47,7 @@ from revdaemon.listener.group_commit import GroupCommitter
 from revdaemon.listener.http import HttpServer
 from revdaemon.ops.health import Health
 from revdaemon.store import Store, open_store
-from revdaemon.store.records import NewEvent, utcnow
+from revdaemon.store.records import utcnow
 
 log = structlog.get_logger("revdaemon.supervisor")
 
@@ -173,8 +176,14 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
         scheduler.add_interval(poller, schedule.nue_poll_seconds)
     # Batch jobs only enqueue an event (keyed by the day, so a missed or repeated run is one job);
     # the workers do the work like any other event, with its retries and dead letters.
-    scheduler.add_cron("schedule.reconciliation", schedule.reconciliation_cron,
-                       _enqueue_daily(store, doorbell, "schedule.reconciliation"))
+    if settings.flows.reconciliation.enabled:
+        async def nightly_reconciliation() -> None:
+            report = await run_reconciliation(settings, nue, salesforce, store=store,
+                                              repair=settings.flows.reconciliation.repair)
+            if report.repairs:
+                doorbell.ring()
+
+        scheduler.add_cron("schedule.reconciliation", schedule.reconciliation_cron, nightly_reconciliation)
     if settings.flows.renewals.enabled:
         async def renewal_scan() -> None:
             # One inbox event per subscription term coming up for renewal; the workers do the rest.
@@ -202,16 +211,17 @@ async def _schema_check(daemon: Daemon) -> None:
         log.info("schema_check_passed", flows=[f.name for f in daemon.schema.flows])
 
 
-def _enqueue_daily(store: Store, doorbell: Doorbell, job_type: str) -> Callable[[], Awaitable[None]]:
-    async def enqueue() -> None:
-        today = utcnow().date().isoformat()
-        [new] = await store.add_events([NewEvent(source="schedule", key=f"{job_type}:{today}", type=job_type,
-                                                 payload={"data": {"id": today}})])
-        if new:
-            doorbell.ring()
-        log.info("scheduled_job_enqueued", job=job_type, day=today, new=new)
-
-    return enqueue
+async def run_reconciliation(settings: Settings, nue: NueClient, salesforce: SalesforceClient, *,
+                             store: Store | None, repair: bool) -> Report:
+    """Flow 8: compare Nue with Salesforce, write the report to the state directory, and (with `repair`)
+    queue flow 2 for each account whose figures drifted, through the normal executor."""
+    statuses = settings.mapping.lookups.get(settings.flows.subscription_status.status_lookup)
+    mapping = SubscriptionStatusMapping(status_values=dict(statuses)) if statuses else SubscriptionStatusMapping()
+    report = await reconcile(nue, salesforce, store=store, repair=repair, mapping=mapping,
+                             tolerance=Decimal(str(settings.flows.reconciliation.tolerance)),
+                             report_path=settings.state_dir / settings.flows.reconciliation.report_file)
+    log.info("reconciliation_done", drifted=len(report.drifted), repairs=len(report.repairs), repair=repair)
+    return report
 
 
 async def _stop(tg: TaskGroup, daemon: Daemon, *, reason: str) -> None:

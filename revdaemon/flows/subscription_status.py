@@ -12,6 +12,7 @@ Conflicts: none: Nue is the master of subscription state; an unlinked customer i
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -88,9 +89,12 @@ class SubscriptionStatusFlow:
         entity = f"nue:customer:{customer_id}"
         if not changed:
             return Plan(skip_reason="the account already shows this state", version=state.version, entity=entity)
+        # The key names what is corrected as well as the state written: a hand edit of the account after our
+        # last write (found by the reconciliation) gets a new key, so its repair is sent, not skipped.
+        seen = hashlib.sha256(repr(sorted((k, str(account.get(k))) for k in changed)).encode()).hexdigest()[:12]
         return Plan(
             writes=(SfUpdate(sobject=self.mapping.account_object, record_id=str(account_id), fields=changed,
-                             idem_key=f"{NAME}:account:{account_id}:{state.version}"),),
+                             idem_key=f"{NAME}:account:{account_id}:{state.version}:{seen}"),),
             version=state.version,
             entity=entity,
         )

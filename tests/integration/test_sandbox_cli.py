@@ -35,6 +35,44 @@ class TestSandboxCommand:
             assert process.wait(timeout=15) == 0
 
 
+def sandbox_config(box: object, tmp_path: Path) -> Path:
+    import yaml
+
+    info = box.info()  # type: ignore[attr-defined]
+    config = {
+        "state_dir": str(tmp_path / "state"),
+        "salesforce": {"login_url": info["salesforce"]["login_url"], "auth": "jwt",
+                       "client_id": info["salesforce"]["consumer_key"], "username": info["salesforce"]["username"],
+                       "private_key_file": info["salesforce"]["private_key_file"]},
+        "nue": {"base_url": info["nue"]["url"], "api_key": info["nue"]["api_key"],
+                "webhook_secret": info["nue"]["webhook_secret"]},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class TestReconcileCommand:
+    def test_reports_drift_and_exits_5(self, tmp_path: Path) -> None:
+        """`reconcile --json` names the account whose MRR Salesforce lacks, exits 5, and writes the report file."""
+        from revdaemon.sandbox.runner import create_sandbox
+
+        box = create_sandbox(key_dir=tmp_path / "keys", seed=4).start_threads()
+        try:
+            customer = box.nue.scenario.create_customer(0)
+            box.nue.scenario.create_and_activate_order(customer["id"], opportunity=0)
+            path = sandbox_config(box, tmp_path)
+            result = subprocess.run([sys.executable, "-m", "revdaemon.cli", "reconcile", "--json", "--config",
+                                     str(path)], capture_output=True, text=True)
+            assert result.returncode == 5, result.stderr[-2000:]
+            report = json.loads(result.stdout)
+            [row] = [r for r in report["rows"] if r["customer_id"] == customer["id"]]
+            assert row["drift"] == "salesforce_differs" and row["repairable"] is True
+            assert (tmp_path / "state" / "reconciliation.json").exists()
+        finally:
+            box.close()
+
+
 class TestOnlineCheck:
     def test_check_online_logs_in_and_finds_missing_fields(self, tmp_path: Path) -> None:
         """`check --online` logs in to both simulators; with a mapped field removed it names it and exits 4."""

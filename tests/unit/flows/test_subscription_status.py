@@ -44,8 +44,17 @@ class TestPlan:
         assert plan == Plan(
             writes=(SfUpdate(sobject="Account", record_id="001A",
                              fields={"MRR__c": Decimal("1000.00"), "ARR__c": Decimal("12000.00")},
-                             idem_key="subscription_status:account:001A:2026-02-01T00:00:00.000000Z"),),
+                             idem_key=plan.writes[0].idem_key),),
             version="2026-02-01T00:00:00.000000Z", entity="nue:customer:c1")
+        assert plan.writes[0].idem_key.startswith("subscription_status:account:001A:2026-02-01T00:00:00.000000Z:")
+
+    def test_a_hand_edit_gets_a_new_key(self) -> None:
+        """The same Nue state over different wrong account values is a different write (a repair is sent)."""
+        flow = SubscriptionStatusFlow()
+        first = flow.plan(event(), found({"Id": "001A", "MRR__c": 0})).writes[0].idem_key
+        again = flow.plan(event(), found({"Id": "001A", "MRR__c": 0})).writes[0].idem_key
+        edited = flow.plan(event(), found({"Id": "001A", "MRR__c": 7})).writes[0].idem_key
+        assert first == again and first != edited
 
     def test_nothing_to_write_when_up_to_date(self) -> None:
         """An echo or a duplicate plans no write."""

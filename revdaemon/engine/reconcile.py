@@ -1,0 +1,137 @@
+"""Flow 8 (architecture.md), the I/O half: read both sides, compare (domain.reconciliation), report, repair.
+
+Reads, in this order: every Nue customer (GraphQL pages), their subscriptions and orders (`customerIds`
+batches), the catalog (fresh), then the Salesforce accounts they link to, one SOQL `Id IN (...)` per
+`SOQL_IN_MAX` ids at background priority, so the job yields to real-time work past the daily budget share.
+
+Repair writes nothing itself. For each `salesforce_differs` row linked by `externalId` (the link flow 2
+follows) it stores one inbox event, keyed by customer and day, that flow 2 handles like a
+`subscription.updated` notification: it re-reads the customer and writes the account through the normal
+executor, with its idempotency, batching, retries and dead letters. A repeated run on the same day adds
+no second event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from revdaemon.connectors import nue_wire, salesforce_wire
+from revdaemon.connectors.nue import NueClient
+from revdaemon.connectors.salesforce import SalesforceClient
+from revdaemon.domain.reconciliation import DEFAULT_TOLERANCE, AccountFields, Comparison, Report, compare
+from revdaemon.engine.lookups import SOQL_IN_MAX
+from revdaemon.flows.subscription_status import SubscriptionStatusMapping
+from revdaemon.limits import Priority
+from revdaemon.store import Store
+from revdaemon.store.records import NewEvent
+
+log = structlog.get_logger("revdaemon.reconcile")
+
+REPAIR_SOURCE = "schedule"
+REPAIR_EVENT_TYPE = "subscription.updated"  # one of flow 2's event types
+REPAIR_LINK = "externalId"  # flow 2 finds the account through the customer's externalId only
+
+
+async def reconcile(
+    nue: NueClient,
+    salesforce: SalesforceClient,
+    *,
+    store: Store | None = None,
+    repair: bool = False,
+    report_path: Path | None = None,
+    mapping: SubscriptionStatusMapping | None = None,
+    tolerance: Decimal = DEFAULT_TOLERANCE,
+    now: datetime | None = None,
+) -> Report:
+    """Compare every Nue customer with its Salesforce account; with `repair`, queue flow 2 for each
+    account that shows the wrong figures. Returns the report (also written as JSON to `report_path`)."""
+    if repair and store is None:
+        raise ValueError("repair needs a store to queue the repair events in")
+    now = now or datetime.now(UTC)
+    mapping = mapping or SubscriptionStatusMapping()
+    fields = AccountFields(mrr=mapping.mrr_field, arr=mapping.arr_field, status=mapping.status_field,
+                           status_values=mapping.status_values)
+
+    customers = await _customers(nue)
+    ids = [str(c["id"]) for c in customers]
+    subscriptions = _by_customer(await nue.list_subscriptions(ids)) if ids else {}
+    orders = _by_customer(await nue.list_orders(ids)) if ids else {}
+    catalog = await nue.products(refresh=True)
+    account_ids = sorted({str(c.get("externalId") or c.get("salesAccountId"))
+                          for c in customers if c.get("externalId") or c.get("salesAccountId")})
+    accounts = await _accounts(salesforce, mapping.account_object, account_ids, fields.selected)
+
+    report = compare(customers, subscriptions, orders, catalog, accounts, tolerance, fields=fields,
+                     generated_at=now.isoformat())
+    if repair and store is not None:
+        report = replace(report, repairs=await _queue_repairs(store, report.repairable, now.date()))
+    if report_path is not None:
+        await write_report(report, report_path)
+    counts = {kind.value: count for kind, count in report.counts.items()}
+    log.info("reconciliation_finished", customers=len(report.rows), repairs=len(report.repairs), **counts)
+    return report
+
+
+async def write_report(report: Report, path: Path) -> None:
+    """The report as JSON, replaced whole (written beside it, then renamed)."""
+    text = json.dumps(report.as_dict(), indent=2, sort_keys=False) + "\n"
+    target = anyio.Path(path)
+    await target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    await partial.write_text(text, encoding="utf-8")
+    await partial.replace(target)
+
+
+async def _customers(nue: NueClient) -> list[dict[str, Any]]:
+    # Offset pages ordered by lastModifiedDate: a customer changed during the read can come twice.
+    seen: dict[str, dict[str, Any]] = {}
+    async for customer in nue.poll("Customer", nue_wire.CUSTOMER_FIELDS, since=None):
+        seen[str(customer["id"])] = customer
+    return list(seen.values())
+
+
+def _by_customer(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    grouped: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in rows:
+        grouped[str(row.get("customerId"))].append(row)
+    return dict(grouped)
+
+
+async def _accounts(salesforce: SalesforceClient, sobject: str, ids: Sequence[str],
+                    selected: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+    found: dict[str, Mapping[str, Any]] = {}
+    for start in range(0, len(ids), SOQL_IN_MAX):
+        quoted = ", ".join(salesforce_wire.soql_literal(i) for i in ids[start:start + SOQL_IN_MAX])
+        soql = f"SELECT {', '.join(selected)} FROM {sobject} WHERE Id IN ({quoted})"
+        async for row in salesforce.query(soql, priority=Priority.BACKGROUND):
+            found[str(row["Id"])] = row
+    return found
+
+
+def repair_event(customer_id: str, day: date) -> NewEvent:
+    """The inbox event that makes flow 2 rewrite one customer's account."""
+    return NewEvent(source=REPAIR_SOURCE, key=f"reconcile:{customer_id}:{day.isoformat()}", type=REPAIR_EVENT_TYPE,
+                    payload={"data": {"id": customer_id, "customerId": customer_id}})
+
+
+async def _queue_repairs(store: Store, rows: Sequence[Comparison], day: date) -> tuple[str, ...]:
+    queued = [row.customer_id for row in rows if row.linked_by == REPAIR_LINK]
+    for row in rows:
+        if row.linked_by != REPAIR_LINK:
+            log.warning("reconciliation_repair_impossible", customer_id=row.customer_id, account_id=row.account_id,
+                        reason=f"linked by {row.linked_by}; flow 2 follows {REPAIR_LINK} only")
+    if not queued:
+        return ()
+    added = await store.add_events([repair_event(customer_id, day) for customer_id in queued])
+    log.info("reconciliation_repairs_queued", queued=len(queued), new=sum(added))
+    return tuple(queued)
