@@ -180,10 +180,23 @@ class ObjectMapping(_Section):
     fields: dict[SalesforceName, NueFieldPath] = Field(default_factory=dict)
 
 
+def _field_spec(value: str) -> str:
+    from revdaemon.mapping.fields import parse_spec
+
+    parse_spec(value)  # raises ValueError with the reason; pydantic reports it under the key path
+    return value
+
+
+FieldSpecText = Annotated[str, AfterValidator(_field_spec)]
+MAPPABLE_FLOWS = ("subscription_status", "billing_events")  # flows that take extra fields from config
+
+
 class MappingSettings(_Section):
     version: Annotated[int, Field(ge=1)] = 1
     objects: dict[str, ObjectMapping] = Field(default_factory=dict)
     lookups: dict[str, dict[str, str]] = Field(default_factory=dict)
+    # Extra Salesforce fields a flow writes with its own write: {flow: {Field__c: "path:..."}} (mapping/fields.py)
+    flows: dict[str, dict[SalesforceName, FieldSpecText]] = Field(default_factory=dict)
 
 
 class ClosedWonFlowSettings(_Section):
@@ -478,6 +491,14 @@ def _cross_field_problems(settings: Settings) -> Iterator[tuple[str, str]]:
             unmapped = [s for s in NUE_SUBSCRIPTION_STATUSES if s not in table]
             if unmapped:
                 yield f"mapping.lookups.{status_table}", f"no value for Nue statuses: {', '.join(unmapped)}"
+    for flow_name, specs in settings.mapping.flows.items():
+        if flow_name not in MAPPABLE_FLOWS:
+            yield f"mapping.flows.{flow_name}", f"no such flow takes extra fields (known: {', '.join(MAPPABLE_FLOWS)})"
+            continue
+        for field_name, text in specs.items():
+            if text.startswith("lookup:") and text.split(":")[1] not in settings.mapping.lookups:
+                yield (f"mapping.flows.{flow_name}.{field_name}",
+                       f"no lookup table mapping.lookups.{text.split(':')[1]}")
     for name, lookup in settings.mapping.lookups.items():
         if not lookup:
             yield f"mapping.lookups.{name}", "a lookup table must have at least one entry"

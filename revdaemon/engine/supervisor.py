@@ -9,6 +9,7 @@ once; the store closes last.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from revdaemon.limits import ApiLimiter, DailyBudget, RetryPolicy
 from revdaemon.listener.app import ListenerApp
 from revdaemon.listener.group_commit import GroupCommitter
 from revdaemon.listener.http import HttpServer
+from revdaemon.mapping.fields import FieldSpec, parse_spec
 from revdaemon.ops.health import Health
 from revdaemon.store import Store, open_store
 from revdaemon.store.records import utcnow
@@ -85,17 +87,28 @@ def default_flows(settings: Settings) -> list[Flow]:
     if chosen.quotes.enabled:
         flows.append(QuoteSyncFlow())
     if chosen.billing_events.enabled:
-        flows.append(BillingEventsFlow(BillingEventMapping(target=chosen.billing_events.target)))
+        flows.append(BillingEventsFlow(BillingEventMapping(
+            target=chosen.billing_events.target, extra_fields=_specs(settings, "billing_events"),
+            lookups=settings.mapping.lookups)))
     if chosen.amendments.enabled:
         flows.append(AmendmentsFlow())  # the account MRR itself is subscription_status's to write
     if chosen.onboarding.enabled:
         flows.append(OnboardingFlow(OnboardingMapping(
             tasks=tuple((t.subject, t.due_days) for t in chosen.onboarding.tasks))))
     if chosen.subscription_status.enabled:
-        statuses = settings.mapping.lookups.get(chosen.subscription_status.status_lookup)
-        mapping = SubscriptionStatusMapping(status_values=dict(statuses)) if statuses else SubscriptionStatusMapping()
-        flows.append(SubscriptionStatusFlow(mapping))
+        flows.append(SubscriptionStatusFlow(_status_mapping(settings)))
     return flows
+
+
+def _specs(settings: Settings, flow: str) -> dict[str, FieldSpec]:
+    return {name: parse_spec(text) for name, text in settings.mapping.flows.get(flow, {}).items()}
+
+
+def _status_mapping(settings: Settings) -> SubscriptionStatusMapping:
+    statuses = settings.mapping.lookups.get(settings.flows.subscription_status.status_lookup)
+    mapping = SubscriptionStatusMapping(extra_fields=_specs(settings, "subscription_status"),
+                                        lookups=settings.mapping.lookups)
+    return dataclasses.replace(mapping, status_values=dict(statuses)) if statuses else mapping
 
 
 async def run_daemon(
@@ -215,9 +228,7 @@ async def run_reconciliation(settings: Settings, nue: NueClient, salesforce: Sal
                              store: Store | None, repair: bool) -> Report:
     """Flow 8: compare Nue with Salesforce, write the report to the state directory, and (with `repair`)
     queue flow 2 for each account whose figures drifted, through the normal executor."""
-    statuses = settings.mapping.lookups.get(settings.flows.subscription_status.status_lookup)
-    mapping = SubscriptionStatusMapping(status_values=dict(statuses)) if statuses else SubscriptionStatusMapping()
-    report = await reconcile(nue, salesforce, store=store, repair=repair, mapping=mapping,
+    report = await reconcile(nue, salesforce, store=store, repair=repair, mapping=_status_mapping(settings),
                              tolerance=Decimal(str(settings.flows.reconciliation.tolerance)),
                              report_path=settings.state_dir / settings.flows.reconciliation.report_file)
     log.info("reconciliation_done", drifted=len(report.drifted), repairs=len(report.repairs), repair=repair)

@@ -40,7 +40,8 @@ from typing import Any, Literal
 from revdaemon.domain.money import PricingError, cents, to_decimal
 from revdaemon.domain.subscriptions import version_of
 from revdaemon.flows.base import FlowEvent, Found, Needs
-from revdaemon.flows.plan import Plan, SfCreate, SfUpdate, SfUpsert, Write
+from revdaemon.flows.plan import OpenConflict, Plan, SfCreate, SfUpdate, SfUpsert, Write
+from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
 NAME = "billing_events"
 EVENT_TYPES = frozenset({"invoice.activated", "invoice.updated"})
@@ -84,6 +85,8 @@ class BillingEventMapping:
     canceled_status: str = "Void"
     # The Task alternative: a log entry, so it is created already completed; a failed collection stands out.
     task_status: str = "Completed"
+    extra_fields: Mapping[str, FieldSpec] = field(default_factory=dict)
+    lookups: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     task_priority: str = "Normal"
     failure_priority: str = "High"
 
@@ -91,7 +94,7 @@ class BillingEventMapping:
     def event_fields(self) -> tuple[str, ...]:
         return (self.key_field, self.account_field, self.number_field, self.amount_field, self.balance_field,
                 self.invoice_status_field, self.payment_status_field, self.due_date_field, self.status_field,
-                self.failure_field)
+                self.failure_field, *self.extra_fields)
 
 
 class BillingEventsFlow:
@@ -154,7 +157,11 @@ class BillingEventsFlow:
         if self.mapping.target == "task":
             write = self._task(facts, found, f"{NAME}:{key}:{version}")
         else:
-            write = self._event_record(facts, found, f"{NAME}:{key}:{version}")
+            try:
+                write = self._event_record(facts, found, f"{NAME}:{key}:{version}")
+            except MappingError as exc:
+                return Plan(conflict=OpenConflict(flow=NAME, record_ref=f"nue:invoice:{invoice_id}",
+                                                  reason=f"a mapped field cannot be filled: {exc}"))
         if write is None:
             return Plan(skip_reason=f"billing event {key} is already logged", version=version, entity=entity)
         return Plan(writes=(write,), version=version, entity=entity)
@@ -181,6 +188,9 @@ class BillingEventsFlow:
             m.status_field: facts.status,
             m.failure_field: failure_detail(invoice, facts.balance),
         }
+        if m.extra_fields:
+            # Config's extra fields; the source record is {"invoice": <Nue invoice>}.
+            wanted.update(render(m.extra_fields, {"invoice": invoice}, m.lookups))
         existing = _first(found.sf_children.get((m.event_object, m.key_field, facts.key), []),
                           lambda r: str(r.get(m.key_field)) == facts.key)
         if existing is not None and all(_same(existing.get(k), v) for k, v in wanted.items()):

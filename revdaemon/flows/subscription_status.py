@@ -22,7 +22,8 @@ from typing import Any
 from revdaemon.domain.money import PricingError, to_decimal
 from revdaemon.domain.subscriptions import customer_state, order_lines, price_entries
 from revdaemon.flows.base import FlowEvent, Found, Needs
-from revdaemon.flows.plan import Plan, SfUpdate
+from revdaemon.flows.plan import OpenConflict, Plan, SfUpdate
+from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
 NAME = "subscription_status"
 EVENT_TYPES = frozenset({"subscription.created", "subscription.updated", "order.activated"})
@@ -39,10 +40,14 @@ class SubscriptionStatusMapping:
     status_values: Mapping[str, str] = field(default_factory=lambda: {
         "Active": "Active", "Scheduled for cancellation": "Active", "Ended": "Churned", "Expired": "Churned",
         "Canceled": "Canceled"})
+    # Extra account fields from config (mapping.flows.subscription_status); the source record is
+    # {"customer": <Nue customer>, "status", "mrr", "arr", "next_renewal"}.
+    extra_fields: Mapping[str, FieldSpec] = field(default_factory=dict)
+    lookups: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @property
     def fields(self) -> tuple[str, ...]:
-        return (self.status_field, self.mrr_field, self.arr_field, self.next_renewal_field)
+        return (self.status_field, self.mrr_field, self.arr_field, self.next_renewal_field, *self.extra_fields)
 
 
 class SubscriptionStatusFlow:
@@ -85,6 +90,14 @@ class SubscriptionStatusFlow:
         except PricingError as exc:
             return Plan(skip_reason=f"cannot price customer {customer_id}: {exc}")
         wanted = self._fields(state.status, state.mrr, state.arr, state.next_renewal)
+        if self.mapping.extra_fields:
+            source = {"customer": customer, "status": state.status, "mrr": state.mrr, "arr": state.arr,
+                      "next_renewal": state.next_renewal.isoformat() if state.next_renewal else None}
+            try:
+                wanted.update(render(self.mapping.extra_fields, source, self.mapping.lookups))
+            except MappingError as exc:
+                return Plan(conflict=OpenConflict(flow=NAME, record_ref=f"salesforce:Account:{account_id}",
+                                                  reason=f"a mapped field cannot be filled: {exc}"))
         changed = {name: value for name, value in wanted.items() if not _same(account.get(name), value)}
         entity = f"nue:customer:{customer_id}"
         if not changed:

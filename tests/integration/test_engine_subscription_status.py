@@ -126,3 +126,21 @@ class TestSubscriptionStatus:
             await e.worker.run_once()
             assert (await e.store.queue_depths())[EventStatus.RECEIVED] == 1
         assert sandbox.salesforce.log.writes() == []
+
+
+class TestMappedField:
+    async def test_a_custom_field_added_by_config_alone(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """A field declared in mapping.flows is written with the flow's own write and checked by describe."""
+        from revdaemon.flows.subscription_status import SubscriptionStatusFlow, SubscriptionStatusMapping
+        from revdaemon.mapping.fields import parse_spec
+        from revdaemon.sandbox.salesforce import CustomField
+
+        sandbox.salesforce.add_field(CustomField(object="Account", name="Nue_Account_Number__c", label="Nue #"))
+        _customer_id, account_id, subscriptions = activate_for(sandbox, 2, 0)
+        flow = SubscriptionStatusFlow(SubscriptionStatusMapping(
+            extra_fields={"Nue_Account_Number__c": parse_spec("path:customer.accountNumber")}))
+        async with engine(sandbox, tmp_path, flows=[flow], schema_guard=True) as e:
+            assert e.schema is not None and await e.schema.check_all() == {}
+            await e.store.add_events([webhook("subscription.updated", dict(subscriptions[0]), "m1")])
+            await e.worker.run_once()
+        assert sandbox.salesforce.record("Account", account_id)["Nue_Account_Number__c"].startswith("CUST-")

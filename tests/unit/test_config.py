@@ -227,3 +227,22 @@ class TestFlows:
         with pytest.raises(ConfigError) as exc:
             load_settings(write(tmp_path, document), environ={})
         assert "Scheduled for cancellation" in problems(exc)["mapping.lookups.subscription_status"]
+
+
+class TestMappedFields:
+    def test_a_bad_spec_names_its_key(self, tmp_path: Path) -> None:
+        """A malformed extra-field spec is reported under its key path."""
+        document = {**MINIMAL, "mapping": {"flows": {"subscription_status": {"City__c": "customer.billingCity"}}}}
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, document), environ={})
+        assert "mapping.flows.subscription_status.City__c" in problems(exc)
+
+    def test_unknown_flow_and_table(self, tmp_path: Path) -> None:
+        """Extra fields for a flow that takes none, or a lookup on a missing table, are refused."""
+        document = {**MINIMAL, "mapping": {"flows": {
+            "renewals": {"X__c": "const:x"},
+            "billing_events": {"Y__c": "lookup:nope:invoice.status"}}}}
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, document), environ={})
+        found = problems(exc)
+        assert "mapping.flows.renewals" in found and "mapping.flows.billing_events.Y__c" in found
