@@ -17,8 +17,10 @@ from rich.console import Console
 from rich.table import Table
 
 from revdaemon.config import SalesforceAuth, Settings, WebhookAuth
+from revdaemon.engine.renewal_scan import scan_renewals
 from revdaemon.engine.supervisor import Daemon, run_daemon
 from revdaemon.sandbox.runner import Sandbox, create_sandbox
+from revdaemon.store.records import utcnow
 from revdaemon.store.states import EventStatus
 
 DRAIN_TIMEOUT = 20.0
@@ -108,9 +110,33 @@ async def _story(box: Sandbox, daemon: Daemon, console: Console) -> dict[str, An
         subscription = next(s for s in box.nue.store.subscriptions.values() if s["customerId"] == customer["id"])
         scenario.change(subscription["name"], "UpdateQuantity", quantity=quantity)
 
+    def customer_of(index: int) -> dict[str, Any]:
+        account_id = accounts[index].id
+        return next(c for c in box.nue.store.customers.values()
+                    if account_id in (c.get("externalId"), c.get("salesAccountId")))
+
+    def invoices_of(index: int) -> list[dict[str, Any]]:
+        customer_id = customer_of(index)["id"]
+        return [i for i in box.nue.store.invoices.values() if i["customerId"] == customer_id]
+
+    def pay_and_fail() -> None:
+        scenario.pay_invoice(invoices_of(0)[0]["id"])
+        scenario.fail_collection(invoices_of(3)[0]["id"])
+
+    def quote_and_requote() -> None:
+        # Opportunity 1 (Globex) is still open in Salesforce; the requote changes one line's quantity.
+        scenario.commit_quote(1)
+        scenario.requote(1, {box.salesforce.seed_data.products[1].sku: 8})
+
+    async def renewals_come_up() -> None:
+        await scan_renewals(daemon.nue, daemon.store, window_days=400, today=utcnow().date())
+
     steps.append((f"Salesforce: '{opportunity.name}' is marked Closed Won", lambda: deal_closes(0)))
     steps.append((f"Nue: {accounts[3].name} signs a deal made in Nue", lambda: new_customer_with_order(3, 3)))
     steps.append((f"Nue: {accounts[0].name} adds 5 units (an amendment)", lambda: amend(0, 5)))
+    steps.append((f"Nue: {accounts[0].name} pays an invoice; {accounts[3].name}'s collection fails", pay_and_fail))
+    steps.append(("Nue: a quote for Globex is committed, then requoted", quote_and_requote))
+    steps.append(("The daily renewal scan finds subscriptions ending within the window", renewals_come_up))
 
     for title, action in steps:
         console.print(f"\n[bold]> {title}[/bold]")
@@ -123,6 +149,7 @@ async def _story(box: Sandbox, daemon: Daemon, console: Console) -> dict[str, An
             await _drain(daemon)
         _show_opportunity(console, box, opportunity.id)
         _show_accounts(console, box, [accounts[0].id, accounts[3].id])
+        _show_activity(console, box)
 
     depths = await daemon.store.queue_depths()
     writes = await daemon.store.list_writes(limit=1000)
@@ -159,6 +186,20 @@ def _show_opportunity(console: Console, box: Sandbox, opportunity_id: str) -> No
     nue = ", ".join(f"{o['orderNumber']} ({o['status']})" for o in orders) or "none"
     console.print(f"Opportunity {record['Name']}: stage {record['StageName']}, Nue order "
                   f"{record.get('Nue_Order_Number__c') or '-'} in Salesforce; orders for it in Nue: {nue}")
+
+
+def _show_activity(console: Console, box: Sandbox) -> None:
+    events = box.salesforce.records("Nue_Billing_Event__c")
+    notes = box.salesforce.records("Note")
+    tasks = box.salesforce.records("Task")
+    renewals = [o for o in box.salesforce.records("Opportunity") if o.get("Nue_Renewal_Key__c")]
+    quoted = [o for o in box.salesforce.records("Opportunity") if o.get("Nue_Quote_Version__c")]
+    parts = [f"{len(events)} billing events ({', '.join(sorted({str(e.get('Payment_Status__c')) for e in events}))})"
+             if events else "no billing events", f"{len(notes)} amendment notes", f"{len(tasks)} onboarding tasks",
+             f"{len(renewals)} renewal opportunities"]
+    parts += [f"{o['Name']} shows quote v{int(o['Nue_Quote_Version__c'])}, total {_money(o.get('Nue_Quote_Total__c'))}"
+              for o in quoted]
+    console.print("In Salesforce now: " + "; ".join(parts))
 
 
 def _show_accounts(console: Console, box: Sandbox, account_ids: list[str]) -> None:

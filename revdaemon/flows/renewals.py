@@ -54,9 +54,9 @@ class RenewalMapping:
     expansion_field: str = "Expansion_Signal__c"
     line_key_field: str = "Nue_Line_Key__c"
     stage: str = "Prospecting"
-    # Opportunity.Type is a standard picklist; the org's values are New Business | Existing Business
-    # (sandbox/salesforce/schema.py), so "Renewal" is configured only where the org has that value.
-    opportunity_type: str | None = "Existing Business"
+    # Opportunity.Type is a standard picklist whose values are the org's own; renewals are usually a value
+    # the admin adds ("Renewal", as in the sandbox org). None leaves Type unset.
+    opportunity_type: str | None = "Renewal"
     connected_to_salesforce: bool = True  # price book entry ids are shared; otherwise no product line
 
 

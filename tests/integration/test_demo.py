@@ -23,6 +23,9 @@ async def test_demo_story_syncs_every_account(tmp_path: Path) -> None:
     assert summary["events_done"] >= 15
     assert summary["events_waiting"] == 0 and summary["dead_letters"] == 0
     assert summary["salesforce_writes"] >= 3
-    text = console.export_text()
+    text = " ".join(console.export_text().split())
     assert "Acme Corp" in text and "3,900.00" in text  # the amendment's new MRR reached Salesforce
+    assert "Paid" in text and "TransferError" in text  # the payment and the failed collection were logged
+    assert "shows quote v2" in text and "1 amendment notes" in text
+    assert "0 renewal opportunities" in text and "5 renewal opportunities" in text
     assert (tmp_path / "demo" / "revdaemon.sqlite3").exists()

@@ -165,7 +165,7 @@ STANDARD_OBJECTS: dict[str, tuple[str, tuple[FieldDef, ...]]] = {
         _ref("AccountId", "Account"), _fd("Name", flags="r"),
         _fd("StageName", "picklist", "r", picklist=STAGE_NAMES, label="Stage"),
         _fd("CloseDate", "date", "r"), _fd("Amount", "currency"), _fd("Probability", "percent", "d"),
-        _fd("Type", "picklist", picklist=("New Business", "Existing Business")),
+        _fd("Type", "picklist", picklist=("New Business", "Existing Business", "Renewal")),
         _fd("LeadSource", "picklist", picklist=("Web", "Phone Inquiry", "Partner Referral", "Other")),
         _fd("NextStep"), _fd("Description", "textarea"), _fd("IsClosed", "boolean", "oa"),
         _fd("IsWon", "boolean", "oa"),

@@ -75,7 +75,7 @@ class TestOpportunity:
             sobject="Opportunity", external_id_field="Nue_Renewal_Key__c", external_id=KEY, fields={
                 "Name": "Acme Corp - Renewal SUB-1", "AccountId": "001A", "StageName": "Prospecting",
                 "CloseDate": "2027-01-31", "Amount": Decimal("10800.00"), "Nue_Subscription__c": "SUB-1",
-                "Expansion_Signal__c": False, "OwnerId": "005U", "Type": "Existing Business",
+                "Expansion_Signal__c": False, "OwnerId": "005U", "Type": "Renewal",
                 "Pricebook2Id": "01sPB"},
             idem_key="renewals:opportunity:s1:2027-01-31"),))
 
