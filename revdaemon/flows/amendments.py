@@ -82,6 +82,7 @@ class AmendmentsFlow:
 
     def __init__(self, mapping: AmendmentMapping | None = None) -> None:
         self.mapping = mapping or AmendmentMapping()
+        self.salesforce_fields = {"Note": frozenset({"ParentId", "Title", "Body"})}
 
     def needs(self, event: FlowEvent, found: Found) -> Needs:
         customer_id = _customer_id(event)

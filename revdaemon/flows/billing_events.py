@@ -103,6 +103,9 @@ class BillingEventsFlow:
 
     def __init__(self, mapping: BillingEventMapping | None = None) -> None:
         self.mapping = mapping or BillingEventMapping()
+        m = self.mapping
+        self.salesforce_fields = ({"Task": frozenset(TASK_FIELDS)} if m.target == "task"
+                                  else {m.event_object: frozenset(m.event_fields)})
 
     def needs(self, event: FlowEvent, found: Found) -> Needs:
         invoice_id = event.resource_id

@@ -62,6 +62,9 @@ class OnboardingFlow:
 
     def __init__(self, mapping: OnboardingMapping | None = None) -> None:
         self.mapping = mapping or OnboardingMapping()
+        m = self.mapping
+        self.salesforce_fields = {m.account_object: frozenset(m.account_fields),
+                                  "Task": frozenset({*TASK_FIELDS, "OwnerId", "ActivityDate", "Status", "Priority"})}
 
     def needs(self, event: FlowEvent, found: Found) -> Needs:
         customer_id = _customer_id(event)
