@@ -208,6 +208,20 @@ def order_marker(opportunity_id: str) -> str:
     return f"{ASSUMED_ORDER_MARKER_PREFIX}{opportunity_id}"
 
 
+def opportunity_of_order(order: Mapping[str, Any], marker_field: str | None) -> str | None:
+    """The Salesforce opportunity an order was made for, by the same marker `order_matches_opportunity` reads."""
+    if marker_field:
+        value = order.get(marker_field)
+        return str(value) if value else None
+    description = str(order.get("description") or "")
+    start = description.find(ASSUMED_ORDER_MARKER_PREFIX)
+    if start < 0:
+        return None
+    rest = description[start + len(ASSUMED_ORDER_MARKER_PREFIX):]
+    opportunity = "".join(c for c in rest[:18] if c.isalnum())
+    return opportunity or None
+
+
 def order_matches_opportunity(order: Mapping[str, Any], opportunity_id: str, marker_field: str | None) -> bool:
     """[assumed design] the order names its opportunity in `marker_field`, else in its description."""
     if marker_field:

@@ -19,8 +19,9 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from revdaemon.connectors import nue_wire
 from revdaemon.domain.money import PricingError, to_decimal
-from revdaemon.domain.subscriptions import customer_state, order_lines, price_entries
+from revdaemon.domain.subscriptions import STATUS_RANK, customer_state, order_lines, price_entries
 from revdaemon.flows.base import FlowEvent, Found, Needs
 from revdaemon.flows.plan import OpenConflict, Plan, SfUpdate
 from revdaemon.mapping.fields import FieldSpec, MappingError, render
@@ -44,6 +45,9 @@ class SubscriptionStatusMapping:
     # {"customer": <Nue customer>, "status", "mrr", "arr", "next_renewal"}.
     extra_fields: Mapping[str, FieldSpec] = field(default_factory=dict)
     lookups: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # The opportunity an order was made for (flow 1's marker) shows its subscriptions' status too.
+    opportunity_status_field: str | None = "Subscription_Status__c"
+    order_marker_field: str | None = None
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -56,7 +60,10 @@ class SubscriptionStatusFlow:
 
     def __init__(self, mapping: SubscriptionStatusMapping | None = None) -> None:
         self.mapping = mapping or SubscriptionStatusMapping()
-        self.salesforce_fields = {self.mapping.account_object: frozenset(self.mapping.fields)}
+        self.salesforce_fields: dict[str, frozenset[str]] = {
+            self.mapping.account_object: frozenset(self.mapping.fields)}
+        if self.mapping.opportunity_status_field:
+            self.salesforce_fields["Opportunity"] = frozenset({self.mapping.opportunity_status_field})
 
     def needs(self, event: FlowEvent, found: Found) -> Needs:
         customer_id = _customer_id(event)
@@ -69,7 +76,42 @@ class SubscriptionStatusFlow:
             account = (self.mapping.account_object, str(customer["externalId"]))
             fields = frozenset((self.mapping.account_object, name) for name in self.mapping.fields)
             needs = needs | Needs(sf_records=frozenset({account}), sf_fields=fields)
+        if self.mapping.opportunity_status_field and customer_id in found.nue_orders:
+            opportunities = {o for o in self._opportunities(found, customer_id).values() if o}
+            if opportunities:
+                needs = needs | Needs(
+                    sf_records=frozenset(("Opportunity", o) for o in opportunities),
+                    sf_fields=frozenset({("Opportunity", self.mapping.opportunity_status_field)}))
         return needs
+
+    def _opportunities(self, found: Found, customer_id: str) -> dict[str, str | None]:
+        """Each order line id (a subscription's orderProductId) -> the opportunity its order was made for."""
+        out: dict[str, str | None] = {}
+        for order in found.nue_orders.get(customer_id, []):
+            opportunity = nue_wire.opportunity_of_order(order, self.mapping.order_marker_field)
+            for line_id in order_lines([order]):
+                out[line_id] = opportunity
+        return out
+
+    def _opportunity_writes(self, found: Found, customer_id: str, version: str) -> list[SfUpdate]:
+        status_field = self.mapping.opportunity_status_field
+        if not status_field:
+            return []
+        by_line = self._opportunities(found, customer_id)
+        statuses: dict[str, list[str]] = {}
+        for subscription in found.nue_subscriptions.get(customer_id, []):
+            opportunity = by_line.get(str(subscription.get("orderProductId")))
+            if opportunity and subscription.get("status") in STATUS_RANK:
+                statuses.setdefault(opportunity, []).append(str(subscription["status"]))
+        writes = []
+        for opportunity, found_statuses in sorted(statuses.items()):
+            record = found.sf_records.get(("Opportunity", opportunity))
+            wanted = self.mapping.status_values.get(min(found_statuses, key=STATUS_RANK.index))
+            if record is None or wanted is None or _same(record.get(status_field), wanted):
+                continue
+            writes.append(SfUpdate(sobject="Opportunity", record_id=opportunity, fields={status_field: wanted},
+                                   idem_key=f"{NAME}:opportunity:{opportunity}:{version}:{record.get(status_field)}"))
+        return writes
 
     def plan(self, event: FlowEvent, found: Found) -> Plan:
         customer_id = _customer_id(event)
@@ -100,17 +142,16 @@ class SubscriptionStatusFlow:
                                                   reason=f"a mapped field cannot be filled: {exc}"))
         changed = {name: value for name, value in wanted.items() if not _same(account.get(name), value)}
         entity = f"nue:customer:{customer_id}"
-        if not changed:
+        writes: list[SfUpdate] = self._opportunity_writes(found, customer_id, state.version)
+        if changed:
+            # The key names what is corrected as well as the state written: a hand edit of the account after
+            # our last write (found by the reconciliation) gets a new key, so its repair is sent, not skipped.
+            seen = hashlib.sha256(repr(sorted((k, str(account.get(k))) for k in changed)).encode()).hexdigest()[:12]
+            writes.insert(0, SfUpdate(sobject=self.mapping.account_object, record_id=str(account_id),
+                                      fields=changed, idem_key=f"{NAME}:account:{account_id}:{state.version}:{seen}"))
+        if not writes:
             return Plan(skip_reason="the account already shows this state", version=state.version, entity=entity)
-        # The key names what is corrected as well as the state written: a hand edit of the account after our
-        # last write (found by the reconciliation) gets a new key, so its repair is sent, not skipped.
-        seen = hashlib.sha256(repr(sorted((k, str(account.get(k))) for k in changed)).encode()).hexdigest()[:12]
-        return Plan(
-            writes=(SfUpdate(sobject=self.mapping.account_object, record_id=str(account_id), fields=changed,
-                             idem_key=f"{NAME}:account:{account_id}:{state.version}:{seen}"),),
-            version=state.version,
-            entity=entity,
-        )
+        return Plan(writes=tuple(writes), version=state.version, entity=entity)
 
     def _fields(self, status: str | None, mrr: Decimal, arr: Decimal, renewal: date | None) -> dict[str, Any]:
         m = self.mapping

@@ -144,3 +144,21 @@ class TestClosedWon:
         [order] = orders_for(sandbox, opportunity_id)
         assert order["status"] == "Activated"
         assert sandbox.salesforce.record("Opportunity", opportunity_id)["Nue_Order_Id__c"] == order["id"]
+
+
+class TestOriginatingOpportunity:
+    async def test_the_won_opportunity_shows_its_subscriptions_status(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """After flow 1 made the order, flow 2 writes the subscriptions' status on the opportunity too."""
+        from revdaemon.flows.subscription_status import SubscriptionStatusFlow
+        from tests.integration.engine_fixtures import webhook
+
+        opportunity_id, event = won(sandbox, 0)
+        async with engine(sandbox, tmp_path, flows=[ClosedWonToOrderFlow(), SubscriptionStatusFlow()]) as e:
+            await e.store.add_events([event])
+            await e.worker.run_once()
+            [order] = orders_for(sandbox, opportunity_id)
+            subscription = next(s for s in sandbox.nue.store.subscriptions.values()
+                                if s["customerId"] == order["customerId"])
+            await e.store.add_events([webhook("subscription.updated", dict(subscription), "s-1")])
+            await e.worker.run_once()
+        assert sandbox.salesforce.record("Opportunity", opportunity_id)["Subscription_Status__c"] == "Active"

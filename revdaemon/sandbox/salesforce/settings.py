@@ -82,6 +82,8 @@ DEFAULT_CUSTOM_FIELDS: tuple[CustomField, ...] = (
     _f("Opportunity", "Nue_Renewal_Key__c", external_id=True, unique=True, label="Nue Renewal Key"),
     _f("Opportunity", "Nue_Subscription__c", label="Nue Subscription"),
     _f("Opportunity", "Expansion_Signal__c", "boolean", label="Expansion Signal"),
+    _f("Opportunity", "Subscription_Status__c", "picklist",
+       picklist=("Active", "Trial", "Past Due", "Canceled", "Churned"), label="Subscription Status"),
     # Quotes reflected on the opportunity, and their lines found again by key.
     _f("Opportunity", "Nue_Quote_Id__c", label="Nue Quote Id"),
     _f("Opportunity", "Nue_Quote_Version__c", "double", label="Nue Quote Version"),

@@ -80,3 +80,25 @@ class TestPlan:
         """The same inputs give the same plan."""
         flow = SubscriptionStatusFlow()
         assert flow.plan(event(), found({"Id": "001A"})) == flow.plan(event(), found({"Id": "001A"}))
+
+
+class TestOriginatingOpportunity:
+    def test_the_opportunity_of_the_order_gets_the_status(self) -> None:
+        """A subscription made by an order carrying an opportunity marker updates that opportunity too."""
+        subs = [{**SUBS[0], "orderProductId": "L1"}]
+        orders = [{"id": "o-1", "description": "From Salesforce (sfdc-opportunity:006A)",
+                   "orderProducts": [{"id": "L1", "discount": 0, "totalAmount": 12000}]}]
+        account = {"Id": "001A", "Subscription_Status__c": "Active", "MRR__c": 1000, "ARR__c": 12000,
+                   "Next_Renewal_Date__c": "2027-01-31"}
+        flow = SubscriptionStatusFlow()
+        partial = Found(nue_customers={"c1": CUSTOMER}, nue_subscriptions={"c1": subs}, nue_orders={"c1": orders},
+                        sf_records={("Account", "001A"): account}, catalog=CATALOG)
+        assert ("Opportunity", "006A") in flow.needs(event(), partial).sf_records
+        complete = Found(nue_customers={"c1": CUSTOMER}, nue_subscriptions={"c1": subs}, nue_orders={"c1": orders},
+                         sf_records={("Account", "001A"): account,
+                                     ("Opportunity", "006A"): {"Id": "006A", "Subscription_Status__c": None}},
+                         catalog=CATALOG)
+        [write] = flow.plan(event(), complete).writes
+        assert isinstance(write, SfUpdate)
+        assert (write.sobject, write.record_id, dict(write.fields)) == (
+            "Opportunity", "006A", {"Subscription_Status__c": "Active"})
