@@ -188,7 +188,7 @@ def _field_spec(value: str) -> str:
 
 
 FieldSpecText = Annotated[str, AfterValidator(_field_spec)]
-MAPPABLE_FLOWS = ("subscription_status", "billing_events")  # flows that take extra fields from config
+MAPPABLE_FLOWS = ("subscription_status", "billing_events", "renewals", "onboarding")  # take extra fields
 
 
 class MappingSettings(_Section):

@@ -83,7 +83,9 @@ def default_flows(settings: Settings) -> list[Flow]:
             marker_field=chosen.closed_won.order_marker_field,
             connected_to_salesforce=settings.nue.connected_to_salesforce)))
     if chosen.renewals.enabled:
-        flows.append(RenewalFlow(RenewalMapping(connected_to_salesforce=settings.nue.connected_to_salesforce)))
+        flows.append(RenewalFlow(RenewalMapping(connected_to_salesforce=settings.nue.connected_to_salesforce,
+                                                extra_fields=_specs(settings, "renewals"),
+                                                lookups=settings.mapping.lookups)))
     if chosen.quotes.enabled:
         flows.append(QuoteSyncFlow())
     if chosen.billing_events.enabled:
@@ -94,7 +96,8 @@ def default_flows(settings: Settings) -> list[Flow]:
         flows.append(AmendmentsFlow())  # the account MRR itself is subscription_status's to write
     if chosen.onboarding.enabled:
         flows.append(OnboardingFlow(OnboardingMapping(
-            tasks=tuple((t.subject, t.due_days) for t in chosen.onboarding.tasks))))
+            tasks=tuple((t.subject, t.due_days) for t in chosen.onboarding.tasks),
+            extra_fields=_specs(settings, "onboarding"), lookups=settings.mapping.lookups)))
     if chosen.subscription_status.enabled:
         flows.append(SubscriptionStatusFlow(_status_mapping(settings)))
     return flows

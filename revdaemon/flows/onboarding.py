@@ -21,7 +21,7 @@ Conflicts: none; an unlinked customer or a missing account is skipped and logged
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -29,7 +29,8 @@ from typing import Any
 from revdaemon.domain.money import PricingError, to_decimal
 from revdaemon.domain.subscriptions import version_of
 from revdaemon.flows.base import FlowEvent, Found, Needs
-from revdaemon.flows.plan import Plan, SfCreate, SfUpdate, Write
+from revdaemon.flows.plan import OpenConflict, Plan, SfCreate, SfUpdate, Write
+from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
 NAME = "onboarding"
 EVENT_TYPES = frozenset({"order.activated"})
@@ -41,6 +42,10 @@ TASK_FIELDS = ("Subject", "WhatId")
 
 @dataclass(frozen=True, kw_only=True)
 class OnboardingMapping:
+    # Extra account fields from config (mapping.flows.onboarding); source record:
+    # {"order": <the newest activated Nue order>, "customer": <Nue customer>}.
+    extra_fields: Mapping[str, FieldSpec] = field(default_factory=dict)
+    lookups: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     account_object: str = "Account"
     owner_field: str = "OwnerId"
     csm_field: str = "Customer_Success_Manager__c"
@@ -53,7 +58,7 @@ class OnboardingMapping:
 
     @property
     def account_fields(self) -> tuple[str, ...]:
-        return (self.owner_field, self.csm_field, self.entitlements_field, self.last_order_field)
+        return (self.owner_field, self.csm_field, self.entitlements_field, self.last_order_field, *self.extra_fields)
 
 
 class OnboardingFlow:
@@ -105,20 +110,26 @@ class OnboardingFlow:
         if account is None:
             return Plan(skip_reason=f"Salesforce has no account {account_id}")
         try:
-            writes: list[Write] = self._account_update(account_id, account, orders, found.catalog)
+            writes: list[Write] = self._account_update(account_id, account, orders, found.catalog,
+                                                       found.nue_customers.get(customer_id) or {})
         except PricingError as exc:
             return Plan(skip_reason=f"cannot read the orders of customer {customer_id}: {exc}")
+        except MappingError as exc:
+            return Plan(conflict=OpenConflict(flow=NAME, record_ref=f"salesforce:Account:{account_id}",
+                                              reason=f"a mapped field cannot be filled: {exc}"))
         writes += self._tasks(order, account_id, account, found.sf_children.get(("Task", "WhatId", account_id), []))
         if not writes:
             return Plan(skip_reason="the account shows the order and its onboarding tasks exist")
         return Plan(writes=tuple(writes))
 
     def _account_update(self, account_id: str, account: Mapping[str, Any], orders: Sequence[Mapping[str, Any]],
-                        catalog: Sequence[Mapping[str, Any]]) -> list[Write]:
+                        catalog: Sequence[Mapping[str, Any]], customer: Mapping[str, Any]) -> list[Write]:
         m = self.mapping
         placed = sorted((o for o in orders if _activated(o) and not _is_change_order(o)), key=_activation)
         wanted = {m.entitlements_field: entitlements(placed, catalog),
                   m.last_order_field: placed[-1].get("orderNumber")}
+        if m.extra_fields:
+            wanted.update(render(m.extra_fields, {"order": placed[-1], "customer": customer}, m.lookups))
         changed = {k: v for k, v in wanted.items() if v is not None and str(account.get(k) or "") != str(v)}
         if not changed:
             return []

@@ -28,7 +28,7 @@ Skips:     the subscription is gone, no longer Active, or its end date moved (re
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -37,6 +37,7 @@ from revdaemon.domain.money import ZERO, PricingError, cents, to_decimal
 from revdaemon.domain.subscriptions import order_lines, price_entries, subscription_mrr
 from revdaemon.flows.base import FlowEvent, Found, Needs
 from revdaemon.flows.plan import OpenConflict, Plan, SfUpsert, Write
+from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
 NAME = "renewals"
 EVENT_TYPES = frozenset({"renewal.due"})
@@ -49,6 +50,11 @@ DEFAULT_TERM_MONTHS = 12  # a subscription with neither renewalTerm nor subscrip
 
 @dataclass(frozen=True, kw_only=True)
 class RenewalMapping:
+    # Extra opportunity fields from config (mapping.flows.renewals); source record:
+    # {"subscription": <Nue subscription>, "customer": <Nue customer>, "account": <Salesforce account>,
+    #  "value": <the term's contract value>, "months": <renewal term>}.
+    extra_fields: Mapping[str, FieldSpec] = field(default_factory=dict)
+    lookups: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     renewal_key_field: str = "Nue_Renewal_Key__c"
     subscription_field: str = "Nue_Subscription__c"
     expansion_field: str = "Expansion_Signal__c"
@@ -79,7 +85,7 @@ class RenewalFlow:
             "Account": frozenset(ACCOUNT_FIELDS),
             "Opportunity": frozenset((*OPPORTUNITY_FIELDS, m.renewal_key_field, m.subscription_field,
                                       m.expansion_field, "StageName", "CloseDate", "Amount", "OwnerId",
-                                      *(("Type",) if m.opportunity_type else ()))),
+                                      *(("Type",) if m.opportunity_type else ()), *m.extra_fields)),
             "OpportunityLineItem": frozenset((*LINE_FIELDS, m.line_key_field, "OpportunityId")),
         }
 
@@ -164,6 +170,14 @@ class RenewalFlow:
             price_book = _price_book_of(found.catalog, entry_id)
             if wants_line and price_book:
                 fields["Pricebook2Id"] = price_book
+            if m.extra_fields:
+                source = {"subscription": subscription, "customer": customer, "account": account, "value": value,
+                          "months": months}
+                try:
+                    fields.update(render(m.extra_fields, source, m.lookups))
+                except MappingError as exc:
+                    return Plan(conflict=OpenConflict(flow=NAME, record_ref=f"nue:Subscription:{subscription_id}",
+                                                      reason=f"a mapped field cannot be filled: {exc}"))
             return Plan(done=not wants_line, writes=(SfUpsert(
                 sobject="Opportunity", external_id_field=m.renewal_key_field, external_id=key, fields=fields,
                 idem_key=f"{NAME}:opportunity:{key}"),))

@@ -240,12 +240,12 @@ class TestMappedFields:
     def test_unknown_flow_and_table(self, tmp_path: Path) -> None:
         """Extra fields for a flow that takes none, or a lookup on a missing table, are refused."""
         document = {**MINIMAL, "mapping": {"flows": {
-            "renewals": {"X__c": "const:x"},
+            "quotes": {"X__c": "const:x"},
             "billing_events": {"Y__c": "lookup:nope:invoice.status"}}}}
         with pytest.raises(ConfigError) as exc:
             load_settings(write(tmp_path, document), environ={})
         found = problems(exc)
-        assert "mapping.flows.renewals" in found and "mapping.flows.billing_events.Y__c" in found
+        assert "mapping.flows.quotes" in found and "mapping.flows.billing_events.Y__c" in found
 
 
 def test_every_flow_declares_its_salesforce_fields(tmp_path: Path) -> None:

@@ -174,3 +174,21 @@ class TestSkipsAndConflicts:
         plan = RenewalFlow().plan(event(), found(catalog=()))
         assert isinstance(plan.conflict, OpenConflict) and "priced" in plan.conflict.reason
         assert plan.conflict.record_ref == "nue:Subscription:s1"
+
+
+def test_extra_fields_from_config_ride_on_the_renewal() -> None:
+    """mapping.flows.renewals adds a field to the renewal opportunity from its source record."""
+    import dataclasses
+
+    from revdaemon.mapping.fields import parse_spec
+
+    flow = RenewalFlow()
+    plain = flow.plan(event(), found())
+    mapped_flow = RenewalFlow(dataclasses.replace(flow.mapping, extra_fields={
+        "LeadSource": parse_spec("const:Partner Referral"), "Description": parse_spec("path:subscription.name")}))
+    mapped = mapped_flow.plan(event(), found())
+    [write] = mapped.writes
+    assert write.fields["LeadSource"] == "Partner Referral"  # type: ignore[union-attr]
+    assert write.fields["Description"] == plain.writes[0].fields[  # type: ignore[union-attr]
+        "Nue_Subscription__c"]
+    assert {"LeadSource", "Description"} <= mapped_flow.salesforce_fields["Opportunity"]
