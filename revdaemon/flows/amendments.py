@@ -44,6 +44,7 @@ from typing import Any
 from revdaemon.domain.money import ZERO, PriceEntry, PricingError, cents, to_decimal
 from revdaemon.domain.subscriptions import LineTerms, order_lines, price_entries, subscription_mrr, version_of
 from revdaemon.flows.base import FlowEvent, Found, Needs
+from revdaemon.flows.common import account_id_of, customer_id_of, order_by_id
 from revdaemon.flows.plan import Plan, SfCreate
 
 NAME = "amendments"
@@ -85,15 +86,15 @@ class AmendmentsFlow:
         self.salesforce_fields = {"Note": frozenset({"ParentId", "Title", "Body"})}
 
     def needs(self, event: FlowEvent, found: Found) -> Needs:
-        customer_id = _customer_id(event)
+        customer_id = customer_id_of(event)
         if customer_id is None or event.resource_id is None:
             return Needs()
         needs = Needs(nue_orders_of=frozenset({customer_id}), nue_customers=frozenset({customer_id}))
-        order = _order(found.nue_orders.get(customer_id, []), event.resource_id)
+        order = order_by_id(found.nue_orders.get(customer_id, []), event.resource_id)
         if order is None or not is_change_order(order):
             return needs  # not (yet) known to be a change order: nothing more to read for it
         needs |= Needs(nue_subscriptions_of=frozenset({customer_id}), catalog=True)
-        account_id = _account_id(found.nue_customers.get(customer_id))
+        account_id = account_id_of(found.nue_customers.get(customer_id))
         if account_id:
             needs |= Needs(sf_records=frozenset({(self.mapping.account_object, account_id)}),
                            sf_children=frozenset({("Note", "ParentId", account_id)}),
@@ -101,12 +102,12 @@ class AmendmentsFlow:
         return needs
 
     def plan(self, event: FlowEvent, found: Found) -> Plan:
-        customer_id = _customer_id(event)
+        customer_id = customer_id_of(event)
         order_id = event.resource_id
         if customer_id is None or order_id is None:
             return Plan(skip_reason="the notification names no order and customer")
         orders = found.nue_orders.get(customer_id, [])
-        order = _order(orders, order_id)
+        order = order_by_id(orders, order_id)
         if order is None:
             return Plan(skip_reason=f"Nue has no order {order_id} for customer {customer_id}")
         if not is_change_order(order):
@@ -114,7 +115,7 @@ class AmendmentsFlow:
         if str(order.get("status") or "").lower() not in ACTIVATED:
             return Plan(skip_reason=f"change order {order.get('orderNumber')} is {order.get('status')}")
         customer = found.nue_customers.get(customer_id)
-        account_id = _account_id(customer)
+        account_id = account_id_of(customer)
         if customer is None or not account_id:
             return Plan(skip_reason=f"customer {customer_id} is not linked to a Salesforce account yet")
         if found.sf_records.get((self.mapping.account_object, account_id)) is None:
@@ -206,18 +207,3 @@ def _activation(order: Mapping[str, Any]) -> tuple[str, str]:
     return (version_of(order.get("activatedDate")), str(order.get("orderNumber") or ""))
 
 
-def _order(orders: Sequence[Mapping[str, Any]], order_id: str) -> Mapping[str, Any] | None:
-    return next((o for o in orders if str(o.get("id")) == order_id), None)
-
-
-def _customer_id(event: FlowEvent) -> str | None:
-    data = event.data
-    value = data.get("customerId") or (data.get("customer") or {}).get("id")
-    return str(value) if value else None
-
-
-def _account_id(customer: Mapping[str, Any] | None) -> str | None:
-    if not customer:
-        return None
-    value = customer.get("externalId") or customer.get("salesAccountId")
-    return str(value) if value else None

@@ -40,6 +40,7 @@ from typing import Any, Literal
 from revdaemon.domain.money import PricingError, cents, to_decimal
 from revdaemon.domain.subscriptions import version_of
 from revdaemon.flows.base import FlowEvent, Found, Needs
+from revdaemon.flows.common import account_id_of, same
 from revdaemon.flows.plan import OpenConflict, Plan, SfCreate, SfUpdate, SfUpsert, Write
 from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
@@ -121,7 +122,7 @@ class BillingEventsFlow:
             # The key field is read like a parent field: one `WHERE Nue_Event_Key__c IN (...)` for the batch.
             needs |= Needs(sf_children=frozenset({(m.event_object, m.key_field, event_key(invoice))}),
                            sf_fields=frozenset((m.event_object, f) for f in m.event_fields))
-        account_id = _account_id(found.nue_customers.get(str(invoice["customerId"])))
+        account_id = account_id_of(found.nue_customers.get(str(invoice["customerId"])))
         if account_id:
             needs |= Needs(sf_records=frozenset({(m.account_object, account_id)}))
             if m.target == "task":
@@ -142,7 +143,7 @@ class BillingEventsFlow:
         customer = found.nue_customers.get(customer_id)
         if customer is None:
             return Plan(skip_reason=f"Nue has no customer {customer_id or '(none)'} for invoice {invoice_id}")
-        account_id = _account_id(customer)
+        account_id = account_id_of(customer)
         if not account_id:
             return Plan(skip_reason=f"customer {customer_id} is not linked to a Salesforce account yet")
         if found.sf_records.get((self.mapping.account_object, account_id)) is None:
@@ -196,7 +197,7 @@ class BillingEventsFlow:
             wanted.update(render(m.extra_fields, {"invoice": invoice}, m.lookups))
         existing = _first(found.sf_children.get((m.event_object, m.key_field, facts.key), []),
                           lambda r: str(r.get(m.key_field)) == facts.key)
-        if existing is not None and all(_same(existing.get(k), v) for k, v in wanted.items()):
+        if existing is not None and all(same(existing.get(k), v) for k, v in wanted.items()):
             return None
         return SfUpsert(sobject=m.event_object, external_id_field=m.key_field, external_id=facts.key,
                         fields=wanted, idem_key=idem_key)
@@ -221,7 +222,7 @@ class BillingEventsFlow:
                             idem_key=idem_key)
         # The Task was logged before: bring its details up to date (a second partial payment's balance).
         changed = {k: v for k, v in wanted.items()
-                   if k in ("ActivityDate", "Description") and not _same(existing.get(k), v)}
+                   if k in ("ActivityDate", "Description") and not same(existing.get(k), v)}
         if not changed:
             return None
         return SfUpdate(sobject="Task", record_id=str(existing["Id"]), fields=changed, idem_key=idem_key)
@@ -267,12 +268,6 @@ def _description(facts: _Facts) -> str:
     return "\n".join(lines)
 
 
-def _account_id(customer: Mapping[str, Any] | None) -> str | None:
-    if not customer:
-        return None
-    value = customer.get("externalId") or customer.get("salesAccountId")
-    return str(value) if value else None
-
 
 def _day(value: Any) -> str | None:
     return str(value)[:10] if value else None
@@ -281,14 +276,3 @@ def _day(value: Any) -> str | None:
 def _first(rows: Sequence[Mapping[str, Any]], test: Callable[[Mapping[str, Any]], bool]
            ) -> Mapping[str, Any] | None:
     return next((r for r in rows if test(r)), None)
-
-
-def _same(current: Any, wanted: Any) -> bool:
-    if wanted is None or current is None:
-        return wanted is None and current is None
-    if isinstance(wanted, Decimal):
-        try:
-            return to_decimal(current) == wanted
-        except PricingError:
-            return False
-    return str(current) == str(wanted)

@@ -29,6 +29,7 @@ from typing import Any
 from revdaemon.domain.money import PricingError, to_decimal
 from revdaemon.domain.subscriptions import version_of
 from revdaemon.flows.base import FlowEvent, Found, Needs
+from revdaemon.flows.common import account_id_of, customer_id_of, order_by_id
 from revdaemon.flows.plan import OpenConflict, Plan, SfCreate, SfUpdate, Write
 from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
@@ -72,16 +73,16 @@ class OnboardingFlow:
                                   "Task": frozenset({*TASK_FIELDS, "OwnerId", "ActivityDate", "Status", "Priority"})}
 
     def needs(self, event: FlowEvent, found: Found) -> Needs:
-        customer_id = _customer_id(event)
+        customer_id = customer_id_of(event)
         if customer_id is None or event.resource_id is None:
             return Needs()
         needs = Needs(nue_orders_of=frozenset({customer_id}), nue_customers=frozenset({customer_id}))
-        order = _order(found.nue_orders.get(customer_id, []), event.resource_id)
+        order = order_by_id(found.nue_orders.get(customer_id, []), event.resource_id)
         if order is None or _is_change_order(order):
             return needs
         m = self.mapping
         needs |= Needs(catalog=True)
-        account_id = _account_id(found.nue_customers.get(customer_id))
+        account_id = account_id_of(found.nue_customers.get(customer_id))
         if account_id:
             needs |= Needs(sf_records=frozenset({(m.account_object, account_id)}),
                            sf_children=frozenset({("Task", "WhatId", account_id)}),
@@ -90,19 +91,19 @@ class OnboardingFlow:
         return needs
 
     def plan(self, event: FlowEvent, found: Found) -> Plan:
-        customer_id = _customer_id(event)
+        customer_id = customer_id_of(event)
         order_id = event.resource_id
         if customer_id is None or order_id is None:
             return Plan(skip_reason="the notification names no order and customer")
         orders = found.nue_orders.get(customer_id, [])
-        order = _order(orders, order_id)
+        order = order_by_id(orders, order_id)
         if order is None:
             return Plan(skip_reason=f"Nue has no order {order_id} for customer {customer_id}")
         if _is_change_order(order):
             return Plan(skip_reason=f"order {order.get('orderNumber')} is a change order: no onboarding")
         if not _activated(order):
             return Plan(skip_reason=f"order {order.get('orderNumber')} is {order.get('status')}, not Activated")
-        account_id = _account_id(found.nue_customers.get(customer_id))
+        account_id = account_id_of(found.nue_customers.get(customer_id))
         if not account_id:
             return Plan(skip_reason=f"customer {customer_id} is not linked to a Salesforce account yet")
         m = self.mapping
@@ -206,18 +207,3 @@ def _is_change_order(order: Mapping[str, Any]) -> bool:
     return order.get("orderType") == CHANGE_ORDER_TYPE or bool(order.get("assetChanges"))
 
 
-def _order(orders: Sequence[Mapping[str, Any]], order_id: str) -> Mapping[str, Any] | None:
-    return next((o for o in orders if str(o.get("id")) == order_id), None)
-
-
-def _customer_id(event: FlowEvent) -> str | None:
-    data = event.data
-    value = data.get("customerId") or (data.get("customer") or {}).get("id")
-    return str(value) if value else None
-
-
-def _account_id(customer: Mapping[str, Any] | None) -> str | None:
-    if not customer:
-        return None
-    value = customer.get("externalId") or customer.get("salesAccountId")
-    return str(value) if value else None

@@ -32,6 +32,7 @@ from typing import Any
 
 from revdaemon.domain.money import HUNDRED, ZERO, PriceEntry, PricingError, cents, charge, monthly, to_decimal
 from revdaemon.flows.base import FlowEvent, Found, Needs
+from revdaemon.flows.common import same
 from revdaemon.flows.plan import OpenConflict, Plan, SfDelete, SfUpdate, SfUpsert, Write
 
 NAME = "quote_sync"
@@ -156,7 +157,7 @@ class QuoteSyncFlow:
 
         summary = {m.quote_id_field: str(quote.get("id")), m.version_field: version_number,
                    m.total_field: _money(quote.get("totalAmount")), m.discount_field: discount}
-        changed = {k: v for k, v in summary.items() if not _same(opportunity.get(k), v)}
+        changed = {k: v for k, v in summary.items() if not same(opportunity.get(k), v)}
         if not changed:
             return Plan(skip_reason="the opportunity already shows this quote", version=version, entity=entity)
         return Plan(writes=(SfUpdate(sobject="Opportunity", record_id=opportunity_id, fields=changed,
@@ -184,7 +185,7 @@ class QuoteSyncFlow:
                     fields={"OpportunityId": opportunity_id, "PricebookEntryId": line.entry_id, **values},
                     idem_key=f"{NAME}:line:{key}:v{version}:create:{stamp}"))
             elif str(current.get("PricebookEntryId")) == line.entry_id:
-                changed = {k: v for k, v in values.items() if not _same(current.get(k) or 0, v)}
+                changed = {k: v for k, v in values.items() if not same(current.get(k) or 0, v)}
                 if changed:
                     writes.append(SfUpsert(sobject="OpportunityLineItem", external_id_field=key_field,
                                            external_id=key, fields=values,
@@ -255,14 +256,3 @@ def _wanted_lines(quote: Mapping[str, Any], opportunity_id: str, catalog: Sequen
 
 def _plain(value: Decimal) -> str:
     return f"{value.normalize():f}"
-
-
-def _same(current: Any, wanted: Any) -> bool:
-    if current is None or wanted is None:
-        return current is None and wanted is None
-    if isinstance(wanted, Decimal | int) and not isinstance(wanted, bool):
-        try:
-            return to_decimal(current) == wanted
-        except PricingError:
-            return False
-    return str(current) == str(wanted)

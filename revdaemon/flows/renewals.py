@@ -36,6 +36,7 @@ from typing import Any
 from revdaemon.domain.money import ZERO, PricingError, cents, to_decimal
 from revdaemon.domain.subscriptions import order_lines, price_entries, subscription_mrr
 from revdaemon.flows.base import FlowEvent, Found, Needs
+from revdaemon.flows.common import account_id_of
 from revdaemon.flows.plan import OpenConflict, Plan, SfUpsert, Write
 from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
@@ -102,7 +103,7 @@ class RenewalFlow:
         needs = Needs(nue_customers=frozenset({customer_id}), nue_subscriptions_of=frozenset({customer_id}),
                       nue_orders_of=frozenset({customer_id}), catalog=True, sf_fields=fields,
                       sf_children=frozenset({("Opportunity", m.renewal_key_field, key)}))
-        account_id = _account_id(found.nue_customers.get(customer_id))
+        account_id = account_id_of(found.nue_customers.get(customer_id))
         if account_id:
             needs = needs | Needs(sf_records=frozenset({("Account", account_id)}))
         opportunity = _first(found.sf_children.get(("Opportunity", m.renewal_key_field, key)))
@@ -129,7 +130,7 @@ class RenewalFlow:
         if str(subscription.get("subscriptionEndDate") or "")[:10] != end:
             return Plan(skip_reason=f"the subscription's end date moved from {end} (renewed or amended since "
                                     f"the scan)")
-        account_id = _account_id(customer)
+        account_id = account_id_of(customer)
         if not account_id:
             return Plan(skip_reason=f"customer {customer_id} is not linked to a Salesforce account yet")
         account = found.sf_records.get(("Account", account_id))
@@ -210,12 +211,6 @@ def _due(event: FlowEvent) -> tuple[str, str, str] | None:
         return None
     return str(subscription_id), str(customer_id), end
 
-
-def _account_id(customer: Mapping[str, Any] | None) -> str | None:
-    if not customer:
-        return None
-    value = customer.get("externalId") or customer.get("salesAccountId")
-    return str(value) if value else None
 
 
 def _first(rows: Sequence[Mapping[str, Any]] | None) -> Mapping[str, Any] | None:

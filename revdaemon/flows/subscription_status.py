@@ -20,9 +20,10 @@ from decimal import Decimal
 from typing import Any
 
 from revdaemon.connectors import nue_wire
-from revdaemon.domain.money import PricingError, to_decimal
+from revdaemon.domain.money import PricingError
 from revdaemon.domain.subscriptions import STATUS_RANK, customer_state, order_lines, price_entries
 from revdaemon.flows.base import FlowEvent, Found, Needs
+from revdaemon.flows.common import same
 from revdaemon.flows.plan import OpenConflict, Plan, SfUpdate
 from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
@@ -107,7 +108,7 @@ class SubscriptionStatusFlow:
         for opportunity, found_statuses in sorted(statuses.items()):
             record = found.sf_records.get(("Opportunity", opportunity))
             wanted = self.mapping.status_values.get(min(found_statuses, key=STATUS_RANK.index))
-            if record is None or wanted is None or _same(record.get(status_field), wanted):
+            if record is None or wanted is None or same(record.get(status_field), wanted):
                 continue
             writes.append(SfUpdate(sobject="Opportunity", record_id=opportunity, fields={status_field: wanted},
                                    idem_key=f"{NAME}:opportunity:{opportunity}:{version}:{record.get(status_field)}"))
@@ -140,7 +141,7 @@ class SubscriptionStatusFlow:
             except MappingError as exc:
                 return Plan(conflict=OpenConflict(flow=NAME, record_ref=f"salesforce:Account:{account_id}",
                                                   reason=f"a mapped field cannot be filled: {exc}"))
-        changed = {name: value for name, value in wanted.items() if not _same(account.get(name), value)}
+        changed = {name: value for name, value in wanted.items() if not same(account.get(name), value)}
         entity = f"nue:customer:{customer_id}"
         writes: list[SfUpdate] = self._opportunity_writes(found, customer_id, state.version)
         if changed:
@@ -169,14 +170,3 @@ def _customer_id(event: FlowEvent) -> str | None:
     if not value and event.type.startswith("customer."):
         value = data.get("id")
     return str(value) if value else None
-
-
-def _same(current: Any, wanted: Any) -> bool:
-    if wanted is None or current is None:
-        return wanted is None and current is None
-    if isinstance(wanted, Decimal):
-        try:
-            return to_decimal(current) == wanted
-        except PricingError:
-            return False
-    return str(current) == str(wanted)

@@ -1,0 +1,41 @@
+"""Small pure helpers several flows share: comparing a field's value, finding ids in Nue records."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from revdaemon.domain.money import PricingError, to_decimal
+from revdaemon.flows.base import FlowEvent
+
+
+def same(current: Any, wanted: Any) -> bool:
+    """Whether a Salesforce field already holds the wanted value (1400.0 equals Decimal('1400.00'))."""
+    if wanted is None or current is None:
+        return wanted is None and current is None
+    if isinstance(wanted, Decimal | int) and not isinstance(wanted, bool):
+        try:
+            return to_decimal(current) == wanted
+        except PricingError:
+            return False
+    return str(current) == str(wanted)
+
+
+def customer_id_of(event: FlowEvent) -> str | None:
+    """The Nue customer a notification names (never trusted for anything but what to re-read)."""
+    data = event.data
+    value = data.get("customerId") or (data.get("customer") or {}).get("id")
+    return str(value) if value else None
+
+
+def account_id_of(customer: Mapping[str, Any] | None) -> str | None:
+    """The Salesforce account of a Nue customer: externalId once Nue's own sync ran, else salesAccountId."""
+    if not customer:
+        return None
+    value = customer.get("externalId") or customer.get("salesAccountId")
+    return str(value) if value else None
+
+
+def order_by_id(orders: Sequence[Mapping[str, Any]], order_id: str) -> Mapping[str, Any] | None:
+    return next((o for o in orders if str(o.get("id")) == order_id), None)
