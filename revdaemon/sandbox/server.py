@@ -100,8 +100,9 @@ class RequestLogMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                note()  # before the last byte leaves: a client that has its answer finds it in the log
+                # Logged before the head leaves: a 204 is complete for the client with its head alone, and a
+                # client that has its answer must find it in the log.
+                note()
             await send(message)
 
         try:
