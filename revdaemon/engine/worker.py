@@ -45,6 +45,7 @@ from revdaemon.flows.plan import OpenConflict, Plan
 from revdaemon.limits import RetryPolicy
 from revdaemon.store import Store
 from revdaemon.store.records import Event, NewConflict, NewDeadLetter, utcnow
+from revdaemon.store.states import EventStatus
 
 log = structlog.get_logger("revdaemon.worker")
 
@@ -109,6 +110,7 @@ class Worker:
         self._rng = rng or random.Random()
         self.stats = stats or WorkerStats()
         self._schema = schema
+        self._dry_seen: set[int] = set()
         self.stopped = anyio.Event()
         self._stopping = False
 
@@ -136,10 +138,31 @@ class Worker:
 
     async def run_once(self) -> int:
         """Claim and process one batch; the number of events it held."""
+        if self._executor.dry_run:
+            return await self._dry_run_once()
         events = await self._store.claim_events(worker=self.name, limit=self._batch_size, lease=self._lease)
         if events:
             await self.process(events)
         return len(events)
+
+    async def _dry_run_once(self) -> int:
+        """--dry-run: plan the first step of each waiting event and log its writes; claim, settle and send
+        nothing, so a real run later finds the inbox as it was."""
+        waiting = [e for e in await self._store.list_events(status=EventStatus.RECEIVED, limit=self._batch_size * 4)
+                   if e.id not in self._dry_seen][: self._batch_size]
+        if not waiting:
+            return 0
+        self._dry_seen.update(e.id for e in waiting)
+        jobs = [_Job(event=e, flow=f, view=FlowEvent(key=e.key, type=e.type, source=e.source, payload=e.payload))
+                for e in waiting for f in self._flows if e.type in f.event_types]
+        if jobs:
+            await self._step(jobs)
+        for job in jobs:
+            outcome = ("conflict" if job.conflict else "crash" if job.crash else "error" if job.error
+                       else "planned")
+            log.info("dry_run_planned", event_key=job.event.key, flow=job.flow.name, outcome=outcome,
+                     reason=job.conflict.reason if job.conflict else job.error.message if job.error else None)
+        return len(waiting)
 
     async def process(self, events: Sequence[Event]) -> None:
         if self._schema is not None:

@@ -162,3 +162,25 @@ class TestOriginatingOpportunity:
             await e.store.add_events([webhook("subscription.updated", dict(subscription), "s-1")])
             await e.worker.run_once()
         assert sandbox.salesforce.record("Opportunity", opportunity_id)["Subscription_Status__c"] == "Active"
+
+
+class TestDryRun:
+    async def test_dry_run_plans_and_logs_but_sends_and_settles_nothing(self, sandbox: Sandbox,
+                                                                        tmp_path: Path) -> None:
+        """--dry-run logs the first planned write of each event; both APIs see no write; the inbox is untouched."""
+        from structlog.testing import capture_logs
+
+        _opportunity_id, event = won(sandbox, 0)
+        async with engine(sandbox, tmp_path, flows=FLOWS, dry_run=True) as e:
+            await e.store.add_events([event])
+            sandbox.salesforce.log.clear()
+            sandbox.nue.log.clear()
+            with capture_logs() as logs:
+                assert await e.worker.run_once() == 1
+                assert await e.worker.run_once() == 0  # already planned: not planned again
+            [stored] = await e.store.list_events()
+            assert stored.status is EventStatus.RECEIVED and stored.attempts == 0
+        planned = [entry for entry in logs if entry["event"] == "write_planned"]
+        assert planned and planned[0]["write"]["kind"] == "NueCreateCustomer"
+        data_writes = [r for r in sandbox.salesforce.log.writes() if r.path != "/services/oauth2/token"]
+        assert nue_writes(sandbox) == [] and data_writes == []
