@@ -39,6 +39,7 @@ class Fetcher:
             nue_quotes_of=await self._quotes_of(needs.nue_quotes_of),
             sf_records=await self._sf_records(needs.sf_records, needs.sf_fields),
             sf_children=await self._sf_children(needs.sf_children, needs.sf_fields),
+            sf_selected=_selected(needs),
             catalog=tuple(await self._nue.products()) if needs.catalog else (),
         )
 
@@ -134,6 +135,13 @@ class Fetcher:
                     key = (sobject, parent_field, asked.get(value.lower(), value))
                     found.setdefault(key, []).append(row)
         return found
+
+
+def _selected(needs: Needs) -> dict[str, frozenset[str]]:
+    """The fields this read selects, per object it reads (Id and the relation fields included)."""
+    objects = {o for o, _ in needs.sf_records} | {o for o, _, _ in needs.sf_children}
+    return {o: frozenset({"Id", *(f for obj, f in needs.sf_fields if obj == o),
+                          *(p for obj, p, _ in needs.sf_children if obj == o)}) for o in objects}
 
 
 def _aliases(customers: Mapping[str, Mapping[str, Any] | None]) -> dict[str, str]:

@@ -22,7 +22,9 @@ from revdaemon.flows.base import Flow
 
 log = structlog.get_logger("revdaemon.schema")
 
-SCHEMA_ERROR_CODES = frozenset({"INVALID_FIELD", "INVALID_TYPE", "INVALID_FIELD_FOR_INSERT_UPDATE"})
+# INVALID_FIELD_FOR_INSERT_UPDATE is left out: field-level security or a create-only field also give it,
+# describe still lists the field, and the flow would park and resume for ever; it is a record's error.
+SCHEMA_ERROR_CODES = frozenset({"INVALID_FIELD", "INVALID_TYPE"})
 RECHECK_SECONDS = 300.0
 
 
@@ -84,7 +86,13 @@ class SchemaGuard:
         """Look again at parked flows whose last check is old enough (they may resume)."""
         due = [name for name in self.parked if self.clock() - self._checked_at.get(name, 0.0) >= RECHECK_SECONDS]
         if due:
-            await self.check_all(refresh=True)
+            try:
+                await self.check_all(refresh=True)
+            except SyncError as exc:
+                # Describe unavailable: stay parked and try again at the next interval, not at every batch.
+                for name in due:
+                    self._checked_at[name] = self.clock()
+                log.warning("schema_recheck_failed", flows=due, error=exc.message)
 
     async def on_error(self, flow_name: str, error: SyncError) -> bool:
         """True when `error` says the org's schema changed: the flow is then parked, not its record failed."""

@@ -142,8 +142,30 @@ class Worker:
             return await self._dry_run_once()
         events = await self._store.claim_events(worker=self.name, limit=self._batch_size, lease=self._lease)
         if events:
-            await self.process(events)
+            try:
+                await self.process(events)
+            except Exception:
+                await self._after_crash(events, traceback.format_exc(limit=8))
         return len(events)
+
+    async def _after_crash(self, events: Sequence[Event], trace: str) -> None:
+        """A bug, not an API answer: events that have had their attempts become dead letters carrying the
+        traceback (else the same oldest batch would be claimed and fail for ever); the rest wait a while."""
+        log.error("worker_batch_failed", worker=self.name, events=len(events), error=trace.strip().splitlines()[-1])
+        with anyio.CancelScope(shield=True):
+            for event in events:
+                try:
+                    if event.attempts >= self._max_attempts:
+                        await self._dead(event, NewDeadLetter(system="revdaemon", operation="process batch",
+                                                              error=trace.strip().splitlines()[-1],
+                                                              request={"traceback": trace}))
+                    else:
+                        delay = self._backoff.delay(event.attempts, None, self._rng)
+                        await self._store.retry_event(event.id, error="worker crash: " + trace.strip().splitlines()[-1],
+                                                      next_attempt_at=utcnow() + timedelta(seconds=delay),
+                                                      claimed_by=self.name)
+                except ClaimLost:
+                    continue
 
     async def _dry_run_once(self) -> int:
         """--dry-run: plan the first step of each waiting event and log its writes; claim, settle and send
@@ -226,8 +248,11 @@ class Worker:
                     break
                 found = found.merged(await self._fetcher.fetch(missing))
         except SyncError as exc:
-            for job in jobs:
-                job.error = exc
+            if len(jobs) > 1:
+                # One bad read must not fail the whole claim: look each job up alone to find whose it was.
+                await self._step_one_by_one(jobs, exc)
+                return
+            jobs[0].error = exc
             return
         plans: dict[int, Plan] = {}
         for index, job in enumerate(jobs):
@@ -267,6 +292,11 @@ class Worker:
                 await self._store.raise_entity_version(plan.entity, plan.version)
             job.done = plan.done
 
+    async def _step_one_by_one(self, jobs: list[_Job], first_error: SyncError) -> None:
+        log.warning("batched_lookup_failed", jobs=len(jobs), error=first_error.message)
+        for job in jobs:
+            await self._step([job])
+
     def _needs(self, job: _Job, found: Found) -> Needs:
         if job.crash:
             return Needs()
@@ -284,7 +314,7 @@ class Worker:
                 # Waits, neither processed nor dead-lettered, until the flow's fields are back.
                 due = utcnow() + timedelta(seconds=PARKED_RETRY_SECONDS)
                 await self._store.retry_event(event.id, error=f"flow {parked.flow.name} parked: {parked.parked}",
-                                              next_attempt_at=due, claimed_by=self.name)
+                                              next_attempt_at=due, claimed_by=self.name, reset_attempts=True)
                 return
             conflict = next((j for j in jobs if j.conflict), None)
             crash = next((j for j in jobs if j.crash), None)

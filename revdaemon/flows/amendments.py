@@ -48,7 +48,9 @@ from revdaemon.flows.common import account_id_of, customer_id_of, order_by_id
 from revdaemon.flows.plan import Plan, SfCreate
 
 NAME = "amendments"
-EVENT_TYPES = frozenset({"order.activated"})
+# order.updated comes from the Nue order poll (the safety net for a missed webhook); the flow re-reads
+# the order and acts only on an activated change order either way.
+EVENT_TYPES = frozenset({"order.activated", "order.updated"})
 
 CHANGE_ORDER_TYPE = "Change"  # [assumed] orderType of an order made by POST /change-orders (sandbox: New | Change)
 ACTIVATED = frozenset({"activated", "active"})  # nue-api.md Order status: compare case-insensitively

@@ -50,7 +50,9 @@ class Needs:
     catalog: bool = False
 
     def minus(self, found: Found) -> Needs:
-        """What is still to fetch after `found`."""
+        """What is still to fetch after `found`. A Salesforce object read without a field now asked for is
+        read again whole (a later lookup round may want fields an earlier one did not select)."""
+        short = {sobject for sobject, name in self.sf_fields if name not in found.sf_selected.get(sobject, ())}
         return Needs(
             nue_customers=frozenset(self.nue_customers - found.nue_customers.keys()),
             nue_subscriptions_of=frozenset(self.nue_subscriptions_of - found.nue_subscriptions.keys()),
@@ -58,9 +60,9 @@ class Needs:
             nue_invoices=frozenset(self.nue_invoices - found.nue_invoices.keys()),
             nue_quotes=frozenset(self.nue_quotes - found.nue_quotes.keys()),
             nue_quotes_of=frozenset(self.nue_quotes_of - found.nue_quotes_of.keys()),
-            sf_records=frozenset(self.sf_records - found.sf_records.keys()),
+            sf_records=frozenset(k for k in self.sf_records if k not in found.sf_records or k[0] in short),
             sf_fields=self.sf_fields,
-            sf_children=frozenset(self.sf_children - found.sf_children.keys()),
+            sf_children=frozenset(k for k in self.sf_children if k not in found.sf_children or k[0] in short),
             catalog=self.catalog and not found.catalog,
         )
 
@@ -95,6 +97,7 @@ class Found:
     nue_quotes_of: Mapping[str, list[Mapping[str, Any]]] = field(default_factory=dict)
     sf_records: Mapping[tuple[str, str], Mapping[str, Any] | None] = field(default_factory=dict)
     sf_children: Mapping[tuple[str, str, str], list[Mapping[str, Any]]] = field(default_factory=dict)
+    sf_selected: Mapping[str, frozenset[str]] = field(default_factory=dict)  # fields read, per object
     catalog: tuple[Mapping[str, Any], ...] = ()
 
     def merged(self, other: Found) -> Found:
@@ -107,6 +110,7 @@ class Found:
             nue_quotes_of={**self.nue_quotes_of, **other.nue_quotes_of},
             sf_records={**self.sf_records, **other.sf_records},
             sf_children={**self.sf_children, **other.sf_children},
+            sf_selected={**self.sf_selected, **other.sf_selected},
             catalog=other.catalog or self.catalog,
         )
 

@@ -101,7 +101,14 @@ class ClosedWonToOrderFlow:
 
         lines = found.sf_children.get(("OpportunityLineItem", "OpportunityId", opportunity_id), [])
         customer_id = str(customer["id"])
-        order = self._order(found.nue_orders.get(customer_id, []), opportunity_id)
+        orders = found.nue_orders.get(customer_id, [])
+        order = self._order(orders, opportunity_id)
+        if order is None and any(nue_wire.order_matches_opportunity(o, opportunity_id, self.mapping.marker_field)
+                                 for o in orders):
+            # One order per deal, ever: its order was canceled in Nue, and ordering again is a person's call.
+            return Plan(conflict=OpenConflict(
+                flow=NAME, record_ref=f"salesforce:Opportunity:{opportunity_id}",
+                reason="the Nue order made for this opportunity was canceled; a new order needs a person"))
         try:
             wanted = self._order_lines(lines, found.catalog)
         except PricingError as exc:

@@ -34,7 +34,9 @@ from revdaemon.flows.plan import OpenConflict, Plan, SfCreate, SfUpdate, Write
 from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
 NAME = "onboarding"
-EVENT_TYPES = frozenset({"order.activated"})
+# order.updated comes from the Nue order poll (the safety net for a missed webhook); the flow re-reads
+# the order and acts only on an activated, non-change order either way.
+EVENT_TYPES = frozenset({"order.activated", "order.updated"})
 
 CHANGE_ORDER_TYPE = "Change"  # [assumed] orderType of an order made by POST /change-orders
 ACTIVATED = frozenset({"activated", "active"})  # nue-api.md Order status: compare case-insensitively

@@ -28,7 +28,9 @@ from revdaemon.flows.plan import OpenConflict, Plan, SfUpdate
 from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
 NAME = "subscription_status"
-EVENT_TYPES = frozenset({"subscription.created", "subscription.updated", "order.activated"})
+# customer.updated: Nue's own sync linking a customer to its account (externalId) makes the account's
+# state writable at last; the notification names the customer itself.
+EVENT_TYPES = frozenset({"subscription.created", "subscription.updated", "order.activated", "customer.updated"})
 
 
 @dataclass(frozen=True, kw_only=True)

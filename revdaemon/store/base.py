@@ -68,7 +68,10 @@ class Store(Protocol):
         ...
 
     async def retry_event(self, event_id: int, *, error: str, next_attempt_at: datetime,
-                          claimed_by: str | None = None) -> None: ...
+                          claimed_by: str | None = None, reset_attempts: bool = False) -> None:
+        """Back to the inbox, due at `next_attempt_at`; `reset_attempts` when the wait was no failure of
+        the event's own (its flow was parked)."""
+        ...
 
     async def dead_letter_event(self, event_id: int, letter: NewDeadLetter, *, claimed_by: str | None = None) -> int:
         """Move the event to dead and record why; returns the dead letter's id."""

@@ -248,10 +248,10 @@ class SqliteStore:
         return [i for i in event_ids if i not in held]
 
     async def retry_event(self, event_id: int, *, error: str, next_attempt_at: datetime,
-                          claimed_by: str | None = None) -> None:
+                          claimed_by: str | None = None, reset_attempts: bool = False) -> None:
         async with self._tx() as conn:
             await _move_event(conn, event_id, EventStatus.RECEIVED, self._clock(), error=error,
-                              next_attempt_at=next_attempt_at, claimed_by=claimed_by)
+                              next_attempt_at=next_attempt_at, claimed_by=claimed_by, reset_attempts=reset_attempts)
 
     async def dead_letter_event(self, event_id: int, letter: NewDeadLetter, *, claimed_by: str | None = None) -> int:
         now = self._clock()

@@ -108,6 +108,7 @@ class TestSubscriptionStatus:
             assert await e.store.list_dead_letters() == []
             [waiting] = await e.store.list_events(status=EventStatus.RECEIVED)
             assert "parked" in (waiting.last_error or "") and "ARR__c" in (waiting.last_error or "")
+            assert waiting.attempts == 0  # a parked wait is not the event's failure: no dead letter later
             assert e.schema.is_parked("subscription_status")
             sandbox.salesforce.add_field(next(f for f in DEFAULT_CUSTOM_FIELDS if f.name == "ARR__c"))
             assert await e.schema.check_all(refresh=True) == {}
@@ -126,6 +127,21 @@ class TestSubscriptionStatus:
             await e.worker.run_once()
             assert (await e.store.queue_depths())[EventStatus.RECEIVED] == 1
         assert sandbox.salesforce.log.writes() == []
+
+
+class TestIsolation:
+    async def test_one_bad_lookup_does_not_fail_the_batch(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """A customer linked to an id Salesforce refuses fails alone; the other event of the claim is done."""
+        _good_customer, good_account, good_subs = activate_for(sandbox, 0, 0)
+        bad_customer, _bad_account, bad_subs = activate_for(sandbox, 1, 1)
+        sandbox.nue.store.customers[bad_customer]["externalId"] = "not-a-salesforce-id"
+        async with engine(sandbox, tmp_path) as e:
+            await e.store.add_events([webhook("subscription.updated", dict(good_subs[0]), "good"),
+                                      webhook("subscription.updated", dict(bad_subs[0]), "bad")])
+            await e.worker.run_once()
+            done = {ev.key for ev in await e.store.list_events(status=EventStatus.DONE)}
+        assert done == {"nue:good"}
+        assert sandbox.salesforce.record("Account", good_account)["Subscription_Status__c"] == "Active"
 
 
 class TestMappedField:

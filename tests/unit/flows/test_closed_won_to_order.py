@@ -121,7 +121,7 @@ class TestSteps:
         plan = ClosedWonToOrderFlow().plan(EVENT, found(opportunity=opportunity))
         assert plan.writes == () and plan.skip_reason
 
-    def test_a_canceled_order_does_not_count(self) -> None:
-        """A canceled order for the deal is ignored: a new order is planned."""
+    def test_a_canceled_order_is_a_conflict_not_a_second_order(self) -> None:
+        """One order per deal, ever: when its order was canceled, re-ordering is a person's decision."""
         plan = ClosedWonToOrderFlow().plan(EVENT, found(orders=[order("Canceled")]))
-        assert isinstance(plan.writes[0], NueCreateOrder)
+        assert plan.writes == () and plan.conflict is not None and "canceled" in plan.conflict.reason
