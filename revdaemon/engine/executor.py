@@ -52,6 +52,7 @@ class WriteOutcome:
     result: Mapping[str, Any] | None = None
     error: SyncError | None = None
     skipped: bool = False  # already confirmed earlier: nothing was sent
+    stale: bool = False  # a newer state of its entity was applied before: nothing was sent
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +60,7 @@ class PendingWrite:
     write: Write
     event_id: int | None
     entity: str | None = None  # the source entity whose state the write carries (ordering)
+    version: str | None = None  # that state's version (fixed-width UTC text)
 
 
 class Executor:
@@ -101,7 +103,23 @@ class Executor:
             for token in {i.write.idem_key for i in accepted} | {i.entity for i in accepted if i.entity}:
                 self._in_flight.add(token)
                 claimed.add(token)
-            outcomes.update(await self._record_and_send(accepted))
+            # The ordering check and the version's raise both happen while the entity is held: no other
+            # worker can write an older state between them.
+            fresh: list[PendingWrite] = []
+            for item in accepted:
+                if item.entity and item.version:
+                    applied = await self._store.get_entity_version(item.entity)
+                    if applied is not None and applied > item.version:
+                        log.info("stale_state_skipped", entity=item.entity, version=item.version, applied=applied)
+                        outcomes[item.write.idem_key] = WriteOutcome(ok=True, skipped=True, stale=True)
+                        continue
+                fresh.append(item)
+            sent = await self._record_and_send(fresh)
+            outcomes.update(sent)
+            for item in fresh:
+                outcome = sent.get(item.write.idem_key)
+                if item.entity and item.version and outcome is not None and outcome.ok:
+                    await self._store.raise_entity_version(item.entity, item.version)
         finally:
             self._in_flight -= claimed
         return outcomes

@@ -270,15 +270,8 @@ class Worker:
                 continue
             if plan.skip_reason and not plan.writes:
                 log.info("event_skipped", event_key=job.event.key, flow=job.flow.name, reason=plan.skip_reason)
-            if plan.writes and plan.entity and plan.version:
-                applied = await self._store.get_entity_version(plan.entity)
-                if applied is not None and applied > plan.version:
-                    log.info("stale_state_skipped", event_key=job.event.key, entity=plan.entity,
-                             version=plan.version, applied=applied)
-                    job.done = True
-                    continue
-            pending_writes.extend(PendingWrite(write=w, event_id=job.event.id, entity=plan.entity)
-                                  for w in plan.writes)
+            pending_writes.extend(PendingWrite(write=w, event_id=job.event.id, entity=plan.entity,
+                                               version=plan.version) for w in plan.writes)
         outcomes = await self._executor.execute(pending_writes) if pending_writes else {}
         for index, plan in plans.items():
             job = jobs[index]
@@ -288,8 +281,9 @@ class Worker:
             if failures:
                 job.error = _worst(failures)
                 continue
-            if plan.writes and plan.entity and plan.version and not self._executor.dry_run:
-                await self._store.raise_entity_version(plan.entity, plan.version)
+            if any(outcomes[w.idem_key].stale for w in plan.writes):
+                job.done = True  # a newer state of the entity was already applied: this one is history
+                continue
             job.done = plan.done
 
     async def _step_one_by_one(self, jobs: list[_Job], first_error: SyncError) -> None:

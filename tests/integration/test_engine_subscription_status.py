@@ -160,3 +160,24 @@ class TestMappedField:
             await e.store.add_events([webhook("subscription.updated", dict(subscriptions[0]), "m1")])
             await e.worker.run_once()
         assert sandbox.salesforce.record("Account", account_id)["Nue_Account_Number__c"].startswith("CUST-")
+
+
+class TestOrdering:
+    async def test_an_older_state_is_never_written_after_a_newer_one(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """Two workers with two reads of one entity: the write carrying the older version is skipped as stale."""
+        from revdaemon.engine.executor import PendingWrite
+        from revdaemon.flows.plan import SfUpdate
+
+        account_id = sandbox.salesforce.seed_data.accounts[0].id
+        newer = PendingWrite(write=SfUpdate(sobject="Account", record_id=account_id, fields={"MRR__c": 200},
+                                            idem_key="t:new"), event_id=None, entity="nue:customer:c",
+                             version="2026-01-02T00:00:00.000000Z")
+        older = PendingWrite(write=SfUpdate(sobject="Account", record_id=account_id, fields={"MRR__c": 100},
+                                            idem_key="t:old"), event_id=None, entity="nue:customer:c",
+                             version="2026-01-01T00:00:00.000000Z")
+        async with engine(sandbox, tmp_path) as e:
+            assert (await e.executor.execute([newer]))["t:new"].ok
+            late = (await e.executor.execute([older]))["t:old"]
+            assert late.ok and late.stale
+            assert await e.store.get_entity_version("nue:customer:c") == "2026-01-02T00:00:00.000000Z"
+        assert sandbox.salesforce.record("Account", account_id)["MRR__c"] == 200
