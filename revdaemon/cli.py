@@ -7,6 +7,7 @@ Exit codes: 0 ok; 1 runtime failure; 2 bad usage or bad configuration; 3 the sta
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -18,13 +19,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from revdaemon import __version__
+from revdaemon import __version__, service
 from revdaemon.config import CONFIG_ENV_VAR, Settings, load_settings
 from revdaemon.engine.supervisor import run_daemon
-from revdaemon.errors import ConfigError, StoreError, StoreMissing
+from revdaemon.errors import ConfigError, RecordNotFound, StoreError, StoreMissing
 from revdaemon.ops.logging import configure_logging
 from revdaemon.store import open_store
 from revdaemon.store.records import StoreSummary
+from revdaemon.store.states import EventStatus
 
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
@@ -173,6 +175,177 @@ async def _online_check(settings: Settings) -> dict[str, Any]:
             result["nue"] = f"failed: {exc.message}"
     result["ok"] = result["salesforce"] == "ok" and result["nue"] == "ok" and not result["missing_fields"]
     return result
+
+
+# --- operators' commands: the same service functions the console will call -----------------------------
+
+
+def _run_with_store(settings: Settings, action: Callable[[Any], Any], *, read_only: bool) -> Any:
+    async def go() -> Any:
+        store = await open_store(settings.database_path, read_only=read_only)
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    try:
+        return anyio.run(go)
+    except StoreMissing as exc:
+        click.echo(f"revdaemon: {exc}", err=True)
+        sys.exit(EXIT_STORE)
+    except RecordNotFound as exc:
+        click.echo(f"revdaemon: {exc}", err=True)
+        sys.exit(EXIT_RUNTIME)
+    except StoreError as exc:
+        click.echo(f"revdaemon: state store: {exc}", err=True)
+        sys.exit(EXIT_STORE)
+
+
+def _emit(rows: Any, as_json: bool, columns: tuple[str, ...], title: str) -> None:
+    if as_json:
+        click.echo(json.dumps(rows, default=str))
+        return
+    console = Console()
+    if isinstance(rows, dict):
+        table = Table(title=title, show_header=False)
+        for key, value in rows.items():
+            table.add_row(key, json.dumps(value, default=str, indent=1) if isinstance(value, dict | list)
+                          else str(value))
+        console.print(table)
+        return
+    table = Table(title=f"{title} ({len(rows)})")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(row.get(c, "")) if row.get(c) is not None else "" for c in columns))
+    console.print(table)
+
+
+@main.group()
+def events() -> None:
+    """Inbox events: what arrived and what became of it."""
+
+
+@events.command("list")
+@config_option
+@json_option
+@click.option("--status", type=click.Choice([s.value for s in EventStatus]), default=None)
+@click.option("--limit", type=int, default=50, show_default=True)
+def events_list(config_path: Path | None, as_json: bool, status: str | None, limit: int) -> None:
+    """The newest events, optionally of one status."""
+    settings = _load(config_path)
+    rows = _run_with_store(settings, lambda s: service.list_events(s, status=status, limit=limit), read_only=True)
+    _emit(rows, as_json, ("id", "type", "status", "attempts", "received_at", "key", "last_error"), "events")
+
+
+@events.command("show")
+@config_option
+@json_option
+@click.argument("event_id", type=int)
+def events_show(config_path: Path | None, as_json: bool, event_id: int) -> None:
+    """One event with its payload and every external write it caused."""
+    settings = _load(config_path)
+    _emit(_run_with_store(settings, lambda s: service.show_event(s, event_id), read_only=True), as_json, (),
+          f"event {event_id}")
+
+
+@main.group("dead-letters")
+def dead_letters() -> None:
+    """Records an API refused, with its own error; replay them once fixed."""
+
+
+@dead_letters.command("list")
+@config_option
+@json_option
+@click.option("--all", "include_replayed", is_flag=True, help="Include letters already replayed.")
+def dead_letters_list(config_path: Path | None, as_json: bool, include_replayed: bool) -> None:
+    """Dead letters not yet replayed (or all)."""
+    settings = _load(config_path)
+    rows = _run_with_store(settings, lambda s: service.list_dead_letters(s, include_replayed=include_replayed),
+                           read_only=True)
+    _emit(rows, as_json, ("id", "event_id", "system", "operation", "error_code", "status", "error"), "dead letters")
+
+
+@dead_letters.command("show")
+@config_option
+@json_option
+@click.argument("letter_id", type=int)
+def dead_letters_show(config_path: Path | None, as_json: bool, letter_id: int) -> None:
+    """One dead letter with the request that was refused."""
+    settings = _load(config_path)
+    _emit(_run_with_store(settings, lambda s: service.show_dead_letter(s, letter_id), read_only=True), as_json, (),
+          f"dead letter {letter_id}")
+
+
+@dead_letters.command("replay")
+@config_option
+@json_option
+@click.argument("letter_ids", type=int, nargs=-1)
+@click.option("--all", "replay_all", is_flag=True, help="Replay every open dead letter.")
+def dead_letters_replay(config_path: Path | None, as_json: bool, letter_ids: tuple[int, ...],
+                        replay_all: bool) -> None:
+    """Put dead letters' events back in the inbox (the daemon retries them)."""
+    if bool(letter_ids) == replay_all:
+        raise click.UsageError("give dead letter ids, or --all")
+    settings = _load(config_path)
+    rows = _run_with_store(settings, lambda s: service.replay_dead_letters(s, None if replay_all else list(letter_ids)),
+                           read_only=False)
+    _emit(rows, as_json, ("id", "type", "status", "key"), "replayed")
+
+
+@main.group()
+def conflicts() -> None:
+    """Disagreements a person decides."""
+
+
+@conflicts.command("list")
+@config_option
+@json_option
+@click.option("--all", "include_resolved", is_flag=True, help="Include resolved conflicts.")
+def conflicts_list(config_path: Path | None, as_json: bool, include_resolved: bool) -> None:
+    """Open conflicts (or all)."""
+    settings = _load(config_path)
+    rows = _run_with_store(settings, lambda s: service.list_conflicts(s, include_resolved=include_resolved),
+                           read_only=True)
+    _emit(rows, as_json, ("id", "flow", "record_ref", "status", "resolution", "reason"), "conflicts")
+
+
+@conflicts.command("show")
+@config_option
+@json_option
+@click.argument("conflict_id", type=int)
+def conflicts_show(config_path: Path | None, as_json: bool, conflict_id: int) -> None:
+    """One conflict with both sides' values, the differing ones marked."""
+    settings = _load(config_path)
+    _emit(_run_with_store(settings, lambda s: service.show_conflict(s, conflict_id), read_only=True), as_json, (),
+          f"conflict {conflict_id}")
+
+
+@conflicts.command("resolve")
+@config_option
+@json_option
+@click.argument("conflict_id", type=int)
+@click.option("--take", type=click.Choice(["nue", "salesforce", "skip"]), required=True)
+@click.option("--comment", default=None)
+@click.option("--actor", default=lambda: os.environ.get("USER", "operator"), show_default="$USER")
+def conflicts_resolve(config_path: Path | None, as_json: bool, conflict_id: int, take: str, comment: str | None,
+                      actor: str) -> None:
+    """Decide a conflict; the decision is recorded with who and when."""
+    settings = _load(config_path)
+    row = _run_with_store(settings, lambda s: service.resolve_conflict(s, conflict_id, take=take, actor=actor,
+                                                                       comment=comment), read_only=False)
+    _emit(row, as_json, (), f"conflict {conflict_id}")
+
+
+@main.command()
+@config_option
+@json_option
+@click.argument("destination", type=click.Path(dir_okay=False, path_type=Path))
+def backup(config_path: Path | None, as_json: bool, destination: Path) -> None:
+    """A consistent copy of the state database, safe while the daemon runs."""
+    settings = _load(config_path)
+    _emit(_run_with_store(settings, lambda s: service.backup(s, destination), read_only=True), as_json, (),
+          "backup")
 
 
 @main.command()

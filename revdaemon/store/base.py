@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 from revdaemon.store.records import (
@@ -162,7 +163,12 @@ class Store(Protocol):
 
     async def record_write(self, entry: NewAuditEntry) -> int: ...
 
-    async def list_writes(self, *, record_ref: str | None = None, limit: int = 50) -> list[AuditEntry]: ...
+    async def list_writes(self, *, record_ref: str | None = None, event_id: int | None = None,
+                          limit: int = 50) -> list[AuditEntry]: ...
+
+    async def backup(self, destination: Path) -> None:
+        """Write a consistent copy of the whole store to `destination` while it is in use."""
+        ...
 
     # --- status ---------------------------------------------------------------------------------
 

@@ -500,15 +500,31 @@ class SqliteStore:
             )
             return _lastrowid(result)
 
-    async def list_writes(self, *, record_ref: str | None = None, limit: int = 50) -> list[AuditEntry]:
+    async def list_writes(self, *, record_ref: str | None = None, event_id: int | None = None,
+                          limit: int = 50) -> list[AuditEntry]:
+        conditions: list[str] = []
+        params: list[Any] = []
+        if record_ref is not None:
+            conditions.append("record_ref = ?")
+            params.append(record_ref)
+        if event_id is not None:
+            conditions.append("event_id = ?")
+            params.append(event_id)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         async with self._tx(write=False) as conn:
-            if record_ref is None:
-                rows = await _fetchall(conn, "SELECT * FROM audit_log ORDER BY id DESC LIMIT ?", (limit,))
-            else:
-                rows = await _fetchall(
-                    conn, "SELECT * FROM audit_log WHERE record_ref = ? ORDER BY id DESC LIMIT ?", (record_ref, limit)
-                )
+            rows = await _fetchall(conn, f"SELECT * FROM audit_log {where} ORDER BY id DESC LIMIT ?", [*params, limit])
         return [_audit(row) for row in rows]
+
+    async def backup(self, destination: Path) -> None:
+        """A consistent copy of the whole database while the daemon runs (SQLite's online backup API)."""
+        await anyio.Path(destination.parent).mkdir(parents=True, exist_ok=True)
+        async with self._lock:
+            with _translated():
+                target = await aiosqlite.connect(str(destination))
+                try:
+                    await self._conn.backup(target)
+                finally:
+                    await target.close()
 
     # --- status ---------------------------------------------------------------------------------
 
