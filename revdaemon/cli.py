@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import UTC
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -335,6 +336,54 @@ def conflicts_resolve(config_path: Path | None, as_json: bool, conflict_id: int,
     row = _run_with_store(settings, lambda s: service.resolve_conflict(s, conflict_id, take=take, actor=actor,
                                                                        comment=comment), read_only=False)
     _emit(row, as_json, (), f"conflict {conflict_id}")
+
+
+@main.command()
+@config_option
+@json_option
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), required=True,
+              help="Read every change since this day (UTC) again.")
+@click.option("--flow", type=click.Choice(sorted(service.BACKFILL_SOURCES)), default=None,
+              help="Only the changes that feed this flow.")
+def backfill(config_path: Path | None, as_json: bool, since: Any, flow: str | None) -> None:
+    """Re-read changes since a date into the inbox (keys dedupe; no cursor moves); the daemon does the rest."""
+    settings = _load(config_path)
+    _setup_logging(settings)
+    stored = anyio.run(_backfill, settings, since.replace(tzinfo=UTC), flow, as_json)
+    if as_json:
+        click.echo(json.dumps({"stored": stored}))
+
+
+async def _backfill(settings: Settings, since: Any, flow: str | None, quiet: bool) -> dict[str, int]:
+    import httpx
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from revdaemon.connectors.nue import NueClient
+    from revdaemon.connectors.salesforce import SalesforceClient
+    from revdaemon.engine.pollers import NUE_FIELDS, NuePoller, Poller, SalesforceClosedWonPoller
+    from revdaemon.limits import ApiLimiter, DailyBudget, RetryPolicy
+
+    retry = RetryPolicy(max_attempts=4, max_total=120)
+    async with httpx.AsyncClient() as http:
+        salesforce = SalesforceClient(settings.salesforce, http, limiter=ApiLimiter(settings.limits.salesforce),
+                                      budget=DailyBudget(share=settings.limits.salesforce_daily_budget_share),
+                                      retry=retry)
+        nue = NueClient(settings.nue, http, limiter=ApiLimiter(settings.limits.nue), retry=retry)
+        store = await open_store(settings.database_path)
+        try:
+            pollers: list[Poller] = [SalesforceClosedWonPoller(salesforce, store)]
+            pollers += [NuePoller(type_name, nue, store) for type_name in NUE_FIELDS]
+            with Progress(SpinnerColumn(), TextColumn("{task.description}"), disable=quiet) as progress:
+                tasks: dict[str, Any] = {}
+
+                def show(name: str, count: int) -> None:
+                    if name not in tasks:
+                        tasks[name] = progress.add_task(name)
+                    progress.update(tasks[name], description=f"{name}: {count} new events")
+
+                return await service.backfill(store, pollers, since, flow=flow, on_progress=show)
+        finally:
+            await store.close()
 
 
 @main.command()

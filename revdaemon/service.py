@@ -6,6 +6,7 @@ web page can show; none prints or exits.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -13,9 +14,10 @@ from typing import Any
 
 import anyio
 
+from revdaemon.engine.pollers import Poller
 from revdaemon.errors import RecordNotFound
 from revdaemon.store import Store
-from revdaemon.store.records import ConflictRecord, DeadLetter, Event, Resolution
+from revdaemon.store.records import ConflictRecord, DeadLetter, Event, NewEvent, Resolution
 from revdaemon.store.states import EventStatus
 
 
@@ -111,3 +113,40 @@ async def backup(store: Store, destination: Path) -> dict[str, Any]:
     await store.backup(destination)
     size = (await anyio.Path(destination).stat()).st_size
     return {"backup": str(destination), "bytes": size}
+
+
+# Which change streams feed which flow, for a backfill of one flow.
+BACKFILL_SOURCES: dict[str, tuple[str, ...]] = {
+    "closed_won_to_order": ("salesforce:Opportunity:closed_won",),
+    "subscription_status": ("nue:Subscription", "nue:Customer"),
+    "billing_events": ("nue:Invoice",),
+    "amendments": ("nue:Order",),
+    "onboarding": ("nue:Order",),
+    "quote_sync": ("nue:Quote",),
+}
+
+
+async def backfill(store: Store, pollers: Sequence[Poller], since: datetime, *, flow: str | None = None,
+                   on_progress: Callable[[str, int], None] | None = None, batch: int = 200) -> dict[str, int]:
+    """Read every change since `since` again and store it as inbox events. Keys dedupe what is already there,
+    and no poll cursor moves, so a backfill can neither lose nor duplicate work."""
+    if flow is not None and flow not in BACKFILL_SOURCES:
+        raise ValueError(f"no flow {flow!r}; known: {', '.join(sorted(BACKFILL_SOURCES))}")
+    chosen = [p for p in pollers if flow is None or p.name in BACKFILL_SOURCES[flow]]
+    stored: dict[str, int] = {}
+    for poller in chosen:
+        pending: list[NewEvent] = []
+        count = 0
+        async for record in poller.fetch_since(since):
+            pending.append(poller.event_of(record))
+            if len(pending) >= batch:
+                count += sum(await store.add_events(pending))
+                pending = []
+                if on_progress:
+                    on_progress(poller.name, count)
+        if pending:
+            count += sum(await store.add_events(pending))
+        if on_progress:
+            on_progress(poller.name, count)
+        stored[poller.name] = count
+    return stored

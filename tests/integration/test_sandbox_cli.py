@@ -106,3 +106,27 @@ class TestOnlineCheck:
             assert missing["closed_won_to_order"] == {"Opportunity": ["Nue_Order_Id__c"]}
         finally:
             box.close()
+
+
+class TestBackfillCommand:
+    def test_backfill_stores_each_change_once(self, tmp_path: Path) -> None:
+        """Deals closed since a day are stored as events; a second backfill adds nothing (keys dedupe)."""
+        from datetime import UTC, datetime, timedelta
+
+        from revdaemon.sandbox.runner import create_sandbox
+
+        box = create_sandbox(key_dir=tmp_path / "keys", seed=5).start_threads()
+        try:
+            for opportunity in box.salesforce.seed_data.opportunities[:2]:
+                box.salesforce.close_won(opportunity.id)
+            path = sandbox_config(box, tmp_path)
+            since = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
+            command = [sys.executable, "-m", "revdaemon.cli", "backfill", "--since", since, "--flow",
+                       "closed_won_to_order", "--json", "--config", str(path)]
+            first = subprocess.run(command, capture_output=True, text=True)
+            assert first.returncode == 0, first.stderr[-2000:]
+            assert json.loads(first.stdout)["stored"] == {"salesforce:Opportunity:closed_won": 2}
+            second = subprocess.run(command, capture_output=True, text=True)
+            assert json.loads(second.stdout)["stored"] == {"salesforce:Opportunity:closed_won": 0}
+        finally:
+            box.close()

@@ -1,0 +1,158 @@
+"""Prometheus metrics: what the daemon counts as it goes, and the gauges read from its state on each scrape.
+
+Counters are bumped where things happen (the listener and pollers on receipt, the worker when it settles
+an event, the connectors per API call). Gauges are not pushed: `refresh` reads them from the store, the
+budget, the pollers' health and the schema guard just before `render`, so a scrape always sees the
+current state and nothing has to remember to keep a gauge in step.
+
+Each `Metrics` owns its own `CollectorRegistry`, never prometheus_client's global one, so two daemons in
+one process (tests, the demo) do not add into each other's numbers.
+
+Label values that come from outside (event types, sources, API and flow names) are capped per metric at
+`MAX_LABEL_VALUES` distinct values; later new ones are counted under "other", so a stream of odd event
+types cannot grow the scrape without bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from revdaemon.limits import DailyBudget
+from revdaemon.ops.health import PollerHealth
+from revdaemon.store import Store
+from revdaemon.store.records import utcnow
+from revdaemon.store.states import EventStatus
+
+NAMESPACE = "revdaemon"
+CONTENT_TYPE = CONTENT_TYPE_LATEST  # text/plain; version=0.0.4 (Prometheus text exposition format)
+FAILURE_OUTCOMES = frozenset({"retry", "dead", "conflict", "parked"})
+MAX_LABEL_VALUES = 100  # distinct values per label, per metric; beyond it: OTHER
+OTHER = "other"
+
+
+class Metrics:
+    """The daemon's metrics, in a registry of their own."""
+
+    def __init__(self, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._clock = clock
+        self.started_at = clock()
+        self._seen: dict[str, set[str]] = {}
+        self._known_flows: set[str] = set()
+        self._known_apis: set[str] = set()
+        r = self.registry
+
+        # --- counters (bumped where things happen) ---
+        self.events_received = Counter("events_received", "Events accepted into the inbox path, by source and type "
+                                       "(duplicates included).", ["source", "type"], namespace=NAMESPACE, registry=r)
+        self.events_processed = Counter("events_processed", "Events a worker finished (done).", ["type"],
+                                        namespace=NAMESPACE, registry=r)
+        self.events_failed = Counter("events_failed", "Events a worker could not finish, by what happened next "
+                                     "(retry, dead, conflict, parked).", ["type", "outcome"],
+                                     namespace=NAMESPACE, registry=r)
+        self.api_calls = Counter("api_calls", "HTTP requests sent to an external API.", ["api"],
+                                 namespace=NAMESPACE, registry=r)
+
+        # --- gauges (set by `refresh`) ---
+        self.queue_depth = Gauge("queue_depth", "Inbox events by status.", ["status"], namespace=NAMESPACE,
+                                 registry=r)
+        self.queue_oldest_due = Gauge("queue_oldest_due_seconds", "How long the most overdue waiting event has "
+                                      "been due (0 when none is).", namespace=NAMESPACE, registry=r)
+        self.dead_letters = Gauge("dead_letters", "Dead letters not yet replayed.", namespace=NAMESPACE, registry=r)
+        self.open_conflicts = Gauge("open_conflicts", "Conflicts waiting for a person.", namespace=NAMESPACE,
+                                    registry=r)
+        self.api_budget_remaining = Gauge("api_budget_remaining", "Requests left of the API's daily allocation, "
+                                          "as its last response reported (absent until one has).", ["api"],
+                                          namespace=NAMESPACE, registry=r)
+        self.poll_lag = Gauge("poll_lag_seconds", "Seconds since the poller last succeeded (since the daemon "
+                              "started, if it never has).", ["poller"], namespace=NAMESPACE, registry=r)
+        self.flow_parked = Gauge("flow_parked", "1 while a flow is parked by a schema change, else 0.", ["flow"],
+                                 namespace=NAMESPACE, registry=r)
+        for status in EventStatus:
+            self.queue_depth.labels(status=status.value).set(0)
+
+    # --- counting ---------------------------------------------------------------------------------------
+
+    def event_received(self, source: str, event_type: str, count: int = 1) -> None:
+        self.events_received.labels(source=self._label("received.source", source),
+                                    type=self._label("received.type", event_type)).inc(count)
+
+    def event_processed(self, event_type: str, count: int = 1) -> None:
+        self.events_processed.labels(type=self._label("processed.type", event_type)).inc(count)
+
+    def event_failed(self, event_type: str, outcome: str) -> None:
+        """`outcome` is what the worker did with the event: retry, dead, conflict or parked."""
+        if outcome not in FAILURE_OUTCOMES:
+            raise ValueError(f"outcome must be one of {sorted(FAILURE_OUTCOMES)}, not {outcome!r}")
+        self.events_failed.labels(type=self._label("failed.type", event_type), outcome=outcome).inc()
+
+    def api_call(self, api: str, count: int = 1) -> None:
+        self.api_calls.labels(api=self._label("api", api)).inc(count)
+
+    # --- gauges -----------------------------------------------------------------------------------------
+
+    async def refresh(
+        self,
+        store: Store,
+        *,
+        budget: DailyBudget | Mapping[str, DailyBudget] | None = None,
+        pollers_health: Mapping[str, PollerHealth] | None = None,
+        parked: Mapping[str, object] | None = None,
+        flows: Iterable[str] = (),
+    ) -> None:
+        """Set every gauge from the current state: call it just before `render`.
+
+        `budget` is Salesforce's `DailyBudget` (or API name -> budget); `pollers_health` is `Health.pollers`;
+        `parked` is `SchemaGuard.parked` (flow -> why); `flows` names every flow so that the ones not parked
+        report 0 (a flow once seen parked keeps reporting, 0 after it resumes).
+        """
+        summary = await store.summary()
+        now = self._clock()
+        for status in EventStatus:
+            self.queue_depth.labels(status=status.value).set(summary.queue_depths.get(status, 0))
+        oldest = summary.oldest_due_at
+        self.queue_oldest_due.set(max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0)
+        self.dead_letters.set(summary.dead_letters)
+        self.open_conflicts.set(summary.open_conflicts)
+        self.set_budget(budget)
+        for name, health in (pollers_health or {}).items():
+            since = health.last_success_at or self.started_at
+            self.poll_lag.labels(poller=self._label("poller", name)).set(max(0.0, (now - since).total_seconds()))
+        self.set_parked(parked or {}, flows)
+
+    def set_budget(self, budget: DailyBudget | Mapping[str, DailyBudget] | None) -> None:
+        budgets = {"salesforce": budget} if isinstance(budget, DailyBudget) else dict(budget or {})
+        for api, daily in budgets.items():
+            label = self._label("budget.api", api)
+            if daily.used is None or daily.total is None:
+                if api in self._known_apis:  # not reported (yet): no sample rather than a made-up one
+                    self.api_budget_remaining.remove(label)
+                    self._known_apis.discard(api)
+                continue
+            self.api_budget_remaining.labels(api=label).set(max(0, daily.total - daily.used))
+            self._known_apis.add(api)
+
+    def set_parked(self, parked: Mapping[str, object], flows: Iterable[str] = ()) -> None:
+        self._known_flows.update(flows)
+        self._known_flows.update(parked)
+        for flow in self._known_flows:
+            self.flow_parked.labels(flow=self._label("flow", flow)).set(1 if flow in parked else 0)
+
+    # --- exposition -------------------------------------------------------------------------------------
+
+    def render(self) -> tuple[bytes, str]:
+        """The registry in the Prometheus text format, and the Content-Type to serve it with."""
+        return generate_latest(self.registry), CONTENT_TYPE
+
+    def _label(self, family: str, value: str) -> str:
+        seen = self._seen.setdefault(family, set())
+        if value in seen:
+            return value
+        if len(seen) >= MAX_LABEL_VALUES:
+            return OTHER
+        seen.add(value)
+        return value
