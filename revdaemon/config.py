@@ -254,6 +254,17 @@ class FlowsSettings(_Section):
     reconciliation: ReconciliationFlowSettings = ReconciliationFlowSettings()
 
 
+class AlertSettings(_Section):
+    # A Slack-compatible incoming webhook; a secret (its token is in the path): set it as the credential
+    # file alerts__webhook_url or REVDAEMON_ALERTS__WEBHOOK_URL, not in config.yaml.
+    webhook_url: SecretStr | None = None
+    window_seconds: Annotated[float, Field(ge=0, le=86400)] = 900.0  # one post per (kind, key) per window
+    max_per_minute: Annotated[int, Field(ge=1, le=600)] = 10
+    timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0
+    budget_threshold: Annotated[float, Field(gt=0, le=1)] = 0.8  # share of the Salesforce daily allocation
+    blocks: bool = False  # also Slack Block Kit (others read only "text")
+
+
 class EngineSettings(_Section):
     workers: Annotated[int, Field(ge=1, le=32)] = 2
     batch_size: Annotated[int, Field(ge=1, le=1000)] = 200
@@ -287,6 +298,7 @@ class Settings(BaseSettings):
     mapping: MappingSettings = MappingSettings()
     flows: FlowsSettings = FlowsSettings()
     engine: EngineSettings = EngineSettings()
+    alerts: AlertSettings = AlertSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

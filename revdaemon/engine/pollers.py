@@ -35,7 +35,9 @@ from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.domain.cursor import Cursor, advance, query_floor
 from revdaemon.errors import AuthExpired, AuthFailed, SyncError, Throttled
 from revdaemon.limits import Priority
+from revdaemon.ops.alerts import Alerter, AlertKind
 from revdaemon.ops.health import Health
+from revdaemon.ops.metrics import Metrics
 from revdaemon.store import Store
 from revdaemon.store.records import CursorUpdate, NewEvent, utcnow
 
@@ -120,7 +122,11 @@ class Poller(ABC):
         safety_lag: timedelta = SAFETY_LAG,
         batch_size: int = BATCH_SIZE,
         clock: Callable[[], datetime] = utcnow,
+        metrics: Metrics | None = None,
+        alerter: Alerter | None = None,
     ) -> None:
+        self.metrics = metrics
+        self.alerter = alerter
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.name = name
@@ -209,6 +215,10 @@ class Poller(ABC):
         events = [self.event_of(record) for record in batch]
         update = CursorUpdate(name=self.name, value=cursor.encode()) if cursor and cursor != progress.cursor else None
         flags = await self.store.add_events(events, cursor=update)
+        if self.metrics is not None:
+            for event, new in zip(events, flags, strict=True):
+                if new:
+                    self.metrics.event_received(event.source, event.type)
         progress.cursor, progress.last_key = cursor, keys[-1]
         progress.stored += sum(flags)
 
@@ -233,6 +243,8 @@ class Poller(ABC):
         else:
             log.warning("poll_failed", poller=self.name, error=_describe(exc),
                         exc_info=not isinstance(exc, SyncError))
+            if self.alerter is not None:
+                self.alerter.alert(AlertKind.POLLER_FAILING, self.name, _describe(exc))
         self._failing, self._last_error_type = True, type(exc)
 
     def _stop(self, exc: SyncError) -> None:
@@ -240,6 +252,9 @@ class Poller(ABC):
         self.health.poll_failed(self.name, _describe(exc))
         log.error("poller_stopped", poller=self.name, error=_describe(exc),
                   reason="credentials refused; fix them and restart the daemon")
+        if self.alerter is not None:
+            self.alerter.alert(AlertKind.POLLER_FAILING, f"{self.name}:stopped", _describe(exc),
+                               fix="credentials refused; fix them and restart")
 
 
 @contextlib.asynccontextmanager

@@ -19,6 +19,7 @@ import structlog
 from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.errors import SyncError
 from revdaemon.flows.base import Flow
+from revdaemon.ops.alerts import Alerter, AlertKind
 
 log = structlog.get_logger("revdaemon.schema")
 
@@ -53,6 +54,7 @@ class SchemaGuard:
     clock: Callable[[], float] = time.monotonic
     parked: dict[str, str] = field(default_factory=dict)  # flow name -> why
     _checked_at: dict[str, float] = field(default_factory=dict)
+    alerter: Alerter | None = None
 
     async def check_all(self, *, refresh: bool = False) -> dict[str, dict[str, list[str]]]:
         """Describe every object the flows touch; park the flows with missing fields, resume the others."""
@@ -106,6 +108,9 @@ class SchemaGuard:
             # An alert once per new reason; repeats stay quiet until something changes.
             log.error("flow_parked", flow=flow_name, reason=reason,
                       fix="add the field in Salesforce or fix the mapping, then `revdaemon check`")
+            if self.alerter is not None:
+                self.alerter.alert(AlertKind.FLOW_PARKED, f"{flow_name}:{reason}", reason, flow=flow_name,
+                                   fix="add the field in Salesforce or fix the mapping, then `revdaemon check`")
         self.parked[flow_name] = reason
         self._checked_at[flow_name] = self.clock()
 

@@ -47,7 +47,10 @@ from revdaemon.listener.app import ListenerApp
 from revdaemon.listener.group_commit import GroupCommitter
 from revdaemon.listener.http import HttpServer
 from revdaemon.mapping.fields import FieldSpec, parse_spec
+from revdaemon.ops.alerts import Alerter
 from revdaemon.ops.health import Health
+from revdaemon.ops.logging import active_redactor
+from revdaemon.ops.metrics import Metrics
 from revdaemon.store import Store, open_store
 from revdaemon.store.records import utcnow
 
@@ -67,6 +70,8 @@ class Daemon:
     workers: list[Worker]
     listener: HttpServer
     schema: SchemaGuard
+    metrics: Metrics
+    alerter: Alerter
     scheduler: Scheduler
     pollers: list[Poller]
     stats: WorkerStats = field(default_factory=WorkerStats)
@@ -130,6 +135,7 @@ async def run_daemon(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_schema_check, daemon)
                 await tg.start(daemon.committer.run)
+                await tg.start(daemon.alerter.run)
                 for worker in daemon.workers:
                     await tg.start(worker.run)
                 if polling:
@@ -171,21 +177,35 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
     committer = GroupCommitter(store, on_commit=doorbell.ring)
     executor = Executor(store, salesforce, nue, mapping_version=settings.mapping.version, dry_run=dry_run)
     fetcher = Fetcher(salesforce, nue)
-    schema = SchemaGuard(salesforce, flows)
+    metrics = Metrics()
+    a = settings.alerts
+    alerter = Alerter(a.webhook_url, http, window_seconds=a.window_seconds, max_per_minute=a.max_per_minute,
+                      timeout_seconds=a.timeout_seconds, blocks=a.blocks, redactor=active_redactor())
+    schema = SchemaGuard(salesforce, flows, alerter=alerter)
     stats = WorkerStats()
     engine = settings.engine
     workers = [
         Worker(store, fetcher, executor, flows, name=f"worker-{i + 1}", batch_size=engine.batch_size,
                lease=timedelta(seconds=engine.lease_seconds), max_attempts=settings.limits.max_attempts,
                backoff=RetryPolicy(base_delay=2.0, max_delay=settings.limits.max_backoff_seconds),
-               idle_seconds=engine.idle_seconds, doorbell=doorbell, stats=stats, schema=schema)
+               idle_seconds=engine.idle_seconds, doorbell=doorbell, stats=stats, schema=schema, metrics=metrics,
+               alerter=alerter)
         for i in range(engine.workers)
     ]
-    listener = HttpServer(settings.listener, ListenerApp(settings.nue, committer, store, health))
+    async def scrape() -> tuple[bytes, str]:
+        await metrics.refresh(store, budget=salesforce.budget, pollers_health=health.pollers, parked=schema.parked,
+                              flows=[f.name for f in flows],
+                              api_calls={"salesforce": salesforce.calls, "nue": nue.calls})
+        return metrics.render()
+
+    listener = HttpServer(settings.listener, ListenerApp(settings.nue, committer, store, health, metrics=metrics,
+                                                         scrape=scrape))
     schedule = settings.schedule
     overlap = timedelta(seconds=schedule.poll_overlap_seconds)
-    pollers: list[Poller] = [SalesforceClosedWonPoller(salesforce, store, health=health, overlap=overlap)]
-    pollers += [NuePoller(type_name, nue, store, health=health, overlap=overlap) for type_name in NUE_FIELDS]
+    pollers: list[Poller] = [SalesforceClosedWonPoller(salesforce, store, health=health, overlap=overlap,
+                                                       metrics=metrics, alerter=alerter)]
+    pollers += [NuePoller(type_name, nue, store, health=health, overlap=overlap, metrics=metrics, alerter=alerter)
+                for type_name in NUE_FIELDS]
     scheduler = Scheduler.from_settings(schedule)
     scheduler.add_interval(pollers[0], schedule.salesforce_poll_seconds)
     for poller in pollers[1:]:
@@ -207,7 +227,12 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
                 doorbell.ring()
 
         scheduler.add_cron("schedule.renewal_scan", schedule.renewal_scan_cron, renewal_scan)
-    return Daemon(settings=settings, store=store, salesforce=salesforce, nue=nue, health=health,
+    async def budget_check() -> None:
+        alerter.budget_alert("salesforce", salesforce.budget, threshold=a.budget_threshold)
+
+    scheduler.add_cron("ops.budget_check", "* * * * *", budget_check)
+    return Daemon(settings=settings, store=store, salesforce=salesforce, nue=nue, health=health, metrics=metrics,
+                  alerter=alerter,
                   committer=committer, workers=workers, listener=listener, schema=schema, scheduler=scheduler,
                   pollers=pollers,
                   stats=stats)

@@ -43,6 +43,8 @@ from revdaemon.errors import (
 from revdaemon.flows.base import Flow, FlowEvent, Found, Needs
 from revdaemon.flows.plan import OpenConflict, Plan
 from revdaemon.limits import RetryPolicy
+from revdaemon.ops.alerts import Alerter, AlertKind
+from revdaemon.ops.metrics import Metrics
 from revdaemon.store import Store
 from revdaemon.store.records import Event, NewConflict, NewDeadLetter, utcnow
 from revdaemon.store.states import EventStatus
@@ -95,7 +97,10 @@ class Worker:
                  name: str = "worker-1", batch_size: int = 100, lease: timedelta = timedelta(minutes=5),
                  max_attempts: int = 8, backoff: RetryPolicy | None = None, idle_seconds: float = 1.0,
                  doorbell: Doorbell | None = None, rng: random.Random | None = None,
-                 stats: WorkerStats | None = None, schema: SchemaGuard | None = None) -> None:
+                 stats: WorkerStats | None = None, schema: SchemaGuard | None = None,
+                 metrics: Metrics | None = None, alerter: Alerter | None = None) -> None:
+        self._metrics = metrics
+        self._alerter = alerter
         self._store = store
         self._fetcher = fetcher
         self._executor = executor
@@ -233,6 +238,8 @@ class Worker:
                 continue
             self.stats.processed += 1
             self.stats.by_type[event.type] = self.stats.by_type.get(event.type, 0) + 1
+            if self._metrics is not None:
+                self._metrics.event_processed(event.type)
             log.info("event_done", event_key=event.key, event_type=event.type,
                      flows=[j.flow.name for j in by_event.get(event.id, [])])
 
@@ -309,6 +316,8 @@ class Worker:
                 due = utcnow() + timedelta(seconds=PARKED_RETRY_SECONDS)
                 await self._store.retry_event(event.id, error=f"flow {parked.flow.name} parked: {parked.parked}",
                                               next_attempt_at=due, claimed_by=self.name, reset_attempts=True)
+                if self._metrics is not None:
+                    self._metrics.event_failed(event.type, "parked")
                 return
             conflict = next((j for j in jobs if j.conflict), None)
             crash = next((j for j in jobs if j.crash), None)
@@ -321,6 +330,10 @@ class Worker:
                     salesforce_values=dict(c.salesforce_values), synced_values=dict(c.synced_values)))
                 self.stats.conflicts += 1
                 log.warning("event_conflict", flow=c.flow, record_ref=c.record_ref, reason=c.reason)
+                if self._metrics is not None:
+                    self._metrics.event_failed(event.type, "conflict")
+                if self._alerter is not None:
+                    self._alerter.alert(AlertKind.CONFLICT, c.record_ref, c.reason, flow=c.flow, event_key=event.key)
             elif crash is not None and crash.crash is not None:
                 await self._dead(event, NewDeadLetter(system="revdaemon", operation=f"plan {crash.flow.name}",
                                                       error=crash.crash.strip().splitlines()[-1],
@@ -341,12 +354,19 @@ class Worker:
             delay = max(delay, retry_after or 0)
         due = utcnow() + timedelta(seconds=delay)
         await self._store.retry_event(event.id, error=error.message, next_attempt_at=due, claimed_by=self.name)
+        if self._metrics is not None:
+            self._metrics.event_failed(event.type, "retry")
         log.info("event_retry_scheduled", attempts=event.attempts, wait_seconds=round(delay, 2), error=error.message)
 
     async def _dead(self, event: Event, letter: NewDeadLetter) -> None:
         await self._store.dead_letter_event(event.id, letter, claimed_by=self.name)
         self.stats.dead += 1
         log.warning("event_dead_lettered", error=letter.error, error_code=letter.error_code, system=letter.system)
+        if self._metrics is not None:
+            self._metrics.event_failed(event.type, "dead")
+        if self._alerter is not None:
+            self._alerter.alert(AlertKind.DEAD_LETTER, event.key, letter.error, system=letter.system,
+                                operation=letter.operation, error_code=letter.error_code, record_ref=letter.record_ref)
 
 
 def _worst(failures: Sequence[WriteOutcome]) -> SyncError:

@@ -8,7 +8,7 @@ resource it names before planning any write.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -18,18 +18,23 @@ from revdaemon.listener.envelope import EnvelopeError, parse_notification
 from revdaemon.listener.group_commit import GroupCommitter
 from revdaemon.listener.http import Request, Response
 from revdaemon.ops.health import Health
+from revdaemon.ops.metrics import Metrics
 from revdaemon.store import Store
 
 log = structlog.get_logger("revdaemon.listener")
 
 WEBHOOK_PATH = "/webhooks/nue"
+METRICS_PATH = "/metrics"
 HEALTH_PATH = "/healthz"
 JSON_TYPES = ("application/json",)
 
 
 class ListenerApp:
     def __init__(self, nue: NueSettings, committer: GroupCommitter, store: Store, health: Health,
-                 *, clock: Callable[[], float] = time.time) -> None:
+                 *, clock: Callable[[], float] = time.time, metrics: Metrics | None = None,
+                 scrape: Callable[[], Awaitable[tuple[bytes, str]]] | None = None) -> None:
+        self._metrics = metrics
+        self._scrape = scrape
         self._nue = nue
         self._committer = committer
         self._store = store
@@ -47,6 +52,11 @@ class ListenerApp:
     async def _route(self, request: Request) -> Response:
         if self._health.shutting_down:
             return Response.json(503, {"error": "shutting down"}, headers=[("retry-after", "5")], close=True)
+        if request.path == METRICS_PATH and self._scrape is not None:
+            if request.method not in ("GET", "HEAD"):
+                return _not_allowed("GET, HEAD")
+            body, content_type = await self._scrape()
+            return Response(status=200, body=body, headers=[("content-type", content_type)])
         if request.path == HEALTH_PATH:
             if request.method not in ("GET", "HEAD"):
                 return _not_allowed("GET, HEAD")
@@ -73,6 +83,8 @@ class ListenerApp:
             return Response.json(400, {"error": str(exc)})
         inserted = await self._committer.submit(event)
         self.received += 1
+        if self._metrics is not None and inserted:
+            self._metrics.event_received(event.source, event.type)
         if not inserted:
             return Response.json(200, {"stored": False, "duplicate": True, "key": event.key})
         return Response.json(202, {"stored": True, "key": event.key})

@@ -115,6 +115,11 @@ def _scrub_bearer(text: str) -> str:
 _ACTIVE = RedactSecrets()
 
 
+def active_redactor() -> RedactSecrets:
+    """The running pipeline's redactor (for text that leaves the daemon other than through logs)."""
+    return _ACTIVE
+
+
 def register_secret(value: str) -> None:
     """Add a secret learned at run time (an access token) to the redactor of the running pipeline."""
     _ACTIVE.add(value)

@@ -28,7 +28,7 @@ from revdaemon.store.records import utcnow
 from revdaemon.store.states import EventStatus
 
 NAMESPACE = "revdaemon"
-CONTENT_TYPE = CONTENT_TYPE_LATEST  # text/plain; version=0.0.4 (Prometheus text exposition format)
+CONTENT_TYPE = CONTENT_TYPE_LATEST  # the text format generate_latest writes (text/plain; version=...)
 FAILURE_OUTCOMES = frozenset({"retry", "dead", "conflict", "parked"})
 MAX_LABEL_VALUES = 100  # distinct values per label, per metric; beyond it: OTHER
 OTHER = "other"
@@ -44,6 +44,7 @@ class Metrics:
         self._seen: dict[str, set[str]] = {}
         self._known_flows: set[str] = set()
         self._known_apis: set[str] = set()
+        self._api_totals: dict[str, int] = {}
         r = self.registry
 
         # --- counters (bumped where things happen) ---
@@ -93,6 +94,17 @@ class Metrics:
     def api_call(self, api: str, count: int = 1) -> None:
         self.api_calls.labels(api=self._label("api", api)).inc(count)
 
+    def sync_api_calls(self, totals: Mapping[str, int]) -> None:
+        """Catch the API-call counters up with running totals kept elsewhere (the clients' `calls`), so the
+        connectors need not know about metrics. A total that went down (a new client) starts a new baseline."""
+        for api, total in totals.items():
+            before = self._api_totals.get(api, 0)
+            if total > before:
+                self.api_call(api, total - before)
+            elif total < before:
+                self.api_call(api, total)
+            self._api_totals[api] = total
+
     # --- gauges -----------------------------------------------------------------------------------------
 
     async def refresh(
@@ -103,12 +115,14 @@ class Metrics:
         pollers_health: Mapping[str, PollerHealth] | None = None,
         parked: Mapping[str, object] | None = None,
         flows: Iterable[str] = (),
+        api_calls: Mapping[str, int] | None = None,
     ) -> None:
         """Set every gauge from the current state: call it just before `render`.
 
         `budget` is Salesforce's `DailyBudget` (or API name -> budget); `pollers_health` is `Health.pollers`;
         `parked` is `SchemaGuard.parked` (flow -> why); `flows` names every flow so that the ones not parked
-        report 0 (a flow once seen parked keeps reporting, 0 after it resumes).
+        report 0 (a flow once seen parked keeps reporting, 0 after it resumes); `api_calls` is API name ->
+        the client's running `calls` total (see `sync_api_calls`).
         """
         summary = await store.summary()
         now = self._clock()
@@ -123,6 +137,8 @@ class Metrics:
             since = health.last_success_at or self.started_at
             self.poll_lag.labels(poller=self._label("poller", name)).set(max(0.0, (now - since).total_seconds()))
         self.set_parked(parked or {}, flows)
+        if api_calls is not None:
+            self.sync_api_calls(api_calls)
 
     def set_budget(self, budget: DailyBudget | Mapping[str, DailyBudget] | None) -> None:
         budgets = {"salesforce": budget} if isinstance(budget, DailyBudget) else dict(budget or {})

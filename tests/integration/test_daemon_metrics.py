@@ -1,0 +1,45 @@
+"""The running daemon exposes Prometheus metrics on its listener."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from revdaemon.config import load_settings
+from revdaemon.demo import demo_settings
+from revdaemon.engine.supervisor import Daemon, run_daemon
+from revdaemon.sandbox.runner import create_sandbox
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_metrics_count_a_webhook_and_show_queue_depths(tmp_path: Path) -> None:
+    """After one signed webhook, /metrics shows it received and the queue gauges from the store."""
+    box = create_sandbox(key_dir=tmp_path / "keys", seed=6).start_threads()
+    scraped: dict[str, str] = {}
+    try:
+        settings = demo_settings(load_settings(ROOT / "config.yaml",
+                                               environ={"REVDAEMON_STATE_DIR": str(tmp_path / "state")}), box)
+
+        async def on_ready(daemon: Daemon) -> None:
+            box.nue.webhooks.set_targets([f"http://127.0.0.1:{daemon.listener_port}/webhooks/nue"])
+            box.nue.scenario.create_customer(0)
+            await anyio.to_thread.run_sync(lambda: box.nue.webhooks.wait_idle(10))
+            async with httpx.AsyncClient() as client:
+                response = await client.get(f"http://127.0.0.1:{daemon.listener_port}/metrics")
+            scraped["status"] = str(response.status_code)
+            scraped["body"] = response.text
+            scraped["type"] = response.headers["content-type"]
+
+        await run_daemon(settings, on_ready=on_ready, stop_after=0.2, polling=False)
+    finally:
+        box.close()
+    assert scraped["status"] == "200" and scraped["type"].startswith("text/plain")
+    body = scraped["body"]
+    assert 'revdaemon_events_received_total{source="nue_webhook",type="customer.created"} 1.0' in body
+    assert "revdaemon_queue_depth{" in body
