@@ -85,7 +85,7 @@ def run(config_path: Path | None, stop_after: float | None, dry_run: bool) -> No
     settings = _load(config_path)
     _setup_logging(settings)
     try:
-        anyio.run(lambda: run_daemon(settings, stop_after=stop_after, dry_run=dry_run))
+        anyio.run(lambda: run_daemon(settings, stop_after=stop_after, dry_run=dry_run, config_path=config_path))
     except StoreError as exc:
         click.echo(f"revdaemon: state store: {exc}", err=True)
         sys.exit(EXIT_STORE)

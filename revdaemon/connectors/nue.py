@@ -50,6 +50,10 @@ class NueClient:
         self._products: list[dict[str, Any]] | None = None
         self.calls = 0
 
+    def set_limiter(self, limiter: ApiLimiter) -> None:
+        """Swap the rate limiter (SIGHUP reload); calls already holding a slot finish under the old one."""
+        self._limiter = limiter
+
     # --- customers ----------------------------------------------------------------------------
 
     async def find_customer(self, customer_id: str) -> dict[str, Any] | None:

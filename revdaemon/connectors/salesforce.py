@@ -152,6 +152,10 @@ class SalesforceClient:
         self._describes: dict[str, dict[str, Any]] = {}
         self.calls = 0  # API requests sent (logins excluded), for benchmarks and status
 
+    def set_limiter(self, limiter: ApiLimiter) -> None:
+        """Swap the rate limiter (SIGHUP reload); calls already holding a slot finish under the old one."""
+        self._limiter = limiter
+
     @property
     def version(self) -> str:
         return self._settings.api_version

@@ -15,13 +15,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import anyio
 import httpx
 import structlog
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
+from pydantic import BaseModel
 
-from revdaemon.config import Settings
+from revdaemon.config import Settings, load_settings
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.domain.reconciliation import Report
@@ -33,7 +35,7 @@ from revdaemon.engine.renewal_scan import scan_renewals
 from revdaemon.engine.scheduler import Scheduler
 from revdaemon.engine.schema import SchemaGuard
 from revdaemon.engine.worker import Doorbell, Worker, WorkerStats
-from revdaemon.errors import SyncError
+from revdaemon.errors import ConfigError, StoreError, SyncError
 from revdaemon.flows.amendments import AmendmentsFlow
 from revdaemon.flows.base import Flow
 from revdaemon.flows.billing_events import BillingEventMapping, BillingEventsFlow
@@ -49,10 +51,12 @@ from revdaemon.listener.http import HttpServer
 from revdaemon.mapping.fields import FieldSpec, parse_spec
 from revdaemon.ops.alerts import Alerter
 from revdaemon.ops.health import Health
-from revdaemon.ops.logging import active_redactor
+from revdaemon.ops.logging import active_redactor, configure_logging, register_secret
 from revdaemon.ops.metrics import Metrics
+from revdaemon.ops.sdnotify import Notifier, run_watchdog
 from revdaemon.store import Store, open_store
-from revdaemon.store.records import utcnow
+from revdaemon.store.records import StoreSummary, utcnow
+from revdaemon.store.states import EventStatus
 
 log = structlog.get_logger("revdaemon.supervisor")
 
@@ -75,6 +79,7 @@ class Daemon:
     scheduler: Scheduler
     pollers: list[Poller]
     stats: WorkerStats = field(default_factory=WorkerStats)
+    notifier: Notifier = field(default_factory=lambda: Notifier(None))
     listener_port: int | None = None
 
 
@@ -127,11 +132,15 @@ async def run_daemon(
     flows: list[Flow] | None = None,
     on_ready: Callable[[Daemon], Awaitable[None]] | None = None,
     polling: bool = True,
+    config_path: Path | None = None,
+    notifier: Notifier | None = None,
 ) -> None:
+    notifier = Notifier.from_env() if notifier is None else notifier
     store = await open_store(settings.database_path)
     try:
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=50, max_keepalive_connections=20)) as http:
             daemon = _build(settings, store, http, dry_run=dry_run, flows=flows or default_flows(settings))
+            daemon.notifier = notifier
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_schema_check, daemon)
                 await tg.start(daemon.committer.run)
@@ -149,6 +158,11 @@ async def run_daemon(
                     log.warning("webhooks_unauthenticated", reason="nue.webhook_auth is 'none': anyone who can "
                                 "reach the listener can enqueue work")
                 tg.start_soon(_stop_on_signal, tg, daemon)
+                await tg.start(_reload_on_signal, daemon, config_path)  # SIGHUP handled before READY=1
+                notifier.ready(_status_line(daemon, summary))
+                # The watchdog starts after READY: systemd arms it only once start-up is complete.
+                await tg.start(run_watchdog, notifier)
+                tg.start_soon(_report_status, daemon)
                 if on_ready is not None:
                     await on_ready(daemon)
                 if stop_after is not None:
@@ -265,6 +279,7 @@ async def run_reconciliation(settings: Settings, nue: NueClient, salesforce: Sal
 
 async def _stop(tg: TaskGroup, daemon: Daemon, *, reason: str) -> None:
     log.info("daemon_stopping", reason=reason, grace_seconds=daemon.settings.engine.shutdown_grace_seconds)
+    daemon.notifier.stopping(f"stopping: {reason}")
     daemon.health.shutting_down = True
     if daemon.scheduler.running:
         daemon.scheduler.shutdown()
@@ -281,3 +296,89 @@ async def _stop_on_signal(tg: TaskGroup, daemon: Daemon) -> None:
         async for signum in signals:
             await _stop(tg, daemon, reason=signal.Signals(signum).name)
             return
+
+
+STATUS_EVERY_SECONDS = 30.0  # how fresh `systemctl status` is; one store.summary() read each time
+
+
+def _status_line(daemon: Daemon, summary: StoreSummary) -> str:
+    """One line for `systemctl status`: what waits, what is held, what needs an operator."""
+    depths = summary.queue_depths
+    return (f"listening on :{daemon.listener_port}; queued={depths.get(EventStatus.RECEIVED, 0)} "
+            f"claimed={depths.get(EventStatus.CLAIMED, 0)} dead_letters={summary.dead_letters} "
+            f"conflicts={summary.open_conflicts}")
+
+
+async def _report_status(daemon: Daemon) -> None:
+    while True:
+        await anyio.sleep(STATUS_EVERY_SECONDS)
+        try:
+            summary = await daemon.store.summary()
+        except StoreError as exc:
+            log.warning("status_unavailable", error=str(exc))
+            continue
+        daemon.notifier.status(_status_line(daemon, summary))
+
+
+# What a SIGHUP can apply to the running daemon; a change anywhere else is logged as needing a restart.
+RELOADABLE = ("log", "limits.salesforce", "limits.nue", "limits.salesforce_daily_budget_share")
+
+
+async def _reload_on_signal(daemon: Daemon, config_path: Path | None, *,
+                            task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    with anyio.open_signal_receiver(signal.SIGHUP) as signals:
+        task_status.started()
+        async for _ in signals:
+            daemon.notifier.reloading()
+            try:
+                await reload_settings(daemon, config_path)
+            finally:
+                summary = await daemon.store.summary()
+                daemon.notifier.ready(_status_line(daemon, summary))
+
+
+async def reload_settings(daemon: Daemon, config_path: Path | None) -> list[str]:
+    """Re-read the configuration (file, environment, credentials) and apply what can change while running.
+
+    A configuration that does not load is logged and the running settings are kept. Returns the keys applied.
+    """
+    try:
+        new = await anyio.to_thread.run_sync(load_settings, config_path)
+    except ConfigError as exc:
+        log.error("reload_rejected", reason=str(exc), kept="running settings")
+        return []
+    old = daemon.settings
+    changed = _changed_keys(old, new)
+    if not changed:
+        log.info("reload_unchanged")
+        return []
+    for value in new.secret_values():
+        register_secret(value)  # a rotated secret is scrubbed from logs even before the restart that uses it
+    applied = [key for key in changed if key.startswith(RELOADABLE)]
+    if any(key.startswith("log.") for key in applied):
+        configure_logging(level=new.log.level, fmt=new.log.format, secret_values=new.secret_values())
+    if new.limits.salesforce != old.limits.salesforce:
+        daemon.salesforce.set_limiter(ApiLimiter(new.limits.salesforce))
+    if new.limits.nue != old.limits.nue:
+        daemon.nue.set_limiter(ApiLimiter(new.limits.nue))
+    daemon.salesforce.budget.share = new.limits.salesforce_daily_budget_share
+    limits = old.limits.model_copy(update={"salesforce": new.limits.salesforce, "nue": new.limits.nue,
+                                           "salesforce_daily_budget_share": new.limits.salesforce_daily_budget_share})
+    daemon.settings = old.model_copy(update={"log": new.log, "limits": limits})
+    pending = [key for key in changed if key not in applied]
+    log.info("reload_applied", applied=applied, needs_restart=pending)
+    return applied
+
+
+def _changed_keys(old: BaseModel, new: BaseModel, prefix: str = "") -> list[str]:
+    """Dotted names of the settings that differ (names only: a changed secret is never logged)."""
+    keys: list[str] = []
+    for name in type(old).model_fields:
+        before, after = getattr(old, name), getattr(new, name)
+        if before == after:
+            continue
+        if isinstance(before, BaseModel) and type(before) is type(after):
+            keys += _changed_keys(before, after, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
