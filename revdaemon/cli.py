@@ -461,7 +461,8 @@ async def _store_version(settings: Settings) -> int | None:
 @config_option
 @json_option
 def status(config_path: Path | None, as_json: bool) -> None:
-    """Show queue depths, cursors, open conflicts and dead letters from the state store."""
+    """Queue depths, cursors, open conflicts and dead letters from the state store; with the daemon
+    running, also its readiness, each poll's last success and the Salesforce budget left."""
     settings = _load(config_path)
     try:
         summary = anyio.run(_summary, settings)
@@ -471,10 +472,36 @@ def status(config_path: Path | None, as_json: bool) -> None:
     except StoreError as exc:
         click.echo(f"revdaemon: state store: {exc}", err=True)
         sys.exit(EXIT_STORE)
+    live = _live_daemon(settings)
     if as_json:
-        click.echo(json.dumps(_summary_json(summary)))
+        click.echo(json.dumps({**_summary_json(summary), "daemon": live}))
         return
-    _print_summary(Console(), summary)
+    console = Console()
+    _print_summary(console, summary)
+    if live is None:
+        console.print("daemon: not reachable on its listener (not running, or another port)")
+        return
+    console.print(f"daemon: ready={live['ready']}  Salesforce budget left: {live['salesforce_budget_remaining']}")
+    for name, at in sorted(live["last_polls"].items()):
+        console.print(f"  last poll {name}: {at or 'never'}")
+
+
+def _live_daemon(settings: Settings) -> dict[str, Any] | None:
+    """What only the running daemon knows, from its own /healthz and /metrics; None when it does not answer."""
+    import re
+
+    import httpx
+
+    host = "127.0.0.1" if settings.listener.host in ("0.0.0.0", "::") else settings.listener.host
+    base = f"http://{host}:{settings.listener.port}"
+    try:
+        health = httpx.get(f"{base}/healthz", timeout=1.0).json()
+        metrics = httpx.get(f"{base}/metrics", timeout=1.0).text
+    except (httpx.HTTPError, ValueError):
+        return None
+    budget = re.search(r'^revdaemon_api_budget_remaining\{api="salesforce"\} (\S+)$', metrics, re.M)
+    return {"ready": health.get("ready"), "last_polls": health.get("last_polls", {}),
+            "salesforce_budget_remaining": float(budget[1]) if budget else None}
 
 
 async def _summary(settings: Settings) -> StoreSummary:

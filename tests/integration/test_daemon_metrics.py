@@ -43,3 +43,28 @@ async def test_metrics_count_a_webhook_and_show_queue_depths(tmp_path: Path) -> 
     body = scraped["body"]
     assert 'revdaemon_events_received_total{source="nue_webhook",type="customer.created"} 1.0' in body
     assert "revdaemon_queue_depth{" in body
+
+
+async def test_status_reads_the_running_daemon(tmp_path: Path) -> None:
+    """`status` adds readiness and last polls from a running daemon's listener; None when nothing answers."""
+    from revdaemon.cli import _live_daemon
+
+    box = create_sandbox(key_dir=tmp_path / "keys", seed=7).start_threads()
+    seen: dict[str, object] = {}
+    try:
+        settings = demo_settings(load_settings(ROOT / "config.yaml",
+                                               environ={"REVDAEMON_STATE_DIR": str(tmp_path / "state")}), box)
+
+        async def on_ready(daemon: Daemon) -> None:
+            await daemon.pollers[1].run_once()
+            bound = settings.model_copy(update={"listener": settings.listener.model_copy(
+                update={"port": daemon.listener_port})})
+            seen["live"] = await anyio.to_thread.run_sync(_live_daemon, bound)
+
+        await run_daemon(settings, on_ready=on_ready, stop_after=0.2, polling=False)
+    finally:
+        box.close()
+    live = seen["live"]
+    assert isinstance(live, dict) and live["ready"] is True and live["last_polls"]
+    assert _live_daemon(settings.model_copy(update={"listener": settings.listener.model_copy(
+        update={"port": 9})})) is None
