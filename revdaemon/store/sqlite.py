@@ -110,7 +110,7 @@ class SqliteStore:
                 if read_only:
                     await _check_version(conn)
                 else:
-                    await conn.execute("PRAGMA journal_mode = WAL")
+                    await _enable_wal(conn)
                     await conn.execute("PRAGMA synchronous = FULL")
                     await conn.execute("PRAGMA foreign_keys = ON")
                     await _migrate(conn)
@@ -552,6 +552,20 @@ class SqliteStore:
 async def _user_version(conn: aiosqlite.Connection) -> int:
     row = await _fetchone(conn, "PRAGMA user_version", ())
     return int(row[0]) if row else 0
+
+
+async def _enable_wal(conn: aiosqlite.Connection) -> None:
+    """Switch to WAL. The switch needs the file to itself and does not wait on the busy timeout, so while
+    another process opens the same new file it is retried for a while instead of failing at once."""
+    deadline = anyio.current_time() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            await conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or anyio.current_time() > deadline:
+                raise
+            await anyio.sleep(0.05)
 
 
 async def _check_version(conn: aiosqlite.Connection) -> int:
