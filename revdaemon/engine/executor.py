@@ -176,7 +176,10 @@ class Executor:
                 outcomes.update(await self._fail_all(groups, exc))
                 continue
             for group, result in zip(groups, results, strict=True):
-                outcomes.update(await self._settle_sf(group, result, operation=f"update {sobject}"))
+                if _split(group, result):
+                    outcomes.update(await self._one_by_one(group, operation=f"update {sobject}"))
+                else:
+                    outcomes.update(await self._settle_sf(group, result, operation=f"update {sobject}"))
         return outcomes
 
     async def _salesforce_upserts(self, items: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
@@ -196,7 +199,32 @@ class Executor:
                 outcomes.update(await self._fail_all(groups, exc))
                 continue
             for group, result in zip(groups, results, strict=True):
-                outcomes.update(await self._settle_sf(group, result, operation=f"upsert {sobject}"))
+                if _split(group, result):
+                    outcomes.update(await self._one_by_one(group, operation=f"upsert {sobject}"))
+                else:
+                    outcomes.update(await self._settle_sf(group, result, operation=f"upsert {sobject}"))
+        return outcomes
+
+    async def _one_by_one(self, group: Sequence[PendingWrite], *, operation: str) -> dict[str, WriteOutcome]:
+        """A merged record write was refused: send its parts alone, so one flow's bad field fails only its own
+        event, not every event whose write was merged with it."""
+        outcomes: dict[str, WriteOutcome] = {}
+        for item in group:
+            write = item.write
+            try:
+                if isinstance(write, SfUpdate):
+                    await self._sf.update(write.sobject, write.record_id, write.fields)
+                    result: dict[str, Any] = {"id": write.record_id}
+                else:
+                    assert isinstance(write, SfUpsert)
+                    done = await self._sf.upsert(write.sobject, write.external_id_field, write.external_id,
+                                                 write.fields)
+                    result = {"id": done.id, "created": done.created}
+                outcome = WriteOutcome(ok=True, result=result)
+            except SyncError as exc:
+                outcome = WriteOutcome(ok=False, error=exc)
+            outcomes[write.idem_key] = await self._settle(item, outcome)
+        log.info("merged_write_split", operation=operation, parts=len(group))
         return outcomes
 
     async def _settle_sf(self, group: Sequence[PendingWrite], result: salesforce_wire.WriteResult,
@@ -339,6 +367,11 @@ class Executor:
             log.warning("write_failed", idem_key=write.idem_key, target=_record_ref(write),
                         error=outcome.error.message if outcome.error else None)
         return outcome
+
+
+def _split(group: Sequence[PendingWrite], result: salesforce_wire.WriteResult) -> bool:
+    """A record-level refusal of a write merged from several plans (not a whole-call failure)."""
+    return not result.ok and result.failure is None and len({i.write.idem_key for i in group}) > 1
 
 
 def _payload(write: Write) -> Mapping[str, Any]:

@@ -181,3 +181,23 @@ class TestOrdering:
             assert late.ok and late.stale
             assert await e.store.get_entity_version("nue:customer:c") == "2026-01-02T00:00:00.000000Z"
         assert sandbox.salesforce.record("Account", account_id)["MRR__c"] == 200
+
+
+class TestMergedWrites:
+    async def test_a_refused_merged_write_fails_only_its_own_part(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """Two plans' writes to one account are merged; when Salesforce refuses the record, each part is sent
+        alone, so only the bad one fails."""
+        from revdaemon.engine.executor import PendingWrite
+        from revdaemon.flows.plan import SfUpdate
+
+        account_id = sandbox.salesforce.seed_data.accounts[1].id
+        good = PendingWrite(write=SfUpdate(sobject="Account", record_id=account_id, fields={"MRR__c": 321},
+                                           idem_key="m:good"), event_id=None)
+        bad = PendingWrite(write=SfUpdate(sobject="Account", record_id=account_id,
+                                          fields={"Last_Nue_Order__c": "x" * 300}, idem_key="m:bad"), event_id=None)
+        async with engine(sandbox, tmp_path) as e:
+            outcomes = await e.executor.execute([good, bad])
+        assert outcomes["m:good"].ok
+        failed = outcomes["m:bad"]
+        assert not failed.ok and failed.error is not None and failed.error.context.error_code == "STRING_TOO_LONG"
+        assert sandbox.salesforce.record("Account", account_id)["MRR__c"] == 321
