@@ -20,10 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python bench/sandbox_throughput.py
-	$(BIN)/python bench/salesforce_upsert.py
-	$(BIN)/python bench/webhook_ingest.py
-	$(BIN)/python bench/burst_drain.py
+	$(BIN)/python bench/run_all.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

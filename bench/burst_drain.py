@@ -101,8 +101,15 @@ async def run(info: dict[str, Any], args: argparse.Namespace, workdir: Path) -> 
         started = time.perf_counter()
 
         async def drain(worker: Worker) -> None:
-            while await worker.run_once():
-                pass
+            # Until the inbox is empty: an event retried with backoff (two workers reached the same record at
+            # once) is not due yet, so an idle round does not mean the burst is drained.
+            while True:
+                if await worker.run_once():
+                    continue
+                depths = await store.queue_depths()
+                if depths[EventStatus.RECEIVED] + depths[EventStatus.CLAIMED] == 0:
+                    return
+                await anyio.sleep(0.05)
 
         async with anyio.create_task_group() as tg:
             for worker in workers:

@@ -14,6 +14,7 @@
     └── SyncError              raised at a connector boundary, carries its evidence
         ├── Retryable          timeouts, 5xx, UNABLE_TO_LOCK_ROW: back off and retry
         │   ├── Unsent         the request never reached the server: safe to repeat even a create
+        │   ├── Busy           another worker of this process is writing the same record: retry soon
         │   └── Throttled      429: wait `retry_after`
         │       └── RequestLimitExceeded  Salesforce's daily allocation is spent: pause non-urgent work
         ├── AuthExpired        refresh the session once, then retry
@@ -128,6 +129,10 @@ class Unsent(Retryable):
     """The connection failed before the request was sent, so repeating it cannot duplicate a write."""
 
 
+class Busy(Retryable):
+    """Another worker of this process is writing the same record right now; retry in a moment."""
+
+
 class Throttled(Retryable):
     """The API asked us to slow down; `retry_after` seconds when it said how long."""
 
@@ -166,6 +171,7 @@ __all__ = [
     "ApiErrorItem",
     "AuthExpired",
     "AuthFailed",
+    "Busy",
     "ClaimLost",
     "ConfigError",
     "Conflict",

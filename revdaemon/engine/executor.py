@@ -28,7 +28,7 @@ import structlog
 from revdaemon.connectors import nue_wire, salesforce_wire
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
-from revdaemon.errors import ErrorContext, Retryable, SyncError
+from revdaemon.errors import Busy, ErrorContext, Retryable, SyncError
 from revdaemon.flows.plan import (
     NueActivateOrder,
     NueCreateCustomer,
@@ -93,7 +93,7 @@ class Executor:
             accepted: list[PendingWrite] = []
             for key, item in unique.items():
                 if key in self._in_flight or (item.entity in busy):
-                    outcomes[key] = WriteOutcome(ok=False, error=Retryable(
+                    outcomes[key] = WriteOutcome(ok=False, error=Busy(
                         "the same record is being written by another worker", ErrorContext(
                             system=item.write.target[0], operation=type(item.write).__name__,
                             record_ref=_record_ref(item.write))))

@@ -31,6 +31,7 @@ from revdaemon.engine.executor import Executor, PendingWrite, WriteOutcome
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.schema import SchemaGuard
 from revdaemon.errors import (
+    Busy,
     ClaimLost,
     Conflict,
     ErrorContext,
@@ -52,6 +53,7 @@ from revdaemon.store.states import EventStatus
 log = structlog.get_logger("revdaemon.worker")
 
 PARKED_RETRY_SECONDS = 300.0
+BUSY_RETRY_SECONDS = 0.5
 MAX_STEPS = 6  # closed won: customer, order, activation, write-back, and room to spare
 MAX_LOOKUP_ROUNDS = 4
 
@@ -350,6 +352,8 @@ class Worker:
             return
         retry_after = error.retry_after if isinstance(error, Throttled) else None
         delay = self._backoff.delay(event.attempts, retry_after, self._rng)
+        if isinstance(error, Busy):
+            delay = self._rng.uniform(0.05, BUSY_RETRY_SECONDS)  # no fault of the event: just not now
         if isinstance(error, RequestLimitExceeded):
             delay = max(delay, retry_after or 0)
         due = utcnow() + timedelta(seconds=delay)
