@@ -54,6 +54,7 @@ log = structlog.get_logger("revdaemon.worker")
 
 PARKED_RETRY_SECONDS = 300.0
 BUSY_RETRY_SECONDS = 0.5
+LIMIT_RETRY_SECONDS = 60.0
 MAX_STEPS = 6  # closed won: customer, order, activation, write-back, and room to spare
 MAX_LOOKUP_ROUNDS = 4
 
@@ -351,11 +352,13 @@ class Worker:
             await self._dead(event, _letter(error))
             return
         retry_after = error.retry_after if isinstance(error, Throttled) else None
+        if isinstance(error, RequestLimitExceeded):
+            # The client holds all Salesforce work for the pause anyway (in memory); the event itself is looked
+            # at again each minute, so a restart or a restored allocation does not leave it waiting 15 minutes.
+            retry_after = min(retry_after or LIMIT_RETRY_SECONDS, LIMIT_RETRY_SECONDS)
         delay = self._backoff.delay(event.attempts, retry_after, self._rng)
         if isinstance(error, Busy):
             delay = self._rng.uniform(0.05, BUSY_RETRY_SECONDS)  # no fault of the event: just not now
-        if isinstance(error, RequestLimitExceeded):
-            delay = max(delay, retry_after or 0)
         due = utcnow() + timedelta(seconds=delay)
         await self._store.retry_event(event.id, error=error.message, next_attempt_at=due, claimed_by=self.name)
         if self._metrics is not None:
