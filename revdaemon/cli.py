@@ -150,19 +150,16 @@ async def _online_check(settings: Settings) -> dict[str, Any]:
     """Log in to both APIs and compare describe with the fields each flow reads and writes."""
     import httpx
 
-    from revdaemon.connectors.nue import NueClient
-    from revdaemon.connectors.salesforce import SalesforceClient
+    from revdaemon.engine.clients import build_clients
     from revdaemon.engine.schema import SchemaGuard
     from revdaemon.engine.supervisor import default_flows
     from revdaemon.errors import SyncError
-    from revdaemon.limits import ApiLimiter, DailyBudget, RetryPolicy
+    from revdaemon.limits import RetryPolicy
 
     retry = RetryPolicy(max_attempts=2, max_total=20)
     result: dict[str, Any] = {"salesforce": "not tried", "nue": "not tried", "missing_fields": {}}
     async with httpx.AsyncClient() as http:
-        salesforce = SalesforceClient(settings.salesforce, http, limiter=ApiLimiter(settings.limits.salesforce),
-                                      budget=DailyBudget(share=1.0), retry=retry)
-        nue = NueClient(settings.nue, http, limiter=ApiLimiter(settings.limits.nue), retry=retry)
+        salesforce, nue = build_clients(settings, http, retry, budget_share=1.0)
         try:
             await salesforce.limits()
             result["salesforce"] = "ok"
@@ -358,17 +355,13 @@ async def _backfill(settings: Settings, since: Any, flow: str | None, quiet: boo
     import httpx
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    from revdaemon.connectors.nue import NueClient
-    from revdaemon.connectors.salesforce import SalesforceClient
+    from revdaemon.engine.clients import build_clients
     from revdaemon.engine.pollers import NUE_FIELDS, NuePoller, Poller, SalesforceClosedWonPoller
-    from revdaemon.limits import ApiLimiter, DailyBudget, RetryPolicy
+    from revdaemon.limits import RetryPolicy
 
     retry = RetryPolicy(max_attempts=4, max_total=120)
     async with httpx.AsyncClient() as http:
-        salesforce = SalesforceClient(settings.salesforce, http, limiter=ApiLimiter(settings.limits.salesforce),
-                                      budget=DailyBudget(share=settings.limits.salesforce_daily_budget_share),
-                                      retry=retry)
-        nue = NueClient(settings.nue, http, limiter=ApiLimiter(settings.limits.nue), retry=retry)
+        salesforce, nue = build_clients(settings, http, retry)
         store = await open_store(settings.database_path)
         try:
             pollers: list[Poller] = [SalesforceClosedWonPoller(salesforce, store)]
@@ -424,17 +417,13 @@ def reconcile(config_path: Path | None, as_json: bool, report_only: bool, repair
 async def _reconcile(settings: Settings, repair: bool) -> Any:
     import httpx
 
-    from revdaemon.connectors.nue import NueClient
-    from revdaemon.connectors.salesforce import SalesforceClient
+    from revdaemon.engine.clients import build_clients
     from revdaemon.engine.supervisor import run_reconciliation
-    from revdaemon.limits import ApiLimiter, DailyBudget, RetryPolicy
+    from revdaemon.limits import RetryPolicy
 
     retry = RetryPolicy(max_attempts=3, max_total=60)
     async with httpx.AsyncClient() as http:
-        salesforce = SalesforceClient(settings.salesforce, http, limiter=ApiLimiter(settings.limits.salesforce),
-                                      budget=DailyBudget(share=settings.limits.salesforce_daily_budget_share),
-                                      retry=retry)
-        nue = NueClient(settings.nue, http, limiter=ApiLimiter(settings.limits.nue), retry=retry)
+        salesforce, nue = build_clients(settings, http, retry)
         # Only a repair writes to the state store (the queued events); a report reads the APIs alone.
         store = await open_store(settings.database_path) if repair else None
         try:

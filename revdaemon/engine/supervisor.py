@@ -27,6 +27,7 @@ from revdaemon.config import Settings, load_settings
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.domain.reconciliation import Report
+from revdaemon.engine.clients import build_clients
 from revdaemon.engine.executor import Executor
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.pollers import NUE_FIELDS, NuePoller, Poller, SalesforceClosedWonPoller
@@ -44,7 +45,7 @@ from revdaemon.flows.onboarding import OnboardingFlow, OnboardingMapping
 from revdaemon.flows.quote_sync import QuoteSyncFlow
 from revdaemon.flows.renewals import RenewalFlow, RenewalMapping
 from revdaemon.flows.subscription_status import SubscriptionStatusFlow, SubscriptionStatusMapping
-from revdaemon.limits import ApiLimiter, DailyBudget, RetryPolicy
+from revdaemon.limits import ApiLimiter, RetryPolicy
 from revdaemon.listener.app import ListenerApp
 from revdaemon.listener.group_commit import GroupCommitter
 from revdaemon.listener.http import HttpServer
@@ -182,10 +183,7 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
            flows: list[Flow]) -> Daemon:
     retry = RetryPolicy(max_attempts=settings.limits.max_attempts, max_delay=settings.limits.max_backoff_seconds,
                         max_total=settings.limits.max_backoff_seconds * 2)
-    salesforce = SalesforceClient(settings.salesforce, http, limiter=ApiLimiter(settings.limits.salesforce),
-                                  budget=DailyBudget(share=settings.limits.salesforce_daily_budget_share),
-                                  retry=retry)
-    nue = NueClient(settings.nue, http, limiter=ApiLimiter(settings.limits.nue), retry=retry)
+    salesforce, nue = build_clients(settings, http, retry)
     health = Health()
     doorbell = Doorbell()
     committer = GroupCommitter(store, on_commit=doorbell.ring)
