@@ -161,48 +161,39 @@ class Executor:
     # --- Salesforce -------------------------------------------------------------------------------
 
     async def _salesforce_updates(self, items: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
-        by_object: dict[str, dict[str, list[PendingWrite]]] = defaultdict(lambda: defaultdict(list))
-        for item in items:
-            assert isinstance(item.write, SfUpdate)
-            by_object[item.write.sobject][item.write.record_id].append(item)
-        outcomes: dict[str, WriteOutcome] = {}
-        for sobject, by_record in by_object.items():
-            records = [{"Id": record_id, **_merged(group)} for record_id, group in by_record.items()]
-            groups = list(by_record.values())
-            await self._mark_sent(groups)
-            try:
-                results = await self._sf.update_many(sobject, records)
-            except SyncError as exc:
-                outcomes.update(await self._fail_all(groups, exc))
-                continue
-            for group, result in zip(groups, results, strict=True):
-                if _split(group, result):
-                    outcomes.update(await self._one_by_one(group, operation=f"update {sobject}"))
-                else:
-                    outcomes.update(await self._settle_sf(group, result, operation=f"update {sobject}"))
-        return outcomes
+        return await self._salesforce_batches(items, verb="update")
 
     async def _salesforce_upserts(self, items: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
-        by_key: dict[tuple[str, str], dict[str, list[PendingWrite]]] = defaultdict(lambda: defaultdict(list))
+        return await self._salesforce_batches(items, verb="upsert")
+
+    async def _salesforce_batches(self, items: Sequence[PendingWrite], *, verb: str) -> dict[str, WriteOutcome]:
+        """Updates by Id or upserts by an external id, merged per record and sent through Collections."""
+        # (sobject, external id field or "Id") -> record key -> the writes merged into that record
+        batches: dict[tuple[str, str], dict[str, list[PendingWrite]]] = defaultdict(lambda: defaultdict(list))
         for item in items:
-            assert isinstance(item.write, SfUpsert)
             w = item.write
-            by_key[(w.sobject, w.external_id_field)][w.external_id].append(item)
+            if isinstance(w, SfUpdate):
+                batches[(w.sobject, "Id")][w.record_id].append(item)
+            else:
+                assert isinstance(w, SfUpsert)
+                batches[(w.sobject, w.external_id_field)][w.external_id].append(item)
         outcomes: dict[str, WriteOutcome] = {}
-        for (sobject, field), by_record in by_key.items():
-            records = [{field: external_id, **_merged(group)} for external_id, group in by_record.items()]
+        for (sobject, key_field), by_record in batches.items():
+            records = [{key_field: key, **_merged(group)} for key, group in by_record.items()]
             groups = list(by_record.values())
+            operation = f"{verb} {sobject}"
             await self._mark_sent(groups)
             try:
-                results = await self._sf.upsert_many(sobject, field, records)
+                results = (await self._sf.update_many(sobject, records) if verb == "update"
+                           else await self._sf.upsert_many(sobject, key_field, records))
             except SyncError as exc:
                 outcomes.update(await self._fail_all(groups, exc))
                 continue
             for group, result in zip(groups, results, strict=True):
                 if _split(group, result):
-                    outcomes.update(await self._one_by_one(group, operation=f"upsert {sobject}"))
+                    outcomes.update(await self._one_by_one(group, operation=operation))
                 else:
-                    outcomes.update(await self._settle_sf(group, result, operation=f"upsert {sobject}"))
+                    outcomes.update(await self._settle_sf(group, result, operation=operation))
         return outcomes
 
     async def _one_by_one(self, group: Sequence[PendingWrite], *, operation: str) -> dict[str, WriteOutcome]:

@@ -44,7 +44,14 @@ from typing import Any
 from revdaemon.domain.money import ZERO, PriceEntry, PricingError, cents, to_decimal
 from revdaemon.domain.subscriptions import LineTerms, order_lines, price_entries, subscription_mrr, version_of
 from revdaemon.flows.base import FlowEvent, Found, Needs
-from revdaemon.flows.common import account_id_of, customer_id_of, order_by_id
+from revdaemon.flows.common import (
+    account_id_of,
+    customer_id_of,
+    is_activated,
+    is_change_order,
+    order_by_id,
+    order_of_event,
+)
 from revdaemon.flows.plan import Plan, SfCreate
 
 NAME = "amendments"
@@ -52,8 +59,6 @@ NAME = "amendments"
 # the order and acts only on an activated change order either way.
 EVENT_TYPES = frozenset({"order.activated", "order.updated"})
 
-CHANGE_ORDER_TYPE = "Change"  # [assumed] orderType of an order made by POST /change-orders (sandbox: New | Change)
-ACTIVATED = frozenset({"activated", "active"})  # nue-api.md Order status: compare case-insensitively
 UPDATE_QUANTITY = "UpdateQuantity"
 CANCEL = "Cancel"
 CONVERT_FREE_TRIAL = "ConvertFreeTrial"
@@ -104,17 +109,14 @@ class AmendmentsFlow:
         return needs
 
     def plan(self, event: FlowEvent, found: Found) -> Plan:
-        customer_id = customer_id_of(event)
-        order_id = event.resource_id
-        if customer_id is None or order_id is None:
-            return Plan(skip_reason="the notification names no order and customer")
+        customer_id, order, missing = order_of_event(event, found)
+        if order is None or customer_id is None:
+            return Plan(skip_reason=missing)
         orders = found.nue_orders.get(customer_id, [])
-        order = order_by_id(orders, order_id)
-        if order is None:
-            return Plan(skip_reason=f"Nue has no order {order_id} for customer {customer_id}")
+        order_id = str(order.get("id"))
         if not is_change_order(order):
             return Plan(skip_reason=f"order {order.get('orderNumber')} is not a change order")
-        if str(order.get("status") or "").lower() not in ACTIVATED:
+        if not is_activated(order):
             return Plan(skip_reason=f"change order {order.get('orderNumber')} is {order.get('status')}")
         customer = found.nue_customers.get(customer_id)
         account_id = account_id_of(customer)
@@ -140,9 +142,6 @@ class AmendmentsFlow:
 
 # --- the MRR maths (pure, on Nue's records) ---------------------------------------------------------------
 
-def is_change_order(order: Mapping[str, Any]) -> bool:
-    return order.get("orderType") == CHANGE_ORDER_TYPE or bool(order.get("assetChanges"))
-
 
 def amendment_deltas(order: Mapping[str, Any], orders: Sequence[Mapping[str, Any]],
                      subscriptions: Sequence[Mapping[str, Any]], entries: Mapping[str, PriceEntry],
@@ -150,7 +149,7 @@ def amendment_deltas(order: Mapping[str, Any], orders: Sequence[Mapping[str, Any
     """MRR before and after `order` for each subscription it changed, in the order's own asset order.
     Raises LookupError for an asset the customer does not have, PricingError for one that cannot be priced."""
     by_name = {str(s.get("name")): s for s in subscriptions}
-    later = [o for o in orders if is_change_order(o) and str(o.get("status") or "").lower() in ACTIVATED
+    later = [o for o in orders if is_change_order(o) and is_activated(o)
              and _activation(o) > _activation(order)]
     out: list[AssetDelta] = []
     for asset in dict.fromkeys(str(c.get("assetNumber")) for c in _changes(order)):

@@ -7,7 +7,10 @@ from decimal import Decimal
 from typing import Any
 
 from revdaemon.domain.money import PricingError, to_decimal
-from revdaemon.flows.base import FlowEvent
+from revdaemon.flows.base import FlowEvent, Found
+
+CHANGE_ORDER_TYPE = "Change"  # [assumed] orderType of an order made by POST /change-orders (sandbox: New | Change)
+ACTIVATED = frozenset({"activated", "active"})  # nue-api.md Order status: compare case-insensitively
 
 
 def same(current: Any, wanted: Any) -> bool:
@@ -39,3 +42,23 @@ def account_id_of(customer: Mapping[str, Any] | None) -> str | None:
 
 def order_by_id(orders: Sequence[Mapping[str, Any]], order_id: str) -> Mapping[str, Any] | None:
     return next((o for o in orders if str(o.get("id")) == order_id), None)
+
+
+def is_activated(order: Mapping[str, Any]) -> bool:
+    return str(order.get("status") or "").lower() in ACTIVATED
+
+
+def is_change_order(order: Mapping[str, Any]) -> bool:
+    return order.get("orderType") == CHANGE_ORDER_TYPE or bool(order.get("assetChanges"))
+
+
+def order_of_event(event: FlowEvent, found: Found) -> tuple[str | None, Mapping[str, Any] | None, str | None]:
+    """(customer id, the re-read order the event names, why there is none) for an order notification."""
+    customer_id = customer_id_of(event)
+    order_id = event.resource_id
+    if customer_id is None or order_id is None:
+        return customer_id, None, "the notification names no order and customer"
+    order = order_by_id(found.nue_orders.get(customer_id, []), order_id)
+    if order is None:
+        return customer_id, None, f"Nue has no order {order_id} for customer {customer_id}"
+    return customer_id, order, None

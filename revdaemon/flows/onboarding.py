@@ -29,7 +29,14 @@ from typing import Any
 from revdaemon.domain.money import PricingError, to_decimal
 from revdaemon.domain.subscriptions import version_of
 from revdaemon.flows.base import FlowEvent, Found, Needs
-from revdaemon.flows.common import account_id_of, customer_id_of, order_by_id
+from revdaemon.flows.common import (
+    account_id_of,
+    customer_id_of,
+    is_activated,
+    is_change_order,
+    order_by_id,
+    order_of_event,
+)
 from revdaemon.flows.plan import OpenConflict, Plan, SfCreate, SfUpdate, Write
 from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
@@ -38,8 +45,6 @@ NAME = "onboarding"
 # the order and acts only on an activated, non-change order either way.
 EVENT_TYPES = frozenset({"order.activated", "order.updated"})
 
-CHANGE_ORDER_TYPE = "Change"  # [assumed] orderType of an order made by POST /change-orders
-ACTIVATED = frozenset({"activated", "active"})  # nue-api.md Order status: compare case-insensitively
 TASK_FIELDS = ("Subject", "WhatId")
 
 
@@ -80,7 +85,7 @@ class OnboardingFlow:
             return Needs()
         needs = Needs(nue_orders_of=frozenset({customer_id}), nue_customers=frozenset({customer_id}))
         order = order_by_id(found.nue_orders.get(customer_id, []), event.resource_id)
-        if order is None or _is_change_order(order):
+        if order is None or is_change_order(order):
             return needs
         m = self.mapping
         needs |= Needs(catalog=True)
@@ -93,17 +98,13 @@ class OnboardingFlow:
         return needs
 
     def plan(self, event: FlowEvent, found: Found) -> Plan:
-        customer_id = customer_id_of(event)
-        order_id = event.resource_id
-        if customer_id is None or order_id is None:
-            return Plan(skip_reason="the notification names no order and customer")
+        customer_id, order, missing = order_of_event(event, found)
+        if order is None or customer_id is None:
+            return Plan(skip_reason=missing)
         orders = found.nue_orders.get(customer_id, [])
-        order = order_by_id(orders, order_id)
-        if order is None:
-            return Plan(skip_reason=f"Nue has no order {order_id} for customer {customer_id}")
-        if _is_change_order(order):
+        if is_change_order(order):
             return Plan(skip_reason=f"order {order.get('orderNumber')} is a change order: no onboarding")
-        if not _activated(order):
+        if not is_activated(order):
             return Plan(skip_reason=f"order {order.get('orderNumber')} is {order.get('status')}, not Activated")
         account_id = account_id_of(found.nue_customers.get(customer_id))
         if not account_id:
@@ -128,7 +129,7 @@ class OnboardingFlow:
     def _account_update(self, account_id: str, account: Mapping[str, Any], orders: Sequence[Mapping[str, Any]],
                         catalog: Sequence[Mapping[str, Any]], customer: Mapping[str, Any]) -> list[Write]:
         m = self.mapping
-        placed = sorted((o for o in orders if _activated(o) and not _is_change_order(o)), key=_activation)
+        placed = sorted((o for o in orders if is_activated(o) and not is_change_order(o)), key=_activation)
         wanted = {m.entitlements_field: entitlements(placed, catalog),
                   m.last_order_field: placed[-1].get("orderNumber")}
         if m.extra_fields:
@@ -201,11 +202,5 @@ def _activation_day(order: Mapping[str, Any]) -> date | None:
     return date.fromisoformat(str(placed)[:10]) if placed else None
 
 
-def _activated(order: Mapping[str, Any]) -> bool:
-    return str(order.get("status") or "").lower() in ACTIVATED
-
-
-def _is_change_order(order: Mapping[str, Any]) -> bool:
-    return order.get("orderType") == CHANGE_ORDER_TYPE or bool(order.get("assetChanges"))
 
 

@@ -14,6 +14,7 @@ the cap. The handler receives the whole request and returns the whole response.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Awaitable, Callable
@@ -91,9 +92,10 @@ class HttpServer:
                 await _send_simple(stream, Response.json(503, {"error": "too many connections"}, close=True))
                 return
             try:
-                await self._serve_connection(stream)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, ConnectionError):
-                pass  # the client went away; nothing to answer
+                # A client that went away mid-request gets no answer: there is no one to send it to.
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream,
+                                         ConnectionError):
+                    await self._serve_connection(stream)
             finally:
                 self._connections.release_on_behalf_of(stream)
 
