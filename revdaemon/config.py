@@ -209,6 +209,9 @@ class ClosedWonFlowSettings(_Section):
 class SubscriptionStatusFlowSettings(_Section):
     enabled: bool = True
     status_lookup: str = "subscription_status"  # the mapping.lookups table: Nue status -> picklist value
+    # A field edited in Salesforce since revdaemon last wrote it: open a conflict for a person (conflict),
+    # or write Nue's value over it (overwrite). A reconciliation repair always writes.
+    on_hand_edit: Literal["conflict", "overwrite"] = "conflict"
 
 
 class BillingEventsFlowSettings(_Section):

@@ -351,6 +351,7 @@ class Executor:
                         "error": error.message if error else None,
                         "error_code": error.context.error_code if error else None},
                 mapping_version=self._mapping_version,
+                synced_fields=dict(write.fields) if isinstance(write, SfUpdate | SfUpsert | SfCreate) else {},
             ))
         if outcome.ok:
             log.info("write_confirmed", idem_key=write.idem_key, target=_record_ref(write))

@@ -17,14 +17,17 @@ from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.errors import Permanent
 from revdaemon.flows.base import Found, Needs
 from revdaemon.limits import Priority
+from revdaemon.store import Store
+from revdaemon.store.records import SyncedRecord
 
 SOQL_IN_MAX = 200  # ids per IN list: keeps the query text well under Salesforce's 100,000-character limit
 
 
 class Fetcher:
-    def __init__(self, salesforce: SalesforceClient, nue: NueClient) -> None:
+    def __init__(self, salesforce: SalesforceClient, nue: NueClient, store: Store | None = None) -> None:
         self._sf = salesforce
         self._nue = nue
+        self._store = store  # for the last synced values; without it none are known
 
     async def fetch(self, needs: Needs) -> Found:
         customers = await self._customers(needs.nue_customers)
@@ -41,7 +44,14 @@ class Fetcher:
             sf_children=await self._sf_children(needs.sf_children, needs.sf_fields),
             sf_selected=_selected(needs),
             catalog=tuple(await self._nue.products()) if needs.catalog else (),
+            synced=await self._synced(needs.synced_of),
         )
+
+    async def _synced(self, refs: frozenset[str]) -> dict[str, SyncedRecord]:
+        if not refs:
+            return {}
+        known = await self._store.get_synced(sorted(refs)) if self._store is not None else {}
+        return {ref: known.get(ref, SyncedRecord()) for ref in refs}
 
     async def _customers(self, ids: frozenset[str]) -> dict[str, Mapping[str, Any] | None]:
         if not ids:

@@ -119,9 +119,10 @@ async def _accounts(salesforce: SalesforceClient, sobject: str, ids: Sequence[st
 
 
 def repair_event(customer_id: str, day: date) -> NewEvent:
-    """The inbox event that makes flow 2 rewrite one customer's account."""
+    """The inbox event that makes flow 2 rewrite one customer's account (`repair`: over a hand edit too,
+    since an operator asked for it)."""
     return NewEvent(source=REPAIR_SOURCE, key=f"reconcile:{customer_id}:{day.isoformat()}", type=REPAIR_EVENT_TYPE,
-                    payload={"data": {"id": customer_id, "customerId": customer_id}})
+                    payload={"data": {"id": customer_id, "customerId": customer_id}, "repair": True})
 
 
 async def _queue_repairs(store: Store, rows: Sequence[Comparison], day: date) -> tuple[str, ...]:

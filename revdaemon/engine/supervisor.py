@@ -121,7 +121,8 @@ def _specs(settings: Settings, flow: str) -> dict[str, FieldSpec]:
 def _status_mapping(settings: Settings) -> SubscriptionStatusMapping:
     statuses = settings.mapping.lookups.get(settings.flows.subscription_status.status_lookup)
     mapping = SubscriptionStatusMapping(extra_fields=_specs(settings, "subscription_status"),
-                                        lookups=settings.mapping.lookups)
+                                        lookups=settings.mapping.lookups,
+                                        on_hand_edit=settings.flows.subscription_status.on_hand_edit)
     return dataclasses.replace(mapping, status_values=dict(statuses)) if statuses else mapping
 
 
@@ -188,7 +189,7 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
     doorbell = Doorbell()
     committer = GroupCommitter(store, on_commit=doorbell.ring)
     executor = Executor(store, salesforce, nue, mapping_version=settings.mapping.version, dry_run=dry_run)
-    fetcher = Fetcher(salesforce, nue)
+    fetcher = Fetcher(salesforce, nue, store)
     metrics = Metrics()
     a = settings.alerts
     alerter = Alerter(a.webhook_url, http, window_seconds=a.window_seconds, max_per_minute=a.max_per_minute,

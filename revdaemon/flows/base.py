@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from revdaemon.domain.synced import SyncedRecord
 from revdaemon.flows.plan import Plan
 
 
@@ -48,6 +49,7 @@ class Needs:
     sf_fields: frozenset[tuple[str, str]] = frozenset()  # (sobject, field) to select besides Id
     sf_children: frozenset[tuple[str, str, str]] = frozenset()  # (sobject, parent field, parent id)
     catalog: bool = False
+    synced_of: frozenset[str] = frozenset()  # record refs whose last synced values to read (revdaemon's store)
 
     def minus(self, found: Found) -> Needs:
         """What is still to fetch after `found`. A Salesforce object read without a field now asked for is
@@ -64,11 +66,13 @@ class Needs:
             sf_fields=self.sf_fields,
             sf_children=frozenset(k for k in self.sf_children if k not in found.sf_children or k[0] in short),
             catalog=self.catalog and not found.catalog,
+            synced_of=frozenset(self.synced_of - found.synced.keys()),
         )
 
     def __bool__(self) -> bool:
         return bool(self.nue_customers or self.nue_subscriptions_of or self.nue_orders_of or self.nue_invoices
-                    or self.nue_quotes or self.nue_quotes_of or self.sf_records or self.sf_children or self.catalog)
+                    or self.nue_quotes or self.nue_quotes_of or self.sf_records or self.sf_children or self.catalog
+                    or self.synced_of)
 
     def __or__(self, other: Needs) -> Needs:
         return Needs(
@@ -82,6 +86,7 @@ class Needs:
             sf_fields=self.sf_fields | other.sf_fields,
             sf_children=self.sf_children | other.sf_children,
             catalog=self.catalog or other.catalog,
+            synced_of=self.synced_of | other.synced_of,
         )
 
 
@@ -99,6 +104,7 @@ class Found:
     sf_children: Mapping[tuple[str, str, str], list[Mapping[str, Any]]] = field(default_factory=dict)
     sf_selected: Mapping[str, frozenset[str]] = field(default_factory=dict)  # fields read, per object
     catalog: tuple[Mapping[str, Any], ...] = ()
+    synced: Mapping[str, SyncedRecord] = field(default_factory=dict)  # record ref -> last synced values
 
     def merged(self, other: Found) -> Found:
         return Found(
@@ -112,6 +118,7 @@ class Found:
             sf_children={**self.sf_children, **other.sf_children},
             sf_selected={**self.sf_selected, **other.sf_selected},
             catalog=other.catalog or self.catalog,
+            synced={**self.synced, **other.synced},
         )
 
 

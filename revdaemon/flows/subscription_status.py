@@ -7,7 +7,10 @@ Reads:     the Nue customer and all its subscriptions (never the notification's 
 Writes:    one update of the account: subscription status (through the mapping's lookup table), MRR,
            ARR and next renewal date; nothing when the account already shows those values.
 Key:       subscription_status:account:<Salesforce account id> (one write per account per state).
-Conflicts: none: Nue is the master of subscription state; an unlinked customer is skipped and logged.
+Conflicts: a field edited in Salesforce since revdaemon last wrote it (its value is neither the last synced
+           one nor Nue's) opens a conflict showing the three values, unless `on_hand_edit` is "overwrite"
+           or the event is a reconciliation repair. Otherwise Nue is the master of subscription state; an
+           unlinked customer is skipped and logged.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 from revdaemon.connectors import nue_wire
 from revdaemon.domain.money import PricingError
 from revdaemon.domain.subscriptions import STATUS_RANK, customer_state, order_lines, price_entries
+from revdaemon.domain.synced import SyncedRecord
 from revdaemon.flows.base import FlowEvent, Found, Needs
 from revdaemon.flows.common import same
 from revdaemon.flows.plan import OpenConflict, Plan, SfUpdate
@@ -51,6 +55,7 @@ class SubscriptionStatusMapping:
     # The opportunity an order was made for (flow 1's marker) shows its subscriptions' status too.
     opportunity_status_field: str | None = "Subscription_Status__c"
     order_marker_field: str | None = None
+    on_hand_edit: str = "conflict"  # or "overwrite"
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -79,6 +84,8 @@ class SubscriptionStatusFlow:
             account = (self.mapping.account_object, str(customer["externalId"]))
             fields = frozenset((self.mapping.account_object, name) for name in self.mapping.fields)
             needs = needs | Needs(sf_records=frozenset({account}), sf_fields=fields)
+            if self.mapping.on_hand_edit == "conflict":
+                needs = needs | Needs(synced_of=frozenset({self._account_ref(str(customer["externalId"]))}))
         if self.mapping.opportunity_status_field and customer_id in found.nue_orders:
             opportunities = {o for o in self._opportunities(found, customer_id).values() if o}
             if opportunities:
@@ -144,6 +151,22 @@ class SubscriptionStatusFlow:
                 return Plan(conflict=OpenConflict(flow=NAME, record_ref=f"salesforce:Account:{account_id}",
                                                   reason=f"a mapped field cannot be filled: {exc}"))
         changed = {name: value for name, value in wanted.items() if not same(account.get(name), value)}
+        if self.mapping.on_hand_edit == "conflict" and not event.payload.get("repair"):
+            record = found.synced.get(self._account_ref(str(account_id)), SyncedRecord())
+            synced = record.values
+            # A person kept Salesforce's value against this very Nue value: leave it until Nue's changes.
+            changed = {name: value for name, value in changed.items()
+                       if name not in record.declined or not same(_as_wanted(record.declined[name], value), value)}
+            edited = sorted(name for name in changed
+                            if name in synced and not same(account.get(name), _as_wanted(synced[name], changed[name])))
+            if edited:
+                return Plan(conflict=OpenConflict(
+                    flow=NAME, record_ref=self._account_ref(str(account_id)),
+                    reason=f"edited in Salesforce since revdaemon last wrote {', '.join(edited)}; "
+                           "take Nue to write Nue's value, or Salesforce to keep the edit",
+                    nue_values={n: _shown(changed[n]) for n in edited},
+                    salesforce_values={n: account.get(n) for n in edited},
+                    synced_values={n: synced[n] for n in edited}))
         entity = f"nue:customer:{customer_id}"
         writes: list[SfUpdate] = self._opportunity_writes(found, customer_id, state.version)
         if changed:
@@ -156,6 +179,9 @@ class SubscriptionStatusFlow:
             return Plan(skip_reason="the account already shows this state", version=state.version, entity=entity)
         return Plan(writes=tuple(writes), version=state.version, entity=entity)
 
+    def _account_ref(self, account_id: str) -> str:
+        return f"salesforce:{self.mapping.account_object}:{account_id}"
+
     def _fields(self, status: str | None, mrr: Decimal, arr: Decimal, renewal: date | None) -> dict[str, Any]:
         m = self.mapping
         return {
@@ -164,6 +190,20 @@ class SubscriptionStatusFlow:
             m.arr_field: arr,
             m.next_renewal_field: renewal.isoformat() if renewal else None,
         }
+
+
+def _as_wanted(synced: Any, wanted: Any) -> Any:
+    """A last synced value (stored as JSON text for money) in the wanted value's type, to compare alike."""
+    if isinstance(wanted, Decimal) and synced is not None:
+        try:
+            return Decimal(str(synced))
+        except ArithmeticError:
+            return synced
+    return synced
+
+
+def _shown(value: Any) -> Any:
+    return str(value) if isinstance(value, Decimal) else value
 
 
 def _customer_id(event: FlowEvent) -> str | None:

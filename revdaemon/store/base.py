@@ -19,6 +19,7 @@ from revdaemon.store.records import (
     DeadLetter,
     Event,
     Link,
+    MinuteCount,
     NewAuditEntry,
     NewConflict,
     NewDeadLetter,
@@ -26,6 +27,7 @@ from revdaemon.store.records import (
     NewIntent,
     Resolution,
     StoreSummary,
+    SyncedRecord,
     WriteIntent,
 )
 from revdaemon.store.states import EventStatus
@@ -84,6 +86,14 @@ class Store(Protocol):
 
     async def get_event(self, event_id: int) -> Event | None: ...
 
+    async def search_events(self, text: str, *, limit: int = 50) -> list[Event]:
+        """Events whose key or payload contains `text` (an id or external key), newest first."""
+        ...
+
+    async def finished_per_minute(self, since: datetime) -> list[MinuteCount]:
+        """Events finished (done) per minute since `since`; minutes with none are left out."""
+        ...
+
     async def find_event(self, key: str) -> Event | None: ...
 
     async def list_events(self, *, status: EventStatus | None = None, limit: int = 50) -> list[Event]: ...
@@ -108,6 +118,16 @@ class Store(Protocol):
         self, object_type: str, *, nue_id: str | None = None, salesforce_id: str | None = None
     ) -> Link | None: ...
 
+    async def links_of(self, record_id: str) -> list[Link]:
+        """Every pairing in which `record_id` is the Nue or the Salesforce side."""
+        ...
+
+    # --- last synced values ---------------------------------------------------------------------
+
+    async def get_synced(self, record_refs: Sequence[str]) -> dict[str, SyncedRecord]:
+        """Per record (those with any), the last value revdaemon wrote or a person accepted for each field."""
+        ...
+
     # --- idempotency ----------------------------------------------------------------------------
 
     async def record_intent(self, intent: NewIntent) -> WriteIntent:
@@ -125,6 +145,11 @@ class Store(Protocol):
         ...
 
     async def get_intent(self, key: str) -> WriteIntent | None: ...
+
+    async def list_intents(self, *, event_ids: Sequence[int] = (), mentioning: str | None = None,
+                           limit: int = 100) -> list[WriteIntent]:
+        """Planned writes of these events, or whose target or request contains `mentioning`; newest first."""
+        ...
 
     # --- ordering -------------------------------------------------------------------------------
 
@@ -146,7 +171,11 @@ class Store(Protocol):
     async def resolve_conflict(
         self, conflict_id: int, *, resolution: Resolution, actor: str, comment: str | None = None
     ) -> ConflictRecord:
-        """Close the conflict; its event goes back to the inbox (take a side) or to done (skip)."""
+        """Close the conflict. Taking either side records the Salesforce values it shows as the agreed
+        baseline (a person has seen them, so they no longer count as a hand edit). Take Nue: its event goes
+        back to the inbox and its flow writes Nue's current state. Take Salesforce or skip: the event is
+        done and nothing is written (revdaemon never writes field values back into Nue); taking Salesforce also
+        records the Nue values shown as declined, so the flow leaves those fields until Nue's value changes."""
         ...
 
     # --- dead letters ---------------------------------------------------------------------------
@@ -164,7 +193,9 @@ class Store(Protocol):
     async def record_write(self, entry: NewAuditEntry) -> int: ...
 
     async def list_writes(self, *, record_ref: str | None = None, event_id: int | None = None,
-                          limit: int = 50) -> list[AuditEntry]: ...
+                          mentioning: str | None = None, limit: int = 50) -> list[AuditEntry]:
+        """Audit entries, newest first; `mentioning` matches the record, target or request text."""
+        ...
 
     async def backup(self, destination: Path) -> None:
         """Write a consistent copy of the whole store to `destination` while it is in use."""

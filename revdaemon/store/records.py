@@ -12,9 +12,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from revdaemon.domain.synced import SyncedRecord
 from revdaemon.store.states import EventStatus, IntentStatus
 
 JsonObject = Mapping[str, Any]
+__all__ = ["SyncedRecord"]  # lives in the pure core (flows read it); stored and returned here
 
 
 def utcnow() -> datetime:
@@ -196,6 +198,9 @@ class NewAuditEntry:
     status: int | None = None
     detail: JsonObject = field(default_factory=dict)
     mapping_version: int | None = None
+    # Field values now on the target record (a confirmed Salesforce write): remembered as "last synced" so a
+    # later hand edit in Salesforce is told apart from a value revdaemon wrote.
+    synced_fields: JsonObject = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,6 +217,12 @@ class AuditEntry:
     status: int | None
     detail: JsonObject
     mapping_version: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MinuteCount:
+    minute: datetime  # the start of the minute, UTC
+    count: int
 
 
 # --- status -----------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -42,6 +42,7 @@ from revdaemon.store.records import (
     DeadLetter,
     Event,
     Link,
+    MinuteCount,
     NewAuditEntry,
     NewConflict,
     NewDeadLetter,
@@ -49,6 +50,7 @@ from revdaemon.store.records import (
     NewIntent,
     Resolution,
     StoreSummary,
+    SyncedRecord,
     WriteIntent,
     utcnow,
 )
@@ -280,6 +282,23 @@ class SqliteStore:
             row = await _fetchone(conn, "SELECT * FROM inbox_events WHERE id = ?", (event_id,))
         return _event(row) if row else None
 
+    async def search_events(self, text: str, *, limit: int = 50) -> list[Event]:
+        pattern = _contains(text)
+        async with self._tx(write=False) as conn:
+            rows = await _fetchall(
+                conn, """SELECT * FROM inbox_events WHERE event_key LIKE ? ESCAPE '\\' OR payload LIKE ? ESCAPE '\\'
+                         ORDER BY id DESC LIMIT ?""", (pattern, pattern, limit))
+        return [_event(row) for row in rows]
+
+    async def finished_per_minute(self, since: datetime) -> list[MinuteCount]:
+        async with self._tx(write=False) as conn:
+            rows = await _fetchall(
+                conn, """SELECT substr(updated_at, 1, 16) AS minute, count(*) AS n FROM inbox_events
+                         WHERE status = 'done' AND updated_at >= ? GROUP BY minute ORDER BY minute""",
+                (_ts(since),))
+        return [MinuteCount(minute=datetime.fromisoformat(row["minute"] + ":00+00:00"), count=row["n"])
+                for row in rows]
+
     async def find_event(self, key: str) -> Event | None:
         async with self._tx(write=False) as conn:
             row = await _fetchone(conn, "SELECT * FROM inbox_events WHERE event_key = ?", (key,))
@@ -352,6 +371,30 @@ class SqliteStore:
             return None
         return Link(object_type=row["object_type"], nue_id=row["nue_id"], salesforce_id=row["salesforce_id"])
 
+    async def links_of(self, record_id: str) -> list[Link]:
+        async with self._tx(write=False) as conn:
+            rows = await _fetchall(
+                conn, "SELECT * FROM id_links WHERE nue_id = ? OR salesforce_id = ? ORDER BY object_type",
+                (record_id, record_id))
+        return [Link(object_type=r["object_type"], nue_id=r["nue_id"], salesforce_id=r["salesforce_id"]) for r in rows]
+
+    # --- last synced values ---------------------------------------------------------------------
+
+    async def get_synced(self, record_refs: Sequence[str]) -> dict[str, SyncedRecord]:
+        values: dict[str, dict[str, object]] = {}
+        declined: dict[str, dict[str, object]] = {}
+        refs = list(dict.fromkeys(record_refs))
+        async with self._tx(write=False) as conn:
+            for start in range(0, len(refs), INSERT_CHUNK):
+                chunk = refs[start:start + INSERT_CHUNK]
+                rows = await _fetchall(
+                    conn, f"SELECT * FROM synced_values WHERE record_ref IN ({', '.join('?' * len(chunk))})", chunk)
+                for row in rows:
+                    values.setdefault(row["record_ref"], {})[row["field"]] = _loads(row["value"])
+                    if row["declined"] is not None:
+                        declined.setdefault(row["record_ref"], {})[row["field"]] = _loads(row["declined"])
+        return {ref: SyncedRecord(values=fields, declined=declined.get(ref, {})) for ref, fields in values.items()}
+
     # --- idempotency ----------------------------------------------------------------------------
 
     async def record_intent(self, intent: NewIntent) -> WriteIntent:
@@ -391,6 +434,23 @@ class SqliteStore:
         async with self._tx(write=False) as conn:
             row = await _fetchone(conn, "SELECT * FROM write_intents WHERE idem_key = ?", (key,))
         return _intent(row) if row else None
+
+    async def list_intents(self, *, event_ids: Sequence[int] = (), mentioning: str | None = None,
+                           limit: int = 100) -> list[WriteIntent]:
+        conditions: list[str] = []
+        params: list[Any] = []
+        if event_ids:
+            conditions.append(f"event_id IN ({', '.join('?' * len(event_ids))})")
+            params.extend(event_ids)
+        if mentioning:
+            conditions.append(_any_contains("target", "request", "idem_key"))
+            params.extend([_contains(mentioning)] * 3)
+        if not conditions:
+            return []
+        async with self._tx(write=False) as conn:
+            rows = await _fetchall(conn, f"""SELECT * FROM write_intents WHERE {' OR '.join(conditions)}
+                                             ORDER BY created_at DESC LIMIT ?""", [*params, limit])
+        return [_intent(row) for row in rows]
 
     # --- ordering -------------------------------------------------------------------------------
 
@@ -443,11 +503,15 @@ class SqliteStore:
                        resolved_at = ? WHERE id = ?""",
                 (resolution.value, actor, comment, _ts(now), conflict_id),
             )
+            shown = _loads(row["salesforce_values"]) or {}
+            if resolution is not Resolution.SKIP and shown and str(row["record_ref"]).startswith("salesforce:"):
+                declined = _loads(row["nue_values"]) if resolution is Resolution.TAKE_SALESFORCE else None
+                await _remember_synced(conn, row["record_ref"], shown, now, declined=declined or {})
             event_id = row["event_id"]
             if event_id is not None:
                 event_row = await _fetchone(conn, "SELECT status FROM inbox_events WHERE id = ?", (event_id,))
                 if event_row is not None and event_row["status"] == EventStatus.CONFLICT.value:
-                    target = EventStatus.DONE if resolution is Resolution.SKIP else EventStatus.RECEIVED
+                    target = EventStatus.RECEIVED if resolution is Resolution.TAKE_NUE else EventStatus.DONE
                     await _move_event(conn, event_id, target, now, reset_attempts=True, next_attempt_at=now)
             updated = await _fetchone(conn, "SELECT * FROM conflicts WHERE id = ?", (conflict_id,))
         assert updated is not None
@@ -498,12 +562,17 @@ class SqliteStore:
                     entry.mapping_version,
                 ),
             )
+            if entry.outcome == "ok" and entry.record_ref and entry.synced_fields:
+                await _remember_synced(conn, entry.record_ref, entry.synced_fields, self._clock())
             return _lastrowid(result)
 
     async def list_writes(self, *, record_ref: str | None = None, event_id: int | None = None,
-                          limit: int = 50) -> list[AuditEntry]:
+                          mentioning: str | None = None, limit: int = 50) -> list[AuditEntry]:
         conditions: list[str] = []
         params: list[Any] = []
+        if mentioning:
+            conditions.append(_any_contains("record_ref", "target", "detail"))
+            params.extend([_contains(mentioning)] * 3)
         if record_ref is not None:
             conditions.append("record_ref = ?")
             params.append(record_ref)
@@ -618,6 +687,29 @@ def _statements(script: str) -> list[str]:
 
 
 # --- small helpers ----------------------------------------------------------------------------------
+
+
+def _contains(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, its own % and _ taken literally (ESCAPE '\\')."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _any_contains(*columns: str) -> str:
+    return "(" + " OR ".join(f"{column} LIKE ? ESCAPE '\\'" for column in columns) + ")"
+
+
+async def _remember_synced(conn: aiosqlite.Connection, record_ref: str, fields: Mapping[str, Any],
+                           now: datetime, *, declined: Mapping[str, Any] | None = None) -> None:
+    """A write or a person's decision sets the field's baseline; a declined Nue value is kept only with the
+    decision that declined it (a later write clears it)."""
+    declined = declined or {}
+    await conn.executemany(
+        """INSERT INTO synced_values (record_ref, field, value, declined, updated_at) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (record_ref, field) DO UPDATE SET value = excluded.value, declined = excluded.declined,
+               updated_at = excluded.updated_at""",
+        [(record_ref, name, _dumps(value), _dumps(declined[name]) if name in declined else None, _ts(now))
+         for name, value in fields.items()])
 
 
 async def _fetchall(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:

@@ -114,6 +114,19 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at TEXT NOT NULL
     );
     """,
+    # 3: the last value revdaemon wrote to (or a person accepted for) each field of a Salesforce record, so a
+    # hand edit made since is told apart from an old value; and finished events by time, for the console.
+    """
+    CREATE TABLE synced_values (
+        record_ref TEXT NOT NULL,
+        field      TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        declined   TEXT,  -- the Nue value a person declined for this field (took Salesforce's), until it changes
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (record_ref, field)
+    );
+    CREATE INDEX inbox_finished ON inbox_events (status, updated_at);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -61,8 +61,8 @@ async def engine(sandbox: Sandbox, tmp_path: Path, *, flows: list[Flow] | None =
         executor = Executor(store, sf, nue, mapping_version=1, dry_run=dry_run)
         chosen = flows or [SubscriptionStatusFlow()]
         guard = SchemaGuard(sf, chosen) if schema_guard else None
-        worker = Worker(store, Fetcher(sf, nue), executor, chosen, backoff=RetryPolicy(base_delay=0.0, max_delay=0.0),
-                        schema=guard)
+        worker = Worker(store, Fetcher(sf, nue, store), executor, chosen,
+                        backoff=RetryPolicy(base_delay=0.0, max_delay=0.0), schema=guard)
         try:
             yield Engine(store=store, salesforce=sf, nue=nue, executor=executor, worker=worker, schema=guard)
         finally:

@@ -127,7 +127,7 @@ class TestRepair:
         assert report.repairs == (stale_customer,) == again.repairs
         assert event is not None
         assert (event.source, event.type, event.status) == ("schedule", "subscription.updated", EventStatus.RECEIVED)
-        assert event.payload == {"data": {"id": stale_customer, "customerId": stale_customer}}
+        assert event.payload == {"data": {"id": stale_customer, "customerId": stale_customer}, "repair": True}
         assert depths[EventStatus.RECEIVED] == 1
 
     async def test_repair_without_store_is_refused(self, sandbox: Sandbox, tmp_path: Path) -> None:

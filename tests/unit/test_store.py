@@ -236,22 +236,38 @@ class TestDeadLettersAndConflicts:
         with pytest.raises(StoreError, match="already replayed"):
             await store.replay_dead_letter(letter_id)
 
-    async def test_conflict_take_a_side_requeues(self, store: Store) -> None:
-        """Resolving by taking a side sends the event back to the inbox, recording who and why."""
+    async def test_conflict_take_nue_requeues_and_accepts_what_salesforce_showed(self, store: Store) -> None:
+        """Take Nue: the event goes back to the inbox, and the Salesforce values the person saw become the
+        baseline, so the flow no longer reads them as a hand edit and writes Nue's state."""
         await store.add_events([event("e1")])
         event_id = await claim_one(store)
         conflict_id = await store.conflict_event(event_id, NewConflict(
-            flow="closed_won_to_order", record_ref="sf:Opportunity:006x", reason="edited after the order exists",
-            nue_values={"Amount": "100"}, salesforce_values={"Amount": "120"},
+            flow="subscription_status", record_ref="salesforce:Account:001x", reason="edited by hand",
+            nue_values={"MRR__c": "100"}, salesforce_values={"MRR__c": "120"}, synced_values={"MRR__c": "90"},
         ))
         assert (await store.get_event(event_id)).status is EventStatus.CONFLICT  # type: ignore[union-attr]
-        resolved = await store.resolve_conflict(conflict_id, resolution=Resolution.TAKE_SALESFORCE,
-                                                actor="ops@example", comment="rep fixed the amount")
+        resolved = await store.resolve_conflict(conflict_id, resolution=Resolution.TAKE_NUE,
+                                                actor="ops@example", comment="Nue is right")
         assert resolved.status is ConflictStatus.RESOLVED and resolved.resolved_by == "ops@example"
+        assert resolved.comment == "Nue is right" and resolved.resolution is Resolution.TAKE_NUE
         assert (await store.get_event(event_id)).status is EventStatus.RECEIVED  # type: ignore[union-attr]
+        [synced] = (await store.get_synced(["salesforce:Account:001x"])).values()
+        assert synced.values == {"MRR__c": "120"} and synced.declined == {}
         assert await store.list_conflicts() == []
         with pytest.raises(StoreError, match="already resolved"):
             await store.resolve_conflict(conflict_id, resolution=Resolution.SKIP, actor="x")
+
+    async def test_conflict_take_salesforce_finishes_the_event(self, store: Store) -> None:
+        """Take Salesforce: nothing is written anywhere; its values are the accepted baseline."""
+        await store.add_events([event("e1")])
+        event_id = await claim_one(store)
+        conflict_id = await store.conflict_event(event_id, NewConflict(
+            flow="subscription_status", record_ref="salesforce:Account:001y", reason="edited by hand",
+            nue_values={"MRR__c": "100"}, salesforce_values={"MRR__c": "120"}))
+        await store.resolve_conflict(conflict_id, resolution=Resolution.TAKE_SALESFORCE, actor="ops")
+        assert (await store.get_event(event_id)).status is EventStatus.DONE  # type: ignore[union-attr]
+        [synced] = (await store.get_synced(["salesforce:Account:001y"])).values()
+        assert synced.values == {"MRR__c": "120"} and synced.declined == {"MRR__c": "100"}
 
     async def test_conflict_skip_closes_event(self, store: Store) -> None:
         """Skipping a conflict finishes its event without another attempt."""
@@ -260,6 +276,47 @@ class TestDeadLettersAndConflicts:
         conflict_id = await store.conflict_event(event_id, NewConflict(flow="f", record_ref="r", reason="why"))
         await store.resolve_conflict(conflict_id, resolution=Resolution.SKIP, actor="ops")
         assert (await store.get_event(event_id)).status is EventStatus.DONE  # type: ignore[union-attr]
+
+
+class TestConsoleQueries:
+    async def test_synced_values_follow_confirmed_writes_only(self, store: Store) -> None:
+        """A confirmed write's fields become the record's last synced values; a rejected one's do not."""
+        ref = "salesforce:Account:001A"
+        await store.record_write(NewAuditEntry(system="salesforce", operation="SfUpdate", target="Account",
+                                               outcome="ok", record_ref=ref, synced_fields={"MRR__c": "10.00"}))
+        await store.record_write(NewAuditEntry(system="salesforce", operation="SfUpdate", target="Account",
+                                               outcome="rejected", record_ref=ref, synced_fields={"MRR__c": "99"}))
+        await store.record_write(NewAuditEntry(system="salesforce", operation="SfUpdate", target="Account",
+                                               outcome="ok", record_ref=ref,
+                                               synced_fields={"Status__c": "Active", "MRR__c": "12.50"}))
+        synced = await store.get_synced([ref, "salesforce:Account:none"])
+        assert list(synced) == [ref] and synced[ref].values == {"MRR__c": "12.50", "Status__c": "Active"}
+
+    async def test_search_finds_events_writes_and_intents_by_any_id(self, store: Store) -> None:
+        """The record timeline's searches: by key or payload text, with LIKE's wildcards taken literally."""
+        await store.add_events([NewEvent(source="nue_webhook", key="nue:a", type="subscription.updated",
+                                         payload={"data": {"customerId": "CUST_1"}}),
+                                NewEvent(source="nue_webhook", key="nue:b", type="subscription.updated",
+                                         payload={"data": {"customerId": "CUSTX1"}})])
+        assert [e.key for e in await store.search_events("CUST_1")] == ["nue:a"]  # "_" is not a wildcard
+        assert [e.key for e in await store.search_events("CUST")] == ["nue:b", "nue:a"]  # newest first
+        await store.record_intent(NewIntent(key="flow:account:001Q", system="salesforce", operation="update",
+                                            target="Account/001Q", request={"MRR__c": 1}))
+        assert [i.key for i in await store.list_intents(mentioning="001Q")] == ["flow:account:001Q"]
+        assert await store.list_intents() == []
+        await store.record_write(NewAuditEntry(system="salesforce", operation="SfUpdate", target="Account",
+                                               outcome="ok", record_ref="salesforce:Account:001Q"))
+        assert len(await store.list_writes(mentioning="001Q")) == 1
+        assert await store.list_writes(mentioning="001Z") == []
+        await store.put_link(Link(object_type="account", nue_id="CUST_1", salesforce_id="001Q"))
+        assert await store.links_of("001Q") == await store.links_of("CUST_1") != []
+
+    async def test_finished_per_minute_counts_done_events(self, store: Store) -> None:
+        await store.add_events([event("e1"), event("e2"), event("e3")])
+        for _ in range(2):
+            await store.complete_event(await claim_one(store))
+        counts = await store.finished_per_minute(datetime(2000, 1, 1, tzinfo=UTC))
+        assert sum(c.count for c in counts) == 2 and all(c.minute.second == 0 for c in counts)
 
 
 class TestLinksIntentsAudit:

@@ -1,0 +1,88 @@
+"""Flow 2 against a person's edit in Salesforce: a conflict with the three values, then each resolution."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from revdaemon.flows.subscription_status import SubscriptionStatusFlow, SubscriptionStatusMapping
+from revdaemon.sandbox.runner import Sandbox
+from revdaemon.service import resolve_conflict, show_conflict
+from revdaemon.store.states import EventStatus
+from tests.integration.engine_fixtures import Engine, engine, webhook
+from tests.integration.test_engine_subscription_status import activate_for
+
+pytestmark = pytest.mark.anyio
+
+
+async def synced_then_edited(sandbox: Sandbox, e: Engine, index: int) -> tuple[str, str, list[dict]]:
+    """An account revdaemon wrote once, whose MRR a rep then typed over, and a Nue change after that."""
+    customer_id, account_id, subscriptions = activate_for(sandbox, index, index)
+    await e.store.add_events([webhook("subscription.updated", dict(subscriptions[0]), f"first-{index}")])
+    await e.worker.run_once()
+    sandbox.salesforce.update("Account", account_id, {"MRR__c": 1.0})
+    await e.store.add_events([webhook("subscription.updated", dict(subscriptions[0]), f"second-{index}")])
+    await e.worker.run_once()
+    return customer_id, account_id, subscriptions
+
+
+class TestHandEdits:
+    async def test_hand_edit_opens_a_conflict_with_all_three_values(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        async with engine(sandbox, tmp_path) as e:
+            customer_id, account_id, _ = await synced_then_edited(sandbox, e, 0)
+            [conflict] = await e.store.list_conflicts()
+            detail = await show_conflict(e.store, conflict.id)
+        nue_mrr = Decimal(str(sandbox.nue.store.customers[customer_id]["todayCMRR"]))
+        assert conflict.record_ref == f"salesforce:Account:{account_id}"
+        [mrr] = [f for f in detail["fields"] if f["field"] == "MRR__c"]
+        assert Decimal(mrr["nue"]) == nue_mrr and mrr["salesforce"] == 1.0 and Decimal(mrr["synced"]) == nue_mrr
+        assert mrr["differs"] is True
+        assert sandbox.salesforce.record("Account", account_id)["MRR__c"] == 1.0  # nothing overwritten
+
+    async def test_take_nue_writes_nues_value_through_the_executor(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        async with engine(sandbox, tmp_path) as e:
+            customer_id, account_id, _ = await synced_then_edited(sandbox, e, 1)
+            [conflict] = await e.store.list_conflicts()
+            await resolve_conflict(e.store, conflict.id, take="nue", actor="ana", comment="Nue is the master")
+            assert await e.worker.run_once() == 1
+            assert (await e.store.queue_depths())[EventStatus.CONFLICT] == 0
+            writes = await e.store.list_writes(record_ref=f"salesforce:Account:{account_id}")
+        nue_mrr = Decimal(str(sandbox.nue.store.customers[customer_id]["todayCMRR"]))
+        assert Decimal(str(sandbox.salesforce.record("Account", account_id)["MRR__c"])) == nue_mrr
+        assert writes[0].outcome == "ok" and writes[0].mapping_version == 1
+
+    async def test_take_salesforce_keeps_the_edit_and_writes_nothing(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        async with engine(sandbox, tmp_path) as e:
+            _, account_id, subscriptions = await synced_then_edited(sandbox, e, 2)
+            [conflict] = await e.store.list_conflicts()
+            sandbox.salesforce.log.clear()
+            await resolve_conflict(e.store, conflict.id, take="salesforce", actor="ana")
+            assert await e.worker.run_once() == 0
+            # The same Nue state notified again: the accepted edit is the baseline, so no second conflict.
+            await e.store.add_events([webhook("subscription.updated", dict(subscriptions[0]), "again-2")])
+            await e.worker.run_once()
+            assert await e.store.list_conflicts() == []
+        assert sandbox.salesforce.record("Account", account_id)["MRR__c"] == 1.0
+        assert sandbox.salesforce.log.writes() == []
+
+    async def test_kept_edit_gives_way_when_nue_changes(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """Salesforce's value is kept against the Nue value shown; a different Nue value is written again."""
+        async with engine(sandbox, tmp_path) as e:
+            customer_id, account_id, subscriptions = await synced_then_edited(sandbox, e, 4)
+            [conflict] = await e.store.list_conflicts()
+            await resolve_conflict(e.store, conflict.id, take="salesforce", actor="ana")
+            sandbox.nue.scenario.create_and_activate_order(customer_id, opportunity=5)
+            await e.store.add_events([webhook("subscription.updated", dict(subscriptions[0]), "after-change")])
+            await e.worker.run_once()
+            assert await e.store.list_conflicts() == []
+        assert sandbox.salesforce.record("Account", account_id)["MRR__c"] != 1.0
+
+    async def test_overwrite_mode_and_repairs_write_over_the_edit(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        flow = SubscriptionStatusFlow(SubscriptionStatusMapping(on_hand_edit="overwrite"))
+        async with engine(sandbox, tmp_path, flows=[flow]) as e:
+            customer_id, account_id, _ = await synced_then_edited(sandbox, e, 3)
+            assert await e.store.list_conflicts() == []
+        nue_mrr = Decimal(str(sandbox.nue.store.customers[customer_id]["todayCMRR"]))
+        assert Decimal(str(sandbox.salesforce.record("Account", account_id)["MRR__c"])) == nue_mrr
