@@ -281,6 +281,20 @@ class LogSettings(_Section):
     format: Literal["auto", "json", "console"] = "auto"  # auto: console on a TTY, JSON otherwise
 
 
+class ConsoleSettings(_Section):
+    """The operators' web console, on its own admin listener (never the webhook port)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8788
+    # Who may log in: name -> token. Secrets: set them as the credential file console__admins (a JSON
+    # object) or REVDAEMON_CONSOLE__ADMINS, not in config.yaml. The name is the actor in the audit log.
+    admins: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9._@-]{1,64}$")], SecretStr] = {}
+    behind_https: bool = False  # served through a TLS proxy: the session cookie gets Secure
+    session_minutes: Annotated[int, Field(ge=5, le=7 * 24 * 60)] = 8 * 60
+    login_attempts_per_minute: Annotated[int, Field(ge=1, le=100)] = 5  # failed logins per client address
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="REVDAEMON_",
@@ -302,6 +316,7 @@ class Settings(BaseSettings):
     flows: FlowsSettings = FlowsSettings()
     engine: EngineSettings = EngineSettings()
     alerts: AlertSettings = AlertSettings()
+    console: ConsoleSettings = ConsoleSettings()
     log: LogSettings = LogSettings()
 
     @classmethod
@@ -347,6 +362,8 @@ def _walk_secrets(model: BaseModel) -> Iterator[str]:
         value = getattr(model, name)
         if isinstance(value, SecretStr):
             yield value.get_secret_value()
+        elif isinstance(value, dict):
+            yield from (v.get_secret_value() for v in value.values() if isinstance(v, SecretStr))
         elif isinstance(value, BaseModel):
             yield from _walk_secrets(value)
 
@@ -497,6 +514,18 @@ def _cross_field_problems(settings: Settings) -> Iterator[tuple[str, str]]:
         token = nue.webhook_path_token.get_secret_value() if nue.webhook_path_token else ""
         if len(token) < 16:
             yield "nue.webhook_path_token", "required, at least 16 characters, when webhook_auth is 'path_token'"
+
+    console = settings.console
+    if console.enabled:
+        if not console.admins:
+            yield "console.admins", ("required when console.enabled: name -> token, as the credential file "
+                                     "console__admins or REVDAEMON_CONSOLE__ADMINS")
+        for name, token in console.admins.items():
+            if len(token.get_secret_value()) < 24:
+                yield f"console.admins.{name}", "too short: a console token needs at least 24 characters"
+        if console.host not in LOOPBACK and not console.behind_https:
+            yield "console.host", ("off loopback the console must be behind a TLS proxy (console.behind_https: "
+                                   "true): tokens and session cookies would cross the network in clear text")
 
     status_table = settings.flows.subscription_status.status_lookup
     if settings.flows.subscription_status.enabled:

@@ -1,23 +1,40 @@
-"""The operator's actions, written once: the CLI calls them now, and the console will call the same.
+"""The operator's actions and the queries behind them, written once: the CLI and the web console both
+call these, so no action is implemented twice.
 
 Each takes an open `Store` and returns plain values (dicts and lists) that a table, a JSON line or a
-web page can show; none prints or exits.
+web page can show; none prints or exits. Every action that changes something is written to the audit
+log with the actor who asked for it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 
+from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.pollers import Poller
+from revdaemon.engine.preview import Preview, comparable, preview_safely
+from revdaemon.engine.reconcile import repair_event
 from revdaemon.errors import RecordNotFound
+from revdaemon.flows.base import Flow
 from revdaemon.store import Store
-from revdaemon.store.records import ConflictRecord, DeadLetter, Event, NewEvent, Resolution
+from revdaemon.store.records import (
+    AuditEntry,
+    ConflictRecord,
+    DeadLetter,
+    Event,
+    NewAuditEntry,
+    NewEvent,
+    Resolution,
+    WriteIntent,
+    utcnow,
+)
 from revdaemon.store.states import EventStatus
 
 
@@ -70,10 +87,68 @@ async def show_dead_letter(store: Store, letter_id: int) -> dict[str, Any]:
     return {**letter_row(letter), "request": letter.request}
 
 
-async def replay_dead_letters(store: Store, letter_ids: list[int] | None = None) -> list[dict[str, Any]]:
+async def replay_dead_letters(store: Store, letter_ids: list[int] | None = None, *,
+                              actor: str = "operator") -> list[dict[str, Any]]:
     """Put dead letters' events back in the inbox (all open ones when `letter_ids` is None)."""
     ids = letter_ids if letter_ids is not None else [d.id for d in await store.list_dead_letters(limit=10_000)]
-    return [event_row(await store.replay_dead_letter(letter_id)) for letter_id in ids]
+    rows = [event_row(await store.replay_dead_letter(letter_id)) for letter_id in ids]
+    for letter_id, row in zip(ids, rows, strict=True):
+        await record_action(store, actor, "replay dead letter", f"dead-letter:{letter_id}", event_id=row["id"])
+    return rows
+
+
+async def preview_replay(store: Store, letter_ids: Sequence[int], flows: Sequence[Flow],
+                         fetcher: Fetcher) -> Preview:
+    """A dry-run diff of exactly what replaying these dead letters would write now; nothing is sent."""
+    events: list[Event] = []
+    for letter_id in letter_ids:
+        letter = await store.get_dead_letter(letter_id)
+        if letter is None:
+            raise RecordNotFound(f"no dead letter {letter_id}")
+        event = await store.get_event(letter.event_id) if letter.event_id is not None else None
+        if event is not None:
+            events.append(event)
+    return await preview_safely(events, flows, fetcher)
+
+
+async def record_action(store: Store, actor: str, action: str, target: str, *, event_id: int | None = None,
+                        **detail: Any) -> None:
+    """An operator's action in the audit log, beside the API writes: who did what to which record."""
+    await store.record_write(NewAuditEntry(system="operator", operation=action, target=target, outcome="ok",
+                                           event_id=event_id, record_ref=target, detail={"actor": actor, **detail}))
+
+
+async def timeline(store: Store, query: str, *, limit: int = 200) -> dict[str, Any]:
+    """Everything revdaemon knows about one record, by Salesforce id, Nue id or external key: the events
+    that named it, the writes it planned and the APIs' answers, newest first, across both systems (the ids
+    paired with it included)."""
+    query = query.strip()
+    if not query:
+        return {"query": query, "ids": [], "entries": []}
+    links = await store.links_of(query)
+    ids = list(dict.fromkeys([query, *(i for link in links for i in (link.nue_id, link.salesforce_id))]))
+    events: dict[int, Event] = {}
+    intents: dict[str, WriteIntent] = {}
+    writes: dict[int, AuditEntry] = {}
+    for record_id in ids:
+        events.update((e.id, e) for e in await store.search_events(record_id, limit=limit))
+        intents.update((i.key, i) for i in await store.list_intents(mentioning=record_id, limit=limit))
+        writes.update((w.id, w) for w in await store.list_writes(mentioning=record_id, limit=limit))
+    if events:
+        intents.update((i.key, i) for i in await store.list_intents(event_ids=sorted(events), limit=limit))
+    entries = [{"at": e.received_at, "kind": "event", "title": f"{e.type} ({e.source})", "status": e.status.value,
+                "detail": e.key, "event_id": e.id, "error": e.last_error, "mapping_version": None}
+               for e in events.values()]
+    entries += [{"at": i.created_at, "kind": "planned write", "title": f"{i.system} {i.operation} {i.target}",
+                 "status": i.status.value, "detail": i.key, "event_id": i.event_id, "error": i.error,
+                 "mapping_version": None} for i in intents.values()]
+    entries += [{"at": w.at, "kind": "operator action" if w.system == "operator" else "API result",
+                 "title": f"{w.system} {w.operation} {w.target}", "status": w.outcome,
+                 "detail": w.idem_key or w.record_ref or "", "event_id": w.event_id,
+                 "error": (w.detail or {}).get("error"), "mapping_version": w.mapping_version,
+                 "actor": (w.detail or {}).get("actor")} for w in writes.values()]
+    entries.sort(key=lambda entry: entry["at"], reverse=True)
+    return {"query": query, "ids": ids, "entries": [_plain(e) for e in entries[:limit]]}
 
 
 def conflict_row(conflict: ConflictRecord) -> dict[str, Any]:
@@ -97,7 +172,8 @@ async def show_conflict(store: Store, conflict_id: int) -> dict[str, Any]:
     names = sorted({*conflict.nue_values, *conflict.salesforce_values, *conflict.synced_values})
     fields = [{"field": n, "nue": conflict.nue_values.get(n), "salesforce": conflict.salesforce_values.get(n),
                "synced": conflict.synced_values.get(n),
-               "differs": conflict.nue_values.get(n) != conflict.salesforce_values.get(n)} for n in names]
+               "differs": comparable(conflict.nue_values.get(n)) != comparable(conflict.salesforce_values.get(n))}
+              for n in names]
     return {**conflict_row(conflict), "comment": conflict.comment, "fields": fields}
 
 
@@ -105,8 +181,11 @@ async def resolve_conflict(store: Store, conflict_id: int, *, take: str, actor: 
                            comment: str | None = None) -> dict[str, Any]:
     """Record who decided what; the event goes back to the inbox (take a side) or is finished (skip)."""
     resolution = {"nue": Resolution.TAKE_NUE, "salesforce": Resolution.TAKE_SALESFORCE, "skip": Resolution.SKIP}[take]
-    return conflict_row(await store.resolve_conflict(conflict_id, resolution=resolution, actor=actor,
-                                                     comment=comment))
+    row = conflict_row(await store.resolve_conflict(conflict_id, resolution=resolution, actor=actor,
+                                                    comment=comment))
+    await record_action(store, actor, f"resolve conflict: take {take}", row["record_ref"], event_id=row["event_id"],
+                        conflict=conflict_id, comment=comment)
+    return row
 
 
 async def backup(store: Store, destination: Path) -> dict[str, Any]:
@@ -150,3 +229,37 @@ async def backfill(store: Store, pollers: Sequence[Poller], since: datetime, *, 
             on_progress(poller.name, count)
         stored[poller.name] = count
     return stored
+
+
+# --- reconciliation ---------------------------------------------------------------------------------
+
+
+async def read_report(path: Path) -> dict[str, Any] | None:
+    """The latest drift report the nightly reconciliation (or `reconcile`) wrote; None before the first."""
+    target = anyio.Path(path)
+    if not await target.exists():
+        return None
+    return cast(dict[str, Any], json.loads(await target.read_text(encoding="utf-8")))
+
+
+def _as_event(new: NewEvent) -> Event:
+    """A repair event as it would be stored, for a preview (it is not stored)."""
+    now = utcnow()
+    return Event(id=0, source=new.source, key=new.key, type=new.type, payload=new.payload,
+                 status=EventStatus.RECEIVED, attempts=0, next_attempt_at=now, last_error=None, claimed_by=None,
+                 claimed_until=None, received_at=now, updated_at=now)
+
+
+async def preview_repairs(customer_ids: Sequence[str], flows: Sequence[Flow], fetcher: Fetcher) -> Preview:
+    """A dry-run diff of what repairing these customers' accounts would write now; nothing is sent."""
+    day = utcnow().date()
+    return await preview_safely([_as_event(repair_event(c, day)) for c in customer_ids], flows, fetcher)
+
+
+async def queue_repairs(store: Store, customer_ids: Sequence[str], *, actor: str) -> int:
+    """Queue a repair of each customer's account (flow 2 rewrites it through the normal executor); a repeat
+    the same day adds nothing. Returns how many were new."""
+    day = utcnow().date()
+    added = sum(await store.add_events([repair_event(c, day) for c in customer_ids]))
+    await record_action(store, actor, "repair MRR drift", "reconciliation", customers=list(customer_ids), queued=added)
+    return added

@@ -26,6 +26,8 @@ from pydantic import BaseModel
 from revdaemon.config import Settings, load_settings
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
+from revdaemon.console.app import ConsoleContext, build_console
+from revdaemon.console.server import ConsoleServer
 from revdaemon.domain.reconciliation import Report
 from revdaemon.engine.clients import build_clients
 from revdaemon.engine.executor import Executor
@@ -82,6 +84,8 @@ class Daemon:
     stats: WorkerStats = field(default_factory=WorkerStats)
     notifier: Notifier = field(default_factory=lambda: Notifier(None))
     listener_port: int | None = None
+    console: ConsoleServer | None = None  # the admin listener, when console.enabled
+    console_port: int | None = None
 
 
 def default_flows(settings: Settings) -> list[Flow]:
@@ -152,6 +156,8 @@ async def run_daemon(
                 if polling:
                     await tg.start(daemon.scheduler.run)
                 daemon.listener_port = await tg.start(daemon.listener.serve)
+                if daemon.console is not None:
+                    daemon.console_port = await tg.start(daemon.console.serve)
                 summary = await store.summary()
                 log.info("daemon_started", database=str(settings.database_path), listener_port=daemon.listener_port,
                          workers=len(daemon.workers), pollers=[p.name for p in daemon.pollers] if polling else [],
@@ -244,11 +250,17 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
         alerter.budget_alert("salesforce", salesforce.budget, threshold=a.budget_threshold)
 
     scheduler.add_cron("ops.budget_check", "* * * * *", budget_check)
+    console = None
+    if settings.console.enabled:
+        context = ConsoleContext(
+            store=store, settings=settings, health=health, flows=flows, fetcher=fetcher,
+            salesforce_budget=salesforce.budget, api_calls=lambda: {"salesforce": salesforce.calls, "nue": nue.calls},
+            parked=lambda: dict(schema.parked), wake_workers=doorbell.ring,
+            report_path=settings.state_dir / settings.flows.reconciliation.report_file)
+        console = ConsoleServer(build_console(context), settings.console.host, settings.console.port)
     return Daemon(settings=settings, store=store, salesforce=salesforce, nue=nue, health=health, metrics=metrics,
-                  alerter=alerter,
-                  committer=committer, workers=workers, listener=listener, schema=schema, scheduler=scheduler,
-                  pollers=pollers,
-                  stats=stats)
+                  alerter=alerter, committer=committer, workers=workers, listener=listener, schema=schema,
+                  scheduler=scheduler, pollers=pollers, stats=stats, console=console)
 
 
 async def _schema_check(daemon: Daemon) -> None:

@@ -1,0 +1,338 @@
+"""The console's pages and actions: Starlette routes, Jinja2 templates (autoescaped), no JavaScript needed.
+
+Every page reads through `revdaemon.service`, and every action calls the same service function as the
+CLI, so nothing here knows SQL or an API. Every POST needs a session and its CSRF token; every answer
+carries a strict Content-Security-Policy, and nothing a template renders is a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from starlette.applications import Starlette
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from revdaemon import service
+from revdaemon.config import Settings
+from revdaemon.console.auth import SESSION_COOKIE, Admins, LoginLimiter, Session, Sessions, csrf_ok
+from revdaemon.console.charts import bar_chart_svg, minute_bars
+from revdaemon.engine.lookups import Fetcher
+from revdaemon.errors import RecordNotFound, StoreError
+from revdaemon.flows.base import Flow
+from revdaemon.limits import DailyBudget
+from revdaemon.ops.health import Health
+from revdaemon.store import Store
+from revdaemon.store.records import utcnow
+from revdaemon.store.states import EventStatus
+
+HERE = Path(__file__).parent
+LOGIN_CSRF_COOKIE = "revdaemon_login_csrf"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+}
+MAX_SELECTION = 200  # records per replay or repair, like one Collections call
+
+
+@dataclass
+class ConsoleContext:
+    """What the pages read and the actions use; the daemon builds it from its running parts."""
+
+    store: Store
+    settings: Settings
+    health: Health = field(default_factory=Health)
+    flows: Sequence[Flow] = ()
+    fetcher: Fetcher | None = None  # for dry-run diffs; None: previews say they cannot read
+    salesforce_budget: DailyBudget | None = None
+    api_calls: Callable[[], dict[str, int]] = dict
+    parked: Callable[[], dict[str, str]] = dict
+    wake_workers: Callable[[], None] = lambda: None
+    report_path: Path | None = None
+
+
+def build_console(context: ConsoleContext) -> Starlette:
+    settings = context.settings.console
+    admins = Admins({name: token.get_secret_value() for name, token in settings.admins.items()})
+    sessions = Sessions(lifetime_seconds=settings.session_minutes * 60.0)
+    limiter = LoginLimiter(per_minute=settings.login_attempts_per_minute)
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.filters["show"] = _show
+
+    def page(request: Request, name: str, session: Session | None, status_code: int = 200,
+             **values: Any) -> Response:
+        values.update(request=request, actor=session.actor if session else None,
+                      csrf=session.csrf if session else None, flash=request.query_params.get("flash"))
+        return _secured(templates.TemplateResponse(request, name, values, status_code=status_code))
+
+    def current(request: Request) -> Session | None:
+        return sessions.get(request.cookies.get(SESSION_COOKIE))
+
+    def guarded(handler: Callable[[Request, Session], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        """A page or action for a logged-in admin; a POST also needs the session's CSRF token."""
+        async def endpoint(request: Request) -> Response:
+            session = current(request)
+            if session is None:
+                if request.method == "GET":
+                    return _secured(RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303))
+                return _secured(PlainTextResponse("log in first", status_code=401))
+            if request.method == "POST":
+                form = await request.form()
+                if not csrf_ok(session, _text(form, "csrf")):
+                    return _secured(PlainTextResponse("the form's CSRF token is missing or wrong; reload the page",
+                                                      status_code=403))
+            try:
+                return await handler(request, session)
+            except RecordNotFound as exc:
+                return page(request, "error.html", session, status_code=404, message=str(exc))
+            except (StoreError, ValueError) as exc:
+                return page(request, "error.html", session, status_code=409, message=str(exc))
+        return endpoint
+
+    # --- login ------------------------------------------------------------------------------------
+
+    async def login_form(request: Request) -> Response:
+        token = secrets.token_urlsafe(24)
+        response = page(request, "login.html", None, login_csrf=token, next=_next(request.query_params.get("next")))
+        response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict",
+                            secure=settings.behind_https, path="/login")
+        return response
+
+    async def login(request: Request) -> Response:
+        client = request.client.host if request.client else "?"
+        wait = limiter.blocked(client)
+        if wait:
+            response = page(request, "login.html", None, status_code=429, login_csrf="",
+                            error=f"Too many failed logins; try again in {int(wait) + 1} s.", next="/")
+            response.headers["Retry-After"] = str(int(wait) + 1)
+            return response
+        form = await request.form()
+        expected = request.cookies.get(LOGIN_CSRF_COOKIE)
+        if not expected or _text(form, "csrf") != expected:
+            return _secured(PlainTextResponse("the login form expired; reload it", status_code=403))
+        actor = admins.who(_text(form, "token") or "")
+        if actor is None:
+            limiter.failed(client)
+            return page(request, "login.html", None, status_code=401, login_csrf=expected,
+                        error="That token is not valid.", next=_next(_text(form, "next")))
+        response = _secured(RedirectResponse(_next(_text(form, "next")), status_code=303))
+        response.set_cookie(SESSION_COOKIE, sessions.start(actor), httponly=True, samesite="strict",
+                            secure=settings.behind_https, max_age=settings.session_minutes * 60)
+        response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+        return response
+
+    async def logout(request: Request, session: Session) -> Response:
+        sessions.end(request.cookies.get(SESSION_COOKIE))
+        response = _secured(RedirectResponse("/login", status_code=303))
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+    # --- pages ------------------------------------------------------------------------------------
+
+    async def overview(request: Request, session: Session) -> Response:
+        summary = await context.store.summary()
+        now = utcnow()
+        bars = minute_bars(await context.store.finished_per_minute(now - timedelta(hours=1)), now)
+        chart = bar_chart_svg(bars, label="Events finished per minute, last hour")
+        ready = await context.store.ping() and not context.health.shutting_down
+        cursors = {c.name: c for c in summary.cursors}
+        pollers = []
+        for name in sorted(set(context.health.pollers) | set(cursors)):
+            state = context.health.pollers.get(name)
+            last = state.last_success_at if state else None
+            pollers.append({"name": name, "last_success_at": last,
+                            "lag_seconds": int((now - last).total_seconds()) if last else None,
+                            "last_error": state.last_error if state else None,
+                            "cursor": cursors[name].value if name in cursors else None})
+        budget = context.salesforce_budget
+        calls = context.api_calls()
+        apis = [{"api": "Salesforce", "used": budget.used if budget else None,
+                 "total": budget.total if budget else None, "calls_since_start": calls.get("salesforce"),
+                 "note": "the org's rolling 24-hour allocation, as Salesforce last reported it"},
+                {"api": "Nue", "used": None, "total": None, "calls_since_start": calls.get("nue"),
+                 "note": f"no daily allocation; held to {context.settings.limits.nue.requests_per_second:g} "
+                         "requests/s by the token bucket"}]
+        parked = [{"flow": flow, "reason": reason,
+                   "fix": "add the missing fields in Salesforce (or unmap them in config.yaml); the flow resumes "
+                          "by itself within 5 minutes, or at once on `systemctl reload revdaemon`"}
+                  for flow, reason in sorted(context.parked().items())]
+        depths = {status.value: summary.queue_depths.get(status, 0) for status in EventStatus}
+        return page(request, "overview.html", session, ready=ready, depths=depths, chart=chart,
+                    processed_last_hour=sum(b.count for b in bars), pollers=pollers, apis=apis, parked=parked,
+                    open_conflicts=summary.open_conflicts, dead_letters=summary.dead_letters,
+                    started_at=context.health.started_at)
+
+    async def timeline(request: Request, session: Session) -> Response:
+        query = request.query_params.get("q", "")
+        found = await service.timeline(context.store, query) if query.strip() else None
+        return page(request, "timeline.html", session, query=query, found=found)
+
+    async def conflicts(request: Request, session: Session) -> Response:
+        shown = request.query_params.get("status", "open")
+        flow = request.query_params.get("flow", "")
+        text = request.query_params.get("q", "").strip().lower()
+        rows = await service.list_conflicts(context.store, include_resolved=shown != "open", limit=500)
+        if shown == "resolved":
+            rows = [r for r in rows if r["status"] == "resolved"]
+        if flow:
+            rows = [r for r in rows if r["flow"] == flow]
+        if text:
+            rows = [r for r in rows if text in f"{r['record_ref']} {r['reason']}".lower()]
+        flows = sorted({r["flow"] for r in await service.list_conflicts(context.store, include_resolved=True,
+                                                                        limit=500)})
+        return page(request, "conflicts.html", session, rows=rows, shown=shown, flow=flow, flows=flows,
+                    q=request.query_params.get("q", ""))
+
+    async def conflict(request: Request, session: Session) -> Response:
+        detail = await service.show_conflict(context.store, int(request.path_params["conflict_id"]))
+        return page(request, "conflict.html", session, c=detail)
+
+    async def resolve(request: Request, session: Session) -> Response:
+        conflict_id = int(request.path_params["conflict_id"])
+        form = await request.form()
+        take = _text(form, "take")
+        if take not in ("nue", "salesforce", "skip"):
+            raise ValueError("choose Nue, Salesforce or skip")
+        await service.resolve_conflict(context.store, conflict_id, take=take, actor=session.actor,
+                                       comment=(_text(form, "comment") or "").strip()[:2000] or None)
+        context.wake_workers()
+        return _after(f"/conflicts/{conflict_id}", f"Conflict {conflict_id} resolved: {_TAKEN[take]}.")
+
+    async def dead_letters(request: Request, session: Session) -> Response:
+        include = request.query_params.get("replayed") == "1"
+        rows = await service.list_dead_letters(context.store, include_replayed=include, limit=500)
+        return page(request, "dead_letters.html", session, rows=rows, include_replayed=include)
+
+    async def dead_letter(request: Request, session: Session) -> Response:
+        letter = await service.show_dead_letter(context.store, int(request.path_params["letter_id"]))
+        event = await service.show_event(context.store, letter["event_id"]) if letter["event_id"] else None
+        return page(request, "dead_letter.html", session, d=letter, event=event)
+
+    async def replay_preview(request: Request, session: Session) -> Response:
+        ids = _ids(await request.form())
+        if context.fetcher is None:
+            raise ValueError("dry-run diffs need the daemon's API clients; this console has none")
+        preview = await service.preview_replay(context.store, ids, context.flows, context.fetcher)
+        return page(request, "preview.html", session, preview=preview, ids=ids, action="/dead-letters/replay",
+                    title=f"Replay {len(ids)} dead letter(s)", confirm="Replay these now",
+                    back="/dead-letters")
+
+    async def replay(request: Request, session: Session) -> Response:
+        ids = _ids(await request.form())
+        await service.replay_dead_letters(context.store, ids, actor=session.actor)
+        context.wake_workers()
+        return _after("/dead-letters", f"{len(ids)} dead letter(s) back in the inbox.")
+
+    async def reconciliation(request: Request, session: Session) -> Response:
+        report = await service.read_report(context.report_path) if context.report_path else None
+        return page(request, "reconciliation.html", session, report=report)
+
+    async def repair_preview(request: Request, session: Session) -> Response:
+        customers = _customer_ids(await request.form())
+        if context.fetcher is None:
+            raise ValueError("dry-run diffs need the daemon's API clients; this console has none")
+        preview = await service.preview_repairs(customers, context.flows, context.fetcher)
+        return page(request, "preview.html", session, preview=preview, ids=customers,
+                    action="/reconciliation/repair", title=f"Repair {len(customers)} account(s)",
+                    confirm="Repair these now", back="/reconciliation", id_field="customer")
+
+    async def repair(request: Request, session: Session) -> Response:
+        customers = _customer_ids(await request.form())
+        added = await service.queue_repairs(context.store, customers, actor=session.actor)
+        context.wake_workers()
+        return _after("/reconciliation", f"{added} repair(s) queued ({len(customers) - added} already were today).")
+
+    routes = [
+        Route("/login", login_form, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", guarded(logout), methods=["POST"]),
+        Route("/", guarded(overview)),
+        Route("/timeline", guarded(timeline)),
+        Route("/conflicts", guarded(conflicts)),
+        Route("/conflicts/{conflict_id:int}", guarded(conflict)),
+        Route("/conflicts/{conflict_id:int}/resolve", guarded(resolve), methods=["POST"]),
+        Route("/dead-letters", guarded(dead_letters)),
+        Route("/dead-letters/{letter_id:int}", guarded(dead_letter)),
+        Route("/dead-letters/preview", guarded(replay_preview), methods=["POST"]),
+        Route("/dead-letters/replay", guarded(replay), methods=["POST"]),
+        Route("/reconciliation", guarded(reconciliation)),
+        Route("/reconciliation/preview", guarded(repair_preview), methods=["POST"]),
+        Route("/reconciliation/repair", guarded(repair), methods=["POST"]),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+
+    async def not_found(request: Request, exc: HTTPException) -> Response:
+        return _secured(PlainTextResponse(exc.detail or "not found", status_code=exc.status_code))
+
+    return Starlette(routes=routes, exception_handlers={HTTPException: not_found})
+
+
+_TAKEN = {"nue": "Nue's value will be written", "salesforce": "Salesforce's value is kept",
+          "skip": "skipped, nothing written"}
+
+
+def _secured(response: Response) -> Response:
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _after(path: str, message: str) -> Response:
+    return _secured(RedirectResponse(f"{path}?flash={quote(message)}", status_code=303))
+
+
+def _text(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _next(value: str | None) -> str:
+    """Only a path on this console (never another site) is a place to go after login."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/"
+
+
+def _ids(form: FormData) -> list[int]:
+    values = [v for v in form.getlist("id") if isinstance(v, str)]
+    if not values:
+        raise ValueError("select at least one")
+    if len(values) > MAX_SELECTION:
+        raise ValueError(f"select at most {MAX_SELECTION} at a time")
+    try:
+        return sorted({int(v) for v in values})
+    except ValueError:
+        raise ValueError("a selected id is not a number") from None
+
+
+def _customer_ids(form: FormData) -> list[str]:
+    values = sorted({v for v in form.getlist("customer") if isinstance(v, str) and v.strip()})
+    if not values:
+        raise ValueError("select at least one")
+    if len(values) > MAX_SELECTION:
+        raise ValueError(f"select at most {MAX_SELECTION} at a time")
+    return values
+
+
+def _show(value: Any) -> str:
+    """A value as a table cell shows it: empty for None, JSON-ish for structures."""
+    if value is None:
+        return "—"
+    if isinstance(value, dict | list):
+        return json.dumps(value, indent=2, sort_keys=True, default=str)
+    return str(value)

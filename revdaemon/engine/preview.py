@@ -1,0 +1,217 @@
+"""Dry-run diffs: what processing some events would write, field by field, before anything is sent.
+
+For each event, its flows are asked for their first step exactly as a worker would (the same batched
+lookups, the same plans), but the writes go nowhere: their targets' current values are read in batches
+(SOQL `IN` lists of up to 200 ids, one per object) and set beside the planned values. A plan whose later
+steps depend on this step's results (a Nue customer before its order) says so instead of guessing them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from revdaemon.engine.lookups import Fetcher
+from revdaemon.errors import SyncError
+from revdaemon.flows.base import Flow, FlowEvent, Found, Needs
+from revdaemon.flows.plan import (
+    NueActivateOrder,
+    NueCreateCustomer,
+    NueCreateOrder,
+    SfCreate,
+    SfDelete,
+    SfUpdate,
+    SfUpsert,
+    Write,
+)
+from revdaemon.store.records import Event
+
+MAX_LOOKUP_ROUNDS = 6
+
+
+@dataclass(frozen=True, kw_only=True)
+class FieldChange:
+    field: str
+    current: Any
+    planned: Any
+
+    @property
+    def changes(self) -> bool:
+        return comparable(self.current) != comparable(self.planned)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlannedWrite:
+    system: str  # "salesforce" or "nue"
+    action: str  # "update", "upsert", "create", "delete", "activate"
+    target: str  # e.g. "Account 001..." or "Order for opportunity 006..."
+    fields: tuple[FieldChange, ...] = ()
+
+    @property
+    def changed(self) -> tuple[FieldChange, ...]:
+        return tuple(f for f in self.fields if f.changes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventPreview:
+    event_id: int
+    event_key: str
+    flow: str
+    writes: tuple[PlannedWrite, ...] = ()
+    outcome: str = "writes"  # "writes", "nothing", "conflict", "error"
+    note: str | None = None  # why nothing, the conflict's reason, the error, or "later steps follow"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preview:
+    events: tuple[EventPreview, ...] = ()
+
+    @property
+    def writes(self) -> int:
+        return sum(len(e.writes) for e in self.events)
+
+    @property
+    def fields_changed(self) -> int:
+        return sum(len(w.changed) for e in self.events for w in e.writes)
+
+
+async def preview(events: Sequence[Event], flows: Sequence[Flow], fetcher: Fetcher) -> Preview:
+    """The first step of every flow for each event, with the targets' current values. Sends no write."""
+    jobs = [(event, flow, FlowEvent(key=event.key, type=event.type, source=event.source, payload=event.payload))
+            for event in events for flow in flows if event.type in flow.event_types]
+    if not jobs:
+        return Preview(events=tuple(EventPreview(event_id=e.id, event_key=e.key, flow="-", outcome="nothing",
+                                                 note="no flow handles this event type") for e in events))
+    found = Found()
+    for _ in range(MAX_LOOKUP_ROUNDS):
+        needs = Needs()
+        for _event, flow, view in jobs:
+            needs = needs | flow.needs(view, found)
+        missing = needs.minus(found)
+        if not missing:
+            break
+        found = found.merged(await fetcher.fetch(missing))
+    results: list[tuple[Event, Flow, Any]] = []
+    for event, flow, view in jobs:
+        try:
+            results.append((event, flow, flow.plan(view, found)))
+        except Exception as exc:  # a flow's bug shows as this event's error, not a broken page
+            results.append((event, flow, exc))
+    writes = [w for _e, _f, plan in results if not isinstance(plan, Exception) for w in plan.writes]
+    current = await _current_values(writes, fetcher)
+    out: list[EventPreview] = []
+    for event, flow, plan in results:
+        if isinstance(plan, Exception):
+            out.append(EventPreview(event_id=event.id, event_key=event.key, flow=flow.name, outcome="error",
+                                    note=f"{type(plan).__name__}: {plan}"))
+        elif plan.conflict is not None:
+            out.append(EventPreview(event_id=event.id, event_key=event.key, flow=flow.name, outcome="conflict",
+                                    note=plan.conflict.reason))
+        elif not plan.writes:
+            out.append(EventPreview(event_id=event.id, event_key=event.key, flow=flow.name, outcome="nothing",
+                                    note=plan.skip_reason))
+        else:
+            note = None if plan.done else "later steps follow from this step's results and are not shown"
+            out.append(EventPreview(event_id=event.id, event_key=event.key, flow=flow.name,
+                                    writes=tuple(_planned(w, current) for w in plan.writes), note=note))
+    return Preview(events=tuple(out))
+
+
+async def preview_safely(events: Sequence[Event], flows: Sequence[Flow], fetcher: Fetcher) -> Preview:
+    """`preview`, with an API failure shown on every event instead of raised (a page must still render)."""
+    try:
+        return await preview(events, flows, fetcher)
+    except SyncError as exc:
+        return Preview(events=tuple(EventPreview(event_id=e.id, event_key=e.key, flow="-", outcome="error",
+                                                 note=f"the current values could not be read: {exc.message}")
+                                    for e in events))
+
+
+@dataclass
+class _Current:
+    by_id: Mapping[tuple[str, str], Mapping[str, Any] | None] = field(default_factory=dict)
+    by_external: Mapping[tuple[str, str, str], list[Mapping[str, Any]]] = field(default_factory=dict)
+
+
+async def _current_values(writes: Sequence[Write], fetcher: Fetcher) -> _Current:
+    """One batched read for the targets of every Salesforce write: by id, or by external id."""
+    records: set[tuple[str, str]] = set()
+    children: set[tuple[str, str, str]] = set()
+    fields: set[tuple[str, str]] = set()
+    for write in writes:
+        if isinstance(write, SfUpdate):
+            records.add((write.sobject, write.record_id))
+            fields.update((write.sobject, name) for name in write.fields)
+        elif isinstance(write, SfUpsert):
+            children.add((write.sobject, write.external_id_field, write.external_id))
+            fields.update((write.sobject, name) for name in write.fields)
+    if not records and not children:
+        return _Current()
+    found = await fetcher.fetch(Needs(sf_records=frozenset(records), sf_children=frozenset(children),
+                                      sf_fields=frozenset(fields)))
+    return _Current(by_id=found.sf_records, by_external=found.sf_children)
+
+
+def _planned(write: Write, current: _Current) -> PlannedWrite:
+    if isinstance(write, SfUpdate):
+        record = current.by_id.get((write.sobject, write.record_id)) or {}
+        return PlannedWrite(system="salesforce", action="update", target=f"{write.sobject} {write.record_id}",
+                            fields=_changes(write.fields, record))
+    if isinstance(write, SfUpsert):
+        rows = current.by_external.get((write.sobject, write.external_id_field, write.external_id)) or []
+        action = "update" if rows else "create"
+        return PlannedWrite(system="salesforce", action=action,
+                            target=f"{write.sobject} {write.external_id_field}={write.external_id}",
+                            fields=_changes(write.fields, rows[0] if rows else {}))
+    if isinstance(write, SfCreate):
+        return PlannedWrite(system="salesforce", action="create (unless one matches)", target=write.sobject,
+                            fields=_changes(write.fields, {}))
+    if isinstance(write, SfDelete):
+        return PlannedWrite(system="salesforce", action="delete", target=f"{write.sobject} {write.record_id}")
+    if isinstance(write, NueCreateCustomer):
+        return PlannedWrite(system="nue", action="create (unless found)",
+                            target=f"Customer for account {write.salesforce_account_id}",
+                            fields=_changes(_flat(write.payload), {}))
+    if isinstance(write, NueCreateOrder):
+        return PlannedWrite(system="nue", action="create (unless found)",
+                            target=f"Order for opportunity {write.opportunity_id}",
+                            fields=_changes(_flat(write.payload), {}))
+    assert isinstance(write, NueActivateOrder)
+    return PlannedWrite(system="nue", action="activate", target=f"Order {write.order_id}")
+
+
+def _changes(planned: Mapping[str, Any], record: Mapping[str, Any]) -> tuple[FieldChange, ...]:
+    return tuple(FieldChange(field=name, current=record.get(name), planned=value)
+                 for name, value in sorted(planned.items()))
+
+
+def _flat(payload: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested payload as dotted fields (orderProducts.0.quantity), for a readable field-level list."""
+    out: dict[str, Any] = {}
+    for key, value in payload.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{name}."))
+        elif isinstance(value, list | tuple):
+            for index, item in enumerate(value):
+                if isinstance(item, Mapping):
+                    out.update(_flat(item, f"{name}.{index}."))
+                else:
+                    out[f"{name}.{index}"] = item
+        else:
+            out[name] = value
+    return out
+
+
+def comparable(value: Any) -> str | None:
+    """Values compared as Salesforce shows them: 1400.0 and Decimal('1400.00') are the same amount."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return str(value)
+    try:
+        return str(Decimal(str(value)).normalize())
+    except (InvalidOperation, ValueError):
+        return str(value)

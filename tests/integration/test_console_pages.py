@@ -1,0 +1,295 @@
+"""The console's pages and actions through an ASGI client, on a real store with known content."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from revdaemon.config import Settings, load_settings
+from revdaemon.console.app import ConsoleContext, build_console
+from revdaemon.store import Store, open_store
+from revdaemon.store.records import NewAuditEntry, NewConflict, NewDeadLetter, NewEvent
+from revdaemon.store.states import EventStatus
+
+pytestmark = pytest.mark.anyio
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "ana-console-token-0123456789abcdef"
+XSS = "<script>alert(1)</script>"
+
+
+@dataclass
+class Console:
+    client: httpx.AsyncClient
+    store: Store
+    settings: Settings
+    ids: dict[str, int]
+
+
+def settings_for(tmp_path: Path, **console: object) -> Settings:
+    document = yaml.safe_load((ROOT / "config.yaml").read_text())
+    document["state_dir"] = str(tmp_path / "state")
+    document["console"] = {"enabled": True, **console}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(document))
+    admins = json.dumps({"ana": TOKEN, "bo": "bo-console-token-0123456789abcdef"})
+    return load_settings(path, environ={"REVDAEMON_CONSOLE__ADMINS": admins, "REVDAEMON_NUE__API_KEY": "k" * 32,
+                                        "REVDAEMON_NUE__WEBHOOK_SECRET": "s" * 32})
+
+
+async def fill(store: Store) -> dict[str, int]:
+    """One done event with a write, one dead letter, an open conflict (fields differ) and one named like an
+    attack, and a finished reconciliation report."""
+    await store.add_events([NewEvent(source="nue_webhook", key=f"nue:k{i}", type="subscription.updated",
+                                     payload={"data": {"id": f"sub-{i}", "customerId": "CUST-1"}}) for i in range(4)])
+    a, b, c, d = await store.claim_events(worker="w", limit=4, lease=timedelta(minutes=5))
+    await store.record_write(NewAuditEntry(system="salesforce", operation="SfUpdate", target="Account",
+                                           outcome="ok", event_id=a.id, record_ref="salesforce:Account:001AAA",
+                                           mapping_version=3, detail={"request": {"fields": {"MRR__c": "10"}}}))
+    await store.complete_event(a.id)
+    letter = await store.dead_letter_event(b.id, NewDeadLetter(
+        system="salesforce", operation="update Account", error="Required fields are missing: [Name]",
+        error_code="REQUIRED_FIELD_MISSING", status=400, record_ref="salesforce:Account:001BBB",
+        request={"Name": None}))
+    conflict = await store.conflict_event(c.id, NewConflict(
+        flow="subscription_status", record_ref="salesforce:Account:001CCC", reason="edited in Salesforce",
+        nue_values={"MRR__c": "100.00", "ARR__c": "1200.00"}, salesforce_values={"MRR__c": 90.0, "ARR__c": 1200.0},
+        synced_values={"MRR__c": "80.00", "ARR__c": "1200.00"}))
+    hostile = await store.conflict_event(d.id, NewConflict(flow="quote_sync", record_ref=f"salesforce:Opp:{XSS}",
+                                                           reason=f"named {XSS}"))
+    return {"letter": letter, "conflict": conflict, "hostile": hostile, "conflict_event": c.id}
+
+
+@pytest.fixture
+async def console(tmp_path: Path) -> AsyncIterator[Console]:
+    settings = settings_for(tmp_path)
+    store = await open_store(settings.database_path)
+    ids = await fill(store)
+    report = {"generated_at": "2026-11-26T02:00:00+00:00", "tolerance": "0.01",
+              "counts": {"in_sync": 1, "salesforce_differs": 1}, "totals": {"USD": {
+                  "computed_mrr": "300", "nue_cmrr": "300", "salesforce_mrr": "250"}}, "repairs": [],
+              "rows": [{"customer_id": "CUST-1", "customer_name": "Acme", "account_id": "001CCC",
+                        "linked_by": "externalId", "drift": "salesforce_differs", "repairable": True,
+                        "nue_cmrr": "100", "salesforce_mrr": "50", "reasons": ["MRR differs"]},
+                       {"customer_id": "CUST-2", "customer_name": "Globex", "account_id": "001DDD",
+                        "linked_by": "externalId", "drift": "in_sync", "repairable": False,
+                        "nue_cmrr": "200", "salesforce_mrr": "200", "reasons": []}]}
+    report_path = tmp_path / "state" / "reconciliation.json"
+    report_path.write_text(json.dumps(report))
+    app = build_console(ConsoleContext(store=store, settings=settings, report_path=report_path))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("10.0.0.7", 5000)),
+                                 base_url="http://console.test") as client:
+        yield Console(client=client, store=store, settings=settings, ids=ids)
+    await store.close()
+
+
+def hidden(html: str, name: str) -> str:
+    match = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert match, f"no hidden {name} in the page"
+    return match[1]
+
+
+async def log_in(client: httpx.AsyncClient, token: str = TOKEN) -> httpx.Response:
+    form = await client.get("/login")
+    return await client.post("/login", data={"token": token, "csrf": hidden(form.text, "csrf"), "next": "/"})
+
+
+async def csrf_of(client: httpx.AsyncClient, path: str = "/") -> str:
+    return hidden((await client.get(path)).text, "csrf")
+
+
+class TestLogin:
+    async def test_pages_need_a_session(self, console: Console) -> None:
+        for path in ("/", "/timeline", "/conflicts", "/dead-letters", "/reconciliation", "/conflicts/1"):
+            response = await console.client.get(path)
+            assert response.status_code == 303 and response.headers["location"].startswith("/login?next=")
+        refused = await console.client.post(f"/conflicts/{console.ids['conflict']}/resolve", data={"take": "nue"})
+        assert refused.status_code == 401
+        assert len(await console.store.list_conflicts()) == 2
+
+    async def test_right_token_starts_a_strict_session(self, console: Console) -> None:
+        response = await log_in(console.client)
+        assert response.status_code == 303 and response.headers["location"] == "/"
+        cookie = response.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Secure" not in cookie
+        page = await console.client.get("/")
+        assert page.status_code == 200 and "ana" in page.text
+        assert page.headers["content-security-policy"].startswith("default-src 'none'")
+
+    async def test_cookie_is_secure_behind_https(self, tmp_path: Path) -> None:
+        settings = settings_for(tmp_path, behind_https=True)
+        store = await open_store(settings.database_path)
+        try:
+            app = build_console(ConsoleContext(store=store, settings=settings))
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="https://console.test") as client:
+                assert "Secure" in (await log_in(client)).headers["set-cookie"]
+        finally:
+            await store.close()
+
+    async def test_wrong_token_and_missing_login_csrf_are_refused(self, console: Console) -> None:
+        response = await log_in(console.client, token="x" * 40)
+        assert response.status_code == 401 and "not valid" in response.text
+        assert "set-cookie" not in response.headers or "revdaemon_console=" not in response.headers["set-cookie"]
+        forged = await console.client.post("/login", data={"token": TOKEN, "csrf": "forged"})
+        assert forged.status_code == 403
+
+    async def test_failed_logins_are_rate_limited(self, console: Console) -> None:
+        for _ in range(console.settings.console.login_attempts_per_minute):
+            assert (await log_in(console.client, token="wrong-token-" * 3)).status_code == 401
+        blocked = await log_in(console.client)  # even the right token waits out the window
+        assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) > 0
+
+    async def test_next_never_leaves_the_console(self, console: Console) -> None:
+        form = await console.client.get("/login?next=//evil.example/")
+        response = await console.client.post("/login", data={"token": TOKEN, "csrf": hidden(form.text, "csrf"),
+                                                             "next": "//evil.example/"})
+        assert response.headers["location"] == "/"
+
+    async def test_logout_ends_the_session(self, console: Console) -> None:
+        await log_in(console.client)
+        await console.client.post("/logout", data={"csrf": await csrf_of(console.client)})
+        assert (await console.client.get("/")).status_code == 303
+
+
+class TestPages:
+    async def test_overview_shows_queue_chart_budget_and_parked(self, console: Console, tmp_path: Path) -> None:
+        await log_in(console.client)
+        page = (await console.client.get("/")).text
+        assert "Events processed per minute" in page and "<svg" in page and "<rect" in page
+        assert re.search(r"Open conflicts</span><span class=\"value\">2<", page)
+        assert re.search(r"Dead letters</span><span class=\"value\">1<", page)
+        assert "Salesforce" in page and "Nue" in page and "None: every flow is running" in page
+
+    async def test_overview_names_a_parked_flow_and_its_fix(self, console: Console) -> None:
+        settings = console.settings
+        app = build_console(ConsoleContext(store=console.store, settings=settings,
+                                           parked=lambda: {"billing_events": "Nue_Billing_Event__c is missing"}))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c.test") as client:
+            await log_in(client)
+            page = (await client.get("/")).text
+        assert "billing_events" in page and "Nue_Billing_Event__c is missing" in page and "resumes" in page
+
+    async def test_timeline_finds_events_and_writes_by_id(self, console: Console) -> None:
+        await log_in(console.client)
+        page = (await console.client.get("/timeline", params={"q": "001AAA"})).text
+        assert "API result" in page and "salesforce SfUpdate Account" in page
+        assert re.search(r'<td class="num">3</td>', page)  # the mapping version the write used
+        by_customer = (await console.client.get("/timeline", params={"q": "CUST-1"})).text
+        assert by_customer.count("subscription.updated (nue_webhook)") == 4
+
+    async def test_conflict_list_filters_and_detail_marks_differences(self, console: Console) -> None:
+        await log_in(console.client)
+        listing = (await console.client.get("/conflicts", params={"flow": "subscription_status"})).text
+        assert "salesforce:Account:001CCC" in listing and "quote_sync" not in listing.split("<table>")[1]
+        detail = (await console.client.get(f"/conflicts/{console.ids['conflict']}")).text
+        rows = re.findall(r'<tr class="(differs|)">\s*<td class="mono">(\w+)', detail)
+        assert ("differs", "MRR__c") in rows and ("", "ARR__c") in rows
+        assert "80.00" in detail and "90.0" in detail and "100.00" in detail
+
+    async def test_dead_letter_shows_the_api_error_verbatim(self, console: Console) -> None:
+        await log_in(console.client)
+        page = (await console.client.get(f"/dead-letters/{console.ids['letter']}")).text
+        assert "REQUIRED_FIELD_MISSING: Required fields are missing: [Name]" in page
+        assert "Attempts" in page and "sub-1" in page  # the event's payload
+
+    async def test_reconciliation_shows_rows_totals_and_selects_repairable(self, console: Console) -> None:
+        await log_in(console.client)
+        page = (await console.client.get("/reconciliation")).text
+        assert "Acme" in page and "Globex" in page and "-50.00" in page
+        assert page.count('name="customer"') == 1  # only the repairable row can be selected
+
+    async def test_missing_records_are_404(self, console: Console) -> None:
+        await log_in(console.client)
+        assert (await console.client.get("/conflicts/999")).status_code == 404
+        assert (await console.client.get("/dead-letters/999")).status_code == 404
+
+
+class TestActions:
+    async def test_resolve_records_actor_and_audit(self, console: Console) -> None:
+        await log_in(console.client)
+        conflict_id = console.ids["conflict"]
+        csrf = await csrf_of(console.client, f"/conflicts/{conflict_id}")
+        response = await console.client.post(f"/conflicts/{conflict_id}/resolve",
+                                             data={"take": "nue", "comment": "Nue is the master", "csrf": csrf})
+        assert response.status_code == 303
+        resolved = await console.store.get_conflict(conflict_id)
+        assert resolved is not None and resolved.resolved_by == "ana" and resolved.comment == "Nue is the master"
+        assert (await console.store.get_event(console.ids["conflict_event"])).status is EventStatus.RECEIVED  # type: ignore[union-attr]
+        [action] = [w for w in await console.store.list_writes(limit=10) if w.system == "operator"]
+        assert action.detail["actor"] == "ana" and action.operation == "resolve conflict: take nue"
+        followed = await console.client.get(response.headers["location"])
+        assert "resolved" in followed.text and "Record decision" not in followed.text
+
+    async def test_bad_or_missing_csrf_is_refused_and_changes_nothing(self, console: Console) -> None:
+        await log_in(console.client)
+        conflict_id = console.ids["conflict"]
+        for data in ({"take": "nue"}, {"take": "nue", "csrf": "guess"}):
+            response = await console.client.post(f"/conflicts/{conflict_id}/resolve", data=data)
+            assert response.status_code == 403
+        replay = await console.client.post("/dead-letters/replay", data={"id": str(console.ids["letter"])})
+        assert replay.status_code == 403
+        assert len(await console.store.list_conflicts()) == 2 and len(await console.store.list_dead_letters()) == 1
+
+    async def test_another_sessions_csrf_token_does_not_work(self, console: Console, tmp_path: Path) -> None:
+        await log_in(console.client)
+        mine = await csrf_of(console.client)
+        other = httpx.AsyncClient(transport=console.client._transport, base_url="http://console.test")
+        async with other:
+            await log_in(other, "bo-console-token-0123456789abcdef")
+            refused = await other.post(f"/conflicts/{console.ids['conflict']}/resolve",
+                                       data={"take": "skip", "csrf": mine})
+        assert refused.status_code == 403
+
+    async def test_replay_needs_a_preview_reader_and_replay_requeues(self, console: Console) -> None:
+        await log_in(console.client)
+        csrf = await csrf_of(console.client, "/dead-letters")
+        preview = await console.client.post("/dead-letters/preview", data={"id": str(console.ids["letter"]),
+                                                                          "csrf": csrf})
+        assert preview.status_code == 409 and "API clients" in preview.text
+        done = await console.client.post("/dead-letters/replay", data={"id": str(console.ids["letter"]),
+                                                                      "csrf": csrf})
+        assert done.status_code == 303 and await console.store.list_dead_letters() == []
+        [action] = [w for w in await console.store.list_writes(limit=10) if w.system == "operator"]
+        assert action.detail["actor"] == "ana"
+
+    async def test_an_empty_or_bogus_selection_is_a_clear_error(self, console: Console) -> None:
+        await log_in(console.client)
+        csrf = await csrf_of(console.client, "/dead-letters")
+        empty = await console.client.post("/dead-letters/replay", data={"csrf": csrf})
+        assert empty.status_code == 409 and "select at least one" in empty.text
+        bogus = await console.client.post("/dead-letters/replay", data={"csrf": csrf, "id": "1; DROP TABLE"})
+        assert bogus.status_code == 409 and "not a number" in bogus.text
+
+    async def test_repair_queues_one_event_per_selected_customer(self, console: Console) -> None:
+        await log_in(console.client)
+        csrf = await csrf_of(console.client, "/reconciliation")
+        response = await console.client.post("/reconciliation/repair", data={"customer": "CUST-1", "csrf": csrf})
+        assert response.status_code == 303
+        [queued] = [e for e in await console.store.list_events(status=EventStatus.RECEIVED) if e.source == "schedule"]
+        assert queued.payload["repair"] is True and queued.payload["data"]["customerId"] == "CUST-1"
+
+
+class TestEscapingAndSecrets:
+    async def test_hostile_names_render_as_text(self, console: Console) -> None:
+        await log_in(console.client)
+        for path, params in (("/conflicts", {}), (f"/conflicts/{console.ids['hostile']}", {}),
+                             ("/timeline", {"q": XSS})):
+            page = (await console.client.get(path, params=params)).text
+            assert XSS not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+    async def test_no_secret_is_ever_rendered(self, console: Console) -> None:
+        await log_in(console.client)
+        secrets = console.settings.secret_values()
+        assert TOKEN in secrets
+        for path in ("/", "/timeline?q=CUST-1", "/conflicts", f"/conflicts/{console.ids['conflict']}",
+                     "/dead-letters", f"/dead-letters/{console.ids['letter']}", "/reconciliation", "/login"):
+            page = (await console.client.get(path)).text
+            assert not [s for s in secrets if s in page], path
