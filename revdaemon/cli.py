@@ -6,10 +6,11 @@ Exit codes: 0 ok; 1 runtime failure; 2 bad usage or bad configuration; 3 the sta
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC
 from pathlib import Path
@@ -22,10 +23,13 @@ from rich.table import Table
 
 from revdaemon import __version__, service
 from revdaemon.config import CONFIG_ENV_VAR, Settings, load_settings
+from revdaemon.engine.lookups import Fetcher
+from revdaemon.engine.preview import Preview
 from revdaemon.engine.supervisor import run_daemon
 from revdaemon.errors import ConfigError, RecordNotFound, StoreError, StoreMissing
+from revdaemon.flows.base import Flow
 from revdaemon.ops.logging import configure_logging
-from revdaemon.store import open_store
+from revdaemon.store import Store, open_store
 from revdaemon.store.records import StoreSummary
 from revdaemon.store.states import EventStatus
 
@@ -280,15 +284,63 @@ def dead_letters_show(config_path: Path | None, as_json: bool, letter_id: int) -
 @json_option
 @click.argument("letter_ids", type=int, nargs=-1)
 @click.option("--all", "replay_all", is_flag=True, help="Replay every open dead letter.")
+@click.option("--dry-run", is_flag=True, help="Print what the replay would write, field by field; send nothing.")
+@click.option("--actor", default=lambda: os.environ.get("USER", "operator"), show_default="$USER")
 def dead_letters_replay(config_path: Path | None, as_json: bool, letter_ids: tuple[int, ...],
-                        replay_all: bool) -> None:
+                        replay_all: bool, dry_run: bool, actor: str) -> None:
     """Put dead letters' events back in the inbox (the daemon retries them)."""
     if bool(letter_ids) == replay_all:
         raise click.UsageError("give dead letter ids, or --all")
     settings = _load(config_path)
-    rows = _run_with_store(settings, lambda s: service.replay_dead_letters(s, None if replay_all else list(letter_ids)),
-                           read_only=False)
+    if dry_run:
+        _setup_logging(settings)
+
+        async def plan(store: Store) -> Any:
+            ids = list(letter_ids) or [d["id"] for d in await service.list_dead_letters(store, limit=10_000)]
+            return await _with_engine(settings, lambda flows, fetcher: service.preview_replay(store, ids, flows,
+                                                                                            fetcher))
+
+        _print_preview(_run_with_store(settings, plan, read_only=True), as_json)
+        return
+    rows = _run_with_store(settings, lambda s: service.replay_dead_letters(s, None if replay_all else list(letter_ids),
+                                                                           actor=actor), read_only=False)
     _emit(rows, as_json, ("id", "type", "status", "key"), "replayed")
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+async def _with_engine(settings: Settings, action: Callable[[list[Flow], Fetcher], Awaitable[Any]]) -> Any:
+    """Run `action` with the configured flows and a fetcher on fresh API clients (for dry-run diffs)."""
+    import httpx
+
+    from revdaemon.engine.clients import build_clients
+    from revdaemon.engine.supervisor import default_flows
+    from revdaemon.limits import RetryPolicy
+
+    async with httpx.AsyncClient() as http:
+        salesforce, nue = build_clients(settings, http, RetryPolicy(max_attempts=3, max_total=60))
+        return await action(default_flows(settings), Fetcher(salesforce, nue))
+
+
+def _print_preview(preview: Preview, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(preview), default=str))
+        return
+    console = Console()
+    for shown in preview.events:
+        console.print(f"[bold]{shown.event_key}[/bold] ({shown.flow}): {shown.outcome}"
+                      + (f" - {shown.note}" if shown.note else ""), markup=True, highlight=False)
+        for write in shown.writes:
+            table = Table(title=f"{write.system}: {write.action} {write.target}", title_justify="left")
+            for column in ("field", "now", "after"):
+                table.add_column(column)
+            for change in write.fields:
+                table.add_row(change.field, _cell(change.current), _cell(change.planned),
+                              style=None if change.changes else "dim")
+            console.print(table)
+    console.print(f"dry run: {preview.writes} write(s), {preview.fields_changed} field change(s); nothing was sent")
 
 
 @main.group()

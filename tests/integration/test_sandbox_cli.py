@@ -130,3 +130,46 @@ class TestBackfillCommand:
             assert json.loads(second.stdout)["stored"] == {"salesforce:Opportunity:closed_won": 0}
         finally:
             box.close()
+
+
+class TestReplayDryRun:
+    def test_dry_run_prints_the_field_changes_and_sends_nothing(self, tmp_path: Path) -> None:
+        """`dead-letters replay N --dry-run` prints what would be written; no write reaches Salesforce and the
+        dead letter stays."""
+        from datetime import timedelta
+
+        import anyio
+
+        from revdaemon.sandbox.runner import create_sandbox
+        from revdaemon.store import open_store
+        from revdaemon.store.records import NewDeadLetter, NewEvent
+
+        box = create_sandbox(key_dir=tmp_path / "keys", seed=4).start_threads()
+        try:
+            customer = box.nue.scenario.create_customer(0)
+            box.nue.scenario.create_and_activate_order(customer["id"], opportunity=0)
+            path = sandbox_config(box, tmp_path)
+
+            async def dead_letter() -> int:
+                store = await open_store(tmp_path / "state" / "revdaemon.sqlite3")
+                try:
+                    await store.add_events([NewEvent(source="nue_webhook", key="nue:x", type="subscription.updated",
+                                                     payload={"data": {"customerId": customer["id"]}})])
+                    [event] = await store.claim_events(worker="w", limit=1, lease=timedelta(minutes=1))
+                    return await store.dead_letter_event(event.id, NewDeadLetter(
+                        system="salesforce", operation="update Account", error="boom"))
+                finally:
+                    await store.close()
+
+            letter = anyio.run(dead_letter)
+            box.salesforce.log.clear()
+            result = subprocess.run([sys.executable, "-m", "revdaemon.cli", "dead-letters", "replay", str(letter),
+                                     "--dry-run", "--config", str(path)], capture_output=True, text=True)
+            assert result.returncode == 0, result.stderr[-2000:]
+            assert "MRR__c" in result.stdout and "nothing was sent" in result.stdout
+            assert [r for r in box.salesforce.log.writes() if r.path.startswith("/services/data")] == []
+            listed = subprocess.run([sys.executable, "-m", "revdaemon.cli", "dead-letters", "list", "--json",
+                                     "--config", str(path)], capture_output=True, text=True)
+            assert len(json.loads(listed.stdout)) == 1
+        finally:
+            box.close()

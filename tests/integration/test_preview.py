@@ -1,0 +1,62 @@
+"""Dry-run diffs against the sandbox: exactly what a replay or a repair would write, and nothing sent."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from revdaemon import service
+from revdaemon.engine.lookups import Fetcher
+from revdaemon.sandbox.runner import Sandbox
+from revdaemon.store.records import NewDeadLetter
+from tests.integration.engine_fixtures import engine, webhook
+from tests.integration.test_engine_subscription_status import activate_for
+
+pytestmark = pytest.mark.anyio
+
+
+def data_writes(sandbox: Sandbox) -> list[object]:
+    """Writes to records (a login's token POST is not one)."""
+    return [r for r in sandbox.salesforce.log.writes() if not r.path.startswith("/services/oauth2")]
+
+
+class TestPreview:
+    async def test_replay_preview_shows_field_changes_and_writes_nothing(self, sandbox: Sandbox,
+                                                                         tmp_path: Path) -> None:
+        customer_id, account_id, subscriptions = activate_for(sandbox, 0, 0)
+        sandbox.salesforce.update("Account", account_id, {"MRR__c": 5.0, "Subscription_Status__c": "Active"})
+        async with engine(sandbox, tmp_path) as e:
+            await e.store.add_events([webhook("subscription.updated", dict(subscriptions[0]), "dead-1")])
+            [event] = await e.store.claim_events(worker="w", limit=1, lease=timedelta(minutes=1))
+            letter = await e.store.dead_letter_event(event.id, NewDeadLetter(
+                system="salesforce", operation="update Account", error="unable to obtain exclusive access",
+                error_code="UNABLE_TO_LOCK_ROW"), claimed_by="w")
+            sandbox.salesforce.log.clear()
+            preview = await service.preview_replay(e.store, [letter], e.worker._flows, Fetcher(e.salesforce, e.nue,
+                                                                                              e.store))
+            assert await e.store.list_dead_letters() != []  # a preview replays nothing
+        assert data_writes(sandbox) == []
+        [shown] = preview.events
+        [write] = shown.writes
+        assert (write.system, write.action, write.target) == ("salesforce", "update", f"Account {account_id}")
+        mrr = {f.field: f for f in write.fields}["MRR__c"]
+        nue_mrr = Decimal(str(sandbox.nue.store.customers[customer_id]["todayCMRR"]))
+        assert mrr.current == 5.0 and Decimal(str(mrr.planned)) == nue_mrr and mrr.changes
+        assert "Subscription_Status__c" not in {f.field for f in write.fields}  # unchanged fields are not planned
+
+    async def test_repair_preview_reads_in_batches(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """Six accounts previewed at once cost a handful of reads: one SOQL per object, not one per record."""
+        customers = [activate_for(sandbox, i, i) for i in range(6)]
+        for _customer, account_id, _subs in customers:
+            sandbox.salesforce.update("Account", account_id, {"MRR__c": 1.0})
+        async with engine(sandbox, tmp_path) as e:
+            sandbox.salesforce.log.clear()
+            sandbox.nue.log.clear()
+            preview = await service.preview_repairs([c for c, _a, _s in customers], e.worker._flows,
+                                                    Fetcher(e.salesforce, e.nue, e.store))
+        assert data_writes(sandbox) == []
+        assert len(preview.events) == 6 and preview.writes == 6 and preview.fields_changed >= 6
+        assert sandbox.salesforce.log.count() <= 4 and sandbox.nue.log.count() <= 6
