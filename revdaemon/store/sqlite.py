@@ -275,7 +275,22 @@ class SqliteStore:
         async with self._tx() as conn:
             await _move_event(conn, event_id, EventStatus.CONFLICT, now, error=conflict.reason,
                               claimed_by=claimed_by)
-            return await _insert_conflict(conn, event_id, conflict, now)
+            # One open conflict per record and flow: a later event about it joins the open one, whose values
+            # become the latest seen, and waits for the same decision.
+            open_row = await _fetchone(
+                conn, "SELECT id FROM conflicts WHERE status = 'open' AND flow = ? AND record_ref = ? LIMIT 1",
+                (conflict.flow, conflict.record_ref))
+            if open_row is not None:
+                conflict_id = int(open_row["id"])
+                await conn.execute(
+                    """UPDATE conflicts SET reason = ?, nue_values = ?, salesforce_values = ?, synced_values = ?
+                       WHERE id = ?""",
+                    (conflict.reason, _dumps(conflict.nue_values), _dumps(conflict.salesforce_values),
+                     _dumps(conflict.synced_values), conflict_id))
+            else:
+                conflict_id = await _insert_conflict(conn, event_id, conflict, now)
+            await conn.execute("UPDATE inbox_events SET conflict_id = ? WHERE id = ?", (conflict_id, event_id))
+            return conflict_id
 
     async def get_event(self, event_id: int) -> Event | None:
         async with self._tx(write=False) as conn:
@@ -507,12 +522,13 @@ class SqliteStore:
             if resolution is not Resolution.SKIP and shown and str(row["record_ref"]).startswith("salesforce:"):
                 declined = _loads(row["nue_values"]) if resolution is Resolution.TAKE_SALESFORCE else None
                 await _remember_synced(conn, row["record_ref"], shown, now, declined=declined or {})
-            event_id = row["event_id"]
-            if event_id is not None:
-                event_row = await _fetchone(conn, "SELECT status FROM inbox_events WHERE id = ?", (event_id,))
-                if event_row is not None and event_row["status"] == EventStatus.CONFLICT.value:
-                    target = EventStatus.RECEIVED if resolution is Resolution.TAKE_NUE else EventStatus.DONE
-                    await _move_event(conn, event_id, target, now, reset_attempts=True, next_attempt_at=now)
+            waiting = await _fetchall(
+                conn, "SELECT id FROM inbox_events WHERE status = 'conflict' AND (conflict_id = ? OR id = ?)",
+                (conflict_id, row["event_id"]))
+            # Every event waiting on this conflict takes the same decision.
+            target = EventStatus.RECEIVED if resolution is Resolution.TAKE_NUE else EventStatus.DONE
+            for event_row in waiting:
+                await _move_event(conn, event_row["id"], target, now, reset_attempts=True, next_attempt_at=now)
             updated = await _fetchone(conn, "SELECT * FROM conflicts WHERE id = ?", (conflict_id,))
         assert updated is not None
         return _conflict(updated)

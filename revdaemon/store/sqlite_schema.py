@@ -126,6 +126,9 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (record_ref, field)
     );
     CREATE INDEX inbox_finished ON inbox_events (status, updated_at);
+    -- Every event waiting on a conflict: one open conflict per record, and its decision resumes them all.
+    ALTER TABLE inbox_events ADD COLUMN conflict_id INTEGER REFERENCES conflicts (id);
+    CREATE INDEX inbox_conflict ON inbox_events (conflict_id) WHERE conflict_id IS NOT NULL;
     """,
 )
 

@@ -257,6 +257,25 @@ class TestDeadLettersAndConflicts:
         with pytest.raises(StoreError, match="already resolved"):
             await store.resolve_conflict(conflict_id, resolution=Resolution.SKIP, actor="x")
 
+    async def test_events_about_one_record_share_its_open_conflict(self, store: Store) -> None:
+        """A second event about a record with an open conflict joins it (showing the latest values); the
+        decision then applies to both."""
+        await store.add_events([event("e1"), event("e2"), event("e3")])
+        first, second, other = await store.claim_events(worker="w", limit=3, lease=timedelta(minutes=1))
+        ref = "salesforce:Account:001z"
+        one = await store.conflict_event(first.id, NewConflict(flow="subscription_status", record_ref=ref,
+                                                               reason="edited", nue_values={"MRR__c": "1"}))
+        two = await store.conflict_event(second.id, NewConflict(flow="subscription_status", record_ref=ref,
+                                                                reason="edited again", nue_values={"MRR__c": "2"}))
+        three = await store.conflict_event(other.id, NewConflict(flow="onboarding", record_ref=ref, reason="x"))
+        assert one == two != three
+        shown = await store.get_conflict(one)
+        assert shown is not None and shown.reason == "edited again" and shown.nue_values == {"MRR__c": "2"}
+        await store.resolve_conflict(one, resolution=Resolution.TAKE_NUE, actor="ops")
+        for event_id, status in ((first.id, EventStatus.RECEIVED), (second.id, EventStatus.RECEIVED),
+                                 (other.id, EventStatus.CONFLICT)):
+            assert (await store.get_event(event_id)).status is status  # type: ignore[union-attr]
+
     async def test_conflict_take_salesforce_finishes_the_event(self, store: Store) -> None:
         """Take Salesforce: nothing is written anywhere; its values are the accepted baseline."""
         await store.add_events([event("e1")])
