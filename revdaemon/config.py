@@ -191,12 +191,24 @@ FieldSpecText = Annotated[str, AfterValidator(_field_spec)]
 MAPPABLE_FLOWS = ("subscription_status", "billing_events", "renewals", "onboarding")  # take extra fields
 
 
+class SyncStatusSettings(_Section):
+    """Fields on a Salesforce object that show revdaemon's sync status (engine/sync_status.py)."""
+
+    status_field: SalesforceName | None = None  # a picklist or text field: synced_value / error_value
+    synced_at_field: SalesforceName | None = None  # a date/time field: when revdaemon last wrote the record
+    error_field: SalesforceName | None = None  # a long text field: why the last sync failed
+    synced_value: str = "Synced"
+    error_value: str = "Error"
+
+
 class MappingSettings(_Section):
     version: Annotated[int, Field(ge=1)] = 1
     objects: dict[str, ObjectMapping] = Field(default_factory=dict)
     lookups: dict[str, dict[str, str]] = Field(default_factory=dict)
     # Extra Salesforce fields a flow writes with its own write: {flow: {Field__c: "path:..."}} (mapping/fields.py)
     flows: dict[str, dict[SalesforceName, FieldSpecText]] = Field(default_factory=dict)
+    # Sync status shown on the Salesforce record, per object: {Opportunity: {status_field: ..., ...}}; off when empty
+    sync_status: dict[SalesforceName, SyncStatusSettings] = Field(default_factory=dict)
 
 
 class ClosedWonFlowSettings(_Section):

@@ -17,8 +17,9 @@ Outcomes come back per idempotency key; the worker turns them into event outcome
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ import structlog
 from revdaemon.connectors import nue_wire, salesforce_wire
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
+from revdaemon.engine.sync_status import SyncStatus
 from revdaemon.errors import Busy, ErrorContext, Retryable, SyncError
 from revdaemon.flows.plan import (
     NueActivateOrder,
@@ -40,7 +42,7 @@ from revdaemon.flows.plan import (
     Write,
 )
 from revdaemon.store import Store
-from revdaemon.store.records import NewAuditEntry, NewIntent
+from revdaemon.store.records import NewAuditEntry, NewIntent, utcnow
 from revdaemon.store.states import IntentStatus
 
 log = structlog.get_logger("revdaemon.executor")
@@ -65,7 +67,10 @@ class PendingWrite:
 
 class Executor:
     def __init__(self, store: Store, salesforce: SalesforceClient, nue: NueClient, *, mapping_version: int,
-                 dry_run: bool = False) -> None:
+                 dry_run: bool = False, sync_status: SyncStatus | None = None,
+                 sync_status_parked: Callable[[], object] = lambda: None) -> None:
+        self._sync_status = sync_status if sync_status else None
+        self._sync_status_parked = sync_status_parked
         self._store = store
         self._sf = salesforce
         self._nue = nue
@@ -78,7 +83,12 @@ class Executor:
 
     async def execute(self, pending: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
         unique: dict[str, PendingWrite] = {}
+        status = self._sync_status if self._sync_status is not None and not self._sync_status_parked() else None
+        now = utcnow()
         for item in pending:
+            if status is not None:
+                # The status fields ride in the data write itself: the same record of the same call.
+                item = dataclasses.replace(item, write=status.decorate(item.write, now))
             unique.setdefault(item.write.idem_key, item)
         outcomes: dict[str, WriteOutcome] = {}
         if self.dry_run:
@@ -319,6 +329,21 @@ class Executor:
         except SyncError as exc:
             outcome = WriteOutcome(ok=False, error=exc)
         return await self._settle(item, outcome)
+
+    async def report_failures(self, failures: Sequence[tuple[str, str]]) -> None:
+        """Write why these records could not be synced to their sync status fields, one batched call per
+        object. Best effort: a failure here is logged, never retried or dead-lettered (it is a note)."""
+        if self._sync_status is None or self._sync_status_parked() or self.dry_run or not failures:
+            return
+        for sobject, rows in self._sync_status.error_updates(failures).items():
+            try:
+                results = await self._sf.update_many(sobject, rows)
+            except SyncError as exc:
+                log.warning("sync_status_not_written", sobject=sobject, records=len(rows), error=exc.message)
+                continue
+            refused = [r for r in results if not r.ok]
+            log.info("sync_status_errors_written", sobject=sobject, records=len(rows) - len(refused),
+                     refused=len(refused))
 
     # --- bookkeeping ------------------------------------------------------------------------------
 

@@ -37,6 +37,8 @@ from revdaemon.engine.reconcile import reconcile
 from revdaemon.engine.renewal_scan import scan_renewals
 from revdaemon.engine.scheduler import Scheduler
 from revdaemon.engine.schema import SchemaGuard
+from revdaemon.engine.sync_status import NAME as SYNC_STATUS
+from revdaemon.engine.sync_status import StatusFields, SyncStatus
 from revdaemon.engine.worker import Doorbell, Worker, WorkerStats
 from revdaemon.errors import ConfigError, StoreError, SyncError
 from revdaemon.flows.amendments import AmendmentsFlow
@@ -118,6 +120,12 @@ def default_flows(settings: Settings) -> list[Flow]:
     return flows
 
 
+def build_sync_status(settings: Settings) -> SyncStatus:
+    """The sync status fields configured per Salesforce object (`mapping.sync_status`); empty: off."""
+    return SyncStatus({sobject: StatusFields(**fields.model_dump()) for sobject, fields
+                       in settings.mapping.sync_status.items()})
+
+
 def _specs(settings: Settings, flow: str) -> dict[str, FieldSpec]:
     return {name: parse_spec(text) for name, text in settings.mapping.flows.get(flow, {}).items()}
 
@@ -194,13 +202,16 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
     health = Health()
     doorbell = Doorbell()
     committer = GroupCommitter(store, on_commit=doorbell.ring)
-    executor = Executor(store, salesforce, nue, mapping_version=settings.mapping.version, dry_run=dry_run)
+    sync_status = build_sync_status(settings)
     fetcher = Fetcher(salesforce, nue, store)
     metrics = Metrics()
     a = settings.alerts
     alerter = Alerter(a.webhook_url, http, window_seconds=a.window_seconds, max_per_minute=a.max_per_minute,
                       timeout_seconds=a.timeout_seconds, blocks=a.blocks, redactor=active_redactor())
-    schema = SchemaGuard(salesforce, flows, alerter=alerter)
+    # The status fields are checked like a flow's: missing ones park the status writes, not the flows.
+    schema = SchemaGuard(salesforce, [*flows, *([sync_status] if sync_status else [])], alerter=alerter)
+    executor = Executor(store, salesforce, nue, mapping_version=settings.mapping.version, dry_run=dry_run,
+                        sync_status=sync_status, sync_status_parked=lambda: schema.is_parked(SYNC_STATUS))
     stats = WorkerStats()
     engine = settings.engine
     workers = [

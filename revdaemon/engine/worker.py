@@ -119,6 +119,7 @@ class Worker:
         self.stats = stats or WorkerStats()
         self._schema = schema
         self._dry_seen: set[int] = set()
+        self._status_failures: list[tuple[str, str]] = []  # (record ref, why): for the sync status fields
         self.stopped = anyio.Event()
         self._stopping = False
 
@@ -234,6 +235,10 @@ class Worker:
             except ClaimLost as exc:
                 # Another worker took the event over after our lease ran out: it settles it, not us.
                 log.warning("claim_lost", event_key=event.key, detail=str(exc))
+        if self._status_failures:
+            # Why each record could not be synced, on the record itself: one batched write per object.
+            failures, self._status_failures = self._status_failures, []
+            await self._executor.report_failures(failures)
         lost = set(await self._store.complete_events([e.id for e in done], claimed_by=self.name))
         for event in done:
             if event.id in lost:
@@ -337,6 +342,7 @@ class Worker:
                     self._metrics.event_failed(event.type, "conflict")
                 if self._alerter is not None:
                     self._alerter.alert(AlertKind.CONFLICT, c.record_ref, c.reason, flow=c.flow, event_key=event.key)
+                self._status_failures.append((c.record_ref, f"conflict: {c.reason}"))
             elif crash is not None and crash.crash is not None:
                 await self._dead(event, NewDeadLetter(system="revdaemon", operation=f"plan {crash.flow.name}",
                                                       error=crash.crash.strip().splitlines()[-1],
@@ -367,6 +373,9 @@ class Worker:
 
     async def _dead(self, event: Event, letter: NewDeadLetter) -> None:
         await self._store.dead_letter_event(event.id, letter, claimed_by=self.name)
+        if letter.record_ref:
+            code = f"{letter.error_code}: " if letter.error_code else ""
+            self._status_failures.append((letter.record_ref, f"{code}{letter.error}"))
         self.stats.dead += 1
         log.warning("event_dead_lettered", error=letter.error, error_code=letter.error_code, system=letter.system)
         if self._metrics is not None:

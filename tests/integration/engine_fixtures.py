@@ -18,6 +18,7 @@ from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.engine.executor import Executor
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.schema import SchemaGuard
+from revdaemon.engine.sync_status import SyncStatus
 from revdaemon.engine.worker import Worker
 from revdaemon.flows.base import Flow
 from revdaemon.flows.subscription_status import SubscriptionStatusFlow
@@ -41,7 +42,8 @@ class Engine:
 
 @asynccontextmanager
 async def engine(sandbox: Sandbox, tmp_path: Path, *, flows: list[Flow] | None = None,
-                 dry_run: bool = False, schema_guard: bool = False) -> AsyncIterator[Engine]:
+                 dry_run: bool = False, schema_guard: bool = False,
+                 sync_status: SyncStatus | None = None) -> AsyncIterator[Engine]:
     sf_info, nue_info = sandbox.info()["salesforce"], sandbox.info()["nue"]
     store = await open_store(tmp_path / "engine.sqlite3")
     async with httpx.AsyncClient() as http:
@@ -58,7 +60,7 @@ async def engine(sandbox: Sandbox, tmp_path: Path, *, flows: list[Flow] | None =
         nue = NueClient(NueSettings(base_url=nue_info["url"], api_key=nue_info["api_key"]), http,
                         limiter=ApiLimiter(ApiRate(requests_per_second=500, burst=500)), retry=FAST_RETRY,
                         rng=random.Random(1), sleep=no_sleep)
-        executor = Executor(store, sf, nue, mapping_version=1, dry_run=dry_run)
+        executor = Executor(store, sf, nue, mapping_version=1, dry_run=dry_run, sync_status=sync_status)
         chosen = flows or [SubscriptionStatusFlow()]
         guard = SchemaGuard(sf, chosen) if schema_guard else None
         worker = Worker(store, Fetcher(sf, nue, store), executor, chosen,
