@@ -298,7 +298,7 @@ def dead_letters_replay(config_path: Path | None, as_json: bool, letter_ids: tup
         async def plan(store: Store) -> Any:
             ids = list(letter_ids) or [d["id"] for d in await service.list_dead_letters(store, limit=10_000)]
             return await _with_engine(settings, lambda flows, fetcher: service.preview_replay(store, ids, flows,
-                                                                                            fetcher))
+                                                                                            fetcher), store)
 
         _print_preview(_run_with_store(settings, plan, read_only=True), as_json)
         return
@@ -311,8 +311,10 @@ def _cell(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-async def _with_engine(settings: Settings, action: Callable[[list[Flow], Fetcher], Awaitable[Any]]) -> Any:
-    """Run `action` with the configured flows and a fetcher on fresh API clients (for dry-run diffs)."""
+async def _with_engine(settings: Settings, action: Callable[[list[Flow], Fetcher], Awaitable[Any]],
+                       store: Store | None = None) -> Any:
+    """Run `action` with the configured flows and a fetcher on fresh API clients (for dry-run diffs); with
+    the store, the fetcher knows the last synced values, so a planned conflict shows as one."""
     import httpx
 
     from revdaemon.engine.clients import build_clients
@@ -321,7 +323,7 @@ async def _with_engine(settings: Settings, action: Callable[[list[Flow], Fetcher
 
     async with httpx.AsyncClient() as http:
         salesforce, nue = build_clients(settings, http, RetryPolicy(max_attempts=3, max_total=60))
-        return await action(default_flows(settings), Fetcher(salesforce, nue))
+        return await action(default_flows(settings), Fetcher(salesforce, nue, store))
 
 
 def _print_preview(preview: Preview, as_json: bool) -> None:
@@ -394,13 +396,45 @@ def conflicts_resolve(config_path: Path | None, as_json: bool, conflict_id: int,
               help="Read every change since this day (UTC) again.")
 @click.option("--flow", type=click.Choice(sorted(service.BACKFILL_SOURCES)), default=None,
               help="Only the changes that feed this flow.")
-def backfill(config_path: Path | None, as_json: bool, since: Any, flow: str | None) -> None:
+@click.option("--dry-run", is_flag=True, help="Print what the backfill would write, field by field; store and "
+              "send nothing.")
+def backfill(config_path: Path | None, as_json: bool, since: Any, flow: str | None, dry_run: bool) -> None:
     """Re-read changes since a date into the inbox (keys dedupe; no cursor moves); the daemon does the rest."""
     settings = _load(config_path)
     _setup_logging(settings)
+    if dry_run:
+        _print_preview(anyio.run(_backfill_preview, settings, since.replace(tzinfo=UTC), flow), as_json)
+        return
     stored = anyio.run(_backfill, settings, since.replace(tzinfo=UTC), flow, as_json)
     if as_json:
         click.echo(json.dumps({"stored": stored}))
+
+
+async def _backfill_preview(settings: Settings, since: Any, flow: str | None) -> Preview:
+    import tempfile
+
+    from revdaemon.engine.pollers import NUE_FIELDS, NuePoller, Poller, SalesforceClosedWonPoller
+    from revdaemon.errors import StoreMissing
+
+    scratch = None
+    try:
+        store = await open_store(settings.database_path, read_only=True)
+    except StoreMissing:  # nothing synced yet: plan against an empty scratch store, removed after
+        scratch = tempfile.TemporaryDirectory()
+        store = await open_store(Path(scratch.name) / "scratch.sqlite3")
+    try:
+        async def plan(flows: list[Flow], fetcher: Fetcher) -> Preview:
+            salesforce, nue = fetcher.clients
+            pollers: list[Poller] = [SalesforceClosedWonPoller(salesforce, store)]
+            pollers += [NuePoller(type_name, nue, store) for type_name in NUE_FIELDS]
+            return await service.preview_backfill(pollers, since, flows, fetcher, flow=flow)
+
+        result: Preview = await _with_engine(settings, plan, store)
+        return result
+    finally:
+        await store.close()
+        if scratch is not None:
+            scratch.cleanup()
 
 
 async def _backfill(settings: Settings, since: Any, flow: str | None, quiet: bool) -> dict[str, int]:

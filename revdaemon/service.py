@@ -231,6 +231,22 @@ async def backfill(store: Store, pollers: Sequence[Poller], since: datetime, *, 
     return stored
 
 
+async def preview_backfill(pollers: Sequence[Poller], since: datetime, flows: Sequence[Flow], fetcher: Fetcher, *,
+                           flow: str | None = None) -> Preview:
+    """A dry-run diff of a backfill: the changes since `since` read once, every resulting event planned
+    together (so the lookups batch across all of them), nothing stored and nothing sent."""
+    if flow is not None and flow not in BACKFILL_SOURCES:
+        raise ValueError(f"no flow {flow!r}; known: {', '.join(sorted(BACKFILL_SOURCES))}")
+    chosen = [p for p in pollers if flow is None or p.name in BACKFILL_SOURCES[flow]]
+    events: dict[str, Event] = {}
+    for poller in chosen:
+        async for record in poller.fetch_since(since):
+            new = poller.event_of(record)
+            events.setdefault(new.key, _as_event(new))
+    wanted = [f for f in flows if flow is None or f.name == flow]
+    return await preview_safely(list(events.values()), wanted, fetcher)
+
+
 # --- reconciliation ---------------------------------------------------------------------------------
 
 

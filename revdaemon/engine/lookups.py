@@ -29,6 +29,10 @@ class Fetcher:
         self._nue = nue
         self._store = store  # for the last synced values; without it none are known
 
+    @property
+    def clients(self) -> tuple[SalesforceClient, NueClient]:
+        return self._sf, self._nue
+
     async def fetch(self, needs: Needs) -> Found:
         customers = await self._customers(needs.nue_customers)
         aliases = _aliases(customers)

@@ -173,3 +173,34 @@ class TestReplayDryRun:
             assert len(json.loads(listed.stdout)) == 1
         finally:
             box.close()
+
+
+class TestBackfillDryRun:
+    def test_dry_run_plans_every_change_in_a_few_reads_and_writes_nothing(self, tmp_path: Path) -> None:
+        """`backfill --dry-run` reads the changes once, plans them together (batched lookups), and neither
+        stores an event nor sends a write."""
+        from revdaemon.sandbox.runner import create_sandbox
+
+        box = create_sandbox(key_dir=tmp_path / "keys", seed=4).start_threads()
+        try:
+            for index in range(6):
+                customer = box.nue.scenario.create_customer(index)
+                box.nue.scenario.create_and_activate_order(customer["id"], opportunity=index)
+            path = sandbox_config(box, tmp_path)
+            subprocess.run([sys.executable, "-m", "revdaemon.cli", "check", "--config", str(path)],
+                           capture_output=True, check=False)
+            box.salesforce.log.clear()
+            box.nue.log.clear()
+            result = subprocess.run([sys.executable, "-m", "revdaemon.cli", "backfill", "--since", "2000-01-01",
+                                     "--flow", "subscription_status", "--dry-run", "--json", "--config", str(path)],
+                                    capture_output=True, text=True)
+            assert result.returncode == 0, result.stderr[-2000:]
+            preview = json.loads(result.stdout.splitlines()[-1])
+            planned = [e for e in preview["events"] if e["writes"]]
+            assert len(planned) >= 6 and all(w["target"].startswith("Account ") for e in planned for w in e["writes"])
+            assert [r for r in box.salesforce.log.writes() if r.path.startswith("/services/data")] == []
+            assert [r for r in box.nue.log.writes() if r.path != "/async/graphql"] == []
+            reads = box.salesforce.log.count(path_prefix="/services/data") + box.nue.log.count()
+            assert reads <= 10, reads
+        finally:
+            box.close()
