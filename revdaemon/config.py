@@ -80,6 +80,12 @@ def _nue_path(value: str) -> str:
     return value
 
 
+def _no_nul(value: Any) -> Any:
+    if "\x00" in str(value):
+        raise ValueError("a path cannot contain a NUL character")
+    return value
+
+
 def _timezone(value: str) -> str:
     try:
         ZoneInfo(value)
@@ -249,7 +255,8 @@ class ReconciliationFlowSettings(_Section):
     enabled: bool = True
     repair: bool = False  # queue a flow-2 run for each account whose MRR fields drifted
     tolerance: Annotated[float, Field(ge=0)] = 0.01
-    report_file: str = "reconciliation.json"  # in state_dir; the newest report, for operators and the console
+    # in state_dir; the newest report, for operators and the console
+    report_file: Annotated[str, AfterValidator(_no_nul)] = "reconciliation.json"
 
 
 class Toggle(_Section):
@@ -318,7 +325,7 @@ class Settings(BaseSettings):
         secrets_nested_delimiter="__",
     )
 
-    state_dir: Path = Path("state")
+    state_dir: Annotated[Path, AfterValidator(_no_nul)] = Path("state")
     salesforce: SalesforceSettings = SalesforceSettings()
     nue: NueSettings = NueSettings()
     listener: ListenerSettings = ListenerSettings()
@@ -400,20 +407,24 @@ def load_settings(
     explicit = bool(path) or bool(env.get(CONFIG_ENV_VAR))
     config_path = resolve_config_path(path, env)
     document = _read_yaml(config_path, required=explicit)
+    # BaseSettings takes its own options as keywords (_secrets_dir, _env_prefix, _cli_parse_args...): a key of
+    # the file must never become one, and a key that is not a string cannot be a keyword at all.
+    unknown = [(str(key), "unknown key") for key in document if not isinstance(key, str) or key.startswith("_")]
+    document = {key: value for key, value in document.items() if isinstance(key, str) and not key.startswith("_")}
     base_dir = config_path.resolve().parent
     secrets_dir = env.get("CREDENTIALS_DIRECTORY") or None
     token = _ENVIRON.set(env)
     try:
         settings = Settings(_secrets_dir=secrets_dir, **document)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc), source=str(config_path)) from None
+        raise ConfigError(unknown + _describe(exc), source=str(config_path)) from None
     except SettingsError as exc:
         # e.g. REVDAEMON_LISTENER='{x': an environment value that is not the JSON a section needs
         raise ConfigError([("environment", str(exc))], source=str(config_path)) from None
     finally:
         _ENVIRON.reset(token)
     settings = _resolve_paths(settings, base_dir)
-    problems = list(_cross_field_problems(settings))
+    problems = unknown + list(_cross_field_problems(settings))
     if problems:
         raise ConfigError(problems, source=str(config_path))
     return settings
@@ -425,19 +436,51 @@ def _read_yaml(path: Path, *, required: bool) -> dict[str, Any]:
             raise ConfigError([("config", f"file not found: {path}")])
         return {}
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([("config", f"cannot read {path}: {exc.strerror}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError([("config", f"not UTF-8 text: byte {raw[exc.start]:#04x} at line {line}")],
+                          source=str(path)) from None
+    try:
+        document = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: plain data only
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError([("config", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}")],
                           source=str(path)) from None
-    except OSError as exc:
-        raise ConfigError([("config", f"cannot read {path}: {exc.strerror}")]) from None
+    except (ValueError, RecursionError):
+        # an integer of thousands of digits (int() refuses those), or nesting deeper than the parser allows
+        raise ConfigError([("config", "not valid YAML: a number too large or nesting too deep")],
+                          source=str(path)) from None
     if document is None:
         return {}
     if not isinstance(document, dict):
         raise ConfigError([("config", "the top level must be a mapping of sections")], source=str(path))
     return document
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader refusing a key written twice in one mapping: YAML requires unique keys, and PyYAML would
+    keep the last silently (a section written twice would lose the first one's settings)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges may repeat keys on purpose
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:
+                continue  # unhashable: SafeLoader reports it
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {first.line + 1})", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 _SECRET_WORDS = ("secret", "key", "token", "password")
@@ -459,6 +502,8 @@ def _describe(exc: ValidationError) -> list[tuple[str, str]]:
 
 
 def _is_scalar(value: object) -> bool:
+    if isinstance(value, int) and value.bit_length() > 256:
+        return False  # repr() refuses integers of thousands of digits (ValueError); too long to quote anyway
     return isinstance(value, str | int | float | bool) and len(repr(value)) <= 80
 
 
@@ -507,15 +552,19 @@ def _cross_field_problems(settings: Settings) -> Iterator[tuple[str, str]]:
     if sf.auth is SalesforceAuth.JWT:
         if sf.private_key is None and sf.private_key_file is None:
             yield "salesforce.private_key_file", "jwt auth needs private_key_file or a private_key credential"
-        elif sf.private_key_file is not None and not sf.private_key_file.is_file():
+        elif sf.private_key_file is not None and not _is_file(sf.private_key_file):
             yield "salesforce.private_key_file", f"file not found: {sf.private_key_file}"
         else:
             key_name = "salesforce.private_key" if sf.private_key is not None else "salesforce.private_key_file"
-            pem = (sf.private_key.get_secret_value().encode() if sf.private_key is not None
-                   else sf.private_key_file.read_bytes() if sf.private_key_file is not None else b"")
-            problem = _private_key_problem(pem)
-            if problem:
-                yield key_name, problem
+            try:
+                pem = (sf.private_key.get_secret_value().encode() if sf.private_key is not None
+                       else sf.private_key_file.read_bytes() if sf.private_key_file is not None else b"")
+            except OSError as exc:  # e.g. a key file only root may read
+                yield key_name, f"cannot read {sf.private_key_file}: {exc.strerror}"
+            else:
+                problem = _private_key_problem(pem)
+                if problem:
+                    yield key_name, problem
 
     nue = settings.nue
     if nue.api_key is None:
@@ -558,6 +607,13 @@ def _cross_field_problems(settings: Settings) -> Iterator[tuple[str, str]]:
     for name, lookup in settings.mapping.lookups.items():
         if not lookup:
             yield f"mapping.lookups.{name}", "a lookup table must have at least one entry"
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for the file system, say: no such file either
+        return False
 
 
 def _private_key_problem(pem: bytes) -> str | None:

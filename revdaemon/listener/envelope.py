@@ -31,28 +31,53 @@ def parse_notification(body: bytes) -> NewEvent:
     if not isinstance(document, dict):
         raise EnvelopeError("the body must be a JSON object")
     event_type = document.get("type")
-    if not isinstance(event_type, str) or not event_type or "." not in event_type:
+    if event_type is None:
         raise EnvelopeError("missing field: type (e.g. \"order.activated\")")
+    if not isinstance(event_type, str):
+        raise EnvelopeError(f"field type must be a string such as \"order.activated\" (got {_kind(event_type)})")
+    if "." not in event_type:
+        raise EnvelopeError("field type must be <resource>.<event>, such as \"order.activated\"")
+    _part(event_type, "type")  # stored in a column of its own, unlike the rest of the payload
     data = document.get("data")
-    if not isinstance(data, dict):
+    if data is None:
         raise EnvelopeError("missing field: data (the resource object)")
+    if not isinstance(data, dict):
+        raise EnvelopeError(f"field data must be an object, the resource (got {_kind(data)})")
     resource_id = data.get("id")
-    if not isinstance(resource_id, str) or not resource_id:
+    if resource_id is None:
         raise EnvelopeError("missing field: data.id")
+    if not isinstance(resource_id, str) or not resource_id:
+        raise EnvelopeError(f"field data.id must be a non-empty string (got {_kind(resource_id)})")
+    _part(resource_id, "data.id")  # the worker re-reads the resource by this id
     event_id = document.get("id")
-    if isinstance(event_id, str) and event_id:
-        key = f"nue:{_part(event_id)}"
+    if event_id is not None and not isinstance(event_id, str):
+        raise EnvelopeError(f"field id must be a string (got {_kind(event_id)})")
+    if event_id:
+        key = f"nue:{_part(event_id, 'id')}"
     else:
         modified = data.get("lastModifiedDate") or document.get("createdDate")
         if not isinstance(modified, str) or not modified:
             raise EnvelopeError("missing field: id, or data.lastModifiedDate to key the event by")
-        key = f"nue:{_part(event_type)}:{_part(resource_id)}:{_part(modified)}"
+        key = f"nue:{event_type}:{resource_id}:{_part(modified, 'data.lastModifiedDate')}"
     return NewEvent(source=SOURCE, key=key, type=event_type, payload=document)
 
 
-def _part(value: str) -> str:
+def _part(value: str, name: str) -> str:
     if len(value) > MAX_KEY_PART:
-        raise EnvelopeError("an identifier in the envelope is too long")
+        raise EnvelopeError(f"field {name} is too long (at most {MAX_KEY_PART} characters)")
     if not value.isprintable() or any(0xD800 <= ord(c) <= 0xDFFF for c in value):
-        raise EnvelopeError("an identifier in the envelope holds control or unpaired surrogate characters")
+        raise EnvelopeError(f"field {name} holds control or unpaired surrogate characters")
     return value
+
+
+def _kind(value: object) -> str:
+    """The JSON type of a value, to say what was sent instead."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "an empty string" if not value else "a string"
+    if isinstance(value, dict):
+        return "an object"
+    return "an array" if isinstance(value, list) else "null"

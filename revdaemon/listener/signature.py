@@ -20,19 +20,21 @@ def sign(body: bytes, secret: str, timestamp: int) -> str:
 def verify(header: str | None, body: bytes, secret: str, *, now: float, tolerance_seconds: int) -> None:
     """Raise `SignatureError` unless `header` signs `body` with `secret`, within the tolerance of `now`."""
     if not header:
-        raise SignatureError("missing signature")
+        raise SignatureError("missing signature: no Nue-Signature header")
     parts: dict[str, list[str]] = {}
     for item in header.split(","):
         key, sep, value = item.strip().partition("=")
         if sep:
             parts.setdefault(key, []).append(value)
-    try:
-        timestamp = int(parts["t"][0])
-    except (KeyError, ValueError):
-        raise SignatureError("malformed signature header") from None
+    stamp = parts.get("t", [""])[0].strip()
+    # Unix seconds in ASCII digits: int() alone would take "+1_0", other scripts' digits, and numbers too
+    # large to subtract from a float clock (OverflowError, a 500 rather than a 401).
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= MAX_TIMESTAMP_DIGITS):
+        raise SignatureError("malformed signature header: t=<unix seconds> missing or not a number")
+    timestamp = int(stamp)
     candidates = parts.get("v1", [])
     if not candidates:
-        raise SignatureError("malformed signature header")
+        raise SignatureError("malformed signature header: v1=<hex HMAC-SHA256> missing")
     if abs(now - timestamp) > tolerance_seconds:
         raise SignatureError("signature timestamp outside tolerance")
     expected = sign(body, secret, timestamp).split("v1=", 1)[1].encode()
@@ -48,6 +50,7 @@ def token_matches(presented: str, expected: str) -> bool:
 
 
 HEX_DIGEST_LENGTH = 64  # SHA-256 in hex
+MAX_TIMESTAMP_DIGITS = 12  # Unix seconds until the year 33658
 
 
 def _is_hex(text: str) -> bool:
