@@ -581,8 +581,8 @@ def _cross_field_problems(settings: Settings) -> Iterator[tuple[str, str]]:
         if not console.admins:
             yield "console.admins", ("required when console.enabled: name -> token, as the credential file "
                                      "console__admins or REVDAEMON_CONSOLE__ADMINS")
-        for name, token in console.admins.items():
-            if len(token.get_secret_value()) < 24:
+        for name, admin_token in console.admins.items():
+            if len(admin_token.get_secret_value()) < 24:
                 yield f"console.admins.{name}", "too short: a console token needs at least 24 characters"
         if console.host not in LOOPBACK and not console.behind_https:
             yield "console.host", ("off loopback the console must be behind a TLS proxy (console.behind_https: "
