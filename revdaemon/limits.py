@@ -12,7 +12,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import TypeVar
 
 import anyio
@@ -20,16 +19,13 @@ import structlog
 from aiolimiter import AsyncLimiter
 
 from revdaemon.config import ApiRate
+from revdaemon.domain.budget import BudgetPlan, UsageRate, plan_budget
+from revdaemon.domain.budget import Priority as Priority  # re-exported: the connectors and engine import it here
 from revdaemon.errors import Retryable, Throttled
 
 log = structlog.get_logger("revdaemon.limits")
 
 T = TypeVar("T")
-
-
-class Priority(StrEnum):
-    REALTIME = "realtime"  # webhook-driven work: proceeds while the budget is past its share
-    BACKGROUND = "background"  # polling, backfill, reconciliation: waits for headroom
 
 
 class ApiLimiter:
@@ -50,7 +46,8 @@ class ApiLimiter:
 class DailyBudget:
     """Salesforce's rolling 24-hour request allocation, as the `Sforce-Limit-Info` header last reported it.
 
-    Past `share` of the allocation only real-time work proceeds; after REQUEST_LIMIT_EXCEEDED nothing does
+    `plan()` is the planner's view of it (`domain/budget.py`): bulk work waits first, then polling; past
+    `share` of the allocation only real-time work proceeds; after REQUEST_LIMIT_EXCEEDED nothing does
     until `paused_until`.
     """
 
@@ -59,9 +56,11 @@ class DailyBudget:
     total: int | None = None
     paused_until: float | None = None  # time.monotonic() seconds
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    rate: UsageRate = field(default_factory=UsageRate, repr=False)
 
     def observe(self, used: int, total: int) -> None:
         self.used, self.total = used, total
+        self.rate.observe(self.clock(), used)
 
     def pause(self, seconds: float) -> None:
         until = self.clock() + seconds
@@ -73,13 +72,13 @@ class DailyBudget:
             return None
         return self.used / self.total
 
+    def plan(self) -> BudgetPlan:
+        now = self.clock()
+        return plan_budget(used=self.used, total=self.total, share=self.share, per_second=self.rate.per_second(now),
+                           paused=self.paused_until is not None and now < self.paused_until)
+
     def allows(self, priority: Priority) -> bool:
-        if self.paused_until is not None and self.clock() < self.paused_until:
-            return False
-        if priority is Priority.REALTIME:
-            return True
-        share = self.used_share
-        return share is None or share < self.share
+        return priority not in self.plan().deferred
 
 
 @dataclass(frozen=True, kw_only=True)

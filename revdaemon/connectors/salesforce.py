@@ -5,8 +5,8 @@ Theory of operation:
   caller logs in again under a lock, the others find the new token already there (no thundering herd).
   One re-login and one resend per request; a second 401 raises `AuthExpired`.
 - Every request waits for the API's bucket and concurrency slot, and every response's `Sforce-Limit-Info`
-  updates the daily budget. Past the configured share only real-time work is sent; after
-  REQUEST_LIMIT_EXCEEDED nothing is until the pause ends.
+  updates the daily budget. What its plan defers is not sent (bulk reads first, then polls; past the
+  configured share only real-time work is sent); after REQUEST_LIMIT_EXCEEDED nothing is until the pause ends.
 - Retries go through `limits.retrying`. A request that may already have been applied (a create that timed
   out after sending, a 500) is not repeated here: it is raised, and the engine looks the record up by its
   key before any new attempt.
@@ -163,7 +163,7 @@ class SalesforceClient:
     # --- operations ---------------------------------------------------------------------------
 
     async def query(self, soql: str, *, include_deleted: bool = False, batch_size: int | None = None,
-                    priority: Priority = Priority.BACKGROUND) -> AsyncIterator[dict[str, Any]]:
+                    priority: Priority = Priority.POLL) -> AsyncIterator[dict[str, Any]]:
         """Every record the query matches, following `nextRecordsUrl` page by page."""
         request = wire.query_request(self.version, soql, include_deleted=include_deleted, batch_size=batch_size)
         while True:

@@ -124,7 +124,9 @@ class Poller(ABC):
         clock: Callable[[], datetime] = utcnow,
         metrics: Metrics | None = None,
         alerter: Alerter | None = None,
+        priority: Priority = Priority.POLL,
     ) -> None:
+        self.priority = priority  # Priority.BULK for a backfill: it waits before polls do
         self.metrics = metrics
         self.alerter = alerter
         if batch_size < 1:
@@ -296,7 +298,7 @@ class SalesforceClosedWonPoller(Poller):
 
     async def fetch_since(self, floor: datetime) -> AsyncIterator[Record]:
         # a query locator is a server-side snapshot, so plain nextRecordsUrl paging cannot skip rows
-        async with _closing(self.client.query(self.soql(floor), priority=Priority.BACKGROUND)) as rows:
+        async with _closing(self.client.query(self.soql(floor), priority=self.priority)) as rows:
             async for row in rows:
                 yield row
 

@@ -2,7 +2,7 @@
 
 Reads, in this order: every Nue customer (GraphQL pages), their subscriptions and orders (`customerIds`
 batches), the catalog (fresh), then the Salesforce accounts they link to, one SOQL `Id IN (...)` per
-`SOQL_IN_MAX` ids at background priority, so the job yields to real-time work past the daily budget share.
+`SOQL_IN_MAX` ids at bulk priority, so the job is the first to wait as the daily budget runs low.
 
 Repair writes nothing itself. For each `salesforce_differs` row linked by `externalId` (the link flow 2
 follows) it stores one inbox event, keyed by customer and day, that flow 2 handles like a
@@ -113,7 +113,7 @@ async def _accounts(salesforce: SalesforceClient, sobject: str, ids: Sequence[st
     for start in range(0, len(ids), SOQL_IN_MAX):
         quoted = ", ".join(salesforce_wire.soql_literal(i) for i in ids[start:start + SOQL_IN_MAX])
         soql = f"SELECT {', '.join(selected)} FROM {sobject} WHERE Id IN ({quoted})"
-        async for row in salesforce.query(soql, priority=Priority.BACKGROUND):
+        async for row in salesforce.query(soql, priority=Priority.BULK):
             found[str(row["Id"])] = row
     return found
 

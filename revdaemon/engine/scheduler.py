@@ -4,10 +4,14 @@ Jobs only enqueue inbox events (a poller's `run_once`) or call one coroutine (re
 the work itself happens in the workers. Every job has `coalesce=True` (a backlog of missed runs becomes one
 run) and `max_instances=1` (a run never overlaps the previous one, as Home Assistant's coordinator does).
 Intervals get a small random jitter so that pollers started together do not hit an API in step.
+An interval job may be given a `stretch` (the API budget planner's poll multiplier): a run due sooner
+than `stretch` times the interval after the last one is skipped, and an infinite stretch skips every run.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Protocol
@@ -37,9 +41,11 @@ class Pollable(Protocol):
 class Scheduler:
     """A thin wrapper over `AsyncIOScheduler`; add jobs, then `await tg.start(scheduler.run)`."""
 
-    def __init__(self, *, timezone: str = "UTC") -> None:
+    def __init__(self, *, timezone: str = "UTC", clock: Callable[[], float] = time.monotonic) -> None:
         self.timezone = timezone
         self._scheduler = AsyncIOScheduler(timezone=timezone)
+        self._clock = clock
+        self.skipped: dict[str, int] = {}  # runs of each stretched job skipped so far
 
     @classmethod
     def from_settings(cls, settings: ScheduleSettings) -> Scheduler:
@@ -57,19 +63,41 @@ class Scheduler:
         return job.next_run_time if job is not None else None
 
     def add_interval(self, poller: Pollable, seconds: float, *, jitter: float | None = None,
-                     run_now: bool = True) -> None:
-        """Run `poller.run_once()` every `seconds` (first run at start when `run_now`)."""
+                     run_now: bool = True, stretch: Callable[[], float] | None = None) -> None:
+        """Run `poller.run_once()` every `seconds` (first run at start when `run_now`), or every `stretch()`
+        times `seconds` while that is more than 1 (math.inf: not at all)."""
         if seconds <= 0:
             raise ValueError("an interval must be positive")
+        job: Callable[[], Awaitable[Any]] = poller.run_once
+        if stretch is not None:
+            job = self._stretched(poller, seconds, stretch)
         spread = min(seconds * 0.1, MAX_JITTER_SECONDS) if jitter is None else jitter
         trigger = IntervalTrigger(seconds=seconds, jitter=spread or None, timezone=self.timezone)
         options: dict[str, Any] = {}
         if run_now:
             options["next_run_time"] = datetime.now(trigger.timezone)
         # a run later than one interval is dropped: the next one reads the same changes anyway
-        self._scheduler.add_job(poller.run_once, trigger, id=poller.name, name=poller.name, coalesce=True,
+        self._scheduler.add_job(job, trigger, id=poller.name, name=poller.name, coalesce=True,
                                 max_instances=1, misfire_grace_time=max(1, int(seconds)), replace_existing=True,
                                 **options)
+
+    def _stretched(self, poller: Pollable, seconds: float,
+                   stretch: Callable[[], float]) -> Callable[[], Awaitable[Any]]:
+        last: float | None = None
+
+        async def job() -> Any:
+            nonlocal last
+            factor = stretch()
+            now = self._clock()
+            # half an interval of slack: the trigger's jitter must not turn 2x into 3x
+            if math.isinf(factor) or (factor > 1 and last is not None and now - last < (factor - 0.5) * seconds):
+                self.skipped[poller.name] = self.skipped.get(poller.name, 0) + 1
+                log.debug("poll_stretched", poller=poller.name, factor=factor)
+                return None
+            last = now
+            return await poller.run_once()
+
+        return job
 
     def add_cron(self, name: str, crontab: str, coroutine_fn: Callable[[], Awaitable[Any]]) -> None:
         """Run `coroutine_fn()` on a five-field crontab in the scheduler's timezone."""

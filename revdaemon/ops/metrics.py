@@ -21,6 +21,7 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from revdaemon.domain.budget import Priority
 from revdaemon.limits import DailyBudget
 from revdaemon.ops.health import PollerHealth
 from revdaemon.store import Store
@@ -45,6 +46,7 @@ class Metrics:
         self._known_flows: set[str] = set()
         self._known_apis: set[str] = set()
         self._api_totals: dict[str, int] = {}
+        self._exhausting: set[str] = set()  # APIs with an exhaustion sample
         r = self.registry
 
         # --- counters (bumped where things happen) ---
@@ -69,12 +71,27 @@ class Metrics:
         self.api_budget_remaining = Gauge("api_budget_remaining", "Requests left of the API's daily allocation, "
                                           "as its last response reported (absent until one has).", ["api"],
                                           namespace=NAMESPACE, registry=r)
+        self.api_budget_exhaustion = Gauge("api_budget_exhaustion_seconds", "Seconds until the API's daily "
+                                           "allocation is spent at the recent rate (absent when that rate "
+                                           "would not spend it).", ["api"], namespace=NAMESPACE, registry=r)
+        self.api_usage_rate = Gauge("api_usage_per_minute", "Calls per minute lately against the API's daily "
+                                    "allocation, every client of the org included.", ["api"], namespace=NAMESPACE,
+                                    registry=r)
+        self.poll_interval_multiplier = Gauge("poll_interval_multiplier", "The budget planner's stretch of poll "
+                                              "intervals and coalescing windows (1 with plenty left).",
+                                              namespace=NAMESPACE, registry=r)
+        self.work_deferred = Gauge("work_deferred", "1 while the budget planner holds back this kind of work "
+                                   "(bulk: backfill and reconciliation; poll; realtime), else 0.", ["kind"],
+                                   namespace=NAMESPACE, registry=r)
         self.poll_lag = Gauge("poll_lag_seconds", "Seconds since the poller last succeeded (since the daemon "
                               "started, if it never has).", ["poller"], namespace=NAMESPACE, registry=r)
         self.flow_parked = Gauge("flow_parked", "1 while a flow is parked by a schema change, else 0.", ["flow"],
                                  namespace=NAMESPACE, registry=r)
         for status in EventStatus:
             self.queue_depth.labels(status=status.value).set(0)
+        self.poll_interval_multiplier.set(1)
+        for priority in Priority:
+            self.work_deferred.labels(kind=priority.value).set(0)
 
     # --- counting ---------------------------------------------------------------------------------------
 
@@ -142,8 +159,19 @@ class Metrics:
 
     def set_budget(self, budget: DailyBudget | Mapping[str, DailyBudget] | None) -> None:
         budgets = {"salesforce": budget} if isinstance(budget, DailyBudget) else dict(budget or {})
+        multiplier, deferred = 1, set[Priority]()
         for api, daily in budgets.items():
             label = self._label("budget.api", api)
+            plan = daily.plan()
+            multiplier, deferred = max(multiplier, plan.multiplier), deferred | plan.deferred
+            self.api_usage_rate.labels(api=label).set(plan.per_minute)
+            if plan.exhaustion_seconds is None:
+                if label in self._exhausting:  # no projection at this rate: no sample
+                    self.api_budget_exhaustion.remove(label)
+                    self._exhausting.discard(label)
+            else:
+                self.api_budget_exhaustion.labels(api=label).set(plan.exhaustion_seconds)
+                self._exhausting.add(label)
             if daily.used is None or daily.total is None:
                 if api in self._known_apis:  # not reported (yet): no sample rather than a made-up one
                     self.api_budget_remaining.remove(label)
@@ -151,6 +179,9 @@ class Metrics:
                 continue
             self.api_budget_remaining.labels(api=label).set(max(0, daily.total - daily.used))
             self._known_apis.add(api)
+        self.poll_interval_multiplier.set(multiplier)
+        for priority in Priority:
+            self.work_deferred.labels(kind=priority.value).set(1 if priority in deferred else 0)
 
     def set_parked(self, parked: Mapping[str, object], flows: Iterable[str] = ()) -> None:
         self._known_flows.update(flows)

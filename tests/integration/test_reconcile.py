@@ -92,12 +92,12 @@ class TestReport:
         assert json.loads(path.read_text())["counts"]["in_sync"] == 2
         assert not list(path.parent.glob("*.partial"))
 
-    async def test_salesforce_reads_are_background_work(self, sandbox: Sandbox, tmp_path: Path) -> None:
-        """Past the daily budget share the account reads are held back, as background work is."""
+    async def test_salesforce_reads_are_bulk_work(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """As the daily budget share runs low the account reads are held back, as bulk work is."""
         activate(sandbox, 1)
         async with engine(sandbox, tmp_path) as e:
-            e.salesforce.budget.observe(95, 100)  # the fixture's share is 0.9
-            with pytest.raises(Throttled, match="background"):
+            e.salesforce.budget.observe(70, 100)  # the fixture's share is 0.9: a fifth of it left
+            with pytest.raises(Throttled, match="bulk"):
                 await reconcile(e.nue, e.salesforce)
 
     async def test_accounts_read_in_one_query(self, sandbox: Sandbox, tmp_path: Path) -> None:
