@@ -35,6 +35,7 @@ class FieldDef:
     defaulted_on_create: bool = False
     length: int = 0
     picklist: tuple[str, ...] = ()
+    restricted: bool = False  # a restricted picklist refuses values outside `picklist`
     reference_to: tuple[str, ...] = ()
     relationship_name: str | None = None
     custom: bool = False
@@ -63,7 +64,7 @@ class FieldDef:
                 for v in self.picklist
             ],
             "referenceTo": list(self.reference_to), "relationshipName": self.relationship_name,
-            "restrictedPicklist": False, "autoNumber": False, "caseSensitive": False,
+            "restrictedPicklist": self.restricted, "autoNumber": False, "caseSensitive": False,
         }
 
 
@@ -229,6 +230,7 @@ def custom_field_def(cf: CustomField) -> FieldDef:
         nillable=not cf.required and cf.type != "boolean", external_id=cf.external_id, unique=cf.unique,
         defaulted_on_create=cf.type == "boolean",
         length=cf.length if cf.type in TEXT_TYPES else 0, picklist=cf.picklist,
+        restricted=cf.restricted and cf.type == "picklist",
         reference_to=(cf.reference_to,) if cf.reference_to else (),
         relationship_name=cf.name[:-3] + "__r" if cf.type == "reference" else None, custom=True,
     )

@@ -28,6 +28,10 @@ class CustomField:
     unique: bool = False
     required: bool = False
     picklist: tuple[str, ...] = ()
+    # "Restrict picklist to the values defined in the value set": a value outside `picklist` is refused with
+    # INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST. Off here so the seeded org accepts what the flows write; real
+    # orgs tick it by default for new custom picklists, and /__sandbox/schema can re-add a field with it on.
+    restricted: bool = False
     reference_to: str | None = None
 
 

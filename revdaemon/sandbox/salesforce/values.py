@@ -51,6 +51,10 @@ def coerce(field: FieldDef, value: Any) -> Any:
             raise bad_request("STRING_TOO_LONG",
                               f"{field.label}: data value too large: {text[:20]}... (max length={field.length})",
                               [field.name])
+        if field.restricted and text != "" and text not in field.picklist:
+            # The value set is matched exactly; "" and null clear the field like on any picklist.
+            raise bad_request("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                              f"{field.label}: bad value for restricted picklist field: {text}", [field.name])
         return text if text != "" or kind not in ("id", "reference") else None
     if kind == "boolean":
         if isinstance(value, bool):

@@ -1,0 +1,283 @@
+"""The operator console in a real browser: headless Chromium (Debian's `chromium` package) driven by Playwright,
+against the daemon and both simulators running here.
+
+A scripted scenario makes the two things an operator comes to the console for:
+
+- a conflict: revdaemon writes an account's MRR, a rep types over it in Salesforce, then Nue notifies a change
+  of that customer; the console shows the three values, the operator takes Nue's, and the account changes;
+- a dead letter whose cause a person fixes: the org's `Nue_Billing_Event__c.Status__c` is a restricted picklist
+  created without "Overdue", so a failed collection's billing event is refused
+  (INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST); the Salesforce admin adds the value, the operator previews the
+  replay (a dry run: nothing is sent) and replays it, and the record is written.
+
+Playwright's own browser download is never used: the browser is the system's Chromium (/usr/bin/chromium, else
+`chromium` on PATH, or REVDAEMON_CHROMIUM). Without it (or without the playwright package) the module is skipped
+and says why; `.ci/run` installs it where it can. The daemon runs in this test's event loop (`run_daemon` with
+`on_ready`), its console on port 0, the simulators in background threads; the run takes about 10 s.
+
+Screenshots of the overview and the conflict page go to tmp_path, or to docs/screenshots/ (shown in the README)
+with REVDAEMON_SCREENSHOTS=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from revdaemon.config import load_settings
+from revdaemon.demo import demo_settings
+from revdaemon.engine.supervisor import Daemon, run_daemon
+from revdaemon.sandbox.runner import Sandbox, create_sandbox
+from revdaemon.store.states import EventStatus
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _chromium() -> str | None:
+    """Debian's chromium (its /usr/bin/chromium wrapper sets the flags Debian needs), or one on PATH."""
+    chosen = os.environ.get("REVDAEMON_CHROMIUM")
+    if chosen:
+        return chosen if os.access(chosen, os.X_OK) else None
+    if os.access("/usr/bin/chromium", os.X_OK):
+        return "/usr/bin/chromium"
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+CHROMIUM = _chromium()
+if CHROMIUM is None:
+    pytest.skip("no Chromium (looked for REVDAEMON_CHROMIUM, /usr/bin/chromium, `chromium` on PATH): install "
+                "Debian's `chromium` package (.ci/run does, as root or with sudo) to run the console's browser test",
+                allow_module_level=True)
+playwright_api = pytest.importorskip(
+    "playwright.async_api", reason="playwright is not installed: `pip install -e '.[test]'` installs it")
+
+pytestmark = pytest.mark.anyio
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+TOKEN = "ana-browser-token-0123456789abcdef"
+EVENT_OBJECT = "Nue_Billing_Event__c"
+STATUS_FIELD = {"object": EVENT_OBJECT, "name": "Status__c", "type": "picklist", "label": "Status",
+                "restricted": True}
+WAIT_SECONDS = 20.0  # bound on each wait for the daemon; the whole test takes well under a minute
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    chosen = ROOT / "docs" / "screenshots" if os.environ.get("REVDAEMON_SCREENSHOTS") == "1" else tmp_path / "shots"
+    chosen.mkdir(parents=True, exist_ok=True)
+    return chosen
+
+
+async def until(condition: Callable[[], Awaitable[bool]] | Callable[[], bool], what: str,
+                seconds: float = WAIT_SECONDS) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        result = condition()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
+        await anyio.sleep(0.1)
+
+
+async def settled(box: Sandbox, daemon: Daemon) -> None:
+    """Every webhook the simulator meant to send is delivered and the daemon has nothing waiting or in hand."""
+    assert await anyio.to_thread.run_sync(lambda: box.nue.webhooks.wait_idle(WAIT_SECONDS)), "webhooks stuck"
+
+    async def idle() -> bool:
+        depths = await daemon.store.queue_depths()
+        return depths.get(EventStatus.RECEIVED, 0) == 0 and depths.get(EventStatus.CLAIMED, 0) == 0
+
+    try:
+        await until(idle, "the daemon's queue to drain")
+    except AssertionError as exc:
+        waiting = [e for status in (EventStatus.RECEIVED, EventStatus.CLAIMED)
+                   for e in await daemon.store.list_events(status=status)]
+        raise AssertionError(f"{exc}; still waiting: " + "; ".join(
+            f"{e.key} {e.type} {e.status.value} attempts={e.attempts} next={e.next_attempt_at:%H:%M:%S.%f} "
+            f"claimed_by={e.claimed_by} error={e.last_error}" for e in waiting)) from None
+
+
+async def set_status_picklist(box: Sandbox, values: list[str]) -> None:
+    """What the Salesforce admin does in Setup: the field's value set (through the simulator's schema endpoint)."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(f"{box.salesforce_url}/__sandbox/schema",
+                                     json={"add": [{**STATUS_FIELD, "picklist": values}]})
+    assert response.status_code == 200, response.text
+
+
+def api_writes(box: Sandbox) -> list[Any]:
+    """Requests to the Salesforce REST API that could change a record (logins excluded)."""
+    return [e for e in box.salesforce.log.writes() if e.path.startswith("/services/data/")]
+
+
+def mrr(box: Sandbox, account_id: str) -> Decimal | None:
+    value = box.salesforce.record("Account", account_id).get("MRR__c")
+    return None if value is None else Decimal(str(value))
+
+
+def nue_mrr(box: Sandbox, customer_id: str) -> Decimal:
+    return Decimal(str(box.nue.store.customers[customer_id]["todayCMRR"]))
+
+
+def billing_events(box: Sandbox) -> dict[str, dict[str, Any]]:
+    return {r["Nue_Event_Key__c"]: r for r in box.salesforce.records(EVENT_OBJECT)}
+
+
+async def make_conflict(box: Sandbox, daemon: Daemon) -> tuple[str, str]:
+    """An account revdaemon wrote, whose MRR a rep then typed over, and a Nue notification after that."""
+    scenario = box.nue.scenario
+    customer = scenario.create_customer(0)
+    customer_id, account_id = customer["id"], customer["externalId"]
+    scenario.create_and_activate_order(customer_id, opportunity=0)
+    await settled(box, daemon)
+    assert mrr(box, account_id) == nue_mrr(box, customer_id) > 0
+    box.salesforce.update("Account", account_id, {"MRR__c": 1.0})  # the rep's hand edit
+    scenario.update_customer(customer_id, phone="+1 415 555 0100")  # customer.updated: flow 2 reads it again
+    await settled(box, daemon)
+    [conflict] = await daemon.store.list_conflicts()
+    assert conflict.record_ref == f"salesforce:Account:{account_id}"
+    return customer_id, account_id
+
+
+async def make_dead_letter(box: Sandbox, daemon: Daemon) -> str:
+    """A failed collection whose billing event Salesforce refuses: the picklist has no "Overdue" yet."""
+    scenario = box.nue.scenario
+    customer = scenario.create_customer(1)
+    scenario.create_and_activate_order(customer["id"], opportunity=1)
+    invoice = scenario.post_invoice(customer["id"], activate=True)
+    await settled(box, daemon)
+    assert billing_events(box)[f"{invoice['id']}:NotTransferred"]["Status__c"] == "Posted"
+    scenario.fail_collection(invoice["id"])
+    await settled(box, daemon)
+    [letter] = await daemon.store.list_dead_letters()
+    assert letter.error_code == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", letter
+    assert f"{invoice['id']}:TransferError" not in billing_events(box)
+    return str(invoice["id"])
+
+
+async def operate(box: Sandbox, daemon: Daemon, shots: Path) -> None:
+    """The scripted scenario, then an operator at the console in Chromium."""
+    expect = playwright_api.expect
+    box.nue.webhooks.set_targets([f"http://127.0.0.1:{daemon.listener_port}/webhooks/nue"])
+    await set_status_picklist(box, ["Posted", "Paid", "Void"])  # the org's restricted value set, "Overdue" forgotten
+    customer_id, account_id = await make_conflict(box, daemon)
+    invoice_id = await make_dead_letter(box, daemon)
+    [letter] = await daemon.store.list_dead_letters()
+    console = f"http://127.0.0.1:{daemon.console_port}"
+
+    async with playwright_api.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()
+            page.set_default_timeout(15_000)
+
+            # Log in: any page sends a visitor to /login first.
+            await page.goto(f"{console}/conflicts")
+            await expect(page).to_have_url(re.compile(r"/login\?next=(/|%2F)conflicts$"))
+            await page.get_by_label("Console token").fill(TOKEN)
+            await page.get_by_role("button", name="Log in").click()
+            await expect(page).to_have_url(f"{console}/conflicts")
+            await expect(page.locator("header .who")).to_have_text("ana")
+
+            # The overview counts what needs a person.
+            await page.locator("header nav").get_by_role("link", name="Overview").click()
+            await expect(page.locator("a.tile", has_text="Open conflicts").locator(".value")).to_have_text("1")
+            await expect(page.locator("a.tile", has_text="Dead letters").locator(".value")).to_have_text("1")
+            await expect(page.locator(".chart-box svg")).to_be_visible()
+            await page.screenshot(path=str(shots / "console-overview.png"), full_page=True)
+
+            # The conflict: three values per field, the one that differs marked.
+            await page.locator("a.tile", has_text="Open conflicts").click()
+            await page.get_by_role("link", name=f"salesforce:Account:{account_id}").click()
+            await expect(page.get_by_role("heading", level=1)).to_contain_text("open")
+            await expect(page.locator("dl.facts")).to_contain_text("edited in Salesforce")
+            row = page.locator("table.diff tbody tr").filter(has_text="MRR__c")
+            await expect(row).to_have_class("differs")
+            await expect(row.locator(".pill")).to_have_text("differs")
+            cells = [c.strip() for c in await row.locator("td").all_inner_texts()]
+            assert Decimal(cells[1]) == nue_mrr(box, customer_id)  # Nue
+            assert Decimal(cells[2]) == Decimal("1.0")  # Salesforce: the hand edit
+            assert Decimal(cells[3]) == nue_mrr(box, customer_id)  # what revdaemon last wrote
+            await page.screenshot(path=str(shots / "console-conflict.png"), full_page=True)
+
+            # Take Nue, with a comment; the account changes in Salesforce.
+            await page.get_by_role("radio", name=re.compile(r"Take Nue")).check()
+            await page.get_by_label("Comment").fill("Nue is the billing master; the rep's figure was a typo.")
+            await page.get_by_role("button", name="Record decision").click()
+            await expect(page.locator("p.flash")).to_contain_text("Nue's value will be written")
+            await expect(page.locator("dl.facts")).to_contain_text("by ana")
+            await expect(page.get_by_role("button", name="Record decision")).to_have_count(0)
+            await until(lambda: mrr(box, account_id) == nue_mrr(box, customer_id),
+                        "the account's MRR to be Nue's again")
+            [resolved] = await daemon.store.list_conflicts(status=None)
+            assert resolved.resolved_by == "ana" and "typo" in (resolved.comment or "")
+            await settled(box, daemon)
+
+            # The Salesforce admin adds the missing picklist value; the operator previews, then replays.
+            await set_status_picklist(box, ["Posted", "Paid", "Overdue", "Void"])
+            await page.locator("header nav").get_by_role("link", name="Dead letters").click()
+            listed = page.locator("tbody tr").filter(has_text="INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST")
+            await expect(listed).to_contain_text("bad value for restricted picklist field: Overdue")
+            await page.get_by_label(f"select dead letter {letter.id}").check()
+            writes_before = len(api_writes(box))
+            await page.get_by_role("button", name="Preview replay of the selected").click()
+            await expect(page.get_by_role("heading", level=1)).to_contain_text("what would be written")
+            await expect(page.locator("main")).to_contain_text("Dry run: nothing has been sent.")
+            rows = page.locator("table.diff tbody tr")
+            status_row = rows.filter(has=page.locator("td:first-child", has_text=re.compile(r"^Status__c$")))
+            await expect(status_row).to_have_class("differs")
+            await expect(status_row.locator("td").nth(2)).to_have_text("Overdue")
+            assert len(api_writes(box)) == writes_before, "the preview sent a write"
+            assert f"{invoice_id}:TransferError" not in billing_events(box)
+
+            await page.get_by_role("button", name="Replay these now").click()
+            await expect(page.locator("p.flash")).to_contain_text("1 dead letter(s) back in the inbox")
+            await until(lambda: f"{invoice_id}:TransferError" in billing_events(box),
+                        "the replayed billing event to be written")
+            written = billing_events(box)[f"{invoice_id}:TransferError"]
+            assert written["Status__c"] == "Overdue" and "TransferError" in (written["Failure_Detail__c"] or "")
+            await settled(box, daemon)
+            await page.reload()
+            await expect(page.locator("main")).to_contain_text("No dead letters.")
+            assert await daemon.store.list_dead_letters() == []
+        finally:
+            await browser.close()
+
+
+async def test_operator_resolves_a_conflict_and_replays_a_dead_letter(tmp_path: Path) -> None:
+    box = create_sandbox(key_dir=tmp_path / "keys", seed=5).start_threads()
+    environ = {"REVDAEMON_STATE_DIR": str(tmp_path / "state"), "REVDAEMON_CONSOLE__ENABLED": "true",
+               "REVDAEMON_CONSOLE__PORT": "0", "REVDAEMON_CONSOLE__ADMINS": json.dumps({"ana": TOKEN})}
+    shots = screenshot_dir(tmp_path)
+    failure: list[Exception] = []
+
+    async def on_ready(daemon: Daemon) -> None:
+        # A failure is kept and raised after the daemon's clean stop, not through the daemon's task group.
+        try:
+            await operate(box, daemon, shots)
+        except Exception as exc:
+            failure.append(exc)
+
+    try:
+        settings = demo_settings(load_settings(ROOT / "config.yaml", environ=environ), box)
+        with anyio.fail_after(120):
+            await run_daemon(settings, on_ready=on_ready, stop_after=0.0, polling=False)
+    finally:
+        box.close()
+    if failure:
+        raise failure[0]
+    assert (shots / "console-overview.png").stat().st_size > 0 and (shots / "console-conflict.png").stat().st_size > 0
