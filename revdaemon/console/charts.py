@@ -24,19 +24,25 @@ def minute_bars(counts: Sequence[MinuteCount], now: datetime, minutes: int = 60)
             for i in range(minutes)]
 
 
-def bar_chart_svg(bars: Sequence[Bar], *, width: int = 600, height: int = 120, label: str) -> str:
+TOP = 18  # room above the bars for the peak label, so the newest (often tallest) bar never hides it
+
+
+def bar_chart_svg(bars: Sequence[Bar], *, width: int = 900, height: int = 120, label: str) -> str:
     """An accessible SVG (role=img with a title); each bar's title shows its minute and count on hover."""
     peak = max((b.count for b in bars), default=0) or 1
     slot = width / max(len(bars), 1)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height + 20}" role="img" '
-             f'class="chart" aria-label="{escape(label)}"><title>{escape(label)}</title>']
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {TOP + height + 20}" role="img" '
+             f'class="chart" aria-label="{escape(label)}"><title>{escape(label)}</title>',
+             f'<text x="{width}" y="12" text-anchor="end">peak {peak}/min</text>']
     for index, bar in enumerate(bars):
         bar_height = round(bar.count / peak * height, 1)
         x = round(index * slot + 1, 1)
-        parts.append(f'<rect x="{x}" y="{round(height - bar_height, 1)}" width="{round(max(slot - 2, 1), 1)}" '
-                     f'height="{bar_height}"><title>{bar.minute:%H:%M} UTC: {bar.count}</title></rect>')
+        parts.append(f'<rect x="{x}" y="{round(TOP + height - bar_height, 1)}" '
+                     f'width="{round(max(slot - 2, 1), 1)}" height="{bar_height}">'
+                     f'<title>{bar.minute:%H:%M} UTC: {bar.count}</title></rect>')
     if bars:
-        parts.append(f'<text x="0" y="{height + 15}">{bars[0].minute:%H:%M}</text>')
-        parts.append(f'<text x="{width}" y="{height + 15}" text-anchor="end">{bars[-1].minute:%H:%M} UTC</text>')
-    parts.append(f'<text x="{width}" y="12" text-anchor="end">peak {peak}/min</text></svg>')
+        parts.append(f'<text x="0" y="{TOP + height + 15}">{bars[0].minute:%H:%M}</text>')
+        parts.append(f'<text x="{width}" y="{TOP + height + 15}" text-anchor="end">'
+                     f'{bars[-1].minute:%H:%M} UTC</text>')
+    parts.append("</svg>")
     return "".join(parts)
