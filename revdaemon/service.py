@@ -18,6 +18,7 @@ from typing import Any, cast
 import anyio
 
 from revdaemon.engine.lookups import Fetcher
+from revdaemon.engine.mappings import FlowVersions, content_hash, preview_pinned
 from revdaemon.engine.pollers import Poller
 from revdaemon.engine.preview import Preview, comparable, preview_safely
 from revdaemon.engine.reconcile import repair_event
@@ -88,18 +89,22 @@ async def show_dead_letter(store: Store, letter_id: int) -> dict[str, Any]:
 
 
 async def replay_dead_letters(store: Store, letter_ids: list[int] | None = None, *,
-                              actor: str = "operator") -> list[dict[str, Any]]:
-    """Put dead letters' events back in the inbox (all open ones when `letter_ids` is None)."""
+                              actor: str = "operator", remap: bool = False) -> list[dict[str, Any]]:
+    """Put dead letters' events back in the inbox (all open ones when `letter_ids` is None). Each is planned
+    again with the mapping version it first ran with, unless `remap`: then with the current mapping."""
     ids = letter_ids if letter_ids is not None else [d.id for d in await store.list_dead_letters(limit=10_000)]
-    rows = [event_row(await store.replay_dead_letter(letter_id)) for letter_id in ids]
+    rows = [event_row(await store.replay_dead_letter(letter_id, remap=remap)) for letter_id in ids]
     for letter_id, row in zip(ids, rows, strict=True):
-        await record_action(store, actor, "replay dead letter", f"dead-letter:{letter_id}", event_id=row["id"])
+        await record_action(store, actor, "replay dead letter", f"dead-letter:{letter_id}", event_id=row["id"],
+                            remap=remap)
     return rows
 
 
 async def preview_replay(store: Store, letter_ids: Sequence[int], flows: Sequence[Flow],
-                         fetcher: Fetcher) -> Preview:
-    """A dry-run diff of exactly what replaying these dead letters would write now; nothing is sent."""
+                         fetcher: Fetcher, *, versions: FlowVersions | None = None, remap: bool = False) -> Preview:
+    """A dry-run diff of exactly what replaying these dead letters would write now; nothing is sent. With
+    `versions`, each event is planned with the mapping version it is pinned to (as the replay will be), or
+    with `remap` with the current one, its pinned version's writes shown beside (`flows` is then unused)."""
     events: list[Event] = []
     for letter_id in letter_ids:
         letter = await store.get_dead_letter(letter_id)
@@ -108,7 +113,49 @@ async def preview_replay(store: Store, letter_ids: Sequence[int], flows: Sequenc
         event = await store.get_event(letter.event_id) if letter.event_id is not None else None
         if event is not None:
             events.append(event)
+    if versions is not None:
+        return await preview_pinned(events, versions, fetcher, remap=remap)
     return await preview_safely(events, flows, fetcher)
+
+
+# --- mapping versions -------------------------------------------------------------------------------
+
+
+async def list_mappings(store: Store, current_text: str | None = None) -> list[dict[str, Any]]:
+    """Every stored mapping version, oldest first; `current` marks the one `current_text` (config.yaml) is."""
+    digest = content_hash(current_text) if current_text is not None else None
+    return [{"version": m.version, "hash": m.content_hash[:12], "created_at": _plain(m.created_at),
+             "current": m.content_hash == digest} for m in await store.list_mappings()]
+
+
+async def show_mapping(store: Store, which: str, current_text: str | None = None) -> dict[str, Any]:
+    """One mapping version's text: `which` is its number, or `current` (the configured one, stored or not)."""
+    label, text = await _mapping_of(store, which, current_text)
+    return {"version": label, "hash": content_hash(text), "text": text}
+
+
+async def diff_mappings(store: Store, a: str, b: str, current_text: str | None = None) -> dict[str, Any]:
+    """A unified diff of two mapping versions' texts (numbers, or `current`); empty when they are the same."""
+    import difflib
+
+    (label_a, text_a), (label_b, text_b) = await _mapping_of(store, a, current_text), \
+        await _mapping_of(store, b, current_text)
+    diff = "".join(difflib.unified_diff(text_a.splitlines(keepends=True), text_b.splitlines(keepends=True),
+                                        fromfile=label_a, tofile=label_b))
+    return {"a": label_a, "b": label_b, "same": not diff, "diff": diff}
+
+
+async def _mapping_of(store: Store, which: str, current_text: str | None) -> tuple[str, str]:
+    if which == "current" and current_text is not None:
+        return "current (config.yaml)", current_text
+    try:
+        version = int(which.removeprefix("v"))
+    except ValueError:
+        raise RecordNotFound(f"no mapping version {which!r} (a number from `mappings list`, or 'current')") from None
+    stored = await store.get_mapping(version)
+    if stored is None:
+        raise RecordNotFound(f"no mapping version {version}")
+    return f"v{version}", stored.text
 
 
 async def record_action(store: Store, actor: str, action: str, target: str, *, event_id: int | None = None,

@@ -63,10 +63,11 @@ class PendingWrite:
     event_id: int | None
     entity: str | None = None  # the source entity whose state the write carries (ordering)
     version: str | None = None  # that state's version (fixed-width UTC text)
+    mapping_version: int | None = None  # the mapping version it was planned with (None: the executor's)
 
 
 class Executor:
-    def __init__(self, store: Store, salesforce: SalesforceClient, nue: NueClient, *, mapping_version: int,
+    def __init__(self, store: Store, salesforce: SalesforceClient, nue: NueClient, *, mapping_version: int | None,
                  dry_run: bool = False, sync_status: SyncStatus | None = None,
                  sync_status_parked: Callable[[], object] = lambda: None) -> None:
         self._sync_status = sync_status if sync_status else None
@@ -74,7 +75,7 @@ class Executor:
         self._store = store
         self._sf = salesforce
         self._nue = nue
-        self._mapping_version = mapping_version
+        self._mapping_version = mapping_version  # the current mapping version, for writes that name none
         self.dry_run = dry_run
         # Keys and entities being written by this process right now. Two workers may plan the same write,
         # or writes from two reads of one entity; the second waits for a retry and a fresh read, so an
@@ -93,7 +94,8 @@ class Executor:
         outcomes: dict[str, WriteOutcome] = {}
         if self.dry_run:
             for key, item in unique.items():
-                log.info("write_planned", idem_key=key, write=_describe(item.write), dry_run=True)
+                log.info("write_planned", idem_key=key, write=_describe(item.write), dry_run=True,
+                         mapping_version=self._version_of(item))
                 outcomes[key] = WriteOutcome(ok=True, skipped=True)
             return outcomes
         claimed: set[str] = set()
@@ -358,6 +360,9 @@ class Executor:
         outcome = WriteOutcome(ok=False, error=exc)
         return {item.write.idem_key: await self._settle(item, outcome) for group in groups for item in group}
 
+    def _version_of(self, item: PendingWrite) -> int | None:
+        return item.mapping_version if item.mapping_version is not None else self._mapping_version
+
     async def _settle(self, item: PendingWrite, outcome: WriteOutcome) -> WriteOutcome:
         write = item.write
         with anyio.CancelScope(shield=True):
@@ -375,7 +380,7 @@ class Executor:
                 detail={"request": _describe(write), "result": dict(outcome.result or {}),
                         "error": error.message if error else None,
                         "error_code": error.context.error_code if error else None},
-                mapping_version=self._mapping_version,
+                mapping_version=self._version_of(item),
                 synced_fields=dict(write.fields) if isinstance(write, SfUpdate | SfUpsert | SfCreate) else {},
             ))
         if outcome.ok:

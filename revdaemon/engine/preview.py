@@ -62,6 +62,8 @@ class EventPreview:
     writes: tuple[PlannedWrite, ...] = ()
     outcome: str = "writes"  # "writes", "nothing", "conflict", "error"
     note: str | None = None  # why nothing, the conflict's reason, the error, or "later steps follow"
+    mapping: str | None = None  # the mapping version that planned it, when shown: "v1 (pinned)", "v2 (current)"
+    used: bool = True  # False: the other mapping version's writes, shown beside those a replay makes; not counted
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,11 +72,11 @@ class Preview:
 
     @property
     def writes(self) -> int:
-        return sum(len(e.writes) for e in self.events)
+        return sum(len(e.writes) for e in self.events if e.used)
 
     @property
     def fields_changed(self) -> int:
-        return sum(len(w.changed) for e in self.events for w in e.writes)
+        return sum(len(w.changed) for e in self.events if e.used for w in e.writes)
 
 
 async def preview(events: Sequence[Event], flows: Sequence[Flow], fetcher: Fetcher) -> Preview:

@@ -29,6 +29,7 @@ from structlog.contextvars import bound_contextvars
 
 from revdaemon.engine.executor import Executor, PendingWrite, WriteOutcome
 from revdaemon.engine.lookups import Fetcher
+from revdaemon.engine.mappings import FlowVersions, MappingUnavailable
 from revdaemon.engine.schema import SchemaGuard
 from revdaemon.errors import (
     Busy,
@@ -84,6 +85,8 @@ class _Job:
     error: SyncError | None = None
     crash: str | None = None
     parked: str | None = None  # the flow cannot run against the org's schema right now
+    mapping_version: int | None = None  # the mapping version the flow was built from
+    old_mapping: bool = False  # an older version than the current one (the event is pinned to it)
 
 
 @dataclass
@@ -101,8 +104,10 @@ class Worker:
                  max_attempts: int = 8, backoff: RetryPolicy | None = None, idle_seconds: float = 1.0,
                  doorbell: Doorbell | None = None, rng: random.Random | None = None,
                  stats: WorkerStats | None = None, schema: SchemaGuard | None = None,
-                 metrics: Metrics | None = None, alerter: Alerter | None = None) -> None:
+                 metrics: Metrics | None = None, alerter: Alerter | None = None,
+                 versions: FlowVersions | None = None) -> None:
         self._metrics = metrics
+        self._versions = versions  # None: every event is planned with `flows`, and none is pinned
         self._alerter = alerter
         self._store = store
         self._fetcher = fetcher
@@ -149,7 +154,9 @@ class Worker:
         """Claim and process one batch; the number of events it held."""
         if self._executor.dry_run:
             return await self._dry_run_once()
-        events = await self._store.claim_events(worker=self.name, limit=self._batch_size, lease=self._lease)
+        events = await self._store.claim_events(
+            worker=self.name, limit=self._batch_size, lease=self._lease,
+            mapping_version=self._versions.current_version if self._versions is not None else None)
         if events:
             try:
                 await self.process(events)
@@ -184,25 +191,33 @@ class Worker:
         if not waiting:
             return 0
         self._dry_seen.update(e.id for e in waiting)
-        jobs = [_Job(event=e, flow=f, view=FlowEvent(key=e.key, type=e.type, source=e.source, payload=e.payload))
-                for e in waiting for f in self._flows if e.type in f.event_types]
+        jobs: list[_Job] = []
+        for event in waiting:
+            try:
+                jobs += await self._jobs_of(event)
+            except MappingUnavailable as exc:
+                log.info("dry_run_planned", event_key=event.key, outcome="error", reason=str(exc))
         if jobs:
             await self._step(jobs)
         for job in jobs:
             outcome = ("conflict" if job.conflict else "crash" if job.crash else "error" if job.error
                        else "planned")
             log.info("dry_run_planned", event_key=job.event.key, flow=job.flow.name, outcome=outcome,
-                     reason=job.conflict.reason if job.conflict else job.error.message if job.error else None)
+                     reason=job.conflict.reason if job.conflict else job.error.message if job.error else None,
+                     mapping_version=job.mapping_version)
         return len(waiting)
 
     async def process(self, events: Sequence[Event]) -> None:
         if self._schema is not None:
             await self._schema.recheck_due()
         jobs: list[_Job] = []
+        unusable: dict[int, MappingUnavailable] = {}
         for event in events:
-            view = FlowEvent(key=event.key, type=event.type, source=event.source, payload=event.payload)
-            matched = [_Job(event=event, flow=flow, view=view) for flow in self._flows
-                       if event.type in flow.event_types]
+            try:
+                matched = await self._jobs_of(event)
+            except MappingUnavailable as exc:
+                unusable[event.id] = exc
+                continue
             if not matched:
                 log.info("event_ignored", event_key=event.key, type=event.type, reason="no flow handles this type")
             jobs.extend(matched)
@@ -214,7 +229,9 @@ class Worker:
                 break
             await self._step(pending)
             for job in pending:
-                if job.error is not None and self._schema is not None and \
+                # The current fields are what the schema guard checks: a field only an older mapping version
+                # writes is that event's own error (a dead letter the operator can replay with --remap).
+                if job.error is not None and self._schema is not None and not job.old_mapping and \
                         await self._schema.on_error(job.flow.name, job.error):
                     job.parked, job.error = self._schema.is_parked(job.flow.name), None
             pending = [j for j in pending if not (j.done or j.conflict or j.error or j.crash or j.parked)]
@@ -226,6 +243,14 @@ class Worker:
             by_event.setdefault(job.event.id, []).append(job)
         done: list[Event] = []
         for event in events:
+            if event.id in unusable:
+                try:
+                    await self._dead(event, NewDeadLetter(
+                        system="revdaemon", operation=f"load mapping version {event.mapping_version}",
+                        error=f"{unusable[event.id]}; replay it with --remap to use the current mapping"))
+                except ClaimLost as exc:
+                    log.warning("claim_lost", event_key=event.key, detail=str(exc))
+                continue
             event_jobs = by_event.get(event.id, [])
             if not any(j.conflict or j.crash or j.error or j.parked for j in event_jobs):
                 done.append(event)  # the common case, finished together in one transaction below
@@ -250,6 +275,18 @@ class Worker:
                 self._metrics.event_processed(event.type)
             log.info("event_done", event_key=event.key, event_type=event.type,
                      flows=[j.flow.name for j in by_event.get(event.id, [])])
+
+    async def _jobs_of(self, event: Event) -> list[_Job]:
+        """One job per flow handling the event, from the flows of the mapping version it is pinned to."""
+        view = FlowEvent(key=event.key, type=event.type, source=event.source, payload=event.payload)
+        if self._versions is None:
+            flows, version, old = self._flows, None, False
+        else:
+            flows = await self._versions.flows_for(event.mapping_version)
+            old = not self._versions.is_current(event.mapping_version)
+            version = event.mapping_version if old else self._versions.current_version
+        return [_Job(event=event, flow=flow, view=view, mapping_version=version, old_mapping=old)
+                for flow in flows if event.type in flow.event_types]
 
     async def _step(self, jobs: list[_Job]) -> None:
         found = Found()
@@ -286,7 +323,8 @@ class Worker:
             if plan.skip_reason and not plan.writes:
                 log.info("event_skipped", event_key=job.event.key, flow=job.flow.name, reason=plan.skip_reason)
             pending_writes.extend(PendingWrite(write=w, event_id=job.event.id, entity=plan.entity,
-                                               version=plan.version) for w in plan.writes)
+                                               version=plan.version, mapping_version=job.mapping_version)
+                                  for w in plan.writes)
         outcomes = await self._executor.execute(pending_writes) if pending_writes else {}
         for index, plan in plans.items():
             job = jobs[index]

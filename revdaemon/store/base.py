@@ -19,6 +19,7 @@ from revdaemon.store.records import (
     DeadLetter,
     Event,
     Link,
+    MappingVersion,
     MinuteCount,
     NewAuditEntry,
     NewConflict,
@@ -53,8 +54,11 @@ class Store(Protocol):
         True when it was new."""
         ...
 
-    async def claim_events(self, *, worker: str, limit: int, lease: timedelta) -> list[Event]:
-        """Claim due events, oldest first; also takes over claims whose lease has expired."""
+    async def claim_events(self, *, worker: str, limit: int, lease: timedelta,
+                           mapping_version: int | None = None) -> list[Event]:
+        """Claim due events, oldest first; also takes over claims whose lease has expired. With
+        `mapping_version`, an event not yet pinned to a mapping version is pinned to that one (it is about to
+        be planned with it); a pinned event keeps its own."""
         ...
 
     async def release_claims(self, worker: str) -> int:
@@ -184,8 +188,24 @@ class Store(Protocol):
 
     async def get_dead_letter(self, letter_id: int) -> DeadLetter | None: ...
 
-    async def replay_dead_letter(self, letter_id: int) -> Event:
-        """Put the dead letter's event back in the inbox, due now, with its attempts reset."""
+    async def replay_dead_letter(self, letter_id: int, *, remap: bool = False) -> Event:
+        """Put the dead letter's event back in the inbox, due now, with its attempts reset. It keeps the
+        mapping version it was first planned with, unless `remap`: then its pin is cleared and it is planned
+        with the mapping current when it is next claimed."""
+        ...
+
+    # --- mapping versions -----------------------------------------------------------------------
+
+    async def register_mapping(self, text: str, content_hash: str) -> MappingVersion:
+        """Store a mapping under the next version number, or return the one already stored with this hash."""
+        ...
+
+    async def find_mapping(self, content_hash: str) -> MappingVersion | None: ...
+
+    async def get_mapping(self, version: int) -> MappingVersion | None: ...
+
+    async def list_mappings(self) -> list[MappingVersion]:
+        """Every stored mapping version, oldest first."""
         ...
 
     # --- audit ----------------------------------------------------------------------------------

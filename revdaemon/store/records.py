@@ -56,6 +56,7 @@ class Event:
     claimed_until: datetime | None
     received_at: datetime
     updated_at: datetime
+    mapping_version: int | None = None  # the mapping version it was first planned with (None: not planned yet)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,6 +224,19 @@ class AuditEntry:
 class MinuteCount:
     minute: datetime  # the start of the minute, UTC
     count: int
+
+
+# --- mapping versions -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class MappingVersion:
+    """One distinct mapping (what config.yaml says the flows write), stored the first time it is loaded."""
+
+    version: int  # assigned by the store, in order: 1, 2, 3...
+    content_hash: str  # sha256 of `text`; one version per distinct text
+    text: str  # the canonical text (engine/mappings.py)
+    created_at: datetime
 
 
 # --- status -----------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from revdaemon.store.records import (
     DeadLetter,
     Event,
     Link,
+    MappingVersion,
     MinuteCount,
     NewAuditEntry,
     NewConflict,
@@ -186,7 +187,8 @@ class SqliteStore:
             stored.discard(event.key)
         return inserted
 
-    async def claim_events(self, *, worker: str, limit: int, lease: timedelta) -> list[Event]:
+    async def claim_events(self, *, worker: str, limit: int, lease: timedelta,
+                           mapping_version: int | None = None) -> list[Event]:
         now = self._clock()
         until = _ts(now + lease)
         async with self._tx() as conn:
@@ -206,9 +208,9 @@ class SqliteStore:
             await conn.execute(
                 f"""UPDATE inbox_events
                     SET status = 'claimed', claimed_by = ?, claimed_until = ?, attempts = attempts + 1,
-                        updated_at = ?
+                        updated_at = ?, mapping_version = coalesce(mapping_version, ?)
                     WHERE id IN ({marks})""",
-                (worker, until, _ts(now), *ids),
+                (worker, until, _ts(now), mapping_version, *ids),
             )
             claimed = await _fetchall(
                 conn, f"SELECT * FROM inbox_events WHERE id IN ({marks}) ORDER BY next_attempt_at, id", ids
@@ -546,7 +548,7 @@ class SqliteStore:
             row = await _fetchone(conn, "SELECT * FROM dead_letters WHERE id = ?", (letter_id,))
         return _dead_letter(row) if row else None
 
-    async def replay_dead_letter(self, letter_id: int) -> Event:
+    async def replay_dead_letter(self, letter_id: int, *, remap: bool = False) -> Event:
         now = self._clock()
         async with self._tx() as conn:
             row = await _fetchone(conn, "SELECT * FROM dead_letters WHERE id = ?", (letter_id,))
@@ -560,9 +562,40 @@ class SqliteStore:
                 conn, row["event_id"], EventStatus.RECEIVED, now, reset_attempts=True, next_attempt_at=now
             )
             await conn.execute("UPDATE dead_letters SET replayed_at = ? WHERE id = ?", (_ts(now), letter_id))
+            if remap:
+                await conn.execute("UPDATE inbox_events SET mapping_version = NULL WHERE id = ?", (row["event_id"],))
             event_row = await _fetchone(conn, "SELECT * FROM inbox_events WHERE id = ?", (row["event_id"],))
         assert event_row is not None
         return _event(event_row)
+
+    # --- mapping versions -----------------------------------------------------------------------
+
+    async def register_mapping(self, text: str, content_hash: str) -> MappingVersion:
+        async with self._tx() as conn:
+            await conn.execute(
+                """INSERT INTO mapping_versions (content_hash, text, created_at) VALUES (?, ?, ?)
+                   ON CONFLICT (content_hash) DO NOTHING""", (content_hash, text, _ts(self._clock())))
+            row = await _fetchone(conn, "SELECT * FROM mapping_versions WHERE content_hash = ?", (content_hash,))
+        assert row is not None  # inserted or already there, inside this transaction
+        return _mapping(row)
+
+    async def find_mapping(self, content_hash: str) -> MappingVersion | None:
+        rows = await self._mapping_rows("WHERE content_hash = ?", (content_hash,))
+        return _mapping(rows[0]) if rows else None
+
+    async def get_mapping(self, version: int) -> MappingVersion | None:
+        rows = await self._mapping_rows("WHERE version = ?", (version,))
+        return _mapping(rows[0]) if rows else None
+
+    async def list_mappings(self) -> list[MappingVersion]:
+        return [_mapping(row) for row in await self._mapping_rows("ORDER BY version", ())]
+
+    async def _mapping_rows(self, where: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+        async with self._tx(write=False) as conn:
+            # A read-only open of a database the daemon has not migrated yet has no versions (and no table).
+            if await _fetchone(conn, "SELECT 1 FROM sqlite_master WHERE name = 'mapping_versions'", ()) is None:
+                return []
+            return await _fetchall(conn, f"SELECT * FROM mapping_versions {where}", params)
 
     # --- audit ----------------------------------------------------------------------------------
 
@@ -852,7 +885,14 @@ def _event(row: sqlite3.Row) -> Event:
         claimed_until=_dt(row["claimed_until"]),
         received_at=_required_dt(row["received_at"]),
         updated_at=_required_dt(row["updated_at"]),
+        # absent from a database the daemon has not migrated yet, read by a read-only command
+        mapping_version=row["mapping_version"] if "mapping_version" in row.keys() else None,  # noqa: SIM118 (Row: `in` looks at values)
     )
+
+
+def _mapping(row: sqlite3.Row) -> MappingVersion:
+    return MappingVersion(version=row["version"], content_hash=row["content_hash"], text=row["text"],
+                          created_at=_required_dt(row["created_at"]))
 
 
 def _cursor(row: sqlite3.Row) -> Cursor:

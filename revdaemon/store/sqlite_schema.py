@@ -130,6 +130,17 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE inbox_events ADD COLUMN conflict_id INTEGER REFERENCES conflicts (id);
     CREATE INDEX inbox_conflict ON inbox_events (conflict_id) WHERE conflict_id IS NOT NULL;
     """,
+    # 4: every distinct mapping loaded from config.yaml, numbered in order; and the version each event was
+    # first planned with, so a replay writes what that version wrote unless the operator remaps it.
+    """
+    CREATE TABLE mapping_versions (
+        version      INTEGER PRIMARY KEY,
+        content_hash TEXT NOT NULL UNIQUE,
+        text         TEXT NOT NULL,
+        created_at   TEXT NOT NULL
+    );
+    ALTER TABLE inbox_events ADD COLUMN mapping_version INTEGER REFERENCES mapping_versions (version);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
