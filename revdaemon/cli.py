@@ -285,10 +285,13 @@ def dead_letters_show(config_path: Path | None, as_json: bool, letter_id: int) -
 @click.argument("letter_ids", type=int, nargs=-1)
 @click.option("--all", "replay_all", is_flag=True, help="Replay every open dead letter.")
 @click.option("--dry-run", is_flag=True, help="Print what the replay would write, field by field; send nothing.")
+@click.option("--remap", is_flag=True, help="Plan with the current mapping, not the version each event first ran "
+              "with (with --dry-run: show the writes under both).")
 @click.option("--actor", default=lambda: os.environ.get("USER", "operator"), show_default="$USER")
 def dead_letters_replay(config_path: Path | None, as_json: bool, letter_ids: tuple[int, ...],
-                        replay_all: bool, dry_run: bool, actor: str) -> None:
-    """Put dead letters' events back in the inbox (the daemon retries them)."""
+                        replay_all: bool, dry_run: bool, remap: bool, actor: str) -> None:
+    """Put dead letters' events back in the inbox (the daemon retries them), each with the mapping version it
+    first ran with unless --remap."""
     if bool(letter_ids) == replay_all:
         raise click.UsageError("give dead letter ids, or --all")
     settings = _load(config_path)
@@ -296,14 +299,21 @@ def dead_letters_replay(config_path: Path | None, as_json: bool, letter_ids: tup
         _setup_logging(settings)
 
         async def plan(store: Store) -> Any:
+            from revdaemon.engine.mappings import FlowVersions
+            from revdaemon.engine.supervisor import default_flows
+
             ids = list(letter_ids) or [d["id"] for d in await service.list_dead_letters(store, limit=10_000)]
-            return await _with_engine(settings, lambda flows, fetcher: service.preview_replay(store, ids, flows,
-                                                                                            fetcher), store)
+
+            async def diff(flows: list[Flow], fetcher: Fetcher) -> Preview:
+                versions = await FlowVersions.load(store, settings, flows, default_flows, register=False)
+                return await service.preview_replay(store, ids, flows, fetcher, versions=versions, remap=remap)
+
+            return await _with_engine(settings, diff, store)
 
         _print_preview(_run_with_store(settings, plan, read_only=True), as_json)
         return
     rows = _run_with_store(settings, lambda s: service.replay_dead_letters(s, None if replay_all else list(letter_ids),
-                                                                           actor=actor), read_only=False)
+                                                                           actor=actor, remap=remap), read_only=False)
     _emit(rows, as_json, ("id", "type", "status", "key"), "replayed")
 
 
@@ -333,6 +343,8 @@ def _print_preview(preview: Preview, as_json: bool) -> None:
     console = Console()
     for shown in preview.events:
         console.print(f"[bold]{shown.event_key}[/bold] ({shown.flow}): {shown.outcome}"
+                      + (f" · mapping {shown.mapping}" if shown.mapping else "")
+                      + ("" if shown.used else " · for comparison only: this replay does not write it")
                       + (f" - {shown.note}" if shown.note else ""), markup=True, highlight=False)
         for write in shown.writes:
             table = Table(title=f"{write.system}: {write.action} {write.target}", title_justify="left")
@@ -343,6 +355,68 @@ def _print_preview(preview: Preview, as_json: bool) -> None:
                               style=None if change.changes else "dim")
             console.print(table)
     console.print(f"dry run: {preview.writes} write(s), {preview.fields_changed} field change(s); nothing was sent")
+
+
+@main.group()
+def mappings() -> None:
+    """Mapping versions: each distinct mapping config.yaml has had, as the daemon stored it at start."""
+
+
+def _mapping_text(settings: Settings) -> str:
+    from revdaemon.engine.mappings import mapping_text
+
+    return mapping_text(settings)
+
+
+@mappings.command("list")
+@config_option
+@json_option
+def mappings_list(config_path: Path | None, as_json: bool) -> None:
+    """Every stored mapping version; * marks the one config.yaml holds now."""
+    settings = _load(config_path)
+    rows = _run_with_store(settings, lambda s: service.list_mappings(s, _mapping_text(settings)), read_only=True)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    _emit([{**row, "current": "*" if row["current"] else None} for row in rows], False,
+          ("version", "hash", "created_at", "current"), "mapping versions")
+    if not any(row["current"] for row in rows):
+        click.echo("the mapping in config.yaml is not stored yet: the daemon stores it as a new version at its "
+                   "next start")
+
+
+@mappings.command("show")
+@config_option
+@json_option
+@click.argument("version")
+def mappings_show(config_path: Path | None, as_json: bool, version: str) -> None:
+    """The text of one mapping version (a number, or `current` for config.yaml's)."""
+    settings = _load(config_path)
+    shown = _run_with_store(settings, lambda s: service.show_mapping(s, version, _mapping_text(settings)),
+                            read_only=True)
+    if as_json:
+        click.echo(json.dumps(shown))
+        return
+    click.echo(f"# mapping {shown['version']}, sha256 {shown['hash']}")
+    click.echo(shown["text"], nl=False)
+
+
+@mappings.command("diff")
+@config_option
+@json_option
+@click.argument("a")
+@click.argument("b")
+def mappings_diff(config_path: Path | None, as_json: bool, a: str, b: str) -> None:
+    """A unified diff of two mapping versions (numbers, or `current`)."""
+    settings = _load(config_path)
+    diff = _run_with_store(settings, lambda s: service.diff_mappings(s, a, b, _mapping_text(settings)),
+                           read_only=True)
+    if as_json:
+        click.echo(json.dumps(diff))
+    elif diff["same"]:
+        click.echo(f"{diff['a']} and {diff['b']} are the same mapping")
+    else:
+        click.echo(diff["diff"], nl=False)
 
 
 @main.group()

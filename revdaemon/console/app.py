@@ -225,17 +225,26 @@ def build_console(context: ConsoleContext) -> Starlette:
         return page(request, "dead_letter.html", session, d=letter, event=event)
 
     async def replay_preview(request: Request, session: Session) -> Response:
-        ids = _ids(await request.form())
+        form = await request.form()
+        ids, remap = _ids(form), _text(form, "remap") == "1"
         if context.fetcher is None:
             raise ValueError("dry-run diffs need the daemon's API clients; this console has none")
-        preview = await service.preview_replay(context.store, ids, context.flows, context.fetcher)
+        from revdaemon.engine.mappings import FlowVersions
+        from revdaemon.engine.supervisor import default_flows  # late: the supervisor imports this module
+
+        # Each event planned with the mapping version it is pinned to (with remap: the current one, both shown).
+        versions = await FlowVersions.load(context.store, context.settings, context.flows, default_flows,
+                                           register=False)
+        preview = await service.preview_replay(context.store, ids, context.flows, context.fetcher,
+                                               versions=versions, remap=remap)
         return page(request, "preview.html", session, preview=preview, ids=ids, action="/dead-letters/replay",
-                    title=f"Replay {len(ids)} dead letter(s)", confirm="Replay these now",
-                    back="/dead-letters")
+                    title=f"Replay {len(ids)} dead letter(s)" + (" with the current mapping" if remap else ""),
+                    confirm="Replay these now", back="/dead-letters", remap=remap)
 
     async def replay(request: Request, session: Session) -> Response:
-        ids = _ids(await request.form())
-        await service.replay_dead_letters(context.store, ids, actor=session.actor)
+        form = await request.form()
+        ids = _ids(form)
+        await service.replay_dead_letters(context.store, ids, actor=session.actor, remap=_text(form, "remap") == "1")
         context.wake_workers()
         return _after("/dead-letters", f"{len(ids)} dead letter(s) back in the inbox.")
 

@@ -32,6 +32,7 @@ from revdaemon.domain.reconciliation import Report
 from revdaemon.engine.clients import build_clients
 from revdaemon.engine.executor import Executor
 from revdaemon.engine.lookups import Fetcher
+from revdaemon.engine.mappings import FlowVersions
 from revdaemon.engine.pollers import NUE_FIELDS, NuePoller, Poller, SalesforceClosedWonPoller
 from revdaemon.engine.reconcile import reconcile
 from revdaemon.engine.renewal_scan import scan_renewals
@@ -88,6 +89,7 @@ class Daemon:
     listener_port: int | None = None
     console: ConsoleServer | None = None  # the admin listener, when console.enabled
     console_port: int | None = None
+    versions: FlowVersions | None = None  # the mapping versions: the current one registered at start
 
 
 def default_flows(settings: Settings) -> list[Flow]:
@@ -153,7 +155,10 @@ async def run_daemon(
     store = await open_store(settings.database_path)
     try:
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=50, max_keepalive_connections=20)) as http:
-            daemon = _build(settings, store, http, dry_run=dry_run, flows=flows or default_flows(settings))
+            chosen = flows or default_flows(settings)
+            # The configured mapping is stored as a version (a dry run only looks it up: it writes nothing).
+            versions = await FlowVersions.load(store, settings, chosen, default_flows, register=not dry_run)
+            daemon = _build(settings, store, http, dry_run=dry_run, flows=chosen, versions=versions)
             daemon.notifier = notifier
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_schema_check, daemon)
@@ -195,7 +200,7 @@ async def run_daemon(
 
 
 def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run: bool,
-           flows: list[Flow]) -> Daemon:
+           flows: list[Flow], versions: FlowVersions | None = None) -> Daemon:
     retry = RetryPolicy(max_attempts=settings.limits.max_attempts, max_delay=settings.limits.max_backoff_seconds,
                         max_total=settings.limits.max_backoff_seconds * 2)
     salesforce, nue = build_clients(settings, http, retry)
@@ -210,7 +215,8 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
                       timeout_seconds=a.timeout_seconds, blocks=a.blocks, redactor=active_redactor())
     # The status fields are checked like a flow's: missing ones park the status writes, not the flows.
     schema = SchemaGuard(salesforce, [*flows, *([sync_status] if sync_status else [])], alerter=alerter)
-    executor = Executor(store, salesforce, nue, mapping_version=settings.mapping.version, dry_run=dry_run,
+    executor = Executor(store, salesforce, nue, dry_run=dry_run,
+                        mapping_version=versions.current_version if versions is not None else None,
                         sync_status=sync_status, sync_status_parked=lambda: schema.is_parked(SYNC_STATUS))
     stats = WorkerStats()
     engine = settings.engine
@@ -219,7 +225,7 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
                lease=timedelta(seconds=engine.lease_seconds), max_attempts=settings.limits.max_attempts,
                backoff=RetryPolicy(base_delay=2.0, max_delay=settings.limits.max_backoff_seconds),
                idle_seconds=engine.idle_seconds, doorbell=doorbell, stats=stats, schema=schema, metrics=metrics,
-               alerter=alerter)
+               alerter=alerter, versions=versions)
         for i in range(engine.workers)
     ]
     async def scrape() -> tuple[bytes, str]:
@@ -271,7 +277,7 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
         console = ConsoleServer(build_console(context), settings.console.host, settings.console.port)
     return Daemon(settings=settings, store=store, salesforce=salesforce, nue=nue, health=health, metrics=metrics,
                   alerter=alerter, committer=committer, workers=workers, listener=listener, schema=schema,
-                  scheduler=scheduler, pollers=pollers, stats=stats, console=console)
+                  scheduler=scheduler, pollers=pollers, stats=stats, console=console, versions=versions)
 
 
 async def _schema_check(daemon: Daemon) -> None:
