@@ -23,6 +23,7 @@ from rich.table import Table
 
 from revdaemon import __version__, service
 from revdaemon.config import CONFIG_ENV_VAR, Settings, load_settings
+from revdaemon.domain.budget import DEFERRED_WORK, Priority, describe_seconds
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.preview import Preview
 from revdaemon.engine.supervisor import run_daemon
@@ -524,7 +525,8 @@ async def _backfill(settings: Settings, since: Any, flow: str | None, quiet: boo
         salesforce, nue = build_clients(settings, http, retry)
         store = await open_store(settings.database_path)
         try:
-            pollers: list[Poller] = [SalesforceClosedWonPoller(salesforce, store)]
+            # bulk priority: a backfill is the first work the budget planner holds back
+            pollers: list[Poller] = [SalesforceClosedWonPoller(salesforce, store, priority=Priority.BULK)]
             pollers += [NuePoller(type_name, nue, store) for type_name in NUE_FIELDS]
             with Progress(SpinnerColumn(), TextColumn("{task.description}"), disable=quiet) as progress:
                 tasks: dict[str, Any] = {}
@@ -611,7 +613,8 @@ async def _store_version(settings: Settings) -> int | None:
 @json_option
 def status(config_path: Path | None, as_json: bool) -> None:
     """Queue depths, cursors, open conflicts and dead letters from the state store; with the daemon
-    running, also its readiness, each poll's last success and the Salesforce budget left."""
+    running, also its readiness, each poll's last success, the Salesforce budget left, when it runs out at
+    the recent rate and what the budget planner defers."""
     settings = _load(config_path)
     try:
         summary = anyio.run(_summary, settings)
@@ -631,6 +634,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
         console.print("daemon: not reachable on its listener (not running, or another port)")
         return
     console.print(f"daemon: ready={live['ready']}  Salesforce budget left: {live['salesforce_budget_remaining']}")
+    _print_budget_plan(console, settings, live)
     for name, at in sorted(live["last_polls"].items()):
         console.print(f"  last poll {name}: {at or 'never'}")
 
@@ -648,9 +652,31 @@ def _live_daemon(settings: Settings) -> dict[str, Any] | None:
         metrics = httpx.get(f"{base}/metrics", timeout=1.0).text
     except (httpx.HTTPError, ValueError):
         return None
-    budget = re.search(r'^revdaemon_api_budget_remaining\{api="salesforce"\} (\S+)$', metrics, re.M)
+    def sample(name: str, labels: str = "") -> float | None:
+        found = re.search(rf"^revdaemon_{name}{re.escape(labels)} (\S+)$", metrics, re.M)
+        return float(found[1]) if found else None
+
     return {"ready": health.get("ready"), "last_polls": health.get("last_polls", {}),
-            "salesforce_budget_remaining": float(budget[1]) if budget else None}
+            "salesforce_budget_remaining": sample("api_budget_remaining", '{api="salesforce"}'),
+            "salesforce_calls_per_minute": sample("api_usage_per_minute", '{api="salesforce"}'),
+            "salesforce_exhaustion_seconds": sample("api_budget_exhaustion_seconds", '{api="salesforce"}'),
+            "poll_interval_multiplier": sample("poll_interval_multiplier"),
+            "deferred": [p.value for p in Priority if sample("work_deferred", f'{{kind="{p.value}"}}')],
+            "nue_calls": sample("api_calls_total", '{api="nue"}')}
+
+
+def _print_budget_plan(console: Console, settings: Settings, live: dict[str, Any]) -> None:
+    """The budget planner's view: when the allocation runs out at the recent rate, and what waits."""
+    rate = live.get("salesforce_calls_per_minute")
+    if rate is not None:
+        console.print(f"  Salesforce: {rate:.1f} calls/min lately; allocation spent in "
+                      f"{describe_seconds(live.get('salesforce_exhaustion_seconds'))}")
+    deferred = [DEFERRED_WORK[Priority(kind)] for kind in live.get("deferred", [])]
+    console.print(f"  polls at {live.get('poll_interval_multiplier') or 1:g}x their interval; deferred: "
+                  f"{', '.join(deferred) or 'nothing'}")
+    nue = settings.limits.nue
+    console.print(f"  Nue: no daily allocation; {nue.requests_per_second:g} requests/s (token bucket), "
+                  f"{int(live.get('nue_calls') or 0)} calls since start")
 
 
 async def _summary(settings: Settings) -> StoreSummary:

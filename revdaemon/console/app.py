@@ -11,7 +11,7 @@ import json
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -29,6 +29,7 @@ from revdaemon import service
 from revdaemon.config import Settings
 from revdaemon.console.auth import SESSION_COOKIE, Admins, LoginLimiter, Session, Sessions, csrf_ok
 from revdaemon.console.charts import bar_chart_svg, minute_bars
+from revdaemon.domain.budget import BudgetPlan, describe_seconds
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.errors import RecordNotFound, StoreError
 from revdaemon.flows.base import Flow
@@ -161,13 +162,18 @@ def build_console(context: ConsoleContext) -> Starlette:
                             "last_error": state.last_error if state else None,
                             "cursor": cursors[name].value if name in cursors else None})
         budget = context.salesforce_budget
+        plan = budget.plan() if budget else None
         calls = context.api_calls()
         apis = [{"api": "Salesforce", "used": budget.used if budget else None,
                  "total": budget.total if budget else None, "calls_since_start": calls.get("salesforce"),
+                 "per_minute": f"{plan.per_minute:.1f}" if plan else None, "runs_out": _runs_out(plan, now),
                  "note": "the org's rolling 24-hour allocation, as Salesforce last reported it"},
                 {"api": "Nue", "used": None, "total": None, "calls_since_start": calls.get("nue"),
+                 "per_minute": None, "runs_out": None,
                  "note": f"no daily allocation; held to {context.settings.limits.nue.requests_per_second:g} "
                          "requests/s by the token bucket"}]
+        deferred = (f"Deferred: {', '.join(plan.deferred_work) if plan and plan.deferred else 'nothing'}; polls "
+                    f"at {plan.multiplier if plan else 1}x their interval.")
         parked = [{"flow": flow, "reason": reason,
                    "fix": "add the missing fields in Salesforce (or unmap them in config.yaml); the flow resumes "
                           "by itself within 5 minutes, or at once on `systemctl reload revdaemon`"}
@@ -175,6 +181,7 @@ def build_console(context: ConsoleContext) -> Starlette:
         depths = {status.value: summary.queue_depths.get(status, 0) for status in EventStatus}
         return page(request, "overview.html", session, ready=ready, depths=depths, chart=chart,
                     processed_last_hour=sum(b.count for b in bars), pollers=pollers, apis=apis, parked=parked,
+                    deferred=deferred,
                     open_conflicts=summary.open_conflicts, dead_letters=summary.dead_letters,
                     started_at=context.health.started_at)
 
@@ -336,6 +343,16 @@ def _customer_ids(form: FormData) -> list[str]:
     if len(values) > MAX_SELECTION:
         raise ValueError(f"select at most {MAX_SELECTION} at a time")
     return values
+
+
+def _runs_out(plan: BudgetPlan | None, now: datetime) -> str | None:
+    """When the allocation is spent at the recent rate: `14:32 UTC (in 3 h 12 min)`."""
+    if plan is None or plan.used is None:
+        return None
+    if plan.exhaustion_seconds is None:
+        return describe_seconds(None)
+    at = now + timedelta(seconds=plan.exhaustion_seconds)
+    return f"{at:%Y-%m-%d %H:%M} UTC (in {describe_seconds(plan.exhaustion_seconds)})"
 
 
 def _show(value: Any) -> str:

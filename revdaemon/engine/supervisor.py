@@ -33,6 +33,7 @@ from revdaemon.engine.clients import build_clients
 from revdaemon.engine.executor import Executor
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.mappings import FlowVersions
+from revdaemon.engine.pacing import CoalescingDoorbell
 from revdaemon.engine.pollers import NUE_FIELDS, NuePoller, Poller, SalesforceClosedWonPoller
 from revdaemon.engine.reconcile import reconcile
 from revdaemon.engine.renewal_scan import scan_renewals
@@ -40,7 +41,7 @@ from revdaemon.engine.scheduler import Scheduler
 from revdaemon.engine.schema import SchemaGuard
 from revdaemon.engine.sync_status import NAME as SYNC_STATUS
 from revdaemon.engine.sync_status import StatusFields, SyncStatus
-from revdaemon.engine.worker import Doorbell, Worker, WorkerStats
+from revdaemon.engine.worker import Worker, WorkerStats
 from revdaemon.errors import ConfigError, StoreError, SyncError
 from revdaemon.flows.amendments import AmendmentsFlow
 from revdaemon.flows.base import Flow
@@ -50,7 +51,7 @@ from revdaemon.flows.onboarding import OnboardingFlow, OnboardingMapping
 from revdaemon.flows.quote_sync import QuoteSyncFlow
 from revdaemon.flows.renewals import RenewalFlow, RenewalMapping
 from revdaemon.flows.subscription_status import SubscriptionStatusFlow, SubscriptionStatusMapping
-from revdaemon.limits import ApiLimiter, RetryPolicy
+from revdaemon.limits import ApiLimiter, Priority, RetryPolicy
 from revdaemon.listener.app import ListenerApp
 from revdaemon.listener.group_commit import GroupCommitter
 from revdaemon.listener.http import HttpServer
@@ -205,7 +206,11 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
                         max_total=settings.limits.max_backoff_seconds * 2)
     salesforce, nue = build_clients(settings, http, retry)
     health = Health()
-    doorbell = Doorbell()
+    # The budget planner paces the work: a ring opens a coalescing window while it stretches, polls run
+    # at `multiplier` times their interval, and bulk jobs wait (see domain/budget.py).
+    doorbell = CoalescingDoorbell(
+        window=lambda: settings.engine.idle_seconds * (salesforce.budget.plan().multiplier - 1),
+        stopping=lambda: health.shutting_down)
     committer = GroupCommitter(store, on_commit=doorbell.ring)
     sync_status = build_sync_status(settings)
     fetcher = Fetcher(salesforce, nue, store)
@@ -243,13 +248,20 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
     pollers += [NuePoller(type_name, nue, store, health=health, overlap=overlap, metrics=metrics, alerter=alerter)
                 for type_name in NUE_FIELDS]
     scheduler = Scheduler.from_settings(schedule)
-    scheduler.add_interval(pollers[0], schedule.salesforce_poll_seconds)
+    def stretch() -> float:  # Nue polls too: the events they find are worked through Salesforce
+        return salesforce.budget.plan().poll_stretch
+
+    scheduler.add_interval(pollers[0], schedule.salesforce_poll_seconds, stretch=stretch)
     for poller in pollers[1:]:
-        scheduler.add_interval(poller, schedule.nue_poll_seconds)
+        scheduler.add_interval(poller, schedule.nue_poll_seconds, stretch=stretch)
     # Batch jobs only enqueue an event (keyed by the day, so a missed or repeated run is one job);
     # the workers do the work like any other event, with its retries and dead letters.
     if settings.flows.reconciliation.enabled:
         async def nightly_reconciliation() -> None:
+            if not salesforce.budget.allows(Priority.BULK):
+                log.warning("reconciliation_deferred", reason="the Salesforce budget holds back bulk work",
+                            used=salesforce.budget.used, total=salesforce.budget.total)
+                return
             report = await run_reconciliation(settings, nue, salesforce, store=store,
                                               repair=settings.flows.reconciliation.repair)
             if report.repairs:
