@@ -11,7 +11,7 @@ import json
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -75,6 +75,7 @@ def build_console(context: ConsoleContext) -> Starlette:
     limiter = LoginLimiter(per_minute=settings.login_attempts_per_minute)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["show"] = _show
+    templates.env.filters["when"] = _when
 
     def page(request: Request, name: str, session: Session | None, status_code: int = 200,
              **values: Any) -> Response:
@@ -353,6 +354,19 @@ def _runs_out(plan: BudgetPlan | None, now: datetime) -> str | None:
         return describe_seconds(None)
     at = now + timedelta(seconds=plan.exhaustion_seconds)
     return f"{at:%Y-%m-%d %H:%M} UTC (in {describe_seconds(plan.exhaustion_seconds)})"
+
+
+def _when(value: Any) -> str:
+    """A timestamp as people read it: '2026-11-26 13:43:07 UTC' (stored as ISO text with an offset)."""
+    if not value:
+        return "—"
+    try:
+        parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC)
+    return parsed.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _show(value: Any) -> str:
