@@ -9,7 +9,9 @@ POST /__sandbox/scenario/create           {"sobject", "fields"}: a rep creates a
 GET|POST /__sandbox/faults                read / change fault settings (JSON of FaultSettings fields)
 POST /__sandbox/expire-sessions           every access token stops working now
 POST /__sandbox/schema                    {"remove": ["Obj.Field"], "add": [{CustomField fields}]}
-GET|POST /__sandbox/usage                 {"used", "max"}; POST {"used": N} sets the counter
+GET|POST /__sandbox/usage                 {"used", "max", "per_second_cap"}; POST {"used": N} sets the counter,
+                                          {"max": N} the daily allocation, {"per_second_cap": N or null} the
+                                          per-second cap (/reset restores the configured max and cap)
 POST /__sandbox/refresh-token             issues a refresh token the org accepts
 """
 
@@ -96,8 +98,18 @@ def mount(sim: SalesforceSim) -> Mount:
 
     async def usage(request: Request) -> Response:
         if request.method == "POST":
-            sim.set_api_usage(int((await payload(request))["used"]))
-        return JSONResponse({"used": sim.usage.used, "max": sim.usage.daily_limit})
+            data = await payload(request)
+            if not {"used", "max", "per_second_cap"} & data.keys():
+                raise ValueError('expected any of "used", "max", "per_second_cap"')
+            if "max" in data:
+                sim.usage.set_daily_limit(int(data["max"]))
+            if "used" in data:
+                sim.set_api_usage(int(data["used"]))
+            if "per_second_cap" in data:
+                cap = data["per_second_cap"]
+                sim.usage.set_per_second_cap(None if cap is None else int(cap))
+        return JSONResponse({"used": sim.usage.used, "max": sim.usage.daily_limit,
+                             "per_second_cap": sim.usage.per_second_cap})
 
     async def refresh_token(request: Request) -> Response:
         return JSONResponse({"refresh_token": sim.issue_refresh_token()})

@@ -253,5 +253,7 @@ class SalesforceSim:
         with self.store.lock:
             self._build_org()
         self.usage.reset()
+        self.usage.set_daily_limit(self.settings.daily_limit)
+        self.usage.set_per_second_cap(self.settings.per_second_cap)
         self.faults.configure(self.settings.faults)
         self.log.clear()

@@ -41,6 +41,21 @@ class ApiUsage:
                 raise SfError(403, "REQUEST_LIMIT_EXCEEDED", LIMIT_EXCEEDED_MESSAGE)
             self.used += 1
 
+    def set_daily_limit(self, limit: int) -> None:
+        """A new daily allocation (an org of another edition or with more licences); the counter stays."""
+        if limit < 1:
+            raise ValueError("the daily limit must be at least 1")
+        with self._lock:
+            self.daily_limit = limit
+
+    def set_per_second_cap(self, cap: int | None) -> None:
+        """A new cap (None: none), counted from the next request on."""
+        if cap is not None and cap < 1:
+            raise ValueError("per_second_cap must be at least 1, or null for no cap")
+        with self._lock:
+            self.per_second_cap = cap
+            self._second, self._in_second = -1, 0
+
     def header(self) -> str:
         return f"api-usage={self.used}/{self.daily_limit}"
 
