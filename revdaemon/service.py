@@ -194,7 +194,7 @@ async def timeline(store: Store, query: str, *, limit: int = 200) -> dict[str, A
                  "detail": w.idem_key or w.record_ref or "", "event_id": w.event_id,
                  "error": (w.detail or {}).get("error"), "mapping_version": w.mapping_version,
                  "actor": (w.detail or {}).get("actor")} for w in writes.values()]
-    entries.sort(key=lambda entry: entry["at"], reverse=True)
+    entries.sort(key=lambda entry: cast(datetime, entry["at"]), reverse=True)
     return {"query": query, "ids": ids, "entries": [_plain(e) for e in entries[:limit]]}
 
 

@@ -294,7 +294,8 @@ def build_console(context: ConsoleContext) -> Starlette:
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
 
-    async def not_found(request: Request, exc: HTTPException) -> Response:
+    async def not_found(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)  # registered for HTTPException only
         return _secured(PlainTextResponse(exc.detail or "not found", status_code=exc.status_code))
 
     return Starlette(routes=routes, exception_handlers={HTTPException: not_found})

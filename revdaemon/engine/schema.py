@@ -11,8 +11,9 @@ are back (or the mapping is fixed and the daemon restarted).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 
@@ -29,7 +30,15 @@ SCHEMA_ERROR_CODES = frozenset({"INVALID_FIELD", "INVALID_TYPE"})
 RECHECK_SECONDS = 300.0
 
 
-def flow_fields(flow: Flow) -> Mapping[str, frozenset[str]]:
+class Checked(Protocol):
+    """What the guard checks: a flow, or anything else that names the Salesforce fields it writes (the sync
+    status fields) in `salesforce_fields`."""
+
+    @property
+    def name(self) -> str: ...
+
+
+def flow_fields(flow: Checked) -> Mapping[str, frozenset[str]]:
     """The Salesforce fields a flow reads or writes, by object (a flow without the attribute needs none)."""
     fields: Mapping[str, frozenset[str]] = getattr(flow, "salesforce_fields", {})
     return fields
@@ -50,7 +59,7 @@ def missing_fields(needed: Mapping[str, frozenset[str]], described: Mapping[str,
 @dataclass
 class SchemaGuard:
     salesforce: SalesforceClient
-    flows: list[Flow]
+    flows: Sequence[Checked]
     clock: Callable[[], float] = time.monotonic
     parked: dict[str, str] = field(default_factory=dict)  # flow name -> why
     _checked_at: dict[str, float] = field(default_factory=dict)
