@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from revdaemon.config import ApiRate, NueSettings, SalesforceAuth, SalesforceSettings
+from revdaemon.config import ApiRate, NueSettings, SalesforceAuth, SalesforceSettings, Settings
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.engine.executor import Executor
@@ -77,3 +77,14 @@ def webhook(event_type: str, data: dict[str, Any], event_id: str | None = None) 
     key = f"nue:{event_id}" if event_id else f"nue:{event_type}:{data['id']}:{data.get('lastModifiedDate')}"
     payload = json.loads(json.dumps(document, default=str))  # the simulator's records hold Decimals
     return NewEvent(source="nue_webhook", key=key, type=event_type, payload=payload)
+
+
+def daemon_settings(box: Sandbox, tmp_path: Path, **environ: str) -> Settings:
+    """The shipped config.yaml pointed at this sandbox, with its state under `tmp_path` (for run_daemon)."""
+    from revdaemon.config import load_settings
+    from revdaemon.demo import demo_settings
+
+    root = Path(__file__).resolve().parents[2]
+    settings = load_settings(root / "config.yaml", environ={"REVDAEMON_STATE_DIR": str(tmp_path / "state"),
+                                                            **environ})
+    return demo_settings(settings, box)

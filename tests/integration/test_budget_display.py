@@ -11,17 +11,15 @@ import httpx
 import pytest
 from rich.console import Console
 
-from revdaemon.config import load_settings
 from revdaemon.console.app import ConsoleContext, build_console
-from revdaemon.demo import demo_settings
 from revdaemon.engine.supervisor import Daemon, run_daemon
 from revdaemon.limits import DailyBudget
 from revdaemon.sandbox.runner import create_sandbox
 from revdaemon.store import open_store
+from tests.integration.engine_fixtures import daemon_settings
 from tests.integration.test_console_pages import log_in, settings_for
 
 pytestmark = pytest.mark.anyio
-ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_metrics_and_status_show_exhaustion_and_what_waits(tmp_path: Path) -> None:
@@ -31,8 +29,7 @@ async def test_metrics_and_status_show_exhaustion_and_what_waits(tmp_path: Path)
     box = create_sandbox(key_dir=tmp_path / "keys", seed=8).start_threads()
     seen: dict[str, object] = {}
     try:
-        settings = demo_settings(load_settings(ROOT / "config.yaml",
-                                               environ={"REVDAEMON_STATE_DIR": str(tmp_path / "state")}), box)
+        settings = daemon_settings(box, tmp_path)
         box.salesforce.set_api_usage(6_000)  # share 0.5 of 15,000: a fifth of the daemon's 7,500 left
 
         async def on_ready(daemon: Daemon) -> None:

@@ -12,13 +12,11 @@ import anyio
 import httpx
 import pytest
 
-from revdaemon.config import load_settings
-from revdaemon.demo import demo_settings
 from revdaemon.engine.supervisor import Daemon, run_daemon
 from revdaemon.sandbox.runner import create_sandbox
+from tests.integration.engine_fixtures import daemon_settings
 
 pytestmark = pytest.mark.anyio
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "ana-console-token-0123456789abcdef"
 
 
@@ -34,9 +32,8 @@ async def test_resolving_a_conflict_in_the_console_corrects_salesforce(tmp_path:
     box = create_sandbox(key_dir=tmp_path / "keys", seed=8).start_threads()
     seen: dict[str, object] = {}
     try:
-        environ = {"REVDAEMON_STATE_DIR": str(tmp_path / "state"), "REVDAEMON_CONSOLE__ENABLED": "true",
-                   "REVDAEMON_CONSOLE__PORT": "0", "REVDAEMON_CONSOLE__ADMINS": json.dumps({"ana": TOKEN})}
-        settings = demo_settings(load_settings(ROOT / "config.yaml", environ=environ), box)
+        settings = daemon_settings(box, tmp_path, REVDAEMON_CONSOLE__ENABLED="true", REVDAEMON_CONSOLE__PORT="0",
+                                   REVDAEMON_CONSOLE__ADMINS=json.dumps({"ana": TOKEN}))
 
         async def on_ready(daemon: Daemon) -> None:
             assert daemon.console_port and daemon.console_port != daemon.listener_port

@@ -8,14 +8,12 @@ import anyio
 import httpx
 import pytest
 
-from revdaemon.config import load_settings
-from revdaemon.demo import demo_settings
 from revdaemon.engine.supervisor import Daemon, run_daemon
 from revdaemon.sandbox.runner import create_sandbox
+from tests.integration.engine_fixtures import daemon_settings
 
 pytestmark = pytest.mark.anyio
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_metrics_count_a_webhook_and_show_queue_depths(tmp_path: Path) -> None:
@@ -23,8 +21,7 @@ async def test_metrics_count_a_webhook_and_show_queue_depths(tmp_path: Path) -> 
     box = create_sandbox(key_dir=tmp_path / "keys", seed=6).start_threads()
     scraped: dict[str, str] = {}
     try:
-        settings = demo_settings(load_settings(ROOT / "config.yaml",
-                                               environ={"REVDAEMON_STATE_DIR": str(tmp_path / "state")}), box)
+        settings = daemon_settings(box, tmp_path)
 
         async def on_ready(daemon: Daemon) -> None:
             box.nue.webhooks.set_targets([f"http://127.0.0.1:{daemon.listener_port}/webhooks/nue"])
@@ -52,8 +49,7 @@ async def test_status_reads_the_running_daemon(tmp_path: Path) -> None:
     box = create_sandbox(key_dir=tmp_path / "keys", seed=7).start_threads()
     seen: dict[str, object] = {}
     try:
-        settings = demo_settings(load_settings(ROOT / "config.yaml",
-                                               environ={"REVDAEMON_STATE_DIR": str(tmp_path / "state")}), box)
+        settings = daemon_settings(box, tmp_path)
 
         async def on_ready(daemon: Daemon) -> None:
             await daemon.pollers[1].run_once()
