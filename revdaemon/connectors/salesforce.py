@@ -31,6 +31,7 @@ from revdaemon.connectors.wire_json import jsonable
 from revdaemon.errors import (
     ConfigError,
     ErrorContext,
+    RequestLimitExceeded,
     Retryable,
     SyncError,
     Throttled,
@@ -288,7 +289,7 @@ class SalesforceClient:
             error = wire.classify(response.status_code, _json_or_none(response), operation=operation,
                                   record_ref=record_ref,
                                   retry_after=parse_retry_after(response.headers.get("Retry-After")))
-            if isinstance(error, Throttled) and error.context.error_code == "REQUEST_LIMIT_EXCEEDED":
+            if isinstance(error, RequestLimitExceeded):
                 self.budget.pause(error.retry_after or wire.LIMIT_EXCEEDED_PAUSE_SECONDS)
                 log.warning("salesforce_limit_exceeded", pause_seconds=error.retry_after)
             raise error

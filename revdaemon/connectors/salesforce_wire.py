@@ -36,6 +36,11 @@ JWT_LIFETIME_SECONDS = 180  # §1.2: exp about 3 minutes ahead
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 # §1.4: Salesforce returns no expires_in; a daily allocation pause has no Retry-After either, so wait this long.
 LIMIT_EXCEEDED_PAUSE_SECONDS = 15 * 60
+# §3.4: the concurrent-request limit shares the REQUEST_LIMIT_EXCEEDED code but says "ConcurrentRequests" (or
+# "ConcurrentPerOrgLongTxn" for Apex); it clears as soon as requests in flight finish, so wait about a second,
+# never the daily pause.
+CONCURRENT_LIMIT_MARKERS = ("ConcurrentRequests", "ConcurrentPerOrgLongTxn")
+CONCURRENT_RETRY_SECONDS = 1.0
 
 RETRYABLE_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE"})  # §2.2, §3.4
 SESSION_CODES = frozenset({"INVALID_SESSION_ID", "INVALID_AUTH_HEADER"})  # §1.6
@@ -277,6 +282,9 @@ def classify(status: int, body: Any, *, operation: str, record_ref: str | None =
     context = ErrorContext(system=SYSTEM, operation=operation, status=status, error_code=code, record_ref=record_ref)
     if status == 401 or code in SESSION_CODES:
         return AuthExpired(message, context, items)
+    if code == "REQUEST_LIMIT_EXCEEDED" and any(m in message for m in CONCURRENT_LIMIT_MARKERS):
+        return Throttled(message, context, items,
+                         retry_after=retry_after if retry_after is not None else CONCURRENT_RETRY_SECONDS)
     if code == "REQUEST_LIMIT_EXCEEDED":
         return RequestLimitExceeded(message, context, items,
                                     retry_after=retry_after if retry_after is not None

@@ -29,6 +29,8 @@ TOKEN_BODY = {"access_token": "00D!tok1", "instance_url": INSTANCE, "id": f"{LOG
               "token_type": "Bearer", "issued_at": "1708058728442", "scope": "api"}
 INVALID_SESSION = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]  # §1.6
 LIMIT_EXCEEDED = [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]  # §3.4
+CONCURRENT_EXCEEDED = [{"message": "ConcurrentRequests (Concurrent API Requests) Limit exceeded.",
+                        "errorCode": "REQUEST_LIMIT_EXCEEDED"}]  # §3.4
 
 
 def settings(**overrides: object) -> SalesforceSettings:
@@ -312,6 +314,18 @@ class TestLimits:
             await client.limits()
         assert route.call_count == calls_after_first
         assert not client.budget.allows(Priority.REALTIME)
+
+    @respx.mock
+    async def test_the_concurrent_limit_waits_a_second_and_pauses_nothing(self, http: httpx.AsyncClient,
+                                                                        sleeps: Sleeps) -> None:
+        """§3.4: the per-second/concurrent limit is retried after about a second; the daily budget stays open."""
+        respx.post(f"{LOGIN}/services/oauth2/token").respond(200, json=TOKEN_BODY)
+        route = respx.get(f"{DATA}/limits")
+        route.side_effect = [httpx.Response(403, json=CONCURRENT_EXCEEDED), httpx.Response(200, json={})]
+        client = make_client(http, sleeps)
+        assert await client.limits() == {}
+        assert sleeps.calls == [1.0]
+        assert client.budget.allows(Priority.REALTIME) and client.budget.allows(Priority.BACKGROUND)
 
     @respx.mock
     async def test_retry_after_is_honoured(self, http: httpx.AsyncClient, sleeps: Sleeps) -> None:

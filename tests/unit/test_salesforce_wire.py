@@ -64,6 +64,13 @@ class TestClassify:
         error = wire.classify(403, [{"message": "x", "errorCode": "REQUEST_LIMIT_EXCEEDED"}], operation="op")
         assert isinstance(error, Throttled) and error.retry_after == wire.LIMIT_EXCEEDED_PAUSE_SECONDS
 
+    def test_the_concurrent_limit_is_no_daily_pause(self) -> None:
+        """§3.4: "ConcurrentRequests ... Limit exceeded" shares the code but clears within a second."""
+        error = wire.classify(403, [{"message": "ConcurrentRequests (Concurrent API Requests) Limit exceeded.",
+                                     "errorCode": "REQUEST_LIMIT_EXCEEDED"}], operation="op")
+        assert isinstance(error, Throttled) and not isinstance(error, RequestLimitExceeded)
+        assert error.retry_after == wire.CONCURRENT_RETRY_SECONDS
+
 
 class TestLimitInfo:
     @pytest.mark.parametrize(
