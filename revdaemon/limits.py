@@ -66,6 +66,10 @@ class DailyBudget:
         until = self.clock() + seconds
         self.paused_until = max(until, self.paused_until or 0.0)
 
+    def pause_left(self) -> float:
+        """Seconds until the REQUEST_LIMIT_EXCEEDED pause ends (0: no pause)."""
+        return max(0.0, (self.paused_until or 0.0) - self.clock()) if self.paused_until is not None else 0.0
+
     @property
     def used_share(self) -> float | None:
         if self.used is None or not self.total:

@@ -230,7 +230,7 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
                lease=timedelta(seconds=engine.lease_seconds), max_attempts=settings.limits.max_attempts,
                backoff=RetryPolicy(base_delay=2.0, max_delay=settings.limits.max_backoff_seconds),
                idle_seconds=engine.idle_seconds, doorbell=doorbell, stats=stats, schema=schema, metrics=metrics,
-               alerter=alerter, versions=versions)
+               alerter=alerter, versions=versions, hold=salesforce.budget.pause_left)
         for i in range(engine.workers)
     ]
     async def scrape() -> tuple[bytes, str]:
@@ -282,7 +282,7 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
     console = None
     if settings.console.enabled:
         context = ConsoleContext(
-            store=store, settings=settings, health=health, flows=flows, fetcher=fetcher,
+            store=store, settings=settings, health=health, flows=flows, fetcher=fetcher, sync_status=sync_status,
             salesforce_budget=salesforce.budget, api_calls=lambda: {"salesforce": salesforce.calls, "nue": nue.calls},
             parked=lambda: dict(schema.parked), wake_workers=doorbell.ring,
             report_path=settings.state_dir / settings.flows.reconciliation.report_file)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -105,7 +105,8 @@ class Worker:
                  doorbell: Doorbell | None = None, rng: random.Random | None = None,
                  stats: WorkerStats | None = None, schema: SchemaGuard | None = None,
                  metrics: Metrics | None = None, alerter: Alerter | None = None,
-                 versions: FlowVersions | None = None) -> None:
+                 versions: FlowVersions | None = None, hold: Callable[[], float] = lambda: 0.0) -> None:
+        self._hold = hold  # seconds to claim nothing for (the Salesforce pause): 0 when work may go on
         self._metrics = metrics
         self._versions = versions  # None: every event is planned with `flows`, and none is pinned
         self._alerter = alerter
@@ -132,6 +133,11 @@ class Worker:
         task_status.started()
         try:
             while not self._stopping:
+                if (pause := self._hold()) > 0:
+                    # Every flow writes to (or reads) Salesforce: claiming now would only re-read Nue for events
+                    # that must wait anyway, spending Nue's calls for nothing.
+                    await self._doorbell.wait(min(pause, self._idle * 30))
+                    continue
                 try:
                     held = await self.run_once()
                 except Exception:

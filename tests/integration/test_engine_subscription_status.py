@@ -5,8 +5,12 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
+import anyio
 import pytest
 
+from revdaemon.engine.lookups import Fetcher
+from revdaemon.engine.worker import Worker
+from revdaemon.flows.subscription_status import SubscriptionStatusFlow
 from revdaemon.sandbox.runner import Sandbox
 from revdaemon.store.states import EventStatus
 from tests.integration.engine_fixtures import engine, webhook
@@ -201,3 +205,29 @@ class TestMergedWrites:
         failed = outcomes["m:bad"]
         assert not failed.ok and failed.error is not None and failed.error.context.error_code == "STRING_TOO_LONG"
         assert sandbox.salesforce.record("Account", account_id)["MRR__c"] == 321
+
+
+class TestSalesforcePause:
+    async def test_workers_claim_nothing_while_salesforce_is_paused(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """After REQUEST_LIMIT_EXCEEDED every flow would wait anyway: no event is claimed and Nue is not read
+        until the pause ends; then the event drains."""
+        _customer_id, account_id, subscriptions = activate_for(sandbox, 3, 3)
+        pause = {"left": 60.0}
+        async with engine(sandbox, tmp_path) as e:
+            worker = Worker(e.store, Fetcher(e.salesforce, e.nue, e.store), e.executor, [SubscriptionStatusFlow()],
+                            idle_seconds=0.05, hold=lambda: pause["left"])
+            await e.store.add_events([webhook("subscription.updated", dict(subscriptions[0]), "evt-held")])
+            sandbox.nue.log.clear()
+            async with anyio.create_task_group() as tg:
+                await tg.start(worker.run)
+                await anyio.sleep(0.3)
+                assert (await e.store.queue_depths())[EventStatus.RECEIVED] == 1
+                assert sandbox.nue.log.count() == 0
+                pause["left"] = 0.0
+                for _ in range(200):  # the worker looks again within its idle time (0.05 s)
+                    if (await e.store.queue_depths())[EventStatus.DONE] == 1:
+                        break
+                    await anyio.sleep(0.05)
+                worker.stop()
+        assert sandbox.salesforce.record("Account", account_id)["Subscription_Status__c"] == "Active"
+
