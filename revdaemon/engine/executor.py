@@ -8,7 +8,9 @@ Theory of operation:
    (Salesforce updates and upserts by external id are idempotent; a Nue create is preceded by its
    natural-key lookup, always).
 3. Send in batches: Salesforce updates and upserts through sObject Collections, 200 per call, grouped by
-   object (and external id field); Nue customers created in one array; other Nue calls one by one.
+   object (and external id field); Salesforce creates (no external id) after one SOQL read for the earlier
+   copies of up to 200 of them, then through Collections; Nue customers created in one array; other Nue
+   calls one by one.
 4. Record the outcome per write (confirmed with its result, or failed with the API's own error) in the
    store's audit log, in a shielded scope so a shutdown cannot lose what was sent.
 
@@ -162,8 +164,9 @@ class Executor:
         others = [i for i in to_send if isinstance(i.write, NueCreateOrder | NueActivateOrder)]
         outcomes.update(await self._salesforce_updates(sf_updates))
         outcomes.update(await self._salesforce_upserts(sf_upserts))
+        outcomes.update(await self._salesforce_creates([i for i in to_send if isinstance(i.write, SfCreate)]))
         for item in to_send:
-            if isinstance(item.write, SfCreate | SfDelete):
+            if isinstance(item.write, SfDelete):
                 outcomes[item.write.idem_key] = await self._salesforce_one(item)
         outcomes.update(await self._nue_customers(customers))
         for item in others:
@@ -243,28 +246,71 @@ class Executor:
             outcome = WriteOutcome(ok=False, error=error)
         return {item.write.idem_key: await self._settle(item, outcome) for item in group}
 
+    async def _salesforce_creates(self, items: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
+        """Records without an external id (Tasks, Notes): per object, one SOQL read finds the earlier copies of
+        up to 200 of them (a crash after sending, or a replay), and one Collections call creates the rest."""
+        # (sobject, the match fields) -> match values -> the writes that would create that one record
+        batches: dict[tuple[str, tuple[str, ...]], dict[tuple[str, ...], list[PendingWrite]]] = defaultdict(
+            lambda: defaultdict(list))
+        for item in items:
+            assert isinstance(item.write, SfCreate)
+            names = tuple(sorted(item.write.match))
+            batches[(item.write.sobject, names)][_match_key(item.write.match, names)].append(item)
+        outcomes: dict[str, WriteOutcome] = {}
+        for (sobject, names), by_match in batches.items():
+            for chunk in _lookup_chunks(list(by_match.items()), names):
+                groups = [group for _, group in chunk]
+                await self._mark_sent(groups)
+                try:
+                    existing = await self._existing(sobject, names, groups)
+                except SyncError as exc:
+                    outcomes.update(await self._fail_all(groups, exc))
+                    continue
+                missing = [(key, group) for key, group in chunk if key not in existing]
+                for key, group in chunk:
+                    if key in existing:
+                        found = WriteOutcome(ok=True, result={"id": existing[key], "created": False})
+                        outcomes.update({i.write.idem_key: await self._settle(i, found) for i in group})
+                if not missing:
+                    continue
+                try:
+                    results = await self._sf.create_many(sobject, [_fields(group[0]) for _, group in missing])
+                except SyncError as exc:
+                    outcomes.update(await self._fail_all([group for _, group in missing], exc))
+                    continue
+                for (_, group), result in zip(missing, results, strict=True):
+                    if result.ok:
+                        result = salesforce_wire.WriteResult(ok=True, id=result.id, created=True)
+                    outcomes.update(await self._settle_sf(group, result, operation=f"create {sobject}"))
+        return outcomes
+
+    async def _existing(self, sobject: str, names: tuple[str, ...], groups: Sequence[Sequence[PendingWrite]]
+                        ) -> dict[tuple[str, ...], str]:
+        """Ids of records already holding these match values. One IN list per match field (a superset of the
+        wanted combinations), narrowed here; values compare without case, as SOQL's `=` does on text."""
+        matches = [_match(group[0]) for group in groups]
+        conditions = " AND ".join(
+            f"{name} IN ({', '.join(sorted({salesforce_wire.soql_literal(m[name]) for m in matches}))})"
+            for name in names)
+        wanted = {_folded(_match_key(m, names)): _match_key(m, names) for m in matches}
+        found: dict[tuple[str, ...], str] = {}
+        async for row in self._sf.query(f"SELECT Id, {', '.join(names)} FROM {sobject} WHERE {conditions}"):
+            key = wanted.get(_folded(_match_key(row, names)))
+            if key is not None:
+                found.setdefault(key, str(row["Id"]))
+        return found
+
     async def _salesforce_one(self, item: PendingWrite) -> WriteOutcome:
         write = item.write
+        assert isinstance(write, SfDelete)
         await self._mark_sent([[item]])
         try:
-            if isinstance(write, SfCreate):
-                conditions = " AND ".join(f"{name} = {salesforce_wire.soql_literal(value)}"
-                                          for name, value in sorted(write.match.items()))
-                existing = [r async for r in self._sf.query(
-                    f"SELECT Id FROM {write.sobject} WHERE {conditions} LIMIT 1")]
-                if existing:
-                    outcome = WriteOutcome(ok=True, result={"id": existing[0]["Id"], "created": False})
-                else:
-                    record_id = await self._sf.create(write.sobject, write.fields)
-                    outcome = WriteOutcome(ok=True, result={"id": record_id, "created": True})
-            else:
-                assert isinstance(write, SfDelete)
-                try:
-                    await self._sf.delete(write.sobject, write.record_id)
-                except SyncError as exc:
-                    if exc.context.error_code not in ("ENTITY_IS_DELETED", "NOT_FOUND"):
-                        raise  # already gone is what a delete wants
-                outcome = WriteOutcome(ok=True, result={"id": write.record_id})
+            try:
+                await self._sf.delete(write.sobject, write.record_id)
+            except SyncError as exc:
+                if exc.context.error_code not in ("ENTITY_IS_DELETED", "NOT_FOUND"):
+                    raise  # already gone is what a delete wants
+            outcome = WriteOutcome(ok=True, result={"id": write.record_id})
         except SyncError as exc:
             outcome = WriteOutcome(ok=False, error=exc)
         return await self._settle(item, outcome)
@@ -394,6 +440,46 @@ class Executor:
 def _split(group: Sequence[PendingWrite], result: salesforce_wire.WriteResult) -> bool:
     """A record-level refusal of a write merged from several plans (not a whole-call failure)."""
     return not result.ok and result.failure is None and len({i.write.idem_key for i in group}) > 1
+
+
+def _match_key(values: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(str(values.get(name)) for name in names)
+
+
+def _match(item: PendingWrite) -> Mapping[str, Any]:
+    assert isinstance(item.write, SfCreate)
+    return item.write.match
+
+
+def _fields(item: PendingWrite) -> dict[str, Any]:
+    assert isinstance(item.write, SfCreate)
+    return dict(item.write.fields)
+
+
+LOOKUP_TEXT_MAX = 8_000  # characters of IN-list values per lookup query: the query travels in a GET URL
+
+
+def _lookup_chunks(pairs: Sequence[tuple[tuple[str, ...], list[PendingWrite]]], names: tuple[str, ...]
+                   ) -> list[list[tuple[tuple[str, ...], list[PendingWrite]]]]:
+    """Up to 200 records a chunk (one Collections call), fewer when their match values would make the lookup's
+    query text long (long Subjects)."""
+    chunks: list[list[tuple[tuple[str, ...], list[PendingWrite]]]] = []
+    current: list[tuple[tuple[str, ...], list[PendingWrite]]] = []
+    size = 0
+    for pair in pairs:
+        length = sum(len(salesforce_wire.soql_literal(_match(pair[1][0])[name])) + 2 for name in names)
+        if current and (len(current) == salesforce_wire.COLLECTION_MAX or size + length > LOOKUP_TEXT_MAX):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(pair)
+        size += length
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _folded(key: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(part.casefold() for part in key)
 
 
 def _payload(write: Write) -> Mapping[str, Any]:

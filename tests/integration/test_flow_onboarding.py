@@ -113,3 +113,52 @@ class TestOnboarding:
         assert len(tasks(sandbox, account_id)) == len(STEPS)
         assert [r["Account__c"] for r in sandbox.salesforce.records("Nue_Billing_Event__c")] == [account_id]
         assert [n for n in sandbox.salesforce.records("Note") if n["ParentId"] == account_id] == []
+
+
+class TestBatchedCreates:
+    async def test_many_activations_create_their_tasks_in_one_lookup_and_one_call(self, sandbox: Sandbox,
+                                                                                  tmp_path: Path) -> None:
+        """Tasks have no external id: the earlier copies of the whole batch are looked for in one SOQL read and
+        the missing ones created through one Collections call, not two calls per Task."""
+        scenario = sandbox.nue.scenario
+        accounts = []
+        for index in range(len(sandbox.nue.store.seed.accounts)):
+            customer = scenario.create_customer(index)
+            scenario.create_and_activate_order(customer["id"], opportunity=0)
+            accounts.append(customer["externalId"])
+        async with engine(sandbox, tmp_path, flows=FLOWS) as e:
+            sandbox.salesforce.log.clear()
+            await deliver(e, activations(sandbox))
+        entries = sandbox.salesforce.log.entries()
+        task_creates = [r for r in entries if r.method == "POST" and "/sobjects/Task" in r.path]
+        collections = [r for r in entries if r.method == "POST" and r.path.endswith("/composite/sobjects")]
+        task_lookups = [r for r in entries if r.method == "GET" and "FROM+Task" in r.query.replace("%20", "+")]
+        assert task_creates == []
+        # Two reads of Tasks for the whole batch: the flow's (which steps exist) and the executor's lookup.
+        assert len(collections) == 1 and len(task_lookups) == 2
+        assert all(len(tasks(sandbox, account)) == len(STEPS) for account in accounts)
+
+    async def test_tasks_sent_before_a_crash_are_found_not_created_again(self, sandbox: Sandbox,
+                                                                         tmp_path: Path) -> None:
+        """A store that lost its confirmations (the crash came after Salesforce created the Tasks) finds the
+        copies already there by their match fields, case aside as SOQL compares, and creates only the rest."""
+        scenario = sandbox.nue.scenario
+        customer = scenario.create_customer(0)
+        order = scenario.create_and_activate_order(customer["id"], opportunity=0)["order"]
+        account_id = customer["externalId"]
+        async with engine(sandbox, tmp_path / "first", flows=FLOWS) as e:
+            await deliver(e, activations(sandbox))
+        first = sorted(t["Id"] for t in tasks(sandbox, account_id))
+        kept = tasks(sandbox, account_id)[0]
+        for task in tasks(sandbox, account_id)[1:]:
+            sandbox.salesforce.delete("Task", task["Id"])
+        sandbox.salesforce.update("Task", kept["Id"], {"Subject": kept["Subject"].upper()})
+        async with engine(sandbox, tmp_path / "second", flows=FLOWS) as e:
+            await deliver(e, activations(sandbox))
+            writes = await e.store.list_writes(limit=20)
+        after = tasks(sandbox, account_id)
+        assert len(after) == len(STEPS) and kept["Id"] in {t["Id"] for t in after} and kept["Id"] in first
+        found = [w for w in writes if w.detail["result"].get("created") is False]
+        assert [w.detail["result"]["id"] for w in found] == [kept["Id"]]
+        assert order["orderNumber"] in kept["Subject"]
+
