@@ -141,6 +141,7 @@ class Executor:
     async def _record_and_send(self, items: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
         outcomes: dict[str, WriteOutcome] = {}
         to_send: list[PendingWrite] = []
+        maybe_sent: set[str] = set()  # keys an earlier attempt may have sent (a crash, a retry, a replay)
         for item in items:
             key = item.write.idem_key
             intent = await self._store.record_intent(NewIntent(
@@ -152,11 +153,13 @@ class Executor:
                 continue
             if intent.status is IntentStatus.FAILED:
                 await self._store.reopen_intent(key)
+            if intent.status is not IntentStatus.RECORDED:
+                maybe_sent.add(key)
             to_send.append(item)
-        outcomes.update(await self._send(to_send))
+        outcomes.update(await self._send(to_send, maybe_sent))
         return outcomes
 
-    async def _send(self, to_send: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
+    async def _send(self, to_send: Sequence[PendingWrite], maybe_sent: set[str]) -> dict[str, WriteOutcome]:
         outcomes: dict[str, WriteOutcome] = {}
         sf_updates = [i for i in to_send if isinstance(i.write, SfUpdate)]
         sf_upserts = [i for i in to_send if isinstance(i.write, SfUpsert)]
@@ -164,7 +167,8 @@ class Executor:
         others = [i for i in to_send if isinstance(i.write, NueCreateOrder | NueActivateOrder)]
         outcomes.update(await self._salesforce_updates(sf_updates))
         outcomes.update(await self._salesforce_upserts(sf_upserts))
-        outcomes.update(await self._salesforce_creates([i for i in to_send if isinstance(i.write, SfCreate)]))
+        outcomes.update(await self._salesforce_creates([i for i in to_send if isinstance(i.write, SfCreate)],
+                                                       maybe_sent))
         for item in to_send:
             if isinstance(item.write, SfDelete):
                 outcomes[item.write.idem_key] = await self._salesforce_one(item)
@@ -246,9 +250,11 @@ class Executor:
             outcome = WriteOutcome(ok=False, error=error)
         return {item.write.idem_key: await self._settle(item, outcome) for item in group}
 
-    async def _salesforce_creates(self, items: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
+    async def _salesforce_creates(self, items: Sequence[PendingWrite], maybe_sent: set[str]
+                                  ) -> dict[str, WriteOutcome]:
         """Records without an external id (Tasks, Notes): per object, one SOQL read finds the earlier copies of
-        up to 200 of them (a crash after sending, or a replay), and one Collections call creates the rest."""
+        up to 200 of them (a crash after sending, or a replay), and one Collections call creates the rest. A
+        chunk whose every write is a first attempt the flow saw absent (`seen_absent`) skips the read."""
         # (sobject, the match fields) -> match values -> the writes that would create that one record
         batches: dict[tuple[str, tuple[str, ...]], dict[tuple[str, ...], list[PendingWrite]]] = defaultdict(
             lambda: defaultdict(list))
@@ -261,8 +267,9 @@ class Executor:
             for chunk in _lookup_chunks(list(by_match.items()), names):
                 groups = [group for _, group in chunk]
                 await self._mark_sent(groups)
+                look = any(not _seen_absent(i) or i.write.idem_key in maybe_sent for g in groups for i in g)
                 try:
-                    existing = await self._existing(sobject, names, groups)
+                    existing = await self._existing(sobject, names, groups) if look else {}
                 except SyncError as exc:
                     outcomes.update(await self._fail_all(groups, exc))
                     continue
@@ -449,6 +456,11 @@ def _match_key(values: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str, 
 def _match(item: PendingWrite) -> Mapping[str, Any]:
     assert isinstance(item.write, SfCreate)
     return item.write.match
+
+
+def _seen_absent(item: PendingWrite) -> bool:
+    assert isinstance(item.write, SfCreate)
+    return item.write.seen_absent
 
 
 def _fields(item: PendingWrite) -> dict[str, Any]:

@@ -126,7 +126,7 @@ class AmendmentsFlow:
             return Plan(skip_reason=f"Salesforce has no account {account_id}")
         title = self.mapping.note_title.format(order_number=order.get("orderNumber") or order_id)
         notes = found.sf_children.get(("Note", "ParentId", account_id), [])
-        if any(str(n.get("Title")) == title for n in notes):
+        if any(str(n.get("Title")).casefold() == title.casefold() for n in notes):  # as SOQL compares text
             return Plan(skip_reason=f"the account already has the note {title!r}")
         try:
             deltas = amendment_deltas(order, orders, found.nue_subscriptions.get(customer_id, []),
@@ -137,7 +137,7 @@ class AmendmentsFlow:
             return Plan(skip_reason=f"change order {order.get('orderNumber')} changes no subscription")
         fields = {"ParentId": account_id, "Title": title, "Body": note_body(order, deltas)}
         return Plan(writes=(SfCreate(sobject="Note", fields=fields, match={"ParentId": account_id, "Title": title},
-                                     idem_key=f"{NAME}:note:{order_id}"),))
+                                     idem_key=f"{NAME}:note:{order_id}", seen_absent=True),))
 
 
 # --- the MRR maths (pure, on Nue's records) ---------------------------------------------------------------

@@ -216,10 +216,10 @@ class BillingEventsFlow:
             "Description": _description(facts),
         }
         existing = _first(found.sf_children.get(("Task", "WhatId", facts.account_id), []),
-                          lambda r: str(r.get("Subject")) == subject)
+                          lambda r: str(r.get("Subject")).casefold() == subject.casefold())  # as SOQL does
         if existing is None:
             return SfCreate(sobject="Task", fields=wanted, match={"WhatId": facts.account_id, "Subject": subject},
-                            idem_key=idem_key)
+                            idem_key=idem_key, seen_absent=True)
         # The Task was logged before: bring its details up to date (a second partial payment's balance).
         changed = {k: v for k, v in wanted.items()
                    if k in ("ActivityDate", "Description") and not same(existing.get(k), v)}

@@ -146,11 +146,13 @@ class OnboardingFlow:
         number = order.get("orderNumber") or order.get("id")
         activated = _activation_day(order)
         owner = account.get(m.csm_field) or account.get(m.owner_field)
-        taken = {str(t.get("Subject")) for t in existing if str(t.get("WhatId") or account_id) == account_id}
+        # SOQL compares text without case, and so does the executor's lookup: a renamed "KICK-OFF CALL" counts.
+        taken = {str(t.get("Subject")).casefold() for t in existing
+                 if str(t.get("WhatId") or account_id) == account_id}
         writes: list[Write] = []
         for step, offset in m.tasks:
             subject = f"{step} ({number})"
-            if subject in taken:
+            if subject.casefold() in taken:
                 continue
             fields: dict[str, Any] = {"WhatId": account_id, "Subject": subject, "Status": m.task_status,
                                       "Priority": m.task_priority}
@@ -159,7 +161,7 @@ class OnboardingFlow:
             if activated is not None:
                 fields["ActivityDate"] = (activated + timedelta(days=offset)).isoformat()
             writes.append(SfCreate(sobject="Task", fields=fields, match={"WhatId": account_id, "Subject": subject},
-                                   idem_key=f"{NAME}:task:{order.get('id')}:{step}"))
+                                   idem_key=f"{NAME}:task:{order.get('id')}:{step}", seen_absent=True))
         return writes
 
 

@@ -56,12 +56,17 @@ class SfUpdate:
 @dataclass(frozen=True, kw_only=True)
 class SfCreate:
     """Create a Salesforce record that has no external id (a Note, a Task): the executor first looks for a
-    record whose `match` fields all equal these values, and creates only when there is none."""
+    record whose `match` fields all equal these values, and creates only when there is none.
+
+    `seen_absent`: the flow planned it from a read, in this same claim, of the records it could match, and
+    none did (text compared without case, as SOQL does). The executor then looks again only when the write
+    may have been sent before (a crash mid-call, a retry, a replay); a first attempt costs no lookup."""
 
     sobject: str
     fields: Mapping[str, Any]
     match: Mapping[str, Any]
     idem_key: str
+    seen_absent: bool = False
 
     def __post_init__(self) -> None:
         _require(self, "sobject", "idem_key")

@@ -8,13 +8,15 @@ from typing import Any
 
 import pytest
 
+from revdaemon.engine.executor import PendingWrite
 from revdaemon.flows.amendments import AmendmentsFlow
 from revdaemon.flows.base import Flow
 from revdaemon.flows.billing_events import BillingEventsFlow
 from revdaemon.flows.onboarding import OnboardingFlow
+from revdaemon.flows.plan import SfCreate
 from revdaemon.flows.subscription_status import SubscriptionStatusFlow
 from revdaemon.sandbox.runner import Sandbox
-from revdaemon.store.records import NewEvent
+from revdaemon.store.records import NewEvent, NewIntent
 from tests.integration.engine_fixtures import Engine, engine, webhook
 
 pytestmark = pytest.mark.anyio
@@ -134,31 +136,38 @@ class TestBatchedCreates:
         collections = [r for r in entries if r.method == "POST" and r.path.endswith("/composite/sobjects")]
         task_lookups = [r for r in entries if r.method == "GET" and "FROM+Task" in r.query.replace("%20", "+")]
         assert task_creates == []
-        # Two reads of Tasks for the whole batch: the flow's (which steps exist) and the executor's lookup.
-        assert len(collections) == 1 and len(task_lookups) == 2
+        # One read of Tasks for the whole batch: the flow's (which steps exist). The creates are first attempts
+        # of Tasks that read showed absent, so the executor looks no further.
+        assert len(collections) == 1 and len(task_lookups) == 1
         assert all(len(tasks(sandbox, account)) == len(STEPS) for account in accounts)
 
-    async def test_tasks_sent_before_a_crash_are_found_not_created_again(self, sandbox: Sandbox,
-                                                                         tmp_path: Path) -> None:
-        """A store that lost its confirmations (the crash came after Salesforce created the Tasks) finds the
-        copies already there by their match fields, case aside as SOQL compares, and creates only the rest."""
-        scenario = sandbox.nue.scenario
-        customer = scenario.create_customer(0)
-        order = scenario.create_and_activate_order(customer["id"], opportunity=0)["order"]
-        account_id = customer["externalId"]
-        async with engine(sandbox, tmp_path / "first", flows=FLOWS) as e:
-            await deliver(e, activations(sandbox))
-        first = sorted(t["Id"] for t in tasks(sandbox, account_id))
-        kept = tasks(sandbox, account_id)[0]
-        for task in tasks(sandbox, account_id)[1:]:
-            sandbox.salesforce.delete("Task", task["Id"])
-        sandbox.salesforce.update("Task", kept["Id"], {"Subject": kept["Subject"].upper()})
-        async with engine(sandbox, tmp_path / "second", flows=FLOWS) as e:
-            await deliver(e, activations(sandbox))
-            writes = await e.store.list_writes(limit=20)
-        after = tasks(sandbox, account_id)
-        assert len(after) == len(STEPS) and kept["Id"] in {t["Id"] for t in after} and kept["Id"] in first
-        found = [w for w in writes if w.detail["result"].get("created") is False]
-        assert [w.detail["result"]["id"] for w in found] == [kept["Id"]]
-        assert order["orderNumber"] in kept["Subject"]
+    async def test_a_create_that_may_have_been_sent_is_looked_up_first(self, sandbox: Sandbox,
+                                                                       tmp_path: Path) -> None:
+        """A Task whose intent was left `sent` by a crash is looked for before it is created again, and found
+        (case aside, as SOQL compares); a first attempt the flow saw absent goes straight to the create."""
+        account_id = sandbox.nue.scenario.create_customer(0)["externalId"]
 
+        def task(subject: str) -> SfCreate:
+            return SfCreate(sobject="Task", fields={"WhatId": account_id, "Subject": subject},
+                            match={"WhatId": account_id, "Subject": subject}, idem_key=f"t:{subject}",
+                            seen_absent=True)
+
+        earlier = sandbox.salesforce.create("Task", {"WhatId": account_id, "Subject": "SENT BEFORE THE CRASH"})
+        async with engine(sandbox, tmp_path, flows=FLOWS) as e:
+            crashed = task("Sent before the crash")
+            await e.store.record_intent(NewIntent(key=crashed.idem_key, system="salesforce", operation="SfCreate",
+                                                  target="Task:x", request={}, event_id=None))
+            await e.store.mark_intent_sent(crashed.idem_key)
+            sandbox.salesforce.log.clear()
+            outcomes = await e.executor.execute([PendingWrite(write=crashed, event_id=None),
+                                                 PendingWrite(write=task("Never sent"), event_id=None)])
+            lookups = [r for r in sandbox.salesforce.log.entries() if r.path.endswith("/query")]
+            assert outcomes[crashed.idem_key].result == {"id": earlier, "created": False}
+            assert outcomes["t:Never sent"].result is not None and outcomes["t:Never sent"].result["created"]
+            assert len(lookups) == 1  # the chunk holds a write that may have been sent
+
+            sandbox.salesforce.log.clear()
+            await e.executor.execute([PendingWrite(write=task("Another first attempt"), event_id=None)])
+            assert [r for r in sandbox.salesforce.log.entries() if r.path.endswith("/query")] == []
+        assert sorted(t["Subject"] for t in tasks(sandbox, account_id)) == [
+            "Another first attempt", "Never sent", "SENT BEFORE THE CRASH"]

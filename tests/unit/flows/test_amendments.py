@@ -138,7 +138,7 @@ class TestPlan:
         fields = {"ParentId": "001A", "Title": "Nue amendment O-00000002", "Body": body}
         assert plan == Plan(writes=(SfCreate(sobject="Note", fields=fields,
                                              match={"ParentId": "001A", "Title": "Nue amendment O-00000002"},
-                                             idem_key="amendments:note:o-2"),))
+                                             idem_key="amendments:note:o-2", seen_absent=True),))
 
     def test_replay_with_the_note_there_plans_nothing(self) -> None:
         """The account already has this order's Note: nothing to write."""
