@@ -52,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -153,7 +154,7 @@ def call_kinds(entries: list[dict[str, Any]]) -> dict[str, int]:
         elif "/oauth2/" in path:
             kinds["login"] += 1
         elif path.endswith("/query") or "/query/" in path:
-            kinds["SOQL query"] += 1
+            kinds[f"SOQL query {soql_object(str(e.get('query', '')))}".rstrip()] += 1
         elif "/composite/sobjects" in path:
             kinds[f"collections {e['method']}"] += 1
         elif "/sobjects/" in path and e["method"] != "GET":
@@ -161,6 +162,14 @@ def call_kinds(entries: list[dict[str, Any]]) -> dict[str, int]:
         else:
             kinds[f"other {e['method']}"] += 1
     return dict(kinds.most_common())
+
+
+def soql_object(query_string: str) -> str:
+    """The object a logged query reads (FROM X), to tell the flows' reads from the executor's lookups."""
+    soql = urllib.parse.parse_qs(query_string).get("q", [""])[0]
+    words = soql.split()
+    upper = [w.upper() for w in words]
+    return words[upper.index("FROM") + 1] if "FROM" in upper[:-1] else ""
 
 
 def admitted(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -402,7 +411,7 @@ def explain(f: dict[str, Any]) -> list[str]:
     if cpr is None or cpr > TARGET_SF_PER_RECORD:
         singles = sum(v for k, v in kinds.items() if k.startswith("single-record"))
         collections = sum(v for k, v in kinds.items() if k.startswith("collections"))
-        queries = kinds.get("SOQL query", 0)
+        queries = sum(n for kind, n in kinds.items() if kind.startswith("SOQL query"))
         by_object = f["records_synced_by_object"]
         one_by_one = by_object.get("Task", 0) + by_object.get("Note", 0)
         notes.append(
