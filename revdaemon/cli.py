@@ -27,6 +27,7 @@ from revdaemon.domain.budget import DEFERRED_WORK, Priority, describe_seconds
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.preview import Preview
 from revdaemon.engine.supervisor import run_daemon
+from revdaemon.engine.sync_status import SyncStatus
 from revdaemon.errors import ConfigError, RecordNotFound, StoreError, StoreMissing
 from revdaemon.flows.base import Flow
 from revdaemon.ops.logging import configure_logging
@@ -305,9 +306,10 @@ def dead_letters_replay(config_path: Path | None, as_json: bool, letter_ids: tup
 
             ids = list(letter_ids) or [d["id"] for d in await service.list_dead_letters(store, limit=10_000)]
 
-            async def diff(flows: list[Flow], fetcher: Fetcher) -> Preview:
+            async def diff(flows: list[Flow], fetcher: Fetcher, status: SyncStatus) -> Preview:
                 versions = await FlowVersions.load(store, settings, flows, default_flows, register=False)
-                return await service.preview_replay(store, ids, flows, fetcher, versions=versions, remap=remap)
+                return await service.preview_replay(store, ids, flows, fetcher, versions=versions, remap=remap,
+                                                    sync_status=status)
 
             return await _with_engine(settings, diff, store)
 
@@ -322,19 +324,25 @@ def _cell(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-async def _with_engine(settings: Settings, action: Callable[[list[Flow], Fetcher], Awaitable[Any]],
+async def _with_engine(settings: Settings, action: Callable[[list[Flow], Fetcher, SyncStatus], Awaitable[Any]],
                        store: Store | None = None) -> Any:
-    """Run `action` with the configured flows and a fetcher on fresh API clients (for dry-run diffs); with
-    the store, the fetcher knows the last synced values, so a planned conflict shows as one."""
+    """Run `action` with the configured flows, a fetcher on fresh API clients and the sync status fields the
+    executor would add (for dry-run diffs); with the store, the fetcher knows the last synced values, so a
+    planned conflict shows as one."""
     import httpx
 
     from revdaemon.engine.clients import build_clients
-    from revdaemon.engine.supervisor import default_flows
+    from revdaemon.engine.supervisor import build_sync_status, default_flows
     from revdaemon.limits import RetryPolicy
 
     async with httpx.AsyncClient() as http:
         salesforce, nue = build_clients(settings, http, RetryPolicy(max_attempts=3, max_total=60))
-        return await action(default_flows(settings), Fetcher(salesforce, nue, store))
+        return await action(default_flows(settings), Fetcher(salesforce, nue, store), build_sync_status(settings))
+
+
+def _preview_json(preview: Preview) -> dict[str, Any]:
+    """Every record's field-level diff, and the totals the text form ends with."""
+    return {**dataclasses.asdict(preview), "writes": preview.writes, "fields_changed": preview.fields_changed}
 
 
 def _print_preview(preview: Preview, as_json: bool) -> None:
@@ -498,11 +506,11 @@ async def _backfill_preview(settings: Settings, since: Any, flow: str | None) ->
         scratch = tempfile.TemporaryDirectory()
         store = await open_store(Path(scratch.name) / "scratch.sqlite3")
     try:
-        async def plan(flows: list[Flow], fetcher: Fetcher) -> Preview:
+        async def plan(flows: list[Flow], fetcher: Fetcher, status: SyncStatus) -> Preview:
             salesforce, nue = fetcher.clients
             pollers: list[Poller] = [SalesforceClosedWonPoller(salesforce, store)]
             pollers += [NuePoller(type_name, nue, store) for type_name in NUE_FIELDS]
-            return await service.preview_backfill(pollers, since, flows, fetcher, flow=flow)
+            return await service.preview_backfill(pollers, since, flows, fetcher, flow=flow, sync_status=status)
 
         result: Preview = await _with_engine(settings, plan, store)
         return result

@@ -22,6 +22,7 @@ from revdaemon.engine.mappings import FlowVersions, content_hash, preview_pinned
 from revdaemon.engine.pollers import Poller
 from revdaemon.engine.preview import Preview, comparable, preview_safely
 from revdaemon.engine.reconcile import repair_event
+from revdaemon.engine.sync_status import SyncStatus
 from revdaemon.errors import RecordNotFound
 from revdaemon.flows.base import Flow
 from revdaemon.store import Store
@@ -101,10 +102,12 @@ async def replay_dead_letters(store: Store, letter_ids: list[int] | None = None,
 
 
 async def preview_replay(store: Store, letter_ids: Sequence[int], flows: Sequence[Flow],
-                         fetcher: Fetcher, *, versions: FlowVersions | None = None, remap: bool = False) -> Preview:
+                         fetcher: Fetcher, *, versions: FlowVersions | None = None, remap: bool = False,
+                         sync_status: SyncStatus | None = None) -> Preview:
     """A dry-run diff of exactly what replaying these dead letters would write now; nothing is sent. With
     `versions`, each event is planned with the mapping version it is pinned to (as the replay will be), or
-    with `remap` with the current one, its pinned version's writes shown beside (`flows` is then unused)."""
+    with `remap` with the current one, its pinned version's writes shown beside (`flows` is then unused).
+    `sync_status`: the status fields the executor adds to each write, shown among the fields."""
     events: list[Event] = []
     for letter_id in letter_ids:
         letter = await store.get_dead_letter(letter_id)
@@ -114,8 +117,8 @@ async def preview_replay(store: Store, letter_ids: Sequence[int], flows: Sequenc
         if event is not None:
             events.append(event)
     if versions is not None:
-        return await preview_pinned(events, versions, fetcher, remap=remap)
-    return await preview_safely(events, flows, fetcher)
+        return await preview_pinned(events, versions, fetcher, remap=remap, sync_status=sync_status)
+    return await preview_safely(events, flows, fetcher, sync_status=sync_status)
 
 
 # --- mapping versions -------------------------------------------------------------------------------
@@ -279,7 +282,7 @@ async def backfill(store: Store, pollers: Sequence[Poller], since: datetime, *, 
 
 
 async def preview_backfill(pollers: Sequence[Poller], since: datetime, flows: Sequence[Flow], fetcher: Fetcher, *,
-                           flow: str | None = None) -> Preview:
+                           flow: str | None = None, sync_status: SyncStatus | None = None) -> Preview:
     """A dry-run diff of a backfill: the changes since `since` read once, every resulting event planned
     together (so the lookups batch across all of them), nothing stored and nothing sent."""
     if flow is not None and flow not in BACKFILL_SOURCES:
@@ -291,7 +294,7 @@ async def preview_backfill(pollers: Sequence[Poller], since: datetime, flows: Se
             new = poller.event_of(record)
             events.setdefault(new.key, _as_event(new))
     wanted = [f for f in flows if flow is None or f.name == flow]
-    return await preview_safely(list(events.values()), wanted, fetcher)
+    return await preview_safely(list(events.values()), wanted, fetcher, sync_status=sync_status)
 
 
 # --- reconciliation ---------------------------------------------------------------------------------
@@ -313,10 +316,12 @@ def _as_event(new: NewEvent) -> Event:
                  claimed_until=None, received_at=now, updated_at=now)
 
 
-async def preview_repairs(customer_ids: Sequence[str], flows: Sequence[Flow], fetcher: Fetcher) -> Preview:
+async def preview_repairs(customer_ids: Sequence[str], flows: Sequence[Flow], fetcher: Fetcher, *,
+                          sync_status: SyncStatus | None = None) -> Preview:
     """A dry-run diff of what repairing these customers' accounts would write now; nothing is sent."""
     day = utcnow().date()
-    return await preview_safely([_as_event(repair_event(c, day)) for c in customer_ids], flows, fetcher)
+    return await preview_safely([_as_event(repair_event(c, day)) for c in customer_ids], flows, fetcher,
+                                sync_status=sync_status)
 
 
 async def queue_repairs(store: Store, customer_ids: Sequence[str], *, actor: str) -> int:

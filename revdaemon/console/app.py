@@ -31,6 +31,8 @@ from revdaemon.console.auth import SESSION_COOKIE, Admins, LoginLimiter, Session
 from revdaemon.console.charts import bar_chart_svg, minute_bars
 from revdaemon.domain.budget import BudgetPlan, describe_seconds
 from revdaemon.engine.lookups import Fetcher
+from revdaemon.engine.sync_status import NAME as SYNC_STATUS
+from revdaemon.engine.sync_status import SyncStatus
 from revdaemon.errors import RecordNotFound, StoreError
 from revdaemon.flows.base import Flow
 from revdaemon.limits import DailyBudget
@@ -61,6 +63,7 @@ class ConsoleContext:
     health: Health = field(default_factory=Health)
     flows: Sequence[Flow] = ()
     fetcher: Fetcher | None = None  # for dry-run diffs; None: previews say they cannot read
+    sync_status: SyncStatus | None = None  # the status fields the executor adds to each write; None: off
     salesforce_budget: DailyBudget | None = None
     api_calls: Callable[[], dict[str, int]] = dict
     parked: Callable[[], dict[str, str]] = dict
@@ -85,6 +88,10 @@ def build_console(context: ConsoleContext) -> Starlette:
 
     def current(request: Request) -> Session | None:
         return sessions.get(request.cookies.get(SESSION_COOKIE))
+
+    def status() -> SyncStatus | None:
+        """The status fields as the executor adds them now: not while the schema guard has them parked."""
+        return None if SYNC_STATUS in context.parked() else context.sync_status
 
     def guarded(handler: Callable[[Request, Session], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         """A page or action for a logged-in admin; a POST also needs the session's CSRF token."""
@@ -244,7 +251,7 @@ def build_console(context: ConsoleContext) -> Starlette:
         versions = await FlowVersions.load(context.store, context.settings, context.flows, default_flows,
                                            register=False)
         preview = await service.preview_replay(context.store, ids, context.flows, context.fetcher,
-                                               versions=versions, remap=remap)
+                                               versions=versions, remap=remap, sync_status=status())
         return page(request, "preview.html", session, preview=preview, ids=ids, action="/dead-letters/replay",
                     title=f"Replay {len(ids)} dead letter(s)" + (" with the current mapping" if remap else ""),
                     confirm="Replay these now", back="/dead-letters", remap=remap)
@@ -264,7 +271,7 @@ def build_console(context: ConsoleContext) -> Starlette:
         customers = _customer_ids(await request.form())
         if context.fetcher is None:
             raise ValueError("dry-run diffs need the daemon's API clients; this console has none")
-        preview = await service.preview_repairs(customers, context.flows, context.fetcher)
+        preview = await service.preview_repairs(customers, context.flows, context.fetcher, sync_status=status())
         return page(request, "preview.html", session, preview=preview, ids=customers,
                     action="/reconciliation/repair", title=f"Repair {len(customers)} account(s)",
                     confirm="Repair these now", back="/reconciliation", id_field="customer")

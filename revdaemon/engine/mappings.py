@@ -24,7 +24,8 @@ from pydantic import ValidationError
 from revdaemon.config import FlowsSettings, MappingSettings, Settings
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.preview import EventPreview, Preview, preview_safely
-from revdaemon.flows.base import Flow
+from revdaemon.engine.sync_status import SyncStatus
+from revdaemon.flows.base import Flow, Found
 from revdaemon.store import Store
 from revdaemon.store.records import Event, MappingVersion
 
@@ -109,10 +110,12 @@ class FlowVersions:
 
 
 async def preview_pinned(events: Sequence[Event], versions: FlowVersions, fetcher: Fetcher, *,
-                         remap: bool = False) -> Preview:
+                         remap: bool = False, sync_status: SyncStatus | None = None,
+                         known: Found | None = None) -> Preview:
     """What replaying `events` would write: each planned with the mapping version it is pinned to. With
     `remap`, with the current mapping instead, and an event pinned to an older version also shows that
-    version's writes beside them (marked unused), so the operator sees both before choosing."""
+    version's writes beside them (marked unused), so the operator sees both before choosing.
+    `sync_status` and `known` as for `preview`."""
     unique = list({e.id: e for e in events}.values())
 
     def key(version: int | None) -> int | None:  # None: the current mapping
@@ -132,7 +135,7 @@ async def preview_pinned(events: Sequence[Event], versions: FlowVersions, fetche
                 event_id=e.id, event_key=e.key, flow="-", outcome="error",
                 note=f"{exc}; replay it with --remap to use the current mapping") for e in group))
             continue
-        runs[version] = await preview_safely(group, flows, fetcher)
+        runs[version] = await preview_safely(group, flows, fetcher, sync_status=sync_status, known=known)
     out: list[EventPreview] = []
     for event in unique:
         pinned = key(event.mapping_version)

@@ -2,8 +2,12 @@
 
 For each event, its flows are asked for their first step exactly as a worker would (the same batched
 lookups, the same plans), but the writes go nowhere: their targets' current values are read in batches
-(SOQL `IN` lists of up to 200 ids, one per object) and set beside the planned values. A plan whose later
-steps depend on this step's results (a Nue customer before its order) says so instead of guessing them.
+(SOQL `IN` lists of up to 200 ids, one per object) and set beside the planned values. A target the lookups
+already read with every field a write sets is not read again. A plan whose later steps depend on this
+step's results (a Nue customer before its order) says so instead of guessing them.
+
+Shown as the executor sends them: with the sync status fields added (`mapping.sync_status`), and a write
+that several events plan (the same idempotency key) once, under the first of them.
 """
 
 from __future__ import annotations
@@ -14,19 +18,21 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from revdaemon.engine.lookups import Fetcher
+from revdaemon.engine.sync_status import SyncStatus
 from revdaemon.errors import SyncError
 from revdaemon.flows.base import Flow, FlowEvent, Found, Needs
 from revdaemon.flows.plan import (
     NueActivateOrder,
     NueCreateCustomer,
     NueCreateOrder,
+    Plan,
     SfCreate,
     SfDelete,
     SfUpdate,
     SfUpsert,
     Write,
 )
-from revdaemon.store.records import Event
+from revdaemon.store.records import Event, utcnow
 
 MAX_LOOKUP_ROUNDS = 6
 
@@ -79,52 +85,81 @@ class Preview:
         return sum(len(w.changed) for e in self.events if e.used for w in e.writes)
 
 
-async def preview(events: Sequence[Event], flows: Sequence[Flow], fetcher: Fetcher) -> Preview:
-    """The first step of every flow for each event, with the targets' current values. Sends no write."""
+async def preview(events: Sequence[Event], flows: Sequence[Flow], fetcher: Fetcher, *,
+                  sync_status: SyncStatus | None = None, known: Found | None = None) -> Preview:
+    """The first step of every flow for each event, with the targets' current values. Sends no write.
+
+    `sync_status`: the status fields the executor adds to each data write (None or empty: off). `known`:
+    values to plan with instead of reading them, e.g. the last synced values a decision not yet stored
+    would set."""
     jobs = [(event, flow, FlowEvent(key=event.key, type=event.type, source=event.source, payload=event.payload))
             for event in events for flow in flows if event.type in flow.event_types]
     if not jobs:
         return Preview(events=tuple(EventPreview(event_id=e.id, event_key=e.key, flow="-", outcome="nothing",
                                                  note="no flow handles this event type") for e in events))
-    found = Found()
+    status = sync_status or None
+    found = known or Found()
     for _ in range(MAX_LOOKUP_ROUNDS):
         needs = Needs()
         for _event, flow, view in jobs:
             needs = needs | flow.needs(view, found)
-        missing = needs.minus(found)
+        missing = _with_status_fields(needs, status).minus(found)
         if not missing:
             break
         found = found.merged(await fetcher.fetch(missing))
-    results: list[tuple[Event, Flow, Any]] = []
+    now = utcnow()
+    results: list[tuple[Event, Flow, Plan | Exception, tuple[Write, ...]]] = []
     for event, flow, view in jobs:
         try:
-            results.append((event, flow, flow.plan(view, found)))
+            made = flow.plan(view, found)
         except Exception as exc:  # a flow's bug shows as this event's error, not a broken page
-            results.append((event, flow, exc))
-    writes = [w for _e, _f, plan in results if not isinstance(plan, Exception) for w in plan.writes]
-    current = await _current_values(writes, fetcher)
+            results.append((event, flow, exc, ()))
+            continue
+        # Decorated as the executor decorates them, so the diff is what would be sent.
+        writes = tuple(status.decorate(w, now) for w in made.writes) if status else made.writes
+        results.append((event, flow, made, writes))
+    current = await _current_values([w for *_rest, writes in results for w in writes], fetcher, found)
+    first_planner: dict[str, str] = {}  # idempotency key -> the event that plans it first
     out: list[EventPreview] = []
-    for event, flow, plan in results:
+    for event, flow, plan, writes in results:
         if isinstance(plan, Exception):
             out.append(EventPreview(event_id=event.id, event_key=event.key, flow=flow.name, outcome="error",
                                     note=f"{type(plan).__name__}: {plan}"))
         elif plan.conflict is not None:
             out.append(EventPreview(event_id=event.id, event_key=event.key, flow=flow.name, outcome="conflict",
                                     note=plan.conflict.reason))
-        elif not plan.writes:
+        elif not writes:
             out.append(EventPreview(event_id=event.id, event_key=event.key, flow=flow.name, outcome="nothing",
                                     note=plan.skip_reason))
         else:
-            note = None if plan.done else "later steps follow from this step's results and are not shown"
+            # The executor sends a write once per idempotency key: a repeat is shown once, not counted again.
+            fresh = [w for w in writes if first_planner.setdefault(w.idem_key, event.key) == event.key]
+            repeated = sorted({first_planner[w.idem_key] for w in writes} - {event.key})
+            notes = [f"the same write as {', '.join(repeated)} plans: sent once"] if repeated else []
+            if fresh and not plan.done:
+                notes.append("later steps follow from this step's results and are not shown")
             out.append(EventPreview(event_id=event.id, event_key=event.key, flow=flow.name,
-                                    writes=tuple(_planned(w, current) for w in plan.writes), note=note))
+                                    writes=tuple(_planned(w, current) for w in fresh),
+                                    outcome="writes" if fresh else "nothing", note="; ".join(notes) or None))
     return Preview(events=tuple(out))
 
 
-async def preview_safely(events: Sequence[Event], flows: Sequence[Flow], fetcher: Fetcher) -> Preview:
+def _with_status_fields(needs: Needs, status: SyncStatus | None) -> Needs:
+    """The lookups select the status fields too on the objects that carry them, so the current values of
+    the decorated writes need no second read."""
+    if status is None:
+        return needs
+    read = {sobject for sobject, _ in needs.sf_records} | {sobject for sobject, _, _ in needs.sf_children}
+    extra = frozenset((sobject, name) for sobject in read & status.objects.keys()
+                      for name in status.objects[sobject].names)
+    return needs | Needs(sf_fields=extra) if extra else needs
+
+
+async def preview_safely(events: Sequence[Event], flows: Sequence[Flow], fetcher: Fetcher, *,
+                         sync_status: SyncStatus | None = None, known: Found | None = None) -> Preview:
     """`preview`, with an API failure shown on every event instead of raised (a page must still render)."""
     try:
-        return await preview(events, flows, fetcher)
+        return await preview(events, flows, fetcher, sync_status=sync_status, known=known)
     except SyncError as exc:
         return Preview(events=tuple(EventPreview(event_id=e.id, event_key=e.key, flow="-", outcome="error",
                                                  note=f"the current values could not be read: {exc.message}")
@@ -137,8 +172,9 @@ class _Current:
     by_external: Mapping[tuple[str, str, str], list[Mapping[str, Any]]] = field(default_factory=dict)
 
 
-async def _current_values(writes: Sequence[Write], fetcher: Fetcher) -> _Current:
-    """One batched read for the targets of every Salesforce write: by id, or by external id."""
+async def _current_values(writes: Sequence[Write], fetcher: Fetcher, found: Found) -> _Current:
+    """The current values of every Salesforce write's target, by id or by external id: those the lookups
+    already read with each field written are taken from `found`, the rest read in one batched fetch."""
     records: set[tuple[str, str]] = set()
     children: set[tuple[str, str, str]] = set()
     fields: set[tuple[str, str]] = set()
@@ -151,8 +187,11 @@ async def _current_values(writes: Sequence[Write], fetcher: Fetcher) -> _Current
             fields.update((write.sobject, name) for name in write.fields)
     if not records and not children:
         return _Current()
-    found = await fetcher.fetch(Needs(sf_records=frozenset(records), sf_children=frozenset(children),
-                                      sf_fields=frozenset(fields)))
+    wanted = Needs(sf_records=frozenset(records), sf_children=frozenset(children), sf_fields=frozenset(fields))
+    missing = wanted.minus(found)
+    if missing.sf_records or missing.sf_children:
+        found = found.merged(await fetcher.fetch(Needs(sf_records=missing.sf_records,
+                                                       sf_children=missing.sf_children, sf_fields=wanted.sf_fields)))
     return _Current(by_id=found.sf_records, by_external=found.sf_children)
 
 

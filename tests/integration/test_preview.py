@@ -10,10 +10,12 @@ import pytest
 
 from revdaemon import service
 from revdaemon.engine.lookups import Fetcher
+from revdaemon.engine.preview import comparable
 from revdaemon.sandbox.runner import Sandbox
 from revdaemon.store.records import NewDeadLetter
 from tests.integration.engine_fixtures import engine, webhook
 from tests.integration.test_engine_subscription_status import activate_for
+from tests.integration.test_sync_status import FIELDS, STATUS
 
 pytestmark = pytest.mark.anyio
 
@@ -60,3 +62,39 @@ class TestPreview:
         assert data_writes(sandbox) == []
         assert len(preview.events) == 6 and preview.writes == 6 and preview.fields_changed >= 6
         assert sandbox.salesforce.log.count() <= 4 and sandbox.nue.log.count() <= 6
+
+    async def test_preview_shows_the_sync_status_fields_the_executor_adds(self, sandbox: Sandbox,
+                                                                          tmp_path: Path) -> None:
+        """With mapping.sync_status on, the diff carries the status fields exactly as the executor sends them
+        (the current value beside each), read in the lookups' own query: no extra call."""
+        customer_id, account_id, _subs = activate_for(sandbox, 0, 0)
+        sandbox.salesforce.update("Account", account_id, {"MRR__c": 5.0, "Nue_Sync_Status__c": "Error",
+                                                          "Nue_Sync_Error__c": "UNABLE_TO_LOCK_ROW"})
+        async with engine(sandbox, tmp_path, sync_status=STATUS) as e:
+            fetcher = Fetcher(e.salesforce, e.nue, e.store)
+            await e.salesforce.limits()  # log in first: the token request is not a read of the preview's
+            sandbox.salesforce.log.clear()
+            plain = await service.preview_repairs([customer_id], e.worker._flows, fetcher)
+            plain_reads = sandbox.salesforce.log.count(path_prefix="/services/data")
+            sandbox.salesforce.log.clear()
+            shown = await service.preview_repairs([customer_id], e.worker._flows, fetcher, sync_status=STATUS)
+            status_reads = sandbox.salesforce.log.count(path_prefix="/services/data")
+            assert data_writes(sandbox) == []
+            [[write]] = [event.writes for event in shown.events]
+            fields = {f.field: f for f in write.fields}
+            assert (fields["Nue_Sync_Status__c"].current, fields["Nue_Sync_Status__c"].planned) == ("Error", "Synced")
+            assert (fields["Nue_Sync_Error__c"].current, fields["Nue_Sync_Error__c"].planned) == (
+                "UNABLE_TO_LOCK_ROW", None)
+            assert fields["Nue_Last_Synced_At__c"].planned
+            [[before]] = [event.writes for event in plain.events]
+            assert {f.field for f in before.fields} == set(fields) - FIELDS.names
+            assert status_reads == plain_reads == 1  # one SOQL for the account, status fields included
+
+            # What the diff shows is what the executor then sends.
+            await service.queue_repairs(e.store, [customer_id], actor="test")
+            assert await e.worker.run_once() == 1
+        account = sandbox.salesforce.record("Account", account_id)
+        for change in write.fields:
+            if change.field != FIELDS.synced_at_field:
+                assert comparable(account[change.field]) == comparable(change.planned), change.field
+        assert account[FIELDS.synced_at_field]
