@@ -347,7 +347,7 @@ def _preview_json(preview: Preview) -> dict[str, Any]:
 
 def _print_preview(preview: Preview, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(dataclasses.asdict(preview), default=str))
+        click.echo(json.dumps(_preview_json(preview), default=str))
         return
     console = Console()
     for shown in preview.events:
@@ -565,39 +565,55 @@ def backup(config_path: Path | None, as_json: bool, destination: Path) -> None:
 @json_option
 @click.option("--report", "report_only", is_flag=True, help="Only report the drift (the default).")
 @click.option("--repair", is_flag=True, help="Also queue a repair for each account showing wrong figures.")
-def reconcile(config_path: Path | None, as_json: bool, report_only: bool, repair: bool) -> None:
+@click.option("--dry-run", is_flag=True, help="With --repair: print what each repair would write, field by field; "
+              "queue and send nothing.")
+def reconcile(config_path: Path | None, as_json: bool, report_only: bool, repair: bool, dry_run: bool) -> None:
     """Compare every Nue customer's MRR with its Salesforce account now (flow 8) and print the drift."""
     if report_only and repair:
         raise click.UsageError("--report and --repair exclude each other")
+    if dry_run and not repair:
+        raise click.UsageError("--dry-run previews a repair: use it with --repair")
     settings = _load(config_path)
     _setup_logging(settings)
     try:
-        report = anyio.run(_reconcile, settings, repair)
+        report, preview = anyio.run(_reconcile, settings, repair, dry_run)
     except StoreError as exc:
         click.echo(f"revdaemon: state store: {exc}", err=True)
         sys.exit(EXIT_STORE)
     if as_json:
-        click.echo(json.dumps(report.as_dict()))
+        click.echo(json.dumps({**report.as_dict(), **({"dry_run": _preview_json(preview)} if preview else {})},
+                              default=str))
     else:
         click.echo(report.as_text_table(only_drift=True))
+        if preview is not None:
+            _print_preview(preview, False)
     if report.drifted:
         sys.exit(EXIT_DRIFT)
 
 
-async def _reconcile(settings: Settings, repair: bool) -> Any:
+async def _reconcile(settings: Settings, repair: bool, dry_run: bool = False) -> tuple[Any, Preview | None]:
+    """The drift report; with `repair` the repairs queued, or with `dry_run` only their preview (what each
+    would write now), nothing queued and nothing sent."""
     import httpx
 
     from revdaemon.engine.clients import build_clients
-    from revdaemon.engine.supervisor import run_reconciliation
+    from revdaemon.engine.reconcile import repair_targets
+    from revdaemon.engine.supervisor import build_sync_status, default_flows, run_reconciliation
     from revdaemon.limits import RetryPolicy
 
     retry = RetryPolicy(max_attempts=3, max_total=60)
     async with httpx.AsyncClient() as http:
         salesforce, nue = build_clients(settings, http, retry)
+        if dry_run:
+            report = await run_reconciliation(settings, nue, salesforce, store=None, repair=False)
+            # The repair events as they would be queued, planned by the current flows, as a worker will.
+            preview = await service.preview_repairs(repair_targets(report.repairable), default_flows(settings),
+                                                    Fetcher(salesforce, nue), sync_status=build_sync_status(settings))
+            return report, preview
         # Only a repair writes to the state store (the queued events); a report reads the APIs alone.
         store = await open_store(settings.database_path) if repair else None
         try:
-            return await run_reconciliation(settings, nue, salesforce, store=store, repair=repair)
+            return await run_reconciliation(settings, nue, salesforce, store=store, repair=repair), None
         finally:
             if store is not None:
                 await store.close()

@@ -125,8 +125,13 @@ def repair_event(customer_id: str, day: date) -> NewEvent:
                     payload={"data": {"id": customer_id, "customerId": customer_id}, "repair": True})
 
 
+def repair_targets(rows: Sequence[Comparison]) -> tuple[str, ...]:
+    """The customers whose accounts a repair rewrites: the rows linked the way flow 2 follows."""
+    return tuple(row.customer_id for row in rows if row.linked_by == REPAIR_LINK)
+
+
 async def _queue_repairs(store: Store, rows: Sequence[Comparison], day: date) -> tuple[str, ...]:
-    queued = [row.customer_id for row in rows if row.linked_by == REPAIR_LINK]
+    queued = repair_targets(rows)
     for row in rows:
         if row.linked_by != REPAIR_LINK:
             log.warning("reconciliation_repair_impossible", customer_id=row.customer_id, account_id=row.account_id,

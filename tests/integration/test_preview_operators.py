@@ -1,0 +1,113 @@
+"""Dry runs as operators meet them, against the sandbox: `reconcile --repair --dry-run` prints what would be
+written, field by field, and sends, queues and stores nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import yaml
+
+from revdaemon.config import load_settings
+from revdaemon.sandbox.runner import Sandbox
+from revdaemon.sandbox.server import LoggedRequest
+from revdaemon.store import open_store
+from tests.integration.test_reconcile import activate, set_accounts_from_nue
+from tests.integration.test_sandbox_cli import sandbox_config
+from tests.integration.test_sync_status import FIELDS
+
+STATUS_CONFIG = {"status_field": FIELDS.status_field, "synced_at_field": FIELDS.synced_at_field,
+                 "error_field": FIELDS.error_field}
+
+
+def cli(config: Path, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "revdaemon.cli", *args, "--config", str(config)],
+                            capture_output=True, text=True)
+    assert result.returncode == code, result.stderr[-2000:]
+    return result
+
+
+def config_with_sync_status(sandbox: Sandbox, tmp_path: Path) -> Path:
+    """The sandbox's config, with the sync status fields on the account and the opportunity."""
+    path = sandbox_config(sandbox, tmp_path)
+    document = yaml.safe_load(path.read_text())
+    document["mapping"] = {"sync_status": {"Account": STATUS_CONFIG, "Opportunity": STATUS_CONFIG}}
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def writes_sent(sandbox: Sandbox) -> list[LoggedRequest]:
+    """Requests that change data: Salesforce's non-GETs but the login, Nue's non-GETs but GraphQL reads."""
+    salesforce = [r for r in sandbox.salesforce.log.writes() if not r.path.startswith("/services/oauth2")]
+    return salesforce + [r for r in sandbox.nue.log.writes() if r.path != "/async/graphql"]
+
+
+def data_reads(sandbox: Sandbox) -> int:
+    """Salesforce API calls (the login's token request is not one)."""
+    return sandbox.salesforce.log.count(path_prefix="/services/data")
+
+
+async def store_state(database: Path) -> dict[str, Any]:
+    """Everything a dry run must leave as it was: events and their states, conflicts, writes, synced values."""
+    store = await open_store(database, read_only=True)
+    try:
+        conflicts = await store.list_conflicts(status=None, limit=1000)
+        return {"events": [(e.id, e.key, e.status, e.attempts) for e in await store.list_events(limit=1000)],
+                "conflicts": [(c.id, c.status, c.resolution) for c in conflicts],
+                "writes": [w.id for w in await store.list_writes(limit=1000)],
+                "synced": await store.get_synced([c.record_ref for c in conflicts])}
+    finally:
+        await store.close()
+
+
+class TestReconcileRepairDryRun:
+    def test_prints_each_repair_field_by_field_and_queues_nothing(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """The stale account's repair is shown (Salesforce's value -> Nue's, the status fields too), the other
+        accounts need none; no event is queued and nothing is sent."""
+        linked = activate(sandbox, 3)
+        set_accounts_from_nue(sandbox, linked)
+        stale_customer, stale_account = linked[1]
+        sandbox.salesforce.update("Account", stale_account, {"MRR__c": 1.0, "Subscription_Status__c": "Churned"})
+        path = config_with_sync_status(sandbox, tmp_path)
+        database = load_settings(path, environ={}).database_path
+        database.parent.mkdir(parents=True)
+        anyio.run(_create_store, database)
+        before = anyio.run(store_state, database)
+        sandbox.salesforce.log.clear()
+        sandbox.nue.log.clear()
+
+        shown = json.loads(cli(path, "reconcile", "--repair", "--dry-run", "--json", code=5).stdout)
+        text = cli(path, "reconcile", "--repair", "--dry-run", code=5).stdout
+
+        assert writes_sent(sandbox) == []
+        assert anyio.run(store_state, database) == before  # nothing queued
+        assert shown["repairs"] == []
+        preview = shown["dry_run"]
+        [event] = preview["events"]
+        assert event["event_key"].startswith(f"reconcile:{stale_customer}:")
+        [write] = event["writes"]
+        assert (write["system"], write["action"], write["target"]) == ("salesforce", "update",
+                                                                      f"Account {stale_account}")
+        fields = {f["field"]: f for f in write["fields"]}
+        nue_mrr = sandbox.nue.store.customers[stale_customer]["todayCMRR"]
+        assert fields["MRR__c"]["current"] == 1.0 and Decimal(fields["MRR__c"]["planned"]) == nue_mrr
+        assert (fields["Subscription_Status__c"]["current"], fields["Subscription_Status__c"]["planned"]) == (
+            "Churned", "Active")
+        assert fields["Nue_Sync_Status__c"]["planned"] == "Synced"
+        assert preview["writes"] == 1 and preview["fields_changed"] >= 3
+        assert "Churned" in text and "MRR__c" in text and "nothing was sent" in text
+
+    def test_dry_run_needs_repair(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        result = cli(sandbox_config(sandbox, tmp_path), "reconcile", "--dry-run", code=2)
+        assert "--repair" in result.stderr
+
+
+async def _create_store(database: Path) -> None:
+    """A state store as a running daemon leaves it (empty here), to show the dry run adds nothing to it."""
+    store = await open_store(database)
+    await store.close()
