@@ -460,13 +460,32 @@ def conflicts_show(config_path: Path | None, as_json: bool, conflict_id: int) ->
 @config_option
 @json_option
 @click.argument("conflict_id", type=int)
-@click.option("--take", type=click.Choice(["nue", "salesforce", "skip"]), required=True)
+@click.option("--take", type=click.Choice(list(service.TAKES)), required=True)
 @click.option("--comment", default=None)
+@click.option("--dry-run", is_flag=True, help="Print what resolving would write, field by field; store and send "
+              "nothing.")
 @click.option("--actor", default=lambda: os.environ.get("USER", "operator"), show_default="$USER")
 def conflicts_resolve(config_path: Path | None, as_json: bool, conflict_id: int, take: str, comment: str | None,
-                      actor: str) -> None:
+                      dry_run: bool, actor: str) -> None:
     """Decide a conflict; the decision is recorded with who and when."""
     settings = _load(config_path)
+    if dry_run:
+        _setup_logging(settings)
+
+        async def plan(store: Store) -> Any:
+            from revdaemon.engine.mappings import FlowVersions
+            from revdaemon.engine.supervisor import default_flows
+
+            async def diff(flows: list[Flow], fetcher: Fetcher, status: SyncStatus) -> Preview:
+                # Taking Nue plans the event again with the mapping version it is pinned to, as a worker will.
+                versions = await FlowVersions.load(store, settings, flows, default_flows, register=False)
+                return await service.preview_resolution(store, conflict_id, take, flows, fetcher, versions=versions,
+                                                        sync_status=status)
+
+            return await _with_engine(settings, diff, store)
+
+        _print_preview(_run_with_store(settings, plan, read_only=True), as_json)
+        return
     row = _run_with_store(settings, lambda s: service.resolve_conflict(s, conflict_id, take=take, actor=actor,
                                                                        comment=comment), read_only=False)
     _emit(row, as_json, (), f"conflict {conflict_id}")

@@ -20,20 +20,22 @@ import anyio
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.mappings import FlowVersions, content_hash, preview_pinned
 from revdaemon.engine.pollers import Poller
-from revdaemon.engine.preview import Preview, comparable, preview_safely
+from revdaemon.engine.preview import EventPreview, Preview, comparable, preview_safely
 from revdaemon.engine.reconcile import repair_event
 from revdaemon.engine.sync_status import SyncStatus
-from revdaemon.errors import RecordNotFound
-from revdaemon.flows.base import Flow
+from revdaemon.errors import RecordNotFound, StoreError
+from revdaemon.flows.base import Flow, Found
 from revdaemon.store import Store
 from revdaemon.store.records import (
     AuditEntry,
     ConflictRecord,
+    ConflictStatus,
     DeadLetter,
     Event,
     NewAuditEntry,
     NewEvent,
     Resolution,
+    SyncedRecord,
     WriteIntent,
     utcnow,
 )
@@ -209,8 +211,6 @@ def conflict_row(conflict: ConflictRecord) -> dict[str, Any]:
 
 
 async def list_conflicts(store: Store, *, include_resolved: bool = False, limit: int = 50) -> list[dict[str, Any]]:
-    from revdaemon.store.records import ConflictStatus
-
     status = None if include_resolved else ConflictStatus.OPEN
     return [conflict_row(c) for c in await store.list_conflicts(status=status, limit=limit)]
 
@@ -227,15 +227,63 @@ async def show_conflict(store: Store, conflict_id: int) -> dict[str, Any]:
     return {**conflict_row(conflict), "comment": conflict.comment, "fields": fields}
 
 
+TAKES: dict[str, Resolution] = {"nue": Resolution.TAKE_NUE, "salesforce": Resolution.TAKE_SALESFORCE,
+                                 "skip": Resolution.SKIP}
+
+
 async def resolve_conflict(store: Store, conflict_id: int, *, take: str, actor: str,
                            comment: str | None = None) -> dict[str, Any]:
     """Record who decided what; the event goes back to the inbox (take a side) or is finished (skip)."""
-    resolution = {"nue": Resolution.TAKE_NUE, "salesforce": Resolution.TAKE_SALESFORCE, "skip": Resolution.SKIP}[take]
+    resolution = TAKES[take]
     row = conflict_row(await store.resolve_conflict(conflict_id, resolution=resolution, actor=actor,
                                                     comment=comment))
     await record_action(store, actor, f"resolve conflict: take {take}", row["record_ref"], event_id=row["event_id"],
                         conflict=conflict_id, comment=comment)
     return row
+
+
+async def preview_resolution(store: Store, conflict_id: int, take: str, flows: Sequence[Flow], fetcher: Fetcher, *,
+                             versions: FlowVersions | None = None, sync_status: SyncStatus | None = None) -> Preview:
+    """A dry-run diff of resolving a conflict; nothing is stored and nothing is sent.
+
+    Taking Nue plans the conflict's event again as a worker will once the decision is stored: with the
+    mapping version it is pinned to (with `versions`; else `flows`), and Salesforce's shown values accepted
+    as the last synced ones, so the hand edit no longer holds the write. Each write shows the current
+    Salesforce value beside Nue's. Taking Salesforce or skipping writes nothing to either system."""
+    if take not in TAKES:
+        raise ValueError(f"take one of {', '.join(TAKES)}, not {take!r}")
+    conflict = await store.get_conflict(conflict_id)
+    if conflict is None:
+        raise RecordNotFound(f"no conflict {conflict_id}")
+    if conflict.status is not ConflictStatus.OPEN:
+        resolution = conflict.resolution.value if conflict.resolution else "?"
+        raise StoreError(f"conflict {conflict_id} is already resolved ({resolution})")
+    event = await store.get_event(conflict.event_id) if conflict.event_id is not None else None
+    if TAKES[take] is Resolution.TAKE_NUE and event is not None:
+        known = Found(synced={conflict.record_ref: await _accepted(store, conflict)}) \
+            if conflict.record_ref.startswith("salesforce:") and conflict.salesforce_values else None
+        if versions is not None:
+            return await preview_pinned([event], versions, fetcher, sync_status=sync_status, known=known)
+        return await preview_safely([event], flows, fetcher, sync_status=sync_status, known=known)
+    note = {
+        Resolution.TAKE_NUE: "the conflict has no inbox event to plan again: nothing is written",
+        Resolution.TAKE_SALESFORCE: "taking Salesforce keeps its values: nothing is written to either system; "
+                                    "the waiting events are finished and Nue's values shown are not written "
+                                    "while Nue still has them",
+        Resolution.SKIP: "skipping: nothing is written to either system; the waiting events are finished",
+    }[TAKES[take]]
+    return Preview(events=(EventPreview(event_id=event.id if event else 0,
+                                        event_key=event.key if event else conflict.record_ref,
+                                        flow=conflict.flow, outcome="nothing", note=note),))
+
+
+async def _accepted(store: Store, conflict: ConflictRecord) -> SyncedRecord:
+    """The record's last synced values as taking Nue leaves them: the values Salesforce showed become the
+    baseline and any declined Nue value on those fields is cleared (as the store's resolve_conflict does)."""
+    stored = (await store.get_synced([conflict.record_ref])).get(conflict.record_ref, SyncedRecord())
+    shown = conflict.salesforce_values
+    return SyncedRecord(values={**stored.values, **shown},
+                        declined={k: v for k, v in stored.declined.items() if k not in shown})
 
 
 async def backup(store: Store, destination: Path) -> dict[str, Any]:

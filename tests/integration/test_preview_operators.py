@@ -1,5 +1,5 @@
-"""Dry runs as operators meet them, against the sandbox: `reconcile --repair --dry-run` prints what would be
-written, field by field, and sends, queues and stores nothing."""
+"""Dry runs as operators meet them, against the sandbox: `reconcile --repair --dry-run` and `conflicts resolve
+--dry-run` print what would be written, field by field, and send, queue and store nothing."""
 
 from __future__ import annotations
 
@@ -11,15 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 import yaml
 
+from revdaemon import service
 from revdaemon.config import load_settings
+from revdaemon.engine.lookups import Fetcher
+from revdaemon.engine.preview import comparable
 from revdaemon.sandbox.runner import Sandbox
 from revdaemon.sandbox.server import LoggedRequest
 from revdaemon.store import open_store
+from tests.integration.engine_fixtures import engine
+from tests.integration.test_hand_edits import synced_then_edited
 from tests.integration.test_reconcile import activate, set_accounts_from_nue
 from tests.integration.test_sandbox_cli import sandbox_config
-from tests.integration.test_sync_status import FIELDS
+from tests.integration.test_sync_status import FIELDS, STATUS
 
 STATUS_CONFIG = {"status_field": FIELDS.status_field, "synced_at_field": FIELDS.synced_at_field,
                  "error_field": FIELDS.error_field}
@@ -111,3 +117,85 @@ async def _create_store(database: Path) -> None:
     """A state store as a running daemon leaves it (empty here), to show the dry run adds nothing to it."""
     store = await open_store(database)
     await store.close()
+
+
+class TestConflictResolveDryRun:
+    def test_take_nue_shows_nues_values_over_the_edit_and_changes_nothing(self, sandbox: Sandbox,
+                                                                          tmp_path: Path) -> None:
+        """`conflicts resolve N --take nue --dry-run` prints the account write (the hand-edited value -> Nue's,
+        with the status fields); the conflict stays open and nothing is sent. Resolving it for real then
+        writes exactly those values."""
+        path = config_with_sync_status(sandbox, tmp_path)
+        database = load_settings(path, environ={}).database_path
+        database.parent.mkdir(parents=True)
+
+        async def make_conflict() -> tuple[str, str, int]:
+            async with engine(sandbox, tmp_path) as e:
+                customer_id, account_id, _subs = await synced_then_edited(sandbox, e, 0)
+                [conflict] = await e.store.list_conflicts()
+                await e.store.backup(database)  # the daemon's state store, as the command line opens it
+            return customer_id, account_id, conflict.id
+
+        customer_id, account_id, conflict_id = anyio.run(make_conflict)
+        before = anyio.run(store_state, database)
+        sandbox.salesforce.log.clear()
+        sandbox.nue.log.clear()
+
+        shown = json.loads(cli(path, "conflicts", "resolve", str(conflict_id), "--take", "nue", "--dry-run",
+                               "--json").stdout)
+        text = cli(path, "conflicts", "resolve", str(conflict_id), "--take", "nue", "--dry-run").stdout
+
+        assert writes_sent(sandbox) == []
+        assert anyio.run(store_state, database) == before  # still open, its event still waiting
+        [event] = shown["events"]
+        assert event["outcome"] == "writes", event
+        [write] = event["writes"]
+        assert write["target"] == f"Account {account_id}"
+        fields = {f["field"]: f for f in write["fields"]}
+        nue_mrr = sandbox.nue.store.customers[customer_id]["todayCMRR"]
+        assert fields["MRR__c"]["current"] == 1.0 and Decimal(fields["MRR__c"]["planned"]) == nue_mrr
+        assert fields["Nue_Sync_Status__c"]["planned"] == "Synced"
+        assert "MRR__c" in text and "nothing was sent" in text
+
+        async def resolve_for_real() -> None:
+            async with engine(sandbox, tmp_path, sync_status=STATUS) as e:  # the same store the conflict is in
+                await service.resolve_conflict(e.store, conflict_id, take="nue", actor="test")
+                assert await e.worker.run_once() == 1
+
+        anyio.run(resolve_for_real)
+        account = sandbox.salesforce.record("Account", account_id)
+        for name, change in fields.items():
+            if name != FIELDS.synced_at_field:
+                assert comparable(account[name]) == comparable(change["planned"]), name
+
+    @pytest.mark.anyio
+    async def test_take_salesforce_or_skip_writes_nothing_and_says_so(self, sandbox: Sandbox,
+                                                                      tmp_path: Path) -> None:
+        async with engine(sandbox, tmp_path) as e:
+            await synced_then_edited(sandbox, e, 1)
+            [conflict] = await e.store.list_conflicts()
+            database = tmp_path / "engine.sqlite3"
+            fetcher = Fetcher(e.salesforce, e.nue, e.store)
+            before = await store_state(database)
+            sandbox.salesforce.log.clear()
+            sandbox.nue.log.clear()
+            previews = {take: await service.preview_resolution(e.store, conflict.id, take, e.worker._flows, fetcher)
+                        for take in ("salesforce", "skip")}
+            assert await store_state(database) == before
+        assert sandbox.salesforce.log.entries() == [] and sandbox.nue.log.entries() == []  # not even a read
+        for take, preview in previews.items():
+            [event] = preview.events
+            assert (event.outcome, event.writes, preview.writes) == ("nothing", (), 0), take
+            assert event.note and "nothing is written" in event.note
+
+    @pytest.mark.anyio
+    async def test_a_resolved_conflict_is_refused(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        from revdaemon.errors import StoreError
+
+        async with engine(sandbox, tmp_path) as e:
+            await synced_then_edited(sandbox, e, 2)
+            [conflict] = await e.store.list_conflicts()
+            await service.resolve_conflict(e.store, conflict.id, take="skip", actor="test")
+            fetcher = Fetcher(e.salesforce, e.nue, e.store)
+            with pytest.raises(StoreError, match="already resolved"):
+                await service.preview_resolution(e.store, conflict.id, "nue", e.worker._flows, fetcher)
