@@ -83,6 +83,7 @@ class Executor:
         # or writes from two reads of one entity; the second waits for a retry and a fresh read, so an
         # older state can never land after a newer one.
         self._in_flight: set[str] = set()
+        self._just_recorded: set[str] = set()  # keys whose intent is `recorded`, not yet marked sent
 
     async def execute(self, pending: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
         unique: dict[str, PendingWrite] = {}
@@ -152,7 +153,9 @@ class Executor:
                 outcomes[key] = WriteOutcome(ok=True, result=intent.result, skipped=True)
                 continue
             if intent.status is IntentStatus.FAILED:
-                await self._store.reopen_intent(key)
+                await self._store.reopen_intent(key)  # back to `recorded`: marked sent again before sending
+            if intent.status in (IntentStatus.RECORDED, IntentStatus.FAILED):
+                self._just_recorded.add(key)
             if intent.status is not IntentStatus.RECORDED:
                 maybe_sent.add(key)
             to_send.append(item)
@@ -405,8 +408,9 @@ class Executor:
     async def _mark_sent(self, groups: Sequence[Sequence[PendingWrite]]) -> None:
         for group in groups:
             for item in group:
-                intent = await self._store.get_intent(item.write.idem_key)
-                if intent is not None and intent.status is IntentStatus.RECORDED:
+                # Only intents recorded in this attempt are `recorded`; the rest were marked sent before.
+                if item.write.idem_key in self._just_recorded:
+                    self._just_recorded.discard(item.write.idem_key)
                     await self._store.mark_intent_sent(item.write.idem_key)
 
     async def _fail_all(self, groups: Sequence[Sequence[PendingWrite]], exc: SyncError) -> dict[str, WriteOutcome]:
