@@ -1,14 +1,19 @@
-"""Dry runs as operators meet them, against the sandbox: `reconcile --repair --dry-run` and `conflicts resolve
---dry-run` print what would be written, field by field, and send, queue and store nothing."""
+"""Dry runs as operators meet them, against the sandbox: `reconcile --repair --dry-run`, `conflicts resolve
+--dry-run` and a 1,000-record `backfill --dry-run` print what would be written, field by field, and send,
+queue and store nothing."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 import anyio
 import pytest
@@ -18,6 +23,7 @@ from revdaemon import service
 from revdaemon.config import load_settings
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.preview import comparable
+from revdaemon.sandbox.nue.customers import link_synced_customer
 from revdaemon.sandbox.runner import Sandbox
 from revdaemon.sandbox.server import LoggedRequest
 from revdaemon.store import open_store
@@ -199,3 +205,63 @@ class TestConflictResolveDryRun:
             fetcher = Fetcher(e.salesforce, e.nue, e.store)
             with pytest.raises(StoreError, match="already resolved"):
                 await service.preview_resolution(e.store, conflict.id, "nue", e.worker._flows, fetcher)
+
+
+def seed_linked_customers(sandbox: Sandbox, count: int) -> list[tuple[str, str]]:
+    """`count` Salesforce accounts, each with a linked Nue customer and an activated order: made in-process
+    through the simulators' own Python APIs, so not one HTTP call (and the request logs hold only what the
+    dry run does)."""
+    linked = []
+    for index in range(count):
+        name = f"Bulk Customer {index:04d}"
+        account_id = sandbox.salesforce.create("Account", {"Name": name})
+        customer = link_synced_customer(sandbox.nue.store, account_id=account_id,
+                                        fields={"name": name, "recordType": "Business"})
+        sandbox.nue.scenario.create_and_activate_order(customer["id"], opportunity=index % 6)
+        linked.append((str(customer["id"]), account_id))
+    return linked
+
+
+def queries_per_object(sandbox: Sandbox) -> Counter[str]:
+    """Salesforce SOQL reads, by the object each selects FROM."""
+    selects = (re.search(r"\bFROM (\w+)", unquote_plus(r.query)) for r in sandbox.salesforce.log.entries()
+               if r.path.endswith("/query"))
+    return Counter(match[1] for match in selects if match)
+
+
+class TestBackfillDryRun:
+    def test_1000_customers_send_no_write_and_read_in_lists_of_200(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """A backfill of 1,000 customers (with the 2,000+ subscriptions and 1,000 orders that made them) planned
+        together: each Salesforce object is read in SOQL IN lists of 200 ids, once, the status fields included.
+        The customers' and subscriptions' flow takes 5 reads in all; with every flow (the orders' onboarding
+        Tasks too) 11: the poll, 5 for the accounts, 5 for their Tasks."""
+        linked = seed_linked_customers(sandbox, 1000)
+        path = config_with_sync_status(sandbox, tmp_path)
+        since = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+        counts: dict[str, tuple[int, int, Counter[str]]] = {}
+        shown: dict[str, Any] = {}
+        for flow in ("subscription_status", "all"):
+            sandbox.salesforce.log.clear()
+            sandbox.nue.log.clear()
+            chosen = ("--flow", flow) if flow != "all" else ()
+            shown[flow] = json.loads(cli(path, "backfill", "--since", since, *chosen, "--dry-run", "--json").stdout)
+            assert writes_sent(sandbox) == []
+            counts[flow] = (data_reads(sandbox), sandbox.nue.log.count(), queries_per_object(sandbox))
+            print(f"1,000-customer backfill dry run ({flow}): {counts[flow][0]} Salesforce reads "
+                  f"{dict(counts[flow][2])}, {counts[flow][1]} Nue reads")
+
+        salesforce_reads, nue_reads, by_object = counts["subscription_status"]
+        assert salesforce_reads <= 10 and by_object == {"Account": 5}
+        assert nue_reads <= 50  # polls and lookups in pages and batches, not one call per record
+        preview = shown["subscription_status"]
+        targets = {w["target"] for e in preview["events"] for w in e["writes"]}
+        assert targets == {f"Account {account_id}" for _customer, account_id in linked}
+        assert preview["writes"] == 1000  # each account's write once, however many changes plan it
+        assert all(FIELDS.status_field in {f["field"] for f in w["fields"]} for e in preview["events"]
+                   for w in e["writes"])
+
+        salesforce_reads, nue_reads, by_object = counts["all"]
+        assert by_object == {"Opportunity": 1, "Account": 5, "Task": 5}  # 1,000 ids each, 200 per IN list
+        assert nue_reads <= 60
+        assert {w["target"].split()[0] for e in shown["all"]["events"] for w in e["writes"]} == {"Account", "Task"}
+        assert not load_settings(path, environ={}).database_path.exists()  # no state store made either
