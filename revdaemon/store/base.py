@@ -1,4 +1,4 @@
-"""The store's typed interface. Backends (SQLite today, PostgreSQL planned) implement exactly this.
+"""The store's typed interface. Backends (SQLite, PostgreSQL) implement exactly this.
 
 Every method is one transaction: it either happens whole or not at all. Nothing here names a database.
 """
@@ -26,6 +26,8 @@ from revdaemon.store.records import (
     NewDeadLetter,
     NewEvent,
     NewIntent,
+    Replica,
+    ReplicaBeat,
     Resolution,
     StoreSummary,
     SyncedRecord,
@@ -218,7 +220,24 @@ class Store(Protocol):
         ...
 
     async def backup(self, destination: Path) -> None:
-        """Write a consistent copy of the whole store to `destination` while it is in use."""
+        """Write a consistent copy of the whole store to `destination` while it is in use. A backend whose
+        database has its own backup tools (PostgreSQL: pg_dump) raises StoreError saying so."""
+        ...
+
+    # --- replicas -------------------------------------------------------------------------------
+
+    async def heartbeat(self, replica: ReplicaBeat) -> None:
+        """Record that `replica` is alive now (its last heartbeat is the store's clock), and whether it leads."""
+        ...
+
+    async def try_lead(self, replica_id: str) -> bool:
+        """Become (or stay) the one replica that runs scheduled work; True while this store holds leadership.
+        Call it again every few seconds: False means another replica leads, or leadership was lost (on
+        PostgreSQL, the connection holding it died) and scheduled work must stop. One box (SQLite) always leads."""
+        ...
+
+    async def list_replicas(self) -> list[Replica]:
+        """Every replica that has sent a heartbeat, by id."""
         ...
 
     # --- status ---------------------------------------------------------------------------------

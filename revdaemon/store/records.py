@@ -6,7 +6,7 @@ are written as strings).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -21,6 +21,9 @@ __all__ = ["SyncedRecord"]  # lives in the pure core (flows read it); stored and
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+Clock = Callable[[], datetime]  # the store's notion of now; tests pass a fake one
 
 
 # --- inbox ------------------------------------------------------------------------------------------
@@ -237,6 +240,32 @@ class MappingVersion:
     content_hash: str  # sha256 of `text`; one version per distinct text
     text: str  # the canonical text (engine/mappings.py)
     created_at: datetime
+
+
+# --- replicas ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplicaBeat:
+    """A running daemon process saying it is alive; the store stamps the time it arrived."""
+
+    replica_id: str  # stable for the process's life, unique across the boxes sharing the store
+    host: str
+    pid: int
+    started_at: datetime
+    is_leader: bool  # it holds the scheduler leadership (Store.try_lead) as of this beat
+
+
+@dataclass(frozen=True, kw_only=True)
+class Replica:
+    """A daemon process as its last heartbeat described it."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    last_heartbeat: datetime
+    is_leader: bool
 
 
 # --- status -----------------------------------------------------------------------------------------

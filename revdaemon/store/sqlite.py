@@ -11,12 +11,10 @@ commit durable before a webhook is acknowledged.
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +31,13 @@ from revdaemon.errors import (
     StoreMissing,
     StoreUnavailable,
 )
+from revdaemon.store.encoding import contains_pattern as _contains
+from revdaemon.store.encoding import dumps as _dumps
+from revdaemon.store.encoding import loads as _loads
+from revdaemon.store.encoding import ts_text as _ts
 from revdaemon.store.records import (
     AuditEntry,
+    Clock,
     ConflictRecord,
     ConflictStatus,
     Cursor,
@@ -49,6 +52,8 @@ from revdaemon.store.records import (
     NewDeadLetter,
     NewEvent,
     NewIntent,
+    Replica,
+    ReplicaBeat,
     Resolution,
     StoreSummary,
     SyncedRecord,
@@ -61,30 +66,9 @@ from revdaemon.store.states import EventStatus, IntentStatus, check_event_move, 
 BUSY_TIMEOUT_MS = 5_000
 INSERT_CHUNK = 500  # rows per INSERT: 7 parameters each stays far below SQLite's 32,766-variable limit
 
-Clock = Callable[[], datetime]
-
-
-def _ts(value: datetime) -> str:
-    # Fixed-width UTC text sorts in time order, so indexes on it work for "due before now".
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
-
 
 def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value is not None else None
-
-
-def _json_default(value: object) -> str:
-    if isinstance(value, Decimal | datetime):
-        return str(value) if isinstance(value, Decimal) else _ts(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _dumps(value: object) -> str:
-    return json.dumps(value, default=_json_default, sort_keys=True, separators=(",", ":"))
-
-
-def _loads(value: str | None) -> Any:
-    return json.loads(value) if value is not None else None
 
 
 class SqliteStore:
@@ -644,6 +628,35 @@ class SqliteStore:
                 finally:
                     await target.close()
 
+    # --- replicas -------------------------------------------------------------------------------
+
+    async def heartbeat(self, replica: ReplicaBeat) -> None:
+        async with self._tx() as conn:
+            await conn.execute(
+                """INSERT INTO replicas (replica_id, host, pid, started_at, last_heartbeat, is_leader)
+                   VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (replica_id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
+                       started_at = excluded.started_at, last_heartbeat = excluded.last_heartbeat,
+                       is_leader = excluded.is_leader""",
+                (replica.replica_id, replica.host, replica.pid, _ts(replica.started_at), _ts(self._clock()),
+                 int(replica.is_leader)),
+            )
+
+    async def try_lead(self, replica_id: str) -> bool:
+        """One box, one daemon: the SQLite store's only writer always leads."""
+        return True
+
+    async def list_replicas(self) -> list[Replica]:
+        async with self._tx(write=False) as conn:
+            # A read-only open of a database the daemon has not migrated yet has no replicas table.
+            if await _fetchone(conn, "SELECT 1 FROM sqlite_master WHERE name = 'replicas'", ()) is None:
+                return []
+            rows = await _fetchall(conn, "SELECT * FROM replicas ORDER BY replica_id", ())
+        return [Replica(id=row["replica_id"], host=row["host"], pid=row["pid"],
+                        started_at=_required_dt(row["started_at"]),
+                        last_heartbeat=_required_dt(row["last_heartbeat"]), is_leader=bool(row["is_leader"]))
+                for row in rows]
+
     # --- status ---------------------------------------------------------------------------------
 
     async def summary(self) -> StoreSummary:
@@ -736,12 +749,6 @@ def _statements(script: str) -> list[str]:
 
 
 # --- small helpers ----------------------------------------------------------------------------------
-
-
-def _contains(text: str) -> str:
-    """A LIKE pattern matching `text` anywhere, its own % and _ taken literally (ESCAPE '\\')."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 def _any_contains(*columns: str) -> str:

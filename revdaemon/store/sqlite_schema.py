@@ -141,6 +141,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE inbox_events ADD COLUMN mapping_version INTEGER REFERENCES mapping_versions (version);
     """,
+    # 5: the daemon processes sharing this store and their last heartbeat (on SQLite, one box: usually one).
+    """
+    CREATE TABLE replicas (
+        replica_id     TEXT PRIMARY KEY,
+        host           TEXT NOT NULL,
+        pid            INTEGER NOT NULL,
+        started_at     TEXT NOT NULL,
+        last_heartbeat TEXT NOT NULL,
+        is_leader      INTEGER NOT NULL DEFAULT 0 CHECK (is_leader IN (0, 1))
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
