@@ -1,21 +1,60 @@
 """The state store: every durable fact the daemon keeps, behind one typed interface (`Store`).
 
-Only this package contains SQL. `open_store` picks the backend from the settings.
+Only this package contains SQL. `open_store` picks the backend from what it is given: a path (or a
+`sqlite:///` URL) is a SQLite file on this box; a `postgresql://` (or `postgres://`) URL is a PostgreSQL
+database that several replicas may share.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from revdaemon.errors import StoreError
 from revdaemon.store.base import Store
-from revdaemon.store.records import utcnow
-from revdaemon.store.sqlite import Clock, SqliteStore
+from revdaemon.store.records import Clock, utcnow
+from revdaemon.store.sqlite import SqliteStore
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+SQLITE_SCHEME = "sqlite:///"
 
 
-async def open_store(database_path: Path, *, clock: Clock = utcnow, read_only: bool = False) -> Store:
-    """Open (creating and migrating as needed) the store at `database_path`; `read_only` changes nothing on
-    disk and refuses a missing or older database instead of migrating it."""
-    return await SqliteStore.open(database_path, clock=clock, read_only=read_only)
+def sqlite_path(url: str) -> Path:
+    """The file of a `sqlite:///path` URL: `sqlite:///state/db.sqlite3` is relative, `sqlite:////var/db` absolute
+    (the usual reading of these URLs)."""
+    if not url.startswith(SQLITE_SCHEME) or len(url) == len(SQLITE_SCHEME):
+        raise ValueError("a SQLite store URL is sqlite:///<path to the file>")
+    return Path(url.removeprefix(SQLITE_SCHEME))
 
 
-__all__ = ["Store", "open_store"]
+def is_postgres_url(target: str | Path) -> bool:
+    return isinstance(target, str) and target.lower().startswith(POSTGRES_SCHEMES)
+
+
+def _sqlite_file(target: Path | str) -> Path:
+    """The SQLite file `target` names; StoreError for a URL that is neither SQLite nor PostgreSQL."""
+    if isinstance(target, Path):
+        return target
+    if target.lower().startswith("sqlite:"):
+        try:
+            return sqlite_path(target)
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
+    if "://" in target:
+        # Never echo the text back: it may be a URL with a password in it.
+        raise StoreError("a store URL is sqlite:///<path> or postgresql://...; this one is neither")
+    return Path(target)  # a plain path given as text
+
+
+async def open_store(target: Path | str, *, clock: Clock = utcnow, read_only: bool = False) -> Store:
+    """Open (creating and migrating as needed) the store at `target`: a SQLite file's path, a `sqlite:///path`
+    URL, or a `postgresql://` URL. `read_only` changes nothing and refuses a store the daemon has not created
+    yet instead of creating it."""
+    if is_postgres_url(target):
+        from revdaemon.store.postgres import PostgresStore  # asyncpg is loaded only for a PostgreSQL store
+
+        assert isinstance(target, str)
+        return await PostgresStore.open(target, clock=clock, read_only=read_only)
+    return await SqliteStore.open(_sqlite_file(target), clock=clock, read_only=read_only)
+
+
+__all__ = ["Store", "is_postgres_url", "open_store", "sqlite_path"]

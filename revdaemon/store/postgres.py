@@ -1,0 +1,1019 @@
+"""The PostgreSQL backend of the store: several daemon processes (replicas, on several boxes) share one database.
+
+Theory of operation: asyncpg keeps a pool of connections; every public method borrows one and runs as one
+transaction (READ COMMITTED for writes, a read-only REPEATABLE READ snapshot for reads), shielded from
+cancellation as on SQLite, so a worker cancelled at shutdown never leaves a write half-made. What SQLite gets
+from its single writer, PostgreSQL gets from row locks and constraints:
+
+- claims take due rows with `FOR UPDATE SKIP LOCKED`, so concurrent claimers on any replica never take the
+  same event and never wait on each other; a claim carries a lease (`claimed_until`), and a claim whose lease
+  ran out (its replica died) is claimable again, so the survivor takes it over;
+- settling an event locks its row first (`SELECT ... FOR UPDATE`) and refuses with ClaimLost if the claim
+  is no longer the caller's;
+- a duplicate event key, intent key or link is skipped by its unique index (`ON CONFLICT DO NOTHING`), which
+  waits for a concurrent insert of the same key to commit: webhooks reaching both replicas store one event;
+- one open conflict per record is a partial unique index; mapping versions are numbered under a table lock.
+
+One replica leads the scheduled work: it holds a session-level advisory lock on a connection of its own, kept
+open outside the pool. The lock goes with the session, so a leader that dies (or whose connection dies)
+loses it, and another replica's `try_lead` gets it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import anyio
+import asyncpg
+
+from revdaemon.errors import (
+    ClaimLost,
+    LinkConflict,
+    RecordNotFound,
+    SchemaTooNew,
+    StoreBusy,
+    StoreError,
+    StoreMissing,
+    StoreUnavailable,
+)
+from revdaemon.store.encoding import contains_pattern, dumps, loads
+from revdaemon.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
+from revdaemon.store.records import (
+    AuditEntry,
+    Clock,
+    ConflictRecord,
+    ConflictStatus,
+    Cursor,
+    CursorUpdate,
+    DeadLetter,
+    Event,
+    Link,
+    MappingVersion,
+    MinuteCount,
+    NewAuditEntry,
+    NewConflict,
+    NewDeadLetter,
+    NewEvent,
+    NewIntent,
+    Replica,
+    ReplicaBeat,
+    Resolution,
+    StoreSummary,
+    SyncedRecord,
+    WriteIntent,
+    utcnow,
+)
+from revdaemon.store.states import EventStatus, IntentStatus, check_event_move, check_intent_move
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+ACQUIRE_TIMEOUT_SECONDS = 30.0  # a pool exhausted this long is reported as busy, not waited on forever
+COMMAND_TIMEOUT_SECONDS = 60.0  # a statement that never answers (a dead server) fails instead of hanging a shield
+LEAD_CHECK_TIMEOUT_SECONDS = 5.0
+POOL_SIZE = 10
+TRANSIENT_RETRIES = 3  # a deadlock between two replicas' inserts is retried before StoreBusy
+
+# Advisory locks are keyed (class, object): the class is ours, the object names the lock and the schema, so
+# two deployments in two schemas of one database never share a leader or a migration.
+LOCK_CLASS = 0x72657644  # "revD"
+LEADER_LOCK = "SELECT pg_try_advisory_lock($1, hashtext(current_schema() || ':leader'))"
+MIGRATION_LOCK = "SELECT pg_advisory_lock($1, hashtext(current_schema() || ':migrate'))"
+MIGRATION_UNLOCK = "SELECT pg_advisory_unlock($1, hashtext(current_schema() || ':migrate'))"
+
+SERVER_SETTINGS = {
+    "application_name": "revdaemon",
+    "lock_timeout": "10s",  # a row held longer than this by another replica is StoreBusy, not a hang
+    # A client that died inside a transaction (its box froze) must not hold row locks for ever.
+    "idle_in_transaction_session_timeout": "60s",
+}
+# The leader's connection: the server notices a dead peer (a box powered off, no FIN) within about 25 s and
+# ends its session, which frees the leader lock for another replica.
+LEADER_SETTINGS = {
+    **SERVER_SETTINGS,
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+}
+
+_CONNECTION_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "localhost"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "postgresql://(an unreadable URL)"
+    user = f"{parts.username}@" if parts.username else ""
+    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+
+
+class PostgresStore:
+    """`Store` on a PostgreSQL database. Create with `await PostgresStore.open(url)`."""
+
+    def __init__(self, pool: asyncpg.Pool, url: str, clock: Clock, *, read_only: bool = False) -> None:
+        self._pool = pool
+        self._url = url
+        self._clock = clock
+        self.read_only = read_only
+        self._leader: asyncpg.Connection | None = None
+        self._leading = False
+        self._lead_lock = anyio.Lock()
+        self._closed = False
+
+    @classmethod
+    async def open(cls, url: str, *, clock: Clock = utcnow, read_only: bool = False,
+                   pool_size: int = POOL_SIZE) -> PostgresStore:
+        """Connect, creating and migrating the schema as needed; `read_only` (for `status` and `check`)
+        changes nothing and refuses a database the daemon has not created or migrated yet."""
+        where = describe_url(url)
+        with _translated(where):
+            conn = await _connect(url, SERVER_SETTINGS)
+            try:
+                if read_only:
+                    current = await _read_version(conn)
+                    _check_version(current)
+                    if current == 0:
+                        raise StoreMissing(f"no revdaemon schema in {where} yet: the daemon creates it on its "
+                                           "first start")
+                    if current < SCHEMA_VERSION:
+                        raise StoreError(f"the state database {where} is at schema version {current}, older than "
+                                         f"this revdaemon ({SCHEMA_VERSION}): start the daemon once to migrate it")
+                else:
+                    await _migrate(conn)
+            finally:
+                await conn.close(timeout=CONNECT_TIMEOUT_SECONDS)
+            pool = await asyncpg.create_pool(
+                url, min_size=1, max_size=2 if read_only else pool_size, timeout=CONNECT_TIMEOUT_SECONDS,
+                command_timeout=COMMAND_TIMEOUT_SECONDS, server_settings=SERVER_SETTINGS,
+            )
+        return cls(pool, url, clock, read_only=read_only)
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            async with self._lead_lock:
+                self._closed = True
+                await self._drop_leader(graceful=True)
+            with contextlib.suppress(*_CONNECTION_ERRORS):
+                with anyio.fail_after(COMMAND_TIMEOUT_SECONDS):
+                    await self._pool.close()
+                return
+            self._pool.terminate()
+
+    @asynccontextmanager
+    async def _tx(self, *, write: bool = True) -> AsyncIterator[asyncpg.Connection]:
+        read = not write or self.read_only
+        # Reads see one snapshot (summary's counts agree with each other), as SQLite's do.
+        isolation = "repeatable_read" if read else "read_committed"
+        with anyio.CancelScope(shield=True), _translated(describe_url(self._url)):
+            async with (self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as conn,
+                        conn.transaction(isolation=isolation, readonly=read)):
+                yield conn
+
+    async def _retrying(self, body: Callable[[], Awaitable[T]]) -> T:
+        """Run a whole transaction again when PostgreSQL aborted it to break a deadlock with another replica."""
+        for attempt in range(TRANSIENT_RETRIES):
+            try:
+                return await body()
+            except StoreBusy as exc:
+                if not isinstance(exc.__cause__, asyncpg.TransactionRollbackError) or attempt + 1 == TRANSIENT_RETRIES:
+                    raise
+                await anyio.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def schema_version(self) -> int:
+        async with self._tx(write=False) as conn:
+            return await _read_version(conn)
+
+    async def ping(self) -> bool:
+        try:
+            async with self._tx(write=False) as conn:
+                await conn.fetchval("SELECT 1 FROM cursors LIMIT 1")
+                # A hot standby answers reads but takes no write: not ready for a daemon.
+                writable = await conn.fetchval("SELECT NOT pg_is_in_recovery()")
+        except StoreError:
+            return False
+        return bool(writable) or self.read_only
+
+    # --- inbox ----------------------------------------------------------------------------------
+
+    async def add_events(
+        self, events: Sequence[NewEvent], cursor: CursorUpdate | None = None
+    ) -> list[bool]:
+        now = self._clock()
+        columns = ([e.source for e in events], [e.key for e in events], [e.type for e in events],
+                   [dumps(e.payload) for e in events])
+
+        async def body() -> set[str]:
+            async with self._tx() as conn:
+                # One statement for the whole batch; ids follow the arrival order (WITH ORDINALITY), which is the
+                # order claims take events due at the same time.
+                rows = await conn.fetch(
+                    """INSERT INTO inbox_events
+                           (source, event_key, type, payload, next_attempt_at, received_at, updated_at)
+                       SELECT source, event_key, type, payload, $5, $5, $5
+                       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                            WITH ORDINALITY AS batch (source, event_key, type, payload, position)
+                       ORDER BY position
+                       ON CONFLICT (event_key) DO NOTHING
+                       RETURNING event_key""",
+                    *columns, now,
+                )
+                if cursor is not None:
+                    await _upsert_cursor(conn, cursor, now)
+                return {row["event_key"] for row in rows}
+
+        stored = await self._retrying(body) if events or cursor is not None else set()
+        inserted: list[bool] = []
+        for event in events:
+            # A key stored by this call counts as new once; a second copy in the same call is a duplicate.
+            inserted.append(event.key in stored)
+            stored.discard(event.key)
+        return inserted
+
+    async def claim_events(self, *, worker: str, limit: int, lease: timedelta,
+                           mapping_version: int | None = None) -> list[Event]:
+        now = self._clock()
+        async with self._tx() as conn:
+            # SKIP LOCKED: rows another replica is claiming or settling right now are left to it, not waited on.
+            rows = await conn.fetch(
+                """WITH due AS (
+                       SELECT id FROM inbox_events
+                       WHERE (status = 'received' AND next_attempt_at <= $1)
+                          OR (status = 'claimed' AND claimed_until <= $1)
+                       ORDER BY next_attempt_at, id
+                       LIMIT $2
+                       FOR UPDATE SKIP LOCKED
+                   )
+                   UPDATE inbox_events AS e
+                   SET status = 'claimed', claimed_by = $3, claimed_until = $4, attempts = e.attempts + 1,
+                       updated_at = $1, mapping_version = coalesce(e.mapping_version, $5)
+                   FROM due WHERE e.id = due.id
+                   RETURNING e.*""",
+                now, limit, worker, now + lease, mapping_version,
+            )
+        return sorted((_event(row) for row in rows), key=lambda e: (e.next_attempt_at, e.id))
+
+    async def release_claims(self, worker: str) -> int:
+        now = self._clock()
+        async with self._tx() as conn:
+            status = await conn.execute(
+                """UPDATE inbox_events SET status = 'received', claimed_by = NULL, claimed_until = NULL,
+                       next_attempt_at = $1, updated_at = $1
+                   WHERE status = 'claimed' AND claimed_by = $2""",
+                now, worker,
+            )
+        return _row_count(status)
+
+    async def complete_event(self, event_id: int, *, claimed_by: str | None = None) -> None:
+        async with self._tx() as conn:
+            await _move_event(conn, event_id, EventStatus.DONE, self._clock(), clear_error=True,
+                              claimed_by=claimed_by)
+
+    async def complete_events(self, event_ids: Sequence[int], *, claimed_by: str) -> list[int]:
+        if not event_ids:
+            return []
+        check_event_move(EventStatus.CLAIMED, EventStatus.DONE)
+        async with self._tx() as conn:
+            rows = await conn.fetch(
+                """UPDATE inbox_events SET status = 'done', last_error = NULL, claimed_by = NULL,
+                       claimed_until = NULL, updated_at = $3
+                   WHERE id = ANY($1::bigint[]) AND status = 'claimed' AND claimed_by = $2
+                   RETURNING id""",
+                sorted(set(event_ids)), claimed_by, self._clock(),
+            )
+        held = {row["id"] for row in rows}
+        return [i for i in event_ids if i not in held]
+
+    async def retry_event(self, event_id: int, *, error: str, next_attempt_at: datetime,
+                          claimed_by: str | None = None, reset_attempts: bool = False) -> None:
+        async with self._tx() as conn:
+            await _move_event(conn, event_id, EventStatus.RECEIVED, self._clock(), error=error,
+                              next_attempt_at=next_attempt_at, claimed_by=claimed_by, reset_attempts=reset_attempts)
+
+    async def dead_letter_event(self, event_id: int, letter: NewDeadLetter, *, claimed_by: str | None = None) -> int:
+        now = self._clock()
+        async with self._tx() as conn:
+            await _move_event(conn, event_id, EventStatus.DEAD, now, error=letter.error, claimed_by=claimed_by)
+            letter_id = await conn.fetchval(
+                """INSERT INTO dead_letters
+                       (event_id, system, operation, error, error_code, status, record_ref, request, created_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id""",
+                event_id, letter.system, letter.operation, letter.error, letter.error_code, letter.status,
+                letter.record_ref, dumps(letter.request), now,
+            )
+        return int(letter_id)
+
+    async def conflict_event(self, event_id: int, conflict: NewConflict, *, claimed_by: str | None = None) -> int:
+        now = self._clock()
+        async with self._tx() as conn:
+            await _move_event(conn, event_id, EventStatus.CONFLICT, now, error=conflict.reason,
+                              claimed_by=claimed_by)
+            # One open conflict per record and flow: a later event about it joins the open one, whose values
+            # become the latest seen, and waits for the same decision. The partial unique index makes this hold
+            # when two replicas park events about one record at the same moment.
+            conflict_id = await conn.fetchval(
+                """INSERT INTO conflicts (event_id, flow, record_ref, reason, nue_values, salesforce_values,
+                       synced_values, created_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                   ON CONFLICT (flow, record_ref) WHERE status = 'open' DO UPDATE
+                   SET reason = excluded.reason, nue_values = excluded.nue_values,
+                       salesforce_values = excluded.salesforce_values, synced_values = excluded.synced_values
+                   RETURNING id""",
+                event_id, conflict.flow, conflict.record_ref, conflict.reason, dumps(conflict.nue_values),
+                dumps(conflict.salesforce_values), dumps(conflict.synced_values), now,
+            )
+            await conn.execute("UPDATE inbox_events SET conflict_id = $1 WHERE id = $2", conflict_id, event_id)
+        return int(conflict_id)
+
+    async def get_event(self, event_id: int) -> Event | None:
+        async with self._tx(write=False) as conn:
+            row = await conn.fetchrow("SELECT * FROM inbox_events WHERE id = $1", event_id)
+        return _event(row) if row else None
+
+    async def search_events(self, text: str, *, limit: int = 50) -> list[Event]:
+        # ILIKE: SQLite's LIKE ignores ASCII case, and the two backends find the same events.
+        async with self._tx(write=False) as conn:
+            rows = await conn.fetch(
+                """SELECT * FROM inbox_events WHERE event_key ILIKE $1 ESCAPE '\\' OR payload ILIKE $1 ESCAPE '\\'
+                   ORDER BY id DESC LIMIT $2""", contains_pattern(text), limit)
+        return [_event(row) for row in rows]
+
+    async def finished_per_minute(self, since: datetime) -> list[MinuteCount]:
+        async with self._tx(write=False) as conn:
+            rows = await conn.fetch(
+                """SELECT date_trunc('minute', updated_at, 'UTC') AS minute, count(*) AS n FROM inbox_events
+                   WHERE status = 'done' AND updated_at >= $1 GROUP BY 1 ORDER BY 1""", since)
+        return [MinuteCount(minute=row["minute"], count=row["n"]) for row in rows]
+
+    async def find_event(self, key: str) -> Event | None:
+        async with self._tx(write=False) as conn:
+            row = await conn.fetchrow("SELECT * FROM inbox_events WHERE event_key = $1", key)
+        return _event(row) if row else None
+
+    async def list_events(self, *, status: EventStatus | None = None, limit: int = 50) -> list[Event]:
+        async with self._tx(write=False) as conn:
+            if status is None:
+                rows = await conn.fetch("SELECT * FROM inbox_events ORDER BY id DESC LIMIT $1", limit)
+            else:
+                rows = await conn.fetch("SELECT * FROM inbox_events WHERE status = $1 ORDER BY id DESC LIMIT $2",
+                                        status.value, limit)
+        return [_event(row) for row in rows]
+
+    async def queue_depths(self) -> dict[EventStatus, int]:
+        async with self._tx(write=False) as conn:
+            return await _queue_depths(conn)
+
+    # --- cursors --------------------------------------------------------------------------------
+
+    async def get_cursor(self, name: str) -> Cursor | None:
+        async with self._tx(write=False) as conn:
+            row = await conn.fetchrow("SELECT * FROM cursors WHERE name = $1", name)
+        return _cursor(row) if row else None
+
+    async def set_cursor(self, update: CursorUpdate) -> None:
+        async with self._tx() as conn:
+            await _upsert_cursor(conn, update, self._clock())
+
+    async def list_cursors(self) -> list[Cursor]:
+        async with self._tx(write=False) as conn:
+            return [_cursor(row) for row in await conn.fetch("SELECT * FROM cursors ORDER BY name")]
+
+    # --- id links -------------------------------------------------------------------------------
+
+    async def put_link(self, link: Link) -> None:
+        async with self._tx() as conn:
+            # Insert first: a pairing another replica is inserting at the same moment is waited for, then seen.
+            await conn.execute(
+                """INSERT INTO id_links (object_type, nue_id, salesforce_id, created_at) VALUES ($1, $2, $3, $4)
+                   ON CONFLICT DO NOTHING""",
+                link.object_type, link.nue_id, link.salesforce_id, self._clock(),
+            )
+            rows = await conn.fetch(
+                """SELECT nue_id, salesforce_id FROM id_links
+                   WHERE object_type = $1 AND (nue_id = $2 OR salesforce_id = $3)""",
+                link.object_type, link.nue_id, link.salesforce_id,
+            )
+            for row in rows:
+                if (row["nue_id"], row["salesforce_id"]) != (link.nue_id, link.salesforce_id):
+                    raise LinkConflict(
+                        f"{link.object_type}: Nue {row['nue_id']} is linked to Salesforce {row['salesforce_id']}, "
+                        f"not the pair Nue {link.nue_id} / Salesforce {link.salesforce_id}"
+                    )
+
+    async def find_link(
+        self, object_type: str, *, nue_id: str | None = None, salesforce_id: str | None = None
+    ) -> Link | None:
+        if (nue_id is None) == (salesforce_id is None):
+            raise ValueError("find_link takes exactly one of nue_id and salesforce_id")
+        column, value = ("nue_id", nue_id) if nue_id is not None else ("salesforce_id", salesforce_id)
+        async with self._tx(write=False) as conn:
+            row = await conn.fetchrow(f"SELECT * FROM id_links WHERE object_type = $1 AND {column} = $2",
+                                      object_type, value)
+        return _link(row) if row else None
+
+    async def links_of(self, record_id: str) -> list[Link]:
+        async with self._tx(write=False) as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM id_links WHERE nue_id = $1 OR salesforce_id = $1 ORDER BY object_type", record_id)
+        return [_link(row) for row in rows]
+
+    # --- last synced values ---------------------------------------------------------------------
+
+    async def get_synced(self, record_refs: Sequence[str]) -> dict[str, SyncedRecord]:
+        values: dict[str, dict[str, object]] = {}
+        declined: dict[str, dict[str, object]] = {}
+        async with self._tx(write=False) as conn:
+            rows = await conn.fetch("SELECT * FROM synced_values WHERE record_ref = ANY($1::text[])",
+                                    list(dict.fromkeys(record_refs)))
+        for row in rows:
+            values.setdefault(row["record_ref"], {})[row["field"]] = loads(row["value"])
+            if row["declined"] is not None:
+                declined.setdefault(row["record_ref"], {})[row["field"]] = loads(row["declined"])
+        return {ref: SyncedRecord(values=fields, declined=declined.get(ref, {})) for ref, fields in values.items()}
+
+    # --- idempotency ----------------------------------------------------------------------------
+
+    async def record_intent(self, intent: NewIntent) -> WriteIntent:
+        now = self._clock()
+        async with self._tx() as conn:
+            await conn.execute(
+                """INSERT INTO write_intents
+                       (idem_key, system, operation, target, request, event_id, status, created_at, updated_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, 'recorded', $7, $7)
+                   ON CONFLICT (idem_key) DO NOTHING""",
+                intent.key, intent.system, intent.operation, intent.target, dumps(intent.request),
+                intent.event_id, now,
+            )
+            row = await conn.fetchrow("SELECT * FROM write_intents WHERE idem_key = $1", intent.key)
+        assert row is not None  # inserted or already there, inside this transaction
+        return _intent(row)
+
+    async def mark_intent_sent(self, key: str) -> None:
+        async with self._tx() as conn:
+            await _move_intent(conn, key, IntentStatus.SENT, self._clock())
+
+    async def confirm_intent(self, key: str, result: dict[str, object]) -> None:
+        async with self._tx() as conn:
+            await _move_intent(conn, key, IntentStatus.CONFIRMED, self._clock(), result=result)
+
+    async def fail_intent(self, key: str, error: str) -> None:
+        async with self._tx() as conn:
+            await _move_intent(conn, key, IntentStatus.FAILED, self._clock(), error=error)
+
+    async def reopen_intent(self, key: str) -> None:
+        async with self._tx() as conn:
+            await _move_intent(conn, key, IntentStatus.RECORDED, self._clock())
+
+    async def get_intent(self, key: str) -> WriteIntent | None:
+        async with self._tx(write=False) as conn:
+            row = await conn.fetchrow("SELECT * FROM write_intents WHERE idem_key = $1", key)
+        return _intent(row) if row else None
+
+    async def list_intents(self, *, event_ids: Sequence[int] = (), mentioning: str | None = None,
+                           limit: int = 100) -> list[WriteIntent]:
+        params = _Params()
+        conditions: list[str] = []
+        if event_ids:
+            conditions.append(f"event_id = ANY({params.add(list(event_ids))}::bigint[])")
+        if mentioning:
+            conditions.append(_any_contains(params.add(contains_pattern(mentioning)), "target", "request", "idem_key"))
+        if not conditions:
+            return []
+        async with self._tx(write=False) as conn:
+            rows = await conn.fetch(f"""SELECT * FROM write_intents WHERE {' OR '.join(conditions)}
+                                        ORDER BY created_at DESC LIMIT {params.add(limit)}""", *params.values)
+        return [_intent(row) for row in rows]
+
+    # --- ordering -------------------------------------------------------------------------------
+
+    async def get_entity_version(self, entity: str) -> str | None:
+        async with self._tx(write=False) as conn:
+            version = await conn.fetchval("SELECT version FROM entity_versions WHERE entity = $1", entity)
+        return str(version) if version is not None else None
+
+    async def raise_entity_version(self, entity: str, version: str) -> bool:
+        async with self._tx() as conn:
+            # The version column collates as "C": byte order, the order SQLite compares text in.
+            raised = await conn.fetchval(
+                """INSERT INTO entity_versions (entity, version, updated_at) VALUES ($1, $2, $3)
+                   ON CONFLICT (entity) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at
+                   WHERE excluded.version > entity_versions.version
+                   RETURNING true""",
+                entity, version, self._clock(),
+            )
+        return bool(raised)
+
+    # --- conflicts ------------------------------------------------------------------------------
+
+    async def list_conflicts(
+        self, *, status: ConflictStatus | None = ConflictStatus.OPEN, limit: int = 50
+    ) -> list[ConflictRecord]:
+        async with self._tx(write=False) as conn:
+            if status is None:
+                rows = await conn.fetch("SELECT * FROM conflicts ORDER BY id DESC LIMIT $1", limit)
+            else:
+                rows = await conn.fetch("SELECT * FROM conflicts WHERE status = $1 ORDER BY id DESC LIMIT $2",
+                                        status.value, limit)
+        return [_conflict(row) for row in rows]
+
+    async def get_conflict(self, conflict_id: int) -> ConflictRecord | None:
+        async with self._tx(write=False) as conn:
+            row = await conn.fetchrow("SELECT * FROM conflicts WHERE id = $1", conflict_id)
+        return _conflict(row) if row else None
+
+    async def resolve_conflict(
+        self, conflict_id: int, *, resolution: Resolution, actor: str, comment: str | None = None
+    ) -> ConflictRecord:
+        now = self._clock()
+        async with self._tx() as conn:
+            row = await conn.fetchrow("SELECT * FROM conflicts WHERE id = $1 FOR UPDATE", conflict_id)
+            if row is None:
+                raise RecordNotFound(f"no conflict {conflict_id}")
+            if row["status"] != ConflictStatus.OPEN.value:
+                raise StoreError(f"conflict {conflict_id} is already resolved ({row['resolution']})")
+            updated = await conn.fetchrow(
+                """UPDATE conflicts SET status = 'resolved', resolution = $1, resolved_by = $2, comment = $3,
+                       resolved_at = $4 WHERE id = $5 RETURNING *""",
+                resolution.value, actor, comment, now, conflict_id,
+            )
+            shown = loads(row["salesforce_values"]) or {}
+            if resolution is not Resolution.SKIP and shown and str(row["record_ref"]).startswith("salesforce:"):
+                declined = loads(row["nue_values"]) if resolution is Resolution.TAKE_SALESFORCE else None
+                await _remember_synced(conn, row["record_ref"], shown, now, declined=declined or {})
+            waiting = await conn.fetch(
+                """SELECT id FROM inbox_events WHERE status = 'conflict' AND (conflict_id = $1 OR id = $2)
+                   ORDER BY id""", conflict_id, row["event_id"])
+            # Every event waiting on this conflict takes the same decision.
+            target = EventStatus.RECEIVED if resolution is Resolution.TAKE_NUE else EventStatus.DONE
+            for event_row in waiting:
+                await _move_event(conn, event_row["id"], target, now, reset_attempts=True, next_attempt_at=now)
+        assert updated is not None
+        return _conflict(updated)
+
+    # --- dead letters ---------------------------------------------------------------------------
+
+    async def list_dead_letters(self, *, include_replayed: bool = False, limit: int = 50) -> list[DeadLetter]:
+        where = "" if include_replayed else "WHERE replayed_at IS NULL"
+        async with self._tx(write=False) as conn:
+            rows = await conn.fetch(f"SELECT * FROM dead_letters {where} ORDER BY id DESC LIMIT $1", limit)
+        return [_dead_letter(row) for row in rows]
+
+    async def get_dead_letter(self, letter_id: int) -> DeadLetter | None:
+        async with self._tx(write=False) as conn:
+            row = await conn.fetchrow("SELECT * FROM dead_letters WHERE id = $1", letter_id)
+        return _dead_letter(row) if row else None
+
+    async def replay_dead_letter(self, letter_id: int, *, remap: bool = False) -> Event:
+        now = self._clock()
+        async with self._tx() as conn:
+            row = await conn.fetchrow("SELECT * FROM dead_letters WHERE id = $1 FOR UPDATE", letter_id)
+            if row is None:
+                raise RecordNotFound(f"no dead letter {letter_id}")
+            if row["replayed_at"] is not None:
+                raise StoreError(f"dead letter {letter_id} was already replayed at {row['replayed_at'].isoformat()}")
+            if row["event_id"] is None:
+                raise StoreError(f"dead letter {letter_id} has no inbox event to replay")
+            await _move_event(conn, row["event_id"], EventStatus.RECEIVED, now, reset_attempts=True,
+                              next_attempt_at=now)
+            await conn.execute("UPDATE dead_letters SET replayed_at = $1 WHERE id = $2", now, letter_id)
+            if remap:
+                await conn.execute("UPDATE inbox_events SET mapping_version = NULL WHERE id = $1", row["event_id"])
+            event_row = await conn.fetchrow("SELECT * FROM inbox_events WHERE id = $1", row["event_id"])
+        assert event_row is not None
+        return _event(event_row)
+
+    # --- mapping versions -----------------------------------------------------------------------
+
+    async def register_mapping(self, text: str, content_hash: str) -> MappingVersion:
+        async with self._tx() as conn:
+            row = await conn.fetchrow("SELECT * FROM mapping_versions WHERE content_hash = $1", content_hash)
+            if row is None:
+                # Numbered 1, 2, 3 with no gaps (a sequence would skip a number on every lost race): two replicas
+                # registering at once take turns, and the second finds the first's row.
+                await conn.execute("LOCK TABLE mapping_versions IN SHARE ROW EXCLUSIVE MODE")
+                row = await conn.fetchrow("SELECT * FROM mapping_versions WHERE content_hash = $1", content_hash)
+            if row is None:
+                row = await conn.fetchrow(
+                    """INSERT INTO mapping_versions (version, content_hash, text, created_at)
+                       SELECT coalesce(max(version), 0) + 1, $1, $2, $3 FROM mapping_versions
+                       RETURNING *""", content_hash, text, self._clock())
+        assert row is not None
+        return _mapping(row)
+
+    async def find_mapping(self, content_hash: str) -> MappingVersion | None:
+        async with self._tx(write=False) as conn:
+            row = await conn.fetchrow("SELECT * FROM mapping_versions WHERE content_hash = $1", content_hash)
+        return _mapping(row) if row else None
+
+    async def get_mapping(self, version: int) -> MappingVersion | None:
+        async with self._tx(write=False) as conn:
+            row = await conn.fetchrow("SELECT * FROM mapping_versions WHERE version = $1", version)
+        return _mapping(row) if row else None
+
+    async def list_mappings(self) -> list[MappingVersion]:
+        async with self._tx(write=False) as conn:
+            return [_mapping(row) for row in await conn.fetch("SELECT * FROM mapping_versions ORDER BY version")]
+
+    # --- audit ----------------------------------------------------------------------------------
+
+    async def record_write(self, entry: NewAuditEntry) -> int:
+        now = self._clock()
+        async with self._tx() as conn:
+            entry_id = await conn.fetchval(
+                """INSERT INTO audit_log (at, system, operation, target, outcome, idem_key, event_id,
+                       record_ref, status, detail, mapping_version)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id""",
+                now, entry.system, entry.operation, entry.target, entry.outcome, entry.idem_key, entry.event_id,
+                entry.record_ref, entry.status, dumps(entry.detail), entry.mapping_version,
+            )
+            if entry.outcome == "ok" and entry.record_ref and entry.synced_fields:
+                await _remember_synced(conn, entry.record_ref, entry.synced_fields, now)
+        return int(entry_id)
+
+    async def list_writes(self, *, record_ref: str | None = None, event_id: int | None = None,
+                          mentioning: str | None = None, limit: int = 50) -> list[AuditEntry]:
+        params = _Params()
+        conditions: list[str] = []
+        if mentioning:
+            conditions.append(_any_contains(params.add(contains_pattern(mentioning)), "record_ref", "target", "detail"))
+        if record_ref is not None:
+            conditions.append(f"record_ref = {params.add(record_ref)}")
+        if event_id is not None:
+            conditions.append(f"event_id = {params.add(event_id)}")
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        async with self._tx(write=False) as conn:
+            rows = await conn.fetch(f"SELECT * FROM audit_log {where} ORDER BY id DESC LIMIT {params.add(limit)}",
+                                    *params.values)
+        return [_audit(row) for row in rows]
+
+    async def backup(self, destination: Path) -> None:
+        """Not done by revdaemon on PostgreSQL: the database's own tools make a consistent copy while it is in
+        use, and restore it (`pg_dump --format=custom`, or continuous archiving for point-in-time recovery)."""
+        raise StoreError(
+            f"the state store is the PostgreSQL database {describe_url(self._url)}: back it up with PostgreSQL's "
+            f"own tools, e.g. `pg_dump --format=custom --file={destination} <database>` (restore with pg_restore), "
+            "or the server's continuous archiving; `revdaemon backup` copies SQLite stores only"
+        )
+
+    # --- replicas -------------------------------------------------------------------------------
+
+    async def heartbeat(self, replica: ReplicaBeat) -> None:
+        async with self._tx() as conn:
+            await conn.execute(
+                """INSERT INTO replicas (replica_id, host, pid, started_at, last_heartbeat, is_leader)
+                   VALUES ($1, $2, $3, $4, $5, $6)
+                   ON CONFLICT (replica_id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
+                       started_at = excluded.started_at, last_heartbeat = excluded.last_heartbeat,
+                       is_leader = excluded.is_leader""",
+                replica.replica_id, replica.host, replica.pid, replica.started_at, self._clock(), replica.is_leader,
+            )
+
+    async def try_lead(self, replica_id: str) -> bool:
+        """Leadership is a session-level advisory lock held on a connection of this store's own (outside the
+        pool, so no other work can end its session). While held, each call checks that connection still answers;
+        a broken one is dropped (the server frees the lock with the session) and False is returned; the next
+        call reconnects and tries for the lock again."""
+        async with self._lead_lock:
+            if self._closed or self.read_only:
+                return False
+            if self._leader is not None and self._leading:
+                try:
+                    await self._leader.fetchval("SELECT 1", timeout=LEAD_CHECK_TIMEOUT_SECONDS)
+                except _CONNECTION_ERRORS:
+                    await self._drop_leader(graceful=False)
+                    return False
+                return True
+            try:
+                if self._leader is None or self._leader.is_closed():
+                    settings = {**LEADER_SETTINGS, "application_name": f"revdaemon leader {replica_id}"[:63]}
+                    self._leader = await _connect(self._url, settings)
+                got = await self._leader.fetchval(LEADER_LOCK, LOCK_CLASS, timeout=LEAD_CHECK_TIMEOUT_SECONDS)
+            except _CONNECTION_ERRORS:
+                await self._drop_leader(graceful=False)
+                return False
+            self._leading = bool(got)
+            return self._leading
+
+    async def _drop_leader(self, *, graceful: bool) -> None:
+        conn, self._leader, self._leading = self._leader, None, False
+        if conn is None or conn.is_closed():
+            return
+        if graceful:
+            with contextlib.suppress(*_CONNECTION_ERRORS):
+                await conn.close(timeout=LEAD_CHECK_TIMEOUT_SECONDS)  # ends the session: the lock is free at once
+                return
+        conn.terminate()
+
+    async def list_replicas(self) -> list[Replica]:
+        async with self._tx(write=False) as conn:
+            rows = await conn.fetch("SELECT * FROM replicas ORDER BY replica_id")
+        return [Replica(id=row["replica_id"], host=row["host"], pid=row["pid"], started_at=row["started_at"],
+                        last_heartbeat=row["last_heartbeat"], is_leader=row["is_leader"]) for row in rows]
+
+    # --- status ---------------------------------------------------------------------------------
+
+    async def summary(self) -> StoreSummary:
+        async with self._tx(write=False) as conn:
+            depths = await _queue_depths(conn)
+            cursors = tuple(_cursor(row) for row in await conn.fetch("SELECT * FROM cursors ORDER BY name"))
+            conflicts = await conn.fetchval("SELECT count(*) FROM conflicts WHERE status = 'open'")
+            letters = await conn.fetchval("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL")
+            oldest = await conn.fetchval("SELECT min(next_attempt_at) FROM inbox_events WHERE status = 'received'")
+        return StoreSummary(queue_depths=depths, cursors=cursors, open_conflicts=int(conflicts),
+                            dead_letters=int(letters), oldest_due_at=oldest)
+
+
+# --- connections and migrations ---------------------------------------------------------------------
+
+
+async def _connect(url: str, settings: Mapping[str, str]) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_SECONDS, command_timeout=COMMAND_TIMEOUT_SECONDS,
+                                     server_settings=dict(settings))
+    except ValueError:
+        # asyncpg's message may quote the URL, password and all: say what is wrong without it.
+        raise StoreUnavailable(f"the store URL {describe_url(url)} is not a valid PostgreSQL URL") from None
+
+
+async def _read_version(conn: asyncpg.Connection) -> int:
+    if await conn.fetchval("SELECT to_regclass('revdaemon_schema')") is None:
+        return 0
+    version = await conn.fetchval("SELECT version FROM revdaemon_schema")
+    return int(version) if version is not None else 0
+
+
+def _check_version(current: int) -> None:
+    if current > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"the state database is at schema version {current}, newer than this revdaemon "
+            f"(which knows up to {SCHEMA_VERSION}); run the newer version or restore a backup"
+        )
+
+
+async def _migrate(conn: asyncpg.Connection) -> None:
+    _check_version(await _read_version(conn))
+    # Two replicas starting on a new database at once: the second waits here, then finds nothing to do. The lock
+    # is taken before the transaction, not inside it: a transaction begun before the first replica committed
+    # could still see its cached "no such table" and migrate again.
+    await conn.execute(MIGRATION_LOCK, LOCK_CLASS)
+    try:
+        async with conn.transaction():
+            current = await _read_version(conn)
+            _check_version(current)
+            if current >= SCHEMA_VERSION:
+                return
+            await conn.execute(VERSION_TABLE)
+            for script in MIGRATIONS[current:]:
+                await conn.execute(script)
+            await conn.execute(
+                """INSERT INTO revdaemon_schema (only_row, version) VALUES (true, $1)
+                   ON CONFLICT (only_row) DO UPDATE SET version = excluded.version""", SCHEMA_VERSION)
+    finally:
+        with contextlib.suppress(*_CONNECTION_ERRORS):  # a dead connection has released it already
+            await conn.execute(MIGRATION_UNLOCK, LOCK_CLASS)
+
+
+@contextlib.contextmanager
+def _translated(where: str) -> Iterator[None]:
+    """asyncpg's and the network's errors become the store's own, so nothing above store/ knows the backend.
+    Messages name the database by `where` (its URL without the password), never by the URL itself."""
+    try:
+        yield
+    except asyncpg.TransactionRollbackError as exc:  # a deadlock or serialization failure between replicas
+        raise StoreBusy(f"the state database {where} aborted a transaction that met another: {exc}") from exc
+    except (asyncpg.LockNotAvailableError, asyncpg.TooManyConnectionsError) as exc:
+        raise StoreBusy(f"the state database {where} is busy: {exc}") from exc
+    except asyncpg.InvalidAuthorizationSpecificationError as exc:
+        raise StoreUnavailable(f"the state database {where} refused the login: {exc}") from exc
+    except asyncpg.PostgresError as exc:
+        raise StoreUnavailable(f"the state database {where} failed: {exc}") from exc
+    except asyncpg.InterfaceError as exc:
+        raise StoreUnavailable(f"the connection to the state database {where} failed: {exc}") from exc
+    except TimeoutError as exc:
+        raise StoreBusy(f"the state database {where} did not answer in time") from exc
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot reach the state database {where}: {exc.strerror or exc}") from exc
+
+
+# --- small helpers ----------------------------------------------------------------------------------
+
+
+class _Params:
+    """Numbered placeholders ($1, $2...) for a statement built from optional conditions."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def add(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+def _any_contains(placeholder: str, *columns: str) -> str:
+    return "(" + " OR ".join(f"{column} ILIKE {placeholder} ESCAPE '\\'" for column in columns) + ")"
+
+
+def _row_count(status: str) -> int:
+    # asyncpg returns the command tag, e.g. "UPDATE 3".
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def _remember_synced(conn: asyncpg.Connection, record_ref: str, fields: Mapping[str, Any],
+                           now: datetime, *, declined: Mapping[str, Any] | None = None) -> None:
+    """A write or a person's decision sets the field's baseline; a declined Nue value is kept only with the
+    decision that declined it (a later write clears it). Rows go in field order, so two replicas writing the
+    same record's fields lock them in one order and cannot deadlock."""
+    declined = declined or {}
+    names = sorted(fields)
+    await conn.execute(
+        """INSERT INTO synced_values (record_ref, field, value, declined, updated_at)
+           SELECT $1, field, value, declined, $5
+           FROM unnest($2::text[], $3::text[], $4::text[]) AS batch (field, value, declined)
+           ORDER BY field
+           ON CONFLICT (record_ref, field) DO UPDATE SET value = excluded.value, declined = excluded.declined,
+               updated_at = excluded.updated_at""",
+        record_ref, names, [dumps(fields[name]) for name in names],
+        [dumps(declined[name]) if name in declined else None for name in names], now,
+    )
+
+
+async def _queue_depths(conn: asyncpg.Connection) -> dict[EventStatus, int]:
+    rows = await conn.fetch("SELECT status, count(*) AS n FROM inbox_events GROUP BY status")
+    depths = dict.fromkeys(EventStatus, 0)
+    for row in rows:
+        depths[EventStatus(row["status"])] = row["n"]
+    return depths
+
+
+async def _upsert_cursor(conn: asyncpg.Connection, update: CursorUpdate, now: datetime) -> None:
+    await conn.execute(
+        """INSERT INTO cursors (name, value, updated_at) VALUES ($1, $2, $3)
+           ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at""",
+        update.name, update.value, now,
+    )
+
+
+async def _move_event(
+    conn: asyncpg.Connection,
+    event_id: int,
+    target: EventStatus,
+    now: datetime,
+    *,
+    error: str | None = None,
+    clear_error: bool = False,
+    next_attempt_at: datetime | None = None,
+    reset_attempts: bool = False,
+    claimed_by: str | None = None,
+) -> None:
+    # FOR UPDATE: a claim another replica makes at this moment waits for this move, or this move sees it.
+    row = await conn.fetchrow(
+        "SELECT status, last_error, next_attempt_at, claimed_by FROM inbox_events WHERE id = $1 FOR UPDATE", event_id
+    )
+    if row is None:
+        raise RecordNotFound(f"no inbox event {event_id}")
+    if claimed_by is not None and (row["status"] != EventStatus.CLAIMED.value or row["claimed_by"] != claimed_by):
+        raise ClaimLost(f"inbox event {event_id} is no longer claimed by {claimed_by} "
+                        f"(now {row['status']}, {row['claimed_by'] or 'unclaimed'})")
+    check_event_move(EventStatus(row["status"]), target)
+    last_error = None if clear_error else (error if error is not None else row["last_error"])
+    due = next_attempt_at if next_attempt_at is not None else row["next_attempt_at"]
+    await conn.execute(
+        f"""UPDATE inbox_events
+            SET status = $1, last_error = $2, next_attempt_at = $3, claimed_by = NULL, claimed_until = NULL,
+                updated_at = $4{", attempts = 0" if reset_attempts else ""}
+            WHERE id = $5""",
+        target.value, last_error, due, now, event_id,
+    )
+
+
+async def _move_intent(
+    conn: asyncpg.Connection,
+    key: str,
+    target: IntentStatus,
+    now: datetime,
+    *,
+    result: dict[str, object] | None = None,
+    error: str | None = None,
+) -> None:
+    row = await conn.fetchrow("SELECT status FROM write_intents WHERE idem_key = $1 FOR UPDATE", key)
+    if row is None:
+        raise RecordNotFound(f"no write intent {key!r}")
+    check_intent_move(IntentStatus(row["status"]), target)
+    await conn.execute(
+        """UPDATE write_intents SET status = $1, result = coalesce($2, result), error = $3, updated_at = $4
+           WHERE idem_key = $5""",
+        target.value, dumps(result) if result is not None else None, error, now, key,
+    )
+
+
+# --- row -> record ----------------------------------------------------------------------------------
+
+
+def _event(row: asyncpg.Record) -> Event:
+    return Event(
+        id=row["id"],
+        source=row["source"],
+        key=row["event_key"],
+        type=row["type"],
+        payload=loads(row["payload"]),
+        status=EventStatus(row["status"]),
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        last_error=row["last_error"],
+        claimed_by=row["claimed_by"],
+        claimed_until=row["claimed_until"],
+        received_at=row["received_at"],
+        updated_at=row["updated_at"],
+        mapping_version=row["mapping_version"],
+    )
+
+
+def _link(row: asyncpg.Record) -> Link:
+    return Link(object_type=row["object_type"], nue_id=row["nue_id"], salesforce_id=row["salesforce_id"])
+
+
+def _mapping(row: asyncpg.Record) -> MappingVersion:
+    return MappingVersion(version=row["version"], content_hash=row["content_hash"], text=row["text"],
+                          created_at=row["created_at"])
+
+
+def _cursor(row: asyncpg.Record) -> Cursor:
+    return Cursor(name=row["name"], value=row["value"], updated_at=row["updated_at"])
+
+
+def _intent(row: asyncpg.Record) -> WriteIntent:
+    return WriteIntent(
+        key=row["idem_key"],
+        system=row["system"],
+        operation=row["operation"],
+        target=row["target"],
+        request=loads(row["request"]),
+        event_id=row["event_id"],
+        status=IntentStatus(row["status"]),
+        result=loads(row["result"]),
+        error=row["error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _conflict(row: asyncpg.Record) -> ConflictRecord:
+    return ConflictRecord(
+        id=row["id"],
+        event_id=row["event_id"],
+        flow=row["flow"],
+        record_ref=row["record_ref"],
+        reason=row["reason"],
+        nue_values=loads(row["nue_values"]),
+        salesforce_values=loads(row["salesforce_values"]),
+        synced_values=loads(row["synced_values"]),
+        status=ConflictStatus(row["status"]),
+        resolution=Resolution(row["resolution"]) if row["resolution"] else None,
+        resolved_by=row["resolved_by"],
+        comment=row["comment"],
+        created_at=row["created_at"],
+        resolved_at=row["resolved_at"],
+    )
+
+
+def _dead_letter(row: asyncpg.Record) -> DeadLetter:
+    return DeadLetter(
+        id=row["id"],
+        event_id=row["event_id"],
+        system=row["system"],
+        operation=row["operation"],
+        error=row["error"],
+        error_code=row["error_code"],
+        status=row["status"],
+        record_ref=row["record_ref"],
+        request=loads(row["request"]),
+        created_at=row["created_at"],
+        replayed_at=row["replayed_at"],
+    )
+
+
+def _audit(row: asyncpg.Record) -> AuditEntry:
+    return AuditEntry(
+        id=row["id"],
+        at=row["at"],
+        system=row["system"],
+        operation=row["operation"],
+        target=row["target"],
+        outcome=row["outcome"],
+        idem_key=row["idem_key"],
+        event_id=row["event_id"],
+        record_ref=row["record_ref"],
+        status=row["status"],
+        detail=loads(row["detail"]),
+        mapping_version=row["mapping_version"],
+    )
