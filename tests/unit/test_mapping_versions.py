@@ -31,8 +31,9 @@ def with_fields(**fields: str) -> Settings:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_store(tmp_path / "db.sqlite3")
+async def store(store_target: Path | str) -> AsyncIterator[Store]:
+    """A new store on each backend (tests/conftest.py: store_target): SQLite, then PostgreSQL."""
+    opened = await open_store(store_target)
     yield opened
     await opened.close()
 

@@ -10,6 +10,7 @@ import pytest
 
 from revdaemon.errors import IllegalTransition, LinkConflict, RecordNotFound, SchemaTooNew, StoreError
 from revdaemon.store import Store, open_store
+from revdaemon.store.postgres_schema import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from revdaemon.store.records import (
     ConflictStatus,
     CursorUpdate,
@@ -19,6 +20,7 @@ from revdaemon.store.records import (
     NewDeadLetter,
     NewEvent,
     NewIntent,
+    ReplicaBeat,
     Resolution,
 )
 from revdaemon.store.sqlite_schema import SCHEMA_VERSION
@@ -46,8 +48,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
-    opened = await open_store(tmp_path / "state" / "db.sqlite3", clock=clock)
+async def store(store_target: Path | str, clock: FakeClock) -> AsyncIterator[Store]:
+    """A new store on each backend (tests/conftest.py: store_target): SQLite, then PostgreSQL."""
+    opened = await open_store(store_target, clock=clock)
     yield opened
     await opened.close()
 
@@ -408,10 +411,9 @@ class TestConcurrency:
         assert sum(flag for batch in results for flag in batch) == 30
         assert (await store.queue_depths())[EventStatus.RECEIVED] == 30
 
-    async def test_two_connections_share_the_file(self, tmp_path: Path) -> None:
+    async def test_two_connections_share_the_file(self, store_target: Path | str) -> None:
         """A second process's store (the CLI) sees what the daemon's wrote and can write too."""
-        path = tmp_path / "db.sqlite3"
-        daemon, cli = await open_store(path), await open_store(path)
+        daemon, cli = await open_store(store_target), await open_store(store_target)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(daemon.add_events, [event(f"d{i}") for i in range(50)])
@@ -444,9 +446,9 @@ class TestOrderingAndReopen:
 
 
 class TestFailures:
-    async def test_a_failed_commit_leaves_no_transaction_open(self, tmp_path: Path) -> None:
+    async def test_a_failed_commit_leaves_no_transaction_open(self, store_target: Path | str) -> None:
         """After a write fails inside its transaction, the next operations still work."""
-        store = await open_store(tmp_path / "db.sqlite3")
+        store = await open_store(store_target)
         try:
             with pytest.raises(StoreError):
                 # A dead letter for an event that does not exist fails inside the transaction.
@@ -472,19 +474,19 @@ class TestFailures:
             await open_store(tmp_path / "state" / "db.sqlite3", read_only=True)
         assert not (tmp_path / "state").exists()
 
-    async def test_two_stores_migrating_a_new_file_at_once(self, tmp_path: Path) -> None:
-        """Two processes opening the same new file both end at the current schema."""
-        path = tmp_path / "db.sqlite3"
+    async def test_two_stores_migrating_a_new_file_at_once(self, store_target: Path | str) -> None:
+        """Two processes (replicas) opening the same new database both end at the current schema."""
         stores: list[Store] = []
 
         async def opener() -> None:
-            stores.append(await open_store(path))
+            stores.append(await open_store(store_target))
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(opener)
             tg.start_soon(opener)
         try:
-            assert [await s.schema_version() for s in stores] == [SCHEMA_VERSION, SCHEMA_VERSION]
+            current = SCHEMA_VERSION if isinstance(store_target, Path) else PG_SCHEMA_VERSION
+            assert [await s.schema_version() for s in stores] == [current, current]
         finally:
             for s in stores:
                 await s.close()
@@ -502,3 +504,246 @@ class TestBatchCompletion:
         assert (await store.get_event(taken.id)).status is EventStatus.CLAIMED  # type: ignore[union-attr]
         depths = await store.queue_depths()
         assert depths[EventStatus.DONE] == 1
+
+
+class TestTwoStoresOnOneDatabase:
+    """Two daemon processes (replicas) sharing one store, each with its own connections."""
+
+    async def test_concurrent_claims_never_take_the_same_event(self, store_target: Path | str,
+                                                               clock: FakeClock) -> None:
+        """Claimers on two stores split the inbox (PostgreSQL: FOR UPDATE SKIP LOCKED); no event is taken twice."""
+        one, two = await open_store(store_target, clock=clock), await open_store(store_target, clock=clock)
+        try:
+            await one.add_events([event(f"e{i}") for i in range(80)])
+            claimed: dict[str, list[int]] = {}
+
+            async def worker(store: Store, name: str) -> None:
+                claimed[name] = []
+                while batch := await store.claim_events(worker=name, limit=4, lease=LEASE):
+                    claimed[name].extend(e.id for e in batch)
+                    assert await store.complete_events([e.id for e in batch], claimed_by=name) == []
+
+            async with anyio.create_task_group() as tg:
+                for index, store in enumerate((one, two, one, two)):
+                    tg.start_soon(worker, store, f"replica{index % 2}-w{index}")
+            everything = [i for ids in claimed.values() for i in ids]
+            assert len(everything) == len(set(everything)) == 80
+            assert (await two.queue_depths())[EventStatus.DONE] == 80
+        finally:
+            await one.close()
+            await two.close()
+
+    async def test_the_survivor_takes_over_an_expired_lease(self, store_target: Path | str, clock: FakeClock) -> None:
+        """A claim held by a replica that died is claimable by the other once its lease ran out, not before; the
+        dead replica's late settlement is refused."""
+        dying, survivor = await open_store(store_target, clock=clock), await open_store(store_target, clock=clock)
+        try:
+            await dying.add_events([event("e1")])
+            [held] = await dying.claim_events(worker="dying", limit=5, lease=LEASE)
+            assert await survivor.claim_events(worker="survivor", limit=5, lease=LEASE) == []
+            clock.advance(minutes=6)
+            [taken] = await survivor.claim_events(worker="survivor", limit=5, lease=LEASE)
+            assert taken.id == held.id and taken.claimed_by == "survivor" and taken.attempts == 2
+            from revdaemon.errors import ClaimLost
+
+            with pytest.raises(ClaimLost):
+                await dying.complete_event(held.id, claimed_by="dying")
+            await survivor.complete_event(taken.id, claimed_by="survivor")
+        finally:
+            await dying.close()
+            await survivor.close()
+
+    async def test_a_webhook_reaching_both_replicas_is_stored_once(self, store_target: Path | str) -> None:
+        """The inbox's unique key makes the second copy a no-op, whichever replica it reached."""
+        one, two = await open_store(store_target), await open_store(store_target)
+        try:
+            results: list[list[bool]] = []
+
+            async def deliver(store: Store) -> None:
+                for i in range(20):
+                    results.append(await store.add_events([event(f"k{i}"), event(f"k{i + 1}")]))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(deliver, one)
+                tg.start_soon(deliver, two)
+            assert sum(flag for batch in results for flag in batch) == 21
+        finally:
+            await one.close()
+            await two.close()
+
+
+def beat(replica_id: str, *, leader: bool = False, pid: int = 4242) -> ReplicaBeat:
+    return ReplicaBeat(replica_id=replica_id, host=f"box-{replica_id}", pid=pid,
+                       started_at=datetime(2026, 1, 1, 11, 0, tzinfo=UTC), is_leader=leader)
+
+
+class TestReplicas:
+    async def test_heartbeats_are_listed_with_their_time(self, store: Store, clock: FakeClock) -> None:
+        """A heartbeat inserts or updates its replica, stamped with the store's clock."""
+        assert await store.list_replicas() == []
+        await store.heartbeat(beat("b"))
+        await store.heartbeat(beat("a", leader=True))
+        clock.advance(seconds=10)
+        await store.heartbeat(beat("b", leader=True, pid=99))
+        a, b = await store.list_replicas()
+        assert (a.id, a.host, a.pid, a.is_leader) == ("a", "box-a", 4242, True)
+        assert a.last_heartbeat == clock.now - timedelta(seconds=10)
+        assert (b.id, b.pid, b.is_leader, b.last_heartbeat) == ("b", 99, True, clock.now)
+        assert b.started_at == datetime(2026, 1, 1, 11, 0, tzinfo=UTC)
+
+    async def test_one_sqlite_box_always_leads(self, tmp_path: Path) -> None:
+        store = await open_store(tmp_path / "db.sqlite3")
+        try:
+            assert await store.try_lead("r1") and await store.try_lead("r1")
+        finally:
+            await store.close()
+
+    async def test_only_one_postgres_replica_leads_until_it_closes(self, pg_url: str) -> None:
+        """The leader lock is held by one store; closing it (its session ends) lets the other lead."""
+        first, second = await open_store(pg_url), await open_store(pg_url)
+        try:
+            assert await first.try_lead("first")
+            assert not await second.try_lead("second")
+            assert await first.try_lead("first")  # still leading
+            assert not await second.try_lead("second")
+            await first.close()
+            assert await second.try_lead("second")
+        finally:
+            await first.close()
+            await second.close()
+
+    async def test_a_leader_whose_connection_died_loses_and_regains_leadership(self, pg_url: str) -> None:
+        """When the leader's session is killed, its next try_lead says False (stop scheduled work), the other
+        replica can lead, and a later call reconnects and competes again."""
+        import asyncpg
+
+        leader, other = await open_store(pg_url), await open_store(pg_url)
+        try:
+            assert await leader.try_lead("leader")
+            admin = await asyncpg.connect(pg_url)
+            try:
+                killed = await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
+                    "WHERE application_name = 'revdaemon leader leader'")
+            finally:
+                await admin.close()
+            assert killed == 1
+            assert not await leader.try_lead("leader")
+            assert await other.try_lead("other")
+            assert not await leader.try_lead("leader")  # reconnected; the other holds the lock now
+            await other.close()
+            assert await leader.try_lead("leader")
+        finally:
+            await leader.close()
+            await other.close()
+
+
+class TestPostgresSchema:
+    async def test_empty_database_is_migrated_and_reopened_unchanged(self, pg_url: str) -> None:
+        import asyncpg
+
+        store = await open_store(pg_url)
+        await store.add_events([event("e1")])
+        await store.close()
+        store = await open_store(pg_url)
+        try:
+            assert await store.schema_version() == PG_SCHEMA_VERSION
+            assert (await store.find_event("e1")) is not None
+        finally:
+            await store.close()
+        conn = await asyncpg.connect(pg_url)
+        try:
+            tables = {row[0] for row in await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
+        finally:
+            await conn.close()
+        assert {"inbox_events", "cursors", "id_links", "write_intents", "conflicts", "dead_letters", "audit_log",
+                "entity_versions", "synced_values", "mapping_versions", "replicas", "revdaemon_schema"} == tables
+
+    async def test_newer_database_is_refused_untouched(self, pg_url: str) -> None:
+        """A database migrated by a newer revdaemon is refused, read-only or not, and left as it is."""
+        import asyncpg
+
+        store = await open_store(pg_url)
+        await store.close()
+        conn = await asyncpg.connect(pg_url)
+        try:
+            await conn.execute("UPDATE revdaemon_schema SET version = $1", PG_SCHEMA_VERSION + 1)
+            for read_only in (False, True):
+                with pytest.raises(SchemaTooNew, match="newer than this revdaemon"):
+                    await open_store(pg_url, read_only=read_only)
+            assert await conn.fetchval("SELECT version FROM revdaemon_schema") == PG_SCHEMA_VERSION + 1
+        finally:
+            await conn.close()
+
+    async def test_read_only_refuses_a_database_without_the_schema_and_creates_nothing(self, pg_url: str) -> None:
+        import asyncpg
+
+        from revdaemon.errors import StoreMissing
+
+        with pytest.raises(StoreMissing, match="first start"):
+            await open_store(pg_url, read_only=True)
+        conn = await asyncpg.connect(pg_url)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()") == 0
+        finally:
+            await conn.close()
+
+    async def test_read_only_reads_and_refuses_writes(self, pg_url: str) -> None:
+        writer = await open_store(pg_url)
+        await writer.add_events([event("e1")])
+        reader = await open_store(pg_url, read_only=True)
+        try:
+            assert (await reader.summary()).queue_depths[EventStatus.RECEIVED] == 1
+            with pytest.raises(StoreError):
+                await reader.add_events([event("e2")])
+            assert not await reader.try_lead("cli")
+        finally:
+            await reader.close()
+            await writer.close()
+
+    async def test_errors_never_show_the_password(self, pg_url: str) -> None:
+        """A refused login or an unreachable server is the store's own error, naming the database without
+        the URL's password."""
+        from urllib.parse import urlsplit
+
+        from revdaemon.errors import StoreUnavailable
+
+        parts = urlsplit(pg_url)
+        assert parts.password
+        wrong = pg_url.replace(f":{parts.password}@", ":not-the-password-Zq9@")
+        with pytest.raises(StoreUnavailable) as refused:
+            await open_store(wrong)
+        assert "not-the-password-Zq9" not in str(refused.value) and "refused the login" in str(refused.value)
+        closed_port = pg_url.replace(f":{parts.port}/", ":1/")
+        with pytest.raises(StoreUnavailable) as unreachable:
+            await open_store(closed_port)
+        assert parts.password not in str(unreachable.value)
+
+    async def test_backup_points_to_pg_dump(self, pg_url: str, tmp_path: Path) -> None:
+        store = await open_store(pg_url)
+        try:
+            with pytest.raises(StoreError, match="pg_dump"):
+                await store.backup(tmp_path / "copy")
+        finally:
+            await store.close()
+        assert not (tmp_path / "copy").exists()
+
+
+class TestOpenStoreTargets:
+    async def test_sqlite_url_and_text_path_open_the_file(self, tmp_path: Path) -> None:
+        """`sqlite:///<path>` and a path given as text open the same SQLite file as the Path does."""
+        path = tmp_path / "db.sqlite3"
+        store = await open_store(f"sqlite:///{path}")
+        await store.add_events([event("e1")])
+        await store.close()
+        store = await open_store(str(path))
+        try:
+            assert (await store.find_event("e1")) is not None
+        finally:
+            await store.close()
+
+    async def test_an_unknown_url_is_refused_without_echoing_it(self) -> None:
+        with pytest.raises(StoreError) as refused:
+            await open_store("mysql://user:hunter2-secret@db/revdaemon")
+        assert "hunter2" not in str(refused.value)
