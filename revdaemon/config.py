@@ -21,7 +21,7 @@ from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -314,6 +314,33 @@ class ConsoleSettings(_Section):
     login_attempts_per_minute: Annotated[int, Field(ge=1, le=100)] = 5  # failed logins per client address
 
 
+STORE_SCHEMES = ("postgresql", "postgres", "sqlite")
+
+
+def _store_url(value: SecretStr) -> SecretStr:
+    """A URL open_store takes. Its reasons never quote it: it may hold the database password."""
+    url = value.get_secret_value()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
+    except ValueError:
+        raise ValueError("not a valid URL (postgresql://user@host:5432/database or sqlite:///path)") from None
+    if parts.scheme.lower() not in STORE_SCHEMES or "://" not in url:
+        raise ValueError("must be postgresql://user@host:5432/database (or postgres://...) or sqlite:///path")
+    if parts.scheme.lower() == "sqlite" and (not url.lower().startswith("sqlite:///") or len(url) == len("sqlite:///")):
+        raise ValueError("a SQLite store URL is sqlite:///<path to the file> (sqlite:////<absolute path>)")
+    return value
+
+
+class StoreSettings(_Section):
+    """Where the state is kept. Unset: the SQLite file state_dir/revdaemon.sqlite3 (one box)."""
+
+    # postgresql://user:password@host:5432/database lets several replicas share one PostgreSQL database;
+    # sqlite:///path names another SQLite file (relative to this file's directory). A secret, since it may hold
+    # the database password: set it as the credential file store__url or REVDAEMON_STORE__URL.
+    url: Annotated[SecretStr, AfterValidator(_store_url)] | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="REVDAEMON_",
@@ -337,6 +364,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     console: ConsoleSettings = ConsoleSettings()
     log: LogSettings = LogSettings()
+    store: StoreSettings = StoreSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -355,9 +383,27 @@ class Settings(BaseSettings):
     def database_path(self) -> Path:
         return self.state_dir / "revdaemon.sqlite3"
 
+    @property
+    def store_target(self) -> Path | str:
+        """What `open_store` takes: store.url when set (a URL that may hold a password: pass it on, never log
+        it), else the SQLite file in state_dir."""
+        return self.store.url.get_secret_value() if self.store.url is not None else self.database_path
+
+    @property
+    def store_display(self) -> str:
+        """The state store for messages and logs: the SQLite file, or the URL with its password hidden."""
+        if self.store.url is None:
+            return str(self.database_path)
+        return _without_password(self.store.url.get_secret_value())
+
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log redactor to scrub wherever it appears."""
-        return [value for value in _walk_secrets(self) if value]
+        values = [value for value in _walk_secrets(self) if value]
+        if self.store.url is not None:
+            # The whole URL is scrubbed as a SecretStr; its password alone can show up too (a driver's message).
+            password = _url_password(self.store.url.get_secret_value())
+            values += [password, unquote(password)] if password else []
+        return values
 
 
 class _MappingEnvSource(EnvSettingsSource):
@@ -374,6 +420,25 @@ class _MappingEnvSource(EnvSettingsSource):
     def _load_env_vars(self) -> Mapping[str, str | None]:
         environ = _ENVIRON.get(os.environ)
         return parse_env_vars(environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def _without_password(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(a store URL that does not parse)"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
 
 
 def _walk_secrets(model: BaseModel) -> Iterator[str]:
@@ -484,6 +549,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 _SECRET_WORDS = ("secret", "key", "token", "password")
+_SECRET_KEYS = ("store.url", "alerts.webhook_url")  # secrets whose names say nothing of it
 
 
 def _describe(exc: ValidationError) -> list[tuple[str, str]]:
@@ -495,7 +561,8 @@ def _describe(exc: ValidationError) -> list[tuple[str, str]]:
             reason = "unknown key"
         elif error["type"] == "missing":
             reason = "required key is missing"
-        elif not any(word in key.lower() for word in _SECRET_WORDS) and _is_scalar(error.get("input")):
+        elif (not any(word in key.lower() for word in _SECRET_WORDS) and not key.startswith(_SECRET_KEYS)
+              and _is_scalar(error.get("input"))):
             reason = f"{reason} (got {error['input']!r})"
         problems.append((key, reason))
     return problems
@@ -516,6 +583,10 @@ def _resolve_paths(settings: Settings, base_dir: Path) -> Settings:
         updates["salesforce"] = settings.salesforce.model_copy(
             update={"private_key_file": absolute(settings.salesforce.private_key_file)}
         )
+    url = settings.store.url.get_secret_value() if settings.store.url is not None else ""
+    if url.lower().startswith("sqlite:///"):
+        path = absolute(Path(url[len("sqlite:///"):]))
+        updates["store"] = settings.store.model_copy(update={"url": SecretStr(f"sqlite:///{path}")})
     return settings.model_copy(update=updates)
 
 
