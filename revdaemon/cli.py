@@ -186,7 +186,7 @@ async def _online_check(settings: Settings) -> dict[str, Any]:
 
 def _run_with_store(settings: Settings, action: Callable[[Any], Any], *, read_only: bool) -> Any:
     async def go() -> Any:
-        store = await open_store(settings.database_path, read_only=read_only)
+        store = await open_store(settings.store_target, read_only=read_only)
         try:
             return await action(store)
         finally:
@@ -520,7 +520,7 @@ async def _backfill_preview(settings: Settings, since: Any, flow: str | None) ->
 
     scratch = None
     try:
-        store = await open_store(settings.database_path, read_only=True)
+        store = await open_store(settings.store_target, read_only=True)
     except StoreMissing:  # nothing synced yet: plan against an empty scratch store, removed after
         scratch = tempfile.TemporaryDirectory()
         store = await open_store(Path(scratch.name) / "scratch.sqlite3")
@@ -550,7 +550,7 @@ async def _backfill(settings: Settings, since: Any, flow: str | None, quiet: boo
     retry = RetryPolicy(max_attempts=4, max_total=120)
     async with httpx.AsyncClient() as http:
         salesforce, nue = build_clients(settings, http, retry)
-        store = await open_store(settings.database_path)
+        store = await open_store(settings.store_target)
         try:
             # bulk priority: a backfill is the first work the budget planner holds back
             pollers: list[Poller] = [SalesforceClosedWonPoller(salesforce, store, priority=Priority.BULK)]
@@ -630,7 +630,7 @@ async def _reconcile(settings: Settings, repair: bool, dry_run: bool = False) ->
                                                     Fetcher(salesforce, nue), sync_status=build_sync_status(settings))
             return report, preview
         # Only a repair writes to the state store (the queued events); a report reads the APIs alone.
-        store = await open_store(settings.database_path) if repair else None
+        store = await open_store(settings.store_target) if repair else None
         try:
             return await run_reconciliation(settings, nue, salesforce, store=store, repair=repair), None
         finally:
@@ -642,7 +642,7 @@ async def _store_version(settings: Settings) -> int | None:
     """The schema version of an existing state database, or None before the first start. Read-only:
     `check` must not create the file (a root-owned file would lock out the service's own user)."""
     try:
-        store = await open_store(settings.database_path, read_only=True)
+        store = await open_store(settings.store_target, read_only=True)
     except StoreMissing:
         return None
     try:
@@ -723,7 +723,7 @@ def _print_budget_plan(console: Console, settings: Settings, live: dict[str, Any
 
 
 async def _summary(settings: Settings) -> StoreSummary:
-    store = await open_store(settings.database_path, read_only=True)
+    store = await open_store(settings.store_target, read_only=True)
     try:
         return await store.summary()
     finally:

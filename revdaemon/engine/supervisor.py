@@ -153,7 +153,7 @@ async def run_daemon(
     notifier: Notifier | None = None,
 ) -> None:
     notifier = Notifier.from_env() if notifier is None else notifier
-    store = await open_store(settings.database_path)
+    store = await open_store(settings.store_target)
     try:
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=50, max_keepalive_connections=20)) as http:
             chosen = flows or default_flows(settings)
