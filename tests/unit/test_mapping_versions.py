@@ -114,6 +114,7 @@ class TestStore:
         reader = await open_store(path, read_only=True)
         try:
             assert await reader.list_mappings() == [] and await reader.get_mapping(1) is None
+            assert await reader.list_replicas() == []  # nor the replicas of schema 5
             assert (await reader.find_event("old")).mapping_version is None  # type: ignore[union-attr]
         finally:
             await reader.close()
