@@ -155,6 +155,11 @@ def burst_rows(r: dict[str, Any]) -> list[Row]:
                 at_most(f["nue_calls_per_event"], 0.05)),
             Row("events/s", fmt(f["events_per_second"], 1)),
             Row("peak RSS", f"{f['peak_rss_mb']:.0f} MB")]
+    if "status_fields_calls" in f:
+        sc = f["status_fields_calls"]
+        rows.append(Row("Salesforce calls with the sync status fields off / on (issue 16; a second burst, fresh "
+                        "simulators, the fields on Account and Opportunity)", f"{sc['off']:,} / {sc['on']:,}",
+                        "equal", sc["off"] == sc["on"]))
     rows += [Row("why missed", note) for note in f.get("notes", [])]
     return rows
 
