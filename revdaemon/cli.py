@@ -660,7 +660,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
     the recent rate and what the budget planner defers."""
     settings = _load(config_path)
     try:
-        summary = anyio.run(_summary, settings)
+        summary, replica_rows = anyio.run(_summary, settings)
     except StoreMissing as exc:
         click.echo(f"revdaemon: {exc}")
         return
@@ -669,10 +669,11 @@ def status(config_path: Path | None, as_json: bool) -> None:
         sys.exit(EXIT_STORE)
     live = _live_daemon(settings)
     if as_json:
-        click.echo(json.dumps({**_summary_json(summary), "daemon": live}))
+        click.echo(json.dumps({**_summary_json(summary), "replicas": replica_rows, "daemon": live}))
         return
     console = Console()
     _print_summary(console, summary)
+    _print_replicas(console, replica_rows)
     if live is None:
         console.print("daemon: not reachable on its listener (not running, or another port)")
         return
@@ -722,12 +723,26 @@ def _print_budget_plan(console: Console, settings: Settings, live: dict[str, Any
                   f"{int(live.get('nue_calls') or 0)} calls since start")
 
 
-async def _summary(settings: Settings) -> StoreSummary:
+async def _summary(settings: Settings) -> tuple[StoreSummary, list[dict[str, Any]]]:
     store = await open_store(settings.store_target, read_only=True)
     try:
-        return await store.summary()
+        return await store.summary(), await service.replicas(store)
     finally:
         await store.close()
+
+
+def _print_replicas(console: Console, rows: list[dict[str, Any]]) -> None:
+    """The daemon processes sharing this store: which one runs the scheduled work, which are gone."""
+    table = Table(title="replicas")
+    for column in ("id", "host", "pid", "last heartbeat", "role"):
+        table.add_column(column)
+    for r in rows:
+        role = ("leader (runs the pollers and scheduled jobs)" if r["leader"] else "worker") if r["alive"] \
+            else "gone (no heartbeat lately)"
+        table.add_row(r["id"], r["host"], str(r["pid"]), r["last_heartbeat"][:19], role)
+    if not rows:
+        table.add_row("(no daemon has run yet)", "", "", "", "")
+    console.print(table)
 
 
 def _summary_json(summary: StoreSummary) -> dict[str, Any]:

@@ -339,6 +339,9 @@ class StoreSettings(_Section):
     # sqlite:///path names another SQLite file (relative to this file's directory). A secret, since it may hold
     # the database password: set it as the credential file store__url or REVDAEMON_STORE__URL.
     url: Annotated[SecretStr, AfterValidator(_store_url)] | None = None
+    # This box among the replicas sharing a PostgreSQL store (unset: the host name). Its workers' claims carry
+    # it, so it must differ between boxes and stay the same across restarts of one.
+    replica_id: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")] | None = None
 
 
 class Settings(BaseSettings):
@@ -388,6 +391,11 @@ class Settings(BaseSettings):
         """What `open_store` takes: store.url when set (a URL that may hold a password: pass it on, never log
         it), else the SQLite file in state_dir."""
         return self.store.url.get_secret_value() if self.store.url is not None else self.database_path
+
+    @property
+    def shared_store(self) -> bool:
+        """True when replicas on other boxes may share the store (PostgreSQL)."""
+        return self.store.url is not None and not self.store.url.get_secret_value().startswith("sqlite")
 
     @property
     def store_display(self) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -379,3 +379,15 @@ async def queue_repairs(store: Store, customer_ids: Sequence[str], *, actor: str
     added = sum(await store.add_events([repair_event(c, day) for c in customer_ids]))
     await record_action(store, actor, "repair MRR drift", "reconciliation", customers=list(customer_ids), queued=added)
     return added
+
+
+async def replicas(store: Store, *, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The daemon processes sharing the store, by their heartbeats: alive when heard from lately."""
+    from revdaemon.engine.replicas import HEARTBEAT_SECONDS, STALE_AFTER_BEATS
+
+    now = now or utcnow()
+    stale = timedelta(seconds=HEARTBEAT_SECONDS * STALE_AFTER_BEATS)
+    return [{"id": r.id, "host": r.host, "pid": r.pid, "started_at": r.started_at.isoformat(),
+             "last_heartbeat": r.last_heartbeat.isoformat(), "leader": r.is_leader,
+             "alive": now - r.last_heartbeat <= stale} for r in await store.list_replicas()]
+

@@ -21,6 +21,7 @@ import anyio.lowlevel
 import structlog
 from anyio.abc import TaskStatus
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -112,19 +113,33 @@ class Scheduler:
         self._scheduler.add_job(job, trigger, id=name, name=name, coalesce=True, max_instances=1,
                                 misfire_grace_time=CRON_MISFIRE_GRACE_SECONDS, replace_existing=True)
 
-    def start(self) -> None:
-        """Start on the running asyncio loop (call from inside it)."""
+    def start(self, *, paused: bool = False) -> None:
+        """Start on the running asyncio loop (call from inside it); `paused`: run no job until `resume`."""
         if not self._scheduler.running:
-            self._scheduler.start()
+            self._scheduler.start(paused=paused)
+
+    @property
+    def paused(self) -> bool:
+        return bool(self._scheduler.state == STATE_PAUSED)
+
+    def pause(self) -> None:
+        """Run no job until `resume` (this replica does not lead the scheduled work); a job running finishes."""
+        if self._scheduler.state == STATE_RUNNING:
+            self._scheduler.pause()
+
+    def resume(self) -> None:
+        if self._scheduler.state == STATE_PAUSED:
+            self._scheduler.resume()
 
     def shutdown(self) -> None:
         """Stop without waiting; a job still running is cancelled (its store write is one transaction)."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """The scheduler as a supervisor part: started, ready, asleep until cancelled, then shut down."""
-        self.start()
+    async def run(self, *, paused: bool = False, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The scheduler as a supervisor part: started (paused until `resume`, if asked), ready, asleep until
+        cancelled, then shut down."""
+        self.start(paused=paused)
         log.info("scheduler_started", jobs=self.job_ids())
         task_status.started()
         try:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -37,6 +38,7 @@ from revdaemon.engine.pacing import CoalescingDoorbell
 from revdaemon.engine.pollers import NUE_FIELDS, NuePoller, Poller, SalesforceClosedWonPoller
 from revdaemon.engine.reconcile import reconcile
 from revdaemon.engine.renewal_scan import scan_renewals
+from revdaemon.engine.replicas import ReplicaRole, default_replica_id
 from revdaemon.engine.scheduler import Scheduler
 from revdaemon.engine.schema import SchemaGuard
 from revdaemon.engine.sync_status import NAME as SYNC_STATUS
@@ -91,6 +93,18 @@ class Daemon:
     console: ConsoleServer | None = None  # the admin listener, when console.enabled
     console_port: int | None = None
     versions: FlowVersions | None = None  # the mapping versions: the current one registered at start
+    replica: ReplicaRole | None = None  # heartbeat and leadership of the scheduled work
+
+
+def replica_id_of(settings: Settings) -> str:
+    return settings.store.replica_id or default_replica_id()
+
+
+def worker_names(settings: Settings) -> list[str]:
+    """On a shared store the claims of two boxes must not carry the same worker name (a clean stop releases
+    its own claims by name); on one box the plain names let a restart take its claims straight back."""
+    prefix = f"{replica_id_of(settings)}/" if settings.shared_store else ""
+    return [f"{prefix}worker-{i + 1}" for i in range(settings.engine.workers)]
 
 
 def default_flows(settings: Settings) -> list[Flow]:
@@ -167,8 +181,13 @@ async def run_daemon(
                 await tg.start(daemon.alerter.run)
                 for worker in daemon.workers:
                     await tg.start(worker.run)
+                # The scheduler starts paused: the replica role resumes it on the replica that leads (on one box,
+                # at once).
                 if polling:
-                    await tg.start(daemon.scheduler.run)
+                    await tg.start(partial(daemon.scheduler.run, paused=True))
+                daemon.replica = ReplicaRole(store, daemon.scheduler if polling else None,
+                                             replica_id=replica_id_of(settings))
+                await tg.start(daemon.replica.run)
                 daemon.listener_port = await tg.start(daemon.listener.serve)
                 if daemon.console is not None:
                     daemon.console_port = await tg.start(daemon.console.serve)
@@ -192,7 +211,7 @@ async def run_daemon(
                     await _stop(tg, daemon, reason="stop_after elapsed")
     finally:
         with anyio.CancelScope(shield=True):
-            for worker_name in (f"worker-{i + 1}" for i in range(settings.engine.workers)):
+            for worker_name in worker_names(settings):
                 released = await store.release_claims(worker_name)
                 if released:
                     log.info("claims_released", worker=worker_name, events=released)
@@ -226,12 +245,12 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
     stats = WorkerStats()
     engine = settings.engine
     workers = [
-        Worker(store, fetcher, executor, flows, name=f"worker-{i + 1}", batch_size=engine.batch_size,
+        Worker(store, fetcher, executor, flows, name=name, batch_size=engine.batch_size,
                lease=timedelta(seconds=engine.lease_seconds), max_attempts=settings.limits.max_attempts,
                backoff=RetryPolicy(base_delay=2.0, max_delay=settings.limits.max_backoff_seconds),
                idle_seconds=engine.idle_seconds, doorbell=doorbell, stats=stats, schema=schema, metrics=metrics,
                alerter=alerter, versions=versions, hold=salesforce.budget.pause_left)
-        for i in range(engine.workers)
+        for name in worker_names(settings)
     ]
     async def scrape() -> tuple[bytes, str]:
         await metrics.refresh(store, budget=salesforce.budget, pollers_health=health.pollers, parked=schema.parked,

@@ -64,3 +64,17 @@ async def test_status_reads_the_running_daemon(tmp_path: Path) -> None:
     assert isinstance(live, dict) and live["ready"] is True and live["last_polls"]
     assert _live_daemon(settings.model_copy(update={"listener": settings.listener.model_copy(
         update={"port": 9})})) is None
+
+
+async def test_status_lists_the_daemon_as_the_leading_replica(tmp_path: Path) -> None:
+    """The daemon's heartbeat is in the store: `status` shows it, leading the scheduled work (one box)."""
+    from revdaemon.cli import _summary
+
+    box = create_sandbox(key_dir=tmp_path / "keys", seed=7).start_threads()
+    try:
+        settings = daemon_settings(box, tmp_path, REVDAEMON_STORE__REPLICA_ID="box-a")
+        await run_daemon(settings, stop_after=0.2, polling=False)
+    finally:
+        box.close()
+    _summary_of_store, replicas = await _summary(settings)
+    assert [(r["id"], r["leader"]) for r in replicas] == [("box-a", True)]
