@@ -41,17 +41,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def sandbox_process(tmp_path: Path, *, seed: int = 1) -> Iterator[Sandbox]:
-    """`revdaemon sandbox` in its own process, its webhooks aimed at a listener port chosen here."""
-    port = free_port()
+def sandbox_process(tmp_path: Path, *, seed: int = 1, listeners: int = 1) -> Iterator[Sandbox]:
+    """`revdaemon sandbox` in its own process, its webhooks aimed at `listeners` listener ports chosen here
+    (each notification goes to every one, as to replicas behind no load balancer)."""
+    ports = [free_port() for _ in range(listeners)]
+    targets = [arg for port in ports for arg in ("--webhook-target", f"http://127.0.0.1:{port}/webhooks/nue")]
     process = subprocess.Popen(
         [sys.executable, "-m", "revdaemon.cli", "sandbox", "--json", "--seed", str(seed),
-         "--key-dir", str(tmp_path / "keys"), "--webhook-target", f"http://127.0.0.1:{port}/webhooks/nue"],
+         "--key-dir", str(tmp_path / "keys"), *targets],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert process.stdout is not None
         info = json.loads(process.stdout.readline())
-        info["listener_port"] = port
+        info["listener_port"], info["listener_ports"] = ports[0], ports
         with Sandbox(info) as box:
             yield box
     finally:
@@ -166,6 +168,7 @@ def write_config(tmp_path: Path, box: Sandbox, **sections: Mapping[str, Any]) ->
     for section, values in sections.items():
         config.setdefault(section, {}).update(values)
     body: dict[str, Any] = {"state_dir": str(tmp_path / "state"), **config}
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(body))
     return path
@@ -176,10 +179,11 @@ def start_daemon(config: Path, log: Path) -> subprocess.Popen[bytes]:
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
-def wait_ready(box: Sandbox, daemon: subprocess.Popen[bytes], log: Path, timeout: float = 20) -> float:
+def wait_ready(box: Sandbox, daemon: subprocess.Popen[bytes], log: Path, timeout: float = 20,
+               port: int | None = None) -> float:
     """Seconds until the daemon's listener answers /healthz (store migrated, listener bound)."""
     started = time.monotonic()
-    url = f"http://127.0.0.1:{box.info['listener_port']}/healthz"
+    url = f"http://127.0.0.1:{port or box.info['listener_port']}/healthz"
     while time.monotonic() - started < timeout:
         assert daemon.poll() is None, f"the daemon exited {daemon.returncode}:\n{log.read_text()[-3000:]}"
         try:
