@@ -112,7 +112,7 @@ def check(config_path: Path | None, as_json: bool, online: bool) -> None:
         sys.exit(EXIT_STORE)
     report: dict[str, Any] = {
         "config": "ok",
-        "state_database": str(settings.database_path),
+        "state_database": settings.store_display,
         "schema_version": version,
         "salesforce": {"login_url": settings.salesforce.login_url, "auth": settings.salesforce.auth.value,
                        "api_version": settings.salesforce.api_version},

@@ -166,7 +166,7 @@ async def _story(box: Sandbox, daemon: Daemon, console: Console) -> dict[str, An
     for key, value in summary.items():
         table.add_row(key.replace("_", " "), str(value))
     console.print(table)
-    console.print(f"State kept in {daemon.settings.database_path}; to look at it: "
+    console.print(f"State kept in {daemon.settings.store_display}; to look at it: "
                   f"REVDAEMON_STATE_DIR={daemon.settings.state_dir} revdaemon status")
     return summary
 

@@ -111,5 +111,5 @@ def test_the_leader_killed_midway_loses_nothing_and_the_survivor_polls(tmp_path:
         summary = status(configs[survivor])
         assert summary["dead_letters"] == 0 and summary["open_conflicts"] == 0, summary
         # The survivor asks every 2 s (engine/replicas.py) and the dead leader's session ends with its process.
-        assert taken is not None and taken - killed_wall < 6, f"leadership moved only after {taken - killed_wall:.1f} s"
+        assert taken is not None and taken - killed_wall < 6, f"leadership moved after {taken} (killed {killed_wall})"
 
