@@ -1,6 +1,7 @@
 """The two servers the webhook-ingest benchmark compares, each run in its own process.
 
     python bench/_ingest_servers.py revdaemon  DB PORT TOKEN   the daemon's listener, group commit, store
+                                                               (DB: a SQLite file or a postgresql:// URL)
     python bench/_ingest_servers.py reference  DB PORT         a bare ASGI app: one SQLite commit per body
 
 The reference is the floor a durable webhook receiver cannot beat by much: it answers only after the
@@ -16,7 +17,7 @@ from pathlib import Path
 import anyio
 
 
-async def run_revdaemon(db: Path, port: int, token: str) -> None:
+async def run_revdaemon(db: Path | str, port: int, token: str) -> None:
     from revdaemon.config import ListenerSettings, NueSettings, WebhookAuth
     from revdaemon.listener.app import ListenerApp
     from revdaemon.listener.group_commit import GroupCommitter
@@ -64,6 +65,7 @@ def run_reference(db: Path, port: int) -> None:
 if __name__ == "__main__":
     kind, database, listen = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     if kind == "revdaemon":
-        anyio.run(run_revdaemon, database, listen, sys.argv[4])
+        # a postgresql:// URL (bench/replicas.py) or the SQLite file
+        anyio.run(run_revdaemon, sys.argv[2] if "://" in sys.argv[2] else database, listen, sys.argv[4])
     else:
         run_reference(database, listen)

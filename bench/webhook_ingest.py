@@ -63,6 +63,21 @@ def count_rows(db: Path, table: str) -> int:
         return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
+def count_pg_rows(url: str, table: str) -> int:
+    import asyncio
+
+    import asyncpg
+
+    async def count() -> int:
+        conn = await asyncpg.connect(url)
+        try:
+            return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
 def run_wrk(wrk: str, url: str, seconds: float, connections: int, script: Path) -> dict[str, float]:
     out = subprocess.run([wrk, "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script), url],
                          capture_output=True, text=True, check=True).stdout
@@ -78,10 +93,12 @@ def run_wrk(wrk: str, url: str, seconds: float, connections: int, script: Path) 
             "socket_errors": errors[1] if errors else "none"}  # type: ignore[dict-item]
 
 
-def measure(kind: str, wrk: str, workdir: Path, seconds: float, connections: int, script: Path) -> dict[str, float]:
+def measure(kind: str, wrk: str, workdir: Path, seconds: float, connections: int, script: Path,
+            store_url: str | None = None, label: str | None = None) -> dict[str, float]:
+    """One server under wrk; `store_url`: revdaemon's listener on that (PostgreSQL) store instead of SQLite."""
     db = workdir / f"{kind}.sqlite3"
     port = free_port()
-    args = [sys.executable, str(Path(__file__).with_name("_ingest_servers.py")), kind, str(db), str(port)]
+    args = [sys.executable, str(Path(__file__).with_name("_ingest_servers.py")), kind, store_url or str(db), str(port)]
     if kind == "revdaemon":
         args.append(TOKEN)
     server = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
@@ -96,9 +113,10 @@ def measure(kind: str, wrk: str, workdir: Path, seconds: float, connections: int
     finally:
         server.terminate()
         server.wait(timeout=15)
-    stored = count_rows(db, "inbox_events" if kind == "revdaemon" else "bodies")
+    stored = (count_pg_rows(store_url, "inbox_events") if store_url
+              else count_rows(db, "inbox_events" if kind == "revdaemon" else "bodies"))
     figures.update({"stored": stored, "events_per_second": stored / elapsed})
-    print(f"{kind:<10} {figures['events_per_second']:8.0f} events/s stored  p50 {figures['p50_ms']:6.2f} ms  "
+    print(f"{label or kind:<10} {figures['events_per_second']:8.0f} events/s stored  p50 {figures['p50_ms']:6.2f} ms  "
           f"p99 {figures['p99_ms']:6.2f} ms  non-2xx {figures['non_2xx']:.0f}  "
           f"socket errors {figures['socket_errors']}")
     return figures

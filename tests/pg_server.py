@@ -65,7 +65,8 @@ class PgServer:
 class LocalServer:
     """initdb + pg_ctl in a temporary directory; `stop` removes it all."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
+        self.durable = durable  # fsync on, as in production (the benchmarks); off for the tests' speed
         self.bindir = bindir
         self.root = Path(tempfile.mkdtemp(prefix="revdaemon-pg-"))
         self.data = self.root / "data"
@@ -96,7 +97,9 @@ class LocalServer:
         for _ in range(START_ATTEMPTS):
             self.port = _free_port()
             options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root} "
-                       "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                       "-c max_connections=200")
+            if not self.durable:
+                options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             started = self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"),
                                 "-w", "-t", "60", "start")
             if started.returncode == 0:
@@ -128,7 +131,7 @@ def find_bindir() -> Path | None:
 
 
 @contextlib.contextmanager
-def pg_server() -> Iterator[PgServer | str]:
+def pg_server(*, durable: bool = False) -> Iterator[PgServer | str]:
     """A server to make test databases on, or the reason there is none (the tests then skip)."""
     if os.environ.get(URL_ENV):
         yield PgServer(os.environ[URL_ENV])
@@ -144,7 +147,7 @@ def pg_server() -> Iterator[PgServer | str]:
         except KeyError:
             yield f"running as root without a `{SERVER_USER}` user to run PostgreSQL as: skipped"
             return
-    server = LocalServer(bindir)
+    server = LocalServer(bindir, durable=durable)
     try:
         try:
             url = server.start()
