@@ -140,14 +140,24 @@ class Store(Protocol):
         """Record the intent before sending; if the key is known, return what is stored instead."""
         ...
 
+    async def claim_intent(self, key: str, *, owner: str, lease: timedelta) -> bool:
+        """Take the right to send intent `key` for `lease`: True when nobody else holds it (no owner, this owner
+        already, or the other owner's lease has run out, e.g. its replica died), and then this owner holds it
+        until now + lease. False when another owner's lease is still running: that replica is sending it now.
+        A confirmed intent is never claimed (False). One atomic step (no race between two replicas). Raises
+        RecordNotFound for a key never recorded (record_intent first)."""
+        ...
+
     async def mark_intent_sent(self, key: str) -> None: ...
+
+    # Settling (confirm or fail) clears the owner, so a later retry by any replica can claim it at once.
 
     async def confirm_intent(self, key: str, result: dict[str, object]) -> None: ...
 
     async def fail_intent(self, key: str, error: str) -> None: ...
 
     async def reopen_intent(self, key: str) -> None:
-        """A failed intent is attempted again (a retry or a replay)."""
+        """A failed intent is attempted again (a retry or a replay); its owner, if any, is kept."""
         ...
 
     async def get_intent(self, key: str) -> WriteIntent | None: ...

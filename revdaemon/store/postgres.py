@@ -458,6 +458,25 @@ class PostgresStore:
         assert row is not None  # inserted or already there, inside this transaction
         return _intent(row)
 
+    async def claim_intent(self, key: str, *, owner: str, lease: timedelta) -> bool:
+        now = self._clock()
+        async with self._tx() as conn:
+            # One UPDATE: a concurrent claim of the same row waits on its row lock, then re-checks the WHERE
+            # against the committed row (READ COMMITTED), finds the other owner's lease running and takes nothing.
+            claimed = await conn.fetchval(
+                """UPDATE write_intents SET owner = $2, owned_until = $3
+                   WHERE idem_key = $1 AND status <> 'confirmed'
+                     AND (owner IS NULL OR owner = $2 OR owned_until <= $4)
+                   RETURNING true""",
+                key, owner, now + lease, now,
+            )
+            if claimed:
+                return True
+            # Nothing claimed: held by another or confirmed, or never recorded (a caller's mistake, not "busy").
+            if await conn.fetchval("SELECT 1 FROM write_intents WHERE idem_key = $1", key) is None:
+                raise RecordNotFound(f"no write intent {key!r}")
+            return False
+
     async def mark_intent_sent(self, key: str) -> None:
         async with self._tx() as conn:
             await _move_intent(conn, key, IntentStatus.SENT, self._clock())
@@ -909,10 +928,14 @@ async def _move_intent(
     if row is None:
         raise RecordNotFound(f"no write intent {key!r}")
     check_intent_move(IntentStatus(row["status"]), target)
+    # A settled intent (confirmed or failed) has no owner: a later retry by any replica claims it at once.
+    settled = target in (IntentStatus.CONFIRMED, IntentStatus.FAILED)
     await conn.execute(
-        """UPDATE write_intents SET status = $1, result = coalesce($2, result), error = $3, updated_at = $4
+        """UPDATE write_intents SET status = $1, result = coalesce($2, result), error = $3, updated_at = $4,
+               owner = CASE WHEN $6 THEN NULL ELSE owner END,
+               owned_until = CASE WHEN $6 THEN NULL ELSE owned_until END
            WHERE idem_key = $5""",
-        target.value, dumps(result) if result is not None else None, error, now, key,
+        target.value, dumps(result) if result is not None else None, error, now, key, settled,
     )
 
 
@@ -964,6 +987,8 @@ def _intent(row: asyncpg.Record) -> WriteIntent:
         error=row["error"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        owner=row["owner"],
+        owned_until=row["owned_until"],
     )
 
 

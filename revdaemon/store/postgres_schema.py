@@ -165,6 +165,11 @@ MIGRATIONS: tuple[str, ...] = (
         is_leader      BOOLEAN NOT NULL DEFAULT false
     );
     """,
+    # 2 (SQLite's 6): who holds the right to send a write intent, and until when (a lease, as event claims
+    # have), so two replicas planning the same write send it once.
+    """
+    ALTER TABLE write_intents ADD COLUMN owner TEXT, ADD COLUMN owned_until TIMESTAMPTZ;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -115,6 +115,8 @@ class WriteIntent:
     error: str | None
     created_at: datetime
     updated_at: datetime
+    owner: str | None = None  # who may send it (claim_intent), until owned_until; cleared when it settles
+    owned_until: datetime | None = None
 
 
 # --- conflicts and dead letters ---------------------------------------------------------------------

@@ -415,6 +415,24 @@ class SqliteStore:
         assert row is not None  # inserted or already there, inside this transaction
         return _intent(row)
 
+    async def claim_intent(self, key: str, *, owner: str, lease: timedelta) -> bool:
+        now = self._clock()
+        async with self._tx() as conn:
+            # One UPDATE under the write lock (BEGIN IMMEDIATE): another process's claim waits for it, then
+            # finds the owner set and its lease running.
+            cursor = await conn.execute(
+                """UPDATE write_intents SET owner = ?, owned_until = ?
+                   WHERE idem_key = ? AND status <> 'confirmed'
+                     AND (owner IS NULL OR owner = ? OR owned_until <= ?)""",
+                (owner, _ts(now + lease), key, owner, _ts(now)),
+            )
+            if cursor.rowcount == 1:
+                return True
+            # Nothing claimed: held by another or confirmed, or never recorded (a caller's mistake, not "busy").
+            if await _fetchone(conn, "SELECT 1 FROM write_intents WHERE idem_key = ?", (key,)) is None:
+                raise RecordNotFound(f"no write intent {key!r}")
+            return False
+
     async def mark_intent_sent(self, key: str) -> None:
         async with self._tx() as conn:
             await _move_intent(conn, key, IntentStatus.SENT, _ts(self._clock()))
@@ -846,10 +864,14 @@ async def _move_intent(
     if row is None:
         raise RecordNotFound(f"no write intent {key!r}")
     check_intent_move(IntentStatus(row["status"]), target)
+    # A settled intent (confirmed or failed) has no owner: a later retry by any replica claims it at once.
+    settled = target in (IntentStatus.CONFIRMED, IntentStatus.FAILED)
     await conn.execute(
-        """UPDATE write_intents SET status = ?, result = coalesce(?, result), error = ?, updated_at = ?
+        """UPDATE write_intents SET status = ?, result = coalesce(?, result), error = ?, updated_at = ?,
+               owner = CASE WHEN ? THEN NULL ELSE owner END,
+               owned_until = CASE WHEN ? THEN NULL ELSE owned_until END
            WHERE idem_key = ?""",
-        (target.value, _dumps(result) if result is not None else None, error, now, key),
+        (target.value, _dumps(result) if result is not None else None, error, now, settled, settled, key),
     )
 
 
@@ -907,6 +929,8 @@ def _cursor(row: sqlite3.Row) -> Cursor:
 
 
 def _intent(row: sqlite3.Row) -> WriteIntent:
+    # absent from a database the daemon has not migrated yet, read by a read-only command
+    owned = "owner" in row.keys()  # noqa: SIM118 (Row: `in` looks at values)
     return WriteIntent(
         key=row["idem_key"],
         system=row["system"],
@@ -919,6 +943,8 @@ def _intent(row: sqlite3.Row) -> WriteIntent:
         error=row["error"],
         created_at=_required_dt(row["created_at"]),
         updated_at=_required_dt(row["updated_at"]),
+        owner=row["owner"] if owned else None,
+        owned_until=_dt(row["owned_until"]) if owned else None,
     )
 
 

@@ -152,6 +152,12 @@ MIGRATIONS: tuple[str, ...] = (
         is_leader      INTEGER NOT NULL DEFAULT 0 CHECK (is_leader IN (0, 1))
     );
     """,
+    # 6: who holds the right to send a write intent, and until when (a lease, as event claims have), so two
+    # replicas planning the same write send it once.
+    """
+    ALTER TABLE write_intents ADD COLUMN owner TEXT;
+    ALTER TABLE write_intents ADD COLUMN owned_until TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

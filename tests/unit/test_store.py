@@ -106,6 +106,32 @@ class TestMigrations:
         finally:
             await store.close()
 
+    async def test_intents_of_schema_5_gain_an_owner_column(self, tmp_path: Path) -> None:
+        """Migration 6 keeps the stored intents, unowned and claimable; a read-only open before it reads them."""
+        from revdaemon.store.sqlite_schema import MIGRATIONS
+
+        path = tmp_path / "db.sqlite3"
+        with sqlite3.connect(path) as conn:
+            for script in MIGRATIONS[:5]:
+                conn.executescript(script)
+            conn.execute("""INSERT INTO write_intents (idem_key, system, operation, target, request, status,
+                            created_at, updated_at) VALUES ('k', 's', 'o', 't', '{}', 'sent', '2026-01-01',
+                            '2026-01-01')""")
+            conn.execute("PRAGMA user_version = 5")
+        reader = await open_store(path, read_only=True)
+        try:
+            old = await reader.get_intent("k")
+            assert old is not None and old.status is IntentStatus.SENT and old.owner is None
+        finally:
+            await reader.close()
+        store = await open_store(path)
+        try:
+            assert await store.schema_version() == SCHEMA_VERSION == 6
+            assert await store.claim_intent("k", owner="a", lease=LEASE)
+            assert not await store.claim_intent("k", owner="b", lease=LEASE)
+        finally:
+            await store.close()
+
     async def test_newer_database_is_refused(self, tmp_path: Path) -> None:
         """A database written by a newer revdaemon is refused untouched."""
         path = tmp_path / "db.sqlite3"
@@ -445,6 +471,62 @@ class TestOrderingAndReopen:
             await store.reopen_intent("k")
 
 
+def intent(key: str = "k") -> NewIntent:
+    return NewIntent(key=key, system="salesforce", operation="update", target="Account", request={"Id": "001A"})
+
+
+class TestIntentOwnership:
+    """claim_intent: one replica at a time holds the right to send an intent, for a lease."""
+
+    async def test_free_then_renewed_then_refused_until_the_lease_runs_out(self, store: Store,
+                                                                          clock: FakeClock) -> None:
+        await store.record_intent(intent())
+        assert (await store.get_intent("k")).owner is None  # type: ignore[union-attr]
+        assert await store.claim_intent("k", owner="a", lease=LEASE)
+        clock.advance(minutes=3)
+        assert await store.claim_intent("k", owner="a", lease=LEASE)  # renewed: now until +3 + 5 minutes
+        held = await store.get_intent("k")
+        assert held is not None and held.owner == "a" and held.owned_until == clock.now + LEASE
+        assert not await store.claim_intent("k", owner="b", lease=LEASE)
+        clock.advance(minutes=4)  # 7 minutes after the first claim: the renewal still runs
+        assert not await store.claim_intent("k", owner="b", lease=LEASE)
+        clock.advance(minutes=1, seconds=1)  # a's lease ran out (its replica died)
+        assert await store.claim_intent("k", owner="b", lease=LEASE)
+        assert (await store.get_intent("k")).owner == "b"  # type: ignore[union-attr]
+        assert not await store.claim_intent("k", owner="a", lease=LEASE)
+
+    async def test_a_confirmed_intent_is_never_claimed(self, store: Store, clock: FakeClock) -> None:
+        await store.record_intent(intent())
+        assert await store.claim_intent("k", owner="a", lease=LEASE)
+        await store.mark_intent_sent("k")
+        assert await store.claim_intent("k", owner="a", lease=LEASE)  # sent, not settled: still claimable
+        await store.confirm_intent("k", {"id": "001A"})
+        confirmed = await store.get_intent("k")
+        assert confirmed is not None and confirmed.owner is None and confirmed.owned_until is None
+        for owner in ("a", "b"):
+            assert not await store.claim_intent("k", owner=owner, lease=LEASE)
+        clock.advance(hours=1)
+        assert not await store.claim_intent("k", owner="b", lease=LEASE)
+
+    async def test_a_failed_intent_is_free_for_anyone_at_once(self, store: Store) -> None:
+        """fail_intent clears the owner, so a retry on another replica claims it without waiting out the lease;
+        reopen_intent keeps whoever holds it."""
+        await store.record_intent(intent())
+        assert await store.claim_intent("k", owner="a", lease=LEASE)
+        await store.fail_intent("k", "UNABLE_TO_LOCK_ROW")
+        assert (await store.get_intent("k")).owner is None  # type: ignore[union-attr]
+        assert await store.claim_intent("k", owner="b", lease=LEASE)
+        await store.reopen_intent("k")
+        reopened = await store.get_intent("k")
+        assert reopened is not None and reopened.status is IntentStatus.RECORDED and reopened.owner == "b"
+        assert not await store.claim_intent("k", owner="a", lease=LEASE)
+
+    async def test_an_unknown_key_is_an_error_not_a_refusal(self, store: Store) -> None:
+        """False would read as "another replica is sending it", and the write would never be sent."""
+        with pytest.raises(RecordNotFound):
+            await store.claim_intent("never-recorded", owner="a", lease=LEASE)
+
+
 class TestFailures:
     async def test_a_failed_commit_leaves_no_transaction_open(self, store_target: Path | str) -> None:
         """After a write fails inside its transaction, the next operations still work."""
@@ -553,6 +635,30 @@ class TestTwoStoresOnOneDatabase:
             await dying.close()
             await survivor.close()
 
+    async def test_two_replicas_claiming_one_intent_get_one_true(self, store_target: Path | str,
+                                                                 clock: FakeClock) -> None:
+        """Both replicas plan the same write at once: exactly one may send it, round after round."""
+        one, two = await open_store(store_target, clock=clock), await open_store(store_target, clock=clock)
+        results: dict[str, bool] = {}
+
+        async def claim(store: Store, key: str, owner: str) -> None:
+            results[owner] = await store.claim_intent(key, owner=owner, lease=LEASE)
+
+        try:
+            for round_ in range(20):
+                key = f"k{round_}"
+                await one.record_intent(intent(key))
+                results.clear()
+                async with anyio.create_task_group() as tg:
+                    for index, store in enumerate((one, two, one, two)):
+                        tg.start_soon(claim, store, key, f"replica{index % 2}-w{index}")
+                [winner] = [owner for owner, won in results.items() if won]
+                assert len(results) == 4
+                assert (await two.get_intent(key)).owner == winner  # type: ignore[union-attr]
+        finally:
+            await one.close()
+            await two.close()
+
     async def test_a_webhook_reaching_both_replicas_is_stored_once(self, store_target: Path | str) -> None:
         """The inbox's unique key makes the second copy a no-op, whichever replica it reached."""
         one, two = await open_store(store_target), await open_store(store_target)
@@ -659,6 +765,33 @@ class TestPostgresSchema:
             await conn.close()
         assert {"inbox_events", "cursors", "id_links", "write_intents", "conflicts", "dead_letters", "audit_log",
                 "entity_versions", "synced_values", "mapping_versions", "replicas", "revdaemon_schema"} == tables
+
+    async def test_intents_of_schema_1_gain_an_owner_column(self, pg_url: str) -> None:
+        """Migration 2 keeps the stored intents, unowned and claimable."""
+        import asyncpg
+
+        from revdaemon.store.postgres_schema import MIGRATIONS, VERSION_TABLE
+
+        conn = await asyncpg.connect(pg_url)
+        try:
+            async with conn.transaction():
+                await conn.execute(VERSION_TABLE)
+                await conn.execute(MIGRATIONS[0])
+                await conn.execute("INSERT INTO revdaemon_schema (version) VALUES (1)")
+                await conn.execute("""INSERT INTO write_intents (idem_key, system, operation, target, request,
+                                      status, created_at, updated_at)
+                                      VALUES ('k', 's', 'o', 't', '{}', 'sent', now(), now())""")
+        finally:
+            await conn.close()
+        store = await open_store(pg_url)
+        try:
+            assert await store.schema_version() == PG_SCHEMA_VERSION == 2
+            old = await store.get_intent("k")
+            assert old is not None and old.status is IntentStatus.SENT and old.owner is None
+            assert await store.claim_intent("k", owner="a", lease=LEASE)
+            assert not await store.claim_intent("k", owner="b", lease=LEASE)
+        finally:
+            await store.close()
 
     async def test_newer_database_is_refused_untouched(self, pg_url: str) -> None:
         """A database migrated by a newer revdaemon is refused, read-only or not, and left as it is."""
