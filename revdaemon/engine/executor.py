@@ -23,6 +23,7 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -71,7 +72,13 @@ class PendingWrite:
 class Executor:
     def __init__(self, store: Store, salesforce: SalesforceClient, nue: NueClient, *, mapping_version: int | None,
                  dry_run: bool = False, sync_status: SyncStatus | None = None,
-                 sync_status_parked: Callable[[], object] = lambda: None) -> None:
+                 sync_status_parked: Callable[[], object] = lambda: None,
+                 intent_owner: str | None = None, intent_lease: timedelta = timedelta(minutes=5)) -> None:
+        # Replicas sharing a store: an intent is sent only by the replica holding it (Store.claim_intent), so
+        # two boxes never send one write twice, and a dead box's write is taken over (and looked up first)
+        # once its lease runs out. None on one box, where `_in_flight` below is enough.
+        self._intent_owner = intent_owner
+        self._intent_lease = intent_lease
         self._sync_status = sync_status if sync_status else None
         self._sync_status_parked = sync_status_parked
         self._store = store
@@ -151,6 +158,13 @@ class Executor:
                 event_id=item.event_id))
             if intent.status is IntentStatus.CONFIRMED:
                 outcomes[key] = WriteOutcome(ok=True, result=intent.result, skipped=True)
+                continue
+            if self._intent_owner is not None and not await self._store.claim_intent(
+                    key, owner=self._intent_owner, lease=self._intent_lease):
+                outcomes[key] = WriteOutcome(ok=False, error=Busy(
+                    "another replica is sending this write", ErrorContext(
+                        system=item.write.target[0], operation=type(item.write).__name__,
+                        record_ref=_record_ref(item.write))))
                 continue
             if intent.status is IntentStatus.FAILED:
                 await self._store.reopen_intent(key)  # back to `recorded`: marked sent again before sending

@@ -192,7 +192,7 @@ async def run_daemon(
                 if daemon.console is not None:
                     daemon.console_port = await tg.start(daemon.console.serve)
                 summary = await store.summary()
-                log.info("daemon_started", database=str(settings.database_path), listener_port=daemon.listener_port,
+                log.info("daemon_started", store=settings.store_display, listener_port=daemon.listener_port,
                          workers=len(daemon.workers), pollers=[p.name for p in daemon.pollers] if polling else [],
                          queued=summary.queue_depths, dry_run=dry_run)
                 if settings.nue.webhook_auth.value == "none":
@@ -241,7 +241,9 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
     schema = SchemaGuard(salesforce, [*flows, *([sync_status] if sync_status else [])], alerter=alerter)
     executor = Executor(store, salesforce, nue, dry_run=dry_run,
                         mapping_version=versions.current_version if versions is not None else None,
-                        sync_status=sync_status, sync_status_parked=lambda: schema.is_parked(SYNC_STATUS))
+                        sync_status=sync_status, sync_status_parked=lambda: schema.is_parked(SYNC_STATUS),
+                        intent_owner=replica_id_of(settings) if settings.shared_store else None,
+                        intent_lease=timedelta(seconds=settings.engine.lease_seconds))
     stats = WorkerStats()
     engine = settings.engine
     workers = [

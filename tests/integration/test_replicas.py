@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
+import anyio
 import pytest
 
 from revdaemon import service
+from revdaemon.engine.executor import Executor, PendingWrite
 from revdaemon.engine.replicas import ReplicaRole
 from revdaemon.engine.scheduler import Scheduler
+from revdaemon.errors import Busy
+from revdaemon.flows.plan import SfUpdate
+from revdaemon.sandbox.runner import Sandbox
 from revdaemon.store import open_store
+from revdaemon.store.records import NewIntent
+from tests.integration.engine_fixtures import engine
 
 pytestmark = pytest.mark.anyio
 
@@ -54,3 +62,32 @@ class TestTwoReplicas:
             for scheduler in schedulers:
                 scheduler.shutdown()
             await second.close()
+
+
+class TestSharedIntents:
+    async def test_a_write_another_replica_holds_is_not_sent_until_its_lease_runs_out(
+            self, sandbox: Sandbox, tmp_path: Path, pg_url: str) -> None:
+        """Two replicas planned the same write: the one not holding the intent sends nothing (Busy, retried
+        later); once the holder's lease has run out (it died mid-send), the write is sent by the survivor."""
+        account_id = sandbox.nue.scenario.create_customer(0)["externalId"]
+        write = SfUpdate(sobject="Account", record_id=account_id, fields={"Description": "from box b"},
+                         idem_key="shared:1")
+        async with engine(sandbox, tmp_path) as e:
+            store = await open_store(pg_url)
+            try:
+                box_b = Executor(store, e.salesforce, e.nue, mapping_version=None, intent_owner="box-b",
+                                 intent_lease=timedelta(seconds=5))
+                await store.record_intent(NewIntent(key=write.idem_key, system="salesforce", operation="SfUpdate",
+                                                    target=f"Account:{account_id}", request={}, event_id=None))
+                assert await store.claim_intent(write.idem_key, owner="box-a", lease=timedelta(seconds=0.5))
+                sandbox.salesforce.log.clear()
+                [outcome] = (await box_b.execute([PendingWrite(write=write, event_id=None)])).values()
+                assert not outcome.ok and isinstance(outcome.error, Busy)
+                assert sandbox.salesforce.log.writes() == []
+
+                await anyio.sleep(0.6)  # box a's lease runs out: it died
+                [outcome] = (await box_b.execute([PendingWrite(write=write, event_id=None)])).values()
+                assert outcome.ok
+            finally:
+                await store.close()
+        assert sandbox.salesforce.record("Account", account_id)["Description"] == "from box b"
