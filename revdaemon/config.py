@@ -288,8 +288,8 @@ class AlertSettings(_Section):
 
 
 class EngineSettings(_Section):
-    workers: Annotated[int, Field(ge=1, le=32)] = 2
-    batch_size: Annotated[int, Field(ge=1, le=1000)] = 200
+    workers: Annotated[int, Field(ge=1, le=32)] = 1  # one worker, large claims: fewest API calls (config.yaml)
+    batch_size: Annotated[int, Field(ge=1, le=1000)] = 1000
     lease_seconds: Annotated[float, Field(ge=5)] = 300.0
     idle_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
     shutdown_grace_seconds: Annotated[float, Field(ge=0, le=300)] = 10.0
