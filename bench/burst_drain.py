@@ -269,8 +269,10 @@ def bench_settings(info: dict[str, Any], args: argparse.Namespace, state_dir: Pa
     nue_settings = base.nue.model_copy(update={
         "base_url": nue["url"], "webhook_auth": WebhookAuth.SIGNATURE, "api_key": SecretStr(nue["api_key"]),
         "webhook_secret": SecretStr(nue["webhook_secret"])})
+    # Replicas split the cap between them, as an operator would configure each box's limiter.
+    replicas = getattr(args, "replicas", 1)
     limits = base.limits.model_copy(update={
-        "salesforce": ApiRate(requests_per_second=args.cap, burst=1, max_concurrency=8),
+        "salesforce": ApiRate(requests_per_second=args.cap / replicas, burst=1, max_concurrency=8),
         "nue": ApiRate(requests_per_second=args.nue_rate, burst=int(args.nue_rate), max_concurrency=8)})
     engine = base.engine.model_copy(update={k: v for k, v in (("workers", args.workers), ("batch_size", args.batch))
                                             if v is not None})
@@ -278,8 +280,11 @@ def bench_settings(info: dict[str, Any], args: argparse.Namespace, state_dir: Pa
     if args.status_fields == "on":
         # Issue 16: the status fields ride in the data writes, so the calls must not change.
         mapping = mapping.model_copy(update={"sync_status": {obj: STATUS_FIELDS for obj in ("Account", "Opportunity")}})
+    store = base.store
+    if getattr(args, "store_url", None):
+        store = store.model_copy(update={"url": SecretStr(args.store_url)})
     return base.model_copy(update={"salesforce": salesforce, "nue": nue_settings, "limits": limits,
-                                   "engine": engine, "mapping": mapping, "state_dir": state_dir})
+                                   "engine": engine, "mapping": mapping, "state_dir": state_dir, "store": store})
 
 
 # --- the measured drain ----------------------------------------------------------------------------------
@@ -288,18 +293,23 @@ async def drain(job: dict[str, Any]) -> dict[str, Any]:
     """In the daemon's own process (--drain-only): the workers drain the inbox the setup filled."""
     args = argparse.Namespace(**job["args"])
     settings = bench_settings(job["info"], args, Path(job["state_dir"]))
-    store = await open_store(settings.database_path)
+    replica = job.get("replica", 1)
+    shared = args.replicas > 1
+    store = await open_store(settings.store_target)
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=50, max_keepalive_connections=20)) as http:
         lim = settings.limits
         retry = RetryPolicy(max_attempts=lim.max_attempts, max_delay=lim.max_backoff_seconds,
                             max_total=lim.max_backoff_seconds * 2)
         sf, nue = build_clients(settings, http, retry)
         flows = default_flows(settings)
-        executor = Executor(store, sf, nue, mapping_version=settings.mapping.version)
+        executor = Executor(store, sf, nue, mapping_version=settings.mapping.version,
+                            intent_owner=f"replica-{replica}" if shared else None,
+                            intent_lease=timedelta(seconds=settings.engine.lease_seconds))
         fetcher = Fetcher(sf, nue)
         stats = WorkerStats()
         engine = settings.engine
-        workers = [Worker(store, fetcher, executor, flows, name=f"worker-{i + 1}", batch_size=engine.batch_size,
+        prefix = f"replica-{replica}/" if shared else ""
+        workers = [Worker(store, fetcher, executor, flows, name=f"{prefix}worker-{i + 1}", batch_size=engine.batch_size,
                           lease=timedelta(seconds=engine.lease_seconds), max_attempts=lim.max_attempts,
                           backoff=RetryPolicy(base_delay=2.0, max_delay=lim.max_backoff_seconds), stats=stats)
                    for i in range(engine.workers)]
@@ -330,21 +340,34 @@ async def drain(job: dict[str, Any]) -> dict[str, Any]:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def drain_in_child(job_file: Path) -> dict[str, Any]:
+def drain_in_child(job_file: Path, replicas: int = 1) -> dict[str, Any]:
     """This script again with --drain-only: the daemon side in a process of its own, so its peak RSS is the
-    daemon's, not the setup's or the measuring's. Its log lines are passed through."""
-    process = subprocess.Popen([sys.executable, __file__, "--drain-only", str(job_file)], stdout=subprocess.PIPE,
-                               text=True, cwd=ROOT)
-    assert process.stdout is not None
-    result = None
-    for line in process.stdout:
-        if line.startswith('{"drain"'):
-            result = json.loads(line)["drain"]
-        else:
-            print(line, end="", flush=True)
-    if process.wait() != 0 or result is None:
-        sys.exit(f"the drain process failed (exit {process.returncode})")
-    return dict(result)
+    daemon's, not the setup's or the measuring's. Its log lines are passed through. With `replicas` > 1, that
+    many processes drain the one shared store at once (PostgreSQL): the drain is from the first start to the
+    last finish."""
+    job = json.loads(job_file.read_text())
+    processes = []
+    for replica in range(1, replicas + 1):
+        own = job_file.with_name(f"{job_file.stem}-{replica}.json")
+        own.write_text(json.dumps({**job, "replica": replica}))
+        processes.append(subprocess.Popen([sys.executable, __file__, "--drain-only", str(own)],
+                                          stdout=subprocess.PIPE, text=True, cwd=ROOT))
+    results = []
+    for process in processes:
+        assert process.stdout is not None
+        result = None
+        for line in process.stdout:
+            if line.startswith('{"drain"'):
+                result = json.loads(line)["drain"]
+            else:
+                print(line, end="", flush=True)
+        if process.wait() != 0 or result is None:
+            sys.exit(f"a drain process failed (exit {process.returncode})")
+        results.append(result)
+    start, end = min(r["window"][0] for r in results), max(r["window"][1] for r in results)
+    return {"elapsed": end - start, "timed_out": any(r["timed_out"] for r in results), "window": [start, end],
+            "depths": max(results, key=lambda r: r["window"][1])["depths"],  # read by the last to finish
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in results)}
 
 
 async def prepare(info: dict[str, Any], args: argparse.Namespace, workdir: Path
@@ -356,7 +379,7 @@ async def prepare(info: dict[str, Any], args: argparse.Namespace, workdir: Path
     print(f"setup (not measured): customers until {unique} notifications are published ...", flush=True)
     notifications, customers = await setup(info, settings, unique, rng)
     events = burst(notifications, args.events, rng)
-    store = await open_store(settings.database_path)
+    store = await open_store(settings.store_target)
     stored = sum(await store.add_events(events))
     await store.close()
     return events, stored, customers
@@ -377,7 +400,7 @@ def run(info: dict[str, Any], args: argparse.Namespace, workdir: Path) -> dict[s
     job = workdir / "drain.json"
     job.write_text(json.dumps({"info": info, "state_dir": str(workdir), "args": vars(args)}))
     print(f"drain: {len(events)} notifications, Salesforce capped at {args.cap} calls/s ...", flush=True)
-    d = drain_in_child(job)
+    d = drain_in_child(job, args.replicas)
     entries = request_log(sf_url)[sf_start:]
     nue_entries = request_log(nue_url)[nue_start:]
     written = records_written(before, sf_snapshot(sf_url))
@@ -439,7 +462,7 @@ def explain(f: dict[str, Any]) -> list[str]:
             f"{cap} Salesforce calls ({ps['idle_seconds']} without any): reading Nue, planning, writing its own store "
             "or waiting out retries, the cap was not the only bound. At these few calls per event the floor is "
             f"{f['floor_seconds']:.1f} s, while planning {f['events_stored']:,} events and the store's durable "
-            "bookkeeping of each planned write (intent recorded, sent, confirmed, audited: one fsync'd SQLite "
+            "bookkeeping of each planned write (intent recorded, sent, confirmed, audited: one fsync'd store "
             "transaction each) take longer on this machine's 2 cores, shared with both simulators.")
     if f["salesforce_403"]:
         notes.append(
@@ -496,6 +519,10 @@ def main() -> None:
     parser.add_argument("--nue-rate", type=float, default=1000.0, help="revdaemon's Nue limiter, requests/s")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=3600.0, help="give up draining after this many seconds")
+    parser.add_argument("--store-url", default=None,
+                        help="a PostgreSQL URL (an empty database) for the store instead of a SQLite file")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="processes draining the one store at once (needs --store-url); the cap is split")
     parser.add_argument("--status-fields", choices=("off", "on", "both"), default="both",
                         help="the sync status fields (mapping.sync_status) on Account and Opportunity; both: the "
                              "burst twice, in fresh simulators, and the Salesforce calls of each (issue 16)")
