@@ -42,6 +42,7 @@ from revdaemon.errors import (
     StoreMissing,
     StoreUnavailable,
 )
+from revdaemon.store import rows as to_record
 from revdaemon.store.encoding import contains_pattern, dumps, loads
 from revdaemon.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
 from revdaemon.store.records import (
@@ -736,8 +737,7 @@ class PostgresStore:
     async def list_replicas(self) -> list[Replica]:
         async with self._tx(write=False) as conn:
             rows = await conn.fetch("SELECT * FROM replicas ORDER BY replica_id")
-        return [Replica(id=row["replica_id"], host=row["host"], pid=row["pid"], started_at=row["started_at"],
-                        last_heartbeat=row["last_heartbeat"], is_leader=row["is_leader"]) for row in rows]
+        return [to_record.replica(row, _when) for row in rows]
 
     # --- status ---------------------------------------------------------------------------------
 
@@ -942,103 +942,37 @@ async def _move_intent(
 # --- row -> record ----------------------------------------------------------------------------------
 
 
+def _when(value: datetime | None) -> datetime | None:
+    return value  # asyncpg hands timestamptz back as aware datetimes
+
+
 def _event(row: asyncpg.Record) -> Event:
-    return Event(
-        id=row["id"],
-        source=row["source"],
-        key=row["event_key"],
-        type=row["type"],
-        payload=loads(row["payload"]),
-        status=EventStatus(row["status"]),
-        attempts=row["attempts"],
-        next_attempt_at=row["next_attempt_at"],
-        last_error=row["last_error"],
-        claimed_by=row["claimed_by"],
-        claimed_until=row["claimed_until"],
-        received_at=row["received_at"],
-        updated_at=row["updated_at"],
-        mapping_version=row["mapping_version"],
-    )
+    return to_record.event(row, _when)
 
 
 def _link(row: asyncpg.Record) -> Link:
-    return Link(object_type=row["object_type"], nue_id=row["nue_id"], salesforce_id=row["salesforce_id"])
+    return to_record.link(row)
 
 
 def _mapping(row: asyncpg.Record) -> MappingVersion:
-    return MappingVersion(version=row["version"], content_hash=row["content_hash"], text=row["text"],
-                          created_at=row["created_at"])
+    return to_record.mapping(row, _when)
 
 
 def _cursor(row: asyncpg.Record) -> Cursor:
-    return Cursor(name=row["name"], value=row["value"], updated_at=row["updated_at"])
+    return to_record.cursor(row, _when)
 
 
 def _intent(row: asyncpg.Record) -> WriteIntent:
-    return WriteIntent(
-        key=row["idem_key"],
-        system=row["system"],
-        operation=row["operation"],
-        target=row["target"],
-        request=loads(row["request"]),
-        event_id=row["event_id"],
-        status=IntentStatus(row["status"]),
-        result=loads(row["result"]),
-        error=row["error"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        owner=row["owner"],
-        owned_until=row["owned_until"],
-    )
+    return to_record.intent(row, _when)
 
 
 def _conflict(row: asyncpg.Record) -> ConflictRecord:
-    return ConflictRecord(
-        id=row["id"],
-        event_id=row["event_id"],
-        flow=row["flow"],
-        record_ref=row["record_ref"],
-        reason=row["reason"],
-        nue_values=loads(row["nue_values"]),
-        salesforce_values=loads(row["salesforce_values"]),
-        synced_values=loads(row["synced_values"]),
-        status=ConflictStatus(row["status"]),
-        resolution=Resolution(row["resolution"]) if row["resolution"] else None,
-        resolved_by=row["resolved_by"],
-        comment=row["comment"],
-        created_at=row["created_at"],
-        resolved_at=row["resolved_at"],
-    )
+    return to_record.conflict(row, _when)
 
 
 def _dead_letter(row: asyncpg.Record) -> DeadLetter:
-    return DeadLetter(
-        id=row["id"],
-        event_id=row["event_id"],
-        system=row["system"],
-        operation=row["operation"],
-        error=row["error"],
-        error_code=row["error_code"],
-        status=row["status"],
-        record_ref=row["record_ref"],
-        request=loads(row["request"]),
-        created_at=row["created_at"],
-        replayed_at=row["replayed_at"],
-    )
+    return to_record.dead_letter(row, _when)
 
 
 def _audit(row: asyncpg.Record) -> AuditEntry:
-    return AuditEntry(
-        id=row["id"],
-        at=row["at"],
-        system=row["system"],
-        operation=row["operation"],
-        target=row["target"],
-        outcome=row["outcome"],
-        idem_key=row["idem_key"],
-        event_id=row["event_id"],
-        record_ref=row["record_ref"],
-        status=row["status"],
-        detail=loads(row["detail"]),
-        mapping_version=row["mapping_version"],
-    )
+    return to_record.audit(row, _when)

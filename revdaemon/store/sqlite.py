@@ -31,6 +31,7 @@ from revdaemon.errors import (
     StoreMissing,
     StoreUnavailable,
 )
+from revdaemon.store import rows as to_record
 from revdaemon.store.encoding import contains_pattern as _contains
 from revdaemon.store.encoding import dumps as _dumps
 from revdaemon.store.encoding import loads as _loads
@@ -370,14 +371,14 @@ class SqliteStore:
             )
         if row is None:
             return None
-        return Link(object_type=row["object_type"], nue_id=row["nue_id"], salesforce_id=row["salesforce_id"])
+        return to_record.link(row)
 
     async def links_of(self, record_id: str) -> list[Link]:
         async with self._tx(write=False) as conn:
             rows = await _fetchall(
                 conn, "SELECT * FROM id_links WHERE nue_id = ? OR salesforce_id = ? ORDER BY object_type",
                 (record_id, record_id))
-        return [Link(object_type=r["object_type"], nue_id=r["nue_id"], salesforce_id=r["salesforce_id"]) for r in rows]
+        return [to_record.link(r) for r in rows]
 
     # --- last synced values ---------------------------------------------------------------------
 
@@ -670,10 +671,7 @@ class SqliteStore:
             if await _fetchone(conn, "SELECT 1 FROM sqlite_master WHERE name = 'replicas'", ()) is None:
                 return []
             rows = await _fetchall(conn, "SELECT * FROM replicas ORDER BY replica_id", ())
-        return [Replica(id=row["replica_id"], host=row["host"], pid=row["pid"],
-                        started_at=_required_dt(row["started_at"]),
-                        last_heartbeat=_required_dt(row["last_heartbeat"]), is_leader=bool(row["is_leader"]))
-                for row in rows]
+        return [to_record.replica(row, _dt) for row in rows]
 
     # --- status ---------------------------------------------------------------------------------
 
@@ -893,108 +891,29 @@ async def _insert_conflict(
 # --- row -> record ----------------------------------------------------------------------------------
 
 
-def _required_dt(value: str) -> datetime:
-    parsed = _dt(value)
-    assert parsed is not None
-    return parsed
-
-
 def _event(row: sqlite3.Row) -> Event:
-    return Event(
-        id=row["id"],
-        source=row["source"],
-        key=row["event_key"],
-        type=row["type"],
-        payload=_loads(row["payload"]),
-        status=EventStatus(row["status"]),
-        attempts=row["attempts"],
-        next_attempt_at=_required_dt(row["next_attempt_at"]),
-        last_error=row["last_error"],
-        claimed_by=row["claimed_by"],
-        claimed_until=_dt(row["claimed_until"]),
-        received_at=_required_dt(row["received_at"]),
-        updated_at=_required_dt(row["updated_at"]),
-        # absent from a database the daemon has not migrated yet, read by a read-only command
-        mapping_version=row["mapping_version"] if "mapping_version" in row.keys() else None,  # noqa: SIM118 (Row: `in` looks at values)
-    )
+    return to_record.event(row, _dt)
 
 
 def _mapping(row: sqlite3.Row) -> MappingVersion:
-    return MappingVersion(version=row["version"], content_hash=row["content_hash"], text=row["text"],
-                          created_at=_required_dt(row["created_at"]))
+    return to_record.mapping(row, _dt)
 
 
 def _cursor(row: sqlite3.Row) -> Cursor:
-    return Cursor(name=row["name"], value=row["value"], updated_at=_required_dt(row["updated_at"]))
+    return to_record.cursor(row, _dt)
 
 
 def _intent(row: sqlite3.Row) -> WriteIntent:
-    # absent from a database the daemon has not migrated yet, read by a read-only command
-    owned = "owner" in row.keys()  # noqa: SIM118 (Row: `in` looks at values)
-    return WriteIntent(
-        key=row["idem_key"],
-        system=row["system"],
-        operation=row["operation"],
-        target=row["target"],
-        request=_loads(row["request"]),
-        event_id=row["event_id"],
-        status=IntentStatus(row["status"]),
-        result=_loads(row["result"]),
-        error=row["error"],
-        created_at=_required_dt(row["created_at"]),
-        updated_at=_required_dt(row["updated_at"]),
-        owner=row["owner"] if owned else None,
-        owned_until=_dt(row["owned_until"]) if owned else None,
-    )
+    return to_record.intent(row, _dt)
 
 
 def _conflict(row: sqlite3.Row) -> ConflictRecord:
-    return ConflictRecord(
-        id=row["id"],
-        event_id=row["event_id"],
-        flow=row["flow"],
-        record_ref=row["record_ref"],
-        reason=row["reason"],
-        nue_values=_loads(row["nue_values"]),
-        salesforce_values=_loads(row["salesforce_values"]),
-        synced_values=_loads(row["synced_values"]),
-        status=ConflictStatus(row["status"]),
-        resolution=Resolution(row["resolution"]) if row["resolution"] else None,
-        resolved_by=row["resolved_by"],
-        comment=row["comment"],
-        created_at=_required_dt(row["created_at"]),
-        resolved_at=_dt(row["resolved_at"]),
-    )
+    return to_record.conflict(row, _dt)
 
 
 def _dead_letter(row: sqlite3.Row) -> DeadLetter:
-    return DeadLetter(
-        id=row["id"],
-        event_id=row["event_id"],
-        system=row["system"],
-        operation=row["operation"],
-        error=row["error"],
-        error_code=row["error_code"],
-        status=row["status"],
-        record_ref=row["record_ref"],
-        request=_loads(row["request"]),
-        created_at=_required_dt(row["created_at"]),
-        replayed_at=_dt(row["replayed_at"]),
-    )
+    return to_record.dead_letter(row, _dt)
 
 
 def _audit(row: sqlite3.Row) -> AuditEntry:
-    return AuditEntry(
-        id=row["id"],
-        at=_required_dt(row["at"]),
-        system=row["system"],
-        operation=row["operation"],
-        target=row["target"],
-        outcome=row["outcome"],
-        idem_key=row["idem_key"],
-        event_id=row["event_id"],
-        record_ref=row["record_ref"],
-        status=row["status"],
-        detail=_loads(row["detail"]),
-        mapping_version=row["mapping_version"],
-    )
+    return to_record.audit(row, _dt)
