@@ -277,7 +277,7 @@ def bench_settings(info: dict[str, Any], args: argparse.Namespace, state_dir: Pa
     engine = base.engine.model_copy(update={k: v for k, v in (("workers", args.workers), ("batch_size", args.batch))
                                             if v is not None})
     mapping = base.mapping
-    if args.status_fields == "on":
+    if getattr(args, "status_fields", "off") == "on":
         # Issue 16: the status fields ride in the data writes, so the calls must not change.
         mapping = mapping.model_copy(update={"sync_status": {obj: STATUS_FIELDS for obj in ("Account", "Opportunity")}})
     store = base.store
