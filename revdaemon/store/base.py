@@ -237,7 +237,8 @@ class Store(Protocol):
     # --- replicas -------------------------------------------------------------------------------
 
     async def heartbeat(self, replica: ReplicaBeat) -> None:
-        """Record that `replica` is alive now (its last heartbeat is the store's clock), and whether it leads."""
+        """Record that `replica` is alive now (its last heartbeat is the store's clock), and whether it leads;
+        replicas silent for REPLICA_FORGOTTEN_AFTER (a box renamed or retired) are forgotten."""
         ...
 
     async def try_lead(self, replica_id: str) -> bool:

@@ -46,6 +46,7 @@ from revdaemon.store import rows as to_record
 from revdaemon.store.encoding import contains_pattern, dumps, loads
 from revdaemon.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
 from revdaemon.store.records import (
+    REPLICA_FORGOTTEN_AFTER,
     AuditEntry,
     Clock,
     ConflictRecord,
@@ -697,6 +698,8 @@ class PostgresStore:
                        is_leader = excluded.is_leader""",
                 replica.replica_id, replica.host, replica.pid, replica.started_at, self._clock(), replica.is_leader,
             )
+            await conn.execute("DELETE FROM replicas WHERE last_heartbeat < $1",
+                               self._clock() - REPLICA_FORGOTTEN_AFTER)
 
     async def try_lead(self, replica_id: str) -> bool:
         """Leadership is a session-level advisory lock held on a connection of this store's own (outside the

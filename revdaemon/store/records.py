@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -245,6 +245,9 @@ class MappingVersion:
 
 
 # --- replicas ---------------------------------------------------------------------------------------
+
+
+REPLICA_FORGOTTEN_AFTER = timedelta(days=7)  # a replica silent this long is dropped from the list (a renamed box)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -37,6 +37,7 @@ from revdaemon.store.encoding import dumps as _dumps
 from revdaemon.store.encoding import loads as _loads
 from revdaemon.store.encoding import ts_text as _ts
 from revdaemon.store.records import (
+    REPLICA_FORGOTTEN_AFTER,
     AuditEntry,
     Clock,
     ConflictRecord,
@@ -660,6 +661,8 @@ class SqliteStore:
                 (replica.replica_id, replica.host, replica.pid, _ts(replica.started_at), _ts(self._clock()),
                  int(replica.is_leader)),
             )
+            await conn.execute("DELETE FROM replicas WHERE last_heartbeat < ?",
+                               (_ts(self._clock() - REPLICA_FORGOTTEN_AFTER),))
 
     async def try_lead(self, replica_id: str) -> bool:
         """One box, one daemon: the SQLite store's only writer always leads."""

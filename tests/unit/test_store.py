@@ -697,6 +697,15 @@ class TestReplicas:
         assert (b.id, b.pid, b.is_leader, b.last_heartbeat) == ("b", 99, True, clock.now)
         assert b.started_at == datetime(2026, 1, 1, 11, 0, tzinfo=UTC)
 
+    async def test_a_replica_silent_for_a_week_is_forgotten(self, store: Store, clock: FakeClock) -> None:
+        await store.heartbeat(beat("renamed"))
+        clock.advance(days=6)
+        await store.heartbeat(beat("a"))
+        assert [r.id for r in await store.list_replicas()] == ["a", "renamed"]
+        clock.advance(days=1, seconds=1)
+        await store.heartbeat(beat("a"))
+        assert [r.id for r in await store.list_replicas()] == ["a"]
+
     async def test_one_sqlite_box_always_leads(self, tmp_path: Path) -> None:
         store = await open_store(tmp_path / "db.sqlite3")
         try:
