@@ -15,6 +15,7 @@
         ├── Retryable          timeouts, 5xx, UNABLE_TO_LOCK_ROW: back off and retry
         │   ├── Unsent         the request never reached the server: safe to repeat even a create
         │   ├── Busy           another worker of this process is writing the same record: retry soon
+        │   │   └── HeldElsewhere  another replica holds the write's intent: retry later, no fault of the event
         │   └── Throttled      429: wait `retry_after`
         │       └── RequestLimitExceeded  Salesforce's daily allocation is spent: pause non-urgent work
         ├── AuthExpired        refresh the session once, then retry
@@ -133,6 +134,11 @@ class Busy(Retryable):
     """Another worker of this process is writing the same record right now; retry in a moment."""
 
 
+class HeldElsewhere(Busy):
+    """Another replica holds this write's intent (it is sending it, or died holding it until its lease runs out);
+    retry later, as no fault of the event."""
+
+
 class Throttled(Retryable):
     """The API asked us to slow down; `retry_after` seconds when it said how long."""
 
@@ -176,6 +182,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "ErrorContext",
+    "HeldElsewhere",
     "IllegalTransition",
     "LinkConflict",
     "Permanent",

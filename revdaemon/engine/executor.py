@@ -33,7 +33,7 @@ from revdaemon.connectors import nue_wire, salesforce_wire
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.engine.sync_status import SyncStatus
-from revdaemon.errors import Busy, ErrorContext, Retryable, SyncError
+from revdaemon.errors import Busy, ErrorContext, HeldElsewhere, Retryable, SyncError
 from revdaemon.flows.plan import (
     NueActivateOrder,
     NueCreateCustomer,
@@ -144,6 +144,7 @@ class Executor:
                     await self._store.raise_entity_version(item.entity, item.version)
         finally:
             self._in_flight -= claimed
+            self._just_recorded -= set(unique)  # a crash mid-send must not leave keys for a later call
         return outcomes
 
     async def _record_and_send(self, items: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
@@ -161,10 +162,7 @@ class Executor:
                 continue
             if self._intent_owner is not None and not await self._store.claim_intent(
                     key, owner=self._intent_owner, lease=self._intent_lease):
-                outcomes[key] = WriteOutcome(ok=False, error=Busy(
-                    "another replica is sending this write", ErrorContext(
-                        system=item.write.target[0], operation=type(item.write).__name__,
-                        record_ref=_record_ref(item.write))))
+                outcomes[key] = _held_elsewhere(item)
                 continue
             if intent.status is IntentStatus.FAILED:
                 await self._store.reopen_intent(key)  # back to `recorded`: marked sent again before sending
@@ -215,10 +213,13 @@ class Executor:
                 batches[(w.sobject, w.external_id_field)][w.external_id].append(item)
         outcomes: dict[str, WriteOutcome] = {}
         for (sobject, key_field), by_record in batches.items():
-            records = [{key_field: key, **_merged(group)} for key, group in by_record.items()]
-            groups = list(by_record.values())
+            kept = await self._sending(list(by_record.values()), outcomes)
+            pairs = [(key, group) for key, group in zip(by_record, kept, strict=True) if group]
+            if not pairs:
+                continue
+            records = [{key_field: key, **_merged(group)} for key, group in pairs]
+            groups = [group for _, group in pairs]
             operation = f"{verb} {sobject}"
-            await self._mark_sent(groups)
             try:
                 results = (await self._sf.update_many(sobject, records) if verb == "update"
                            else await self._sf.upsert_many(sobject, key_field, records))
@@ -281,9 +282,12 @@ class Executor:
             batches[(item.write.sobject, names)][_match_key(item.write.match, names)].append(item)
         outcomes: dict[str, WriteOutcome] = {}
         for (sobject, names), by_match in batches.items():
-            for chunk in _lookup_chunks(list(by_match.items()), names):
+            for whole in _lookup_chunks(list(by_match.items()), names):
+                kept = await self._sending([group for _, group in whole], outcomes)
+                chunk = [(key, group) for (key, _), group in zip(whole, kept, strict=True) if group]
+                if not chunk:
+                    continue
                 groups = [group for _, group in chunk]
-                await self._mark_sent(groups)
                 look = any(not _seen_absent(i) or i.write.idem_key in maybe_sent for g in groups for i in g)
                 try:
                     existing = await self._existing(sobject, names, groups) if look else {}
@@ -311,23 +315,25 @@ class Executor:
     async def _existing(self, sobject: str, names: tuple[str, ...], groups: Sequence[Sequence[PendingWrite]]
                         ) -> dict[tuple[str, ...], str]:
         """Ids of records already holding these match values. One IN list per match field (a superset of the
-        wanted combinations), narrowed here; values compare without case, as SOQL's `=` does on text."""
+        wanted combinations), narrowed here as SOQL's `=` compares (`_match_key`)."""
         matches = [_match(group[0]) for group in groups]
         conditions = " AND ".join(
             f"{name} IN ({', '.join(sorted({salesforce_wire.soql_literal(m[name]) for m in matches}))})"
             for name in names)
-        wanted = {_folded(_match_key(m, names)): _match_key(m, names) for m in matches}
+        wanted = {_match_key(m, names) for m in matches}
         found: dict[tuple[str, ...], str] = {}
         async for row in self._sf.query(f"SELECT Id, {', '.join(names)} FROM {sobject} WHERE {conditions}"):
-            key = wanted.get(_folded(_match_key(row, names)))
-            if key is not None:
+            key = _match_key(row, names)
+            if key in wanted:
                 found.setdefault(key, str(row["Id"]))
         return found
 
     async def _salesforce_one(self, item: PendingWrite) -> WriteOutcome:
         write = item.write
         assert isinstance(write, SfDelete)
-        await self._mark_sent([[item]])
+        outcomes: dict[str, WriteOutcome] = {}
+        if not (await self._sending([[item]], outcomes))[0]:
+            return outcomes[write.idem_key]
         try:
             try:
                 await self._sf.delete(write.sobject, write.record_id)
@@ -349,7 +355,10 @@ class Executor:
         for item in items:
             assert isinstance(item.write, NueCreateCustomer)
             by_account[item.write.salesforce_account_id].append(item)
-        await self._mark_sent(list(by_account.values()))
+        kept = await self._sending(list(by_account.values()), outcomes)
+        by_account = {account: group for account, group in zip(by_account, kept, strict=True) if group}
+        if not by_account:
+            return outcomes
         try:
             # Lookup before create: Nue documents no idempotency header, so this read is the guard. Both
             # keys are read: externalId is set by Nue's own sync, salesAccountId by our create.
@@ -359,7 +368,8 @@ class Executor:
                                                            ("id", "externalId", "salesAccountId", "name")):
                     existing.setdefault(str(match.get(key)), match)
         except SyncError as exc:
-            return await self._fail_all(list(by_account.values()), exc)
+            outcomes.update(await self._fail_all(list(by_account.values()), exc))
+            return outcomes
         missing = [a for a in sorted(by_account) if a not in existing]
         for start in range(0, len(missing), nue_wire.CUSTOMER_BATCH_MAX):
             chunk = missing[start:start + nue_wire.CUSTOMER_BATCH_MAX]
@@ -382,7 +392,9 @@ class Executor:
 
     async def _nue_one(self, item: PendingWrite) -> WriteOutcome:
         write = item.write
-        await self._mark_sent([[item]])
+        outcomes: dict[str, WriteOutcome] = {}
+        if not (await self._sending([[item]], outcomes))[0]:
+            return outcomes[write.idem_key]
         try:
             if isinstance(write, NueCreateOrder):
                 order = await self._nue.find_order_for_opportunity(write.customer_id, write.opportunity_id,
@@ -419,13 +431,27 @@ class Executor:
 
     # --- bookkeeping ------------------------------------------------------------------------------
 
-    async def _mark_sent(self, groups: Sequence[Sequence[PendingWrite]]) -> None:
+    async def _sending(self, groups: Sequence[Sequence[PendingWrite]], outcomes: dict[str, WriteOutcome]
+                       ) -> list[list[PendingWrite]]:
+        """Right before a call: on a shared store, renew this replica's hold on each intent (a long batch may
+        outlast the first lease) and drop the writes another replica has taken over (Busy in `outcomes`); then
+        mark the intents recorded in this attempt as sent. Returns the groups, in order, without the dropped."""
+        kept: list[list[PendingWrite]] = []
         for group in groups:
+            mine: list[PendingWrite] = []
             for item in group:
+                key = item.write.idem_key
+                if self._intent_owner is not None and not await self._store.claim_intent(
+                        key, owner=self._intent_owner, lease=self._intent_lease):
+                    outcomes[key] = _held_elsewhere(item)
+                    continue
                 # Only intents recorded in this attempt are `recorded`; the rest were marked sent before.
-                if item.write.idem_key in self._just_recorded:
-                    self._just_recorded.discard(item.write.idem_key)
-                    await self._store.mark_intent_sent(item.write.idem_key)
+                if key in self._just_recorded:
+                    self._just_recorded.discard(key)
+                    await self._store.mark_intent_sent(key)
+                mine.append(item)
+            kept.append(mine)
+        return kept
 
     async def _fail_all(self, groups: Sequence[Sequence[PendingWrite]], exc: SyncError) -> dict[str, WriteOutcome]:
         outcome = WriteOutcome(ok=False, error=exc)
@@ -467,8 +493,26 @@ def _split(group: Sequence[PendingWrite], result: salesforce_wire.WriteResult) -
     return not result.ok and result.failure is None and len({i.write.idem_key for i in group}) > 1
 
 
+def _held_elsewhere(item: PendingWrite) -> WriteOutcome:
+    return WriteOutcome(ok=False, error=HeldElsewhere(
+        "another replica holds this write (sending it, or until its lease runs out)", ErrorContext(
+            system=item.write.target[0], operation=type(item.write).__name__, record_ref=_record_ref(item.write))))
+
+
+SF_ID_LENGTHS = (15, 18)  # a Salesforce id, and the same id with its case-checksum suffix
+
+
 def _match_key(values: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(str(values.get(name)) for name in names)
+    """The values as SOQL's `=` compares them: an id (WhatId, ParentId) by its 15 case-sensitive characters, so
+    a flow's 15-character id finds the 18-character one Salesforce returns; other text without case."""
+    return tuple(_comparable(name, values.get(name)) for name in names)
+
+
+def _comparable(name: str, value: Any) -> str:
+    text = str(value)
+    if name.endswith("Id") and len(text) in SF_ID_LENGTHS and text.isalnum():
+        return text[:15]
+    return text.casefold()
 
 
 def _match(item: PendingWrite) -> Mapping[str, Any]:
@@ -506,10 +550,6 @@ def _lookup_chunks(pairs: Sequence[tuple[tuple[str, ...], list[PendingWrite]]], 
     if current:
         chunks.append(current)
     return chunks
-
-
-def _folded(key: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(part.casefold() for part in key)
 
 
 def _payload(write: Write) -> Mapping[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -12,11 +13,11 @@ from revdaemon import service
 from revdaemon.engine.executor import Executor, PendingWrite
 from revdaemon.engine.replicas import ReplicaRole
 from revdaemon.engine.scheduler import Scheduler
-from revdaemon.errors import Busy
-from revdaemon.flows.plan import SfUpdate
+from revdaemon.errors import Busy, ConfigError, HeldElsewhere
+from revdaemon.flows.plan import SfCreate, SfUpdate
 from revdaemon.sandbox.runner import Sandbox
 from revdaemon.store import open_store
-from revdaemon.store.records import NewIntent
+from revdaemon.store.records import NewIntent, ReplicaBeat, utcnow
 from tests.integration.engine_fixtures import engine
 
 pytestmark = pytest.mark.anyio
@@ -35,6 +36,19 @@ class TestOneBox:
             assert row["id"] == "box-a" and row["leader"] and row["alive"]
         finally:
             scheduler.shutdown()
+            await store.close()
+
+
+    async def test_a_replica_id_another_live_box_uses_is_refused(self, tmp_path: Path) -> None:
+        """Two boxes under one id would send each other's writes: the second is refused at start, by key."""
+        store = await open_store(tmp_path / "db.sqlite3")
+        try:
+            await store.heartbeat(ReplicaBeat(replica_id="box-a", host="another-host", pid=1,
+                                              started_at=utcnow(), is_leader=True))
+            with pytest.raises(ConfigError, match=r"store\.replica_id"):
+                await ReplicaRole(store, None, replica_id="box-a").check_unique()
+            await ReplicaRole(store, None, replica_id="box-b").check_unique()  # another id is fine
+        finally:
             await store.close()
 
 
@@ -91,3 +105,22 @@ class TestSharedIntents:
             finally:
                 await store.close()
         assert sandbox.salesforce.record("Account", account_id)["Description"] == "from box b"
+
+    async def test_a_hold_lost_before_the_call_is_not_sent(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """Each call first renews this replica's hold on its writes: one another replica took over (this
+        replica's batch outlasted its lease) is dropped from the call, Busy, not sent a second time."""
+        account_id = sandbox.nue.scenario.create_customer(0)["externalId"]
+        write = SfCreate(sobject="Task", fields={"WhatId": account_id, "Subject": "Held"},
+                         match={"WhatId": account_id, "Subject": "Held"}, idem_key="shared:2", seen_absent=True)
+        async with engine(sandbox, tmp_path) as e:
+            box_b = Executor(e.store, e.salesforce, e.nue, mapping_version=None, intent_owner="box-b",
+                             intent_lease=timedelta(seconds=0.2))
+            await e.store.record_intent(NewIntent(key=write.idem_key, system="salesforce", operation="SfCreate",
+                                                  target="Task:x", request={}, event_id=None))
+            assert await e.store.claim_intent(write.idem_key, owner="box-b", lease=timedelta(seconds=0.2))
+            await anyio.sleep(0.3)  # box b's lease ran out mid-batch; box a took the write over
+            assert await e.store.claim_intent(write.idem_key, owner="box-a", lease=timedelta(minutes=5))
+            outcomes: dict[str, Any] = {}
+            kept = await box_b._sending([[PendingWrite(write=write, event_id=None)]], outcomes)
+            assert kept == [[]] and isinstance(outcomes[write.idem_key].error, HeldElsewhere)
+        assert [t for t in sandbox.salesforce.records("Task") if t["Subject"] == "Held"] == []
