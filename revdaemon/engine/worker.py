@@ -36,6 +36,7 @@ from revdaemon.errors import (
     ClaimLost,
     Conflict,
     ErrorContext,
+    HeldElsewhere,
     Permanent,
     RequestLimitExceeded,
     Retryable,
@@ -55,6 +56,7 @@ log = structlog.get_logger("revdaemon.worker")
 
 PARKED_RETRY_SECONDS = 300.0
 BUSY_RETRY_SECONDS = 0.5
+HELD_RETRY_SECONDS = 10.0  # another replica holds the write: it finishes, or its lease runs out
 LIMIT_RETRY_SECONDS = 60.0
 MAX_STEPS = 6  # closed won: customer, order, activation, write-back, and room to spare
 MAX_LOOKUP_ROUNDS = 4
@@ -398,7 +400,9 @@ class Worker:
 
     async def _retry(self, event: Event, error: SyncError) -> None:
         self.stats.failed += 1
-        if event.attempts >= self._max_attempts and not isinstance(error, Throttled):
+        # Busy is no fault of the event (another worker or replica is writing the same thing): it never uses
+        # up its attempts, or a replica dying while holding a write would dead-letter the survivor's events.
+        if event.attempts >= self._max_attempts and not isinstance(error, Throttled | Busy):
             await self._dead(event, _letter(error))
             return
         retry_after = error.retry_after if isinstance(error, Throttled) else None
@@ -408,9 +412,12 @@ class Worker:
             retry_after = min(retry_after or LIMIT_RETRY_SECONDS, LIMIT_RETRY_SECONDS)
         delay = self._backoff.delay(event.attempts, retry_after, self._rng)
         if isinstance(error, Busy):
-            delay = self._rng.uniform(0.05, BUSY_RETRY_SECONDS)  # no fault of the event: just not now
+            # no fault of the event: just not now; another replica's hold lasts longer than a local one
+            delay = self._rng.uniform(0.05, HELD_RETRY_SECONDS if isinstance(error, HeldElsewhere)
+                                      else BUSY_RETRY_SECONDS)
         due = utcnow() + timedelta(seconds=delay)
-        await self._store.retry_event(event.id, error=error.message, next_attempt_at=due, claimed_by=self.name)
+        await self._store.retry_event(event.id, error=error.message, next_attempt_at=due, claimed_by=self.name,
+                                      reset_attempts=isinstance(error, Busy))
         if self._metrics is not None:
             self._metrics.event_failed(event.type, "retry")
         log.info("event_retry_scheduled", attempts=event.attempts, wait_seconds=round(delay, 2), error=error.message)
