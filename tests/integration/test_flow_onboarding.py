@@ -171,3 +171,27 @@ class TestBatchedCreates:
             assert [r for r in sandbox.salesforce.log.entries() if r.path.endswith("/query")] == []
         assert sorted(t["Subject"] for t in tasks(sandbox, account_id)) == [
             "Another first attempt", "Never sent", "SENT BEFORE THE CRASH"]
+
+    async def test_the_lookup_compares_as_soql_does(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """A 15-character WhatId finds the Task Salesforce returns with the 18-character id; two writes whose
+        Subjects differ only in case are one record, created once."""
+        account_id = sandbox.nue.scenario.create_customer(0)["externalId"]
+        earlier = sandbox.salesforce.create("Task", {"WhatId": account_id, "Subject": "Sent before"})
+        short = account_id[:15]
+
+        def task(subject: str, key: str, what: str = account_id) -> SfCreate:
+            return SfCreate(sobject="Task", fields={"WhatId": what, "Subject": subject},
+                            match={"WhatId": what, "Subject": subject}, idem_key=key, seen_absent=True)
+
+        async with engine(sandbox, tmp_path, flows=FLOWS) as e:
+            resent = task("Sent before", "t:resent", what=short)
+            await e.store.record_intent(NewIntent(key=resent.idem_key, system="salesforce", operation="SfCreate",
+                                                  target="Task:x", request={}, event_id=None))
+            await e.store.mark_intent_sent(resent.idem_key)  # a crash after the call: it may exist
+            outcomes = await e.executor.execute([PendingWrite(write=resent, event_id=None),
+                                                 PendingWrite(write=task("Foo", "t:foo"), event_id=None),
+                                                 PendingWrite(write=task("FOO", "t:FOO"), event_id=None)])
+        assert outcomes["t:resent"].result == {"id": earlier, "created": False}
+        foo, upper = outcomes["t:foo"].result, outcomes["t:FOO"].result
+        assert foo is not None and upper is not None and foo["id"] == upper["id"]
+        assert sorted(t["Subject"] for t in tasks(sandbox, account_id)) == ["Foo", "Sent before"]
