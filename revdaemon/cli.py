@@ -95,6 +95,9 @@ def run(config_path: Path | None, stop_after: float | None, dry_run: bool) -> No
     except StoreError as exc:
         click.echo(f"revdaemon: state store: {exc}", err=True)
         sys.exit(EXIT_STORE)
+    except ConfigError as exc:  # found only at start: a replica id another live box uses
+        click.echo(f"revdaemon: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
 
 
 @main.command()

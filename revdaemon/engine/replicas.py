@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import anyio
 import structlog
 from anyio.abc import TaskStatus
 
 from revdaemon.engine.scheduler import Scheduler
+from revdaemon.errors import ConfigError
 from revdaemon.store import Store
 from revdaemon.store.records import ReplicaBeat, utcnow
 
@@ -29,7 +30,7 @@ STALE_AFTER_BEATS = 5  # a replica silent this many beats is shown as gone
 
 
 def default_replica_id() -> str:
-    """The host name: stable across restarts, so a restarted replica takes its own claims straight back."""
+    """The host name: stable across restarts of one box, distinct between boxes (or set store.replica_id)."""
     return socket.gethostname() or "revdaemon"
 
 
@@ -65,6 +66,17 @@ class ReplicaRole:
         except Exception as exc:
             log.warning("heartbeat_failed", error=str(exc))
         return leading
+
+    async def check_unique(self) -> None:
+        """Refuse to start as a replica id another live box uses: the two would send each other's writes
+        (claims and intents are held by id) and a clean stop of one would release the other's claims."""
+        stale = timedelta(seconds=self.interval * STALE_AFTER_BEATS)
+        host = socket.gethostname()
+        for replica in await self.store.list_replicas():
+            if replica.id == self.replica_id and replica.host != host and \
+                    utcnow() - replica.last_heartbeat <= stale:
+                raise ConfigError([("store.replica_id", f"{self.replica_id!r} is in use by a running replica on "
+                                   f"{replica.host}: give each box its own")])
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         await self.step()

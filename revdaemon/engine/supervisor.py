@@ -175,6 +175,9 @@ async def run_daemon(
             versions = await FlowVersions.load(store, settings, chosen, default_flows, register=not dry_run)
             daemon = _build(settings, store, http, dry_run=dry_run, flows=chosen, versions=versions)
             daemon.notifier = notifier
+            daemon.replica = ReplicaRole(store, daemon.scheduler if polling else None,
+                                         replica_id=replica_id_of(settings))
+            await daemon.replica.check_unique()  # before anything starts: refused with the reason
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_schema_check, daemon)
                 await tg.start(daemon.committer.run)
@@ -185,8 +188,6 @@ async def run_daemon(
                 # at once).
                 if polling:
                     await tg.start(partial(daemon.scheduler.run, paused=True))
-                daemon.replica = ReplicaRole(store, daemon.scheduler if polling else None,
-                                             replica_id=replica_id_of(settings))
                 await tg.start(daemon.replica.run)
                 daemon.listener_port = await tg.start(daemon.listener.serve)
                 if daemon.console is not None:
