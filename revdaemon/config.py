@@ -431,10 +431,15 @@ class _MappingEnvSource(EnvSettingsSource):
 
 
 def _url_password(url: str) -> str | None:
+    """The password in the URL's user part, or else in a `password=` query parameter (libpq, asyncpg)."""
     try:
-        return urlsplit(url).password
+        parts = urlsplit(url)
     except ValueError:
         return None
+    if parts.password is not None:
+        return parts.password
+    return next((v for k, _, v in (p.partition("=") for p in parts.query.split("&")) if k.lower() == "password"),
+                None) or None
 
 
 def _without_password(url: str) -> str:
@@ -442,11 +447,14 @@ def _without_password(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "(a store URL that does not parse)"
-    if parts.password is None:
+    if parts.password is None and "password=" not in parts.query.lower():
         return url
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+    if parts.password is not None:
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{parts.netloc.rsplit('@', 1)[-1]}")
+    # libpq and asyncpg also take the password as a query parameter (?password=...)
+    query = "&".join(f"{k}=***" if k.lower() == "password" else f"{k}={v}" if sep else k
+                     for k, sep, v in (pair.partition("=") for pair in parts.query.split("&") if pair))
+    return parts._replace(query=query).geturl()
 
 
 def _walk_secrets(model: BaseModel) -> Iterator[str]:

@@ -42,6 +42,13 @@ def test_a_postgres_url_from_the_environment_is_the_target_and_a_secret(tmp_path
     assert "pg/pass-4567" not in scrubbed["event"]
 
 
+def test_a_password_in_the_query_string_is_hidden_and_scrubbed_too(tmp_path: Path) -> None:
+    url = "postgresql://revdaemon@db.internal/revdaemon?sslmode=require&password=qs-pass-8910"
+    settings = load_settings(write(tmp_path, MINIMAL), environ={"REVDAEMON_STORE__URL": url})
+    assert settings.store_display == "postgresql://revdaemon@db.internal/revdaemon?sslmode=require&password=***"
+    assert "qs-pass-8910" in settings.secret_values()
+
+
 def test_the_url_comes_from_a_credential_file(tmp_path: Path) -> None:
     creds = tmp_path / "creds"
     creds.mkdir()
