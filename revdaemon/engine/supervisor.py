@@ -244,7 +244,9 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
                         mapping_version=versions.current_version if versions is not None else None,
                         sync_status=sync_status, sync_status_parked=lambda: schema.is_parked(SYNC_STATUS),
                         intent_owner=replica_id_of(settings) if settings.shared_store else None,
-                        intent_lease=timedelta(seconds=settings.engine.lease_seconds))
+                        # held for at least one call's whole retry loop: a write another replica takes over
+                        # then is one this replica can no longer be sending
+                        intent_lease=timedelta(seconds=max(settings.engine.lease_seconds, retry.max_total + 60)))
     stats = WorkerStats()
     engine = settings.engine
     workers = [
