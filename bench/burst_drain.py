@@ -63,7 +63,8 @@ import anyio
 import httpx
 from pydantic import SecretStr
 
-from revdaemon.config import ApiRate, SalesforceAuth, Settings, SyncStatusSettings, WebhookAuth, load_settings
+from revdaemon.config import ApiRate, Settings, SyncStatusSettings, load_settings
+from revdaemon.demo import on_sandbox
 from revdaemon.engine.clients import build_clients
 from revdaemon.engine.executor import Executor
 from revdaemon.engine.lookups import Fetcher
@@ -260,15 +261,7 @@ STATUS_FIELDS = SyncStatusSettings(status_field="Nue_Sync_Status__c", synced_at_
 
 def bench_settings(info: dict[str, Any], args: argparse.Namespace, state_dir: Path) -> Settings:
     """config.yaml (no environment overrides), pointed at the sandbox, the Salesforce limiter at the cap."""
-    base = load_settings(ROOT / "config.yaml", environ={})
-    sf, nue = info["salesforce"], info["nue"]
-    salesforce = base.salesforce.model_copy(update={
-        "login_url": sf["login_url"], "instance_url": None, "auth": SalesforceAuth.JWT,
-        "client_id": sf["consumer_key"], "username": sf["username"], "private_key": None,
-        "private_key_file": Path(sf["private_key_file"])})
-    nue_settings = base.nue.model_copy(update={
-        "base_url": nue["url"], "webhook_auth": WebhookAuth.SIGNATURE, "api_key": SecretStr(nue["api_key"]),
-        "webhook_secret": SecretStr(nue["webhook_secret"])})
+    base = on_sandbox(load_settings(ROOT / "config.yaml", environ={}), info)
     # Replicas split the cap between them, as an operator would configure each box's limiter.
     replicas = getattr(args, "replicas", 1)
     limits = base.limits.model_copy(update={
@@ -283,8 +276,8 @@ def bench_settings(info: dict[str, Any], args: argparse.Namespace, state_dir: Pa
     store = base.store
     if getattr(args, "store_url", None):
         store = store.model_copy(update={"url": SecretStr(args.store_url)})
-    return base.model_copy(update={"salesforce": salesforce, "nue": nue_settings, "limits": limits,
-                                   "engine": engine, "mapping": mapping, "state_dir": state_dir, "store": store})
+    return base.model_copy(update={"limits": limits, "engine": engine, "mapping": mapping, "state_dir": state_dir,
+                                   "store": store})
 
 
 # --- the measured drain ----------------------------------------------------------------------------------

@@ -26,9 +26,9 @@ from revdaemon.store.states import EventStatus
 DRAIN_TIMEOUT = 20.0
 
 
-def demo_settings(settings: Settings, box: Sandbox) -> Settings:
-    """The configured settings, pointed at the sandbox (its URLs, keys and webhook secret)."""
-    info = box.info()
+def on_sandbox(settings: Settings, info: dict[str, Any]) -> Settings:
+    """The settings with both APIs pointed at a running sandbox (`revdaemon sandbox --json`'s info: its URLs,
+    keys and webhook secret)."""
     sf, nue = info["salesforce"], info["nue"]
     salesforce = settings.salesforce.model_copy(update={
         "login_url": sf["login_url"], "instance_url": None, "auth": SalesforceAuth.JWT,
@@ -37,9 +37,14 @@ def demo_settings(settings: Settings, box: Sandbox) -> Settings:
     nue_settings = settings.nue.model_copy(update={
         "base_url": nue["url"], "webhook_auth": WebhookAuth.SIGNATURE, "api_key": SecretStr(nue["api_key"]),
         "webhook_secret": SecretStr(nue["webhook_secret"])})
-    listener = settings.listener.model_copy(update={"port": 0})
-    return settings.model_copy(update={"salesforce": salesforce, "nue": nue_settings, "listener": listener,
-                                       "state_dir": demo_state_dir(settings)})
+    return settings.model_copy(update={"salesforce": salesforce, "nue": nue_settings})
+
+
+def demo_settings(settings: Settings, box: Sandbox) -> Settings:
+    """The configured settings, pointed at the sandbox, on a free listener port and their own state."""
+    pointed = on_sandbox(settings, box.info())
+    return pointed.model_copy(update={"listener": pointed.listener.model_copy(update={"port": 0}),
+                                      "state_dir": demo_state_dir(settings)})
 
 
 def demo_state_dir(settings: Settings) -> Path:
