@@ -154,7 +154,10 @@ class Store(Protocol):
 
     async def confirm_intent(self, key: str, result: dict[str, object]) -> None: ...
 
-    async def fail_intent(self, key: str, error: str) -> None: ...
+    async def fail_intent(self, key: str, error: str, *, settle_after: datetime | None = None) -> None:
+        """`settle_after`: the outcome is unknown (the request may have been applied); the write is neither looked
+        up nor sent again before then."""
+        ...
 
     async def reopen_intent(self, key: str) -> None:
         """A failed intent is attempted again (a retry or a replay); its owner, if any, is kept."""

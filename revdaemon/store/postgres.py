@@ -487,9 +487,9 @@ class PostgresStore:
         async with self._tx() as conn:
             await _move_intent(conn, key, IntentStatus.CONFIRMED, self._clock(), result=result)
 
-    async def fail_intent(self, key: str, error: str) -> None:
+    async def fail_intent(self, key: str, error: str, *, settle_after: datetime | None = None) -> None:
         async with self._tx() as conn:
-            await _move_intent(conn, key, IntentStatus.FAILED, self._clock(), error=error)
+            await _move_intent(conn, key, IntentStatus.FAILED, self._clock(), error=error, settle_after=settle_after)
 
     async def reopen_intent(self, key: str) -> None:
         async with self._tx() as conn:
@@ -926,6 +926,7 @@ async def _move_intent(
     *,
     result: dict[str, object] | None = None,
     error: str | None = None,
+    settle_after: datetime | None = None,
 ) -> None:
     row = await conn.fetchrow("SELECT status FROM write_intents WHERE idem_key = $1 FOR UPDATE", key)
     if row is None:
@@ -933,12 +934,16 @@ async def _move_intent(
     check_intent_move(IntentStatus(row["status"]), target)
     # A settled intent (confirmed or failed) has no owner: a later retry by any replica claims it at once.
     settled = target in (IntentStatus.CONFIRMED, IntentStatus.FAILED)
+    # `ever_sent` only ever becomes true; `settle_after` is set by a failure of unknown outcome, cleared by any
+    # other settling, and kept through a reopen (the executor looks up before sending again).
     await conn.execute(
         """UPDATE write_intents SET status = $1, result = coalesce($2, result), error = $3, updated_at = $4,
                owner = CASE WHEN $6 THEN NULL ELSE owner END,
-               owned_until = CASE WHEN $6 THEN NULL ELSE owned_until END
+               owned_until = CASE WHEN $6 THEN NULL ELSE owned_until END,
+               ever_sent = ever_sent OR $1 = 'sent',
+               settle_after = CASE WHEN $6 THEN $7::timestamptz ELSE settle_after END
            WHERE idem_key = $5""",
-        target.value, dumps(result) if result is not None else None, error, now, key, settled,
+        target.value, dumps(result) if result is not None else None, error, now, key, settled, settle_after,
     )
 
 

@@ -170,6 +170,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE write_intents ADD COLUMN owner TEXT, ADD COLUMN owned_until TIMESTAMPTZ;
     """,
+    # 3 (SQLite's 7): whether a write may ever have reached its API (set when first marked sent, never cleared
+    # by a reopen), and until when an unknown outcome is left to settle before it is looked up (issue 22).
+    """
+    ALTER TABLE write_intents ADD COLUMN ever_sent BOOLEAN NOT NULL DEFAULT false,
+                              ADD COLUMN settle_after TIMESTAMPTZ;
+    UPDATE write_intents SET ever_sent = true WHERE status <> 'recorded';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -117,6 +117,8 @@ class WriteIntent:
     updated_at: datetime
     owner: str | None = None  # who may send it (claim_intent), until owned_until; cleared when it settles
     owned_until: datetime | None = None
+    ever_sent: bool = False  # it may have reached the API once: set when first marked sent, never cleared
+    settle_after: datetime | None = None  # an unknown outcome: not looked up (nor sent again) before this
 
 
 # --- conflicts and dead letters ---------------------------------------------------------------------

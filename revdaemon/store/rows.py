@@ -88,6 +88,8 @@ def intent(row: Row, when: When) -> WriteIntent:
         updated_at=_required(when, row["updated_at"]),
         owner=_optional(row, "owner"),
         owned_until=when(_optional(row, "owned_until")),
+        ever_sent=bool(_optional(row, "ever_sent")),
+        settle_after=when(_optional(row, "settle_after")),
     )
 
 

@@ -443,9 +443,10 @@ class SqliteStore:
         async with self._tx() as conn:
             await _move_intent(conn, key, IntentStatus.CONFIRMED, _ts(self._clock()), result=result)
 
-    async def fail_intent(self, key: str, error: str) -> None:
+    async def fail_intent(self, key: str, error: str, *, settle_after: datetime | None = None) -> None:
         async with self._tx() as conn:
-            await _move_intent(conn, key, IntentStatus.FAILED, _ts(self._clock()), error=error)
+            await _move_intent(conn, key, IntentStatus.FAILED, _ts(self._clock()), error=error,
+                               settle_after=_ts(settle_after) if settle_after else None)
 
     async def reopen_intent(self, key: str) -> None:
         async with self._tx() as conn:
@@ -860,6 +861,7 @@ async def _move_intent(
     *,
     result: dict[str, object] | None = None,
     error: str | None = None,
+    settle_after: str | None = None,
 ) -> None:
     row = await _fetchone(conn, "SELECT status FROM write_intents WHERE idem_key = ?", (key,))
     if row is None:
@@ -867,12 +869,17 @@ async def _move_intent(
     check_intent_move(IntentStatus(row["status"]), target)
     # A settled intent (confirmed or failed) has no owner: a later retry by any replica claims it at once.
     settled = target in (IntentStatus.CONFIRMED, IntentStatus.FAILED)
+    # `ever_sent` only ever becomes true; `settle_after` is set by a failure of unknown outcome, cleared by any
+    # other settling, and kept through a reopen (the executor looks up before sending again).
     await conn.execute(
         """UPDATE write_intents SET status = ?, result = coalesce(?, result), error = ?, updated_at = ?,
                owner = CASE WHEN ? THEN NULL ELSE owner END,
-               owned_until = CASE WHEN ? THEN NULL ELSE owned_until END
+               owned_until = CASE WHEN ? THEN NULL ELSE owned_until END,
+               ever_sent = CASE WHEN ? = 'sent' THEN 1 ELSE ever_sent END,
+               settle_after = CASE WHEN ? THEN ? ELSE settle_after END
            WHERE idem_key = ?""",
-        (target.value, _dumps(result) if result is not None else None, error, now, settled, settled, key),
+        (target.value, _dumps(result) if result is not None else None, error, now, settled, settled,
+         target.value, settled, settle_after, key),
     )
 
 

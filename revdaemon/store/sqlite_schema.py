@@ -158,6 +158,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE write_intents ADD COLUMN owner TEXT;
     ALTER TABLE write_intents ADD COLUMN owned_until TEXT;
     """,
+    # 7: whether a write may ever have reached its API (set when first marked sent, never cleared by a reopen),
+    # and until when an unknown outcome is left to settle before it is looked up (issue 22).
+    """
+    ALTER TABLE write_intents ADD COLUMN ever_sent INTEGER NOT NULL DEFAULT 0 CHECK (ever_sent IN (0, 1));
+    ALTER TABLE write_intents ADD COLUMN settle_after TEXT;
+    UPDATE write_intents SET ever_sent = 1 WHERE status <> 'recorded';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

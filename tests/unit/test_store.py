@@ -126,7 +126,9 @@ class TestMigrations:
             await reader.close()
         store = await open_store(path)
         try:
-            assert await store.schema_version() == SCHEMA_VERSION == 6
+            assert await store.schema_version() == SCHEMA_VERSION
+            # migration 7: an intent stored as sent may have reached the API
+            assert (await store.get_intent("k")).ever_sent  # type: ignore[union-attr]
             assert await store.claim_intent("k", owner="a", lease=LEASE)
             assert not await store.claim_intent("k", owner="b", lease=LEASE)
         finally:
@@ -470,6 +472,24 @@ class TestOrderingAndReopen:
         with pytest.raises(IllegalTransition):
             await store.reopen_intent("k")
 
+    async def test_ever_sent_survives_a_reopen(self, store: Store) -> None:
+        """Once marked sent, an intent stays `ever_sent` through failure and reopening (a crash between reopen and
+        send must still look it up); an unknown outcome's settle time is kept until it settles otherwise."""
+        await store.record_intent(NewIntent(key="k", system="nue", operation="NueCreateOrder", target="Order:o"))
+        assert not (await store.get_intent("k")).ever_sent  # type: ignore[union-attr]
+        await store.mark_intent_sent("k")
+        until = datetime(2030, 1, 1, tzinfo=UTC)
+        await store.fail_intent("k", "read timeout", settle_after=until)
+        failed = await store.get_intent("k")
+        assert failed is not None and failed.ever_sent and failed.settle_after == until
+        await store.reopen_intent("k")
+        reopened = await store.get_intent("k")
+        assert reopened is not None and reopened.status is IntentStatus.RECORDED
+        assert reopened.ever_sent and reopened.settle_after == until
+        await store.confirm_intent("k", {"id": "o-1"})
+        done = await store.get_intent("k")
+        assert done is not None and done.ever_sent and done.settle_after is None
+
 
 def intent(key: str = "k") -> NewIntent:
     return NewIntent(key=key, system="salesforce", operation="update", target="Account", request={"Id": "001A"})
@@ -794,9 +814,10 @@ class TestPostgresSchema:
             await conn.close()
         store = await open_store(pg_url)
         try:
-            assert await store.schema_version() == PG_SCHEMA_VERSION == 2
+            assert await store.schema_version() == PG_SCHEMA_VERSION
             old = await store.get_intent("k")
             assert old is not None and old.status is IntentStatus.SENT and old.owner is None
+            assert old.ever_sent  # migration 3: an intent stored as sent may have reached the API
             assert await store.claim_intent("k", owner="a", lease=LEASE)
             assert not await store.claim_intent("k", owner="b", lease=LEASE)
         finally:
