@@ -124,6 +124,8 @@ class SalesforceSettings(_Section):
     private_key_file: Path | None = None
     refresh_token: SecretStr | None = None
     timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # A create is not repeated when its answer is lost, so it gets more time to answer than a read or an update.
+    create_timeout_seconds: Annotated[float, Field(gt=0)] = 90.0
 
 
 class WebhookAuth(StrEnum):
@@ -141,6 +143,7 @@ class NueSettings(_Section):
     webhook_path_token: SecretStr | None = None
     signature_tolerance_seconds: Annotated[int, Field(ge=1, le=3600)] = 300
     timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    create_timeout_seconds: Annotated[float, Field(gt=0)] = 90.0  # creates and activations (see salesforce.)
 
 
 class ListenerSettings(_Section):
@@ -293,6 +296,9 @@ class EngineSettings(_Section):
     lease_seconds: Annotated[float, Field(ge=5)] = 300.0
     idle_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
     shutdown_grace_seconds: Annotated[float, Field(ge=0, le=300)] = 10.0
+    # A create whose answer was lost (timeout, dropped connection, 5xx) may still commit: it is looked up, and
+    # made again only if absent, no sooner than this after it was sent. Longer than any create timeout.
+    settle_seconds: Annotated[float, Field(ge=0)] = 180.0
 
 
 class LogSettings(_Section):
@@ -615,6 +621,12 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 def _cross_field_problems(settings: Settings) -> Iterator[tuple[str, str]]:
     """Rules that span keys: what each auth mode needs, secrets strong enough, no secrets in clear text."""
     sf = settings.salesforce
+    for key, timeout in (("salesforce.create_timeout_seconds", sf.create_timeout_seconds),
+                         ("nue.create_timeout_seconds", settings.nue.create_timeout_seconds)):
+        if settings.engine.settle_seconds < timeout:
+            # A lookup sooner than the create's own timeout can miss a create that is still being committed.
+            yield ("engine.settle_seconds", f"must be at least {key} ({timeout:g}): a create whose answer was "
+                   f"lost is looked up only after it can no longer be in flight")
     for key, url in (("salesforce.login_url", sf.login_url), ("salesforce.instance_url", sf.instance_url),
                      ("nue.base_url", settings.nue.base_url)):
         parts = urlsplit(url) if url else None

@@ -14,8 +14,11 @@
     └── SyncError              raised at a connector boundary, carries its evidence
         ├── Retryable          timeouts, 5xx, UNABLE_TO_LOCK_ROW: back off and retry
         │   ├── Unsent         the request never reached the server: safe to repeat even a create
+        │   ├── OutcomeUnknown a create may have been applied (timeout, lost connection, 5xx after sending):
+        │   │                  look it up once it has settled, never repeat it blind
         │   ├── Busy           another worker of this process is writing the same record: retry soon
-        │   │   └── HeldElsewhere  another replica holds the write's intent: retry later, no fault of the event
+        │   │   ├── HeldElsewhere  another replica holds the write's intent: retry later, no fault of the event
+        │   │   └── Settling   an unknown outcome is still settling: retry at `retry_after`, no fault of the event
         │   └── Throttled      429: wait `retry_after`
         │       └── RequestLimitExceeded  Salesforce's daily allocation is spent: pause non-urgent work
         ├── AuthExpired        refresh the session once, then retry
@@ -130,6 +133,14 @@ class Unsent(Retryable):
     """The connection failed before the request was sent, so repeating it cannot duplicate a write."""
 
 
+class OutcomeUnknown(Retryable):
+    """A non-idempotent request (a create, an activation) failed after it may have reached the server: a timeout
+    waiting for the answer, a connection lost mid-request, a 5xx. It may have been applied, or may still be
+    committing; the executor looks it up after a settle delay before it would send it again."""
+
+    retry_after: float | None = None  # the settle delay, set by the executor: no retry can decide sooner
+
+
 class Busy(Retryable):
     """Another worker of this process is writing the same record right now; retry in a moment."""
 
@@ -137,6 +148,14 @@ class Busy(Retryable):
 class HeldElsewhere(Busy):
     """Another replica holds this write's intent (it is sending it, or died holding it until its lease runs out);
     retry later, as no fault of the event."""
+
+
+class Settling(Busy):
+    """A write whose earlier outcome is unknown waits until `retry_after` seconds have passed, then is looked up."""
+
+    def __init__(self, message: str, context: ErrorContext, retry_after: float) -> None:
+        super().__init__(message, context)
+        self.retry_after = retry_after
 
 
 class Throttled(Retryable):

@@ -20,7 +20,7 @@ from revdaemon.config import NueSettings
 from revdaemon.connectors import nue_wire as wire
 from revdaemon.connectors.nue_wire import NueRequest
 from revdaemon.connectors.wire_json import jsonable
-from revdaemon.errors import ErrorContext, Permanent, Retryable, SyncError, Throttled, Unsent
+from revdaemon.errors import ErrorContext, OutcomeUnknown, Permanent, Retryable, SyncError, Throttled, Unsent
 from revdaemon.limits import ApiLimiter, RetryPolicy, parse_retry_after, retrying
 
 log = structlog.get_logger("revdaemon.nue")
@@ -210,21 +210,31 @@ class NueClient:
         try:
             envelope = wire.parse_envelope(body)
         except ValueError as exc:
-            raise Retryable(str(exc), ErrorContext(system=wire.SYSTEM, operation=operation,
-                                                   record_ref=record_ref)) from exc
+            # A create answered with no readable record was applied or not: the same unknown as a lost answer.
+            raise (Retryable if idempotent else OutcomeUnknown)(str(exc), ErrorContext(
+                system=wire.SYSTEM, operation=operation, record_ref=record_ref)) from exc
         for warning in envelope.warnings:
             log.warning("nue_warning", operation=operation, warning=warning, record_ref=record_ref)
         return envelope
 
     async def _send_raw(self, request: NueRequest, *, operation: str, record_ref: str | None = None,
                         idempotent: bool = True) -> Any:
+        timeout = self._settings.timeout_seconds if idempotent else self._settings.create_timeout_seconds
+
         async def attempt() -> Any:
-            return await self._send_once(request, operation=operation, record_ref=record_ref)
+            return await self._send_once(request, operation=operation, record_ref=record_ref, wait_seconds=timeout)
 
-        return await retrying(attempt, policy=self._retry, operation=operation, rng=self._rng, sleep=self._sleep,
-                              retry_if=(lambda exc: True) if idempotent else _safe_to_repeat)
+        try:
+            return await retrying(attempt, policy=self._retry, operation=operation, rng=self._rng, sleep=self._sleep,
+                                  retry_if=(lambda exc: True) if idempotent else _safe_to_repeat)
+        except Retryable as exc:
+            if idempotent or _safe_to_repeat(exc):
+                raise
+            # Nue documents no idempotency key: a create that timed out or got a 5xx may exist [assumed].
+            raise OutcomeUnknown(f"{exc.message} (it may have been applied)", exc.context, exc.items) from exc
 
-    async def _send_once(self, request: NueRequest, *, operation: str, record_ref: str | None) -> Any:
+    async def _send_once(self, request: NueRequest, *, operation: str, record_ref: str | None,
+                         wait_seconds: float) -> Any:
         assert self._settings.api_key is not None
         headers = {wire.API_KEY_HEADER: self._settings.api_key.get_secret_value(), "Accept": "application/json"}
         context = ErrorContext(system=wire.SYSTEM, operation=operation, record_ref=record_ref)
@@ -232,7 +242,7 @@ class NueClient:
             try:
                 response = await self._http.request(
                     request.method, self._settings.base_url + request.path, params=request.params or None,
-                    json=jsonable(request.json), headers=headers, timeout=self._settings.timeout_seconds,
+                    json=jsonable(request.json), headers=headers, timeout=wait_seconds,
                 )
             except _UNSENT as exc:
                 raise Unsent(f"cannot reach Nue: {exc!r}", context) from exc

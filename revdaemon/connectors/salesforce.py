@@ -31,6 +31,7 @@ from revdaemon.connectors.wire_json import jsonable
 from revdaemon.errors import (
     ConfigError,
     ErrorContext,
+    OutcomeUnknown,
     RequestLimitExceeded,
     Retryable,
     SyncError,
@@ -188,7 +189,7 @@ class SalesforceClient:
                                     operation=f"create {sobject}", priority=priority, idempotent=False)
         body = _json(response, f"create {sobject}")
         if not isinstance(body, dict) or "id" not in body:
-            raise Retryable(f"create {sobject} answered without an id: look it up before any retry",
+            raise OutcomeUnknown(f"create {sobject} answered without an id: look it up before any retry",
                             _context(f"create {sobject}"))
         return str(body["id"])
 
@@ -260,7 +261,8 @@ class SalesforceClient:
                 results.extend(WriteResult(ok=False, failure=exc) for _ in range(failed))
                 break
             except ValueError as exc:
-                error = Retryable(f"unreadable collections answer: {exc}", _context(operation))
+                error = (Retryable if idempotent else OutcomeUnknown)(f"unreadable collections answer: {exc}",
+                                                                      _context(operation))
                 results.extend(WriteResult(ok=False, failure=error) for _ in range(len(records) - len(results)))
                 break
         return results
@@ -272,19 +274,27 @@ class SalesforceClient:
                             f"(used {self.budget.used}/{self.budget.total})",
                             _context(operation, record_ref), retry_after=BUDGET_WAIT_SECONDS)
 
+        timeout = self._settings.timeout_seconds if idempotent else self._settings.create_timeout_seconds
+
         async def attempt() -> httpx.Response:
-            return await self._send_once(request, operation=operation, record_ref=record_ref)
+            return await self._send_once(request, operation=operation, record_ref=record_ref, wait_seconds=timeout)
 
-        return await retrying(attempt, policy=self._retry, operation=operation, rng=self._rng, sleep=self._sleep,
-                              retry_if=_safe_to_repeat if not idempotent else lambda exc: True)
+        try:
+            return await retrying(attempt, policy=self._retry, operation=operation, rng=self._rng, sleep=self._sleep,
+                                  retry_if=_safe_to_repeat if not idempotent else lambda exc: True)
+        except Retryable as exc:
+            if idempotent or _safe_to_repeat(exc):
+                raise
+            raise OutcomeUnknown(f"{exc.message} (it may have been applied)", exc.context, exc.items) from exc
 
-    async def _send_once(self, request: WireRequest, *, operation: str, record_ref: str | None) -> httpx.Response:
+    async def _send_once(self, request: WireRequest, *, operation: str, record_ref: str | None,
+                         wait_seconds: float) -> httpx.Response:
         token = await self.auth.token()
-        response = await self._request(request, token, operation, record_ref)
+        response = await self._request(request, token, operation, record_ref, wait_seconds)
         if response.status_code == 401:
             log.info("salesforce_session_expired", operation=operation)
             token = await self.auth.refresh(token)
-            response = await self._request(request, token, operation, record_ref)
+            response = await self._request(request, token, operation, record_ref, wait_seconds)
         if response.status_code >= 300:
             error = wire.classify(response.status_code, _json_or_none(response), operation=operation,
                                   record_ref=record_ref,
@@ -296,7 +306,7 @@ class SalesforceClient:
         return response
 
     async def _request(self, request: WireRequest, token: Token, operation: str,
-                       record_ref: str | None) -> httpx.Response:
+                       record_ref: str | None, wait_seconds: float) -> httpx.Response:
         base = self._settings.instance_url or token.instance_url
         headers = {"Authorization": f"Bearer {token.access_token}", "Accept": "application/json",
                    **request.headers}
@@ -305,7 +315,7 @@ class SalesforceClient:
                 response = await self._http.request(
                     request.method, base + request.path, params=request.params or None,
                     json=jsonable(request.json),
-                    headers=headers, timeout=self._settings.timeout_seconds,
+                    headers=headers, timeout=wait_seconds,
                 )
             except _UNSENT as exc:
                 raise Unsent(f"cannot reach Salesforce: {exc!r}", _context(operation, record_ref)) from exc
@@ -319,9 +329,14 @@ class SalesforceClient:
 
 
 def _safe_to_repeat(exc: SyncError) -> bool:
-    """True when the failed request certainly changed nothing, so even a create may be sent again."""
-    return (isinstance(exc, Unsent | Throttled) or exc.context.error_code in wire.RETRYABLE_CODES
-            or exc.context.status == 503)
+    """True when the failed request certainly changed nothing, so even a create may be sent again: it never left
+    (Unsent), was refused before handling (429 and the limits), or rolled back (UNABLE_TO_LOCK_ROW, §2.2). A
+    timeout, a lost connection or any 5xx (a 503 from a proxy in front of a busy org included) may have been
+    applied: that is an unknown outcome (OutcomeUnknown), settled by the executor's lookup."""
+    if isinstance(exc, Unsent | Throttled):
+        return True
+    status = exc.context.status
+    return exc.context.error_code == "UNABLE_TO_LOCK_ROW" and (status is None or status < 500)
 
 
 def _context(operation: str, record_ref: str | None = None) -> ErrorContext:

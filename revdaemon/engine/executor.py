@@ -1,29 +1,44 @@
 """The executor: carries out planned writes exactly once, in batches.
 
-Theory of operation:
+One path for every write kind (issue 22):
+
+    record the intent -> [look up, if it may ever have been sent or its kind always looks] -> send -> settle
+
 1. Coalesce. Writes with the same idempotency key are one write; Salesforce writes to the same record
    are merged into one (every plan of a claim was made from the same fresh read, so they agree).
-2. Record. Each write's intent is recorded under its key before anything is sent. A key already
-   confirmed is not sent again; a key left `sent` by a crash is sent again only where that is safe
-   (Salesforce updates and upserts by external id are idempotent; a Nue create is preceded by its
-   natural-key lookup, always).
-3. Send in batches: Salesforce updates and upserts through sObject Collections, 200 per call, grouped by
-   object (and external id field); Salesforce creates (no external id) after one SOQL read for the earlier
-   copies of up to 200 of them, then through Collections; Nue customers created in one array; other Nue
-   calls one by one.
-4. Record the outcome per write (confirmed with its result, or failed with the API's own error) in the
-   store's audit log, in a shielded scope so a shutdown cannot lose what was sent.
+2. Record. Each write's intent is recorded under its key before anything is sent. A confirmed key is not
+   sent again. An intent carries `ever_sent`, set when it is first marked sent and never cleared: a write
+   that may have reached its API is looked up before it is sent again (for the kinds where sending twice
+   would duplicate), however many times it failed or was reopened since.
+3. Unknown outcomes. A create whose answer was lost (a timeout, a dropped connection, a 5xx: the client's
+   OutcomeUnknown), or one left `sent` by a crash, may still be committing. It is neither looked up nor sent
+   again until `settle` has passed since it was sent (the event waits as Settling, no fault of its own).
+4. Send in batches; then settle each write (confirmed with its result, or failed with the API's own error)
+   in the store and its audit log, in a shielded scope so a shutdown cannot lose what was sent.
 
-Outcomes come back per idempotency key; the worker turns them into event outcomes.
+The table (ROUTES below), one row per write kind:
+
+    kind               idempotent  looks before a first send       batches
+    SfUpdate           yes         no                              Collections, 200 per call, per object
+    SfUpsert           yes         no                              Collections, per object and external id
+    SfDelete           yes         no                              one by one (already gone is done)
+    SfCreate           no          unless the flow saw it absent    one SOQL read + one Collections call, <=200
+    NueCreateCustomer  no          always (externalId, salesAccountId)  one array of up to 200
+    NueCreateOrder     no          always (every link to the deal)  one by one
+    NueActivateOrder   no          no (after a send: its status)    one by one
+
+An idempotent kind is simply sent again after any failure; a non-idempotent one that may have been sent is
+looked up first, whatever its row says. Outcomes come back per idempotency key; the worker turns them into
+event outcomes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -33,7 +48,7 @@ from revdaemon.connectors import nue_wire, salesforce_wire
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.engine.sync_status import SyncStatus
-from revdaemon.errors import Busy, ErrorContext, HeldElsewhere, Retryable, SyncError
+from revdaemon.errors import Busy, ErrorContext, HeldElsewhere, OutcomeUnknown, Retryable, Settling, SyncError
 from revdaemon.flows.plan import (
     NueActivateOrder,
     NueCreateCustomer,
@@ -45,7 +60,7 @@ from revdaemon.flows.plan import (
     Write,
 )
 from revdaemon.store import Store
-from revdaemon.store.records import NewAuditEntry, NewIntent, utcnow
+from revdaemon.store.records import NewAuditEntry, NewIntent, WriteIntent, utcnow
 from revdaemon.store.states import IntentStatus
 
 log = structlog.get_logger("revdaemon.executor")
@@ -69,16 +84,42 @@ class PendingWrite:
     mapping_version: int | None = None  # the mapping version it was planned with (None: the executor's)
 
 
+@dataclass
+class _Attempt:
+    """What this call learnt from each write's stored intent."""
+
+    ever_sent: set[str] = field(default_factory=set)  # may have reached the API before: look up if not idempotent
+    unmarked: set[str] = field(default_factory=set)  # intents `recorded` now: marked sent right before the call
+
+
+Groups = list[list[PendingWrite]]  # the writes merged into each record (or call) of one chunk
+Lookup = Callable[["Executor", Groups], Awaitable[dict[int, Mapping[str, Any]]]]
+Send = Callable[["Executor", Groups], Awaitable[dict[str, WriteOutcome]]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Route:
+    """How one write kind goes through the path: see the table in the module docstring."""
+
+    idempotent: bool
+    chunks: Callable[[Sequence[PendingWrite]], list[Groups]]  # one API call each
+    send: Send
+    lookup: Lookup | None = None  # finds writes already made: group index in the chunk -> the record found
+    look_first: Callable[[PendingWrite], bool] = lambda item: False  # look before even a first send
+
+
 class Executor:
     def __init__(self, store: Store, salesforce: SalesforceClient, nue: NueClient, *, mapping_version: int | None,
                  dry_run: bool = False, sync_status: SyncStatus | None = None,
                  sync_status_parked: Callable[[], object] = lambda: None,
-                 intent_owner: str | None = None, intent_lease: timedelta = timedelta(minutes=5)) -> None:
+                 intent_owner: str | None = None, intent_lease: timedelta = timedelta(minutes=5),
+                 settle: timedelta = timedelta(minutes=3)) -> None:
         # Replicas sharing a store: an intent is sent only by the replica holding it (Store.claim_intent), so
         # two boxes never send one write twice, and a dead box's write is taken over (and looked up first)
         # once its lease runs out. None on one box, where `_in_flight` below is enough.
         self._intent_owner = intent_owner
         self._intent_lease = intent_lease
+        self._settle_delay = settle  # an unknown outcome is looked up no sooner than this after it was sent
         self._sync_status = sync_status if sync_status else None
         self._sync_status_parked = sync_status_parked
         self._store = store
@@ -90,7 +131,6 @@ class Executor:
         # or writes from two reads of one entity; the second waits for a retry and a fresh read, so an
         # older state can never land after a newer one.
         self._in_flight: set[str] = set()
-        self._just_recorded: set[str] = set()  # keys whose intent is `recorded`, not yet marked sent
 
     async def execute(self, pending: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
         unique: dict[str, PendingWrite] = {}
@@ -116,9 +156,7 @@ class Executor:
             for key, item in unique.items():
                 if key in self._in_flight or (item.entity in busy):
                     outcomes[key] = WriteOutcome(ok=False, error=Busy(
-                        "the same record is being written by another worker", ErrorContext(
-                            system=item.write.target[0], operation=type(item.write).__name__,
-                            record_ref=_record_ref(item.write))))
+                        "the same record is being written by another worker", _context(item.write)))
                 else:
                     accepted.append(item)
             # Claimed before any await, so no other worker of this process can slip in between.
@@ -144,13 +182,15 @@ class Executor:
                     await self._store.raise_entity_version(item.entity, item.version)
         finally:
             self._in_flight -= claimed
-            self._just_recorded -= set(unique)  # a crash mid-send must not leave keys for a later call
         return outcomes
 
     async def _record_and_send(self, items: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
+        """Record every intent, set aside what is confirmed, held elsewhere or still settling, then carry the
+        rest out kind by kind."""
         outcomes: dict[str, WriteOutcome] = {}
-        to_send: list[PendingWrite] = []
-        maybe_sent: set[str] = set()  # keys an earlier attempt may have sent (a crash, a retry, a replay)
+        attempt = _Attempt()
+        ready: list[PendingWrite] = []
+        now = utcnow()
         for item in items:
             key = item.write.idem_key
             intent = await self._store.record_intent(NewIntent(
@@ -164,73 +204,105 @@ class Executor:
                     key, owner=self._intent_owner, lease=self._intent_lease):
                 outcomes[key] = _held_elsewhere(item)
                 continue
+            route = ROUTES[type(item.write)]
+            if not route.idempotent and (wait := self._settling(intent, now)) > 0:
+                outcomes[key] = WriteOutcome(ok=False, error=Settling(
+                    f"the outcome of an earlier send is unknown: looked up in {wait:.0f} s, once it has settled",
+                    _context(item.write), retry_after=wait))
+                continue
             if intent.status is IntentStatus.FAILED:
                 await self._store.reopen_intent(key)  # back to `recorded`: marked sent again before sending
-            if intent.status in (IntentStatus.RECORDED, IntentStatus.FAILED):
-                self._just_recorded.add(key)
-            if intent.status is not IntentStatus.RECORDED:
-                maybe_sent.add(key)
-            to_send.append(item)
-        outcomes.update(await self._send(to_send, maybe_sent))
+            if intent.status is not IntentStatus.SENT:
+                attempt.unmarked.add(key)
+            if intent.ever_sent or intent.status is IntentStatus.SENT:
+                attempt.ever_sent.add(key)
+            ready.append(item)
+        for kind, route in ROUTES.items():
+            mine = [i for i in ready if type(i.write) is kind]
+            if mine:
+                outcomes.update(await self._carry_out(route, mine, attempt))
         return outcomes
 
-    async def _send(self, to_send: Sequence[PendingWrite], maybe_sent: set[str]) -> dict[str, WriteOutcome]:
+    def _settling(self, intent: WriteIntent, now: datetime) -> float:
+        """Seconds before an earlier send of unknown outcome may be looked up (0: now). A `failed` intent says
+        when (`settle_after`); one left `sent` (a crash mid-call, here or on a dead replica) counts from when it
+        was marked sent."""
+        if intent.status is IntentStatus.FAILED or intent.status is IntentStatus.RECORDED:
+            until = intent.settle_after
+        elif intent.status is IntentStatus.SENT:
+            until = intent.updated_at + self._settle_delay
+        else:
+            return 0.0
+        return max(0.0, (until - now).total_seconds()) if until is not None else 0.0
+
+    async def _carry_out(self, route: Route, items: Sequence[PendingWrite], attempt: _Attempt
+                         ) -> dict[str, WriteOutcome]:
+        """The one path, per chunk (one API call): hold, look up if needed, mark sent, send, settle."""
         outcomes: dict[str, WriteOutcome] = {}
-        sf_updates = [i for i in to_send if isinstance(i.write, SfUpdate)]
-        sf_upserts = [i for i in to_send if isinstance(i.write, SfUpsert)]
-        customers = [i for i in to_send if isinstance(i.write, NueCreateCustomer)]
-        others = [i for i in to_send if isinstance(i.write, NueCreateOrder | NueActivateOrder)]
-        outcomes.update(await self._salesforce_updates(sf_updates))
-        outcomes.update(await self._salesforce_upserts(sf_upserts))
-        outcomes.update(await self._salesforce_creates([i for i in to_send if isinstance(i.write, SfCreate)],
-                                                       maybe_sent))
-        for item in to_send:
-            if isinstance(item.write, SfDelete):
-                outcomes[item.write.idem_key] = await self._salesforce_one(item)
-        outcomes.update(await self._nue_customers(customers))
-        for item in others:
-            outcomes[item.write.idem_key] = await self._nue_one(item)
+        for chunk in route.chunks(items):
+            groups = [g for g in [await self._hold(group, outcomes) for group in chunk] if g]
+            if not groups:
+                continue
+            if route.lookup is not None and any(
+                    route.look_first(i) or (i.write.idem_key in attempt.ever_sent) for g in groups for i in g):
+                try:
+                    found = await route.lookup(self, groups)
+                except SyncError as exc:
+                    outcomes.update(await self._fail_all(groups, exc, route))
+                    continue
+                for index, record in found.items():
+                    done = WriteOutcome(ok=True, result={**record, "created": False})
+                    for item in groups[index]:
+                        outcomes[item.write.idem_key] = await self._settle(item, done, route)
+                groups = [g for index, g in enumerate(groups) if index not in found]
+                if not groups:
+                    continue
+            for group in groups:
+                for item in group:
+                    if item.write.idem_key in attempt.unmarked:
+                        attempt.unmarked.discard(item.write.idem_key)
+                        await self._store.mark_intent_sent(item.write.idem_key)
+            try:
+                sent = await route.send(self, groups)
+            except SyncError as exc:
+                sent = {i.write.idem_key: WriteOutcome(ok=False, error=exc) for g in groups for i in g}
+            for group in groups:
+                for item in group:
+                    outcomes[item.write.idem_key] = await self._settle(item, sent[item.write.idem_key], route)
         return outcomes
+
+    async def _hold(self, group: Sequence[PendingWrite], outcomes: dict[str, WriteOutcome]) -> list[PendingWrite]:
+        """Right before a call, on a shared store: renew this replica's hold on each intent (a long batch may
+        outlast the first lease) and drop the writes another replica has taken over (HeldElsewhere)."""
+        if self._intent_owner is None:
+            return list(group)
+        mine: list[PendingWrite] = []
+        for item in group:
+            if await self._store.claim_intent(item.write.idem_key, owner=self._intent_owner,
+                                              lease=self._intent_lease):
+                mine.append(item)
+            else:
+                outcomes[item.write.idem_key] = _held_elsewhere(item)
+        return mine
 
     # --- Salesforce -------------------------------------------------------------------------------
 
-    async def _salesforce_updates(self, items: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
-        return await self._salesforce_batches(items, verb="update")
-
-    async def _salesforce_upserts(self, items: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
-        return await self._salesforce_batches(items, verb="upsert")
-
-    async def _salesforce_batches(self, items: Sequence[PendingWrite], *, verb: str) -> dict[str, WriteOutcome]:
-        """Updates by Id or upserts by an external id, merged per record and sent through Collections."""
-        # (sobject, external id field or "Id") -> record key -> the writes merged into that record
-        batches: dict[tuple[str, str], dict[str, list[PendingWrite]]] = defaultdict(lambda: defaultdict(list))
-        for item in items:
-            w = item.write
-            if isinstance(w, SfUpdate):
-                batches[(w.sobject, "Id")][w.record_id].append(item)
-            else:
-                assert isinstance(w, SfUpsert)
-                batches[(w.sobject, w.external_id_field)][w.external_id].append(item)
+    async def _send_sf_records(self, groups: Groups) -> dict[str, WriteOutcome]:
+        """Updates by Id or upserts by an external id, each group merged into one record, one Collections call."""
+        first = groups[0][0].write
+        assert isinstance(first, SfUpdate | SfUpsert)
+        key_field = "Id" if isinstance(first, SfUpdate) else first.external_id_field
+        records = [{key_field: _record_key(group[0].write), **_merged(group)} for group in groups]
+        operation = f"{'update' if isinstance(first, SfUpdate) else 'upsert'} {first.sobject}"
+        results = (await self._sf.update_many(first.sobject, records) if isinstance(first, SfUpdate)
+                   else await self._sf.upsert_many(first.sobject, key_field, records))
         outcomes: dict[str, WriteOutcome] = {}
-        for (sobject, key_field), by_record in batches.items():
-            kept = await self._sending(list(by_record.values()), outcomes)
-            pairs = [(key, group) for key, group in zip(by_record, kept, strict=True) if group]
-            if not pairs:
-                continue
-            records = [{key_field: key, **_merged(group)} for key, group in pairs]
-            groups = [group for _, group in pairs]
-            operation = f"{verb} {sobject}"
-            try:
-                results = (await self._sf.update_many(sobject, records) if verb == "update"
-                           else await self._sf.upsert_many(sobject, key_field, records))
-            except SyncError as exc:
-                outcomes.update(await self._fail_all(groups, exc))
-                continue
-            for group, result in zip(groups, results, strict=True):
-                if _split(group, result):
-                    outcomes.update(await self._one_by_one(group, operation=operation))
-                else:
-                    outcomes.update(await self._settle_sf(group, result, operation=operation))
+        for group, result in zip(groups, results, strict=True):
+            if _split(group, result):
+                outcomes.update(await self._one_by_one(group, operation=operation))
+            else:
+                outcome = _sf_outcome(group, result, operation=operation)
+                outcomes.update({item.write.idem_key: outcome for item in group})
         return outcomes
 
     async def _one_by_one(self, group: Sequence[PendingWrite], *, operation: str) -> dict[str, WriteOutcome]:
@@ -248,171 +320,100 @@ class Executor:
                     done = await self._sf.upsert(write.sobject, write.external_id_field, write.external_id,
                                                  write.fields)
                     result = {"id": done.id, "created": done.created}
-                outcome = WriteOutcome(ok=True, result=result)
+                outcomes[write.idem_key] = WriteOutcome(ok=True, result=result)
             except SyncError as exc:
-                outcome = WriteOutcome(ok=False, error=exc)
-            outcomes[write.idem_key] = await self._settle(item, outcome)
+                outcomes[write.idem_key] = WriteOutcome(ok=False, error=exc)
         log.info("merged_write_split", operation=operation, parts=len(group))
         return outcomes
 
-    async def _settle_sf(self, group: Sequence[PendingWrite], result: salesforce_wire.WriteResult,
-                         *, operation: str) -> dict[str, WriteOutcome]:
-        if result.ok:
-            outcome = WriteOutcome(ok=True, result={"id": result.id, "created": result.created})
-        elif result.failure is not None:
-            outcome = WriteOutcome(ok=False, error=result.failure)
-        else:
-            error = salesforce_wire.classify(400, [{"errorCode": e.code, "message": e.message,
-                                                    "fields": list(e.fields)} for e in result.errors],
-                                             operation=operation, record_ref=_record_ref(group[0].write))
-            outcome = WriteOutcome(ok=False, error=error)
-        return {item.write.idem_key: await self._settle(item, outcome) for item in group}
-
-    async def _salesforce_creates(self, items: Sequence[PendingWrite], maybe_sent: set[str]
-                                  ) -> dict[str, WriteOutcome]:
-        """Records without an external id (Tasks, Notes): per object, one SOQL read finds the earlier copies of
-        up to 200 of them (a crash after sending, or a replay), and one Collections call creates the rest. A
-        chunk whose every write is a first attempt the flow saw absent (`seen_absent`) skips the read."""
-        # (sobject, the match fields) -> match values -> the writes that would create that one record
-        batches: dict[tuple[str, tuple[str, ...]], dict[tuple[str, ...], list[PendingWrite]]] = defaultdict(
-            lambda: defaultdict(list))
-        for item in items:
-            assert isinstance(item.write, SfCreate)
-            names = tuple(sorted(item.write.match))
-            batches[(item.write.sobject, names)][_match_key(item.write.match, names)].append(item)
-        outcomes: dict[str, WriteOutcome] = {}
-        for (sobject, names), by_match in batches.items():
-            for whole in _lookup_chunks(list(by_match.items()), names):
-                kept = await self._sending([group for _, group in whole], outcomes)
-                chunk = [(key, group) for (key, _), group in zip(whole, kept, strict=True) if group]
-                if not chunk:
-                    continue
-                groups = [group for _, group in chunk]
-                look = any(not _seen_absent(i) or i.write.idem_key in maybe_sent for g in groups for i in g)
-                try:
-                    existing = await self._existing(sobject, names, groups) if look else {}
-                except SyncError as exc:
-                    outcomes.update(await self._fail_all(groups, exc))
-                    continue
-                missing = [(key, group) for key, group in chunk if key not in existing]
-                for key, group in chunk:
-                    if key in existing:
-                        found = WriteOutcome(ok=True, result={"id": existing[key], "created": False})
-                        outcomes.update({i.write.idem_key: await self._settle(i, found) for i in group})
-                if not missing:
-                    continue
-                try:
-                    results = await self._sf.create_many(sobject, [_fields(group[0]) for _, group in missing])
-                except SyncError as exc:
-                    outcomes.update(await self._fail_all([group for _, group in missing], exc))
-                    continue
-                for (_, group), result in zip(missing, results, strict=True):
-                    if result.ok:
-                        result = salesforce_wire.WriteResult(ok=True, id=result.id, created=True)
-                    outcomes.update(await self._settle_sf(group, result, operation=f"create {sobject}"))
-        return outcomes
-
-    async def _existing(self, sobject: str, names: tuple[str, ...], groups: Sequence[Sequence[PendingWrite]]
-                        ) -> dict[tuple[str, ...], str]:
+    async def _look_up_sf_creates(self, groups: Groups) -> dict[int, Mapping[str, Any]]:
         """Ids of records already holding these match values. One IN list per match field (a superset of the
         wanted combinations), narrowed here as SOQL's `=` compares (`_match_key`)."""
+        first = groups[0][0].write
+        assert isinstance(first, SfCreate)
+        names = tuple(sorted(first.match))
         matches = [_match(group[0]) for group in groups]
         conditions = " AND ".join(
             f"{name} IN ({', '.join(sorted({salesforce_wire.soql_literal(m[name]) for m in matches}))})"
             for name in names)
-        wanted = {_match_key(m, names) for m in matches}
         found: dict[tuple[str, ...], str] = {}
-        async for row in self._sf.query(f"SELECT Id, {', '.join(names)} FROM {sobject} WHERE {conditions}"):
-            key = _match_key(row, names)
-            if key in wanted:
-                found.setdefault(key, str(row["Id"]))
-        return found
+        async for row in self._sf.query(f"SELECT Id, {', '.join(names)} FROM {first.sobject} WHERE {conditions}"):
+            found.setdefault(_match_key(row, names), str(row["Id"]))
+        return {index: {"id": found[key]} for index, m in enumerate(matches)
+                if (key := _match_key(m, names)) in found}
 
-    async def _salesforce_one(self, item: PendingWrite) -> WriteOutcome:
+    async def _send_sf_creates(self, groups: Groups) -> dict[str, WriteOutcome]:
+        first = groups[0][0].write
+        assert isinstance(first, SfCreate)
+        results = await self._sf.create_many(first.sobject, [_fields(group[0]) for group in groups])
+        outcomes: dict[str, WriteOutcome] = {}
+        for group, result in zip(groups, results, strict=True):
+            if result.ok:
+                result = salesforce_wire.WriteResult(ok=True, id=result.id, created=True)
+            outcome = _sf_outcome(group, result, operation=f"create {first.sobject}")
+            outcomes.update({item.write.idem_key: outcome for item in group})
+        return outcomes
+
+    async def _send_sf_delete(self, groups: Groups) -> dict[str, WriteOutcome]:
+        (item,) = groups[0]
         write = item.write
         assert isinstance(write, SfDelete)
-        outcomes: dict[str, WriteOutcome] = {}
-        if not (await self._sending([[item]], outcomes))[0]:
-            return outcomes[write.idem_key]
         try:
-            try:
-                await self._sf.delete(write.sobject, write.record_id)
-            except SyncError as exc:
-                if exc.context.error_code not in ("ENTITY_IS_DELETED", "NOT_FOUND"):
-                    raise  # already gone is what a delete wants
-            outcome = WriteOutcome(ok=True, result={"id": write.record_id})
+            await self._sf.delete(write.sobject, write.record_id)
         except SyncError as exc:
-            outcome = WriteOutcome(ok=False, error=exc)
-        return await self._settle(item, outcome)
+            if exc.context.error_code not in ("ENTITY_IS_DELETED", "NOT_FOUND"):
+                raise  # already gone is what a delete wants
+        return {write.idem_key: WriteOutcome(ok=True, result={"id": write.record_id})}
 
     # --- Nue ----------------------------------------------------------------------------------------
 
-    async def _nue_customers(self, items: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
-        if not items:
-            return {}
-        outcomes: dict[str, WriteOutcome] = {}
-        by_account: dict[str, list[PendingWrite]] = defaultdict(list)
-        for item in items:
-            assert isinstance(item.write, NueCreateCustomer)
-            by_account[item.write.salesforce_account_id].append(item)
-        kept = await self._sending(list(by_account.values()), outcomes)
-        by_account = {account: group for account, group in zip(by_account, kept, strict=True) if group}
-        if not by_account:
-            return outcomes
-        try:
-            # Lookup before create: Nue documents no idempotency header, so this read is the guard. Both
-            # keys are read: externalId is set by Nue's own sync, salesAccountId by our create.
-            existing: dict[str, Mapping[str, Any]] = {}
-            for key in ("externalId", "salesAccountId"):
-                for match in await self._nue.read_where_in("Customer", key, sorted(by_account),
-                                                           ("id", "externalId", "salesAccountId", "name")):
-                    existing.setdefault(str(match.get(key)), match)
-        except SyncError as exc:
-            outcomes.update(await self._fail_all(list(by_account.values()), exc))
-            return outcomes
-        missing = [a for a in sorted(by_account) if a not in existing]
-        for start in range(0, len(missing), nue_wire.CUSTOMER_BATCH_MAX):
-            chunk = missing[start:start + nue_wire.CUSTOMER_BATCH_MAX]
-            payloads = [{**_payload(by_account[a][0].write), "salesAccountId": a} for a in chunk]
-            try:
-                created = await self._nue.create_customers(payloads)
-            except SyncError as exc:
-                outcomes.update(await self._fail_all([by_account[a] for a in chunk], exc))
-                continue
-            for account, made in zip(chunk, created, strict=True):
-                existing[account] = made
-        for account, group in by_account.items():
-            found = existing.get(account)
-            if found is None:
-                continue  # its chunk failed: already settled above
-            for item in group:
-                outcomes[item.write.idem_key] = await self._settle(
-                    item, WriteOutcome(ok=True, result={"id": found.get("id"), "created": account in missing}))
-        return outcomes
+    async def _look_up_customers(self, groups: Groups) -> dict[int, Mapping[str, Any]]:
+        # Nue documents no idempotency header, so this read is the guard. Both keys are read: externalId is
+        # set by Nue's own sync, salesAccountId by our create.
+        accounts = [_account(group) for group in groups]
+        existing: dict[str, Mapping[str, Any]] = {}
+        for key in ("externalId", "salesAccountId"):
+            for match in await self._nue.read_where_in("Customer", key, sorted(set(accounts)),
+                                                       ("id", "externalId", "salesAccountId", "name")):
+                existing.setdefault(str(match.get(key)), match)
+        return {index: {"id": existing[account].get("id")} for index, account in enumerate(accounts)
+                if account in existing}
 
-    async def _nue_one(self, item: PendingWrite) -> WriteOutcome:
-        write = item.write
-        outcomes: dict[str, WriteOutcome] = {}
-        if not (await self._sending([[item]], outcomes))[0]:
-            return outcomes[write.idem_key]
-        try:
-            if isinstance(write, NueCreateOrder):
-                order = await self._nue.find_order_for_opportunity(write.customer_id, write.opportunity_id,
-                                                                   write.marker_field)
-                created = order is None
-                if order is None:
-                    order = await self._nue.create_order(write.payload)
-                outcome = WriteOutcome(ok=True, result={"id": order.get("id"), "orderNumber":
-                                                        order.get("orderNumber"), "created": created})
-            else:
-                assert isinstance(write, NueActivateOrder)
-                order, _assets = await self._nue.activate_order(write.order_id,
-                                                               generate_invoice=write.generate_invoice,
-                                                               activate_invoice=write.activate_invoice)
-                outcome = WriteOutcome(ok=True, result={"id": order.get("id"), "status": order.get("status")})
-        except SyncError as exc:
-            outcome = WriteOutcome(ok=False, error=exc)
-        return await self._settle(item, outcome)
+    async def _send_customers(self, groups: Groups) -> dict[str, WriteOutcome]:
+        payloads = [{**_payload(group[0].write), "salesAccountId": _account(group)} for group in groups]
+        created = await self._nue.create_customers(payloads)
+        return {item.write.idem_key: WriteOutcome(ok=True, result={"id": made.get("id"), "created": True})
+                for group, made in zip(groups, created, strict=True) for item in group}
+
+    async def _look_up_order(self, groups: Groups) -> dict[int, Mapping[str, Any]]:
+        write = groups[0][0].write
+        assert isinstance(write, NueCreateOrder)
+        order = await self._nue.find_order_for_opportunity(write.customer_id, write.opportunity_id,
+                                                           write.marker_field)
+        return {} if order is None else {0: {"id": order.get("id"), "orderNumber": order.get("orderNumber")}}
+
+    async def _send_order(self, groups: Groups) -> dict[str, WriteOutcome]:
+        write = groups[0][0].write
+        assert isinstance(write, NueCreateOrder)
+        order = await self._nue.create_order(write.payload)
+        return {write.idem_key: WriteOutcome(ok=True, result={"id": order.get("id"), "orderNumber":
+                                                               order.get("orderNumber"), "created": True})}
+
+    async def _look_up_activation(self, groups: Groups) -> dict[int, Mapping[str, Any]]:
+        """After an activation of unknown outcome: the order's status says whether it took."""
+        write = groups[0][0].write
+        assert isinstance(write, NueActivateOrder)
+        for order in await self._nue.read_where_in("Order", "id", [write.order_id], ("id", "status")):
+            if str(order.get("status", "")).lower() in ("activated", "active"):
+                return {0: {"id": order.get("id"), "status": order.get("status")}}
+        return {}
+
+    async def _send_activation(self, groups: Groups) -> dict[str, WriteOutcome]:
+        write = groups[0][0].write
+        assert isinstance(write, NueActivateOrder)
+        order, _assets = await self._nue.activate_order(write.order_id, generate_invoice=write.generate_invoice,
+                                                        activate_invoice=write.activate_invoice)
+        return {write.idem_key: WriteOutcome(ok=True, result={"id": order.get("id"), "status": order.get("status")})}
 
     async def report_failures(self, failures: Sequence[tuple[str, str]]) -> None:
         """Write why these records could not be synced to their sync status fields, one batched call per
@@ -431,44 +432,27 @@ class Executor:
 
     # --- bookkeeping ------------------------------------------------------------------------------
 
-    async def _sending(self, groups: Sequence[Sequence[PendingWrite]], outcomes: dict[str, WriteOutcome]
-                       ) -> list[list[PendingWrite]]:
-        """Right before a call: on a shared store, renew this replica's hold on each intent (a long batch may
-        outlast the first lease) and drop the writes another replica has taken over (Busy in `outcomes`); then
-        mark the intents recorded in this attempt as sent. Returns the groups, in order, without the dropped."""
-        kept: list[list[PendingWrite]] = []
-        for group in groups:
-            mine: list[PendingWrite] = []
-            for item in group:
-                key = item.write.idem_key
-                if self._intent_owner is not None and not await self._store.claim_intent(
-                        key, owner=self._intent_owner, lease=self._intent_lease):
-                    outcomes[key] = _held_elsewhere(item)
-                    continue
-                # Only intents recorded in this attempt are `recorded`; the rest were marked sent before.
-                if key in self._just_recorded:
-                    self._just_recorded.discard(key)
-                    await self._store.mark_intent_sent(key)
-                mine.append(item)
-            kept.append(mine)
-        return kept
-
-    async def _fail_all(self, groups: Sequence[Sequence[PendingWrite]], exc: SyncError) -> dict[str, WriteOutcome]:
+    async def _fail_all(self, groups: Groups, exc: SyncError, route: Route) -> dict[str, WriteOutcome]:
         outcome = WriteOutcome(ok=False, error=exc)
-        return {item.write.idem_key: await self._settle(item, outcome) for group in groups for item in group}
+        return {item.write.idem_key: await self._settle(item, outcome, route) for group in groups for item in group}
 
     def _version_of(self, item: PendingWrite) -> int | None:
         return item.mapping_version if item.mapping_version is not None else self._mapping_version
 
-    async def _settle(self, item: PendingWrite, outcome: WriteOutcome) -> WriteOutcome:
+    async def _settle(self, item: PendingWrite, outcome: WriteOutcome, route: Route) -> WriteOutcome:
         write = item.write
+        error = outcome.error
+        settle_after = None
+        if isinstance(error, OutcomeUnknown) and not route.idempotent:
+            # It may exist, or be committing still: not looked up (nor sent) before the settle delay.
+            settle_after = utcnow() + self._settle_delay
+            error.retry_after = self._settle_delay.total_seconds()
         with anyio.CancelScope(shield=True):
             if outcome.ok:
                 await self._store.confirm_intent(write.idem_key, dict(outcome.result or {}))
             else:
-                assert outcome.error is not None
-                await self._store.fail_intent(write.idem_key, outcome.error.message)
-            error = outcome.error
+                assert error is not None
+                await self._store.fail_intent(write.idem_key, error.message, settle_after=settle_after)
             await self._store.record_write(NewAuditEntry(
                 system=write.target[0], operation=type(write).__name__, target=write.target[1],
                 outcome="ok" if outcome.ok else ("error" if isinstance(error, Retryable) else "rejected"),
@@ -476,16 +460,108 @@ class Executor:
                 status=error.context.status if error else None,
                 detail={"request": _describe(write), "result": dict(outcome.result or {}),
                         "error": error.message if error else None,
-                        "error_code": error.context.error_code if error else None},
+                        "error_code": error.context.error_code if error else None,
+                        **({"outcome_unknown": True} if settle_after else {})},
                 mapping_version=self._version_of(item),
                 synced_fields=dict(write.fields) if isinstance(write, SfUpdate | SfUpsert | SfCreate) else {},
             ))
         if outcome.ok:
             log.info("write_confirmed", idem_key=write.idem_key, target=_record_ref(write))
+        elif settle_after is not None:
+            log.warning("write_outcome_unknown", idem_key=write.idem_key, target=_record_ref(write),
+                        error=error.message if error else None, look_up_after=settle_after.isoformat())
         else:
             log.warning("write_failed", idem_key=write.idem_key, target=_record_ref(write),
-                        error=outcome.error.message if outcome.error else None)
+                        error=error.message if error else None)
         return outcome
+
+
+# --- the table's chunking: each chunk is one API call ------------------------------------------------
+
+
+def _one_each(items: Sequence[PendingWrite]) -> list[Groups]:
+    return [[[item]] for item in items]
+
+
+def _sf_record_chunks(items: Sequence[PendingWrite]) -> list[Groups]:
+    """Per object (and external id field), the writes to one record merged, up to 200 records a call."""
+    by_record: dict[tuple[str, str, str], list[PendingWrite]] = defaultdict(list)
+    for item in items:
+        w = item.write
+        assert isinstance(w, SfUpdate | SfUpsert)
+        key_field = "Id" if isinstance(w, SfUpdate) else w.external_id_field
+        by_record[(w.sobject, key_field, _record_key(w))].append(item)
+    per_call: dict[tuple[str, str], Groups] = defaultdict(list)
+    for (sobject, key_field, _), group in by_record.items():
+        per_call[(sobject, key_field)].append(group)
+    return [groups[start:start + salesforce_wire.COLLECTION_MAX] for groups in per_call.values()
+            for start in range(0, len(groups), salesforce_wire.COLLECTION_MAX)]
+
+
+def _sf_create_chunks(items: Sequence[PendingWrite]) -> list[Groups]:
+    """Per object and match fields, the writes that would make one record together, up to 200 a call and
+    fewer when their match values would make the lookup's query text long."""
+    batches: dict[tuple[str, tuple[str, ...]], dict[tuple[str, ...], list[PendingWrite]]] = defaultdict(
+        lambda: defaultdict(list))
+    for item in items:
+        assert isinstance(item.write, SfCreate)
+        names = tuple(sorted(item.write.match))
+        batches[(item.write.sobject, names)][_match_key(item.write.match, names)].append(item)
+    return [[group for _, group in chunk] for (_, names), by_match in batches.items()
+            for chunk in _lookup_chunks(list(by_match.items()), names)]
+
+
+def _customer_chunks(items: Sequence[PendingWrite]) -> list[Groups]:
+    by_account: dict[str, list[PendingWrite]] = defaultdict(list)
+    for item in items:
+        by_account[_account([item])].append(item)
+    groups = list(by_account.values())
+    return [groups[start:start + nue_wire.CUSTOMER_BATCH_MAX]
+            for start in range(0, len(groups), nue_wire.CUSTOMER_BATCH_MAX)]
+
+
+ROUTES: dict[type, Route] = {
+    SfUpdate: Route(idempotent=True, chunks=_sf_record_chunks, send=Executor._send_sf_records),
+    SfUpsert: Route(idempotent=True, chunks=_sf_record_chunks, send=Executor._send_sf_records),
+    SfDelete: Route(idempotent=True, chunks=_one_each, send=Executor._send_sf_delete),
+    SfCreate: Route(idempotent=False, chunks=_sf_create_chunks, send=Executor._send_sf_creates,
+                    lookup=Executor._look_up_sf_creates, look_first=lambda item: not _seen_absent(item)),
+    NueCreateCustomer: Route(idempotent=False, chunks=_customer_chunks, send=Executor._send_customers,
+                             lookup=Executor._look_up_customers, look_first=lambda item: True),
+    NueCreateOrder: Route(idempotent=False, chunks=_one_each, send=Executor._send_order,
+                          lookup=Executor._look_up_order, look_first=lambda item: True),
+    NueActivateOrder: Route(idempotent=False, chunks=_one_each, send=Executor._send_activation,
+                            lookup=Executor._look_up_activation),
+}
+
+
+def _sf_outcome(group: Sequence[PendingWrite], result: salesforce_wire.WriteResult, *, operation: str
+                ) -> WriteOutcome:
+    if result.ok:
+        return WriteOutcome(ok=True, result={"id": result.id, "created": result.created})
+    if result.failure is not None:
+        return WriteOutcome(ok=False, error=result.failure)
+    error = salesforce_wire.classify(400, [{"errorCode": e.code, "message": e.message, "fields": list(e.fields)}
+                                           for e in result.errors],
+                                     operation=operation, record_ref=_record_ref(group[0].write))
+    return WriteOutcome(ok=False, error=error)
+
+
+def _record_key(write: Write) -> str:
+    if isinstance(write, SfUpdate):
+        return write.record_id
+    assert isinstance(write, SfUpsert)
+    return write.external_id
+
+
+def _account(group: Sequence[PendingWrite]) -> str:
+    write = group[0].write
+    assert isinstance(write, NueCreateCustomer)
+    return write.salesforce_account_id
+
+
+def _context(write: Write) -> ErrorContext:
+    return ErrorContext(system=write.target[0], operation=type(write).__name__, record_ref=_record_ref(write))
 
 
 def _split(group: Sequence[PendingWrite], result: salesforce_wire.WriteResult) -> bool:
@@ -495,8 +571,7 @@ def _split(group: Sequence[PendingWrite], result: salesforce_wire.WriteResult) -
 
 def _held_elsewhere(item: PendingWrite) -> WriteOutcome:
     return WriteOutcome(ok=False, error=HeldElsewhere(
-        "another replica holds this write (sending it, or until its lease runs out)", ErrorContext(
-            system=item.write.target[0], operation=type(item.write).__name__, record_ref=_record_ref(item.write))))
+        "another replica holds this write (sending it, or until its lease runs out)", _context(item.write)))
 
 
 SF_ID_LENGTHS = (15, 18)  # a Salesforce id, and the same id with its case-checksum suffix

@@ -246,7 +246,8 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
                         intent_owner=replica_id_of(settings) if settings.shared_store else None,
                         # held for at least one call's whole retry loop: a write another replica takes over
                         # then is one this replica can no longer be sending
-                        intent_lease=timedelta(seconds=max(settings.engine.lease_seconds, retry.max_total + 60)))
+                        intent_lease=timedelta(seconds=max(settings.engine.lease_seconds, retry.max_total + 60)),
+                        settle=timedelta(seconds=settings.engine.settle_seconds))
     stats = WorkerStats()
     engine = settings.engine
     workers = [

@@ -37,9 +37,11 @@ from revdaemon.errors import (
     Conflict,
     ErrorContext,
     HeldElsewhere,
+    OutcomeUnknown,
     Permanent,
     RequestLimitExceeded,
     Retryable,
+    Settling,
     SyncError,
     Throttled,
 )
@@ -405,13 +407,16 @@ class Worker:
         if event.attempts >= self._max_attempts and not isinstance(error, Throttled | Busy):
             await self._dead(event, _letter(error))
             return
-        retry_after = error.retry_after if isinstance(error, Throttled) else None
+        retry_after = error.retry_after if isinstance(error, Throttled | OutcomeUnknown) else None
         if isinstance(error, RequestLimitExceeded):
             # The client holds all Salesforce work for the pause anyway (in memory); the event itself is looked
             # at again each minute, so a restart or a restored allocation does not leave it waiting 15 minutes.
             retry_after = min(retry_after or LIMIT_RETRY_SECONDS, LIMIT_RETRY_SECONDS)
         delay = self._backoff.delay(event.attempts, retry_after, self._rng)
-        if isinstance(error, Busy):
+        if isinstance(error, Settling):
+            # an earlier send's outcome is unknown: look again once it has settled, no sooner
+            delay = error.retry_after + self._rng.uniform(0.05, BUSY_RETRY_SECONDS)
+        elif isinstance(error, Busy):
             # no fault of the event: just not now; another replica's hold lasts longer than a local one
             delay = self._rng.uniform(0.05, HELD_RETRY_SECONDS if isinstance(error, HeldElsewhere)
                                       else BUSY_RETRY_SECONDS)

@@ -7,6 +7,7 @@ import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,24 +44,30 @@ class Engine:
 @asynccontextmanager
 async def engine(sandbox: Sandbox, tmp_path: Path, *, flows: list[Flow] | None = None,
                  dry_run: bool = False, schema_guard: bool = False,
-                 sync_status: SyncStatus | None = None) -> AsyncIterator[Engine]:
+                 sync_status: SyncStatus | None = None, settle: timedelta = timedelta(0),
+                 create_timeout_seconds: float = 90.0) -> AsyncIterator[Engine]:
+    """`settle`: how long a write of unknown outcome waits before its lookup (none by default: most tests
+    leave an intent `sent` by hand to stand for a crash long ago)."""
     sf_info, nue_info = sandbox.info()["salesforce"], sandbox.info()["nue"]
     store = await open_store(tmp_path / "engine.sqlite3")
     async with httpx.AsyncClient() as http:
         sf = SalesforceClient(
             SalesforceSettings(login_url=sf_info["login_url"], auth=SalesforceAuth.JWT,
                                client_id=sf_info["consumer_key"], username=sf_info["username"],
-                               private_key_file=sf_info["private_key_file"]),
+                               private_key_file=sf_info["private_key_file"],
+                               create_timeout_seconds=create_timeout_seconds),
             http, limiter=ApiLimiter(ApiRate(requests_per_second=500, burst=500)), budget=DailyBudget(share=0.9),
             retry=FAST_RETRY, rng=random.Random(1))
 
         async def no_sleep(seconds: float) -> None:
             """Retry-After from the simulator is whole seconds; the tests only need the retry."""
 
-        nue = NueClient(NueSettings(base_url=nue_info["url"], api_key=nue_info["api_key"]), http,
+        nue = NueClient(NueSettings(base_url=nue_info["url"], api_key=nue_info["api_key"],
+                                    create_timeout_seconds=create_timeout_seconds), http,
                         limiter=ApiLimiter(ApiRate(requests_per_second=500, burst=500)), retry=FAST_RETRY,
                         rng=random.Random(1), sleep=no_sleep)
-        executor = Executor(store, sf, nue, mapping_version=1, dry_run=dry_run, sync_status=sync_status)
+        executor = Executor(store, sf, nue, mapping_version=1, dry_run=dry_run, sync_status=sync_status,
+                            settle=settle)
         chosen = flows or [SubscriptionStatusFlow()]
         guard = SchemaGuard(sf, chosen) if schema_guard else None
         worker = Worker(store, Fetcher(sf, nue, store), executor, chosen,

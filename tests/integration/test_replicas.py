@@ -121,6 +121,6 @@ class TestSharedIntents:
             await anyio.sleep(0.3)  # box b's lease ran out mid-batch; box a took the write over
             assert await e.store.claim_intent(write.idem_key, owner="box-a", lease=timedelta(minutes=5))
             outcomes: dict[str, Any] = {}
-            kept = await box_b._sending([[PendingWrite(write=write, event_id=None)]], outcomes)
-            assert kept == [[]] and isinstance(outcomes[write.idem_key].error, HeldElsewhere)
+            kept = await box_b._hold([PendingWrite(write=write, event_id=None)], outcomes)
+            assert kept == [] and isinstance(outcomes[write.idem_key].error, HeldElsewhere)
         assert [t for t in sandbox.salesforce.records("Task") if t["Subject"] == "Held"] == []
