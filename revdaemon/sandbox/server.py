@@ -21,6 +21,8 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ADMIN_PREFIX = "/__sandbox"  # scenario and fault endpoints; not API traffic, so not in the request log
+# A fault layer names the fault it made of a request here (in the ASGI scope); the log records it.
+FAULT_SCOPE_KEY = "revdaemon.sandbox.fault"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,10 +33,11 @@ class LoggedRequest:
     status: int
     at: float  # unix time the request arrived
     duration_ms: float
+    fault: str | None = None  # a fault fired after the request was applied (lost_answers.KINDS), if any
 
     def as_dict(self) -> dict[str, Any]:
         return {"method": self.method, "path": self.path, "query": self.query, "status": self.status,
-                "at": self.at, "duration_ms": round(self.duration_ms, 3)}
+                "at": self.at, "duration_ms": round(self.duration_ms, 3), "fault": self.fault}
 
 
 class RequestLog:
@@ -57,13 +60,14 @@ class RequestLog:
             self._entries.clear()
 
     def count(self, *, method: str | None = None, path_prefix: str | None = None,
-              status: int | None = None) -> int:
+              status: int | None = None, fault: str | None = None) -> int:
         return sum(
             1
             for e in self.entries()
             if (method is None or e.method == method)
             and (path_prefix is None or e.path.startswith(path_prefix))
             and (status is None or e.status == status)
+            and (fault is None or e.fault == fault)
         )
 
     def writes(self) -> list[LoggedRequest]:
@@ -72,7 +76,8 @@ class RequestLog:
 
 
 class RequestLogMiddleware:
-    """Pure ASGI middleware: records method, path, status and time of each non-admin HTTP request."""
+    """Pure ASGI middleware: records method, path, status, time and any after-apply fault of each non-admin
+    HTTP request."""
 
     def __init__(self, app: ASGIApp, log: RequestLog) -> None:
         self.app = app
@@ -94,6 +99,7 @@ class RequestLogMiddleware:
                 self.log.add(LoggedRequest(
                     method=scope["method"], path=scope["path"], query=scope["query_string"].decode("latin-1"),
                     status=status, at=started, duration_ms=(time.perf_counter() - clock) * 1000,
+                    fault=scope.get(FAULT_SCOPE_KEY),
                 ))
 
         async def send_and_note(message: Message) -> None:

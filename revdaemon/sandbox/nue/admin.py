@@ -1,8 +1,18 @@
-"""Admin endpoints under /__sandbox: request log, webhook log, faults, reset, webhook targets, scenarios."""
+"""Admin endpoints under /__sandbox: request log, webhook log, faults, reset, webhook targets, scenarios.
+
+GET|POST /__sandbox/faults        read / change FAULT_FIELDS (a JSON object of them); also {"next": [statuses]}
+                                  for the next requests, before they are handled, and {"applied_next":
+                                  ["drop", 503, 504, "slow", "none"]} for the next applied targeted requests
+GET  /__sandbox/faults/fired      {"applied_drop", "applied_503", "applied_504", "applied_slow"}: how many
+                                  after-apply faults fired since the start or /reset (each is also the
+                                  `fault` of its request log entry)
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -17,7 +27,23 @@ from revdaemon.sandbox.server import ADMIN_PREFIX, iter_entries
 if TYPE_CHECKING:
     from revdaemon.sandbox.nue.sim import NueSim
 
-FAULT_FIELDS = {"rate_429": float, "error_rate": float, "latency_ms": float, "retry_after_seconds": int}
+def _paths(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise bad_request("applied_paths: a JSON array of \"[METHOD ]/glob\" patterns")
+    return tuple(str(v) for v in value)
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise bad_request("applied_writes_only: true or false")
+    return value
+
+
+FAULT_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "rate_429": float, "error_rate": float, "latency_ms": float, "retry_after_seconds": int,
+    "applied_drop_rate": float, "applied_503_rate": float, "applied_504_rate": float, "applied_slow_rate": float,
+    "applied_slow_seconds": float, "applied_writes_only": _flag, "applied_paths": _paths,
+}
 SCENARIO_ACTIONS = (
     "create_customer", "update_customer", "create_order", "activate_order", "create_and_activate_order",
     "change", "advance_days", "expire_subscription", "post_invoice", "submit_invoice", "activate_invoice",
@@ -39,18 +65,29 @@ def admin_routes(sim: NueSim) -> list[Route]:
         return json_response({"idle": sim.webhooks.flush(timeout=10)})
 
     async def faults(request: Request) -> Response:
-        body = await read_json(request) or {}
+        body = (await read_json(request) or {}) if request.method == "POST" else {}
         if not isinstance(body, dict):
             raise bad_request("faults: a JSON object")
-        for key, value in body.items():
-            if key == "next":
-                sim.faults.script([int(v) for v in value])
-            elif key in FAULT_FIELDS:
-                setattr(sim.settings, key, FAULT_FIELDS[key](value))
-            else:
-                raise bad_request(f"unknown fault setting {key!r}")
-        sim.settings.validate()
+        unknown = set(body) - {"next", "applied_next", *FAULT_FIELDS}
+        if unknown:
+            raise bad_request(f"unknown fault setting {sorted(unknown)[0]!r}")
+        changes = {key: FAULT_FIELDS[key](value) for key, value in body.items() if key in FAULT_FIELDS}
+        dataclasses.replace(sim.settings, **changes).validate()  # nothing changes if any value is refused
+        if "applied_next" in body:
+            if not isinstance(body["applied_next"], list):
+                raise bad_request("applied_next: a JSON array")
+            try:
+                sim.faults.script_applied(body["applied_next"])
+            except ValueError as exc:
+                raise bad_request(str(exc)) from None
+        if "next" in body:
+            sim.faults.script([int(v) for v in body["next"]])
+        for key, value in changes.items():
+            setattr(sim.settings, key, value)
         return json_response({key: getattr(sim.settings, key) for key in FAULT_FIELDS})
+
+    async def fired(request: Request) -> Response:
+        return json_response(sim.faults.fired.as_dict())
 
     async def reset(request: Request) -> Response:
         sim.reset()
@@ -84,7 +121,8 @@ def admin_routes(sim: NueSim) -> list[Route]:
         Route(f"{p}/requests", requests, methods=["GET"]),
         Route(f"{p}/webhooks", webhooks, methods=["GET"]),
         Route(f"{p}/webhooks/flush", flush, methods=["POST"]),
-        Route(f"{p}/faults", faults, methods=["POST"]),
+        Route(f"{p}/faults", faults, methods=["GET", "POST"]),
+        Route(f"{p}/faults/fired", fired, methods=["GET"]),
         Route(f"{p}/reset", reset, methods=["POST"]),
         Route(f"{p}/webhook-targets", targets, methods=["POST"]),
         Route(f"{p}/scenario/{{action}}", scenario, methods=["POST"]),

@@ -1,6 +1,11 @@
-"""What stands before the API: injected faults (429, 5xx, latency), then the `nue-api-key` check.
+"""What stands before the API: injected faults (429, 5xx, latency), then the `nue-api-key` check; and
+what comes after it: faults on a request already applied (a lost, 5xx or late answer, lost_answers.py).
 
 Pure ASGI middleware, so the per-request cost stays small. Admin paths pass through untouched.
+
+The after-apply faults model that a timed-out or failed request may still have been applied [assumed:
+nue-api.md documents no such behaviour either way, and no idempotency key on creates; any HTTP API commits
+before its answer travels, so a client must expect it].
 """
 
 from __future__ import annotations
@@ -9,12 +14,14 @@ import asyncio
 import random
 import threading
 from collections import deque
+from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from revdaemon.sandbox import lost_answers
 from revdaemon.sandbox.nue import wire
 from revdaemon.sandbox.nue.responses import send_error, send_raw
-from revdaemon.sandbox.nue.settings import NueSimSettings
+from revdaemon.sandbox.nue.settings import APPLIED_RATES, NueSimSettings
 from revdaemon.sandbox.server import ADMIN_PREFIX
 
 READ_ONLY_POSTS = ("/async/graphql", "/cpq/quotes:preview")
@@ -23,22 +30,72 @@ API_KEY = wire.API_KEY_HEADER.encode()
 
 class Faults:
     """Rates from the settings, drawn from a seeded generator in arrival order, plus a script of the next
-    statuses to return (for tests that need one exact fault)."""
+    statuses to return (for tests that need one exact fault).
+
+    After-apply faults (lost_answers.Policy) have their own generator, drawn once per applied targeted
+    request, and their own script (`script_applied`); `fired` counts what they did."""
 
     def __init__(self, settings: NueSimSettings) -> None:
         self.settings = settings
         self._rng = random.Random(f"nue-faults-{settings.seed}")
         self._script: deque[int] = deque()
         self._lock = threading.Lock()
+        self._applied_rng = random.Random(f"nue-applied-{settings.seed}")
+        self._applied_script: deque[str | None] = deque()
+        self._target_key: tuple[bool, tuple[str, ...]] | None = None
+        self._target = lost_answers.Target()
+        self.fired = lost_answers.FiredCounts()
 
     def script(self, statuses: list[int]) -> None:
         with self._lock:
             self._script.extend(statuses)
 
+    def script_applied(self, kinds: Iterable[object]) -> None:
+        """The next applied targeted requests get these, in order: "drop", 503, 504, "slow" or "none"."""
+        try:
+            parsed = [lost_answers.SCRIPT_NAMES[str(kind)] for kind in kinds]
+        except KeyError as exc:
+            raise ValueError(f"applied_next: one of {sorted(lost_answers.SCRIPT_NAMES)}, got {exc}") from None
+        with self._lock:
+            self._applied_script.extend(parsed)
+
     def reset(self) -> None:
         with self._lock:
             self._script.clear()
             self._rng = random.Random(f"nue-faults-{self.settings.seed}")
+            self._applied_script.clear()
+            self._applied_rng = random.Random(f"nue-applied-{self.settings.seed}")
+        self.fired.clear()
+
+    # --- after the request is applied (lost_answers.Policy) ------------------------------------------------
+    @property
+    def applied_armed(self) -> bool:
+        s = self.settings
+        return bool(self._applied_script or s.applied_drop_rate or s.applied_503_rate or s.applied_504_rate
+                    or s.applied_slow_rate)
+
+    @property
+    def applied_slow_seconds(self) -> float:
+        return float(self.settings.applied_slow_seconds)
+
+    def applied_targets(self, method: str, path: str) -> bool:
+        key = (self.settings.applied_writes_only, tuple(self.settings.applied_paths))
+        if key != self._target_key:  # the settings changed (admin endpoint): rebuild once
+            self._target = lost_answers.Target(key[0], lost_answers.parse_patterns(key[1]), READ_ONLY_POSTS)
+            self._target_key = key
+        return self._target.matches(method, path)
+
+    def draw_applied(self) -> str | None:
+        with self._lock:
+            if self._applied_script:
+                kind = self._applied_script.popleft()
+            else:
+                rates = [(kind, getattr(self.settings, name)) for kind, name in zip(lost_answers.KINDS, APPLIED_RATES,
+                                                                                    strict=True)]
+                kind = lost_answers.draw_kind(self._applied_rng.random(), rates) if any(r for _, r in rates) else None
+        if kind is not None:
+            self.fired.add(kind)
+        return kind
 
     def draw(self) -> int | None:
         s = self.settings

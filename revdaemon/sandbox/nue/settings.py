@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from revdaemon.sandbox.lost_answers import parse_patterns
+
 WEBHOOK_AUTH_MODES = ("signature", "path_token", "none")
 ERROR_BODY_STYLES = ("standard", "message_only", "error_only")
 SINGLE_RECORD_SHAPES = ("list", "object")
 EXTERNAL_ID_SYNC = ("on_create", "on_activation", "never")
+APPLIED_RATES = ("applied_drop_rate", "applied_503_rate", "applied_504_rate", "applied_slow_rate")  # draw order
 
 
 @dataclass(kw_only=True)
@@ -36,6 +39,17 @@ class NueSimSettings:
     rate_429: float = 0.0
     error_rate: float = 0.0  # 500 / 502 (HTML) / 503
     latency_ms: float = 0.0
+    # Faults after the request is applied (lost_answers.py): the write commits, then its answer is lost or
+    # late. Only 2xx answers to targeted requests are eligible; one draw per such request (from its own
+    # seeded generator) is split across these rates in this order, after any `applied_next` script.
+    applied_drop_rate: float = 0.0  # close the connection without a complete answer
+    applied_503_rate: float = 0.0  # answer 503 (the JSON error body) instead
+    applied_504_rate: float = 0.0  # answer a gateway's 504 page (HTML) instead
+    applied_slow_rate: float = 0.0  # hold the real answer `applied_slow_seconds`
+    applied_slow_seconds: float = 5.0
+    applied_writes_only: bool = True  # only POST/PATCH/PUT/DELETE, not the read-only POSTs (gate.py)
+    # "[METHOD ]/glob" patterns of the request path, e.g. ("POST /orders", "POST /customers"); empty: all.
+    applied_paths: tuple[str, ...] = ()
 
     # Outgoing webhooks.
     webhook_targets: list[str] = field(default_factory=list)
@@ -64,7 +78,10 @@ class NueSimSettings:
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         for name in ("rate_429", "error_rate", "webhook_duplicate_rate", "webhook_delay_rate",
-                     "webhook_reorder_rate"):
+                     "webhook_reorder_rate", *APPLIED_RATES):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} is a probability in [0, 1], got {value!r}")
+        if sum(getattr(self, name) for name in APPLIED_RATES) > 1.0:
+            raise ValueError(f"{', '.join(APPLIED_RATES)} sum to at most 1")
+        parse_patterns(self.applied_paths)

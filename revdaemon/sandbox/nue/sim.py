@@ -8,14 +8,16 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Send
 
+from revdaemon.sandbox.lost_answers import LostAnswerMiddleware
 from revdaemon.sandbox.nue import wire
 from revdaemon.sandbox.nue.admin import admin_routes
 from revdaemon.sandbox.nue.dates import Clock
 from revdaemon.sandbox.nue.errors import ApiError
 from revdaemon.sandbox.nue.gate import Faults, GateMiddleware
 from revdaemon.sandbox.nue.graphql_schema import GraphQLEndpoint
-from revdaemon.sandbox.nue.responses import error_response
+from revdaemon.sandbox.nue.responses import error_response, send_error, send_raw
 from revdaemon.sandbox.nue.routes import api_routes
 from revdaemon.sandbox.nue.scenario import Scenario
 from revdaemon.sandbox.nue.settings import NueSimSettings
@@ -44,7 +46,8 @@ class NueSim:
             exception_handlers={ApiError: self._api_error, HTTPException: self._http_error,
                                 Exception: self._crash},
         )
-        self.app = RequestLogMiddleware(GateMiddleware(starlette, self.settings, self.faults), self.log)
+        applied = LostAnswerMiddleware(starlette, self.faults, self._send_applied_error)
+        self.app = RequestLogMiddleware(GateMiddleware(applied, self.settings, self.faults), self.log)
 
     def _new_store(self) -> Store:
         return Store(self.settings, self.seed_data, self.webhooks.publish, self.clock)
@@ -68,6 +71,13 @@ class NueSim:
 
     async def _crash(self, request: Request, exc: Exception) -> Response:
         return error_response(self.settings, 500, f"internal error: {type(exc).__name__}")
+
+    async def _send_applied_error(self, send: Send, status: int) -> None:
+        """The 5xx a client gets for a request that was applied (gate.py's after-apply faults)."""
+        if status == 504:
+            await send_raw(send, 504, wire.GATEWAY_TIMEOUT_HTML, "text/html")
+        else:
+            await send_error(send, self.settings, status, "service unavailable")
 
     # --- control ---------------------------------------------------------------------------------------------
     def reset(self) -> None:

@@ -85,6 +85,9 @@ def error_body(status: int, message: str, style: str, error_code: str | None = N
 
 BAD_GATEWAY_HTML = (b"<html><head><title>502 Bad Gateway</title></head>"
                     b"<body><h1>502 Bad Gateway</h1></body></html>")
+# [assumed] a 504 comes from a gateway in front of the API, like the 502: an HTML page, not the error body.
+GATEWAY_TIMEOUT_HTML = (b"<html><head><title>504 Gateway Time-out</title></head>"
+                        b"<body><h1>504 Gateway Time-out</h1></body></html>")
 RETRY_AFTER_HEADER = "Retry-After"  # [assumed] seconds
 
 # --- Auth [doc] -------------------------------------------------------------------------------------------

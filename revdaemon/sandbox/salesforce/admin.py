@@ -6,7 +6,12 @@ GET  /__sandbox/records/{sobject}         every record (?include_deleted=true fo
 POST /__sandbox/scenario/close-won        {"opportunity_id"}: a rep moves it to Closed Won
 POST /__sandbox/scenario/update           {"sobject", "id", "fields"}: a rep edits a record
 POST /__sandbox/scenario/create           {"sobject", "fields"}: a rep creates a record
-GET|POST /__sandbox/faults                read / change fault settings (JSON of FaultSettings fields)
+GET|POST /__sandbox/faults                read / change fault settings (JSON of FaultSettings fields, among
+                                          them the after-apply ones: applied_{drop,503,504,slow}_{rate,next},
+                                          applied_slow_seconds, applied_writes_only, applied_paths)
+GET  /__sandbox/faults/fired              {"applied_drop", "applied_503", "applied_504", "applied_slow"}: how
+                                          many fired since the start or /reset (each is also the `fault` of
+                                          its request log entry)
 POST /__sandbox/expire-sessions           every access token stops working now
 POST /__sandbox/schema                    {"remove": ["Obj.Field"], "add": [{CustomField fields}]}
 GET|POST /__sandbox/usage                 {"used", "max", "per_second_cap"}; POST {"used": N} sets the counter,
@@ -79,6 +84,9 @@ def mount(sim: SalesforceSim) -> Mount:
             return JSONResponse(sim.set_faults(**(await payload(request))))
         return JSONResponse(sim.faults.as_dict())
 
+    async def fired(request: Request) -> Response:
+        return JSONResponse(sim.faults_fired())
+
     async def expire(request: Request) -> Response:
         sim.expire_sessions()
         return JSONResponse({"expired": True})
@@ -122,6 +130,7 @@ def mount(sim: SalesforceSim) -> Mount:
         Route("/scenario/update", guarded(update), methods=["POST"]),
         Route("/scenario/create", guarded(create), methods=["POST"]),
         Route("/faults", guarded(faults), methods=["GET", "POST"]),
+        Route("/faults/fired", guarded(fired), methods=["GET"]),
         Route("/expire-sessions", guarded(expire), methods=["POST"]),
         Route("/schema", guarded(schema), methods=["POST"]),
         Route("/usage", guarded(usage), methods=["GET", "POST"]),

@@ -1,9 +1,13 @@
-"""`SalesforceSim`: the org state, the Starlette app serving it, and a Python API for tests and scenarios."""
+"""`SalesforceSim`: the org state, the Starlette app serving it, and a Python API for tests and scenarios.
+
+Layers, outermost first: the request log, `FaultGate` (latency, dropped connections: before the request is
+handled), `LostAnswerMiddleware` (after it is applied: a lost, 5xx or late answer; faults.py), the app.
+"""
 
 from __future__ import annotations
 
 import json
-import logging
+import re
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -14,6 +18,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from revdaemon.sandbox import lost_answers
+from revdaemon.sandbox.lost_answers import LostAnswerMiddleware, SimulatedDrop
 from revdaemon.sandbox.salesforce import admin
 from revdaemon.sandbox.salesforce.errors import SESSION_INVALID, SfError, bad_request, not_found
 from revdaemon.sandbox.salesforce.faults import LOCK_ROW_MESSAGE, UNAVAILABLE, Faults
@@ -33,15 +39,10 @@ JSON_TYPE = "application/json;charset=UTF-8"  # §2 "General"
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 SUPPORTED_VERSIONS = tuple(f"{v}.0" for v in range(20, 68))
 SESSION_BODY = json.dumps(SESSION_INVALID).encode()
-
-
-class SimulatedDrop(Exception):
-    """Raised after a truncated response so uvicorn closes the connection (the client sees a transport error)."""
-
-
-class _QuietDrops(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], SimulatedDrop))
+DATA_PATH = re.compile(r"/services/data/v\d+\.\d+(/.*)?\Z")
+# [assumed] a 504 comes from the edge in front of the org, as a gateway's page rather than the REST error array.
+GATEWAY_TIMEOUT_HTML = (b"<html><head><title>504 Gateway Time-out</title></head>"
+                        b"<body><h1>504 Gateway Time-out</h1></body></html>")
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -63,11 +64,25 @@ class FaultGate:
         if self.faults.settings.latency_ms:
             await anyio.sleep(self.faults.latency_seconds)
         if self.faults.drop():
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", JSON_TYPE.encode()), (b"content-length", b"4096")]})
-            await send({"type": "http.response.body", "body": b'{"totalSize":', "more_body": True})
+            await lost_answers.send_truncated(send, content_type=JSON_TYPE.encode())
             raise SimulatedDrop("connection dropped by fault injection")
         await self.app(scope, receive, send)
+
+
+def _api_path(path: str) -> str | None:
+    """The path after /services/data/vNN.0, which `applied_paths` patterns match; None for other paths."""
+    match = DATA_PATH.match(path)
+    return None if match is None else (match.group(1) or "/")
+
+
+async def _send_applied_error(send: Send, status: int) -> None:
+    if status == 503:
+        body, content_type = json.dumps(UNAVAILABLE.body()).encode(), JSON_TYPE.encode()
+    else:
+        body, content_type = GATEWAY_TIMEOUT_HTML, b"text/html"
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class SalesforceSim:
@@ -82,7 +97,7 @@ class SalesforceSim:
         self.usage = ApiUsage(self.settings.daily_limit, self.settings.per_second_cap, self.settings.clock)
         self._build_org()
         self.oauth = TokenEndpoint(self.settings, self.sessions, self.seed_data.organization_id, self._user_id_of)
-        logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
+        lost_answers.quiet_drops()
         routes = [
             Route("/services/oauth2/token", self._token, methods=["POST"]),
             Route("/services/data", self._versions, methods=["GET"]),
@@ -92,7 +107,8 @@ class SalesforceSim:
             admin.mount(self),
         ]
         self.starlette = Starlette(routes=routes)
-        self.app: ASGIApp = RequestLogMiddleware(FaultGate(self.starlette, self.faults), self.log)
+        applied = LostAnswerMiddleware(self.starlette, self.faults, _send_applied_error, _api_path)
+        self.app: ASGIApp = RequestLogMiddleware(FaultGate(applied, self.faults), self.log)
 
     def _build_org(self) -> None:
         s = self.settings
@@ -226,6 +242,10 @@ class SalesforceSim:
         self.faults.update(**changes)
         return self.faults.as_dict()
 
+    def faults_fired(self) -> dict[str, int]:
+        """How many after-apply faults of each kind fired since the start or the last reset."""
+        return self.faults.fired.as_dict()
+
     def expire_sessions(self) -> None:
         self.sessions.expire_all()
 
@@ -256,4 +276,5 @@ class SalesforceSim:
         self.usage.set_daily_limit(self.settings.daily_limit)
         self.usage.set_per_second_cap(self.settings.per_second_cap)
         self.faults.configure(self.settings.faults)
+        self.faults.fired.clear()
         self.log.clear()

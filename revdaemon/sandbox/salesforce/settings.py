@@ -58,6 +58,22 @@ class FaultSettings:
     lock_row_next: int = 0
     drop_next: int = 0
     seed: int = 0
+    # After the request is applied (lost_answers.py): the write commits, then its answer is lost or late.
+    # Only 2xx answers to targeted requests are eligible; one draw per such request is split across the
+    # rates in this order (their sum is at most 1), after the `applied_*_next` counters.
+    applied_drop_rate: float = 0.0  # close the connection without a complete answer
+    applied_503_rate: float = 0.0  # answer 503 SERVER_UNAVAILABLE instead
+    applied_504_rate: float = 0.0  # answer a gateway's 504 page instead
+    applied_slow_rate: float = 0.0  # hold the real answer `applied_slow_seconds`
+    applied_slow_seconds: float = 5.0
+    applied_drop_next: int = 0
+    applied_503_next: int = 0
+    applied_504_next: int = 0
+    applied_slow_next: int = 0
+    applied_writes_only: bool = True  # only POST/PATCH/PUT/DELETE
+    # "[METHOD ]/glob" matched against the path after /services/data/vNN.0 (e.g. "POST /composite/sobjects",
+    # "/sobjects/*"); empty: every targeted request.
+    applied_paths: tuple[str, ...] = ()
 
 
 def _f(obj: str, name: str, type_: str = "string", *, label: str, length: int = 255, external_id: bool = False,
