@@ -48,7 +48,7 @@ Record = Mapping[str, Any]
 Key = tuple[datetime, str]
 
 DEFAULT_LOOKBACK = timedelta(days=1)  # where a stream with no cursor starts, unless `start` is given
-DEFAULT_OVERLAP = timedelta(seconds=60)  # config.ScheduleSettings.poll_overlap_seconds
+DEFAULT_OVERLAP = timedelta(minutes=10)  # config.ScheduleSettings.poll_overlap_seconds, nue_poll_overlap_seconds
 SAFETY_LAG = timedelta(seconds=2)  # signpost = poll start minus this: clocks and commits lag a little
 BATCH_SIZE = 200  # records per add_events transaction
 

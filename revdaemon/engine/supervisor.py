@@ -266,10 +266,11 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
     listener = HttpServer(settings.listener, ListenerApp(settings.nue, committer, store, health, metrics=metrics,
                                                          scrape=scrape))
     schedule = settings.schedule
-    overlap = timedelta(seconds=schedule.poll_overlap_seconds)
-    pollers: list[Poller] = [SalesforceClosedWonPoller(salesforce, store, health=health, overlap=overlap,
-                                                       metrics=metrics, alerter=alerter)]
-    pollers += [NuePoller(type_name, nue, store, health=health, overlap=overlap, metrics=metrics, alerter=alerter)
+    pollers: list[Poller] = [SalesforceClosedWonPoller(
+        salesforce, store, health=health, overlap=timedelta(seconds=schedule.poll_overlap_seconds),
+        metrics=metrics, alerter=alerter)]
+    nue_overlap = timedelta(seconds=schedule.nue_poll_overlap_seconds)
+    pollers += [NuePoller(type_name, nue, store, health=health, overlap=nue_overlap, metrics=metrics, alerter=alerter)
                 for type_name in NUE_FIELDS]
     scheduler = Scheduler.from_settings(schedule)
     def stretch() -> float:  # Nue polls too: the events they find are worked through Salesforce
