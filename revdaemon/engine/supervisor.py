@@ -254,7 +254,8 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
                lease=timedelta(seconds=engine.lease_seconds), max_attempts=settings.limits.max_attempts,
                backoff=RetryPolicy(base_delay=2.0, max_delay=settings.limits.max_backoff_seconds),
                idle_seconds=engine.idle_seconds, doorbell=doorbell, stats=stats, schema=schema, metrics=metrics,
-               alerter=alerter, versions=versions, hold=salesforce.budget.pause_left)
+               alerter=alerter, versions=versions, hold=salesforce.budget.pause_left,
+               own_user=lambda: salesforce.integration_user_id)
         for name in worker_names(settings)
     ]
     async def scrape() -> tuple[bytes, str]:
