@@ -175,7 +175,11 @@ class LimitsSettings(_Section):
 class ScheduleSettings(_Section):
     salesforce_poll_seconds: Annotated[float, Field(ge=5)] = 60.0
     nue_poll_seconds: Annotated[float, Field(ge=5)] = 120.0
-    poll_overlap_seconds: Annotated[float, Field(ge=0)] = 60.0
+    # Re-read windows for late commits: a record's time is stamped when its transaction starts and a long one
+    # commits minutes later (salesforce-api.md §4.1: up to about 10 min). Re-reads are deduplicated by
+    # (id, modified time), so the window costs calls, never duplicate events.
+    poll_overlap_seconds: Annotated[float, Field(ge=0)] = 600.0  # the Salesforce poll
+    nue_poll_overlap_seconds: Annotated[float, Field(ge=0)] = 600.0
     renewal_window_days: Annotated[int, Field(ge=1, le=730)] = 90
     renewal_scan_cron: Crontab = "0 6 * * *"
     reconciliation_cron: Crontab = "30 2 * * *"

@@ -187,10 +187,14 @@ class NueClient:
 
     async def poll(self, type_name: str, fields: Sequence[str], *, since: str | None,
                    page_size: int = 200) -> AsyncIterator[dict[str, Any]]:
-        """Records of `type_name` modified at or after `since`, oldest first, over GraphQL pages."""
-        offset = 0
+        """Records of `type_name` modified at or after `since`, in (lastModifiedDate, id) order, over GraphQL.
+
+        One paging rule: each page after the first is the keyset after the last row read. A run of equal
+        timestamps longer than a page (a bulk billing run) is then walked by id, so a row that moves or is
+        added between pages shifts no later row out of reach (offsets would)."""
+        after: tuple[str, str] | None = None
         while True:
-            request = wire.graphql_poll_request(type_name, fields, since=since, limit=page_size, offset=offset)
+            request = wire.graphql_poll_request(type_name, fields, since=since, limit=page_size, after=after)
             body = await self._send_raw(request, operation=f"poll {type_name}")
             try:
                 records = wire.unwrap_graphql(body, type_name)
@@ -200,7 +204,12 @@ class NueClient:
                 yield record
             if len(records) < page_size:
                 return
-            offset += page_size
+            last = records[-1]
+            if last.get("lastModifiedDate") is None or last.get("id") is None:
+                # no key to continue from: an offset would be the only way on, and it can skip rows
+                raise Permanent(f"a {type_name} row without lastModifiedDate or id ends a full page",
+                                ErrorContext(system=wire.SYSTEM, operation=f"poll {type_name}"))
+            after = (str(last["lastModifiedDate"]), str(last["id"]))
 
     # --- sending ------------------------------------------------------------------------------
 

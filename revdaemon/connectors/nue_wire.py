@@ -185,12 +185,19 @@ def pay_invoices_request(payments: Sequence[Mapping[str, Any]]) -> NueRequest:
 
 
 def graphql_poll_request(type_name: str, fields: Sequence[str], *, since: str | None, limit: int,
-                         offset: int) -> NueRequest:
-    """[assumed] Hasura-style arguments; ordered by (lastModifiedDate, id) so pages are stable."""
-    where = f'where: {{lastModifiedDate: {{_gte: {json.dumps(since)}}}}}, ' if since else ""
+                         after: tuple[str, str] | None = None) -> NueRequest:
+    """[assumed] Hasura-style arguments, ordered by (lastModifiedDate, id). The first page reads from `since`;
+    each next page is the keyset after the last (lastModifiedDate, id) read, as the values came (never an
+    offset: a row that moves or arrives between pages shifts offsets, and an offset then skips a row)."""
+    if after is not None:
+        moment, last_id = (json.dumps(v) for v in after)
+        where = (f"where: {{_or: [{{lastModifiedDate: {{_gt: {moment}}}}}, "
+                 f"{{lastModifiedDate: {{_eq: {moment}}}, id: {{_gt: {last_id}}}}}]}}, ")
+    else:
+        where = f'where: {{lastModifiedDate: {{_gte: {json.dumps(since)}}}}}, ' if since else ""
     selection = " ".join(dict.fromkeys([*fields, "id", "lastModifiedDate"]))
     query = (f"query {{ {type_name}({where}order_by: {{lastModifiedDate: asc, id: asc}}, "
-             f"limit: {int(limit)}, offset: {int(offset)}) {{ {selection} }} }}")
+             f"limit: {int(limit)}) {{ {selection} }} }}")
     return NueRequest(method="POST", path=GRAPHQL, json={"query": query})
 
 

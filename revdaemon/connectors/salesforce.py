@@ -66,6 +66,11 @@ class SalesforceAuthenticator:
         self.logins = 0
         self.attempts = 0
 
+    @property
+    def integration_user_id(self) -> str | None:
+        """The user revdaemon writes as, read from the last login's identity URL; None before a login."""
+        return self._token.user_id if self._token is not None else None
+
     async def token(self) -> Token:
         current = self._token
         return current if current is not None else await self.refresh(None)
@@ -153,6 +158,11 @@ class SalesforceClient:
         self.auth = SalesforceAuthenticator(settings, http)
         self._describes: dict[str, dict[str, Any]] = {}
         self.calls = 0  # API requests sent (logins excluded), for benchmarks and status
+
+    @property
+    def integration_user_id(self) -> str | None:
+        """The user revdaemon writes as (LastModifiedById of its own writes); None until the first login."""
+        return self.auth.integration_user_id
 
     def set_limiter(self, limiter: ApiLimiter) -> None:
         """Swap the rate limiter (SIGHUP reload); calls already holding a slot finish under the old one."""

@@ -67,6 +67,9 @@ class Token:
     access_token: str = field(repr=False)
     instance_url: str
     issued_at: str | None = None
+    # The user the token acts as: the identity URL `id` ends in /<orgId>/<userId> (§1.2, §1.4). revdaemon's
+    # own writes carry it as LastModifiedById, which is how their echo is told apart from a person's edit.
+    user_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -231,7 +234,17 @@ def parse_token(body: Any) -> Token:
     if not isinstance(body, dict) or not body.get("access_token") or not body.get("instance_url"):
         raise ValueError("token response lacks access_token or instance_url")
     return Token(access_token=body["access_token"], instance_url=str(body["instance_url"]).rstrip("/"),
-                 issued_at=body.get("issued_at"))
+                 issued_at=body.get("issued_at"), user_id=user_of_identity(body.get("id")))
+
+
+def user_of_identity(identity: Any) -> str | None:
+    """`https://login.salesforce.com/id/00Dxx.../005xx...` -> `005xx...`; None when it is not that shape."""
+    if not isinstance(identity, str):
+        return None
+    parts = identity.rstrip("/").split("/")
+    if len(parts) < 3 or parts[-3] != "id" or not parts[-1].startswith("005"):
+        return None
+    return parts[-1]
 
 
 def token_error(status: int, body: Any) -> SyncError:

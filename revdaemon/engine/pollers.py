@@ -48,7 +48,7 @@ Record = Mapping[str, Any]
 Key = tuple[datetime, str]
 
 DEFAULT_LOOKBACK = timedelta(days=1)  # where a stream with no cursor starts, unless `start` is given
-DEFAULT_OVERLAP = timedelta(seconds=60)  # config.ScheduleSettings.poll_overlap_seconds
+DEFAULT_OVERLAP = timedelta(minutes=10)  # config.ScheduleSettings.poll_overlap_seconds, nue_poll_overlap_seconds
 SAFETY_LAG = timedelta(seconds=2)  # signpost = poll start minus this: clocks and commits lag a little
 BATCH_SIZE = 200  # records per add_events transaction
 
@@ -326,7 +326,10 @@ NUE_PAGE_SIZE = 200
 
 
 class NuePoller(Poller):
-    """One Nue object type read over GraphQL by lastModifiedDate; a fallback for missed webhooks."""
+    """One Nue object type read over GraphQL by lastModifiedDate; a fallback for missed webhooks.
+
+    Paging rule: `lastModifiedDate >= floor`, then each page the keyset after the last (lastModifiedDate, id)
+    read (NueClient.poll). The overlap below the cursor re-reads rows committed late with an older time."""
 
     source = "nue_poll"
 
@@ -342,28 +345,12 @@ class NuePoller(Poller):
         self.page_size = page_size
 
     async def fetch_since(self, floor: datetime) -> AsyncIterator[Record]:
-        # NueClient.poll pages by offset, which skips a row when an earlier one moves to the end
-        # mid-read. So read one page, then ask again from its last time (keyset), dropping what was seen.
-        since: datetime = floor
-        seen: Key | None = None
-        while True:
-            count = 0
-            restart: Key | None = None
-            pages = self.client.poll(self.type_name, self.fields, since=nue_datetime(since),
-                                     page_size=self.page_size)
-            async with _closing(pages) as records:
-                async for record in records:
-                    count += 1
-                    key = self.key_of(record)
-                    if seen is not None and key <= seen:
-                        continue  # yielded before the restart: `_gte` brings back ties on the boundary time
-                    yield record
-                    if count % self.page_size == 0 and key[0] > since:  # a page ended
-                        restart = key  # progress made: restart from here rather than trust the offset
-                        break
-            if restart is None:
-                return
-            since, seen = restart[0], restart
+        # NueClient.poll pages by keyset on (lastModifiedDate, id), never by offset, so a page boundary
+        # inside a run of equal timestamps skips nothing (see its docstring).
+        pages = self.client.poll(self.type_name, self.fields, since=nue_datetime(floor), page_size=self.page_size)
+        async with _closing(pages) as records:
+            async for record in records:
+                yield record
 
     def key_of(self, record: Record) -> Key:
         return parse_timestamp(record["lastModifiedDate"]), str(record["id"])

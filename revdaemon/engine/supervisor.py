@@ -255,7 +255,8 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
                lease=timedelta(seconds=engine.lease_seconds), max_attempts=settings.limits.max_attempts,
                backoff=RetryPolicy(base_delay=2.0, max_delay=settings.limits.max_backoff_seconds),
                idle_seconds=engine.idle_seconds, doorbell=doorbell, stats=stats, schema=schema, metrics=metrics,
-               alerter=alerter, versions=versions, hold=salesforce.budget.pause_left)
+               alerter=alerter, versions=versions, hold=salesforce.budget.pause_left,
+               own_user=lambda: salesforce.integration_user_id)
         for name in worker_names(settings)
     ]
     async def scrape() -> tuple[bytes, str]:
@@ -267,10 +268,11 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
     listener = HttpServer(settings.listener, ListenerApp(settings.nue, committer, store, health, metrics=metrics,
                                                          scrape=scrape))
     schedule = settings.schedule
-    overlap = timedelta(seconds=schedule.poll_overlap_seconds)
-    pollers: list[Poller] = [SalesforceClosedWonPoller(salesforce, store, health=health, overlap=overlap,
-                                                       metrics=metrics, alerter=alerter)]
-    pollers += [NuePoller(type_name, nue, store, health=health, overlap=overlap, metrics=metrics, alerter=alerter)
+    pollers: list[Poller] = [SalesforceClosedWonPoller(
+        salesforce, store, health=health, overlap=timedelta(seconds=schedule.poll_overlap_seconds),
+        metrics=metrics, alerter=alerter)]
+    nue_overlap = timedelta(seconds=schedule.nue_poll_overlap_seconds)
+    pollers += [NuePoller(type_name, nue, store, health=health, overlap=nue_overlap, metrics=metrics, alerter=alerter)
                 for type_name in NUE_FIELDS]
     scheduler = Scheduler.from_settings(schedule)
     def stretch() -> float:  # Nue polls too: the events they find are worked through Salesforce

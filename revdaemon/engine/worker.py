@@ -30,6 +30,7 @@ from structlog.contextvars import bound_contextvars
 from revdaemon.engine.executor import Executor, PendingWrite, WriteOutcome
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.mappings import FlowVersions, MappingUnavailable
+from revdaemon.engine.pollers import parse_timestamp
 from revdaemon.engine.schema import SchemaGuard
 from revdaemon.errors import (
     Busy,
@@ -87,6 +88,7 @@ class _Job:
     done: bool = False
     conflict: OpenConflict | None = None
     error: SyncError | None = None
+    error_ref: str | None = None  # the record the failed write targeted, when the error itself names none
     crash: str | None = None
     parked: str | None = None  # the flow cannot run against the org's schema right now
     mapping_version: int | None = None  # the mapping version the flow was built from
@@ -109,7 +111,9 @@ class Worker:
                  doorbell: Doorbell | None = None, rng: random.Random | None = None,
                  stats: WorkerStats | None = None, schema: SchemaGuard | None = None,
                  metrics: Metrics | None = None, alerter: Alerter | None = None,
-                 versions: FlowVersions | None = None, hold: Callable[[], float] = lambda: 0.0) -> None:
+                 versions: FlowVersions | None = None, hold: Callable[[], float] = lambda: 0.0,
+                 own_user: Callable[[], str | None] = lambda: None) -> None:
+        self._own_user = own_user  # the Salesforce user revdaemon writes as (None until known: no echo is dropped)
         self._hold = hold  # seconds to claim nothing for (the Salesforce pause): 0 when work may go on
         self._metrics = metrics
         self._versions = versions  # None: every event is planned with `flows`, and none is pinned
@@ -223,6 +227,10 @@ class Worker:
         jobs: list[_Job] = []
         unusable: dict[int, MappingUnavailable] = {}
         for event in events:
+            if await self._is_own_echo(event):
+                log.info("event_ignored", event_key=event.key, type=event.type,
+                         reason="the echo of revdaemon's own write, unchanged since")
+                continue  # finished below with no job, like an event no flow handles
             try:
                 matched = await self._jobs_of(event)
             except MappingUnavailable as exc:
@@ -286,6 +294,46 @@ class Worker:
             log.info("event_done", event_key=event.key, event_type=event.type,
                      flows=[j.flow.name for j in by_event.get(event.id, [])])
 
+    async def _is_own_echo(self, event: Event) -> bool:
+        """True when a polled Salesforce row shows nothing but revdaemon's own last write.
+
+        Checked here, before planning, and not in the poller: the poller only stores hints (it keeps the
+        (id, SystemModstamp) key, so re-reads still dedupe), while the worker is where every source meets and the
+        audit log is read; the check uses the event's own row and the store, so an echo costs no API call.
+
+        Both witnesses must agree. Salesforce: the row was last modified by revdaemon's user. The audit log:
+        revdaemon's newest confirmed write to the record was recorded no earlier than the row's SystemModstamp
+        (nothing modified it after), the row still shows the values it wrote, and every other field the row
+        carries equals the row of the event that write was planned from (nothing else changed in between). The
+        integration user may be shared (Nue's own sync, another tool), so its name alone drops nothing; a clock
+        skew or a write planned from another kind of event errs towards planning, which is always safe."""
+        user = self._own_user()
+        data = event.payload.get("data")
+        if not user or event.source != "salesforce_poll" or not isinstance(data, dict):
+            return False
+        modified_by, modstamp, record_id = data.get("LastModifiedById"), data.get("SystemModstamp"), data.get("Id")
+        if not (isinstance(modified_by, str) and isinstance(modstamp, str) and isinstance(record_id, str)):
+            return False
+        if modified_by[:15] != user[:15]:
+            return False
+        sobject = event.key.split(":", 2)[1] if event.key.startswith("sf:") else None
+        if sobject is None:
+            return False
+        ours = next((w for w in await self._store.list_writes(record_ref=f"salesforce:{sobject}:{record_id}",
+                                                              limit=20) if w.outcome == "ok"), None)
+        if ours is None or ours.event_id is None or ours.at < parse_timestamp(modstamp):
+            return False
+        request = ours.detail.get("request")
+        written = request.get("fields") if isinstance(request, dict) else None
+        if not isinstance(written, dict) or any(data[k] != v for k, v in written.items() if k in data):
+            return False
+        source = await self._store.get_event(ours.event_id)
+        before = source.payload.get("data") if source is not None and source.source == event.source else None
+        if not isinstance(before, dict) or before.get("Id") != record_id:
+            return False
+        unwritten = set(data) - set(written) - {"SystemModstamp", "LastModifiedById", "attributes"}
+        return all(before.get(k) == data[k] for k in unwritten)
+
     async def _jobs_of(self, event: Event) -> list[_Job]:
         """One job per flow handling the event, from the flows of the mapping version it is pinned to."""
         view = FlowEvent(key=event.key, type=event.type, source=event.source, payload=event.payload)
@@ -340,9 +388,13 @@ class Worker:
             job = jobs[index]
             if job.conflict or job.done:
                 continue
-            failures = [outcomes[w.idem_key] for w in plan.writes if not outcomes[w.idem_key].ok]
-            if failures:
-                job.error = _worst(failures)
+            failed = [w for w in plan.writes if not outcomes[w.idem_key].ok]
+            if failed:
+                job.error = _worst([outcomes[w.idem_key] for w in failed])
+                # A dead letter names its record (a Nue create's error may not): that is how the record shows
+                # the failure in its status fields, and how a later failure about it joins the same letter.
+                job.error_ref = next(f"{w.target[0]}:{w.target[1]}:{w.target[2]}" for w in failed
+                                     if outcomes[w.idem_key].error is job.error)
                 continue
             if any(outcomes[w.idem_key].stale for w in plan.writes):
                 job.done = True  # a newer state of the entity was already applied: this one is history
@@ -396,16 +448,16 @@ class Worker:
                                                       error=crash.crash.strip().splitlines()[-1],
                                                       request={"traceback": crash.crash}))
             elif permanent is not None and permanent.error is not None:
-                await self._dead(event, _letter(permanent.error))
+                await self._dead(event, _letter(permanent.error, permanent.error_ref))
             elif retry is not None and retry.error is not None:
-                await self._retry(event, retry.error)
+                await self._retry(event, retry.error, retry.error_ref)
 
-    async def _retry(self, event: Event, error: SyncError) -> None:
+    async def _retry(self, event: Event, error: SyncError, record_ref: str | None = None) -> None:
         self.stats.failed += 1
         # Busy is no fault of the event (another worker or replica is writing the same thing): it never uses
         # up its attempts, or a replica dying while holding a write would dead-letter the survivor's events.
         if event.attempts >= self._max_attempts and not isinstance(error, Throttled | Busy):
-            await self._dead(event, _letter(error))
+            await self._dead(event, _letter(error, record_ref))
             return
         retry_after = error.retry_after if isinstance(error, Throttled | OutcomeUnknown) else None
         if isinstance(error, RequestLimitExceeded):
@@ -428,7 +480,15 @@ class Worker:
         log.info("event_retry_scheduled", attempts=event.attempts, wait_seconds=round(delay, 2), error=error.message)
 
     async def _dead(self, event: Event, letter: NewDeadLetter) -> None:
-        await self._store.dead_letter_event(event.id, letter, claimed_by=self.name)
+        joined = letter.record_ref is not None and await self._store.open_dead_letter(letter.record_ref) is not None
+        letter_id = await self._store.dead_letter_event(event.id, letter, claimed_by=self.name)
+        if joined:
+            # The record already waits for a person: no second letter, alert or status write (which would move
+            # its SystemModstamp and come back as yet another event).
+            self.stats.dead += 1
+            log.info("event_joined_dead_letter", dead_letter=letter_id, record_ref=letter.record_ref,
+                     error=letter.error)
+            return
         if letter.record_ref:
             code = f"{letter.error_code}: " if letter.error_code else ""
             self._status_failures.append((letter.record_ref, f"{code}{letter.error}"))
@@ -450,10 +510,10 @@ def _worst(failures: Sequence[WriteOutcome]) -> SyncError:
     return errors[0]
 
 
-def _letter(error: SyncError) -> NewDeadLetter:
+def _letter(error: SyncError, record_ref: str | None = None) -> NewDeadLetter:
     return NewDeadLetter(system=error.context.system, operation=error.context.operation, error=error.message,
                          error_code=error.context.error_code, status=error.context.status,
-                         record_ref=error.context.record_ref,
+                         record_ref=error.context.record_ref or record_ref,
                          request={"items": [{"code": i.code, "message": i.message, "fields": list(i.fields)}
                                             for i in error.items]})
 

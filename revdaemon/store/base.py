@@ -83,7 +83,9 @@ class Store(Protocol):
         ...
 
     async def dead_letter_event(self, event_id: int, letter: NewDeadLetter, *, claimed_by: str | None = None) -> int:
-        """Move the event to dead and record why; returns the dead letter's id."""
+        """Move the event to dead and record why; returns the dead letter's id. Dead is terminal until a person
+        replays it: while a letter about the same `record_ref` is open (not replayed), the event joins it and no
+        second letter is made."""
         ...
 
     async def conflict_event(self, event_id: int, conflict: NewConflict, *, claimed_by: str | None = None) -> int:
@@ -202,6 +204,10 @@ class Store(Protocol):
     async def list_dead_letters(self, *, include_replayed: bool = False, limit: int = 50) -> list[DeadLetter]: ...
 
     async def get_dead_letter(self, letter_id: int) -> DeadLetter | None: ...
+
+    async def open_dead_letter(self, record_ref: str) -> DeadLetter | None:
+        """The letter about `record_ref` not yet replayed, if any (the one a new failure about it joins)."""
+        ...
 
     async def replay_dead_letter(self, letter_id: int, *, remap: bool = False) -> Event:
         """Put the dead letter's event back in the inbox, due now, with its attempts reset. It keeps the

@@ -306,6 +306,14 @@ class PostgresStore:
         now = self._clock()
         async with self._tx() as conn:
             await _move_event(conn, event_id, EventStatus.DEAD, now, error=letter.error, claimed_by=claimed_by)
+            # Dead is terminal until a person replays it: a later event about the same record (its own echo,
+            # say the sync status "Error" written there) joins the open letter instead of making another.
+            if letter.record_ref is not None:
+                open_id = await conn.fetchval(
+                    "SELECT id FROM dead_letters WHERE record_ref = $1 AND replayed_at IS NULL ORDER BY id LIMIT 1",
+                    letter.record_ref)
+                if open_id is not None:
+                    return int(open_id)
             letter_id = await conn.fetchval(
                 """INSERT INTO dead_letters
                        (event_id, system, operation, error, error_code, status, record_ref, request, created_at)
@@ -588,6 +596,13 @@ class PostgresStore:
         async with self._tx(write=False) as conn:
             rows = await conn.fetch(f"SELECT * FROM dead_letters {where} ORDER BY id DESC LIMIT $1", limit)
         return [_dead_letter(row) for row in rows]
+
+    async def open_dead_letter(self, record_ref: str) -> DeadLetter | None:
+        async with self._tx(write=False) as conn:
+            row = await conn.fetchrow(
+                "SELECT * FROM dead_letters WHERE record_ref = $1 AND replayed_at IS NULL ORDER BY id LIMIT 1",
+                record_ref)
+        return _dead_letter(row) if row else None
 
     async def get_dead_letter(self, letter_id: int) -> DeadLetter | None:
         async with self._tx(write=False) as conn:

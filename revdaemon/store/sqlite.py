@@ -247,6 +247,14 @@ class SqliteStore:
         now = self._clock()
         async with self._tx() as conn:
             await _move_event(conn, event_id, EventStatus.DEAD, now, error=letter.error, claimed_by=claimed_by)
+            # Dead is terminal until a person replays it: a later event about the same record (its own echo,
+            # say the sync status "Error" written there) joins the open letter instead of making another.
+            if letter.record_ref is not None:
+                open_row = await _fetchone(
+                    conn, "SELECT id FROM dead_letters WHERE record_ref = ? AND replayed_at IS NULL ORDER BY id "
+                          "LIMIT 1", (letter.record_ref,))
+                if open_row is not None:
+                    return int(open_row["id"])
             result = await conn.execute(
                 """INSERT INTO dead_letters
                        (event_id, system, operation, error, error_code, status, record_ref, request, created_at)
@@ -547,6 +555,13 @@ class SqliteStore:
         async with self._tx(write=False) as conn:
             rows = await _fetchall(conn, f"SELECT * FROM dead_letters {where} ORDER BY id DESC LIMIT ?", (limit,))
         return [_dead_letter(row) for row in rows]
+
+    async def open_dead_letter(self, record_ref: str) -> DeadLetter | None:
+        async with self._tx(write=False) as conn:
+            row = await _fetchone(
+                conn, "SELECT * FROM dead_letters WHERE record_ref = ? AND replayed_at IS NULL ORDER BY id LIMIT 1",
+                (record_ref,))
+        return _dead_letter(row) if row else None
 
     async def get_dead_letter(self, letter_id: int) -> DeadLetter | None:
         async with self._tx(write=False) as conn:

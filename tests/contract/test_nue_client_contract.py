@@ -197,23 +197,25 @@ class TestResources:
         assert [c.request.url.params["page"] for c in route.calls] == ["1", "2"]
 
     @respx.mock
-    async def test_graphql_poll_pages_by_offset(self, client: NueClient) -> None:
-        """Polling [assumed]: where lastModifiedDate _gte, ordered by (lastModifiedDate, id), offset pages."""
+    async def test_graphql_poll_pages_by_keyset(self, client: NueClient) -> None:
+        """Polling [assumed]: where lastModifiedDate _gte, ordered by (lastModifiedDate, id); each next page is
+        the keyset after the last row (never an offset), so a run of equal times is walked by id."""
         queries: list[str] = []
+        rows = [{"id": f"s-{i}", "lastModifiedDate": "2026-01-01T00:00:00.000Z"} for i in range(5)]
 
         def graphql(request: httpx.Request) -> httpx.Response:
             query = json.loads(request.content)["query"]
             queries.append(query)
-            offset = int(query.split("offset: ")[1].split(")")[0])
-            rows = [{"id": f"s-{i}", "lastModifiedDate": "2026-01-01T00:00:00Z"} for i in range(offset,
-                                                                                               min(offset + 2, 5))]
-            return httpx.Response(200, json={"data": {"Subscription": rows}})
+            after = query.split('id: {_gt: "')[1].split('"')[0] if "_or" in query else ""
+            return httpx.Response(200, json={"data": {"Subscription": [r for r in rows if r["id"] > after][:2]}})
 
         respx.post(f"{BASE}/async/graphql").mock(side_effect=graphql)
-        rows = [r async for r in client.poll("Subscription", ["status"], since="2026-01-01T00:00:00Z", page_size=2)]
-        assert [r["id"] for r in rows] == ["s-0", "s-1", "s-2", "s-3", "s-4"]
+        read = [r async for r in client.poll("Subscription", ["status"], since="2026-01-01T00:00:00Z", page_size=2)]
+        assert [r["id"] for r in read] == ["s-0", "s-1", "s-2", "s-3", "s-4"]
         assert 'lastModifiedDate: {_gte: "2026-01-01T00:00:00Z"}' in queries[0]
-        assert "order_by: {lastModifiedDate: asc, id: asc}" in queries[0]
+        assert all("order_by: {lastModifiedDate: asc, id: asc}" in q and "offset" not in q for q in queries)
+        assert ('where: {_or: [{lastModifiedDate: {_gt: "2026-01-01T00:00:00.000Z"}}, '
+                '{lastModifiedDate: {_eq: "2026-01-01T00:00:00.000Z"}, id: {_gt: "s-1"}}]}') in queries[1]
 
     @respx.mock
     async def test_graphql_errors_are_permanent(self, client: NueClient) -> None:

@@ -71,7 +71,8 @@ async def engine(sandbox: Sandbox, tmp_path: Path, *, flows: list[Flow] | None =
         chosen = flows or [SubscriptionStatusFlow()]
         guard = SchemaGuard(sf, chosen) if schema_guard else None
         worker = Worker(store, Fetcher(sf, nue, store), executor, chosen,
-                        backoff=RetryPolicy(base_delay=0.0, max_delay=0.0), schema=guard)
+                        backoff=RetryPolicy(base_delay=0.0, max_delay=0.0), schema=guard,
+                        own_user=lambda: sf.integration_user_id)
         try:
             yield Engine(store=store, salesforce=sf, nue=nue, executor=executor, worker=worker, schema=guard)
         finally:

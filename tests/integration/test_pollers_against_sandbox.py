@@ -14,7 +14,7 @@ import pytest
 from revdaemon.config import ApiRate, NueSettings, SalesforceAuth, SalesforceSettings
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
-from revdaemon.engine.pollers import NuePoller, PollResult, PollStatus, SalesforceClosedWonPoller
+from revdaemon.engine.pollers import NuePoller, PollResult, PollStatus, SalesforceClosedWonPoller, parse_timestamp
 from revdaemon.engine.scheduler import Scheduler
 from revdaemon.limits import ApiLimiter, DailyBudget, RetryPolicy
 from revdaemon.sandbox.runner import Sandbox
@@ -93,6 +93,26 @@ class TestSalesforceClosedWonPoller:
         assert third.stored == 1
         assert len(await event_keys(store, prefix)) == 2
 
+    async def test_a_late_commit_behind_the_cursor_is_read_once(self, sandbox: Sandbox, http: httpx.AsyncClient,
+                                                                store: Store) -> None:
+        """A deal won in a transaction that began 5 minutes ago and commits after the poll passed that time is
+        read by the next poll (10-minute overlap), once: later re-reads within the overlap store nothing."""
+        first, opportunity = [o for o in sandbox.salesforce.records("Opportunity") if not o["IsClosed"]][:2]
+        poller = SalesforceClosedWonPoller(salesforce(sandbox, http), store)  # the default overlap
+        assert poller.overlap == timedelta(minutes=10)
+        sandbox.salesforce.close_won(first["Id"])  # the cursor moves up to now
+        await poller.run_once(later())
+        cursor = await poller.cursor()
+        assert cursor is not None
+        record = sandbox.salesforce.commit_late("Opportunity", opportunity["Id"], {"StageName": "Closed Won"},
+                                                minutes_ago=5)
+        assert parse_timestamp(record["SystemModstamp"]) < cursor.at  # behind what the poll has passed
+        assert (await poller.run_once(later())).stored == 1
+        for _ in range(3):
+            assert (await poller.run_once(later())).stored == 0
+        assert await event_keys(store, f"sf:Opportunity:{opportunity['Id']}:") == [
+            f"sf:Opportunity:{opportunity['Id']}:{record['SystemModstamp']}"]
+
 
 class TestNuePoller:
     async def test_activated_order_gives_subscription_events(self, sandbox: Sandbox, http: httpx.AsyncClient,
@@ -116,6 +136,53 @@ class TestNuePoller:
         scenario.change(ours[0].payload["data"]["name"], "UpdateQuantity", quantity=2)
         changed = await poller.run_once(later())
         assert changed.stored >= 1
+
+
+    async def test_a_bulk_run_of_equal_times_longer_than_a_page_loses_no_row(self, sandbox: Sandbox,
+                                                                              store: Store) -> None:
+        """Six customers share one lastModifiedDate, pages hold two, and rows already read are modified between
+        pages (each modification moves a row to the end, shifting offsets): every customer is read."""
+        scenario = sandbox.nue.scenario
+        ids = [scenario.create_customer(i)["id"] for i in range(6)]
+        run = "2026-01-01T00:00:00.000Z"
+        for customer_id in ids:
+            scenario.commit_late("Customer", customer_id, at=run)
+        pages = 0
+        order = sorted(ids)
+
+        async def churn(response: httpx.Response) -> None:
+            nonlocal pages
+            if response.request.url.path.endswith("/async/graphql"):
+                pages += 1
+                if pages <= 2:  # the first row of the page just served is modified again
+                    scenario.update_customer(order[2 * (pages - 1)], phone=f"+1-555-99{pages}")
+
+        async with httpx.AsyncClient(event_hooks={"response": [churn]}) as hooked:
+            poller = NuePoller("Customer", nue(sandbox, hooked), store, page_size=2,
+                               start=datetime(2025, 12, 31, tzinfo=UTC))
+            result = await poller.run_once(later())
+        assert result.status is PollStatus.OK and pages >= 4
+        read = {e.payload["data"]["id"] for e in await store.list_events(limit=100)
+                if e.payload["data"]["lastModifiedDate"] == run}
+        assert read == set(ids)
+
+    async def test_a_late_commit_behind_the_cursor_is_read_once(self, sandbox: Sandbox, http: httpx.AsyncClient,
+                                                                store: Store) -> None:
+        """A subscription change committed late (its lastModifiedDate 5 minutes old, behind the cursor) is read by
+        the next poll, once."""
+        scenario = sandbox.nue.scenario
+        scenario.create_and_activate_order(scenario.create_customer(0)["id"])
+        poller = NuePoller("Subscription", nue(sandbox, http), store)
+        assert poller.overlap == timedelta(minutes=10)
+        await poller.run_once(later())
+        [subscription, *_] = [s for s in sandbox.nue.store.subscriptions.values()]
+        record = scenario.commit_late("Subscription", subscription["id"], minutes_ago=5, quantity=7)
+        cursor = await poller.cursor()
+        assert cursor is not None and parse_timestamp(record["lastModifiedDate"]) < cursor.at
+        assert (await poller.run_once(later())).stored == 1
+        assert (await poller.run_once(later())).stored == 0
+        keys = await event_keys(store, f"nue:subscription.updated:{subscription['id']}:")
+        assert f"nue:subscription.updated:{subscription['id']}:{record['lastModifiedDate']}" in keys
 
 
 class TestScheduler:

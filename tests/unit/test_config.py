@@ -34,6 +34,12 @@ class TestLoading:
         assert settings.salesforce.auth is SalesforceAuth.CLIENT_CREDENTIALS
         assert settings.state_dir == ROOT / "state"
 
+    def test_poll_overlaps_default_to_ten_minutes(self, tmp_path: Path) -> None:
+        """Both polls re-read 10 minutes back by default, and the shipped config says the same."""
+        for path in (write(tmp_path, MINIMAL), ROOT / "config.yaml"):
+            schedule = load_settings(path, environ={}).schedule
+            assert (schedule.poll_overlap_seconds, schedule.nue_poll_overlap_seconds) == (600.0, 600.0)
+
     def test_relative_paths_resolve_against_the_config_file(self, tmp_path: Path) -> None:
         """state_dir is read relative to the file, not the working directory."""
         settings = load_settings(write(tmp_path, {**MINIMAL, "state_dir": "var/state"}), environ={})

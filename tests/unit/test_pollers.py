@@ -73,11 +73,12 @@ class FakeSalesforce:
 
 
 class FakeNue:
-    """GraphQL polling as the connector exposes it: `_gte since` by text, offset pages of `page_size`."""
+    """GraphQL polling as the connector exposes it: `_gte since` by text, then keyset pages of `page_size`."""
 
     def __init__(self) -> None:
         self.rows: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str | None]] = []
+        self.pages: list[tuple[str, str] | None] = []  # the keyset each page was asked after
         self.after_page: Callable[[int], None] | None = None  # called after each page is served
 
     def put(self, record_id: str, moment: datetime, **fields: Any) -> None:
@@ -86,11 +87,13 @@ class FakeNue:
     async def poll(self, type_name: str, fields: Sequence[str], *, since: str | None,
                    page_size: int = 200) -> AsyncIterator[dict[str, Any]]:
         self.calls.append((type_name, since))
-        offset, page_number = 0, 0
+        after: tuple[str, str] | None = None
+        page_number = 0
         while True:
-            rows = sorted((r for r in self.rows.values() if since is None or r["lastModifiedDate"] >= since),
+            self.pages.append(after)
+            rows = sorted((r for r in self.rows.values() if _after(r, after, since)),
                           key=lambda r: (r["lastModifiedDate"], r["id"]))
-            page = [dict(r) for r in rows[offset:offset + page_size]]
+            page = [dict(r) for r in rows[:page_size]]
             for row in page:
                 yield row
             page_number += 1
@@ -98,7 +101,13 @@ class FakeNue:
                 self.after_page(page_number)
             if len(page) < page_size:
                 return
-            offset += page_size
+            after = (page[-1]["lastModifiedDate"], page[-1]["id"])
+
+
+def _after(row: dict[str, Any], after: tuple[str, str] | None, since: str | None) -> bool:
+    if after is not None:
+        return (row["lastModifiedDate"], row["id"]) > after
+    return since is None or row["lastModifiedDate"] >= since
 
 
 @pytest.fixture
@@ -375,7 +384,7 @@ class TestNuePoller:
             NuePoller("Widget", nue, store)  # type: ignore[arg-type]
 
     async def test_pages_by_keyset_with_ties_on_the_boundary(self, nue: FakeNue, store: Store) -> None:
-        """Pages restart from the last time read; rows sharing that time come back but are yielded once."""
+        """One read from the floor; each next page is asked after the last (time, id), ties included once."""
         tie = NOW - timedelta(minutes=5)
         nue.put("a", NOW - timedelta(minutes=9))
         nue.put("b", tie)
@@ -384,8 +393,28 @@ class TestNuePoller:
         nue.put("e", NOW - timedelta(minutes=3))
         result = await nue_poller("Order", nue, store, page_size=2).run_once(NOW)
         assert (result.status, result.read, result.stored) == (PollStatus.OK, 5, 5)
-        assert [since for _, since in nue.calls] == [
-            "2026-01-01T11:00:00.000Z", "2026-01-01T11:55:00.000Z", "2026-01-01T11:57:00.000Z"]
+        assert [since for _, since in nue.calls] == ["2026-01-01T11:00:00.000Z"]
+        assert nue.pages == [None, ("2026-01-01T11:55:00.000Z", "b"), ("2026-01-01T11:56:00.000Z", "d")]
+
+    async def test_a_page_boundary_inside_a_run_of_equal_times_skips_nothing(self, nue: FakeNue,
+                                                                           store: Store) -> None:
+        """A bulk run longer than a page, rows of it moving and arriving between pages: every row is read."""
+        run = NOW - timedelta(minutes=5)
+        for i in range(7):
+            nue.put(f"r{i}", run)
+
+        def churn(page_number: int) -> None:
+            if page_number == 1:
+                nue.put("r0", NOW - timedelta(seconds=30))  # read already, modified again: moves to the end
+                nue.put("r1", NOW - timedelta(seconds=20))  # same
+                nue.put("r9", run)  # committed late into the run, after the boundary
+            if page_number == 2:
+                nue.put("r3", NOW - timedelta(seconds=10))  # an offset would now step over r6
+
+        nue.after_page = churn
+        await nue_poller("Invoice", nue, store, page_size=3).run_once(NOW)
+        stored = {e.payload["data"]["id"] for e in await store.list_events(limit=50)}
+        assert stored == {f"r{i}" for i in (*range(7), 9)}
 
     async def test_a_row_moving_mid_read_does_not_hide_another(self, nue: FakeNue, store: Store) -> None:
         """A row updated between pages (which shifts offsets) costs no other row its event."""

@@ -111,3 +111,16 @@ class TestBuilding:
         """An answer with the wrong number of results cannot be mapped back and is refused."""
         with pytest.raises(ValueError):
             wire.parse_collection_results([{"success": True}], 2)
+
+
+class TestIdentity:
+    def test_the_token_names_its_user(self) -> None:
+        """The token response's `id` URL ends in /<orgId>/<userId> (§1.4): that user is revdaemon's own."""
+        token = wire.parse_token({"access_token": "t", "instance_url": "https://x.my.salesforce.com/",
+                                  "id": "https://login.salesforce.com/id/00Dxx0000001gPL/005xx000001Sv6A"})
+        assert token.user_id == "005xx000001Sv6A"
+
+    def test_an_identity_of_another_shape_names_nobody(self) -> None:
+        """No `id`, or one that does not end in a user id, leaves the user unknown (no echo is recognised)."""
+        assert wire.parse_token({"access_token": "t", "instance_url": "https://x"}).user_id is None
+        assert wire.user_of_identity("https://login.salesforce.com/services/oauth2/userinfo") is None

@@ -267,6 +267,27 @@ class TestDeadLettersAndConflicts:
         with pytest.raises(StoreError, match="already replayed"):
             await store.replay_dead_letter(letter_id)
 
+    async def test_a_later_failure_about_a_dead_record_joins_its_letter(self, store: Store) -> None:
+        """Dead is terminal until replayed: a second event about the same record dies into the open letter (no
+        second one); after the replay, a new failure makes a new letter."""
+        def letter(error: str) -> NewDeadLetter:
+            return NewDeadLetter(system="nue", operation="create order", error=error,
+                                 record_ref="nue:Order:006000000000001AAA")
+
+        await store.add_events([event("e1"), event("e2"), event("e3")])
+        first = await store.dead_letter_event(await claim_one(store), letter("discount over 100%"))
+        opened = await store.open_dead_letter("nue:Order:006000000000001AAA")
+        assert opened is not None and opened.id == first
+        second_event = await claim_one(store)
+        assert await store.dead_letter_event(second_event, letter("discount over 100%")) == first
+        assert [d.id for d in await store.list_dead_letters()] == [first]
+        dead = await store.get_event(second_event)
+        assert dead is not None and dead.status is EventStatus.DEAD
+        await store.replay_dead_letter(first)
+        assert await store.open_dead_letter("nue:Order:006000000000001AAA") is None
+        third = await store.dead_letter_event(await claim_one(store), letter("discount over 100%"))
+        assert third != first
+
     async def test_conflict_take_nue_requeues_and_accepts_what_salesforce_showed(self, store: Store) -> None:
         """Take Nue: the event goes back to the inbox, and the Salesforce values the person saw become the
         baseline, so the flow no longer reads them as a hand edit and writes Nue's state."""

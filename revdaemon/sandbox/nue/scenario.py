@@ -3,6 +3,7 @@ each fires the same webhooks. Returns wire-shaped records (money still Decimal).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -178,3 +179,22 @@ class Scenario:
 
     def set_quote_status(self, opportunity: str, status: str) -> Record:
         return _out(quotes.set_status(self.store, opportunity, status))
+
+    # --- late commits ------------------------------------------------------------------------------------
+    def commit_late(self, kind: str, record_id: str, minutes_ago: float = 5.0, at: str | None = None,
+                    **fields: Any) -> Record:
+        """A change whose transaction began `minutes_ago` (or at `at`, a wire timestamp) and commits only now:
+        the record takes `fields` and that earlier lastModifiedDate, visible from now on, behind any poll
+        cursor that has passed it. No webhook fires: the poll's overlap is what must find it."""
+        tables = {"Customer": self.store.customers, "Order": self.store.orders,
+                  "Subscription": self.store.subscriptions, "Invoice": self.store.invoices,
+                  "Quote": self.store.quotes}
+        if kind not in tables:
+            raise unprocessable(f"commit_late: no table {kind!r}; known: {', '.join(tables)}")
+        with self.store.lock:
+            record = tables[kind].get(record_id)
+            if record is None:
+                raise unprocessable(f"commit_late: no {kind} {record_id!r}")
+            record.update(fields)
+            record["lastModifiedDate"] = at or wire.timestamp(self.store.clock.now() - timedelta(minutes=minutes_ago))
+            return _out(record)

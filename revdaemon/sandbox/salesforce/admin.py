@@ -6,6 +6,8 @@ GET  /__sandbox/records/{sobject}         every record (?include_deleted=true fo
 POST /__sandbox/scenario/close-won        {"opportunity_id"}: a rep moves it to Closed Won
 POST /__sandbox/scenario/update           {"sobject", "id", "fields"}: a rep edits a record
 POST /__sandbox/scenario/create           {"sobject", "fields"}: a rep creates a record
+POST /__sandbox/scenario/commit-late      {"sobject", "id", "fields", "minutes_ago"}: a rep's edit committed late,
+                                          its SystemModstamp minutes old (salesforce-api.md §4.1)
 GET|POST /__sandbox/faults                read / change fault settings (JSON of FaultSettings fields, among
                                           them the after-apply ones: applied_{drop,503,504,slow}_{rate,next},
                                           applied_slow_seconds, applied_writes_only, applied_paths)
@@ -79,6 +81,11 @@ def mount(sim: SalesforceSim) -> Mount:
         record_id = sim.create(str(data["sobject"]), dict(data.get("fields") or {}))
         return JSONResponse(sim.record(str(data["sobject"]), record_id), status_code=201)
 
+    async def commit_late(request: Request) -> Response:
+        data = await payload(request)
+        return JSONResponse(sim.commit_late(str(data["sobject"]), str(data["id"]), dict(data.get("fields") or {}),
+                                            minutes_ago=float(data.get("minutes_ago", 5.0))))
+
     async def faults(request: Request) -> Response:
         if request.method == "POST":
             return JSONResponse(sim.set_faults(**(await payload(request))))
@@ -129,6 +136,7 @@ def mount(sim: SalesforceSim) -> Mount:
         Route("/scenario/close-won", guarded(close_won), methods=["POST"]),
         Route("/scenario/update", guarded(update), methods=["POST"]),
         Route("/scenario/create", guarded(create), methods=["POST"]),
+        Route("/scenario/commit-late", guarded(commit_late), methods=["POST"]),
         Route("/faults", guarded(faults), methods=["GET", "POST"]),
         Route("/faults/fired", guarded(fired), methods=["GET"]),
         Route("/expire-sessions", guarded(expire), methods=["POST"]),

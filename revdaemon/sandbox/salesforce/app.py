@@ -231,6 +231,14 @@ class SalesforceSim:
         self.store.update(sobject, record_id, fields, user_id or self.sales_rep_id)
         return self.record(sobject, record_id)
 
+    def commit_late(self, sobject: str, record_id: str, fields: dict[str, Any], *, minutes_ago: float = 5.0,
+                    user_id: str | None = None) -> Record:
+        """An edit whose transaction began `minutes_ago` and commits now (salesforce-api.md §4.1): its
+        SystemModstamp is that earlier time, behind a poll cursor that has already passed it."""
+        stamp = self.settings.clock() - minutes_ago * 60
+        self.store.update(sobject, record_id, fields, user_id or self.sales_rep_id, stamp=stamp)
+        return self.record(sobject, record_id)
+
     def delete(self, sobject: str, record_id: str, *, user_id: str | None = None) -> None:
         self.store.delete(sobject, record_id, user_id or self.sales_rep_id)
 

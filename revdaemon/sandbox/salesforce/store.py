@@ -222,14 +222,15 @@ class Store:
             self._after_write(od, record)
             return str(record["Id"])
 
-    def update(self, obj: str, raw_id: str, data: dict[str, Any], user_id: str, *, system: bool = False) -> None:
+    def update(self, obj: str, raw_id: str, data: dict[str, Any], user_id: str, *, system: bool = False,
+               stamp: float | None = None) -> None:
         od = self._object(obj)
         with self.lock:
             old = self.find_live(od, raw_id)
             data = {k: v for k, v in data.items() if not (k.lower() == "id" and normalize_id(str(v)) == old["Id"])}
             values = self._convert(od, data, creating=False, system=system)
             self._check_references(od, values)
-            now = wire_datetime(self.clock())
+            now = wire_datetime(self.clock() if stamp is None else stamp)
             record = {**old, **values, "LastModifiedDate": now, "LastModifiedById": user_id, "SystemModstamp": now}
             self._derive(od, record, old, values)
             self._check_required(od, record)
