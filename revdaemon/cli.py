@@ -834,15 +834,18 @@ def _print_summary(console: Console, summary: StoreSummary) -> None:
               help="URL the Nue simulator delivers webhooks to (repeatable).")
 @click.option("--key-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("state/sandbox"),
               show_default=True, help="Where the JWT signing key for the Salesforce simulator is written.")
+@click.option("--brownfield", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Add this many won deals of a tenant that already has orders (e.g. 1000); their go-live "
+              "cut-off is printed as brownfield_won_since.")
 @json_option
 def sandbox(sf_port: int, nue_port: int, seed: int, webhook_targets: tuple[str, ...], key_dir: Path,
-            as_json: bool) -> None:
+            brownfield: int, as_json: bool) -> None:
     """Run the Salesforce and Nue simulators on loopback until interrupted."""
     from revdaemon.sandbox.runner import create_sandbox
 
     try:
         box = create_sandbox(key_dir=key_dir, seed=seed, sf_port=sf_port, nue_port=nue_port,
-                             webhook_targets=list(webhook_targets))
+                             webhook_targets=list(webhook_targets), brownfield=brownfield)
     except OSError as exc:
         click.echo(f"revdaemon: cannot start the sandbox: {exc}", err=True)
         sys.exit(EXIT_RUNTIME)
