@@ -110,7 +110,8 @@ class NueClient:
         linked = [o for o in orders if wire.order_link(o, opportunity_id, marker_field=marker_field,
                                                        quote_ids=quote_ids, order_id=order_id)]
         live = [o for o in linked if str(o.get("status", "")).lower() != "canceled"]
-        return (live or linked or [None])[0]
+        chosen = live or linked
+        return chosen[0] if chosen else None
 
     async def create_order(self, order: Mapping[str, Any]) -> dict[str, Any]:
         body = await self._send(wire.create_order_request(order), operation="create order", idempotent=False)

@@ -34,8 +34,8 @@ def load_brownfield(store: Store, scenario: Scenario) -> None:
                 scenario.order_from_quote(deal.opportunity_id)
             elif deal.kind == "by_hand":
                 customer = scenario.create_customer(deal.account_id)
-                scenario.order_for(deal.opportunity_id, customer["id"], description="Entered by hand",
-                                   **{wire.ORDER_OPPORTUNITY_FIELD: deal.opportunity_id})
+                link: dict[str, Any] = {wire.ORDER_OPPORTUNITY_FIELD: deal.opportunity_id}
+                scenario.order_for(deal.opportunity_id, customer["id"], description="Entered by hand", **link)
             elif deal.kind == "order_id_on_opportunity":
                 customer = scenario.create_customer(deal.account_id)
                 scenario.order_for(deal.opportunity_id, customer["id"], order_id=deal.order_id,
