@@ -25,6 +25,7 @@ from revdaemon import __version__, service
 from revdaemon.config import CONFIG_ENV_VAR, Settings, load_settings
 from revdaemon.domain.budget import DEFERRED_WORK, Priority, describe_seconds
 from revdaemon.engine.lookups import Fetcher
+from revdaemon.engine.pollers import Poller
 from revdaemon.engine.preview import Preview
 from revdaemon.engine.supervisor import run_daemon
 from revdaemon.engine.sync_status import SyncStatus
@@ -499,14 +500,19 @@ def conflicts_resolve(config_path: Path | None, as_json: bool, conflict_id: int,
 @json_option
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), required=True,
               help="Read every change since this day (UTC) again.")
-@click.option("--flow", type=click.Choice(sorted(service.BACKFILL_SOURCES)), default=None,
-              help="Only the changes that feed this flow.")
-@click.option("--dry-run", is_flag=True, help="Print what the backfill would write, field by field; store and "
-              "send nothing.")
+@click.option("--flow", type=click.Choice(sorted([*service.BACKFILL_SOURCES, *service.BACKFILL_ALIASES])),
+              default=None, help="Only the changes that feed this flow. closed_won (closed_won_to_order) also "
+              "orders deals won before the go-live cut-off, back to --since.")
+@click.option("--dry-run", is_flag=True, help="Print what the backfill would write, field by field (for "
+              "closed_won: each deal, whether it would be ordered and why); store and send nothing.")
 def backfill(config_path: Path | None, as_json: bool, since: Any, flow: str | None, dry_run: bool) -> None:
     """Re-read changes since a date into the inbox (keys dedupe; no cursor moves); the daemon does the rest."""
     settings = _load(config_path)
     _setup_logging(settings)
+    flow = service.backfill_flow(flow)
+    if dry_run and flow == "closed_won_to_order":
+        _print_won_deals(anyio.run(_won_deals_preview, settings, since.replace(tzinfo=UTC)), as_json)
+        return
     if dry_run:
         _print_preview(anyio.run(_backfill_preview, settings, since.replace(tzinfo=UTC), flow), as_json)
         return
@@ -516,9 +522,20 @@ def backfill(config_path: Path | None, as_json: bool, since: Any, flow: str | No
 
 
 async def _backfill_preview(settings: Settings, since: Any, flow: str | None) -> Preview:
+    async def plan(pollers: list[Poller], flows: list[Flow], fetcher: Fetcher, status: SyncStatus) -> Preview:
+        return await service.preview_backfill(pollers, since, flows, fetcher, flow=flow, sync_status=status)
+
+    result: Preview = await _with_pollers(settings, plan)
+    return result
+
+
+async def _with_pollers(settings: Settings, action: Callable[[list[Poller], list[Flow], Fetcher, SyncStatus],
+                                                            Awaitable[Any]]) -> Any:
+    """Run a dry-run `action` with the pollers (the closed-won one first) on the state store read-only, or on
+    an empty scratch store when nothing was synced yet."""
     import tempfile
 
-    from revdaemon.engine.pollers import NUE_FIELDS, NuePoller, Poller, SalesforceClosedWonPoller
+    from revdaemon.engine.pollers import NUE_FIELDS, NuePoller, SalesforceClosedWonPoller
     from revdaemon.errors import StoreMissing
 
     scratch = None
@@ -528,18 +545,50 @@ async def _backfill_preview(settings: Settings, since: Any, flow: str | None) ->
         scratch = tempfile.TemporaryDirectory()
         store = await open_store(Path(scratch.name) / "scratch.sqlite3")
     try:
-        async def plan(flows: list[Flow], fetcher: Fetcher, status: SyncStatus) -> Preview:
+        async def run(flows: list[Flow], fetcher: Fetcher, status: SyncStatus) -> Any:
             salesforce, nue = fetcher.clients
             pollers: list[Poller] = [SalesforceClosedWonPoller(salesforce, store)]
             pollers += [NuePoller(type_name, nue, store) for type_name in NUE_FIELDS]
-            return await service.preview_backfill(pollers, since, flows, fetcher, flow=flow, sync_status=status)
+            return await action(pollers, flows, fetcher, status)
 
-        result: Preview = await _with_engine(settings, plan, store)
-        return result
+        return await _with_engine(settings, run, store)
     finally:
         await store.close()
         if scratch is not None:
             scratch.cleanup()
+
+
+async def _won_deals_preview(settings: Settings, since: Any) -> list[dict[str, Any]]:
+    from revdaemon.flows.closed_won_to_order import ClosedWonToOrderFlow
+
+    async def assess(pollers: list[Poller], flows: list[Flow], fetcher: Fetcher, status: SyncStatus
+                     ) -> list[dict[str, Any]]:
+        flow = next((f for f in flows if isinstance(f, ClosedWonToOrderFlow)), None)
+        if flow is None:
+            raise click.UsageError("flows.closed_won is switched off: nothing would be ordered")
+        return await service.assess_won_deals(pollers[0], since, flow, fetcher)
+
+    result: list[dict[str, Any]] = await _with_pollers(settings, assess)
+    return result
+
+
+def _print_won_deals(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"deals": rows}, default=str))
+        return
+    table = Table(title="won deals the backfill reads", title_justify="left")
+    for column in ("opportunity", "name", "close date", "verdict", "reason"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["opportunity"], str(row["name"] or ""), str(row["close_date"] or ""), row["verdict"],
+                      row["reason"])
+    console = Console()
+    console.print(table)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+    console.print("dry run: " + (", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items())) or "no deals")
+                  + "; nothing was stored or sent")
 
 
 async def _backfill(settings: Settings, since: Any, flow: str | None, quiet: bool) -> dict[str, int]:
@@ -547,7 +596,7 @@ async def _backfill(settings: Settings, since: Any, flow: str | None, quiet: boo
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     from revdaemon.engine.clients import build_clients
-    from revdaemon.engine.pollers import NUE_FIELDS, NuePoller, Poller, SalesforceClosedWonPoller
+    from revdaemon.engine.pollers import NUE_FIELDS, NuePoller, SalesforceClosedWonPoller
     from revdaemon.limits import RetryPolicy
 
     retry = RetryPolicy(max_attempts=4, max_total=120)
@@ -785,15 +834,18 @@ def _print_summary(console: Console, summary: StoreSummary) -> None:
               help="URL the Nue simulator delivers webhooks to (repeatable).")
 @click.option("--key-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("state/sandbox"),
               show_default=True, help="Where the JWT signing key for the Salesforce simulator is written.")
+@click.option("--brownfield", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Add this many won deals of a tenant that already has orders (e.g. 1000); their go-live "
+              "cut-off is printed as brownfield_won_since.")
 @json_option
 def sandbox(sf_port: int, nue_port: int, seed: int, webhook_targets: tuple[str, ...], key_dir: Path,
-            as_json: bool) -> None:
+            brownfield: int, as_json: bool) -> None:
     """Run the Salesforce and Nue simulators on loopback until interrupted."""
     from revdaemon.sandbox.runner import create_sandbox
 
     try:
         box = create_sandbox(key_dir=key_dir, seed=seed, sf_port=sf_port, nue_port=nue_port,
-                             webhook_targets=list(webhook_targets))
+                             webhook_targets=list(webhook_targets), brownfield=brownfield)
     except OSError as exc:
         click.echo(f"revdaemon: cannot start the sandbox: {exc}", err=True)
         sys.exit(EXIT_RUNTIME)

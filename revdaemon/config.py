@@ -18,6 +18,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -183,6 +184,7 @@ class ScheduleSettings(_Section):
     renewal_window_days: Annotated[int, Field(ge=1, le=730)] = 90
     renewal_scan_cron: Crontab = "0 6 * * *"
     reconciliation_cron: Crontab = "30 2 * * *"
+    sweep_cron: Crontab = "0 5 * * *"  # won deals on or after the cut-off still without a Nue order
     timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
 
 
@@ -229,6 +231,9 @@ class ClosedWonFlowSettings(_Section):
     activate: bool = True  # activate the draft order (Nue then creates subscriptions and an invoice)
     term_months: Annotated[int, Field(ge=1, le=120)] = 12
     order_marker_field: SalesforceName | None = None  # a custom Nue order field for the opportunity id
+    # The go-live cut-off: a deal won (CloseDate) before it is only ordered by an explicit backfill. None: the
+    # day the state store was created (recorded in it, so it does not move).
+    won_since: date | None = None
 
 
 class SubscriptionStatusFlowSettings(_Section):

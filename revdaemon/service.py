@@ -19,12 +19,15 @@ import anyio
 
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.mappings import FlowVersions, content_hash, preview_pinned
-from revdaemon.engine.pollers import Poller
+from revdaemon.engine.pollers import Poller, SalesforceClosedWonPoller
 from revdaemon.engine.preview import EventPreview, Preview, comparable, preview_safely
 from revdaemon.engine.reconcile import repair_event
+from revdaemon.engine.sweep import backfill_event
 from revdaemon.engine.sync_status import SyncStatus
 from revdaemon.errors import RecordNotFound, StoreError
-from revdaemon.flows.base import Flow, Found
+from revdaemon.flows.base import Flow, FlowEvent, Found, Needs
+from revdaemon.flows.closed_won_to_order import NAME as CLOSED_WON
+from revdaemon.flows.closed_won_to_order import ClosedWonToOrderFlow
 from revdaemon.store import Store
 from revdaemon.store.records import (
     AuditEntry,
@@ -301,21 +304,39 @@ BACKFILL_SOURCES: dict[str, tuple[str, ...]] = {
     "onboarding": ("nue:Order",),
     "quote_sync": ("nue:Quote",),
 }
+# Names `--flow` also takes: the config section's name of a flow.
+BACKFILL_ALIASES: dict[str, str] = {"closed_won": CLOSED_WON}
+
+
+def backfill_flow(flow: str | None) -> str | None:
+    """The flow a `--flow` value names (an alias resolved); ValueError for an unknown one."""
+    flow = BACKFILL_ALIASES.get(flow, flow) if flow is not None else None
+    if flow is not None and flow not in BACKFILL_SOURCES:
+        raise ValueError(f"no flow {flow!r}; known: {', '.join(sorted([*BACKFILL_SOURCES, *BACKFILL_ALIASES]))}")
+    return flow
+
+
+def _backfill_event_of(poller: Poller, flow: str | None, since: datetime) -> Callable[[Any], NewEvent]:
+    """A backfill of flow 1 by name lifts the go-live cut-off to `since` for the deals it reads (its own events,
+    source `backfill`); any other backfill stores what the poll would, and the cut-off stands."""
+    if flow == CLOSED_WON and poller.name == SalesforceClosedWonPoller.CURSOR:
+        return lambda record: backfill_event(record, since.date())
+    return poller.event_of
 
 
 async def backfill(store: Store, pollers: Sequence[Poller], since: datetime, *, flow: str | None = None,
                    on_progress: Callable[[str, int], None] | None = None, batch: int = 200) -> dict[str, int]:
     """Read every change since `since` again and store it as inbox events. Keys dedupe what is already there,
     and no poll cursor moves, so a backfill can neither lose nor duplicate work."""
-    if flow is not None and flow not in BACKFILL_SOURCES:
-        raise ValueError(f"no flow {flow!r}; known: {', '.join(sorted(BACKFILL_SOURCES))}")
+    flow = backfill_flow(flow)
     chosen = [p for p in pollers if flow is None or p.name in BACKFILL_SOURCES[flow]]
     stored: dict[str, int] = {}
     for poller in chosen:
         pending: list[NewEvent] = []
         count = 0
+        event_of = _backfill_event_of(poller, flow, since)
         async for record in poller.fetch_since(since):
-            pending.append(poller.event_of(record))
+            pending.append(event_of(record))
             if len(pending) >= batch:
                 count += sum(await store.add_events(pending))
                 pending = []
@@ -333,16 +354,47 @@ async def preview_backfill(pollers: Sequence[Poller], since: datetime, flows: Se
                            flow: str | None = None, sync_status: SyncStatus | None = None) -> Preview:
     """A dry-run diff of a backfill: the changes since `since` read once, every resulting event planned
     together (so the lookups batch across all of them), nothing stored and nothing sent."""
-    if flow is not None and flow not in BACKFILL_SOURCES:
-        raise ValueError(f"no flow {flow!r}; known: {', '.join(sorted(BACKFILL_SOURCES))}")
+    flow = backfill_flow(flow)
     chosen = [p for p in pollers if flow is None or p.name in BACKFILL_SOURCES[flow]]
     events: dict[str, Event] = {}
     for poller in chosen:
+        event_of = _backfill_event_of(poller, flow, since)
         async for record in poller.fetch_since(since):
-            new = poller.event_of(record)
+            new = event_of(record)
             events.setdefault(new.key, _as_event(new))
     wanted = [f for f in flows if flow is None or f.name == flow]
     return await preview_safely(list(events.values()), wanted, fetcher, sync_status=sync_status)
+
+
+async def assess_won_deals(poller: Poller, since: datetime, flow: ClosedWonToOrderFlow, fetcher: Fetcher
+                           ) -> list[dict[str, Any]]:
+    """A dry run of `backfill --flow closed_won`: each won deal changed since `since`, whether it would be
+    ordered and why (ordered already, by which link; won before the cut-off; would be created). The deals
+    are looked up together, as a worker would in one claim; nothing is stored or sent."""
+    views: dict[str, FlowEvent] = {}
+    async for record in poller.fetch_since(since):
+        new = backfill_event(record, since.date())
+        views.setdefault(str(record["Id"]), FlowEvent(key=new.key, type=new.type, source=new.source,
+                                                      payload=new.payload))
+    found = Found()
+    while True:
+        needs = Needs()
+        for view in views.values():
+            needs = needs | flow.needs(view, found)
+        missing = needs.minus(found)
+        if not missing:
+            break
+        found = found.merged(await fetcher.fetch(missing))
+    rows = []
+    for opportunity_id, view in views.items():
+        assessment = flow.assess(view, found)
+        opportunity = found.sf_records.get(("Opportunity", opportunity_id)) or {}
+        order = assessment.order or {}
+        rows.append({"opportunity": opportunity_id, "name": opportunity.get("Name"),
+                     "close_date": opportunity.get("CloseDate"), "verdict": assessment.verdict,
+                     "link": assessment.link, "order": order.get("orderNumber") or order.get("id"),
+                     "reason": assessment.reason})
+    return rows
 
 
 # --- reconciliation ---------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The Nue client: sends what `nue_wire` builds over an injected `httpx.AsyncClient`.
 
 Nue documents no idempotency header, so creates are made safe by the caller's lookups: `find_customer`
-(by Nue or Salesforce Account id) and `find_order_for_opportunity` (by the opportunity marker) run
+(by Nue or Salesforce Account id) and `find_order_for_opportunity` (by every link to the opportunity) run
 before a create, and again when the engine finds a create recorded but never confirmed. For the same
 reason a create is only repeated here when the request certainly never reached Nue.
 """
@@ -89,11 +89,29 @@ class NueClient:
         return orders
 
     async def find_order_for_opportunity(self, customer_id: str, opportunity_id: str,
-                                         marker_field: str | None = None) -> dict[str, Any] | None:
-        for order in await self.list_orders([customer_id]):
-            if wire.order_matches_opportunity(order, opportunity_id, marker_field):
-                return order
-        return None
+                                         marker_field: str | None = None, *, order_id: str | None = None,
+                                         quote_ids: Sequence[str] | None = None) -> dict[str, Any] | None:
+        """The customer's order made for this opportunity by any link flow 1 recognises (nue_wire.order_link):
+        revdaemon's marker, `order_id` (the one the opportunity shows), the opportunity id on the order, or
+        one of the opportunity's quotes on the order. The quotes are read here (one GraphQL read, only when
+        nothing else matched) unless `quote_ids` gives them. A live order is preferred to a canceled one."""
+        orders = await self.list_orders([customer_id])
+        found = self._linked(orders, opportunity_id, marker_field, order_id, frozenset(quote_ids or ()))
+        if found is None and quote_ids is None and any(
+                o.get(f) for o in orders for f in wire.ASSUMED_ORDER_QUOTE_FIELDS):
+            quotes = await self.read_where_in("Quote", "opportunityId", [opportunity_id], wire.QUOTE_FIELDS)
+            found = self._linked(orders, opportunity_id, marker_field, order_id,
+                                 wire.quote_ids_of(quotes, opportunity_id))
+        return found
+
+    @staticmethod
+    def _linked(orders: Sequence[dict[str, Any]], opportunity_id: str, marker_field: str | None,
+                order_id: str | None, quote_ids: frozenset[str]) -> dict[str, Any] | None:
+        linked = [o for o in orders if wire.order_link(o, opportunity_id, marker_field=marker_field,
+                                                       quote_ids=quote_ids, order_id=order_id)]
+        live = [o for o in linked if str(o.get("status", "")).lower() != "canceled"]
+        chosen = live or linked
+        return chosen[0] if chosen else None
 
     async def create_order(self, order: Mapping[str, Any]) -> dict[str, Any]:
         body = await self._send(wire.create_order_request(order), operation="create order", idempotent=False)

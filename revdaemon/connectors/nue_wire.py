@@ -68,6 +68,12 @@ ASSUMED_SIGNATURE_HEADER = "Nue-Signature"
 ASSUMED_ENVELOPE_FIELDS = ("id", "type", "createdDate", "data")
 # [assumed design] an order carries the Salesforce opportunity id; by default as a marker in `description`.
 ASSUMED_ORDER_MARKER_PREFIX = "sfdc-opportunity:"
+# [assumed] the links Nue itself keeps on orders it (or a person) made in a tenant connected to Salesforce:
+# an order names its opportunity, and an order made from a quote (Nue's quote-to-order flow) names that
+# quote, whose `opportunityId` [doc] names the opportunity. Neither order field is documented; every name
+# listed is read, and any one matching is a link.
+ASSUMED_ORDER_OPPORTUNITY_FIELDS = ("opportunityId",)
+ASSUMED_ORDER_QUOTE_FIELDS = ("quoteId", "sourceQuoteId")
 # [assumed] error body: {"status": "failure", "message", "errorCode", "errorId"}.
 
 
@@ -234,6 +240,44 @@ def order_matches_opportunity(order: Mapping[str, Any], opportunity_id: str, mar
     if marker_field:
         return order.get(marker_field) == opportunity_id
     return order_marker(opportunity_id) in str(order.get("description") or "")
+
+
+# How an existing order is known to belong to an opportunity, strongest first (flow 1 reports which).
+LINK_MARKER = "marker"  # revdaemon's own marker: the order is revdaemon's
+LINK_ORDER_ID = "order id on the opportunity"  # Nue_Order_Id__c already names it
+LINK_OPPORTUNITY = "opportunity id on the order"  # [assumed] ASSUMED_ORDER_OPPORTUNITY_FIELDS
+LINK_QUOTE = "quote of the opportunity"  # [assumed] ASSUMED_ORDER_QUOTE_FIELDS -> a quote's opportunityId
+
+
+def quote_ids_of(quotes: Sequence[Mapping[str, Any]], opportunity_id: str) -> frozenset[str]:
+    """The ids of the quotes that [doc] name this opportunity in `opportunityId`."""
+    return frozenset(str(q["id"]) for q in quotes
+                     if q.get("id") and same_salesforce_id(q.get("opportunityId"), opportunity_id))
+
+
+def order_link(order: Mapping[str, Any], opportunity_id: str, *, marker_field: str | None,
+               quote_ids: frozenset[str] = frozenset(), order_id: str | None = None) -> str | None:
+    """Which link ties `order` to the opportunity (a LINK_* name), or None: the marker, the order id the
+    opportunity shows, the opportunity id on the order, or a quote of the opportunity named on the order."""
+    if order_matches_opportunity(order, opportunity_id, marker_field):
+        return LINK_MARKER
+    if order_id and str(order.get("id")) == order_id:
+        return LINK_ORDER_ID
+    if any(same_salesforce_id(order.get(f), opportunity_id) for f in ASSUMED_ORDER_OPPORTUNITY_FIELDS):
+        return LINK_OPPORTUNITY
+    if quote_ids and any(str(order.get(f)) in quote_ids for f in ASSUMED_ORDER_QUOTE_FIELDS if order.get(f)):
+        return LINK_QUOTE
+    return None
+
+
+def same_salesforce_id(value: Any, salesforce_id: str) -> bool:
+    """A Salesforce id given in 15 or 18 characters: the first 15 are the id, case-sensitive."""
+    if not value or not salesforce_id:
+        return False
+    text = str(value)
+    if len(text) in (15, 18) and len(salesforce_id) in (15, 18):
+        return text[:15] == salesforce_id[:15]
+    return text == salesforce_id
 
 
 # --- reading responses ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from datetime import date
 from typing import Any
 
 from revdaemon.connectors import nue_wire, salesforce_wire
@@ -49,7 +50,12 @@ class Fetcher:
             sf_selected=_selected(needs),
             catalog=tuple(await self._nue.products()) if needs.catalog else (),
             synced=await self._synced(needs.synced_of),
+            go_live=await self._go_live() if needs.go_live else None,
         )
+
+    async def _go_live(self) -> date:
+        # Without a store (a bare preview) nothing is known of a go-live: no cut-off.
+        return await self._store.created_on() if self._store is not None else date.min
 
     async def _synced(self, refs: frozenset[str]) -> dict[str, SyncedRecord]:
         if not refs:

@@ -41,6 +41,7 @@ from revdaemon.engine.renewal_scan import scan_renewals
 from revdaemon.engine.replicas import ReplicaRole, default_replica_id
 from revdaemon.engine.scheduler import Scheduler
 from revdaemon.engine.schema import SchemaGuard
+from revdaemon.engine.sweep import WonDealSweep
 from revdaemon.engine.sync_status import NAME as SYNC_STATUS
 from revdaemon.engine.sync_status import StatusFields, SyncStatus
 from revdaemon.engine.worker import Worker, WorkerStats
@@ -114,7 +115,7 @@ def default_flows(settings: Settings) -> list[Flow]:
     if chosen.closed_won.enabled:
         flows.append(ClosedWonToOrderFlow(ClosedWonMapping(
             activate=chosen.closed_won.activate, term_months=chosen.closed_won.term_months,
-            marker_field=chosen.closed_won.order_marker_field,
+            marker_field=chosen.closed_won.order_marker_field, won_since=chosen.closed_won.won_since,
             connected_to_salesforce=settings.nue.connected_to_salesforce)))
     if chosen.renewals.enabled:
         flows.append(RenewalFlow(RenewalMapping(connected_to_salesforce=settings.nue.connected_to_salesforce,
@@ -302,6 +303,18 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
                 doorbell.ring()
 
         scheduler.add_cron("schedule.renewal_scan", schedule.renewal_scan_cron, renewal_scan)
+    if settings.flows.closed_won.enabled:
+        sweep = WonDealSweep(salesforce, store, won_since=settings.flows.closed_won.won_since)
+
+        async def won_deal_sweep() -> None:
+            # Won deals no cursor found (a late commit, a long outage) still get their order.
+            if not salesforce.budget.allows(Priority.BULK):
+                log.warning("sweep_deferred", reason="the Salesforce budget holds back bulk work")
+                return
+            if await sweep.run_once():
+                doorbell.ring()
+
+        scheduler.add_cron("schedule.sweep", schedule.sweep_cron, won_deal_sweep)
     async def budget_check() -> None:
         alerter.budget_alert("salesforce", salesforce.budget, threshold=a.budget_threshold)
 

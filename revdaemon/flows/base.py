@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Protocol
 
 from revdaemon.domain.synced import SyncedRecord
@@ -50,6 +51,7 @@ class Needs:
     sf_children: frozenset[tuple[str, str, str]] = frozenset()  # (sobject, parent field, parent id)
     catalog: bool = False
     synced_of: frozenset[str] = frozenset()  # record refs whose last synced values to read (revdaemon's store)
+    go_live: bool = False  # the store's go-live date (Store.created_on)
 
     def minus(self, found: Found) -> Needs:
         """What is still to fetch after `found`. A Salesforce object read without a field now asked for is
@@ -67,12 +69,13 @@ class Needs:
             sf_children=frozenset(k for k in self.sf_children if k not in found.sf_children or k[0] in short),
             catalog=self.catalog and not found.catalog,
             synced_of=frozenset(self.synced_of - found.synced.keys()),
+            go_live=self.go_live and found.go_live is None,
         )
 
     def __bool__(self) -> bool:
         return bool(self.nue_customers or self.nue_subscriptions_of or self.nue_orders_of or self.nue_invoices
                     or self.nue_quotes or self.nue_quotes_of or self.sf_records or self.sf_children or self.catalog
-                    or self.synced_of)
+                    or self.synced_of or self.go_live)
 
     def __or__(self, other: Needs) -> Needs:
         return Needs(
@@ -87,6 +90,7 @@ class Needs:
             sf_children=self.sf_children | other.sf_children,
             catalog=self.catalog or other.catalog,
             synced_of=self.synced_of | other.synced_of,
+            go_live=self.go_live or other.go_live,
         )
 
 
@@ -105,6 +109,7 @@ class Found:
     sf_selected: Mapping[str, frozenset[str]] = field(default_factory=dict)  # fields read, per object
     catalog: tuple[Mapping[str, Any], ...] = ()
     synced: Mapping[str, SyncedRecord] = field(default_factory=dict)  # record ref -> last synced values
+    go_live: date | None = None  # the store's go-live date once read (date.min read without a store: none)
 
     def merged(self, other: Found) -> Found:
         return Found(
@@ -119,6 +124,7 @@ class Found:
             sf_selected={**self.sf_selected, **other.sf_selected},
             catalog=other.catalog or self.catalog,
             synced={**self.synced, **other.synced},
+            go_live=other.go_live or self.go_live,
         )
 
 

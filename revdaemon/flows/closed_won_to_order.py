@@ -1,16 +1,27 @@
 """Flow 1 (architecture.md): a Closed Won opportunity becomes one Nue order, ever.
 
-Trigger:   opportunity.closed_won (the Salesforce poll on IsWon and SystemModstamp).
+Trigger:   opportunity.closed_won (the Salesforce poll on IsWon and SystemModstamp, the daily sweep of won
+           deals without an order, or `revdaemon backfill --flow closed_won`).
 Reads:     the opportunity, its line items and its account (Salesforce); the Nue customer by the
-           account id, that customer's orders, and the catalog (Nue).
+           account id, that customer's orders, the opportunity's Nue quotes, and the catalog (Nue); the
+           store's go-live date.
+Cut-off:   a deal won (CloseDate) before `won_since` (default: the day the store was created) is history a
+           real tenant already ordered some other way: it is never ordered, unless the event comes from a
+           backfill, which carries its own cut-off (the day the operator gave).
+Existing:  an order of the opportunity's customer belongs to the deal by any of the links the two systems
+           keep (nue_wire.order_link): revdaemon's marker; the order id the opportunity already shows
+           (`Nue_Order_Id__c` set means ordered, even when the order cannot be found); the opportunity id
+           on the order [assumed]; or a quote of the opportunity (its `opportunityId`) named by the order
+           [assumed: Nue's quote-to-order flow]. Found by any link, the deal is ordered: linked and written
+           back, never ordered again; only revdaemon's own draft (the marker) is activated.
 Steps:     each plan does the next missing step, and the worker reads again before the following one:
            1. no Nue customer for the account  -> create it (the executor looks it up first);
-           2. no order carrying this opportunity's marker -> create the draft order;
-           3. the order is a draft and `activate` is on -> activate it;
+           2. no order linked to this opportunity -> create the draft order;
+           3. revdaemon's order is a draft and `activate` is on -> activate it;
            4. the opportunity does not show the order id and number -> write them back.
 Key:       closed_won:<step>:<opportunity id> (one customer, one order, one activation per deal).
 Conflicts: the opportunity's products or quantities differ from the order that exists (edited after
-           the win): a person decides; nothing is overwritten.
+           the win), or its only order was canceled: a person decides; nothing is overwritten.
 Echo:      the write-back moves the opportunity's SystemModstamp, so the poll sees it again; every step
            is then already done and the plan is empty.
 """
@@ -19,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -35,6 +47,18 @@ OPPORTUNITY_FIELDS = ("Name", "AccountId", "StageName", "IsWon", "CloseDate")
 LINE_FIELDS = ("PricebookEntryId", "Product2Id", "ProductCode", "Quantity", "UnitPrice", "Discount")
 ACCOUNT_FIELDS = ("Name", "Phone", "Website", "BillingCity", "BillingCountry")
 
+BACKFILL_SOURCE = "backfill"  # only `revdaemon backfill --flow closed_won` stores events from this source
+WON_SINCE = "won_since"  # a backfill event's payload key: its own cut-off, the day the operator gave
+# Links by strength: a deal with several linked orders is reported by the strongest (revdaemon's own first).
+LINK_RANK = (nue_wire.LINK_MARKER, nue_wire.LINK_ORDER_ID, nue_wire.LINK_OPPORTUNITY, nue_wire.LINK_QUOTE)
+
+# What `assess` finds, for a backfill's dry run.
+ORDERED = "ordered"
+BEFORE_CUT_OFF = "before cut-off"
+TO_ORDER = "would be ordered"
+NEEDS_PERSON = "needs a person"
+NOT_APPLICABLE = "not applicable"
+
 
 @dataclass(frozen=True, kw_only=True)
 class ClosedWonMapping:
@@ -44,6 +68,17 @@ class ClosedWonMapping:
     order_number_field: str = "Nue_Order_Number__c"
     marker_field: str | None = None  # a custom order field for the opportunity id; None: the description
     connected_to_salesforce: bool = True  # price book entry ids are shared; otherwise map by SKU
+    won_since: date | None = None  # the go-live cut-off; None: the day the store was created (Found.go_live)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Assessment:
+    """Where one deal stands: the verdict (ORDERED, BEFORE_CUT_OFF, TO_ORDER, ...) and why, in words."""
+
+    verdict: str
+    reason: str
+    order: Mapping[str, Any] | None = None
+    link: str | None = None
 
 
 class ClosedWonToOrderFlow:
@@ -69,50 +104,89 @@ class ClosedWonToOrderFlow:
         fields |= frozenset(("Account", f) for f in ACCOUNT_FIELDS)
         needs = Needs(sf_records=frozenset({("Opportunity", opportunity_id)}), sf_fields=fields,
                       sf_children=frozenset({("OpportunityLineItem", "OpportunityId", opportunity_id)}),
-                      catalog=True)
+                      catalog=True, go_live=self._event_cut_off(event) is None and m.won_since is None)
         opportunity = found.sf_records.get(("Opportunity", opportunity_id))
+        if opportunity and self._before_cut_off(event, opportunity, found):
+            return needs  # old history: nothing in Nue is read for it
         account_id = opportunity.get("AccountId") if opportunity else None
         if account_id:
             needs = needs | Needs(sf_records=frozenset({("Account", str(account_id))}),
                                   nue_customers=frozenset({str(account_id)}))
             customer = found.nue_customers.get(str(account_id))
             if customer:
-                needs = needs | Needs(nue_orders_of=frozenset({str(customer["id"])}))
+                needs = needs | Needs(nue_orders_of=frozenset({str(customer["id"])}),
+                                      nue_quotes_of=frozenset({opportunity_id}))
         return needs
+
+    def assess(self, event: FlowEvent, found: Found) -> Assessment:
+        """Whether the deal is ordered already (and by which link), out of scope, or would be ordered."""
+        opportunity_id = event.resource_id
+        if opportunity_id is None:
+            return Assessment(verdict=NOT_APPLICABLE, reason="the event names no opportunity")
+        opportunity = found.sf_records.get(("Opportunity", opportunity_id))
+        if opportunity is None:
+            return Assessment(verdict=NOT_APPLICABLE, reason=f"Salesforce has no opportunity {opportunity_id}")
+        if not opportunity.get("IsWon"):
+            return Assessment(verdict=NOT_APPLICABLE, reason="the opportunity is no longer Closed Won")
+        if self._before_cut_off(event, opportunity, found):
+            return Assessment(verdict=BEFORE_CUT_OFF, reason=(
+                f"won on {_close_date(opportunity)}, before the go-live cut-off {self._cut_off(event, found)}; "
+                "only `revdaemon backfill --flow closed_won --since DATE` orders it"))
+        account_id = opportunity.get("AccountId")
+        if not account_id:
+            return Assessment(verdict=NOT_APPLICABLE, reason="the opportunity has no account")
+        shown = opportunity.get(self.mapping.order_id_field)
+        customer = found.nue_customers.get(str(account_id))
+        if customer is None:
+            if shown:
+                return Assessment(verdict=ORDERED, link=nue_wire.LINK_ORDER_ID, reason=(
+                    f"ordered: the opportunity shows Nue order {shown} (its account is no Nue customer yet)"))
+            return Assessment(verdict=TO_ORDER, reason="no Nue customer and no order yet: both would be created")
+        orders = found.nue_orders.get(str(customer["id"]), [])
+        quote_ids = nue_wire.quote_ids_of(found.nue_quotes_of.get(opportunity_id, []), opportunity_id)
+        linked = self._linked(orders, opportunity_id, quote_ids, str(shown) if shown else None)
+        live = [(order, link) for order, link in linked if str(order.get("status", "")).lower() != "canceled"]
+        if live:
+            order, link = live[0]
+            return Assessment(verdict=ORDERED, order=order, link=link, reason=(
+                f"ordered: Nue order {order.get('orderNumber') or order.get('id')} found by the {link}"))
+        if linked:
+            order, link = linked[0]
+            return Assessment(verdict=NEEDS_PERSON, order=order, link=link, reason=(
+                "the Nue order made for this opportunity was canceled; a new order needs a person"))
+        if shown:
+            return Assessment(verdict=ORDERED, link=nue_wire.LINK_ORDER_ID, reason=(
+                f"ordered: the opportunity shows Nue order {shown} (not among its customer's orders)"))
+        return Assessment(verdict=TO_ORDER, reason="no order is linked to this opportunity: it would be created")
 
     def plan(self, event: FlowEvent, found: Found) -> Plan:
         opportunity_id = event.resource_id
-        if opportunity_id is None:
-            return Plan(skip_reason="the event names no opportunity")
-        opportunity = found.sf_records.get(("Opportunity", opportunity_id))
-        if opportunity is None:
-            return Plan(skip_reason=f"Salesforce has no opportunity {opportunity_id}")
-        if not opportunity.get("IsWon"):
-            return Plan(skip_reason="the opportunity is no longer Closed Won")
-        account_id = opportunity.get("AccountId")
-        if not account_id:
-            return Plan(skip_reason="the opportunity has no account")
-        account = found.sf_records.get(("Account", str(account_id))) or {}
-        customer = found.nue_customers.get(str(account_id))
+        assessment = self.assess(event, found)
+        if opportunity_id is None or assessment.verdict in (NOT_APPLICABLE, BEFORE_CUT_OFF):
+            return Plan(skip_reason=assessment.reason)
+        record_ref = f"salesforce:Opportunity:{opportunity_id}"
+        if assessment.verdict == NEEDS_PERSON:
+            # One order per deal, ever: its order was canceled in Nue, and ordering again is a person's call.
+            return Plan(conflict=OpenConflict(flow=NAME, record_ref=record_ref, reason=assessment.reason))
+        opportunity = found.sf_records[("Opportunity", opportunity_id)]
+        assert opportunity is not None
+        account_id = str(opportunity["AccountId"])
+        customer = found.nue_customers.get(account_id)
+        order = assessment.order
+        if assessment.verdict == ORDERED and order is None:
+            return Plan(skip_reason=assessment.reason)  # the order id it shows is all there is: never again
         if customer is None:
+            account = found.sf_records.get(("Account", account_id)) or {}
             return Plan(done=False, writes=(NueCreateCustomer(
-                salesforce_account_id=str(account_id), payload=_customer_payload(account),
+                salesforce_account_id=account_id, payload=_customer_payload(account),
                 idem_key=f"{NAME}:customer:{account_id}"),))
 
         lines = found.sf_children.get(("OpportunityLineItem", "OpportunityId", opportunity_id), [])
         customer_id = str(customer["id"])
-        orders = found.nue_orders.get(customer_id, [])
-        order = self._order(orders, opportunity_id)
-        if order is None and any(nue_wire.order_matches_opportunity(o, opportunity_id, self.mapping.marker_field)
-                                 for o in orders):
-            # One order per deal, ever: its order was canceled in Nue, and ordering again is a person's call.
-            return Plan(conflict=OpenConflict(
-                flow=NAME, record_ref=f"salesforce:Opportunity:{opportunity_id}",
-                reason="the Nue order made for this opportunity was canceled; a new order needs a person"))
         try:
             wanted = self._order_lines(lines, found.catalog)
         except PricingError as exc:
-            return Plan(conflict=OpenConflict(flow=NAME, record_ref=f"salesforce:Opportunity:{opportunity_id}",
+            return Plan(conflict=OpenConflict(flow=NAME, record_ref=record_ref,
                                               reason=f"the products cannot be ordered in Nue: {exc}"))
         if order is None:
             if not wanted:
@@ -125,12 +199,15 @@ class ClosedWonToOrderFlow:
         drift = _drift(wanted, order)
         if drift:
             return Plan(conflict=OpenConflict(
-                flow=NAME, record_ref=f"salesforce:Opportunity:{opportunity_id}",
+                flow=NAME, record_ref=record_ref,
                 reason="the opportunity's products changed after its Nue order was made",
                 salesforce_values={k: _plain(v[0]) for k, v in drift.items()},
                 nue_values={k: _plain(v[1]) for k, v in drift.items()},
                 synced_values={"order": str(order.get("orderNumber") or order.get("id"))}))
-        if self.mapping.activate and str(order.get("status", "")).lower() == "draft":
+        # Only revdaemon's own draft is activated: a draft someone else left may be left on purpose, and
+        # activating it would invoice the customer.
+        if (self.mapping.activate and assessment.link == nue_wire.LINK_MARKER
+                and str(order.get("status", "")).lower() == "draft"):
             return Plan(done=False, writes=(NueActivateOrder(order_id=str(order["id"]),
                                                              idem_key=f"{NAME}:activate:{opportunity_id}"),))
         write_back = {self.mapping.order_id_field: order.get("id"),
@@ -143,13 +220,36 @@ class ClosedWonToOrderFlow:
 
     # --- helpers ------------------------------------------------------------------------------------
 
-    def _order(self, orders: Sequence[Mapping[str, Any]], opportunity_id: str) -> Mapping[str, Any] | None:
+    def _linked(self, orders: Sequence[Mapping[str, Any]], opportunity_id: str, quote_ids: frozenset[str],
+                shown: str | None) -> list[tuple[Mapping[str, Any], str]]:
+        """The customer's orders tied to the opportunity by any link, strongest link first."""
+        linked = []
         for order in orders:
-            if str(order.get("status", "")).lower() == "canceled":
-                continue
-            if nue_wire.order_matches_opportunity(order, opportunity_id, self.mapping.marker_field):
-                return order
-        return None
+            link = nue_wire.order_link(order, opportunity_id, marker_field=self.mapping.marker_field,
+                                       quote_ids=quote_ids, order_id=shown)
+            if link is not None:
+                linked.append((order, link))
+        return sorted(linked, key=lambda pair: LINK_RANK.index(pair[1]))
+
+    def _event_cut_off(self, event: FlowEvent) -> date | None:
+        """A backfill's own cut-off. Only the backfill source may carry one: a poll or a webhook cannot lift
+        the go-live cut-off, whatever its body says."""
+        if event.source != BACKFILL_SOURCE:
+            return None
+        text = event.payload.get(WON_SINCE)
+        try:
+            return date.fromisoformat(str(text)[:10]) if text else None
+        except ValueError:
+            return None
+
+    def _cut_off(self, event: FlowEvent, found: Found) -> date | None:
+        """The day before which a won deal is not ordered; None when not known (no cut-off)."""
+        return self._event_cut_off(event) or self.mapping.won_since or found.go_live
+
+    def _before_cut_off(self, event: FlowEvent, opportunity: Mapping[str, Any], found: Found) -> bool:
+        cut_off = self._cut_off(event, found)
+        closed = _close_date(opportunity)
+        return cut_off is not None and closed is not None and closed < cut_off
 
     def _order_lines(self, lines: Sequence[Mapping[str, Any]], catalog: Sequence[Mapping[str, Any]]
                      ) -> list[dict[str, Any]]:
@@ -201,6 +301,13 @@ class ClosedWonToOrderFlow:
         if self.mapping.marker_field:
             payload[self.mapping.marker_field] = opportunity["Id"]
         return payload
+
+
+def _close_date(opportunity: Mapping[str, Any]) -> date | None:
+    try:
+        return date.fromisoformat(str(opportunity.get("CloseDate") or "")[:10])
+    except ValueError:
+        return None  # no readable CloseDate: not "before" anything
 
 
 def _customer_payload(account: Mapping[str, Any]) -> dict[str, Any]:

@@ -42,8 +42,10 @@ class Sandbox:
 
     def info(self) -> dict[str, Any]:
         sf, nue = self.salesforce.settings, self.nue.settings
+        go_live = self.salesforce.seed_data.go_live
         return {
             "seed": self.seed,
+            **({"brownfield_won_since": go_live.isoformat()} if go_live else {}),
             "salesforce": {
                 "url": self.salesforce_url,
                 "login_url": self.salesforce_url,
@@ -92,8 +94,10 @@ def create_sandbox(
     webhook_targets: list[str] | None = None,
     nue_settings: dict[str, Any] | None = None,
     sf_settings: dict[str, Any] | None = None,
+    brownfield: int = 0,
 ) -> Sandbox:
-    seed_data = build_seed(seed)
+    """`brownfield`: that many more won deals, most already ordered in Nue (seed.BROWNFIELD_KINDS)."""
+    seed_data = build_seed(seed, brownfield=brownfield)
     private_pem, public_pem = generate_rsa_keypair()
     key_dir.mkdir(parents=True, exist_ok=True)
     private_key_path = key_dir / "sandbox-jwt-private.pem"

@@ -4,11 +4,15 @@ In a Nue tenant connected to Salesforce (nue-api.md, "Identifiers"), products, p
 entries and users carry the same Salesforce ids on both sides, so one catalog is built here and each
 simulator loads it into its own model. Accounts exist in Salesforce; Nue learns them as customers only
 when an order makes them (or the scenario driver does).
+
+`build_seed(brownfield=N)` adds a tenant that already has orders (issue 22): N more accounts, each with one
+won opportunity, most of them already ordered in Nue the ways a real tenant orders them (BROWNFIELD_KINDS).
 """
 
 from __future__ import annotations
 
 import random
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -119,6 +123,25 @@ class SeedOpportunity:
     lines: tuple[SeedLineItem, ...]
 
 
+# How a brownfield deal already stands, and how many in 20 stand so (deterministic by index).
+BROWNFIELD_KINDS: tuple[tuple[str, int], ...] = (
+    ("from_quote", 12),  # Nue's own quote-to-order flow: the order names the quote, the quote the opportunity
+    ("by_hand", 2),  # a person ordered it in Nue, naming the opportunity on the order
+    ("order_id_on_opportunity", 2),  # an earlier tool ordered it and wrote the order id on the opportunity
+    ("before_go_live", 3),  # won long before the go-live cut-off; never ordered in Nue
+    ("new", 1),  # won after the cut-off, not ordered anywhere: the only ones revdaemon should order
+)
+BROWNFIELD_GO_LIVE_DAYS = 60  # the scenario's go-live cut-off: this many days before today
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrownfieldDeal:
+    opportunity_id: str
+    account_id: str
+    kind: str  # one of BROWNFIELD_KINDS
+    order_id: str | None = None  # the Nue order's id, known to both sides (order_id_on_opportunity)
+
+
 @dataclass(frozen=True, kw_only=True)
 class SeedData:
     seed: int
@@ -131,13 +154,17 @@ class SeedData:
     contacts: tuple[SeedContact, ...]
     opportunities: tuple[SeedOpportunity, ...]
     extra: dict[str, object] = field(default_factory=dict)
+    brownfield: tuple[BrownfieldDeal, ...] = ()
+    go_live: date | None = None  # the brownfield scenario's cut-off (flows.closed_won.won_since)
 
     def product(self, sku: str) -> SeedProduct:
         return next(p for p in self.products if p.sku == sku)
 
 
-def build_seed(seed: int = 1, *, now: datetime | None = None, ids: IdFactory | None = None) -> SeedData:
-    """The same seed gives the same records, ids and dates (relative to `now`, truncated to the day)."""
+def build_seed(seed: int = 1, *, now: datetime | None = None, ids: IdFactory | None = None,
+               brownfield: int = 0) -> SeedData:
+    """The same seed gives the same records, ids and dates (relative to `now`, truncated to the day);
+    `brownfield` adds that many won deals of a tenant that already has orders."""
     rng = random.Random(seed)
     ids = ids or IdFactory(seed)
     created = (now or datetime.now(UTC)).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=30)
@@ -236,14 +263,35 @@ def build_seed(seed: int = 1, *, now: datetime | None = None, ids: IdFactory | N
         opportunity(accounts[5], "Wayne Foods - API", "Value Proposition", 30, "New Business",
                     lines((api_calls, 800, "0"), (support, 1, "0"))),
     )
+    deals: list[BrownfieldDeal] = []
+    go_live = today - timedelta(days=BROWNFIELD_GO_LIVE_DAYS)
+    kinds = [kind for kind, share in BROWNFIELD_KINDS for _ in range(share)]
+    more_accounts: list[SeedAccount] = []
+    more_opportunities: list[SeedOpportunity] = []
+    for i in range(brownfield):
+        kind = kinds[i % len(kinds)]
+        account = SeedAccount(id=ids.for_object("Account"), name=f"Brownfield {i:04d}", owner_id=seller,
+                              industry="Technology", billing_city="Chicago", billing_country="US",
+                              website=f"https://brownfield{i:04d}.example", phone=f"+1-555-9{i:04d}")
+        # Before the go-live: one to two years back; otherwise within the weeks since the go-live.
+        days_back = 365 + i % 365 if kind == "before_go_live" else i % BROWNFIELD_GO_LIVE_DAYS
+        deal = opportunity(account, f"Brownfield {i:04d} - Platform", "Closed Won", -days_back, "New Business",
+                           lines((platform, 1 + i % 3, "0"), (seats, 10 + i % 40, "0")))
+        order_id = str(uuid.UUID(int=rng.getrandbits(128), version=4)) if kind == "order_id_on_opportunity" \
+            else None
+        more_accounts.append(account)
+        more_opportunities.append(deal)
+        deals.append(BrownfieldDeal(opportunity_id=deal.id, account_id=account.id, kind=kind, order_id=order_id))
     return SeedData(
+        brownfield=tuple(deals),
+        go_live=go_live if brownfield else None,
         seed=seed,
         created_at=created,
         organization_id=ids.for_object("Organization"),
         pricebook_id=ids.for_object("Pricebook2"),
         users=users,
         products=products,
-        accounts=accounts,
+        accounts=(*accounts, *more_accounts),
         contacts=contacts,
-        opportunities=opportunities,
+        opportunities=(*opportunities, *more_opportunities),
     )

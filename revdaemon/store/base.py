@@ -6,7 +6,7 @@ Every method is one transaction: it either happens whole or not at all. Nothing 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -45,6 +45,12 @@ class Store(Protocol):
 
     async def ping(self) -> bool:
         """True when the store accepts a write (readiness)."""
+        ...
+
+    async def created_on(self) -> date:
+        """The day this store was created (recorded when it is first opened for writing, or, for a store
+        older than the record, the day of its first event); it never moves. Flow 1's go-live cut-off
+        defaults to it. A read-only open of a store that has no record yet answers today."""
         ...
 
     # --- inbox ----------------------------------------------------------------------------------

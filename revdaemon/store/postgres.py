@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -152,6 +152,9 @@ class PostgresStore:
                                          f"this revdaemon ({SCHEMA_VERSION}): start the daemon once to migrate it")
                 else:
                     await _migrate(conn)
+                    # Only the first open of a store records its day (the go-live date).
+                    await conn.execute("""INSERT INTO store_meta (name, value) VALUES ('created_on', $1)
+                                          ON CONFLICT (name) DO NOTHING""", clock().date().isoformat())
             finally:
                 await conn.close(timeout=CONNECT_TIMEOUT_SECONDS)
             pool = await asyncpg.create_pool(
@@ -205,6 +208,11 @@ class PostgresStore:
         except StoreError:
             return False
         return bool(writable) or self.read_only
+
+    async def created_on(self) -> date:
+        async with self._tx(write=False) as conn:
+            value = await conn.fetchval("SELECT value FROM store_meta WHERE name = 'created_on'")
+        return date.fromisoformat(value) if value else self._clock().date()
 
     # --- inbox ----------------------------------------------------------------------------------
 

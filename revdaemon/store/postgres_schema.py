@@ -177,6 +177,17 @@ MIGRATIONS: tuple[str, ...] = (
                               ADD COLUMN settle_after TIMESTAMPTZ;
     UPDATE write_intents SET ever_sent = true WHERE status <> 'recorded';
     """,
+    # 4 (SQLite's 8): facts about the store itself, e.g. the day it was created (flow 1's default go-live
+    # cut-off). A store that already has events was created no later than its first one.
+    """
+    CREATE TABLE store_meta (
+        name  TEXT COLLATE "C" PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    INSERT INTO store_meta (name, value)
+        SELECT 'created_on', to_char(min(received_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD') FROM inbox_events
+        HAVING min(received_at) IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -14,7 +14,7 @@ import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,8 @@ from revdaemon.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from revdaemon.store.states import EventStatus, IntentStatus, check_event_move, check_intent_move
 
 BUSY_TIMEOUT_MS = 5_000
+# Autocommit, once per write open: only the first open of a store records its day.
+_RECORD_CREATED_ON = "INSERT INTO store_meta (name, value) VALUES ('created_on', ?) ON CONFLICT (name) DO NOTHING"
 INSERT_CHUNK = 500  # rows per INSERT: 7 parameters each stays far below SQLite's 32,766-variable limit
 
 
@@ -103,6 +105,7 @@ class SqliteStore:
                     await conn.execute("PRAGMA synchronous = FULL")
                     await conn.execute("PRAGMA foreign_keys = ON")
                     await _migrate(conn)
+                    await conn.execute(_RECORD_CREATED_ON, (clock().date().isoformat(),))
             except BaseException:
                 await conn.close()
                 raise
@@ -139,6 +142,14 @@ class SqliteStore:
         except StoreError:
             return False
         return True
+
+    async def created_on(self) -> date:
+        async with self._tx(write=False) as conn:
+            # A read-only open of a database the daemon has not migrated yet has no store_meta table.
+            if await _fetchone(conn, "SELECT 1 FROM sqlite_master WHERE name = 'store_meta'", ()) is None:
+                return self._clock().date()
+            row = await _fetchone(conn, "SELECT value FROM store_meta WHERE name = 'created_on'", ())
+        return date.fromisoformat(row["value"]) if row else self._clock().date()
 
     # --- inbox ----------------------------------------------------------------------------------
 

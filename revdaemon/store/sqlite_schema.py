@@ -165,6 +165,16 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE write_intents ADD COLUMN settle_after TEXT;
     UPDATE write_intents SET ever_sent = 1 WHERE status <> 'recorded';
     """,
+    # 8: facts about the store itself, e.g. the day it was created (flow 1's default go-live cut-off). A store
+    # that already has events was created no later than its first one; a new one records the day it opens.
+    """
+    CREATE TABLE store_meta (
+        name  TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    INSERT INTO store_meta (name, value)
+        SELECT 'created_on', substr(received_at, 1, 10) FROM inbox_events ORDER BY received_at LIMIT 1;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -154,6 +154,26 @@ class TestResources:
         assert await client.find_order_for_opportunity("c-1", "006B") is None
 
     @respx.mock
+    async def test_order_found_by_nues_own_links(self, client: NueClient) -> None:
+        """Orders revdaemon did not make [assumed]: by opportunityId, by the id the opportunity shows, and by
+        quoteId through the opportunity's quotes (read only when nothing else matched); live before canceled."""
+        respx.get(f"{BASE}/orders").respond(200, json=ok([
+            {"id": "o-1", "status": "Canceled", "opportunityId": "006A"},
+            {"id": "o-2", "status": "Activated", "opportunityId": "006A"},
+            {"id": "o-3", "status": "Activated", "quoteId": "q-9"},
+            {"id": "o-4", "status": "Draft"},
+        ]))
+        quotes = respx.post(f"{BASE}/async/graphql").respond(200, json={"data": {"Quote": [
+            {"id": "q-9", "opportunityId": "006Q"}]}})
+        assert (await client.find_order_for_opportunity("c-1", "006A"))["id"] == "o-2"  # type: ignore[index]
+        assert quotes.call_count == 0
+        assert (await client.find_order_for_opportunity("c-1", "006X", order_id="o-4"))["id"] == "o-4"  # type: ignore[index]
+        assert (await client.find_order_for_opportunity("c-1", "006Q"))["id"] == "o-3"  # type: ignore[index]
+        assert quotes.call_count == 1
+        assert await client.find_order_for_opportunity("c-1", "006Z", quote_ids=["q-1"]) is None
+        assert quotes.call_count == 1
+
+    @respx.mock
     async def test_create_and_activate_order(self, client: NueClient) -> None:
         """Order: create answers data.order; activation answers data.order and data.assets."""
         respx.post(f"{BASE}/orders").respond(200, json=ok({"order": {"id": "o-1", "status": "Draft"}}))

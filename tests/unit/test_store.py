@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -134,6 +134,31 @@ class TestMigrations:
         finally:
             await store.close()
 
+    async def test_a_store_of_schema_6_was_created_on_its_first_event(self, tmp_path: Path) -> None:
+        """Migration 7 dates an existing store by its first event, not by the upgrade; a read-only open before
+        it answers today."""
+        from revdaemon.store.sqlite_schema import MIGRATIONS
+
+        path = tmp_path / "db.sqlite3"
+        with sqlite3.connect(path) as conn:
+            for script in MIGRATIONS[:6]:
+                conn.executescript(script)
+            for key, at in (("b", "2025-03-04T10:00:00.000000+00:00"), ("a", "2025-02-03T10:00:00.000000+00:00")):
+                conn.execute("""INSERT INTO inbox_events (source, event_key, type, payload, next_attempt_at,
+                                received_at, updated_at) VALUES ('s', ?, 't', '{}', ?, ?, ?)""", (key, at, at, at))
+            conn.execute("PRAGMA user_version = 6")
+        clock = FakeClock()
+        reader = await open_store(path, read_only=True, clock=clock)
+        try:
+            assert await reader.created_on() == date(2026, 1, 1)
+        finally:
+            await reader.close()
+        store = await open_store(path, clock=clock)
+        try:
+            assert await store.created_on() == date(2025, 2, 3)
+        finally:
+            await store.close()
+
     async def test_newer_database_is_refused(self, tmp_path: Path) -> None:
         """A database written by a newer revdaemon is refused untouched."""
         path = tmp_path / "db.sqlite3"
@@ -144,6 +169,22 @@ class TestMigrations:
         with sqlite3.connect(path) as conn:
             assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
             assert conn.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0] == 0
+
+
+class TestCreatedOn:
+    async def test_the_day_of_the_first_open_never_moves(self, store_target: Path | str, clock: FakeClock) -> None:
+        """A new store records the day it is first opened; later opens, days on, keep it."""
+        store = await open_store(store_target, clock=clock)
+        try:
+            assert await store.created_on() == date(2026, 1, 1)
+        finally:
+            await store.close()
+        clock.advance(days=40)
+        store = await open_store(store_target, clock=clock)
+        try:
+            assert await store.created_on() == date(2026, 1, 1)
+        finally:
+            await store.close()
 
 
 class TestInbox:
@@ -814,7 +855,8 @@ class TestPostgresSchema:
         finally:
             await conn.close()
         assert {"inbox_events", "cursors", "id_links", "write_intents", "conflicts", "dead_letters", "audit_log",
-                "entity_versions", "synced_values", "mapping_versions", "replicas", "revdaemon_schema"} == tables
+                "entity_versions", "synced_values", "mapping_versions", "replicas", "store_meta",
+                "revdaemon_schema"} == tables
 
     async def test_intents_of_schema_1_gain_an_owner_column(self, pg_url: str) -> None:
         """Migration 2 keeps the stored intents, unowned and claimable."""

@@ -54,6 +54,7 @@ FIELDS: dict[str, dict[str, GraphQLScalarType]] = {
         "effectiveDate": S, "totalAmount": F, "subtotal": F, "discount": F, "discountAmount": F,
         "taxAmount": F, "orderACV": F, "orderTCV": F, "orderStartDate": S, "orderPlacedDate": S,
         "activatedDate": S, "createdDate": S, "lastModifiedDate": S,
+        "quoteId": S, "opportunityId": S,  # [assumed] wire.ORDER_QUOTE_FIELD, wire.ORDER_OPPORTUNITY_FIELD
     },
     "Subscription": {
         "id": S, "name": S, "subscriptionVersion": N, "customerId": S, "productId": S, "priceBookEntryId": S,

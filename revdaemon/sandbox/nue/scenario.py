@@ -177,6 +177,33 @@ class Scenario:
         """Same opportunity, new lines: the quote keeps its id, quoteVersion + 1, quote.updated fires."""
         return _out(quotes.save(self.store, self.quote_body(opportunity, quantities)))
 
+    def order_from_quote(self, opportunity: str | int, *, activate: bool = True, order_id: str | None = None
+                         ) -> Record:
+        """Nue's own quote-to-order flow: the opportunity's quote (committed first if missing) becomes an order
+        of its customer that names the quote [assumed: wire.ORDER_QUOTE_FIELD] and carries no revdaemon
+        marker; activated unless told otherwise (no invoice)."""
+        o = self.opportunity(opportunity)
+        customer = self.store.customer(o.account_id) or self.create_customer(o.account_id)
+        quote_id = self.store.quotes_by_opportunity.get(o.id) or self.commit_quote(o.id)["id"]
+        return self.order_for(o.id, customer["id"], activate=activate, order_id=order_id,
+                              description=f"From quote {self.store.quotes[quote_id]['quoteNumber']}",
+                              **{wire.ORDER_QUOTE_FIELD: quote_id})
+
+    def order_for(self, opportunity: str | int, customer: str, *, activate: bool = True,
+                  order_id: str | None = None, **fields: Any) -> Record:
+        """An order of the opportunity's lines made outside revdaemon (a person, another tool); `order_id`
+        gives it a known id (one an earlier tool wrote on the opportunity)."""
+        order = self.create_order(customer, opportunity=opportunity, name=self.opportunity(opportunity).name,
+                                  **fields)
+        if order_id is not None:
+            with self.store.lock:
+                record = self.store.orders.pop(order["id"])
+                record["id"] = order_id
+                self.store.orders[order_id] = record
+        if not activate:
+            return _out(self.store.orders[order_id or order["id"]])
+        return self.activate_order(order_id or order["id"])["order"]  # type: ignore[no-any-return]
+
     def set_quote_status(self, opportunity: str, status: str) -> Record:
         return _out(quotes.set_status(self.store, opportunity, status))
 

@@ -13,6 +13,7 @@ from starlette.types import Send
 from revdaemon.sandbox.lost_answers import LostAnswerMiddleware
 from revdaemon.sandbox.nue import wire
 from revdaemon.sandbox.nue.admin import admin_routes
+from revdaemon.sandbox.nue.brownfield import load_brownfield
 from revdaemon.sandbox.nue.dates import Clock
 from revdaemon.sandbox.nue.errors import ApiError
 from revdaemon.sandbox.nue.gate import Faults, GateMiddleware
@@ -38,9 +39,9 @@ class NueSim:
         self.clock = Clock()
         self.webhooks = WebhookDispatcher(self.settings)
         self.faults = Faults(self.settings)
+        self.scenario = Scenario(self)
         self.store = self._new_store()
         self.graphql = GraphQLEndpoint(self._rows)
-        self.scenario = Scenario(self)
         starlette = Starlette(
             routes=[*api_routes(self), *admin_routes(self)],
             exception_handlers={ApiError: self._api_error, HTTPException: self._http_error,
@@ -50,7 +51,10 @@ class NueSim:
         self.app = RequestLogMiddleware(GateMiddleware(applied, self.settings, self.faults), self.log)
 
     def _new_store(self) -> Store:
-        return Store(self.settings, self.seed_data, self.webhooks.publish, self.clock)
+        store = Store(self.settings, self.seed_data, self.webhooks.publish, self.clock)
+        self.store = store  # the scenario driver loads the brownfield history through it
+        load_brownfield(store, self.scenario)
+        return store
 
     def _rows(self, type_name: str) -> list[Record]:
         store = self.store

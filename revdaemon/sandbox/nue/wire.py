@@ -167,6 +167,13 @@ QUOTE_STATUSES = ("Draft", "Approved", "Accepted")  # [assumed]
 CHANGE_TYPES = ("UpdateQuantity", "UpdateTerm", "Renew", "CoTerm", "Cancel", "ConvertFreeTrial")  # [doc]
 RECORD_TYPES = ("Business", "Consumer")  # [doc]
 
+# --- Links to Salesforce on orders [assumed] ----------------------------------------------------------------
+# An order Nue makes from a quote names the quote; an order made by hand in a connected tenant may name the
+# opportunity. Both are stored as given on POST /orders and shown on every read (revdaemon's nue_wire reads
+# the same names).
+ORDER_QUOTE_FIELD = "quoteId"
+ORDER_OPPORTUNITY_FIELD = "opportunityId"
+
 # --- Webhooks [assumed] -------------------------------------------------------------------------------------
 # Documented: customer.created, order.created, order.activated, invoice.activated. Assumed ("very likely"):
 # customer.updated, subscription.updated. Added for the scenarios: contact.created, subscription.created,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -242,9 +243,11 @@ class SalesforceSim:
     def delete(self, sobject: str, record_id: str, *, user_id: str | None = None) -> None:
         self.store.delete(sobject, record_id, user_id or self.sales_rep_id)
 
-    def close_won(self, opportunity_id: str) -> Record:
-        """A sales rep moves the opportunity to Closed Won (IsWon/IsClosed follow, SystemModstamp moves)."""
-        return self.update("Opportunity", opportunity_id, {"StageName": "Closed Won"})
+    def close_won(self, opportunity_id: str, *, close_date: date | None = None) -> Record:
+        """A sales rep moves the opportunity to Closed Won (IsWon/IsClosed follow, SystemModstamp moves) and
+        records the day it closed: today unless given (flow 1 orders no deal won before its go-live day)."""
+        closed = close_date or datetime.fromtimestamp(self.settings.clock(), UTC).date()
+        return self.update("Opportunity", opportunity_id, {"StageName": "Closed Won", "CloseDate": closed.isoformat()})
 
     def set_faults(self, **changes: Any) -> dict[str, Any]:
         self.faults.update(**changes)

@@ -38,11 +38,16 @@ def load_seed(store: Store, seed: SeedData) -> None:
         for contact in seed.contacts:
             put("Contact", contact.id, {"AccountId": contact.account_id, "FirstName": contact.first_name,
                                         "LastName": contact.last_name, "Email": contact.email})
+        # Brownfield: an earlier tool wrote the order id on the opportunity (the order itself is Nue's seed).
+        shown = {d.opportunity_id: d.order_id for d in seed.brownfield if d.order_id}
         for opportunity in seed.opportunities:
-            put("Opportunity", opportunity.id, {
+            fields: dict[str, object] = {
                 "Name": opportunity.name, "AccountId": opportunity.account_id, "StageName": opportunity.stage,
                 "CloseDate": opportunity.close_date.isoformat(), "Type": opportunity.type,
-                "Pricebook2Id": seed.pricebook_id}, opportunity.owner_id)
+                "Pricebook2Id": seed.pricebook_id}
+            if opportunity.id in shown:
+                fields["Nue_Order_Id__c"] = shown[opportunity.id]
+            put("Opportunity", opportunity.id, fields, opportunity.owner_id)
             for line in opportunity.lines:
                 data: dict[str, object] = {"OpportunityId": opportunity.id,
                                            "PricebookEntryId": line.pricebook_entry_id,

@@ -1,12 +1,19 @@
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from revdaemon.flows.base import FlowEvent, Found
-from revdaemon.flows.closed_won_to_order import ClosedWonMapping, ClosedWonToOrderFlow
+from revdaemon.flows.closed_won_to_order import (
+    BEFORE_CUT_OFF,
+    ORDERED,
+    TO_ORDER,
+    ClosedWonMapping,
+    ClosedWonToOrderFlow,
+)
 from revdaemon.flows.plan import NueActivateOrder, NueCreateCustomer, NueCreateOrder, SfUpdate
 
 OPP = {"Id": "006A", "Name": "Acme - Platform", "AccountId": "001A", "StageName": "Closed Won", "IsWon": True,
@@ -30,11 +37,13 @@ EVENT = FlowEvent(key="sf:Opportunity:006A:t", type="opportunity.closed_won", so
 
 
 def found(*, customer: dict[str, Any] | None = CUSTOMER, orders: list[dict[str, Any]] | None = None,
-          opportunity: dict[str, Any] | None = None, lines: list[dict[str, Any]] | None = None) -> Found:
+          opportunity: dict[str, Any] | None = None, lines: list[dict[str, Any]] | None = None,
+          quotes: list[dict[str, Any]] | None = None, go_live: date | None = None) -> Found:
     return Found(
         sf_records={("Opportunity", "006A"): opportunity or OPP, ("Account", "001A"): ACCOUNT},
         sf_children={("OpportunityLineItem", "OpportunityId", "006A"): LINES if lines is None else lines},
         nue_customers={"001A": customer}, nue_orders={"c-1": orders or []}, catalog=CATALOG,
+        nue_quotes_of={"006A": quotes or []}, go_live=go_live,
     )
 
 
@@ -125,3 +134,109 @@ class TestSteps:
         """One order per deal, ever: when its order was canceled, re-ordering is a person's decision."""
         plan = ClosedWonToOrderFlow().plan(EVENT, found(orders=[order("Canceled")]))
         assert plan.writes == () and plan.conflict is not None and "canceled" in plan.conflict.reason
+
+
+def nue_made(status: str = "Activated", **link: str) -> dict[str, Any]:
+    """An order revdaemon did not make: no marker, only Nue's own link fields."""
+    return {**order(status), "id": "o-9", "orderNumber": "O-00000009", "description": "Made in Nue", **link}
+
+
+WRITE_BACK_O9 = SfUpdate(sobject="Opportunity", record_id="006A",
+                         fields={"Nue_Order_Id__c": "o-9", "Nue_Order_Number__c": "O-00000009"},
+                         idem_key="closed_won_to_order:write-back:006A:o-9")
+
+
+class TestExistingOrders:
+    def test_an_order_made_from_a_quote_of_the_opportunity_is_its_order(self) -> None:
+        """Nue's quote-to-order flow: the order names a quote whose opportunityId is the deal: linked, written
+        back, never ordered again."""
+        quotes = [{"id": "q-1", "opportunityId": "006A"}, {"id": "q-2", "opportunityId": "006B"}]
+        plan = ClosedWonToOrderFlow().plan(EVENT, found(orders=[nue_made(quoteId="q-1")], quotes=quotes))
+        assert plan.writes == (WRITE_BACK_O9,)
+
+    def test_an_order_of_another_opportunitys_quote_is_not(self) -> None:
+        """The customer's order from a quote of a different deal does not count: this deal is ordered."""
+        quotes = [{"id": "q-2", "opportunityId": "006B"}]
+        plan = ClosedWonToOrderFlow().plan(EVENT, found(orders=[nue_made(sourceQuoteId="q-2")], quotes=quotes))
+        assert isinstance(plan.writes[0], NueCreateOrder)
+
+    def test_an_order_naming_the_opportunity_is_its_order(self) -> None:
+        """An order carrying the opportunity id (18 characters for the 15 asked) is the deal's order."""
+        event = FlowEvent(key="k", type="opportunity.closed_won", source="salesforce_poll",
+                          payload={"data": {"Id": "006000000000001"}})
+        opportunity = {**OPP, "Id": "006000000000001"}
+        state = Found(sf_records={("Opportunity", "006000000000001"): opportunity, ("Account", "001A"): ACCOUNT},
+                      nue_customers={"001A": CUSTOMER}, catalog=CATALOG,
+                      nue_orders={"c-1": [nue_made(opportunityId="006000000000001AAA")]})
+        assessment = ClosedWonToOrderFlow().assess(event, state)
+        assert assessment.verdict == ORDERED and assessment.link == "opportunity id on the order"
+
+    def test_the_order_id_on_the_opportunity_is_its_order(self) -> None:
+        """Nue_Order_Id__c names an order of the customer: the number is written back, nothing created."""
+        shown = {**OPP, "Nue_Order_Id__c": "o-9"}
+        plan = ClosedWonToOrderFlow().plan(EVENT, found(orders=[nue_made()], opportunity=shown))
+        assert plan.writes == (SfUpdate(sobject="Opportunity", record_id="006A",
+                                        fields={"Nue_Order_Number__c": "O-00000009"},
+                                        idem_key="closed_won_to_order:write-back:006A:o-9"),)
+
+    @pytest.mark.parametrize("customer", [CUSTOMER, None])
+    def test_an_order_id_on_the_opportunity_means_ordered_even_unfound(self, customer: dict[str, Any] | None
+                                                                       ) -> None:
+        """Nue_Order_Id__c set, its order not found (or no customer at all): nothing is created, ever."""
+        shown = {**OPP, "Nue_Order_Id__c": "o-elsewhere"}
+        plan = ClosedWonToOrderFlow().plan(EVENT, found(customer=customer, opportunity=shown))
+        assert plan.writes == () and plan.conflict is None and "o-elsewhere" in (plan.skip_reason or "")
+
+    def test_another_tools_draft_is_linked_not_activated(self) -> None:
+        """A draft someone else made stays a draft (activating it would invoice): only the write-back."""
+        plan = ClosedWonToOrderFlow().plan(EVENT, found(orders=[nue_made("Draft", opportunityId="006A")]))
+        assert plan.writes == (WRITE_BACK_O9,)
+
+    def test_a_canceled_order_found_by_a_quote_is_a_conflict(self) -> None:
+        """A canceled order by any link keeps its treatment: a person decides; a live one wins over it."""
+        quotes = [{"id": "q-1", "opportunityId": "006A"}]
+        canceled = nue_made("Canceled", quoteId="q-1")
+        plan = ClosedWonToOrderFlow().plan(EVENT, found(orders=[canceled], quotes=quotes))
+        assert plan.conflict is not None and "canceled" in plan.conflict.reason
+        live = {**order("Activated"), "id": "o-2"}
+        assert ClosedWonToOrderFlow().assess(EVENT, found(orders=[canceled, live], quotes=quotes)).order == live
+
+
+class TestCutOff:
+    def test_a_deal_won_before_the_go_live_is_never_ordered(self) -> None:
+        """CloseDate before the store's go-live date: skipped, with the reason, before any Nue step."""
+        plan = ClosedWonToOrderFlow().plan(EVENT, found(customer=None, go_live=date(2026, 12, 2)))
+        assert plan.writes == () and "before the go-live cut-off 2026-12-02" in (plan.skip_reason or "")
+
+    def test_a_deal_won_on_the_go_live_day_is_ordered(self) -> None:
+        """The cut-off day itself is in scope."""
+        plan = ClosedWonToOrderFlow().plan(EVENT, found(go_live=date(2026, 12, 1)))
+        assert isinstance(plan.writes[0], NueCreateOrder)
+
+    def test_the_configured_cut_off_wins_over_the_store_date(self) -> None:
+        """flows.closed_won.won_since set: the store's date is not asked for, and not used."""
+        flow = ClosedWonToOrderFlow(ClosedWonMapping(won_since=date(2027, 1, 1)))
+        assert not flow.needs(EVENT, Found()).go_live
+        assert flow.assess(EVENT, found(go_live=date(2020, 1, 1))).verdict == BEFORE_CUT_OFF
+
+    def test_the_go_live_date_is_asked_for_and_old_deals_read_nothing_in_nue(self) -> None:
+        """The store's date is read with the opportunity; an old deal then asks for no customer or orders."""
+        flow = ClosedWonToOrderFlow()
+        assert flow.needs(EVENT, Found()).go_live
+        needs = flow.needs(EVENT, found(go_live=date(2027, 1, 1)))
+        assert not needs.nue_customers and not needs.nue_orders_of and not needs.nue_quotes_of
+        assert flow.needs(EVENT, found()).nue_quotes_of == {"006A"}
+
+    def test_a_backfill_carries_its_own_cut_off(self) -> None:
+        """`backfill --flow closed_won --since` orders an older deal; the same payload from a poll does not."""
+        payload = {"data": {"Id": "006A"}, "won_since": "2026-01-01"}
+        backfill = FlowEvent(key="b", type="opportunity.closed_won", source="backfill", payload=payload)
+        polled = FlowEvent(key="p", type="opportunity.closed_won", source="salesforce_poll", payload=payload)
+        state = found(go_live=date(2027, 1, 1))
+        flow = ClosedWonToOrderFlow(ClosedWonMapping(won_since=date(2027, 1, 1)))
+        assert flow.assess(backfill, state).verdict == TO_ORDER
+        assert isinstance(flow.plan(backfill, state).writes[0], NueCreateOrder)
+        assert flow.assess(polled, state).verdict == BEFORE_CUT_OFF
+        early = FlowEvent(key="b2", type="opportunity.closed_won", source="backfill",
+                          payload={**payload, "won_since": "2026-12-02"})
+        assert flow.assess(early, state).verdict == BEFORE_CUT_OFF

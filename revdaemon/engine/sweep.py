@@ -1,0 +1,91 @@
+"""Won deals read by their close date, not by a cursor: flow 1's daily sweep; and a backfill's flow-1 events.
+
+A poll sees only what changed since its cursor. A deal whose change committed later than the overlap window,
+or that was won while the daemon was down longer than the poll's first look back, is found by no cursor. The
+daily sweep needs none: every won opportunity closed on or after the go-live cut-off whose Nue order id is
+still empty (one SOQL query) goes into the inbox under the very key the poll gives that state of the record,
+so a deal the poll already delivered adds nothing, and a deal seen and left alone (no products, a conflict)
+is not planned again until it changes. The workers then run flow 1 on it as on any poll event.
+
+`revdaemon backfill --flow closed_won --since DATE` re-reads the won deals changed since DATE (the poll's
+query) as events of the `backfill` source that carry DATE as their own cut-off: the only way a deal won
+before the go-live cut-off is ordered (a deal won before DATE itself still is not).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from datetime import date, datetime
+from typing import Any
+
+import structlog
+
+from revdaemon.connectors.salesforce import SalesforceClient
+from revdaemon.engine.pollers import SalesforceClosedWonPoller
+from revdaemon.flows.closed_won_to_order import BACKFILL_SOURCE, WON_SINCE
+from revdaemon.limits import Priority
+from revdaemon.store import Store
+from revdaemon.store.records import NewEvent
+
+log = structlog.get_logger("revdaemon.sweep")
+
+SOURCE = "salesforce_sweep"
+BATCH_SIZE = 200  # events per add_events transaction, as the pollers store them
+
+
+class WonDealSweep:
+    """Won opportunities closed on or after a day, optionally only those without a Nue order id."""
+
+    def __init__(self, client: SalesforceClient, store: Store, *, won_since: date | None = None,
+                 order_id_field: str = "Nue_Order_Id__c", priority: Priority = Priority.BULK) -> None:
+        self.client = client
+        self.store = store
+        self.won_since = won_since  # flows.closed_won.won_since; None: the store's created_on
+        self.order_id_field = order_id_field
+        self.priority = priority
+
+    async def cut_off(self) -> date:
+        return self.won_since or await self.store.created_on()
+
+    def soql(self, since: date, *, unordered_only: bool) -> str:
+        fields = ", ".join(dict.fromkeys((*SalesforceClosedWonPoller.FIELDS, "CloseDate", "Name",
+                                          self.order_id_field)))
+        unordered = f" AND {self.order_id_field} = null" if unordered_only else ""
+        # A date literal is unquoted in SOQL (salesforce-api.md §4); Id order keeps the locator's pages stable.
+        return (f"SELECT {fields} FROM Opportunity WHERE IsWon = true AND CloseDate >= {since.isoformat()}"
+                f"{unordered} ORDER BY Id")
+
+    async def deals(self, since: date, *, unordered_only: bool) -> AsyncIterator[Mapping[str, Any]]:
+        async for row in self.client.query(self.soql(since, unordered_only=unordered_only), priority=self.priority):
+            yield row
+
+    async def run_once(self, now: datetime | None = None) -> int:
+        """Queue every won deal since the cut-off still without an order; returns how many were new events."""
+        since = await self.cut_off()
+        pending: list[NewEvent] = []
+        read = stored = 0
+        async for record in self.deals(since, unordered_only=True):
+            read += 1
+            pending.append(sweep_event(record))
+            if len(pending) >= BATCH_SIZE:
+                stored += sum(await self.store.add_events(pending))
+                pending = []
+        if pending:
+            stored += sum(await self.store.add_events(pending))
+        log.info("won_deals_swept", since=since.isoformat(), unordered=read, queued=stored)
+        return stored
+
+
+def sweep_event(record: Mapping[str, Any]) -> NewEvent:
+    """The poll's own key for this state of the record, so the inbox keeps one event for it whoever saw it."""
+    return NewEvent(source=SOURCE, key=f"sf:Opportunity:{record['Id']}:{record['SystemModstamp']}",
+                    type=SalesforceClosedWonPoller.EVENT_TYPE, payload={"data": dict(record)})
+
+
+def backfill_event(record: Mapping[str, Any], since: date) -> NewEvent:
+    """A backfill's event: its own key (a deal the poll already skipped as too old is planned again), and
+    the operator's day as the cut-off, which only this source may carry."""
+    return NewEvent(source=BACKFILL_SOURCE,
+                    key=f"backfill:closed_won:{record['Id']}:{since.isoformat()}:{record['SystemModstamp']}",
+                    type=SalesforceClosedWonPoller.EVENT_TYPE,
+                    payload={"data": dict(record), WON_SINCE: since.isoformat()})
