@@ -8,7 +8,8 @@ Writes:    one update of the account: subscription status (through the mapping's
            ARR and next renewal date; nothing when the account already shows those values.
 Key:       subscription_status:account:<Salesforce account id> (one write per account per state).
 Conflicts: a field edited in Salesforce since revdaemon last wrote it (its value is neither the last synced
-           one nor Nue's) opens a conflict showing the three values, unless `on_hand_edit` is "overwrite"
+           one, nor one revdaemon wrote around the read (found.synced's `recent`), nor Nue's) opens a conflict
+           showing the three values, unless `on_hand_edit` is "overwrite"
            or the event is a reconciliation repair. Otherwise Nue is the master of subscription state; an
            unlinked customer is skipped and logged.
 """
@@ -157,8 +158,10 @@ class SubscriptionStatusFlow:
             # A person kept Salesforce's value against this very Nue value: leave it until Nue's changes.
             changed = {name: value for name, value in changed.items()
                        if name not in record.declined or not same(_as_wanted(record.declined[name], value), value)}
-            edited = sorted(name for name in changed
-                            if name in synced and not same(account.get(name), _as_wanted(synced[name], changed[name])))
+            # A value revdaemon wrote around the read (another worker's or replica's write racing it) is no edit.
+            edited = sorted(name for name in changed if name in synced and not any(
+                same(account.get(name), _as_wanted(ours, changed[name]))
+                for ours in (synced[name], *record.recent.get(name, ()))))
             if edited:
                 return Plan(conflict=OpenConflict(
                     flow=NAME, record_ref=self._account_ref(str(account_id)),

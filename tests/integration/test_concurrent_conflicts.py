@@ -11,7 +11,7 @@ its audit being recorded.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,8 +32,9 @@ from revdaemon.flows.subscription_status import SubscriptionStatusFlow
 from revdaemon.limits import ApiLimiter, DailyBudget, RetryPolicy
 from revdaemon.sandbox.runner import Sandbox
 from revdaemon.store import Store, open_store
+from revdaemon.store.records import ConflictRecord
 from revdaemon.store.states import EventStatus
-from tests.integration.engine_fixtures import FAST_RETRY, webhook
+from tests.integration.engine_fixtures import FAST_RETRY, engine, webhook
 from tests.integration.test_engine_subscription_status import activate_for
 
 pytestmark = pytest.mark.anyio
@@ -129,9 +130,10 @@ async def burst(sandbox: Sandbox, store: Store, workers: list[Worker]) -> list[t
                 sandbox.nue.scenario.change(subscriptions[0]["name"], "UpdateQuantity", quantity=step + 2)
                 await notify(sandbox.nue.store.subscriptions[subscriptions[0]["id"]])
                 await anyio.sleep(rng.uniform(0, 0.03))
-        with anyio.fail_after(120):
-            while not await drained():
-                await anyio.sleep(0.1)
+        for _ in range(1200):  # two minutes at most
+            if await drained():
+                break
+            await anyio.sleep(0.1)
         for worker in workers:
             worker.stop()
     return [(customer, account) for customer, account, _subs in accounts]
@@ -143,9 +145,9 @@ def assert_synced(sandbox: Sandbox, accounts: list[tuple[str, str]]) -> None:
         assert Decimal(str(account["MRR__c"])) == Decimal(str(sandbox.nue.store.customers[customer_id]["todayCMRR"]))
 
 
-def describe(conflicts: list, keys: Callable[[object], str] = lambda c: f"{c.record_ref}: {c.reason} "
-             f"sf={c.salesforce_values} synced={c.synced_values}") -> str:
-    return "\n".join(keys(c) for c in conflicts)
+def describe(conflicts: Sequence[ConflictRecord]) -> str:
+    return "\n".join(f"{c.record_ref}: {c.reason} salesforce={c.salesforce_values} synced={c.synced_values}"
+                     for c in conflicts)
 
 
 class TestNoFalseConflicts:
@@ -176,3 +178,95 @@ class TestNoFalseConflicts:
             assert conflicts == [], describe(conflicts)
             assert (await stores[0].queue_depths()).get(EventStatus.DEAD, 0) == 0
         assert_synced(sandbox, accounts)
+
+
+Hook = Callable[[], Awaitable[None]]
+
+
+class Hooked:
+    """A Salesforce client that runs another worker's work at one chosen moment: right after the Account is
+    read (`after_read`), or right after a write is applied and before its outcome is recorded (`after_write`)."""
+
+    def __init__(self, inner: SalesforceClient, *, after_read: Hook | None = None,
+                 after_write: Hook | None = None) -> None:
+        self._inner = inner
+        self.after_read = after_read
+        self.after_write = after_write
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def query(self, soql: str, **kwargs: object) -> AsyncIterator[Mapping[str, object]]:
+        async def rows() -> AsyncIterator[Mapping[str, object]]:
+            found = [row async for row in self._inner.query(soql, **kwargs)]
+            if self.after_read is not None and "FROM Account" in soql:
+                hook, self.after_read = self.after_read, None
+                await hook()
+            for row in found:
+                yield row
+        return rows()
+
+    async def update_many(self, sobject: str, records: Sequence[Mapping[str, object]]) -> object:
+        results = await self._inner.update_many(sobject, records)
+        if self.after_write is not None:
+            hook, self.after_write = self.after_write, None
+            await hook()
+        return results
+
+
+def _worker(e: object, salesforce: object, name: str, *, executor: Executor | None = None) -> Worker:
+    store, nue = e.store, e.nue  # type: ignore[attr-defined]
+    return Worker(store, Fetcher(salesforce, nue, store), executor or e.executor,  # type: ignore[attr-defined, arg-type]
+                  [SubscriptionStatusFlow()], name=name, backoff=RetryPolicy(base_delay=0.0, max_delay=0.0))
+
+
+class TestInterleavings:
+    """The two windows, each forced open once: deterministic versions of the bursts above."""
+
+    async def test_a_write_landing_after_the_record_was_read(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """Worker A reads the account; worker B writes a newer state and records it before A goes on: A's stale
+        read is not a hand edit (it plans from values read consistently; its older write is skipped as stale)."""
+        customer_id, account_id, subscriptions = activate_for(sandbox, 0, 0)
+        sub = subscriptions[0]
+        async with engine(sandbox, tmp_path) as e:
+            await e.store.add_events([webhook("subscription.updated", dict(sub), "first")])
+            await e.worker.run_once()
+            sandbox.nue.scenario.change(sub["name"], "UpdateQuantity", quantity=3)
+            await e.store.add_events([webhook("subscription.updated", dict(sub), "a")])
+
+            async def b_writes_a_newer_state() -> None:
+                sandbox.nue.scenario.change(sub["name"], "UpdateQuantity", quantity=5)
+                await e.store.add_events([webhook("subscription.updated", dict(sub), "b")])
+                assert await _worker(e, e.salesforce, "worker-b").run_once() == 1
+
+            await _worker(e, Hooked(e.salesforce, after_read=b_writes_a_newer_state), "worker-a").run_once()
+            assert await e.store.list_conflicts() == []
+            assert (await e.store.queue_depths())[EventStatus.DONE] == 3
+        assert_synced(sandbox, [(customer_id, account_id)])
+
+    async def test_a_write_applied_and_not_yet_recorded(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """Worker B's write is applied in Salesforce and not yet recorded when worker A reads the account: A sees
+        B's value, not its last synced one, and still opens no conflict (B's intent was recorded before it sent)."""
+        customer_id, account_id, subscriptions = activate_for(sandbox, 1, 1)
+        sub = subscriptions[0]
+        async with engine(sandbox, tmp_path) as e:
+            await e.store.add_events([webhook("subscription.updated", dict(sub), "first")])
+            await e.worker.run_once()
+            sandbox.nue.scenario.change(sub["name"], "UpdateQuantity", quantity=3)
+            await e.store.add_events([webhook("subscription.updated", dict(sub), "b")])
+            outcome: dict[str, int] = {}
+
+            async def a_reads_meanwhile() -> None:
+                sandbox.nue.scenario.change(sub["name"], "UpdateQuantity", quantity=5)
+                await e.store.add_events([webhook("subscription.updated", dict(sub), "a")])
+                outcome["a"] = await _worker(e, e.salesforce, "worker-a").run_once()
+
+            hooked = Hooked(e.salesforce, after_write=a_reads_meanwhile)
+            b_box = Executor(e.store, hooked, e.nue, mapping_version=1)  # type: ignore[arg-type]
+            await _worker(e, e.salesforce, "worker-b", executor=b_box).run_once()
+            assert outcome == {"a": 1}
+            assert await e.store.list_conflicts() == []
+            while await e.worker.run_once():  # anything retried (Busy) drains
+                pass
+            assert await e.store.list_conflicts() == []
+        assert_synced(sandbox, [(customer_id, account_id)])
