@@ -20,6 +20,8 @@ Ordering:  version = the quoteVersion (zero-padded, so it compares as text) on e
            salesforce:Opportunity:<id>:quote. An older version is skipped when the opportunity's quotes
            list a newer one, when the opportunity already shows a newer (or this) version, and by the
            worker's entity guard.
+Won deals: an opportunity that is Closed Won (IsWon) or shows its Nue order id (flow 1's order_id_field) is
+           skipped and logged: flow 1 ordered it from its lines, and compares them with the order.
 Conflicts: a SKU with no price book entry in the catalog; an opportunity bound to another price book.
 """
 
@@ -48,10 +50,13 @@ class QuoteSyncMapping:
     total_field: str = "Nue_Quote_Total__c"
     discount_field: str = "Nue_Quote_Discount__c"
     line_key_field: str = "Nue_Line_Key__c"
+    # Flow 1's write-back of the Nue order id (ClosedWonMapping.order_id_field): set, the deal is ordered.
+    order_id_field: str = "Nue_Order_Id__c"
 
     @property
     def opportunity_fields(self) -> tuple[str, ...]:
-        return (self.quote_id_field, self.version_field, self.total_field, self.discount_field, "Pricebook2Id")
+        return (self.quote_id_field, self.version_field, self.total_field, self.discount_field, "Pricebook2Id",
+                "IsWon", self.order_id_field)
 
     @property
     def line_fields(self) -> tuple[str, ...]:
@@ -123,6 +128,12 @@ class QuoteSyncFlow:
         if opportunity is None:
             return Plan(skip_reason=f"Salesforce has no opportunity {opportunity_id}")
         m = self.mapping
+        if opportunity.get("IsWon") or opportunity.get(m.order_id_field):
+            # Flow 1 orders a won deal from its lines and compares them with the order afterwards: lines
+            # rewritten here would show as the deal edited after its order (a false conflict there).
+            return Plan(skip_reason=f"opportunity {opportunity_id} is Closed Won or has its Nue order "
+                                    f"({m.order_id_field}): its lines are the order's now", version=version,
+                        entity=entity)
         shown = opportunity.get(m.version_field)
         if shown is not None and to_decimal(shown, m.version_field) >= version_number:
             return Plan(skip_reason=f"the opportunity already shows quote version {_plain(to_decimal(shown))}",

@@ -7,7 +7,7 @@ import pytest
 
 from revdaemon.flows.base import FlowEvent, Found
 from revdaemon.flows.plan import Plan, SfDelete, SfUpdate, SfUpsert
-from revdaemon.flows.quote_sync import QuoteSyncFlow
+from revdaemon.flows.quote_sync import QuoteSyncFlow, QuoteSyncMapping
 
 OPP = "006A"
 CATALOG = (
@@ -70,6 +70,31 @@ class TestNeeds:
     def test_a_missing_quote_asks_for_no_opportunity(self) -> None:
         """Once Nue says the quote does not exist, the hint is not followed."""
         assert not QuoteSyncFlow().needs(event(), Found(nue_quotes={"q1": None})).sf_records
+
+
+class TestWonDeals:
+    @pytest.mark.parametrize("won", [{"IsWon": True}, {"Nue_Order_Id__c": "ORD-1"},
+                                     {"IsWon": True, "Nue_Order_Id__c": "ORD-1"}])
+    def test_a_won_or_ordered_opportunity_is_skipped(self, won: dict[str, Any]) -> None:
+        """Flow 1 ordered the deal from its lines: a requote writes nothing there, and says why."""
+        requote = {**QUOTE, "quoteVersion": 3, "products": [{"productSku": "SEAT", "quantity": 30}]}
+        plan = QuoteSyncFlow().plan(event(), found(quote=requote, versions=(3,), lines=SYNCED_LINES,
+                                                   opportunity={**OPPORTUNITY, **won}))
+        assert plan == Plan(skip_reason=plan.skip_reason, version="0000000003", entity=ENTITY)
+        assert plan.skip_reason is not None and "Closed Won" in plan.skip_reason
+
+    def test_an_open_opportunity_is_still_synced(self) -> None:
+        """Not won and no order id: the lines are written as before."""
+        plan = QuoteSyncFlow().plan(event(), found(opportunity={**OPPORTUNITY, "IsWon": False,
+                                                                "Nue_Order_Id__c": None}))
+        assert plan.writes and plan.skip_reason is None
+
+    def test_the_order_id_field_comes_from_the_mapping(self) -> None:
+        """An org whose flow 1 writes the order id elsewhere is read there, and the field is asked for."""
+        flow = QuoteSyncFlow(QuoteSyncMapping(order_id_field="Order_Ref__c"))
+        assert ("Opportunity", "Order_Ref__c") in flow.needs(event(), Found()).sf_fields
+        assert flow.plan(event(), found(opportunity={**OPPORTUNITY, "Order_Ref__c": "ORD-1"})).writes == ()
+        assert flow.plan(event(), found(opportunity={**OPPORTUNITY, "Nue_Order_Id__c": "ORD-1"})).writes
 
 
 class TestLines:
