@@ -14,8 +14,9 @@ Steps:     1. lines: each quote product (summed per SKU) becomes one Opportunity
               An opportunity without a price book is given the one of the quote's entries, in the same step.
            2. then the opportunity's Nue_Quote_Id__c, _Version__c, _Total__c and _Discount__c, last, so a
               version shown on the opportunity means its lines are done.
-Key:       quote_sync:line:<line key>:v<version>:<values> and quote_sync:opportunity:<id>:v<version>; the
-           values are in the line key so a line that drifted and is corrected again is written again.
+Key:       quote_sync:line:<line key>:v<version>:<values>[:<current values>] and
+           quote_sync:opportunity:<id>:v<version>:<current values> (flows.common.was): a line or a summary that
+           drifted after it was written, and is corrected again, is written again.
 Ordering:  version = the quoteVersion (zero-padded, so it compares as text) on entity
            salesforce:Opportunity:<id>:quote. An older version is skipped when the opportunity's quotes
            list a newer one, when the opportunity already shows a newer (or this) version, and by the
@@ -34,7 +35,7 @@ from typing import Any
 
 from revdaemon.domain.money import HUNDRED, ZERO, PriceEntry, PricingError, cents, charge, monthly, to_decimal
 from revdaemon.flows.base import FlowEvent, Found, Needs
-from revdaemon.flows.common import same
+from revdaemon.flows.common import same, was
 from revdaemon.flows.plan import OpenConflict, Plan, SfDelete, SfUpdate, SfUpsert, Write
 
 NAME = "quote_sync"
@@ -172,7 +173,8 @@ class QuoteSyncFlow:
         if not changed:
             return Plan(skip_reason="the opportunity already shows this quote", version=version, entity=entity)
         return Plan(writes=(SfUpdate(sobject="Opportunity", record_id=opportunity_id, fields=changed,
-                                     idem_key=f"{NAME}:opportunity:{opportunity_id}:v{version_number}"),),
+                                     idem_key=f"{NAME}:opportunity:{opportunity_id}:v{version_number}:"
+                                              f"{was(opportunity, changed)}"),),
                     version=version, entity=entity)
 
     def _line_writes(self, opportunity_id: str, wanted: Mapping[str, _Line],
@@ -200,7 +202,8 @@ class QuoteSyncFlow:
                 if changed:
                     writes.append(SfUpsert(sobject="OpportunityLineItem", external_id_field=key_field,
                                            external_id=key, fields=values,
-                                           idem_key=f"{NAME}:line:{key}:v{version}:update:{stamp}"))
+                                           idem_key=f"{NAME}:line:{key}:v{version}:update:{stamp}:"
+                                                    f"{was(current, changed)}"))
         return writes
 
 

@@ -16,7 +16,6 @@ Conflicts: a field edited in Salesforce since revdaemon last wrote it (its value
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -28,7 +27,7 @@ from revdaemon.domain.money import PricingError
 from revdaemon.domain.subscriptions import STATUS_RANK, customer_state, order_lines, price_entries
 from revdaemon.domain.synced import SyncedRecord
 from revdaemon.flows.base import FlowEvent, Found, Needs
-from revdaemon.flows.common import same
+from revdaemon.flows.common import same, was
 from revdaemon.flows.plan import OpenConflict, Plan, SfUpdate
 from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
@@ -175,7 +174,7 @@ class SubscriptionStatusFlow:
         if changed:
             # The key names what is corrected as well as the state written: a hand edit of the account after
             # our last write (found by the reconciliation) gets a new key, so its repair is sent, not skipped.
-            seen = hashlib.sha256(repr(sorted((k, str(account.get(k))) for k in changed)).encode()).hexdigest()[:12]
+            seen = was(account, changed)
             writes.insert(0, SfUpdate(sobject=self.mapping.account_object, record_id=str(account_id),
                                       fields=changed, idem_key=f"{NAME}:account:{account_id}:{state.version}:{seen}"))
         if not writes:

@@ -72,6 +72,18 @@ class TestNeeds:
         assert not QuoteSyncFlow().needs(event(), Found(nue_quotes={"q1": None})).sf_records
 
 
+class TestKeys:
+    def test_a_summary_that_drifted_back_is_written_under_a_new_key(self) -> None:
+        """The same quote version written again after someone blanked the opportunity's quote fields is a new
+        write (not a key confirmed long ago); the same read twice plans one key."""
+        flow = QuoteSyncFlow()
+        first = flow.plan(event(), found(lines=SYNCED_LINES)).writes[0].idem_key
+        again = flow.plan(event(), found(lines=SYNCED_LINES)).writes[0].idem_key
+        blanked = {**OPPORTUNITY, "Nue_Quote_Version__c": None, "Nue_Quote_Total__c": None}
+        later = flow.plan(event(), found(lines=SYNCED_LINES, opportunity=blanked)).writes[0].idem_key
+        assert first == again != later
+
+
 class TestWonDeals:
     @pytest.mark.parametrize("won", [{"IsWon": True}, {"Nue_Order_Id__c": "ORD-1"},
                                      {"IsWon": True, "Nue_Order_Id__c": "ORD-1"}])
@@ -122,7 +134,8 @@ class TestLines:
             sobject="Opportunity", record_id=OPP,
             fields={"Nue_Quote_Version__c": 2, "Nue_Quote_Total__c": Decimal("6480.00"),
                     "Nue_Quote_Discount__c": Decimal("10.00")},
-            idem_key=f"quote_sync:opportunity:{OPP}:v2"),), version=V, entity=ENTITY)
+            idem_key=plan.writes[0].idem_key),), version=V, entity=ENTITY)
+        assert plan.writes[0].idem_key.startswith(f"quote_sync:opportunity:{OPP}:v2:")
 
     def test_requote_updates_only_the_changed_values_and_deletes_dropped_skus(self) -> None:
         """A requote with fewer seats and no platform updates the seat line and deletes the platform line."""
@@ -133,8 +146,9 @@ class TestLines:
             SfUpsert(sobject="OpportunityLineItem", external_id_field="Nue_Line_Key__c",
                      external_id=f"quote:{OPP}:SEAT",
                      fields={"Quantity": Decimal(30), "UnitPrice": Decimal("480.00"), "Discount": Decimal("10.00")},
-                     idem_key=f"quote_sync:line:quote:{OPP}:SEAT:v3:update:30:480:10"),
+                     idem_key=plan.writes[1].idem_key),
         )
+        assert plan.writes[1].idem_key.startswith(f"quote_sync:line:quote:{OPP}:SEAT:v3:update:30:480:10:")
 
     def test_a_reps_own_lines_stay(self) -> None:
         """Lines without a key, or with another flow's key, are never deleted."""
