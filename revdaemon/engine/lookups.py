@@ -7,9 +7,11 @@ the notification's body.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from datetime import date
+from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from revdaemon.connectors import nue_wire, salesforce_wire
@@ -19,9 +21,24 @@ from revdaemon.errors import Permanent
 from revdaemon.flows.base import Found, Needs
 from revdaemon.limits import Priority
 from revdaemon.store import Store
-from revdaemon.store.records import SyncedRecord
+from revdaemon.store.records import SyncedRecord, utcnow
+from revdaemon.store.states import IntentStatus
 
 SOQL_IN_MAX = 200  # ids per IN list: keeps the query text well under Salesforce's 100,000-character limit
+
+# Hand edits and concurrent writers. A flow tells a person's edit from revdaemon's own write by comparing the
+# record with its last synced values, but the two are read apart: another worker's or replica's write can land
+# between them (the record read before it, the synced values after it is recorded), or be applied and not yet
+# recorded; the record then shows a value revdaemon wrote that the synced values no longer (or not yet) hold.
+# Holding each record from its read to its write would take a lock every replica shares, around API calls.
+# Instead, where a record read disagrees with its synced values, the values revdaemon itself wrote there around
+# the read are read too (its audit, and its intents not yet settled, which are recorded before they are sent),
+# and the flow counts them as revdaemon's. A person's edit shows none of them. The cost: a person who types
+# back a value revdaemon wrote within RACE_WINDOW is not seen, and Nue's value is written over it.
+RACE_WINDOW = timedelta(minutes=10)  # writes settled this long before the read count too: wider than clock skew
+RECENT_WRITES_MAX = 200  # audit entries read per disagreeing record
+UNSETTLED = (IntentStatus.RECORDED, IntentStatus.SENT)  # may be on the record already, not yet in the audit
+_UNREAD = object()  # the record was not read in this fetch (an earlier round read it)
 
 
 class Fetcher:
@@ -35,9 +52,12 @@ class Fetcher:
         return self._sf, self._nue
 
     async def fetch(self, needs: Needs) -> Found:
+        # The last synced values are read before the records they are compared with (RACE_WINDOW above).
+        started = utcnow()
+        synced = await self._synced(needs.synced_of)
         customers = await self._customers(needs.nue_customers)
         aliases = _aliases(customers)
-        return Found(
+        found = Found(
             nue_customers=customers,
             nue_subscriptions=await self._by_customer(needs.nue_subscriptions_of, aliases,
                                                       self._nue.list_subscriptions),
@@ -49,9 +69,10 @@ class Fetcher:
             sf_children=await self._sf_children(needs.sf_children, needs.sf_fields),
             sf_selected=_selected(needs),
             catalog=tuple(await self._nue.products()) if needs.catalog else (),
-            synced=await self._synced(needs.synced_of),
             go_live=await self._go_live() if needs.go_live else None,
         )
+        return dataclasses.replace(found, synced=await self._with_recent(synced, found.sf_records,
+                                                                         since=started - RACE_WINDOW))
 
     async def _go_live(self) -> date:
         # Without a store (a bare preview) nothing is known of a go-live: no cut-off.
@@ -62,6 +83,43 @@ class Fetcher:
             return {}
         known = await self._store.get_synced(sorted(refs)) if self._store is not None else {}
         return {ref: known.get(ref, SyncedRecord()) for ref in refs}
+
+    async def _with_recent(self, synced: Mapping[str, SyncedRecord],
+                           records: Mapping[tuple[str, str], Mapping[str, Any] | None], *, since: datetime
+                           ) -> dict[str, SyncedRecord]:
+        """Each record's synced values, with revdaemon's writes around the read where the record, read after
+        them, disagrees with them."""
+        found: dict[str, SyncedRecord] = {}
+        for ref, record in synced.items():
+            if self._store is not None and _may_differ(record, _record_of(ref, records)):
+                record = dataclasses.replace(record, recent=await self._recent(ref, frozenset(record.values), since))
+            found[ref] = record
+        return found
+
+    async def _recent(self, ref: str, names: frozenset[str], since: datetime) -> dict[str, tuple[Any, ...]]:
+        """Values revdaemon may have put on the record's fields as of `since` and after: every write settled
+        since then (an error too: a timed-out write may have been applied), per field the last one confirmed
+        before then (for a record read before its synced values), and every write recorded but not yet settled."""
+        assert self._store is not None
+        values: dict[str, list[Any]] = defaultdict(list)
+        known: set[str] = set()  # fields whose value as of `since` is found
+        for entry in await self._store.list_writes(record_ref=ref, limit=RECENT_WRITES_MAX):
+            if entry.at < since and names <= known:
+                break
+            if entry.outcome == "rejected":
+                continue  # refused by the API: never on the record
+            for name, value in _fields_of(entry.detail.get("request")).items():
+                if entry.at >= since or name not in known:
+                    _add(values[name], value)
+                if entry.at < since and entry.outcome == "ok":
+                    known.add(name)
+        _system, sobject, record_id = ref.split(":", 2)
+        for intent in await self._store.list_intents(mentioning=record_id):
+            # Settled ones too: an intent is settled a moment before its audit entry is recorded.
+            if intent.target == f"{sobject}:{record_id}" and (intent.status in UNSETTLED or intent.updated_at >= since):
+                for name, value in _fields_of(intent.request).items():
+                    _add(values[name], value)
+        return {name: tuple(found) for name, found in values.items()}
 
     async def _customers(self, ids: frozenset[str]) -> dict[str, Mapping[str, Any] | None]:
         if not ids:
@@ -155,6 +213,46 @@ class Fetcher:
                     key = (sobject, parent_field, asked.get(value.lower(), value))
                     found.setdefault(key, []).append(row)
         return found
+
+
+def _record_of(ref: str, records: Mapping[tuple[str, str], Mapping[str, Any] | None]) -> Any:
+    """The record a synced ref names, as read in this fetch; `_UNREAD` when this fetch did not read it."""
+    parts = ref.split(":", 2)
+    return records.get((parts[1], parts[2]), _UNREAD) if len(parts) == 3 else _UNREAD
+
+
+def _may_differ(synced: SyncedRecord, record: Any) -> bool:
+    """Whether the record may show a field value other than its last synced one (so a flow may see an edit)."""
+    if not synced.values or record is None:
+        return False
+    if record is _UNREAD:
+        return True
+    return any(name in record and not _alike(record[name], value) for name, value in synced.values.items())
+
+
+def _alike(shown: Any, synced: Any) -> bool:
+    """Salesforce's 1400.0 is the synced "1400.00"; otherwise the text must be equal."""
+    if shown is None or synced is None:
+        return shown is None and synced is None
+    if str(shown) == str(synced):
+        return True
+    if isinstance(shown, int | float | Decimal) and not isinstance(shown, bool):
+        try:
+            return Decimal(str(shown)) == Decimal(str(synced))
+        except InvalidOperation:
+            return False
+    return False
+
+
+def _fields_of(request: Any) -> Mapping[str, Any]:
+    """The field values a write's recorded request carried (executor._describe)."""
+    fields = request.get("fields") if isinstance(request, Mapping) else None
+    return fields if isinstance(fields, Mapping) else {}
+
+
+def _add(values: list[Any], value: Any) -> None:
+    if value not in values:
+        values.append(value)
 
 
 def _selected(needs: Needs) -> dict[str, frozenset[str]]:

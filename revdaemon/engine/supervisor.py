@@ -51,7 +51,7 @@ from revdaemon.flows.base import Flow
 from revdaemon.flows.billing_events import BillingEventMapping, BillingEventsFlow
 from revdaemon.flows.closed_won_to_order import ClosedWonMapping, ClosedWonToOrderFlow
 from revdaemon.flows.onboarding import OnboardingFlow, OnboardingMapping
-from revdaemon.flows.quote_sync import QuoteSyncFlow
+from revdaemon.flows.quote_sync import QuoteSyncFlow, QuoteSyncMapping
 from revdaemon.flows.renewals import RenewalFlow, RenewalMapping
 from revdaemon.flows.subscription_status import SubscriptionStatusFlow, SubscriptionStatusMapping
 from revdaemon.limits import ApiLimiter, Priority, RetryPolicy
@@ -122,7 +122,8 @@ def default_flows(settings: Settings) -> list[Flow]:
                                                 extra_fields=_specs(settings, "renewals"),
                                                 lookups=settings.mapping.lookups)))
     if chosen.quotes.enabled:
-        flows.append(QuoteSyncFlow())
+        # Skips deals flow 1 ordered: it knows them by flow 1's order id field.
+        flows.append(QuoteSyncFlow(QuoteSyncMapping(order_id_field=ClosedWonMapping().order_id_field)))
     if chosen.billing_events.enabled:
         flows.append(BillingEventsFlow(BillingEventMapping(
             target=chosen.billing_events.target, extra_fields=_specs(settings, "billing_events"),

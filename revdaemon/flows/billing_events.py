@@ -16,6 +16,8 @@ Writes:    target "custom_object" (default): an upsert of Nue_Billing_Event__c b
            already shows exactly these values (replays, duplicates, echoes).
 Key:       billing_events:<invoice id>:<paymentStatus>:<invoice version>: one write per billing event and
            state of the invoice; a transition is one record, ever, because the record is found by its key.
+           An upsert or a Task update adds the values it corrects (flows.common.was), so a record that drifted
+           after it was written is corrected again instead of skipped under a key confirmed before.
 Ordering:  entity nue:invoice:<id>, version = the invoice's lastModifiedDate.
 Conflicts: none: Nue is the master of billing; an unlinked customer or a missing account is skipped.
 Limits:    the state is re-read, so a payment status that Nue replaced before the worker read the invoice
@@ -40,7 +42,7 @@ from typing import Any, Literal
 from revdaemon.domain.money import PricingError, cents, to_decimal
 from revdaemon.domain.subscriptions import version_of
 from revdaemon.flows.base import FlowEvent, Found, Needs
-from revdaemon.flows.common import account_id_of, same
+from revdaemon.flows.common import account_id_of, same, was
 from revdaemon.flows.plan import OpenConflict, Plan, SfCreate, SfUpdate, SfUpsert, Write
 from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
@@ -200,7 +202,7 @@ class BillingEventsFlow:
         if existing is not None and all(same(existing.get(k), v) for k, v in wanted.items()):
             return None
         return SfUpsert(sobject=m.event_object, external_id_field=m.key_field, external_id=facts.key,
-                        fields=wanted, idem_key=idem_key)
+                        fields=wanted, idem_key=f"{idem_key}:{was(existing, wanted)}")
 
     def _task(self, facts: _Facts, found: Found, idem_key: str) -> Write | None:
         m = self.mapping
@@ -225,7 +227,9 @@ class BillingEventsFlow:
                    if k in ("ActivityDate", "Description") and not same(existing.get(k), v)}
         if not changed:
             return None
-        return SfUpdate(sobject="Task", record_id=str(existing["Id"]), fields=changed, idem_key=idem_key)
+        # Its own key: the create's is confirmed already, and a later correction is another write.
+        return SfUpdate(sobject="Task", record_id=str(existing["Id"]), fields=changed,
+                        idem_key=f"{idem_key}:update:{was(existing, changed)}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -216,7 +216,8 @@ class ClosedWonToOrderFlow:
         if not changed:
             return Plan(skip_reason="the order exists and the opportunity shows it")
         return Plan(writes=(SfUpdate(sobject="Opportunity", record_id=opportunity_id, fields=changed,
-                                     idem_key=f"{NAME}:write-back:{opportunity_id}:{order.get('id')}"),))
+                                     idem_key=f"{NAME}:write-back:{opportunity_id}:{order.get('id')}:was:"  # + what
+                                     + "|".join(str(opportunity.get(k) or "") for k in sorted(changed))),))  # it fixes
 
     # --- helpers ------------------------------------------------------------------------------------
 

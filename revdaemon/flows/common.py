@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +24,18 @@ def same(current: Any, wanted: Any) -> bool:
         except PricingError:
             return False
     return str(current) == str(wanted)
+
+
+def was(record: Mapping[str, Any] | None, names: Iterable[str]) -> str:
+    """The target's current values of the fields a write corrects, as a short stable digest for its idempotency
+    key. A write is planned only where the target differs from what is wanted, so the same key always means the
+    same correction: two events about one unchanged record still coalesce into one write, and the same values
+    written again after the target drifted back (someone blanked a field revdaemon wrote) get a new key, so the
+    executor sends them instead of skipping a key it confirmed long ago. "absent": there is no record yet."""
+    if record is None:
+        return "absent"
+    text = repr(sorted((name, str(record.get(name))) for name in names))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def customer_id_of(event: FlowEvent) -> str | None:

@@ -14,7 +14,8 @@ Writes:    1. an update of the account, only the fields that differ: Entitlement
               Subject "<step> (<order number>)", ActivityDate = activation date + offset, Status
               "Not Started", Priority "Normal"; created after a lookup by (WhatId, Subject), and planned
               only when the account has no such Task. A replay writes nothing.
-Key:       onboarding:account:<account id>:<latest order id>; onboarding:task:<order id>:<step>.
+Key:       onboarding:account:<account id>:<latest order id>:<the values it corrects> (flows.common.was: a
+           field blanked after it was written is written again); onboarding:task:<order id>:<step>.
 Conflicts: none; an unlinked customer or a missing account is skipped and logged.
 """
 
@@ -36,6 +37,7 @@ from revdaemon.flows.common import (
     is_change_order,
     order_by_id,
     order_of_event,
+    was,
 )
 from revdaemon.flows.plan import OpenConflict, Plan, SfCreate, SfUpdate, Write
 from revdaemon.mapping.fields import FieldSpec, MappingError, render
@@ -138,7 +140,7 @@ class OnboardingFlow:
         if not changed:
             return []
         return [SfUpdate(sobject=m.account_object, record_id=account_id, fields=changed,
-                         idem_key=f"{NAME}:account:{account_id}:{placed[-1].get('id')}")]
+                         idem_key=f"{NAME}:account:{account_id}:{placed[-1].get('id')}:{was(account, changed)}")]
 
     def _tasks(self, order: Mapping[str, Any], account_id: str, account: Mapping[str, Any],
                existing: Sequence[Mapping[str, Any]]) -> list[Write]:

@@ -14,12 +14,15 @@ Steps:     1. lines: each quote product (summed per SKU) becomes one Opportunity
               An opportunity without a price book is given the one of the quote's entries, in the same step.
            2. then the opportunity's Nue_Quote_Id__c, _Version__c, _Total__c and _Discount__c, last, so a
               version shown on the opportunity means its lines are done.
-Key:       quote_sync:line:<line key>:v<version>:<values> and quote_sync:opportunity:<id>:v<version>; the
-           values are in the line key so a line that drifted and is corrected again is written again.
+Key:       quote_sync:line:<line key>:v<version>:<values>[:<current values>] and
+           quote_sync:opportunity:<id>:v<version>:<current values> (flows.common.was): a line or a summary that
+           drifted after it was written, and is corrected again, is written again.
 Ordering:  version = the quoteVersion (zero-padded, so it compares as text) on entity
            salesforce:Opportunity:<id>:quote. An older version is skipped when the opportunity's quotes
            list a newer one, when the opportunity already shows a newer (or this) version, and by the
            worker's entity guard.
+Won deals: an opportunity that is Closed Won (IsWon) or shows its Nue order id (flow 1's order_id_field) is
+           skipped and logged: flow 1 ordered it from its lines, and compares them with the order.
 Conflicts: a SKU with no price book entry in the catalog; an opportunity bound to another price book.
 """
 
@@ -32,7 +35,7 @@ from typing import Any
 
 from revdaemon.domain.money import HUNDRED, ZERO, PriceEntry, PricingError, cents, charge, monthly, to_decimal
 from revdaemon.flows.base import FlowEvent, Found, Needs
-from revdaemon.flows.common import same
+from revdaemon.flows.common import same, was
 from revdaemon.flows.plan import OpenConflict, Plan, SfDelete, SfUpdate, SfUpsert, Write
 
 NAME = "quote_sync"
@@ -48,10 +51,13 @@ class QuoteSyncMapping:
     total_field: str = "Nue_Quote_Total__c"
     discount_field: str = "Nue_Quote_Discount__c"
     line_key_field: str = "Nue_Line_Key__c"
+    # Flow 1's write-back of the Nue order id (ClosedWonMapping.order_id_field): set, the deal is ordered.
+    order_id_field: str = "Nue_Order_Id__c"
 
     @property
     def opportunity_fields(self) -> tuple[str, ...]:
-        return (self.quote_id_field, self.version_field, self.total_field, self.discount_field, "Pricebook2Id")
+        return (self.quote_id_field, self.version_field, self.total_field, self.discount_field, "Pricebook2Id",
+                "IsWon", self.order_id_field)
 
     @property
     def line_fields(self) -> tuple[str, ...]:
@@ -123,6 +129,12 @@ class QuoteSyncFlow:
         if opportunity is None:
             return Plan(skip_reason=f"Salesforce has no opportunity {opportunity_id}")
         m = self.mapping
+        if opportunity.get("IsWon") or opportunity.get(m.order_id_field):
+            # Flow 1 orders a won deal from its lines and compares them with the order afterwards: lines
+            # rewritten here would show as the deal edited after its order (a false conflict there).
+            return Plan(skip_reason=f"opportunity {opportunity_id} is Closed Won or has its Nue order "
+                                    f"({m.order_id_field}): its lines are the order's now", version=version,
+                        entity=entity)
         shown = opportunity.get(m.version_field)
         if shown is not None and to_decimal(shown, m.version_field) >= version_number:
             return Plan(skip_reason=f"the opportunity already shows quote version {_plain(to_decimal(shown))}",
@@ -161,7 +173,8 @@ class QuoteSyncFlow:
         if not changed:
             return Plan(skip_reason="the opportunity already shows this quote", version=version, entity=entity)
         return Plan(writes=(SfUpdate(sobject="Opportunity", record_id=opportunity_id, fields=changed,
-                                     idem_key=f"{NAME}:opportunity:{opportunity_id}:v{version_number}"),),
+                                     idem_key=f"{NAME}:opportunity:{opportunity_id}:v{version_number}:"
+                                              f"{was(opportunity, changed)}"),),
                     version=version, entity=entity)
 
     def _line_writes(self, opportunity_id: str, wanted: Mapping[str, _Line],
@@ -189,7 +202,8 @@ class QuoteSyncFlow:
                 if changed:
                     writes.append(SfUpsert(sobject="OpportunityLineItem", external_id_field=key_field,
                                            external_id=key, fields=values,
-                                           idem_key=f"{NAME}:line:{key}:v{version}:update:{stamp}"))
+                                           idem_key=f"{NAME}:line:{key}:v{version}:update:{stamp}:"
+                                                    f"{was(current, changed)}"))
         return writes
 
 

@@ -8,14 +8,14 @@ Writes:    one update of the account: subscription status (through the mapping's
            ARR and next renewal date; nothing when the account already shows those values.
 Key:       subscription_status:account:<Salesforce account id> (one write per account per state).
 Conflicts: a field edited in Salesforce since revdaemon last wrote it (its value is neither the last synced
-           one nor Nue's) opens a conflict showing the three values, unless `on_hand_edit` is "overwrite"
+           one, nor one revdaemon wrote around the read (found.synced's `recent`), nor Nue's) opens a conflict
+           showing the three values, unless `on_hand_edit` is "overwrite"
            or the event is a reconciliation repair. Otherwise Nue is the master of subscription state; an
            unlinked customer is skipped and logged.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -27,7 +27,7 @@ from revdaemon.domain.money import PricingError
 from revdaemon.domain.subscriptions import STATUS_RANK, customer_state, order_lines, price_entries
 from revdaemon.domain.synced import SyncedRecord
 from revdaemon.flows.base import FlowEvent, Found, Needs
-from revdaemon.flows.common import same
+from revdaemon.flows.common import same, was
 from revdaemon.flows.plan import OpenConflict, Plan, SfUpdate
 from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
@@ -157,8 +157,10 @@ class SubscriptionStatusFlow:
             # A person kept Salesforce's value against this very Nue value: leave it until Nue's changes.
             changed = {name: value for name, value in changed.items()
                        if name not in record.declined or not same(_as_wanted(record.declined[name], value), value)}
-            edited = sorted(name for name in changed
-                            if name in synced and not same(account.get(name), _as_wanted(synced[name], changed[name])))
+            # A value revdaemon wrote around the read (another worker's or replica's write racing it) is no edit.
+            edited = sorted(name for name in changed if name in synced and not any(
+                same(account.get(name), _as_wanted(ours, changed[name]))
+                for ours in (synced[name], *record.recent.get(name, ()))))
             if edited:
                 return Plan(conflict=OpenConflict(
                     flow=NAME, record_ref=self._account_ref(str(account_id)),
@@ -172,7 +174,7 @@ class SubscriptionStatusFlow:
         if changed:
             # The key names what is corrected as well as the state written: a hand edit of the account after
             # our last write (found by the reconciliation) gets a new key, so its repair is sent, not skipped.
-            seen = hashlib.sha256(repr(sorted((k, str(account.get(k))) for k in changed)).encode()).hexdigest()[:12]
+            seen = was(account, changed)
             writes.insert(0, SfUpdate(sobject=self.mapping.account_object, record_id=str(account_id),
                                       fields=changed, idem_key=f"{NAME}:account:{account_id}:{state.version}:{seen}"))
         if not writes:

@@ -112,3 +112,24 @@ class TestQuoteSync:
         assert sandbox.salesforce.log.writes() == []
         assert own <= {r["Id"] for r in lines_of(sandbox, opportunity)}
         assert keyed(sandbox, opportunity) == {"SEAT-VOL": 60.0}
+
+
+class TestWonDeals:
+    async def test_a_requote_never_rewrites_an_ordered_deals_lines(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """Once the opportunity is Closed Won with its Nue order id written back, a requote changes none of its
+        lines (flow 1 compares them with the order); the event is done, skipped with its reason."""
+        opportunity = opportunity_id(sandbox, 2)
+        first = sandbox.nue.scenario.commit_quote(2)
+        async with engine(sandbox, tmp_path, flows=FLOWS) as e:
+            await sync(e, first, "q-won-1")
+            sandbox.salesforce.update("Opportunity", opportunity, {"StageName": "Closed Won",
+                                                                   "Nue_Order_Id__c": "ORD-00000042"})
+            lines_before = lines_of(sandbox, opportunity)
+            sandbox.salesforce.log.clear()
+            second = sandbox.nue.scenario.requote(2, {"SEAT-VOL": 99})
+            await sync(e, second, "q-won-2")
+            assert (await e.store.queue_depths())[EventStatus.DONE] == 2
+            assert await e.store.list_conflicts() == []
+        assert sandbox.salesforce.log.writes() == []
+        assert lines_of(sandbox, opportunity) == lines_before
+        assert sandbox.salesforce.record("Opportunity", opportunity)["Nue_Quote_Version__c"] == 1.0

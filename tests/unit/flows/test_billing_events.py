@@ -74,7 +74,7 @@ class TestPlan:
                                  "Amount__c": Decimal("1150.50"), "Balance__c": Decimal("1150.50"),
                                  "Invoice_Status__c": "Active", "Payment_Status__c": "NotTransferred",
                                  "Due_Date__c": "2026-03-03", "Status__c": "Posted", "Failure_Detail__c": None},
-                             idem_key=f"billing_events:inv-1:NotTransferred:{VERSION}"),),
+                             idem_key=f"billing_events:inv-1:NotTransferred:{VERSION}:absent"),),
             version=VERSION, entity="nue:invoice:inv-1")
 
     @pytest.mark.parametrize(("payment_status", "status"), [
@@ -90,7 +90,7 @@ class TestPlan:
         assert isinstance(write, SfUpsert)
         assert write.external_id == f"inv-1:{payment_status}"
         assert write.fields["Status__c"] == status and write.fields["Payment_Status__c"] == payment_status
-        assert write.idem_key == f"billing_events:inv-1:{payment_status}:{VERSION}"
+        assert write.idem_key == f"billing_events:inv-1:{payment_status}:{VERSION}:absent"
 
     def test_failed_collection_carries_its_detail(self) -> None:
         """A TransferError names the invoice, the balance still due and the due date; others carry none."""
@@ -125,7 +125,7 @@ class TestPlan:
         [write] = BillingEventsFlow().plan(event(), found(later, logged=[record(partial)])).writes
         assert isinstance(write, SfUpsert) and write.external_id == "inv-1:PartiallyPaid"
         assert write.fields["Balance__c"] == Decimal("400.00")
-        assert write.idem_key.endswith("2026-02-05T00:00:00.000000Z")
+        assert write.idem_key.startswith("billing_events:inv-1:PartiallyPaid:2026-02-05T00:00:00.000000Z:")
 
     def test_body_values_are_ignored(self) -> None:
         """A notification claiming another status or amount plans exactly what the re-read invoice says."""

@@ -109,7 +109,21 @@ class TestSteps:
         assert plan.done and plan.writes == (SfUpdate(
             sobject="Opportunity", record_id="006A",
             fields={"Nue_Order_Id__c": "o-1", "Nue_Order_Number__c": "O-00000001"},
-            idem_key="closed_won_to_order:write-back:006A:o-1"),)
+            idem_key="closed_won_to_order:write-back:006A:o-1:was:|"),)
+
+    def test_a_write_back_blanked_later_gets_a_new_key(self) -> None:
+        """The key names what the write corrects: once someone blanked (or changed) the order id on the opportunity,
+        the write-back is a new write the executor sends; two plans against one unchanged opportunity share a key."""
+        flow = ClosedWonToOrderFlow()
+        first = flow.plan(EVENT, found(orders=[order("Activated")])).writes[0].idem_key
+        again = flow.plan(EVENT, found(orders=[order("Activated")])).writes[0].idem_key
+        blanked = {**OPP, "Nue_Order_Id__c": "", "Nue_Order_Number__c": "O-00000001"}
+        after_blank = flow.plan(EVENT, found(orders=[order("Activated")], opportunity=blanked)).writes
+        other = {**OPP, "Nue_Order_Id__c": "o-9", "Nue_Order_Number__c": "O-00000001"}
+        after_edit = flow.plan(EVENT, found(orders=[order("Activated")], opportunity=other)).writes
+        assert first == again
+        assert [w.fields for w in after_blank] == [{"Nue_Order_Id__c": "o-1"}]
+        assert len({first, after_blank[0].idem_key, after_edit[0].idem_key}) == 3
 
     def test_nothing_left_to_do(self) -> None:
         """Seen again with everything in place (or our own echo): no write."""

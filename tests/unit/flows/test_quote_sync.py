@@ -7,7 +7,7 @@ import pytest
 
 from revdaemon.flows.base import FlowEvent, Found
 from revdaemon.flows.plan import Plan, SfDelete, SfUpdate, SfUpsert
-from revdaemon.flows.quote_sync import QuoteSyncFlow
+from revdaemon.flows.quote_sync import QuoteSyncFlow, QuoteSyncMapping
 
 OPP = "006A"
 CATALOG = (
@@ -72,6 +72,43 @@ class TestNeeds:
         assert not QuoteSyncFlow().needs(event(), Found(nue_quotes={"q1": None})).sf_records
 
 
+class TestKeys:
+    def test_a_summary_that_drifted_back_is_written_under_a_new_key(self) -> None:
+        """The same quote version written again after someone blanked the opportunity's quote fields is a new
+        write (not a key confirmed long ago); the same read twice plans one key."""
+        flow = QuoteSyncFlow()
+        first = flow.plan(event(), found(lines=SYNCED_LINES)).writes[0].idem_key
+        again = flow.plan(event(), found(lines=SYNCED_LINES)).writes[0].idem_key
+        blanked = {**OPPORTUNITY, "Nue_Quote_Version__c": None, "Nue_Quote_Total__c": None}
+        later = flow.plan(event(), found(lines=SYNCED_LINES, opportunity=blanked)).writes[0].idem_key
+        assert first == again != later
+
+
+class TestWonDeals:
+    @pytest.mark.parametrize("won", [{"IsWon": True}, {"Nue_Order_Id__c": "ORD-1"},
+                                     {"IsWon": True, "Nue_Order_Id__c": "ORD-1"}])
+    def test_a_won_or_ordered_opportunity_is_skipped(self, won: dict[str, Any]) -> None:
+        """Flow 1 ordered the deal from its lines: a requote writes nothing there, and says why."""
+        requote = {**QUOTE, "quoteVersion": 3, "products": [{"productSku": "SEAT", "quantity": 30}]}
+        plan = QuoteSyncFlow().plan(event(), found(quote=requote, versions=(3,), lines=SYNCED_LINES,
+                                                   opportunity={**OPPORTUNITY, **won}))
+        assert plan == Plan(skip_reason=plan.skip_reason, version="0000000003", entity=ENTITY)
+        assert plan.skip_reason is not None and "Closed Won" in plan.skip_reason
+
+    def test_an_open_opportunity_is_still_synced(self) -> None:
+        """Not won and no order id: the lines are written as before."""
+        plan = QuoteSyncFlow().plan(event(), found(opportunity={**OPPORTUNITY, "IsWon": False,
+                                                                "Nue_Order_Id__c": None}))
+        assert plan.writes and plan.skip_reason is None
+
+    def test_the_order_id_field_comes_from_the_mapping(self) -> None:
+        """An org whose flow 1 writes the order id elsewhere is read there, and the field is asked for."""
+        flow = QuoteSyncFlow(QuoteSyncMapping(order_id_field="Order_Ref__c"))
+        assert ("Opportunity", "Order_Ref__c") in flow.needs(event(), Found()).sf_fields
+        assert flow.plan(event(), found(opportunity={**OPPORTUNITY, "Order_Ref__c": "ORD-1"})).writes == ()
+        assert flow.plan(event(), found(opportunity={**OPPORTUNITY, "Nue_Order_Id__c": "ORD-1"})).writes
+
+
 class TestLines:
     def test_new_lines_are_created_with_their_keys(self) -> None:
         """Each product becomes a keyed line priced for the term, with the quote discount; not done yet."""
@@ -97,7 +134,8 @@ class TestLines:
             sobject="Opportunity", record_id=OPP,
             fields={"Nue_Quote_Version__c": 2, "Nue_Quote_Total__c": Decimal("6480.00"),
                     "Nue_Quote_Discount__c": Decimal("10.00")},
-            idem_key=f"quote_sync:opportunity:{OPP}:v2"),), version=V, entity=ENTITY)
+            idem_key=plan.writes[0].idem_key),), version=V, entity=ENTITY)
+        assert plan.writes[0].idem_key.startswith(f"quote_sync:opportunity:{OPP}:v2:")
 
     def test_requote_updates_only_the_changed_values_and_deletes_dropped_skus(self) -> None:
         """A requote with fewer seats and no platform updates the seat line and deletes the platform line."""
@@ -108,8 +146,9 @@ class TestLines:
             SfUpsert(sobject="OpportunityLineItem", external_id_field="Nue_Line_Key__c",
                      external_id=f"quote:{OPP}:SEAT",
                      fields={"Quantity": Decimal(30), "UnitPrice": Decimal("480.00"), "Discount": Decimal("10.00")},
-                     idem_key=f"quote_sync:line:quote:{OPP}:SEAT:v3:update:30:480:10"),
+                     idem_key=plan.writes[1].idem_key),
         )
+        assert plan.writes[1].idem_key.startswith(f"quote_sync:line:quote:{OPP}:SEAT:v3:update:30:480:10:")
 
     def test_a_reps_own_lines_stay(self) -> None:
         """Lines without a key, or with another flow's key, are never deleted."""

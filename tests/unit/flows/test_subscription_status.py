@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 
+from revdaemon.domain.synced import SyncedRecord
 from revdaemon.flows.base import FlowEvent, Found, Needs
 from revdaemon.flows.plan import Plan, SfUpdate
 from revdaemon.flows.subscription_status import SubscriptionStatusFlow
@@ -80,6 +82,33 @@ class TestPlan:
         """The same inputs give the same plan."""
         flow = SubscriptionStatusFlow()
         assert flow.plan(event(), found({"Id": "001A"})) == flow.plan(event(), found({"Id": "001A"}))
+
+
+class TestHandEdits:
+    REF = "salesforce:Account:001A"
+
+    def plan(self, mrr: object, synced: SyncedRecord) -> Plan:
+        shown = found({"Id": "001A", "Subscription_Status__c": "Active", "MRR__c": mrr, "ARR__c": 12000,
+                       "Next_Renewal_Date__c": "2027-01-31"})
+        return SubscriptionStatusFlow().plan(event(), dataclasses.replace(shown, synced={self.REF: synced}))
+
+    def test_a_value_neither_synced_nor_nues_is_an_edit(self) -> None:
+        """The account shows a value revdaemon never wrote: a conflict with the three values."""
+        plan = self.plan(7, SyncedRecord(values={"MRR__c": "900.00"}))
+        assert plan.conflict is not None and plan.conflict.salesforce_values == {"MRR__c": 7}
+        assert plan.conflict.synced_values == {"MRR__c": "900.00"}
+
+    def test_a_value_revdaemon_wrote_around_the_read_is_no_edit(self) -> None:
+        """Another worker's write raced the read (the account shows it, the synced values another): the account
+        is written, no conflict."""
+        plan = self.plan(800.0, SyncedRecord(values={"MRR__c": "900.00"}, recent={"MRR__c": ("800.00", "850.00")}))
+        assert plan.conflict is None
+        assert [w.fields for w in plan.writes] == [{"MRR__c": Decimal("1000.00")}]
+
+    def test_recent_values_of_another_field_do_not_excuse_an_edit(self) -> None:
+        """Only the field's own recent values count."""
+        plan = self.plan(7, SyncedRecord(values={"MRR__c": "900.00"}, recent={"ARR__c": ("7",)}))
+        assert plan.conflict is not None
 
 
 class TestOriginatingOpportunity:
