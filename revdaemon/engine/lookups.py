@@ -186,7 +186,8 @@ class Fetcher:
         for sobject, record_id in sorted(keys):
             by_object[sobject].append(record_id)
         for sobject, ids in by_object.items():
-            selected = sorted({"Id", *(name for obj, name in fields if obj == sobject)})
+            # SystemModstamp: the record's version, which a corrective write's key carries (flows.common.was)
+            selected = sorted({"Id", "SystemModstamp", *(name for obj, name in fields if obj == sobject)})
             for chunk in _chunks(ids, SOQL_IN_MAX):
                 quoted = ", ".join(salesforce_wire.soql_literal(i) for i in chunk)
                 soql = f"SELECT {', '.join(selected)} FROM {sobject} WHERE Id IN ({quoted})"

@@ -19,7 +19,8 @@ Steps:     each plan does the next missing step, and the worker reads again befo
            2. no order linked to this opportunity -> create the draft order;
            3. revdaemon's order is a draft and `activate` is on -> activate it;
            4. the opportunity does not show the order id and number -> write them back.
-Key:       closed_won:<step>:<opportunity id> (one customer, one order, one activation per deal).
+Key:       closed_won:<step>:<opportunity id> (one customer, one order, one activation per deal); the
+           write-back's also carries what it corrects (flows.common.was), so a blanked order id is written again.
 Conflicts: the opportunity's products or quantities differ from the order that exists (edited after
            the win), or its only order was canceled: a person decides; nothing is overwritten.
 Echo:      the write-back moves the opportunity's SystemModstamp, so the poll sees it again; every step
@@ -37,6 +38,7 @@ from typing import Any
 from revdaemon.connectors import nue_wire
 from revdaemon.domain.money import PricingError, to_decimal
 from revdaemon.flows.base import FlowEvent, Found, Needs
+from revdaemon.flows.common import was
 from revdaemon.flows.plan import NueActivateOrder, NueCreateCustomer, NueCreateOrder, OpenConflict, Plan, SfUpdate
 
 NAME = "closed_won_to_order"
@@ -216,8 +218,8 @@ class ClosedWonToOrderFlow:
         if not changed:
             return Plan(skip_reason="the order exists and the opportunity shows it")
         return Plan(writes=(SfUpdate(sobject="Opportunity", record_id=opportunity_id, fields=changed,
-                                     idem_key=f"{NAME}:write-back:{opportunity_id}:{order.get('id')}:was:"  # + what
-                                     + "|".join(str(opportunity.get(k) or "") for k in sorted(changed))),))  # it fixes
+                                     idem_key=f"{NAME}:write-back:{opportunity_id}:{order.get('id')}:"
+                                              f"{was(opportunity, changed)}"),))
 
     # --- helpers ------------------------------------------------------------------------------------
 

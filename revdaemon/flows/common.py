@@ -31,10 +31,14 @@ def was(record: Mapping[str, Any] | None, names: Iterable[str]) -> str:
     key. A write is planned only where the target differs from what is wanted, so the same key always means the
     same correction: two events about one unchanged record still coalesce into one write, and the same values
     written again after the target drifted back (someone blanked a field revdaemon wrote) get a new key, so the
-    executor sends them instead of skipping a key it confirmed long ago. "absent": there is no record yet."""
+    executor sends them instead of skipping a key it confirmed long ago. "absent": there is no record yet.
+
+    The record's SystemModstamp, when it was read, is part of it: a field blanked back to the very value it had
+    before revdaemon's first write (empty) still gives a new key, as the record has changed since."""
     if record is None:
         return "absent"
-    text = repr(sorted((name, str(record.get(name))) for name in names))
+    version = [("SystemModstamp", str(record["SystemModstamp"]))] if record.get("SystemModstamp") else []
+    text = repr(sorted((name, str(record.get(name))) for name in names) + version)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
