@@ -304,8 +304,10 @@ class SalesforceClosedWonPoller(Poller):
 
     def key_of(self, record: Record) -> Key:
         # whole seconds: SOQL compares and may order SystemModstamp ignoring milliseconds (§4.1), so two
-        # rows in one second can come in Id order; the cursor needs no finer grain than the query's floor
-        return parse_timestamp(record["SystemModstamp"]).replace(microsecond=0), str(record["Id"])
+        # rows in one second can come in Id order; the cursor needs no finer grain than the query's floor.
+        # The Id as ORDER BY sorts it: "sorting is case insensitive" (SOQL ORDER BY reference), so a burst of
+        # rows in one second (a brownfield first poll) is not taken for a page that went backwards.
+        return parse_timestamp(record["SystemModstamp"]).replace(microsecond=0), str(record["Id"]).upper()
 
     def event_of(self, record: Record) -> NewEvent:
         return NewEvent(source=self.source, key=f"sf:Opportunity:{record['Id']}:{record['SystemModstamp']}",

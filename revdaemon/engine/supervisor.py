@@ -41,7 +41,7 @@ from revdaemon.engine.renewal_scan import scan_renewals
 from revdaemon.engine.replicas import ReplicaRole, default_replica_id
 from revdaemon.engine.scheduler import Scheduler
 from revdaemon.engine.schema import SchemaGuard
-from revdaemon.engine.sweep import WonDealSweep
+from revdaemon.engine.sweep import ActivatedOrderSweep, WonDealSweep
 from revdaemon.engine.sync_status import NAME as SYNC_STATUS
 from revdaemon.engine.sync_status import StatusFields, SyncStatus
 from revdaemon.engine.worker import Worker, WorkerStats
@@ -316,6 +316,15 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
                 doorbell.ring()
 
         scheduler.add_cron("schedule.sweep", schedule.sweep_cron, won_deal_sweep)
+    if settings.flows.onboarding.enabled or settings.flows.amendments.enabled:
+        order_sweep = ActivatedOrderSweep(nue, store, won_since=settings.flows.closed_won.won_since)
+
+        async def activated_order_sweep() -> None:
+            # Activated orders no poll or webhook delivered (a late commit, an outage) still reach the account.
+            if await order_sweep.run_once():
+                doorbell.ring()
+
+        scheduler.add_cron("schedule.order_sweep", schedule.sweep_cron, activated_order_sweep)
     async def budget_check() -> None:
         alerter.budget_alert("salesforce", salesforce.budget, threshold=a.budget_threshold)
 

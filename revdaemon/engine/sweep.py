@@ -7,6 +7,11 @@ still empty (one SOQL query) goes into the inbox under the very key the poll giv
 so a deal the poll already delivered adds nothing, and a deal seen and left alone (no products, a conflict)
 is not planned again until it changes. The workers then run flow 1 on it as on any poll event.
 
+Its Nue half (`ActivatedOrderSweep`) reads the activated orders of the last days (never before the cut-off)
+and queues each under the Nue poll's own key for that state of the order: an order the poll or a webhook
+already delivered adds nothing, and one no cursor saw (committed late, or changed during an outage) goes
+through flows 5 and 6, which plan nothing where the account already shows it.
+
 `revdaemon backfill --flow closed_won --since DATE` re-reads the won deals changed since DATE (the poll's
 query) as events of the `backfill` source that carry DATE as their own cut-off: the only way a deal won
 before the go-live cut-off is ordered (a deal won before DATE itself still is not).
@@ -15,13 +20,14 @@ before the go-live cut-off is ordered (a deal won before DATE itself still is no
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import structlog
 
+from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
-from revdaemon.engine.pollers import SalesforceClosedWonPoller
+from revdaemon.engine.pollers import NuePoller, SalesforceClosedWonPoller, nue_datetime
 from revdaemon.flows.closed_won_to_order import BACKFILL_SOURCE, WON_SINCE
 from revdaemon.limits import Priority
 from revdaemon.store import Store
@@ -73,6 +79,42 @@ class WonDealSweep:
         if pending:
             stored += sum(await self.store.add_events(pending))
         log.info("won_deals_swept", since=since.isoformat(), unordered=read, queued=stored)
+        return stored
+
+
+ORDER_LOOKBACK = timedelta(days=7)  # a week of outage or of late commits; older orders are history or a backfill
+
+
+class ActivatedOrderSweep:
+    """Activated Nue orders modified in the last `lookback` (not before the cut-off), queued under the Nue
+    poll's key, so only the ones no poll or webhook delivered become new events."""
+
+    def __init__(self, client: NueClient, store: Store, *, won_since: date | None = None,
+                 lookback: timedelta = ORDER_LOOKBACK) -> None:
+        self.client = client
+        self.store = store
+        self.won_since = won_since
+        self.lookback = lookback
+        # the poller's own keys and events, never stored by it here (no cursor moves)
+        self._as_polled = NuePoller("Order", client, store)
+
+    async def run_once(self, now: datetime | None = None) -> int:
+        now = now or datetime.now(UTC)
+        cut_off = datetime.combine(self.won_since or await self.store.created_on(), time.min, UTC)
+        since = max(cut_off, now - self.lookback)
+        pending: list[NewEvent] = []
+        read = stored = 0
+        async for order in self.client.poll("Order", self._as_polled.fields, since=nue_datetime(since)):
+            if str(order.get("status", "")).lower() not in ("activated", "active"):
+                continue
+            read += 1
+            pending.append(self._as_polled.event_of(order))
+            if len(pending) >= BATCH_SIZE:
+                stored += sum(await self.store.add_events(pending))
+                pending = []
+        if pending:
+            stored += sum(await self.store.add_events(pending))
+        log.info("activated_orders_swept", since=since.isoformat(), activated=read, queued=stored)
         return stored
 
 

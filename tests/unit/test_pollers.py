@@ -330,6 +330,15 @@ class TestSalesforceClosedWonPoller:
         result = await sf_poller(salesforce, store).run_once(NOW)
         assert (result.status, result.stored) == (PollStatus.OK, 2)
 
+    async def test_ids_in_one_second_sort_without_case(self, salesforce: FakeSalesforce, store: Store) -> None:
+        """SOQL's ORDER BY ignores case (ORDER BY reference: "sorting is case insensitive"): 0065g0aB before
+        0065g0AC in one second is in order, as a brownfield first poll of hundreds of deals returns them."""
+        salesforce.sort = False
+        salesforce.put("0065g0aB", NOW - timedelta(minutes=1))
+        salesforce.put("0065g0AC", NOW - timedelta(minutes=1))
+        result = await sf_poller(salesforce, store).run_once(NOW)
+        assert (result.status, result.stored) == (PollStatus.OK, 2)
+
     @pytest.mark.usefixtures("debug_logs")
     async def test_auth_failed_stops_the_poller(self, salesforce: FakeSalesforce, store: Store) -> None:
         """Refused credentials stop the poller: one error log, and later runs do not call the API."""
