@@ -125,6 +125,16 @@ class TestErrors:
             load_settings(write(tmp_path, {**MINIMAL, "schedule": {"reconciliation_cron": "30 2 *"}}), environ={})
         assert "crontab" in problems(exc)["schedule.reconciliation_cron"]
 
+    def test_settle_delay_must_outlast_the_creates_timeout(self, tmp_path: Path) -> None:
+        """A lost create looked up while it may still be in flight could be made twice: refused at start."""
+        document = {**MINIMAL, "engine": {"settle_seconds": 60},
+                    "nue": {**MINIMAL["nue"], "create_timeout_seconds": 120}}
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, document), environ={})
+        assert "nue.create_timeout_seconds" in problems(exc)["engine.settle_seconds"]
+        settings = load_settings(write(tmp_path, MINIMAL), environ={})
+        assert settings.engine.settle_seconds >= settings.salesforce.create_timeout_seconds
+
     def test_several_problems_reported_together(self, tmp_path: Path) -> None:
         """Every bad key is listed at once, so one edit fixes them all."""
         document = {**MINIMAL, "listener": {"port": 70000}, "limits": {"salesforce_daily_budget_share": 2}}
