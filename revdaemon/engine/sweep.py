@@ -68,16 +68,7 @@ class WonDealSweep:
     async def run_once(self, now: datetime | None = None) -> int:
         """Queue every won deal since the cut-off still without an order; returns how many were new events."""
         since = await self.cut_off()
-        pending: list[NewEvent] = []
-        read = stored = 0
-        async for record in self.deals(since, unordered_only=True):
-            read += 1
-            pending.append(sweep_event(record))
-            if len(pending) >= BATCH_SIZE:
-                stored += sum(await self.store.add_events(pending))
-                pending = []
-        if pending:
-            stored += sum(await self.store.add_events(pending))
+        read, stored = await _queue(self.store, (sweep_event(r) async for r in self.deals(since, unordered_only=True)))
         log.info("won_deals_swept", since=since.isoformat(), unordered=read, queued=stored)
         return stored
 
@@ -102,20 +93,26 @@ class ActivatedOrderSweep:
         now = now or datetime.now(UTC)
         cut_off = datetime.combine(self.won_since or await self.store.created_on(), time.min, UTC)
         since = max(cut_off, now - self.lookback)
-        pending: list[NewEvent] = []
-        read = stored = 0
-        async for order in self.client.poll("Order", self._as_polled.fields, since=nue_datetime(since)):
-            if str(order.get("status", "")).lower() not in ("activated", "active"):
-                continue
-            read += 1
-            pending.append(self._as_polled.event_of(order))
-            if len(pending) >= BATCH_SIZE:
-                stored += sum(await self.store.add_events(pending))
-                pending = []
-        if pending:
-            stored += sum(await self.store.add_events(pending))
+        orders = self.client.poll("Order", self._as_polled.fields, since=nue_datetime(since))
+        read, stored = await _queue(self.store, (self._as_polled.event_of(o) async for o in orders
+                                                 if str(o.get("status", "")).lower() in ("activated", "active")))
         log.info("activated_orders_swept", since=since.isoformat(), activated=read, queued=stored)
         return stored
+
+
+async def _queue(store: Store, events: AsyncIterator[NewEvent]) -> tuple[int, int]:
+    """Store events in transactions of BATCH_SIZE; (how many were read, how many were new)."""
+    pending: list[NewEvent] = []
+    read = stored = 0
+    async for event in events:
+        read += 1
+        pending.append(event)
+        if len(pending) >= BATCH_SIZE:
+            stored += sum(await store.add_events(pending))
+            pending = []
+    if pending:
+        stored += sum(await store.add_events(pending))
+    return read, stored
 
 
 def sweep_event(record: Mapping[str, Any]) -> NewEvent:

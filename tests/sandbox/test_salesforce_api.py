@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,18 +13,6 @@ from sf_fixtures import FakeClock, Running, keypair, running
 from revdaemon.sandbox.salesforce import CustomField, FaultSettings, SalesforceSimSettings
 
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-
-
-@pytest.fixture
-def org() -> Iterator[Running]:
-    with running() as org:
-        yield org
-
-
-@pytest.fixture
-def api(org: Running) -> Iterator[httpx.Client]:
-    with org.api() as client:
-        yield client
 
 
 def assertion(**overrides: Any) -> str:

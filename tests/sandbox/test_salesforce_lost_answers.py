@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -11,18 +10,6 @@ import pytest
 from sf_fixtures import Running, running
 
 from revdaemon.sandbox.salesforce import FaultSettings, SalesforceSimSettings
-
-
-@pytest.fixture
-def org() -> Iterator[Running]:
-    with running() as org:
-        yield org
-
-
-@pytest.fixture
-def api(org: Running) -> Iterator[httpx.Client]:
-    with org.api() as client:
-        yield client
 
 
 def accounts_named(api: httpx.Client, name: str) -> list[dict[str, Any]]:

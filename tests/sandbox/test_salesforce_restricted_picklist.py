@@ -3,27 +3,12 @@ value (an admin editing the field in Setup, here /__sandbox/schema) lets the sam
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
-import pytest
-from sf_fixtures import Running, running
+from sf_fixtures import Running
 
 EVENT = "Nue_Billing_Event__c"
 STATUS = {"object": EVENT, "name": "Status__c", "type": "picklist", "label": "Status", "restricted": True,
           "picklist": ["Posted", "Paid", "Void"]}
-
-
-@pytest.fixture
-def org() -> Iterator[Running]:
-    with running() as org:
-        yield org
-
-
-@pytest.fixture
-def api(org: Running) -> Iterator[httpx.Client]:
-    with org.api() as client:
-        yield client
 
 
 def restrict(org: Running, values: list[str]) -> None:
