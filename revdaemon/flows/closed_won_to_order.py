@@ -183,6 +183,10 @@ class ClosedWonToOrderFlow:
                 salesforce_account_id=account_id, payload=_customer_payload(account),
                 idem_key=f"{NAME}:customer:{account_id}"),))
 
+        if order is not None and assessment.link != nue_wire.LINK_MARKER:
+            # An order Nue's quote-to-order flow (or a person) made: linked and written back as it is. Its lines
+            # were never ours to compare: a quote's discounts or extra products are not the opportunity's edit.
+            return self._write_back(opportunity_id, opportunity, order)
         lines = found.sf_children.get(("OpportunityLineItem", "OpportunityId", opportunity_id), [])
         customer_id = str(customer["id"])
         try:
@@ -212,6 +216,9 @@ class ClosedWonToOrderFlow:
                 and str(order.get("status", "")).lower() == "draft"):
             return Plan(done=False, writes=(NueActivateOrder(order_id=str(order["id"]),
                                                              idem_key=f"{NAME}:activate:{opportunity_id}"),))
+        return self._write_back(opportunity_id, opportunity, order)
+
+    def _write_back(self, opportunity_id: str, opportunity: Mapping[str, Any], order: Mapping[str, Any]) -> Plan:
         write_back = {self.mapping.order_id_field: order.get("id"),
                       self.mapping.order_number_field: order.get("orderNumber")}
         changed = {k: v for k, v in write_back.items() if v is not None and opportunity.get(k) != v}

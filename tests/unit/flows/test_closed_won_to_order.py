@@ -222,6 +222,14 @@ class TestExistingOrders:
         plan = ClosedWonToOrderFlow().plan(EVENT, found(orders=[nue_made("Draft", opportunityId="006A")]))
         assert keyed(plan.writes) == (WRITE_BACK_O9,)
 
+    def test_an_order_nue_made_is_never_compared_with_the_deal(self) -> None:
+        """A quote-to-order order whose lines differ from the opportunity's (a quote's own products): linked and
+        written back, no conflict, for it was never made from these lines."""
+        quotes = [{"id": "q-1", "opportunityId": "006A"}]
+        made = {**nue_made(quoteId="q-1"), "orderProducts": [{"priceBookEntryId": "01uOTHER", "quantity": 7}]}
+        plan = ClosedWonToOrderFlow().plan(EVENT, found(orders=[made], quotes=quotes))
+        assert plan.conflict is None and keyed(plan.writes) == (WRITE_BACK_O9,)
+
     def test_a_canceled_order_found_by_a_quote_is_a_conflict(self) -> None:
         """A canceled order by any link keeps its treatment: a person decides; a live one wins over it."""
         quotes = [{"id": "q-1", "opportunityId": "006A"}]
