@@ -184,3 +184,23 @@ class TestDryRun:
         assert planned and planned[0]["write"]["kind"] == "NueCreateCustomer"
         data_writes = [r for r in sandbox.salesforce.log.writes() if r.path != "/services/oauth2/token"]
         assert nue_writes(sandbox) == [] and data_writes == []
+
+
+class TestCloseDate:
+    async def test_closing_moves_a_future_close_date_to_today_and_keeps_a_past_one(
+            self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """As Salesforce does (Help 004517774): so a deal dated before the go-live and won after it is skipped
+        (logged), and one dated ahead is won today and ordered."""
+        from datetime import UTC, date, datetime
+
+        ahead, behind = sandbox.salesforce.seed_data.opportunities[0], sandbox.salesforce.seed_data.opportunities[1]
+        today = datetime.now(UTC).date()
+        sandbox.salesforce.update("Opportunity", behind.id, {"CloseDate": "2020-01-31"})
+        assert sandbox.salesforce.close_won(ahead.id)["CloseDate"] == today.isoformat()
+        old = sandbox.salesforce.close_won(behind.id)
+        assert date.fromisoformat(old["CloseDate"]) == date(2020, 1, 31)
+        async with engine(sandbox, tmp_path, flows=FLOWS) as e:
+            await e.store.add_events([closed_won_event(old)])
+            await e.worker.run_once()
+            assert (await e.store.queue_depths())[EventStatus.DONE] == 1
+        assert orders_for(sandbox, behind.id) == []

@@ -244,10 +244,16 @@ class SalesforceSim:
         self.store.delete(sobject, record_id, user_id or self.sales_rep_id)
 
     def close_won(self, opportunity_id: str, *, close_date: date | None = None) -> Record:
-        """A sales rep moves the opportunity to Closed Won (IsWon/IsClosed follow, SystemModstamp moves) and
-        records the day it closed: today unless given (flow 1 orders no deal won before its go-live day)."""
-        closed = close_date or datetime.fromtimestamp(self.settings.clock(), UTC).date()
-        return self.update("Opportunity", opportunity_id, {"StageName": "Closed Won", "CloseDate": closed.isoformat()})
+        """A sales rep moves the opportunity to Closed Won (IsWon/IsClosed follow, SystemModstamp moves). Its
+        CloseDate, unless the rep gives one, is what Salesforce itself leaves [doc: Salesforce Help 004517774,
+        "Validation Rule Does Not Trigger for System Updates"]: a future date becomes today (UTC), a past one
+        stays (so a deal dated before a go-live stays before it)."""
+        today = datetime.fromtimestamp(self.settings.clock(), UTC).date()
+        if close_date is None:
+            current = self.store.table("Opportunity").get(opportunity_id, {}).get("CloseDate")
+            close_date = min(date.fromisoformat(str(current)[:10]), today) if current else today
+        return self.update("Opportunity", opportunity_id, {"StageName": "Closed Won",
+                                                           "CloseDate": close_date.isoformat()})
 
     def set_faults(self, **changes: Any) -> dict[str, Any]:
         self.faults.update(**changes)
