@@ -28,7 +28,10 @@ Printed:
   request is a duplicate), and the order id written back to the opportunity. Targets: all 0, in both runs.
 - the answers lost: request log entries carrying a `fault`, by API and kind;
 - the extra lookups: read calls (Salesforce SOQL queries by object; Nue GETs and GraphQL reads) of the
-  faulted run minus the clean run's, and the write calls likewise;
+  faulted run minus the clean run's, and the write calls likewise. A net difference of two runs: an event
+  retried after settling is claimed in another batch than in the clean run, so the figure also holds the
+  flows' re-reads of that event and any change in batching, not only the executor's lookups (one SOQL read
+  or GraphQL query finds a whole chunk: a lost Collections answer of 200 Tasks costs one lookup);
 - the drain time of both runs and their ratio (the faulted one includes waiting out the settle delay).
 - the poll overlap (schedule.poll_overlap_seconds, now 10 minutes; Nue's nue_poll_overlap_seconds too): the
   drain runs the workers only, no pollers, so the overlap costs nothing inside it. It is measured after the
