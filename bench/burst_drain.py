@@ -267,8 +267,14 @@ def bench_settings(info: dict[str, Any], args: argparse.Namespace, state_dir: Pa
     limits = base.limits.model_copy(update={
         "salesforce": ApiRate(requests_per_second=args.cap / replicas, burst=1, max_concurrency=8),
         "nue": ApiRate(requests_per_second=args.nue_rate, burst=int(args.nue_rate), max_concurrency=8)})
-    engine = base.engine.model_copy(update={k: v for k, v in (("workers", args.workers), ("batch_size", args.batch))
+    engine = base.engine.model_copy(update={k: v for k, v in (("workers", args.workers), ("batch_size", args.batch),
+                                                              ("settle_seconds", getattr(args, "settle", None)))
                                             if v is not None})
+    create_timeout = getattr(args, "create_timeout", None)  # bench/lost_answers.py: short, beside a short settle
+    if create_timeout is not None:
+        base = base.model_copy(update={
+            "salesforce": base.salesforce.model_copy(update={"create_timeout_seconds": create_timeout}),
+            "nue": base.nue.model_copy(update={"create_timeout_seconds": create_timeout})})
     mapping = base.mapping
     if getattr(args, "status_fields", "off") == "on":
         # Issue 16: the status fields ride in the data writes, so the calls must not change.
@@ -297,7 +303,8 @@ async def drain(job: dict[str, Any]) -> dict[str, Any]:
         flows = default_flows(settings)
         executor = Executor(store, sf, nue, mapping_version=settings.mapping.version,
                             intent_owner=f"replica-{replica}" if shared else None,
-                            intent_lease=timedelta(seconds=settings.engine.lease_seconds))
+                            intent_lease=timedelta(seconds=settings.engine.lease_seconds),
+                            settle=timedelta(seconds=settings.engine.settle_seconds))  # as the supervisor does
         fetcher = Fetcher(sf, nue)
         stats = WorkerStats()
         engine = settings.engine
