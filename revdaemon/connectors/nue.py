@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import httpx
@@ -71,11 +71,10 @@ class NueClient:
         """One POST of at most 200 customers (the caller batches, so a failed call loses no earlier one)."""
         operation = f"create customers x{len(customers)}"
         body = await self._send(wire.create_customers_request(customers), operation=operation, idempotent=False)
-        try:
-            created = wire.many(body.data, "customers")
-        except ValueError as exc:
-            raise Retryable(f"{operation}: unreadable answer ({exc}); look them up before any retry",
-                            ErrorContext(system=wire.SYSTEM, operation=operation)) from exc
+        created = _read_created(lambda: wire.many(body.data, "customers"), operation)
+        if len(created) != len(customers):
+            raise OutcomeUnknown(f"{operation}: Nue answered {len(created)} customers for {len(customers)} asked "
+                                 "(it may have made them all)", ErrorContext(system=wire.SYSTEM, operation=operation))
         return created
 
     # --- orders and change orders -------------------------------------------------------------
@@ -115,7 +114,7 @@ class NueClient:
 
     async def create_order(self, order: Mapping[str, Any]) -> dict[str, Any]:
         body = await self._send(wire.create_order_request(order), operation="create order", idempotent=False)
-        return wire.unwrap_order(body.data)
+        return _read_created(lambda: wire.unwrap_order(body.data), "create order")
 
     async def activate_order(self, order_id: str, *, generate_invoice: bool = True,
                              activate_invoice: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -124,7 +123,7 @@ class NueClient:
         body = await self._send(wire.activate_order_request(order_id, generate_invoice=generate_invoice,
                                                             activate_invoice=activate_invoice),
                                 operation="activate order", record_ref=order_id, idempotent=False)
-        return wire.unwrap_activation(body.data)
+        return _read_created(lambda: wire.unwrap_activation(body.data), "activate order", order_id)
 
     async def create_change_order(self, asset_changes: Sequence[Mapping[str, Any]],
                                   products: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
@@ -281,6 +280,23 @@ class NueClient:
             raise wire.classify(response.status_code, body, operation=operation, record_ref=record_ref,
                                 retry_after=parse_retry_after(response.headers.get("Retry-After")))
         return body
+
+
+T = TypeVar("T")
+
+
+def _read_created(read: Callable[[], T], operation: str, record_ref: str | None = None) -> T:
+    """The record a create or an activation answered with; an answer it cannot be read from leaves the outcome
+    unknown (the request was applied, or not): the executor looks it up after the settle delay."""
+    try:
+        found = read()
+        records = found if isinstance(found, list) else [found[0] if isinstance(found, tuple) else found]
+        if not all(isinstance(r, dict) and r.get("id") for r in records):
+            raise ValueError("a record without an id")
+        return found
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise OutcomeUnknown(f"{operation}: unreadable answer ({exc}); it may have been applied",
+                             ErrorContext(system=wire.SYSTEM, operation=operation, record_ref=record_ref)) from exc
 
 
 def _safe_to_repeat(exc: SyncError) -> bool:

@@ -197,18 +197,22 @@ class Executor:
                 key=key, system=item.write.target[0], operation=type(item.write).__name__,
                 target=f"{item.write.target[1]}:{item.write.target[2]}", request=_describe(item.write),
                 event_id=item.event_id))
-            if intent.status is IntentStatus.CONFIRMED:
-                outcomes[key] = WriteOutcome(ok=True, result=intent.result, skipped=True)
-                continue
-            if self._intent_owner is not None and not await self._store.claim_intent(
-                    key, owner=self._intent_owner, lease=self._intent_lease):
-                outcomes[key] = _held_elsewhere(item)
-                continue
             route = ROUTES[type(item.write)]
-            if not route.idempotent and (wait := self._settling(intent, now)) > 0:
-                outcomes[key] = WriteOutcome(ok=False, error=Settling(
-                    f"the outcome of an earlier send is unknown: looked up in {wait:.0f} s, once it has settled",
-                    _context(item.write), retry_after=wait))
+            settled = self._settled(item, intent, route, now)
+            if settled is None and self._intent_owner is not None:
+                # Replicas: decide again from the row as it is once held (another replica may have settled it
+                # between the two reads). A dead replica's send may have left as late as its hold ended.
+                if not await self._store.claim_intent(key, owner=self._intent_owner, lease=self._intent_lease):
+                    outcomes[key] = _held_elsewhere(item)
+                    continue
+                held = await self._store.get_intent(key)
+                assert held is not None
+                if intent.owner not in (None, self._intent_owner) and intent.owned_until is not None:
+                    held = dataclasses.replace(held, updated_at=max(held.updated_at, intent.owned_until))
+                intent = held
+                settled = self._settled(item, intent, route, now)
+            if settled is not None:
+                outcomes[key] = settled
                 continue
             if intent.status is IntentStatus.FAILED:
                 await self._store.reopen_intent(key)  # back to `recorded`: marked sent again before sending
@@ -222,6 +226,16 @@ class Executor:
             if mine:
                 outcomes.update(await self._carry_out(route, mine, attempt))
         return outcomes
+
+    def _settled(self, item: PendingWrite, intent: WriteIntent, route: Route, now: datetime) -> WriteOutcome | None:
+        """The outcome of a write that needs no call now: confirmed earlier, or still settling; else None."""
+        if intent.status is IntentStatus.CONFIRMED:
+            return WriteOutcome(ok=True, result=intent.result, skipped=True)
+        if not route.idempotent and (wait := self._settling(intent, now)) > 0:
+            return WriteOutcome(ok=False, error=Settling(
+                f"the outcome of an earlier send is unknown: looked up in {wait:.0f} s, once it has settled",
+                _context(item.write), retry_after=wait))
+        return None
 
     def _settling(self, intent: WriteIntent, now: datetime) -> float:
         """Seconds before an earlier send of unknown outcome may be looked up (0: now). A `failed` intent says
@@ -255,6 +269,10 @@ class Executor:
                     for item in groups[index]:
                         outcomes[item.write.idem_key] = await self._settle(item, done, route)
                 groups = [g for index, g in enumerate(groups) if index not in found]
+                if not groups:
+                    continue
+                # the lookup may have outlasted the hold: renewed right before the send, or the write is left
+                groups = [g for g in [await self._hold(group, outcomes) for group in groups] if g]
                 if not groups:
                     continue
             for group in groups:

@@ -246,9 +246,11 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
                         mapping_version=versions.current_version if versions is not None else None,
                         sync_status=sync_status, sync_status_parked=lambda: schema.is_parked(SYNC_STATUS),
                         intent_owner=replica_id_of(settings) if settings.shared_store else None,
-                        # held for at least one call's whole retry loop: a write another replica takes over
-                        # then is one this replica can no longer be sending
-                        intent_lease=timedelta(seconds=max(settings.engine.lease_seconds, retry.max_total + 60)),
+                        # held for at least one call's whole retry loop and a create's own wait: a write
+                        # another replica takes over then is one this replica can no longer be sending
+                        intent_lease=timedelta(seconds=max(
+                            settings.engine.lease_seconds, retry.max_total + 60 + max(
+                                settings.salesforce.create_timeout_seconds, settings.nue.create_timeout_seconds))),
                         settle=timedelta(seconds=settings.engine.settle_seconds))
     stats = WorkerStats()
     engine = settings.engine

@@ -89,6 +89,7 @@ class _Job:
     conflict: OpenConflict | None = None
     error: SyncError | None = None
     error_ref: str | None = None  # the record the failed write targeted, when the error itself names none
+    settle_wait: float = 0.0  # the longest a failed write must wait to settle (its outcome unknown), seconds
     crash: str | None = None
     parked: str | None = None  # the flow cannot run against the org's schema right now
     mapping_version: int | None = None  # the mapping version the flow was built from
@@ -393,6 +394,7 @@ class Worker:
                 job.error = _worst([outcomes[w.idem_key] for w in failed])
                 # A dead letter names its record (a Nue create's error may not): that is how the record shows
                 # the failure in its status fields, and how a later failure about it joins the same letter.
+                job.settle_wait = max(_settle_wait(outcomes[w.idem_key].error) for w in failed)
                 job.error_ref = next(f"{w.target[0]}:{w.target[1]}:{w.target[2]}" for w in failed
                                      if outcomes[w.idem_key].error is job.error)
                 continue
@@ -450,9 +452,12 @@ class Worker:
             elif permanent is not None and permanent.error is not None:
                 await self._dead(event, _letter(permanent.error, permanent.error_ref))
             elif retry is not None and retry.error is not None:
-                await self._retry(event, retry.error, retry.error_ref)
+                # no sooner than the slowest write in doubt may be looked up, whichever error is reported
+                await self._retry(event, retry.error, retry.error_ref,
+                                  at_least=max(j.settle_wait for j in jobs))
 
-    async def _retry(self, event: Event, error: SyncError, record_ref: str | None = None) -> None:
+    async def _retry(self, event: Event, error: SyncError, record_ref: str | None = None, *,
+                     at_least: float = 0.0) -> None:
         self.stats.failed += 1
         # Busy is no fault of the event (another worker or replica is writing the same thing): it never uses
         # up its attempts, or a replica dying while holding a write would dead-letter the survivor's events.
@@ -472,9 +477,12 @@ class Worker:
             # no fault of the event: just not now; another replica's hold lasts longer than a local one
             delay = self._rng.uniform(0.05, HELD_RETRY_SECONDS if isinstance(error, HeldElsewhere)
                                       else BUSY_RETRY_SECONDS)
-        due = utcnow() + timedelta(seconds=delay)
+        due = utcnow() + timedelta(seconds=max(delay, at_least))
+        # Settling only waited for an earlier send to settle: it gives back this claim's attempt but keeps the
+        # failures before it, so a create that keeps ending unknown still reaches the dead letters.
         await self._store.retry_event(event.id, error=error.message, next_attempt_at=due, claimed_by=self.name,
-                                      reset_attempts=isinstance(error, Busy))
+                                      reset_attempts=isinstance(error, Busy) and not isinstance(error, Settling),
+                                      refund_attempt=isinstance(error, Settling))
         if self._metrics is not None:
             self._metrics.event_failed(event.type, "retry")
         log.info("event_retry_scheduled", attempts=event.attempts, wait_seconds=round(delay, 2), error=error.message)
@@ -499,6 +507,12 @@ class Worker:
         if self._alerter is not None:
             self._alerter.alert(AlertKind.DEAD_LETTER, event.key, letter.error, system=letter.system,
                                 operation=letter.operation, error_code=letter.error_code, record_ref=letter.record_ref)
+
+
+def _settle_wait(error: SyncError | None) -> float:
+    if isinstance(error, Settling | OutcomeUnknown):
+        return error.retry_after or 0.0
+    return 0.0
 
 
 def _worst(failures: Sequence[WriteOutcome]) -> SyncError:

@@ -83,9 +83,11 @@ class Store(Protocol):
         ...
 
     async def retry_event(self, event_id: int, *, error: str, next_attempt_at: datetime,
-                          claimed_by: str | None = None, reset_attempts: bool = False) -> None:
+                          claimed_by: str | None = None, reset_attempts: bool = False,
+                          refund_attempt: bool = False) -> None:
         """Back to the inbox, due at `next_attempt_at`; `reset_attempts` when the wait was no failure of
-        the event's own (its flow was parked)."""
+        the event's own (its flow was parked); `refund_attempt` gives back the attempt this claim counted (it
+        only waited, for a write of unknown outcome to settle), keeping the ones before it."""
         ...
 
     async def dead_letter_event(self, event_id: int, letter: NewDeadLetter, *, claimed_by: str | None = None) -> int:

@@ -249,10 +249,12 @@ class SqliteStore:
         return [i for i in event_ids if i not in held]
 
     async def retry_event(self, event_id: int, *, error: str, next_attempt_at: datetime,
-                          claimed_by: str | None = None, reset_attempts: bool = False) -> None:
+                          claimed_by: str | None = None, reset_attempts: bool = False,
+                          refund_attempt: bool = False) -> None:
         async with self._tx() as conn:
             await _move_event(conn, event_id, EventStatus.RECEIVED, self._clock(), error=error,
-                              next_attempt_at=next_attempt_at, claimed_by=claimed_by, reset_attempts=reset_attempts)
+                              next_attempt_at=next_attempt_at, claimed_by=claimed_by, reset_attempts=reset_attempts,
+                              refund_attempt=refund_attempt)
 
     async def dead_letter_event(self, event_id: int, letter: NewDeadLetter, *, claimed_by: str | None = None) -> int:
         now = self._clock()
@@ -847,6 +849,9 @@ async def _upsert_cursor(conn: aiosqlite.Connection, update: CursorUpdate, now: 
     )
 
 
+_REFUND = ", attempts = MAX(attempts - 1, 0)"  # the claim counted an attempt that was no try
+
+
 async def _move_event(
     conn: aiosqlite.Connection,
     event_id: int,
@@ -857,6 +862,7 @@ async def _move_event(
     clear_error: bool = False,
     next_attempt_at: datetime | None = None,
     reset_attempts: bool = False,
+    refund_attempt: bool = False,
     claimed_by: str | None = None,
 ) -> None:
     row = await _fetchone(
@@ -870,10 +876,11 @@ async def _move_event(
     check_event_move(EventStatus(row["status"]), target)
     last_error = None if clear_error else (error if error is not None else row["last_error"])
     due = _ts(next_attempt_at) if next_attempt_at is not None else row["next_attempt_at"]
+    attempts = ", attempts = 0" if reset_attempts else (_REFUND if refund_attempt else "")
     await conn.execute(
         f"""UPDATE inbox_events
             SET status = ?, last_error = ?, next_attempt_at = ?, claimed_by = NULL, claimed_until = NULL,
-                updated_at = ?{", attempts = 0" if reset_attempts else ""}
+                updated_at = ?{attempts}
             WHERE id = ?""",
         (target.value, last_error, due, _ts(now), event_id),
     )

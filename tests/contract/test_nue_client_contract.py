@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from revdaemon.config import ApiRate, NueSettings
 from revdaemon.connectors import nue_wire as wire
 from revdaemon.connectors.nue import NueClient
-from revdaemon.errors import AuthFailed, Permanent, Retryable, Throttled
+from revdaemon.errors import AuthFailed, OutcomeUnknown, Permanent, Throttled
 
 pytestmark = pytest.mark.anyio
 
@@ -112,9 +112,29 @@ class TestTransport:
     async def test_create_is_not_repeated_after_a_500(self, client: NueClient) -> None:
         """No idempotency header: a create that may have applied is raised, for the lookup to settle."""
         route = respx.post(f"{BASE}/orders").respond(500, json={"status": "failure", "message": "oops"})
-        with pytest.raises(Retryable):
+        with pytest.raises(OutcomeUnknown):
             await client.create_order({"customer": {"id": "c-1"}})
         assert route.call_count == 1
+
+    @respx.mock
+    async def test_an_unreadable_create_answer_is_an_unknown_outcome(self, client: NueClient) -> None:
+        """A 200 without the order, or fewer customers than asked: applied or not, nobody knows (no crash)."""
+        respx.post(f"{BASE}/orders").respond(200, json=ok({"unexpected": True}))
+        with pytest.raises(OutcomeUnknown):
+            await client.create_order({"customer": {"id": "c-1"}})
+        respx.post(f"{BASE}/customers").respond(200, json=ok([{"id": "c-1", "name": "a"}]))
+        with pytest.raises(OutcomeUnknown):
+            await client.create_customers([{"name": "a", "recordType": "Business"},
+                                           {"name": "b", "recordType": "Business"}])
+
+    @respx.mock
+    async def test_a_create_refused_before_handling_is_repeated(self, client: NueClient) -> None:
+        """A 429 changed nothing: even a create is sent again (after Retry-After)."""
+        route = respx.post(f"{BASE}/orders")
+        route.side_effect = [httpx.Response(429, headers={"Retry-After": "0"}, json={"message": "slow down"}),
+                             httpx.Response(200, json=ok({"order": {"id": "o-1", "orderNumber": "O-1"}}))]
+        assert (await client.create_order({"customer": {"id": "c-1"}}))["id"] == "o-1"
+        assert route.call_count == 2
 
 
 class TestResources:

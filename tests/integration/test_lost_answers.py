@@ -113,3 +113,20 @@ class TestSalesforceLostAnswers:
         assert sandbox.salesforce.faults_fired()[fault.removesuffix("_next")] == 1
         subjects = [t["Subject"] for t in sandbox.salesforce.records("Task") if t.get("WhatId") == account_id]
         assert sorted(s for s in subjects if s.startswith("Lost")) == [f"Lost {n}" for n in range(5)]
+
+    async def test_a_503_before_handling_is_settled_then_made_once(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """A create's 503 may come from a proxy after the org applied it, so it is an unknown outcome too; when
+        nothing was made, the lookup after the settle delay finds nothing and the Task is created, once."""
+        account_id = sandbox.salesforce.seed_data.opportunities[0].account_id
+        write = SfCreate(sobject="Task", fields={"WhatId": account_id, "Subject": "Refused"},
+                         match={"WhatId": account_id, "Subject": "Refused"}, idem_key="lost:refused",
+                         seen_absent=True)
+        sandbox.salesforce.set_faults(unavailable_next=1)
+        async with engine(sandbox, tmp_path, settle=SETTLE) as e:
+            first = await e.executor.execute([PendingWrite(write=write, event_id=None)])
+            assert isinstance(first[write.idem_key].error, OutcomeUnknown)
+            await anyio.sleep(SETTLE.total_seconds())
+            settled = await e.executor.execute([PendingWrite(write=write, event_id=None)])
+            assert settled[write.idem_key].ok and settled[write.idem_key].result["created"] is True  # type: ignore[index]
+        made = [t for t in sandbox.salesforce.records("Task") if t.get("Subject") == "Refused"]
+        assert len(made) == 1

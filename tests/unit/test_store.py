@@ -235,6 +235,17 @@ class TestInbox:
         [again] = await store.claim_events(worker="w", limit=1, lease=LEASE)
         assert again.id == event_id and again.attempts == 2 and again.last_error == "503 SERVER_UNAVAILABLE"
 
+    async def test_a_wait_to_settle_gives_back_its_attempt_only(self, store: Store, clock: FakeClock) -> None:
+        """refund_attempt returns the attempt this claim counted and keeps the failures before it."""
+        await store.add_events([event("e1")])
+        event_id = await claim_one(store)
+        await store.retry_event(event_id, error="read timeout (it may have been applied)", next_attempt_at=clock.now)
+        [again] = await store.claim_events(worker="w", limit=1, lease=LEASE)
+        assert again.attempts == 2
+        await store.retry_event(event_id, error="settling", next_attempt_at=clock.now, refund_attempt=True)
+        [third] = await store.claim_events(worker="w", limit=1, lease=LEASE)
+        assert third.attempts == 2  # 2 - 1 refunded + 1 for this claim
+
     async def test_release_claims_on_a_clean_stop(self, store: Store) -> None:
         """A stopping worker's claims are due again at once, for any worker."""
         await store.add_events([event("e1"), event("e2")])
