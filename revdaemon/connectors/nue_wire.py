@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from revdaemon.connectors import salesforce_wire
 from revdaemon.errors import (
     ApiErrorItem,
     AuthFailed,
@@ -252,7 +253,7 @@ LINK_QUOTE = "quote of the opportunity"  # [assumed] ASSUMED_ORDER_QUOTE_FIELDS 
 def quote_ids_of(quotes: Sequence[Mapping[str, Any]], opportunity_id: str) -> frozenset[str]:
     """The ids of the quotes that [doc] name this opportunity in `opportunityId`."""
     return frozenset(str(q["id"]) for q in quotes
-                     if q.get("id") and same_salesforce_id(q.get("opportunityId"), opportunity_id))
+                     if q.get("id") and salesforce_wire.same_id(q.get("opportunityId"), opportunity_id))
 
 
 def order_link(order: Mapping[str, Any], opportunity_id: str, *, marker_field: str | None,
@@ -263,21 +264,11 @@ def order_link(order: Mapping[str, Any], opportunity_id: str, *, marker_field: s
         return LINK_MARKER
     if order_id and str(order.get("id")) == order_id:
         return LINK_ORDER_ID
-    if any(same_salesforce_id(order.get(f), opportunity_id) for f in ASSUMED_ORDER_OPPORTUNITY_FIELDS):
+    if any(salesforce_wire.same_id(order.get(f), opportunity_id) for f in ASSUMED_ORDER_OPPORTUNITY_FIELDS):
         return LINK_OPPORTUNITY
     if quote_ids and any(str(order.get(f)) in quote_ids for f in ASSUMED_ORDER_QUOTE_FIELDS if order.get(f)):
         return LINK_QUOTE
     return None
-
-
-def same_salesforce_id(value: Any, salesforce_id: str) -> bool:
-    """A Salesforce id given in 15 or 18 characters: the first 15 are the id, case-sensitive."""
-    if not value or not salesforce_id:
-        return False
-    text = str(value)
-    if len(text) in (15, 18) and len(salesforce_id) in (15, 18):
-        return text[:15] == salesforce_id[:15]
-    return text == salesforce_id
 
 
 # --- reading responses ------------------------------------------------------------------------------

@@ -97,6 +97,25 @@ class QueryPage:
 # --- building requests ------------------------------------------------------------------------------
 
 
+SF_ID_LENGTHS = (15, 18)  # a Salesforce id, and the same id with its case-checksum suffix
+
+
+def id_key(value: Any) -> str:
+    """A Salesforce id as the org compares it: its first 15 characters, case-sensitive, so a 15-character id
+    finds the 18-character one the API returns. Anything not shaped like an id is returned as its text."""
+    text = str(value)
+    return text[:15] if looks_like_id(text) else text
+
+
+def looks_like_id(text: str) -> bool:
+    return len(text) in SF_ID_LENGTHS and text.isalnum()
+
+
+def same_id(value: Any, salesforce_id: Any) -> bool:
+    """Whether two non-empty values name the same Salesforce id (15 or 18 characters)."""
+    return bool(value) and bool(salesforce_id) and id_key(value) == id_key(salesforce_id)
+
+
 def soql_literal(value: Any) -> str:
     """A value as a SOQL literal; strings quoted with backslash and quote escaped (SOQL's own rules)."""
     if value is None:

@@ -592,9 +592,6 @@ def _held_elsewhere(item: PendingWrite) -> WriteOutcome:
         "another replica holds this write (sending it, or until its lease runs out)", _context(item.write)))
 
 
-SF_ID_LENGTHS = (15, 18)  # a Salesforce id, and the same id with its case-checksum suffix
-
-
 def _match_key(values: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str, ...]:
     """The values as SOQL's `=` compares them: an id (WhatId, ParentId) by its 15 case-sensitive characters, so
     a flow's 15-character id finds the 18-character one Salesforce returns; other text without case."""
@@ -603,8 +600,8 @@ def _match_key(values: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str, 
 
 def _comparable(name: str, value: Any) -> str:
     text = str(value)
-    if name.endswith("Id") and len(text) in SF_ID_LENGTHS and text.isalnum():
-        return text[:15]
+    if name.endswith("Id") and salesforce_wire.looks_like_id(text):
+        return salesforce_wire.id_key(text)
     return text.casefold()
 
 

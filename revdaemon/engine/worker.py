@@ -27,6 +27,7 @@ import structlog
 from anyio.abc import TaskStatus
 from structlog.contextvars import bound_contextvars
 
+from revdaemon.connectors import salesforce_wire
 from revdaemon.engine.executor import Executor, PendingWrite, WriteOutcome
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.mappings import FlowVersions, MappingUnavailable
@@ -315,7 +316,7 @@ class Worker:
         modified_by, modstamp, record_id = data.get("LastModifiedById"), data.get("SystemModstamp"), data.get("Id")
         if not (isinstance(modified_by, str) and isinstance(modstamp, str) and isinstance(record_id, str)):
             return False
-        if modified_by[:15] != user[:15]:
+        if not salesforce_wire.same_id(modified_by, user):
             return False
         sobject = event.key.split(":", 2)[1] if event.key.startswith("sf:") else None
         if sobject is None:
