@@ -106,8 +106,8 @@ class NueClient:
     @staticmethod
     def _linked(orders: Sequence[dict[str, Any]], opportunity_id: str, marker_field: str | None,
                 order_id: str | None, quote_ids: frozenset[str]) -> dict[str, Any] | None:
-        linked = [o for o in orders if wire.order_link(o, opportunity_id, marker_field=marker_field,
-                                                       quote_ids=quote_ids, order_id=order_id)]
+        linked = [dict(order) for order, _ in wire.linked_orders(
+            orders, opportunity_id, marker_field=marker_field, quote_ids=quote_ids, order_id=order_id)]
         live = [o for o in linked if str(o.get("status", "")).lower() != "canceled"]
         chosen = live or linked
         return chosen[0] if chosen else None

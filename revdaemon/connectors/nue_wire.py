@@ -250,6 +250,18 @@ LINK_OPPORTUNITY = "opportunity id on the order"  # [assumed] ASSUMED_ORDER_OPPO
 LINK_QUOTE = "quote of the opportunity"  # [assumed] ASSUMED_ORDER_QUOTE_FIELDS -> a quote's opportunityId
 
 
+LINK_RANK = (LINK_MARKER, LINK_ORDER_ID, LINK_OPPORTUNITY, LINK_QUOTE)
+
+
+def linked_orders(orders: Sequence[Mapping[str, Any]], opportunity_id: str, *, marker_field: str | None,
+                  quote_ids: frozenset[str] = frozenset(), order_id: str | None = None
+                  ) -> list[tuple[Mapping[str, Any], str]]:
+    """The orders tied to the opportunity by any link (`order_link`), with that link, strongest first."""
+    linked = [(order, link) for order in orders if (link := order_link(
+        order, opportunity_id, marker_field=marker_field, quote_ids=quote_ids, order_id=order_id)) is not None]
+    return sorted(linked, key=lambda pair: LINK_RANK.index(pair[1]))
+
+
 def quote_ids_of(quotes: Sequence[Mapping[str, Any]], opportunity_id: str) -> frozenset[str]:
     """The ids of the quotes that [doc] name this opportunity in `opportunityId`."""
     return frozenset(str(q["id"]) for q in quotes

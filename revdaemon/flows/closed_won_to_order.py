@@ -52,7 +52,6 @@ ACCOUNT_FIELDS = ("Name", "Phone", "Website", "BillingCity", "BillingCountry")
 BACKFILL_SOURCE = "backfill"  # only `revdaemon backfill --flow closed_won` stores events from this source
 WON_SINCE = "won_since"  # a backfill event's payload key: its own cut-off, the day the operator gave
 # Links by strength: a deal with several linked orders is reported by the strongest (revdaemon's own first).
-LINK_RANK = (nue_wire.LINK_MARKER, nue_wire.LINK_ORDER_ID, nue_wire.LINK_OPPORTUNITY, nue_wire.LINK_QUOTE)
 
 # What `assess` finds, for a backfill's dry run.
 ORDERED = "ordered"
@@ -146,7 +145,8 @@ class ClosedWonToOrderFlow:
             return Assessment(verdict=TO_ORDER, reason="no Nue customer and no order yet: both would be created")
         orders = found.nue_orders.get(str(customer["id"]), [])
         quote_ids = nue_wire.quote_ids_of(found.nue_quotes_of.get(opportunity_id, []), opportunity_id)
-        linked = self._linked(orders, opportunity_id, quote_ids, str(shown) if shown else None)
+        linked = nue_wire.linked_orders(orders, opportunity_id, marker_field=self.mapping.marker_field,
+                                        quote_ids=quote_ids, order_id=str(shown) if shown else None)
         live = [(order, link) for order, link in linked if str(order.get("status", "")).lower() != "canceled"]
         if live:
             order, link = live[0]
@@ -229,17 +229,6 @@ class ClosedWonToOrderFlow:
                                               f"{was(opportunity, changed)}"),))
 
     # --- helpers ------------------------------------------------------------------------------------
-
-    def _linked(self, orders: Sequence[Mapping[str, Any]], opportunity_id: str, quote_ids: frozenset[str],
-                shown: str | None) -> list[tuple[Mapping[str, Any], str]]:
-        """The customer's orders tied to the opportunity by any link, strongest link first."""
-        linked = []
-        for order in orders:
-            link = nue_wire.order_link(order, opportunity_id, marker_field=self.mapping.marker_field,
-                                       quote_ids=quote_ids, order_id=shown)
-            if link is not None:
-                linked.append((order, link))
-        return sorted(linked, key=lambda pair: LINK_RANK.index(pair[1]))
 
     def _event_cut_off(self, event: FlowEvent) -> date | None:
         """A backfill's own cut-off. Only the backfill source may carry one: a poll or a webhook cannot lift

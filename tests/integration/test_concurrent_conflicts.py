@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -34,7 +35,7 @@ from revdaemon.sandbox.runner import Sandbox
 from revdaemon.store import Store, open_store
 from revdaemon.store.records import ConflictRecord
 from revdaemon.store.states import EventStatus
-from tests.integration.engine_fixtures import FAST_RETRY, engine, webhook
+from tests.integration.engine_fixtures import FAST_RETRY, Engine, engine, webhook
 from tests.integration.test_engine_subscription_status import activate_for
 
 pytestmark = pytest.mark.anyio
@@ -220,6 +221,14 @@ def _worker(e: object, salesforce: object, name: str, *, executor: Executor | No
                   [SubscriptionStatusFlow()], name=name, backoff=RetryPolicy(base_delay=0.0, max_delay=0.0))
 
 
+async def synced_then_changed(e: Engine, sandbox: Sandbox, sub: dict[str, Any], key: str) -> None:
+    """The subscription synced once, then its quantity changed in Nue: its event (`key`) waits in the inbox."""
+    await e.store.add_events([webhook("subscription.updated", dict(sub), "first")])
+    await e.worker.run_once()
+    sandbox.nue.scenario.change(sub["name"], "UpdateQuantity", quantity=3)
+    await e.store.add_events([webhook("subscription.updated", dict(sub), key)])
+
+
 class TestInterleavings:
     """The two windows, each forced open once: deterministic versions of the bursts above."""
 
@@ -229,10 +238,7 @@ class TestInterleavings:
         customer_id, account_id, subscriptions = activate_for(sandbox, 0, 0)
         sub = subscriptions[0]
         async with engine(sandbox, tmp_path) as e:
-            await e.store.add_events([webhook("subscription.updated", dict(sub), "first")])
-            await e.worker.run_once()
-            sandbox.nue.scenario.change(sub["name"], "UpdateQuantity", quantity=3)
-            await e.store.add_events([webhook("subscription.updated", dict(sub), "a")])
+            await synced_then_changed(e, sandbox, sub, "a")
 
             async def b_writes_a_newer_state() -> None:
                 sandbox.nue.scenario.change(sub["name"], "UpdateQuantity", quantity=5)
@@ -250,10 +256,7 @@ class TestInterleavings:
         customer_id, account_id, subscriptions = activate_for(sandbox, 1, 1)
         sub = subscriptions[0]
         async with engine(sandbox, tmp_path) as e:
-            await e.store.add_events([webhook("subscription.updated", dict(sub), "first")])
-            await e.worker.run_once()
-            sandbox.nue.scenario.change(sub["name"], "UpdateQuantity", quantity=3)
-            await e.store.add_events([webhook("subscription.updated", dict(sub), "b")])
+            await synced_then_changed(e, sandbox, sub, "b")
             outcome: dict[str, int] = {}
 
             async def a_reads_meanwhile() -> None:
