@@ -71,8 +71,12 @@ def admin_routes(sim: NueSim) -> list[Route]:
         unknown = set(body) - {"next", "applied_next", *FAULT_FIELDS}
         if unknown:
             raise bad_request(f"unknown fault setting {sorted(unknown)[0]!r}")
-        changes = {key: FAULT_FIELDS[key](value) for key, value in body.items() if key in FAULT_FIELDS}
-        dataclasses.replace(sim.settings, **changes).validate()  # nothing changes if any value is refused
+        try:
+            changes = {key: FAULT_FIELDS[key](value) for key, value in body.items() if key in FAULT_FIELDS}
+            dataclasses.replace(sim.settings, **changes).validate()  # nothing changes if any value is refused
+            statuses = [int(v) for v in body.get("next", [])]
+        except (TypeError, ValueError) as exc:
+            raise bad_request(f"faults: {exc}") from None
         if "applied_next" in body:
             if not isinstance(body["applied_next"], list):
                 raise bad_request("applied_next: a JSON array")
@@ -80,8 +84,8 @@ def admin_routes(sim: NueSim) -> list[Route]:
                 sim.faults.script_applied(body["applied_next"])
             except ValueError as exc:
                 raise bad_request(str(exc)) from None
-        if "next" in body:
-            sim.faults.script([int(v) for v in body["next"]])
+        if statuses:
+            sim.faults.script(statuses)
         for key, value in changes.items():
             setattr(sim.settings, key, value)
         return json_response({key: getattr(sim.settings, key) for key in FAULT_FIELDS})
