@@ -295,6 +295,9 @@ def orders_by_opportunity(box: Sandbox) -> dict[str, list[dict[str, Any]]]:
 
 # After-apply faults on the creates (issue 22): the request is applied, then its answer is lost. For the
 # Salesforce simulator's /__sandbox/faults and the Nue simulator's, with rates summing to `rate`.
+LOST_ANSWER_RATE = 0.05  # the proofs' share of creates whose answers are lost after they were applied
+
+
 def sf_lost_answers(rate: float) -> dict[str, Any]:
     return {"applied_drop_rate": rate * 0.4, "applied_503_rate": rate * 0.2, "applied_504_rate": rate * 0.2,
             "applied_slow_rate": rate * 0.2, "applied_slow_seconds": 4.0,

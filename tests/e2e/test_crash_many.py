@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.helpers import (
+    LOST_ANSWER_RATE,
     Sandbox,
     check_exactly_once,
     env_int,
@@ -40,7 +41,6 @@ from tests.e2e.helpers import (
 CRASH_POINTS = env_int("REVDAEMON_CRASH_POINTS", 20)
 CRASH_SEED = env_int("REVDAEMON_CRASH_SEED", 7)
 NUE_LATENCY_MS = 150
-LOST_ANSWER_RATE = 0.05  # creates applied, then their answers lost (issue 22), beside the kills
 NUE_WRITE_PATHS = ("/customers", "/orders", "/change-orders", "/billing/invoices:pay")
 
 

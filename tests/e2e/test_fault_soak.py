@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.helpers import (
+    LOST_ANSWER_RATE,
     Sandbox,
     check_exactly_once,
     env_float,
@@ -55,7 +56,6 @@ LIMIT_SPENT_SECONDS = 6.0
 CONVERGE_SECONDS = 90.0
 SF_FAULTS: dict[str, Any] = {"unavailable_rate": 0.05, "lock_row_rate": 0.02, "seed": SOAK_SEED}
 NUE_FAULTS: dict[str, Any] = {"rate_429": 0.05, "error_rate": 0.05, "retry_after_seconds": 1}
-LOST_ANSWER_RATE = 0.05  # creates applied, then their answers lost (issue 22): dropped, 503/504, too slow
 
 
 class Stream:

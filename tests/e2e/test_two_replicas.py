@@ -18,11 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.helpers import (
+    LOST_ANSWER_RATE,
     check_exactly_once,
     inbox_idle,
     log_events,
     mrr_drift,
+    nue_lost_answers,
+    print_exactly_once,
     sandbox_process,
+    sf_lost_answers,
     start_daemon,
     status,
     stop_daemon,
@@ -57,6 +61,9 @@ def test_the_leader_killed_midway_loses_nothing_and_the_survivor_polls(tmp_path:
         nue_side = NueSide(box, ["Umbrella Health", "Stark Logistics"])
         nue_accounts = [a["Id"] for a in box.sf_records("Account")
                         if a["Name"] in ("Umbrella Health", "Stark Logistics")]
+        # creates applied and their answers lost (issue 22), beside the leader's death
+        box.nue_faults(**nue_lost_answers(LOST_ANSWER_RATE))
+        box.sf_faults(**sf_lost_answers(LOST_ANSWER_RATE))
         configs, logs, daemons = {}, {}, {}
         for name, port in zip(("box-a", "box-b"), box.info["listener_ports"], strict=True):
             configs[name] = write_config(tmp_path / name, box, listener={"port": port},
@@ -106,7 +113,10 @@ def test_the_leader_killed_midway_loses_nothing_and_the_survivor_polls(tmp_path:
                 if daemon.poll() is None:
                     stop_daemon(daemon, logs[name])
 
+        lost = sum(bool(r.get("fault")) for r in box.nue_requests() + box.sf_requests())
+        print(f"answers lost after the request was applied: {lost}")
         problems = check_exactly_once(box, deals, deal_accounts + nue_accounts)
+        print_exactly_once(problems)
         assert not problems, "\n".join(problems)
         summary = status(configs[survivor])
         assert summary["dead_letters"] == 0 and summary["open_conflicts"] == 0, summary
