@@ -24,7 +24,7 @@ from revdaemon.sandbox.runner import Sandbox, create_sandbox
 from revdaemon.service import assess_won_deals, backfill
 from revdaemon.store.records import NewEvent
 from revdaemon.store.states import EventStatus
-from tests.integration.engine_fixtures import engine
+from tests.integration.engine_fixtures import Engine, engine
 
 pytestmark = pytest.mark.anyio
 
@@ -49,8 +49,8 @@ def edit_every_deal(box: Sandbox, poller: SalesforceClosedWonPoller) -> list[New
             for deal in box.salesforce.seed_data.brownfield]
 
 
-async def drain(e: object) -> None:
-    while await e.worker.run_once():  # type: ignore[attr-defined]
+async def drain(e: Engine) -> None:
+    while await e.worker.run_once():
         pass
 
 
