@@ -212,14 +212,45 @@ async def run_daemon(
                 if stop_after is not None:
                     await anyio.sleep(stop_after)
                     await _stop(tg, daemon, reason="stop_after elapsed")
+    except ExceptionGroup as group:
+        # A task's store failure ends the daemon: the caller sees the store's own error (exit 3 from the CLI),
+        # not a group of them.
+        store_error = _first_store_error(group)
+        if store_error is None:
+            raise
+        raise store_error from group
     finally:
         with anyio.CancelScope(shield=True):
-            for worker_name in worker_names(settings):
-                released = await store.release_claims(worker_name)
-                if released:
-                    log.info("claims_released", worker=worker_name, events=released)
-            await store.close()
+            await _close_store(store, worker_names(settings))
         log.info("daemon_stopped")
+
+
+async def _close_store(store: Store, workers: list[str]) -> None:
+    """Release this box's claims, then close. Each step runs even when the one before failed: a broken store
+    that is never closed keeps its connection thread, and with it the process, alive after the daemon stopped.
+    Claims left behind expire with their lease."""
+    for worker_name in workers:
+        try:
+            released = await store.release_claims(worker_name)
+        except StoreError as exc:
+            log.error("claims_not_released", worker=worker_name, error=str(exc))
+            break  # the same store fails the same way for the next worker
+        if released:
+            log.info("claims_released", worker=worker_name, events=released)
+    try:
+        await store.close()
+    except Exception as exc:  # nothing more can be done with it; the caller's error is the one to report
+        log.error("store_close_failed", error=str(exc))
+
+
+def _first_store_error(group: BaseExceptionGroup[BaseException]) -> StoreError | None:
+    matched, _ = group.split(StoreError)
+    while matched is not None:
+        first = matched.exceptions[0]
+        if isinstance(first, StoreError):
+            return first
+        matched = first if isinstance(first, BaseExceptionGroup) else None
+    return None
 
 
 def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run: bool,

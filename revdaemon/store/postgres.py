@@ -72,6 +72,8 @@ from revdaemon.store.records import (
     utcnow,
 )
 from revdaemon.store.states import EventStatus, IntentStatus, check_event_move, check_intent_move
+from revdaemon.store.write_health import PROBE as WRITE_PROBE
+from revdaemon.store.write_health import WriteHealth
 
 T = TypeVar("T")
 
@@ -127,6 +129,7 @@ class PostgresStore:
         self._url = url
         self._clock = clock
         self.read_only = read_only
+        self._writes = WriteHealth()
         self._leader: asyncpg.Connection | None = None
         self._leading = False
         self._lead_lock = anyio.Lock()
@@ -179,7 +182,7 @@ class PostgresStore:
         read = not write or self.read_only
         # Reads see one snapshot (summary's counts agree with each other), as SQLite's do.
         isolation = "repeatable_read" if read else "read_committed"
-        with anyio.CancelScope(shield=True), _translated(describe_url(self._url)):
+        with anyio.CancelScope(shield=True), self._writes.noting(not read), _translated(describe_url(self._url)):
             async with (self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as conn,
                         conn.transaction(isolation=isolation, readonly=read)):
                 yield conn
@@ -205,6 +208,9 @@ class PostgresStore:
                 await conn.fetchval("SELECT 1 FROM cursors LIMIT 1")
                 # A hot standby answers reads but takes no write: not ready for a daemon.
                 writable = await conn.fetchval("SELECT NOT pg_is_in_recovery()")
+            if writable and self._writes.failure is not None and not self.read_only:
+                async with self._tx() as conn:
+                    await conn.execute(WRITE_PROBE)
         except StoreError:
             return False
         return bool(writable) or self.read_only

@@ -64,6 +64,8 @@ from revdaemon.store.records import (
 )
 from revdaemon.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from revdaemon.store.states import EventStatus, IntentStatus, check_event_move, check_intent_move
+from revdaemon.store.write_health import PROBE as WRITE_PROBE
+from revdaemon.store.write_health import WriteHealth
 
 BUSY_TIMEOUT_MS = 5_000
 # Autocommit, once per write open: only the first open of a store records its day.
@@ -82,6 +84,7 @@ class SqliteStore:
         self._conn = conn
         self._clock = clock
         self._lock = anyio.Lock()
+        self._writes = WriteHealth()
         self.read_only = read_only
 
     @classmethod
@@ -91,7 +94,12 @@ class SqliteStore:
         if read_only and not await anyio.Path(path).exists():
             raise StoreMissing(f"no state database at {path} yet: the daemon creates it on its first start")
         if not read_only:
-            await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
+            try:
+                await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreUnavailable(f"cannot create the state directory {path.parent}: "
+                                       f"{exc.strerror or exc} (create it, writable by the daemon's user, or set "
+                                       "state_dir)") from exc
         with _translated():
             target = f"file:{path}?mode=ro" if read_only else str(path)
             conn = await aiosqlite.connect(target, isolation_level=None, uri=read_only)
@@ -119,7 +127,7 @@ class SqliteStore:
     @asynccontextmanager
     async def _tx(self, *, write: bool = True) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            with anyio.CancelScope(shield=True), _translated():
+            with anyio.CancelScope(shield=True), self._writes.noting(write and not self.read_only), _translated():
                 await self._conn.execute("BEGIN IMMEDIATE" if write and not self.read_only else "BEGIN")
                 try:
                     yield self._conn
@@ -139,6 +147,9 @@ class SqliteStore:
         try:
             async with self._tx(write=False) as conn:
                 await conn.execute("SELECT 1 FROM cursors LIMIT 1")
+            if self._writes.failure is not None and not self.read_only:
+                async with self._tx() as conn:
+                    await conn.execute(WRITE_PROBE)
         except StoreError:
             return False
         return True

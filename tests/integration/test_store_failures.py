@@ -1,0 +1,104 @@
+"""A store that fails after it opened: the daemon says so, exits with the store's code, and never hangs;
+readiness follows whether writes succeed, not only reads."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+import structlog
+from click.testing import CliRunner
+
+from revdaemon.cli import EXIT_STORE, main
+from revdaemon.engine.supervisor import Daemon, run_daemon
+from revdaemon.errors import StoreUnavailable
+from revdaemon.listener.signature import sign
+from revdaemon.sandbox.runner import create_sandbox
+from revdaemon.store.records import NewEvent
+from revdaemon.store.sqlite import SqliteStore
+from tests.integration.engine_fixtures import daemon_settings
+from tests.unit.test_cli import config_in
+
+pytestmark = pytest.mark.anyio
+
+
+async def _refuse_writes(store: SqliteStore, refuse: bool) -> None:
+    # SQLite's own refusal of every write while reads go on: what a read-only database file or a full disk does.
+    await store._conn.execute(f"PRAGMA query_only = {'ON' if refuse else 'OFF'}")
+
+
+async def test_a_store_failing_mid_run_stops_the_daemon_with_the_store_error_and_closes_it(tmp_path: Path) -> None:
+    """Writes fail once the daemon runs, so the worker cannot claim and shutdown cannot release its claims:
+    run_daemon still closes the store (its connection thread would keep the process alive) and raises the
+    store's own error, which the CLI turns into exit 3."""
+    box = create_sandbox(key_dir=tmp_path / "keys", seed=11).start_threads()
+    held: dict[str, SqliteStore] = {}
+    try:
+        settings = daemon_settings(box, tmp_path)
+
+        async def on_ready(daemon: Daemon) -> None:
+            assert isinstance(daemon.store, SqliteStore)
+            held["store"] = daemon.store
+            await daemon.store.add_events([NewEvent(source="nue_webhook", key="nue:evt-1", type="customer.updated",
+                                                    payload={"data": {"id": "cust-1"}})])
+            await _refuse_writes(daemon.store, True)
+            await anyio.sleep_forever()  # the worker's failure ends the daemon
+
+        with structlog.testing.capture_logs() as logs, pytest.raises(StoreUnavailable, match="readonly"):
+            with anyio.fail_after(30):
+                await run_daemon(settings, on_ready=on_ready, polling=False)
+    finally:
+        box.close()
+    assert held["store"]._conn._connection is None  # closed, its thread stopped
+    events = [entry["event"] for entry in logs]
+    assert "claims_not_released" in events and events[-1] == "daemon_stopped"
+
+
+def test_an_uncreatable_state_directory_is_the_store_exit_code_with_the_reason(tmp_path: Path) -> None:
+    """state_dir under a path that is a file (as an unwritable parent does): exit 3 and what to do, no trace."""
+    (tmp_path / "not-a-directory").write_text("")
+    path = config_in(tmp_path)
+    document = path.read_text().replace(str(tmp_path / "state"), str(tmp_path / "not-a-directory" / "state"))
+    path.write_text(document)
+    result = CliRunner().invoke(main, ["run", "--config", str(path), "--stop-after", "0"])
+    assert result.exit_code == EXIT_STORE, result.output
+    assert "cannot create the state directory" in result.output and "Traceback" not in result.output
+
+
+async def test_readiness_is_false_while_writes_fail_and_comes_back_when_they_succeed(tmp_path: Path) -> None:
+    """/healthz reads the store and also knows the last write failed: not ready while webhooks cannot be
+    stored, ready again as soon as a write goes through, without waiting for the next webhook."""
+    box = create_sandbox(key_dir=tmp_path / "keys", seed=12).start_threads()
+    seen: list[tuple[int, bool]] = []
+    try:
+        settings = daemon_settings(box, tmp_path)
+        assert settings.nue.webhook_secret is not None
+        secret = settings.nue.webhook_secret.get_secret_value()
+
+        async def on_ready(daemon: Daemon) -> None:
+            assert isinstance(daemon.store, SqliteStore)
+            base = f"http://127.0.0.1:{daemon.listener_port}"
+            body = json.dumps({"id": "evt-full", "type": "customer.updated", "data": {"id": "cust-1"}}).encode()
+            async with httpx.AsyncClient() as client:
+                async def ready() -> None:
+                    answer = await client.get(base + "/healthz")
+                    seen.append((answer.status_code, answer.json()["ready"]))
+
+                await ready()
+                await _refuse_writes(daemon.store, True)
+                refused = await client.post(base + "/webhooks/nue", content=body, headers={
+                    "content-type": "application/json", "nue-signature": sign(body, secret, int(time.time()))})
+                assert refused.status_code >= 500
+                await ready()
+                await ready()  # the probe write fails again: still not ready
+                await _refuse_writes(daemon.store, False)
+                await ready()
+
+        await run_daemon(settings, on_ready=on_ready, stop_after=0, polling=False)
+    finally:
+        box.close()
+    assert seen == [(200, True), (503, False), (503, False), (200, True)]
