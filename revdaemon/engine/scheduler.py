@@ -72,6 +72,7 @@ class Scheduler:
         job: Callable[[], Awaitable[Any]] = poller.run_once
         if stretch is not None:
             job = self._stretched(poller, seconds, stretch)
+        job = _reported(poller.name, job)
         spread = min(seconds * 0.1, MAX_JITTER_SECONDS) if jitter is None else jitter
         trigger = IntervalTrigger(seconds=seconds, jitter=spread or None, timezone=self.timezone)
         options: dict[str, Any] = {}
@@ -104,14 +105,8 @@ class Scheduler:
         """Run `coroutine_fn()` on a five-field crontab in the scheduler's timezone."""
         trigger = CronTrigger.from_crontab(crontab, timezone=self.timezone)
 
-        async def job() -> None:
-            try:
-                await coroutine_fn()
-            except Exception:  # keep the schedule; say so in our own log rather than APScheduler's
-                log.exception("scheduled_job_failed", job=name)
-
-        self._scheduler.add_job(job, trigger, id=name, name=name, coalesce=True, max_instances=1,
-                                misfire_grace_time=CRON_MISFIRE_GRACE_SECONDS, replace_existing=True)
+        self._scheduler.add_job(_reported(name, coroutine_fn), trigger, id=name, name=name, coalesce=True,
+                                max_instances=1, misfire_grace_time=CRON_MISFIRE_GRACE_SECONDS, replace_existing=True)
 
     def start(self, *, paused: bool = False) -> None:
         """Start on the running asyncio loop (call from inside it); `paused`: run no job until `resume`."""
@@ -150,3 +145,20 @@ class Scheduler:
                 # AsyncIOScheduler shuts down via call_soon; let the loop run it before we return
                 await anyio.lowlevel.checkpoint()
             log.info("scheduler_stopped")
+
+
+def _reported(name: str, run: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+    """A job that says how it failed in our own log rather than APScheduler's, and is quiet when the
+    scheduler's shutdown cancels it (a poll in its back-off is not an error)."""
+
+    async def job() -> Any:
+        try:
+            return await run()
+        except anyio.get_cancelled_exc_class():
+            log.info("scheduled_job_cancelled", job=name, reason="the scheduler stopped")
+            return None  # the job's task ends here: nothing else waits on it
+        except Exception:  # keep the schedule
+            log.exception("scheduled_job_failed", job=name)
+            return None
+
+    return job

@@ -125,10 +125,8 @@ def register_secret(value: str) -> None:
     _ACTIVE.add(value)
 
 
-def build_processors(
-    *, render_json: bool, secret_values: Iterable[str] = ()
-) -> list[Processor]:
-    shared: list[Processor] = [
+def _shared_processors() -> list[Processor]:
+    return [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -136,14 +134,44 @@ def build_processors(
         structlog.processors.format_exc_info,
         _ACTIVE,
     ]
+
+
+def _renderer(render_json: bool) -> Processor:
+    return structlog.processors.JSONRenderer() if render_json else structlog.dev.ConsoleRenderer(colors=True)
+
+
+def build_processors(
+    *, render_json: bool, secret_values: Iterable[str] = ()
+) -> list[Processor]:
     for value in secret_values:
         _ACTIVE.add(value)
-    renderer: Processor = (
-        structlog.processors.JSONRenderer()
-        if render_json
-        else structlog.dev.ConsoleRenderer(colors=True)
-    )
-    return [*shared, renderer]
+    return [*_shared_processors(), _renderer(render_json)]
+
+
+class _StdlibHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Libraries' own logging (APScheduler, uvicorn, asyncio) rendered by the same pipeline: one JSON line
+    per record with its traceback inside, redacted like ours, instead of bare multi-line tracebacks."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        super().__init__(stream)
+        self._fixed = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Without a given stream, the current stderr (a test runner or a reload may have swapped it).
+        self.stream = self._fixed or sys.stderr
+        super().emit(record)
+
+
+def _route_stdlib_logging(level: str, render_json: bool, stream: TextIO | None) -> None:
+    handler = _StdlibHandler(stream)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *_shared_processors()],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _renderer(render_json)]))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StdlibHandler)]:
+        root.removeHandler(old)  # a reload replaces ours; a test runner's own handlers stay
+    root.addHandler(handler)
+    root.setLevel(logging.getLevelNamesMapping()[level.upper()])
 
 
 def configure_logging(
@@ -161,3 +189,4 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+    _route_stdlib_logging(level, render_json, stream)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 
 import structlog
 from pydantic import SecretStr
@@ -66,3 +67,21 @@ class TestPipeline:
         record = json.loads(line)
         assert record["event"] == "write_sent" and record["level"] == "info" and "timestamp" in record
         assert record["detail"] == f"password is {REDACTED}"
+
+    def test_libraries_logging_is_one_json_line_with_its_traceback(self) -> None:
+        """A library's stdlib log record (APScheduler's "Job raised an exception") comes out through the same
+        pipeline: one JSON line with the logger's name and the traceback inside, secrets redacted."""
+        stream = io.StringIO()
+        configure_logging(level="info", fmt="json", secret_values=["hunter2-secret"], stream=stream)
+        try:
+            raise RuntimeError("boom with hunter2-secret")
+        except RuntimeError:
+            logging.getLogger("apscheduler.executors.default").exception('Job "poll" raised an exception')
+        logging.getLogger("uvicorn.error").debug("below the level")
+        [line] = stream.getvalue().splitlines()
+        record = json.loads(line)
+        assert record["logger"] == "apscheduler.executors.default" and record["level"] == "error"
+        assert record["event"] == 'Job "poll" raised an exception'
+        assert "RuntimeError: boom with" in record["exception"] and "hunter2-secret" not in line
+        configure_logging(level="info", fmt="json", stream=stream)  # a reload replaces the handler, not adds
+        assert sum(type(h).__name__ == "_StdlibHandler" for h in logging.getLogger().handlers) == 1

@@ -1,0 +1,52 @@
+"""Scheduled jobs report in revdaemon's own log: a failure as one structured line, a shutdown as no error."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+import pytest
+import structlog
+
+from revdaemon.engine.scheduler import Scheduler
+
+pytestmark = pytest.mark.anyio
+
+
+class _Poll:
+    def __init__(self, name: str, *, fail: bool) -> None:
+        self.name = name
+        self.fail = fail
+        self.started = anyio.Event()
+
+    async def run_once(self, now: Any = None) -> Any:
+        self.started.set()
+        if self.fail:
+            raise RuntimeError("the poll broke")
+        await anyio.sleep_forever()  # a poll in its back-off when the daemon stops
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # APScheduler's AsyncIOScheduler
+
+
+async def test_a_poll_cancelled_by_shutdown_is_not_an_error_and_a_failing_one_is_ours(
+        caplog: pytest.LogCaptureFixture) -> None:
+    scheduler = Scheduler()
+    waiting, failing = _Poll("waiting", fail=False), _Poll("failing", fail=True)
+    scheduler.add_interval(waiting, 60)
+    scheduler.add_interval(failing, 60)
+    with structlog.testing.capture_logs() as logs, caplog.at_level(logging.INFO, logger="apscheduler"):
+        async with anyio.create_task_group() as tg:
+            await tg.start(scheduler.run)
+            with anyio.fail_after(5):
+                await waiting.started.wait()
+                await failing.started.wait()
+            await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+        await anyio.sleep(0.05)  # the cancelled job's task finishes on the loop
+    assert {(e["event"], e.get("job")) for e in logs} >= {("scheduled_job_failed", "failing"),
+                                                          ("scheduled_job_cancelled", "waiting")}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # nothing from APScheduler itself
