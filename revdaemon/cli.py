@@ -29,7 +29,7 @@ from revdaemon.engine.pollers import Poller
 from revdaemon.engine.preview import Preview
 from revdaemon.engine.supervisor import run_daemon
 from revdaemon.engine.sync_status import SyncStatus
-from revdaemon.errors import ConfigError, RecordNotFound, StoreError, StoreMissing
+from revdaemon.errors import ConfigError, ListenError, RecordNotFound, StoreError, StoreMissing
 from revdaemon.flows.base import Flow
 from revdaemon.ops.logging import configure_logging
 from revdaemon.store import Store, open_store
@@ -99,6 +99,9 @@ def run(config_path: Path | None, stop_after: float | None, dry_run: bool) -> No
     except ConfigError as exc:  # found only at start: a replica id another live box uses
         click.echo(f"revdaemon: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
+    except ListenError as exc:
+        click.echo(f"revdaemon: {exc}", err=True)
+        sys.exit(EXIT_RUNTIME)
 
 
 @main.command()

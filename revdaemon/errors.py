@@ -53,6 +53,10 @@ class ConfigError(RevdaemonError):
         super().__init__(f"invalid configuration{where}:\n{lines}")
 
 
+class ListenError(RevdaemonError):
+    """A listener could not bind its address (the port is taken, or the host is not this machine's)."""
+
+
 # --- the state store --------------------------------------------------------------------------------
 
 

@@ -16,6 +16,8 @@ import uvicorn
 from anyio.abc import TaskStatus
 from starlette.types import ASGIApp
 
+from revdaemon.errors import ListenError
+
 log = structlog.get_logger("revdaemon.console")
 STOP_GRACE_SECONDS = 5.0
 
@@ -50,7 +52,11 @@ class ConsoleServer:
         return sock
 
     async def serve(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
-        sock = self._bind()
+        try:
+            sock = self._bind()
+        except OSError as exc:
+            raise ListenError(f"the console cannot listen on {self._host}:{self._port}: {exc.strerror or exc} "
+                              "(another process holds the port; see console.host and console.port)") from exc
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self._app, lifespan="off", log_config=None, access_log=False,
                                 timeout_graceful_shutdown=2, server_header=False, proxy_headers=False)
@@ -71,7 +77,7 @@ class ConsoleServer:
             with anyio.fail_after(10):
                 await server.settled.wait()
             if finished.is_set() or not server.started:
-                raise OSError(f"the console could not listen on {self._host}:{self._port}")
+                raise ListenError(f"the console could not listen on {self._host}:{self._port}")
             log.info("console_listening", host=self._host, port=self.port)
             task_status.started(self.port)
             try:

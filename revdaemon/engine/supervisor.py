@@ -45,7 +45,7 @@ from revdaemon.engine.sweep import ActivatedOrderSweep, WonDealSweep
 from revdaemon.engine.sync_status import NAME as SYNC_STATUS
 from revdaemon.engine.sync_status import StatusFields, SyncStatus
 from revdaemon.engine.worker import Worker, WorkerStats
-from revdaemon.errors import ConfigError, StoreError, SyncError
+from revdaemon.errors import ConfigError, RevdaemonError, StoreError, SyncError
 from revdaemon.flows.amendments import AmendmentsFlow
 from revdaemon.flows.base import Flow
 from revdaemon.flows.billing_events import BillingEventMapping, BillingEventsFlow
@@ -213,12 +213,12 @@ async def run_daemon(
                     await anyio.sleep(stop_after)
                     await _stop(tg, daemon, reason="stop_after elapsed")
     except ExceptionGroup as group:
-        # A task's store failure ends the daemon: the caller sees the store's own error (exit 3 from the CLI),
-        # not a group of them.
-        store_error = _first_store_error(group)
-        if store_error is None:
+        # A part's failure ends the daemon: the caller sees that error (the store's: exit 3 from the CLI), not a
+        # group of them.
+        reason = _first_reason(group)
+        if reason is None:
             raise
-        raise store_error from group
+        raise reason from group
     finally:
         with anyio.CancelScope(shield=True):
             await _close_store(store, worker_names(settings))
@@ -243,13 +243,15 @@ async def _close_store(store: Store, workers: list[str]) -> None:
         log.error("store_close_failed", error=str(exc))
 
 
-def _first_store_error(group: BaseExceptionGroup[BaseException]) -> StoreError | None:
-    matched, _ = group.split(StoreError)
-    while matched is not None:
-        first = matched.exceptions[0]
-        if isinstance(first, StoreError):
-            return first
-        matched = first if isinstance(first, BaseExceptionGroup) else None
+def _first_reason(group: BaseExceptionGroup[BaseException]) -> RevdaemonError | None:
+    """The first of revdaemon's own errors in a task group's failure; a store error before any other."""
+    for kind in (StoreError, RevdaemonError):
+        matched, _ = group.split(kind)
+        while matched is not None:
+            first = matched.exceptions[0]
+            if isinstance(first, RevdaemonError):
+                return first
+            matched = first if isinstance(first, BaseExceptionGroup) else None
     return None
 
 

@@ -27,6 +27,7 @@ import structlog
 from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
 from revdaemon.config import ListenerSettings
+from revdaemon.errors import ListenError
 
 log = structlog.get_logger("revdaemon.listener")
 
@@ -76,8 +77,13 @@ class HttpServer:
         self.port: int | None = None
 
     async def serve(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
-        listener = await anyio.create_tcp_listener(local_host=self._settings.host, local_port=self._settings.port,
-                                                   reuse_port=False, backlog=1024)
+        host, port = self._settings.host, self._settings.port
+        try:
+            listener = await anyio.create_tcp_listener(local_host=host, local_port=port, reuse_port=False, backlog=1024)
+        except OSError as exc:
+            raise ListenError(f"the {self._name} cannot listen on {host}:{port}: {exc.strerror or exc} (another "
+                              f"process holds the port, or the address is not this machine's; see {self._name}.host "
+                              f"and {self._name}.port)") from exc
         async with listener:
             self.port = int(listener.extra(SocketAttribute.local_port))
             log.info("listener_started", name=self._name, host=self._settings.host, port=self.port)

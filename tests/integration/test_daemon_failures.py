@@ -1,9 +1,11 @@
-"""A store that fails after it opened: the daemon says so, exits with the store's code, and never hangs;
-readiness follows whether writes succeed, not only reads."""
+"""The daemon when a part of it fails: a store that fails after it opened, a state directory it cannot make, a
+port another process holds. It says why, exits with the documented code, and never hangs; readiness follows
+whether writes succeed, not only reads."""
 
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -11,9 +13,10 @@ import anyio
 import httpx
 import pytest
 import structlog
+import yaml
 from click.testing import CliRunner
 
-from revdaemon.cli import EXIT_STORE, main
+from revdaemon.cli import EXIT_RUNTIME, EXIT_STORE, main
 from revdaemon.engine.supervisor import Daemon, run_daemon
 from revdaemon.errors import StoreUnavailable
 from revdaemon.listener.signature import sign
@@ -102,3 +105,19 @@ async def test_readiness_is_false_while_writes_fail_and_comes_back_when_they_suc
     finally:
         box.close()
     assert seen == [(200, True), (503, False), (503, False), (200, True)]
+
+
+def test_a_taken_port_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    """The webhook port held by another process: exit 1 naming the address and the setting."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        path = config_in(tmp_path)
+        document = yaml.safe_load(path.read_text())
+        document["listener"]["port"] = port
+        path.write_text(yaml.safe_dump(document))
+        result = CliRunner().invoke(main, ["run", "--config", str(path), "--stop-after", "0"])
+    assert result.exit_code == EXIT_RUNTIME, result.output
+    assert f"the listener cannot listen on 127.0.0.1:{port}" in result.output and "listener.port" in result.output
+    assert "Traceback" not in result.output
