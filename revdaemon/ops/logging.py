@@ -171,7 +171,9 @@ def _route_stdlib_logging(level: str, render_json: bool, stream: TextIO | None) 
     for old in [h for h in root.handlers if isinstance(h, _StdlibHandler)]:
         root.removeHandler(old)  # a reload replaces ours; a test runner's own handlers stay
     root.addHandler(handler)
-    root.setLevel(logging.getLevelNamesMapping()[level.upper()])
+    # Libraries speak from warning up, whatever our level: their info and debug (every aiosqlite call,
+    # each APScheduler run) would drown ours.
+    root.setLevel(max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()]))
 
 
 def configure_logging(

@@ -77,7 +77,7 @@ class TestPipeline:
             raise RuntimeError("boom with hunter2-secret")
         except RuntimeError:
             logging.getLogger("apscheduler.executors.default").exception('Job "poll" raised an exception')
-        logging.getLogger("uvicorn.error").debug("below the level")
+        logging.getLogger("uvicorn.error").info("libraries' info is below their level")
         [line] = stream.getvalue().splitlines()
         record = json.loads(line)
         assert record["logger"] == "apscheduler.executors.default" and record["level"] == "error"
