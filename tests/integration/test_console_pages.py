@@ -264,9 +264,9 @@ class TestActions:
         await log_in(console.client)
         csrf = await csrf_of(console.client, "/dead-letters")
         empty = await console.client.post("/dead-letters/replay", data={"csrf": csrf})
-        assert empty.status_code == 409 and "select at least one" in empty.text
+        assert empty.status_code == 400 and "select at least one" in empty.text
         bogus = await console.client.post("/dead-letters/replay", data={"csrf": csrf, "id": "1; DROP TABLE"})
-        assert bogus.status_code == 409 and "not a number" in bogus.text
+        assert bogus.status_code == 400 and "not a number" in bogus.text
 
     async def test_repair_queues_one_event_per_selected_customer(self, console: Console) -> None:
         await log_in(console.client)
@@ -293,3 +293,38 @@ class TestEscapingAndSecrets:
                      "/dead-letters", f"/dead-letters/{console.ids['letter']}", "/reconciliation", "/login"):
             page = (await console.client.get(path)).text
             assert not [s for s in secrets if s in page], path
+
+
+# Ids no stored row can have: past SQLite's and PostgreSQL's signed 64-bit ids (the store's drivers would raise
+# OverflowError), not positive, not a number, and longer than int() converts quickly.
+IMPOSSIBLE_IDS = [str(2**63), str(2**64 + 1), "-1", "0", "abc", "1e3", "9" * 300]
+
+
+class TestImpossibleIds:
+    @pytest.mark.parametrize("bad", IMPOSSIBLE_IDS)
+    async def test_a_path_id_no_row_can_have_is_404(self, console: Console, bad: str) -> None:
+        """A conflict or dead letter page, and resolving, under an id that cannot exist answer 404, not 500."""
+        await log_in(console.client)
+        csrf = await csrf_of(console.client)
+        for path in (f"/conflicts/{bad}", f"/dead-letters/{bad}"):
+            assert (await console.client.get(path)).status_code == 404, path
+        resolve = await console.client.post(f"/conflicts/{bad}/resolve", data={"take": "nue", "csrf": csrf})
+        assert resolve.status_code == 404
+        assert len(await console.store.list_conflicts()) == 2
+
+    @pytest.mark.parametrize("bad", IMPOSSIBLE_IDS)
+    async def test_a_selected_id_no_row_can_have_is_400(self, console: Console, bad: str) -> None:
+        """Previewing or replaying a selection with an id that cannot exist answers 400 with the reason."""
+        await log_in(console.client)
+        csrf = await csrf_of(console.client, "/dead-letters")
+        for action in ("/dead-letters/preview", "/dead-letters/replay"):
+            response = await console.client.post(action, data={"csrf": csrf, "id": [str(console.ids["letter"]), bad]})
+            assert response.status_code == 400 and "not a number from 1 to" in response.text, action
+        assert len(await console.store.list_dead_letters()) == 1  # the good id in the selection was not replayed
+
+    async def test_the_largest_id_is_a_plain_miss(self, console: Console) -> None:
+        """2^63 - 1 can be an id: it reaches the store and is simply not there (404)."""
+        await log_in(console.client)
+        assert (await console.client.get(f"/conflicts/{2**63 - 1}")).status_code == 404
+        assert (await console.client.get(f"/dead-letters/{2**63 - 1}")).status_code == 404
+
