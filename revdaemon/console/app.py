@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -30,6 +31,7 @@ from revdaemon import service
 from revdaemon.config import Settings
 from revdaemon.console.auth import SESSION_COOKIE, Admins, LoginLimiter, Session, Sessions, csrf_ok
 from revdaemon.console.charts import bar_chart_svg, minute_bars
+from revdaemon.console.failures import LogFailures
 from revdaemon.domain.budget import BudgetPlan, describe_seconds
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.sync_status import NAME as SYNC_STATUS
@@ -329,7 +331,8 @@ def build_console(context: ConsoleContext) -> Starlette:
         assert isinstance(exc, HTTPException)  # registered for HTTPException only
         return _secured(PlainTextResponse(exc.detail or "not found", status_code=exc.status_code))
 
-    return Starlette(routes=routes, exception_handlers={HTTPException: not_found})
+    return Starlette(routes=routes, exception_handlers={HTTPException: not_found},
+                     middleware=[Middleware(LogFailures, headers=SECURITY_HEADERS)])
 
 
 _TAKEN = {"nue": "Nue's value will be written", "salesforce": "Salesforce's value is kept",

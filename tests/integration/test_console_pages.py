@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import re
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
+import structlog
 import yaml
 
 from revdaemon.config import Settings, load_settings
 from revdaemon.console.app import ConsoleContext, build_console
+from revdaemon.console.server import ConsoleServer
+from revdaemon.ops.logging import configure_logging
 from revdaemon.store import Store, open_store
 from revdaemon.store.records import NewAuditEntry, NewConflict, NewDeadLetter, NewEvent
 from revdaemon.store.states import EventStatus
@@ -328,3 +335,57 @@ class TestImpossibleIds:
         assert (await console.client.get(f"/conflicts/{2**63 - 1}")).status_code == 404
         assert (await console.client.get(f"/dead-letters/{2**63 - 1}")).status_code == 404
 
+
+def broken() -> dict[str, str]:
+    raise RuntimeError("the schema guard broke at 0xdeadbeef")
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """The daemon's JSON log pipeline writing into a buffer, the tests' own structlog setup restored after."""
+    saved = structlog.get_config()
+    stream = io.StringIO()
+    configure_logging(level="info", fmt="json", stream=stream)
+    yield stream
+    structlog.configure(**saved)
+
+
+class TestUnexpectedErrors:
+    async def test_one_structured_line_and_a_plain_500(self, console: Console, json_log: io.StringIO) -> None:
+        """An exception no route handles is one JSON log line with route, method, error and traceback; the
+        answer is a plain 500 with the security headers and nothing of the exception in it."""
+        app = build_console(ConsoleContext(store=console.store, settings=console.settings, parked=broken))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c.test") as client:
+            await log_in(client)
+            response = await client.get("/")
+        assert response.status_code == 500
+        assert "Traceback" not in response.text and "deadbeef" not in response.text
+        assert response.headers["content-security-policy"].startswith("default-src 'none'")
+        [record] = [json.loads(line) for line in json_log.getvalue().splitlines()]
+        assert record["event"] == "console_request_failed" and record["level"] == "error"
+        assert record["route"] == "/" and record["method"] == "GET"
+        assert record["error_type"] == "RuntimeError" and "0xdeadbeef" in record["error"]
+        assert "Traceback" in record["exception"] and "broken" in record["exception"]
+
+    async def test_served_by_uvicorn_stderr_carries_only_json(self, console: Console, capfd: pytest.CaptureFixture[str],
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+        """Through the real admin server, the failure reaches stderr as one JSON line, and uvicorn logs no
+        plain-text traceback beside it (through the standard library's logging, which the daemon leaves
+        unconfigured: its last-resort handler writes to stderr)."""
+        saved = structlog.get_config()
+        configure_logging(level="info", fmt="json", stream=sys.stderr)
+        app = build_console(ConsoleContext(store=console.store, settings=console.settings, parked=broken))
+        server = ConsoleServer(app, "127.0.0.1", 0)
+        try:
+            async with anyio.create_task_group() as tg:
+                port = await tg.start(server.serve)
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                    await log_in(client)
+                    status = (await client.get("/")).status_code
+                tg.cancel_scope.cancel()
+        finally:
+            structlog.configure(**saved)
+        assert status == 500
+        records = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.strip()]
+        assert [r["event"] for r in records if r["level"] == "error"] == ["console_request_failed"]
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
