@@ -33,6 +33,7 @@ from revdaemon.errors import ConfigError, RecordNotFound, StoreError, StoreMissi
 from revdaemon.flows.base import Flow
 from revdaemon.ops.logging import configure_logging
 from revdaemon.store import Store, open_store
+from revdaemon.store.ids import STORE_ID_MAX, is_store_id, parse_store_id
 from revdaemon.store.records import StoreSummary
 from revdaemon.store.states import EventStatus
 
@@ -58,6 +59,26 @@ def config_option(func: F) -> F:
 
 def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")(func)
+
+
+class StoreIdType(click.ParamType):  # type: ignore[type-arg]  # generic only in recent click; pyproject allows 8.1
+    """A stored row's id, bounded as the store's ids are (revdaemon/store/ids.py): a number no row can have is
+    refused here, as bad usage, before the store is opened (the driver could not even send it)."""
+
+    name = "id"
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and is_store_id(value):
+            return value
+        found = parse_store_id(value.strip()) if isinstance(value, str) else None
+        if found is not None:
+            return found
+        shown = value if isinstance(value, str) and len(value) <= 30 else "that"
+        self.fail(f"no such {self.kind}: {shown!r} cannot be an id (a whole number from 1 to {STORE_ID_MAX})",
+                  param, ctx)
 
 
 def _load(config_path: Path | None) -> Settings:
@@ -238,7 +259,7 @@ def events() -> None:
 @config_option
 @json_option
 @click.option("--status", type=click.Choice([s.value for s in EventStatus]), default=None)
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, STORE_ID_MAX), default=50, show_default=True)
 def events_list(config_path: Path | None, as_json: bool, status: str | None, limit: int) -> None:
     """The newest events, optionally of one status."""
     settings = _load(config_path)
@@ -249,7 +270,7 @@ def events_list(config_path: Path | None, as_json: bool, status: str | None, lim
 @events.command("show")
 @config_option
 @json_option
-@click.argument("event_id", type=int)
+@click.argument("event_id", type=StoreIdType("event"))
 def events_show(config_path: Path | None, as_json: bool, event_id: int) -> None:
     """One event with its payload and every external write it caused."""
     settings = _load(config_path)
@@ -277,7 +298,7 @@ def dead_letters_list(config_path: Path | None, as_json: bool, include_replayed:
 @dead_letters.command("show")
 @config_option
 @json_option
-@click.argument("letter_id", type=int)
+@click.argument("letter_id", type=StoreIdType("dead letter"))
 def dead_letters_show(config_path: Path | None, as_json: bool, letter_id: int) -> None:
     """One dead letter with the request that was refused."""
     settings = _load(config_path)
@@ -288,7 +309,7 @@ def dead_letters_show(config_path: Path | None, as_json: bool, letter_id: int) -
 @dead_letters.command("replay")
 @config_option
 @json_option
-@click.argument("letter_ids", type=int, nargs=-1)
+@click.argument("letter_ids", type=StoreIdType("dead letter"), nargs=-1)
 @click.option("--all", "replay_all", is_flag=True, help="Replay every open dead letter.")
 @click.option("--dry-run", is_flag=True, help="Print what the replay would write, field by field; send nothing.")
 @click.option("--remap", is_flag=True, help="Plan with the current mapping, not the version each event first ran "
@@ -452,7 +473,7 @@ def conflicts_list(config_path: Path | None, as_json: bool, include_resolved: bo
 @conflicts.command("show")
 @config_option
 @json_option
-@click.argument("conflict_id", type=int)
+@click.argument("conflict_id", type=StoreIdType("conflict"))
 def conflicts_show(config_path: Path | None, as_json: bool, conflict_id: int) -> None:
     """One conflict with both sides' values, the differing ones marked."""
     settings = _load(config_path)
@@ -463,7 +484,7 @@ def conflicts_show(config_path: Path | None, as_json: bool, conflict_id: int) ->
 @conflicts.command("resolve")
 @config_option
 @json_option
-@click.argument("conflict_id", type=int)
+@click.argument("conflict_id", type=StoreIdType("conflict"))
 @click.option("--take", type=click.Choice(list(service.TAKES)), required=True)
 @click.option("--comment", default=None)
 @click.option("--dry-run", is_flag=True, help="Print what resolving would write, field by field; store and send "
