@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from revdaemon import __version__, service
-from revdaemon.config import CONFIG_ENV_VAR, Settings, load_settings
+from revdaemon.config import CONFIG_ENV_VAR, MetricsListen, Settings, load_settings
 from revdaemon.domain.budget import DEFERRED_WORK, Priority, describe_seconds
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.pollers import Poller
@@ -143,6 +143,7 @@ def check(config_path: Path | None, as_json: bool, online: bool) -> None:
                        "api_version": settings.salesforce.api_version},
         "nue": {"base_url": settings.nue.base_url, "webhook_auth": settings.nue.webhook_auth.value},
         "listener": f"{settings.listener.host}:{settings.listener.port}",
+        "metrics": _metrics_where(settings),
         "mapped_objects": sorted(settings.mapping.objects),
     }
     if online:
@@ -162,6 +163,7 @@ def check(config_path: Path | None, as_json: bool, online: bool) -> None:
                                 f"v{settings.salesforce.api_version}")
     table.add_row("nue", f"{settings.nue.base_url} webhooks={settings.nue.webhook_auth.value}")
     table.add_row("listener", str(report["listener"]))
+    table.add_row("metrics", str(report["metrics"]))
     table.add_row("mapped objects", ", ".join(report["mapped_objects"]) or "(none)")
     if online:
         result = report["online"]
@@ -757,18 +759,22 @@ def status(config_path: Path | None, as_json: bool) -> None:
 
 
 def _live_daemon(settings: Settings) -> dict[str, Any] | None:
-    """What only the running daemon knows, from its own /healthz and /metrics; None when it does not answer."""
+    """What only the running daemon knows, from its listener's /healthz and its /metrics (wherever
+    metrics.listen serves them; without, the budget figures are None); None when it does not answer."""
     import re
 
     import httpx
 
-    host = "127.0.0.1" if settings.listener.host in ("0.0.0.0", "::") else settings.listener.host
-    base = f"http://{host}:{settings.listener.port}"
     try:
-        health = httpx.get(f"{base}/healthz", timeout=1.0).json()
-        metrics = httpx.get(f"{base}/metrics", timeout=1.0).text
+        health = httpx.get(f"{_local_url(settings.listener.host, settings.listener.port)}/healthz", timeout=1.0).json()
     except (httpx.HTTPError, ValueError):
         return None
+    try:
+        metrics = httpx.get(f"{_metrics_base(settings)}/metrics", timeout=1.0).text \
+            if settings.metrics.listen is not MetricsListen.OFF else ""
+    except httpx.HTTPError:
+        metrics = ""  # the daemon answers but its metrics listener does not: the figures stay unknown
+
     def sample(name: str, labels: str = "") -> float | None:
         found = re.search(rf"^revdaemon_{name}{re.escape(labels)} (\S+)$", metrics, re.M)
         return float(found[1]) if found else None
@@ -780,6 +786,24 @@ def _live_daemon(settings: Settings) -> dict[str, Any] | None:
             "poll_interval_multiplier": sample("poll_interval_multiplier"),
             "deferred": [p.value for p in Priority if sample("work_deferred", f'{{kind="{p.value}"}}')],
             "nue_calls": sample("api_calls_total", '{api="nue"}')}
+
+
+def _metrics_where(settings: Settings) -> str:
+    metrics = settings.metrics
+    if metrics.listen is MetricsListen.ADMIN:
+        return f"{metrics.host}:{metrics.port}"
+    return "on the webhook listener" if metrics.listen is MetricsListen.WEBHOOK else "off"
+
+
+def _local_url(host: str, port: int) -> str:
+    """The URL this box reaches a listener of the daemon's at (one bound to every address: on loopback)."""
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+
+
+def _metrics_base(settings: Settings) -> str:
+    if settings.metrics.listen is MetricsListen.WEBHOOK:
+        return _local_url(settings.listener.host, settings.listener.port)
+    return _local_url(settings.metrics.host, settings.metrics.port)
 
 
 def _print_budget_plan(console: Console, settings: Settings, live: dict[str, Any]) -> None:
