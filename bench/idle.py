@@ -43,6 +43,7 @@ def write_config(workdir: Path, info: dict[str, Any], port: int, poll: float) ->
                        "username": sf["username"], "private_key_file": sf["private_key_file"]},
         "nue": {"base_url": nue["url"], "api_key": nue["api_key"], "webhook_secret": nue["webhook_secret"]},
         "listener": {"port": port},
+        "metrics": {"port": 0},  # the default admin listener, on any free port
         "schedule": {"salesforce_poll_seconds": poll, "nue_poll_seconds": poll},
         "log": {"format": "json", "level": "warning"},
     }

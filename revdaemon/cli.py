@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from revdaemon import __version__, service
-from revdaemon.config import CONFIG_ENV_VAR, Settings, load_settings
+from revdaemon.config import CONFIG_ENV_VAR, MetricsListen, Settings, load_settings
 from revdaemon.domain.budget import DEFERRED_WORK, Priority, describe_seconds
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.pollers import Poller
@@ -33,6 +33,7 @@ from revdaemon.errors import ConfigError, ListenError, RecordNotFound, StoreErro
 from revdaemon.flows.base import Flow
 from revdaemon.ops.logging import configure_logging
 from revdaemon.store import Store, open_store
+from revdaemon.store.ids import STORE_ID_MAX, is_store_id, parse_store_id
 from revdaemon.store.records import StoreSummary
 from revdaemon.store.states import EventStatus
 
@@ -58,6 +59,26 @@ def config_option(func: F) -> F:
 
 def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")(func)
+
+
+class StoreIdType(click.ParamType):  # type: ignore[type-arg]  # generic only in recent click; pyproject allows 8.1
+    """A stored row's id, bounded as the store's ids are (revdaemon/store/ids.py): a number no row can have is
+    refused here, as bad usage, before the store is opened (the driver could not even send it)."""
+
+    name = "id"
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and is_store_id(value):
+            return value
+        found = parse_store_id(value.strip()) if isinstance(value, str) else None
+        if found is not None:
+            return found
+        shown = value if isinstance(value, str) and len(value) <= 30 else "that"
+        self.fail(f"no such {self.kind}: {shown!r} cannot be an id (a whole number from 1 to {STORE_ID_MAX})",
+                  param, ctx)
 
 
 def _load(config_path: Path | None) -> Settings:
@@ -125,6 +146,7 @@ def check(config_path: Path | None, as_json: bool, online: bool) -> None:
                        "api_version": settings.salesforce.api_version},
         "nue": {"base_url": settings.nue.base_url, "webhook_auth": settings.nue.webhook_auth.value},
         "listener": f"{settings.listener.host}:{settings.listener.port}",
+        "metrics": _metrics_where(settings),
         "mapped_objects": sorted(settings.mapping.objects),
     }
     if online:
@@ -144,6 +166,7 @@ def check(config_path: Path | None, as_json: bool, online: bool) -> None:
                                 f"v{settings.salesforce.api_version}")
     table.add_row("nue", f"{settings.nue.base_url} webhooks={settings.nue.webhook_auth.value}")
     table.add_row("listener", str(report["listener"]))
+    table.add_row("metrics", str(report["metrics"]))
     table.add_row("mapped objects", ", ".join(report["mapped_objects"]) or "(none)")
     if online:
         result = report["online"]
@@ -241,7 +264,7 @@ def events() -> None:
 @config_option
 @json_option
 @click.option("--status", type=click.Choice([s.value for s in EventStatus]), default=None)
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, STORE_ID_MAX), default=50, show_default=True)
 def events_list(config_path: Path | None, as_json: bool, status: str | None, limit: int) -> None:
     """The newest events, optionally of one status."""
     settings = _load(config_path)
@@ -252,7 +275,7 @@ def events_list(config_path: Path | None, as_json: bool, status: str | None, lim
 @events.command("show")
 @config_option
 @json_option
-@click.argument("event_id", type=int)
+@click.argument("event_id", type=StoreIdType("event"))
 def events_show(config_path: Path | None, as_json: bool, event_id: int) -> None:
     """One event with its payload and every external write it caused."""
     settings = _load(config_path)
@@ -280,7 +303,7 @@ def dead_letters_list(config_path: Path | None, as_json: bool, include_replayed:
 @dead_letters.command("show")
 @config_option
 @json_option
-@click.argument("letter_id", type=int)
+@click.argument("letter_id", type=StoreIdType("dead letter"))
 def dead_letters_show(config_path: Path | None, as_json: bool, letter_id: int) -> None:
     """One dead letter with the request that was refused."""
     settings = _load(config_path)
@@ -291,7 +314,7 @@ def dead_letters_show(config_path: Path | None, as_json: bool, letter_id: int) -
 @dead_letters.command("replay")
 @config_option
 @json_option
-@click.argument("letter_ids", type=int, nargs=-1)
+@click.argument("letter_ids", type=StoreIdType("dead letter"), nargs=-1)
 @click.option("--all", "replay_all", is_flag=True, help="Replay every open dead letter.")
 @click.option("--dry-run", is_flag=True, help="Print what the replay would write, field by field; send nothing.")
 @click.option("--remap", is_flag=True, help="Plan with the current mapping, not the version each event first ran "
@@ -455,7 +478,7 @@ def conflicts_list(config_path: Path | None, as_json: bool, include_resolved: bo
 @conflicts.command("show")
 @config_option
 @json_option
-@click.argument("conflict_id", type=int)
+@click.argument("conflict_id", type=StoreIdType("conflict"))
 def conflicts_show(config_path: Path | None, as_json: bool, conflict_id: int) -> None:
     """One conflict with both sides' values, the differing ones marked."""
     settings = _load(config_path)
@@ -466,7 +489,7 @@ def conflicts_show(config_path: Path | None, as_json: bool, conflict_id: int) ->
 @conflicts.command("resolve")
 @config_option
 @json_option
-@click.argument("conflict_id", type=int)
+@click.argument("conflict_id", type=StoreIdType("conflict"))
 @click.option("--take", type=click.Choice(list(service.TAKES)), required=True)
 @click.option("--comment", default=None)
 @click.option("--dry-run", is_flag=True, help="Print what resolving would write, field by field; store and send "
@@ -739,18 +762,22 @@ def status(config_path: Path | None, as_json: bool) -> None:
 
 
 def _live_daemon(settings: Settings) -> dict[str, Any] | None:
-    """What only the running daemon knows, from its own /healthz and /metrics; None when it does not answer."""
+    """What only the running daemon knows, from its listener's /healthz and its /metrics (wherever
+    metrics.listen serves them; without, the budget figures are None); None when it does not answer."""
     import re
 
     import httpx
 
-    host = "127.0.0.1" if settings.listener.host in ("0.0.0.0", "::") else settings.listener.host
-    base = f"http://{host}:{settings.listener.port}"
     try:
-        health = httpx.get(f"{base}/healthz", timeout=1.0).json()
-        metrics = httpx.get(f"{base}/metrics", timeout=1.0).text
+        health = httpx.get(f"{_local_url(settings.listener.host, settings.listener.port)}/healthz", timeout=1.0).json()
     except (httpx.HTTPError, ValueError):
         return None
+    try:
+        metrics = httpx.get(f"{_metrics_base(settings)}/metrics", timeout=1.0).text \
+            if settings.metrics.listen is not MetricsListen.OFF else ""
+    except httpx.HTTPError:
+        metrics = ""  # the daemon answers but its metrics listener does not: the figures stay unknown
+
     def sample(name: str, labels: str = "") -> float | None:
         found = re.search(rf"^revdaemon_{name}{re.escape(labels)} (\S+)$", metrics, re.M)
         return float(found[1]) if found else None
@@ -762,6 +789,24 @@ def _live_daemon(settings: Settings) -> dict[str, Any] | None:
             "poll_interval_multiplier": sample("poll_interval_multiplier"),
             "deferred": [p.value for p in Priority if sample("work_deferred", f'{{kind="{p.value}"}}')],
             "nue_calls": sample("api_calls_total", '{api="nue"}')}
+
+
+def _metrics_where(settings: Settings) -> str:
+    metrics = settings.metrics
+    if metrics.listen is MetricsListen.ADMIN:
+        return f"{metrics.host}:{metrics.port}"
+    return "on the webhook listener" if metrics.listen is MetricsListen.WEBHOOK else "off"
+
+
+def _local_url(host: str, port: int) -> str:
+    """The URL this box reaches a listener of the daemon's at (one bound to every address: on loopback)."""
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+
+
+def _metrics_base(settings: Settings) -> str:
+    if settings.metrics.listen is MetricsListen.WEBHOOK:
+        return _local_url(settings.listener.host, settings.listener.port)
+    return _local_url(settings.metrics.host, settings.metrics.port)
 
 
 def _print_budget_plan(console: Console, settings: Settings, live: dict[str, Any]) -> None:

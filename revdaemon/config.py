@@ -329,6 +329,22 @@ class ConsoleSettings(_Section):
     login_attempts_per_minute: Annotated[int, Field(ge=1, le=100)] = 5  # failed logins per client address
 
 
+class MetricsListen(StrEnum):
+    ADMIN = "admin"  # a listener of their own, metrics.host:metrics.port (loopback by default)
+    WEBHOOK = "webhook"  # the webhook listener's port: whoever can send webhooks can read them
+    OFF = "off"
+
+
+class MetricsSettings(_Section):
+    """Prometheus /metrics (event counts per type, API usage) and a /healthz with the pollers' errors: on an admin
+    listener of their own, never the webhook port that faces Nue unless asked. Not behind the console: it is
+    off by default, and a scraper does not log in."""
+
+    listen: MetricsListen = MetricsListen.ADMIN
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8789  # 0: any free port (tests)
+
+
 STORE_SCHEMES = ("postgresql", "postgres", "sqlite")
 
 
@@ -381,6 +397,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = EngineSettings()
     alerts: AlertSettings = AlertSettings()
     console: ConsoleSettings = ConsoleSettings()
+    metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     store: StoreSettings = StoreSettings()
 
@@ -625,6 +642,7 @@ NUE_SUBSCRIPTION_STATUSES = ("Active", "Ended", "Expired", "Canceled", "Schedule
 MIN_SECRET = {"nue.api_key": 8, "nue.webhook_secret": 16, "salesforce.client_secret": 8}
 LOGIN_HOSTS = ("login.salesforce.com", "test.salesforce.com")
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+ANY_ADDRESS = ("0.0.0.0", "::", "")
 
 
 def _cross_field_problems(settings: Settings) -> Iterator[tuple[str, str]]:
@@ -696,6 +714,8 @@ def _cross_field_problems(settings: Settings) -> Iterator[tuple[str, str]]:
             yield "console.host", ("off loopback the console must be behind a TLS proxy (console.behind_https: "
                                    "true): tokens and session cookies would cross the network in clear text")
 
+    yield from _port_clashes(settings)
+
     status_table = settings.flows.subscription_status.status_lookup
     if settings.flows.subscription_status.enabled:
         # Without the table the flow's built-in values apply; a table given must cover every status.
@@ -715,6 +735,26 @@ def _cross_field_problems(settings: Settings) -> Iterator[tuple[str, str]]:
     for name, lookup in settings.mapping.lookups.items():
         if not lookup:
             yield f"mapping.lookups.{name}", "a lookup table must have at least one entry"
+
+
+def _port_clashes(settings: Settings) -> Iterator[tuple[str, str]]:
+    """Two of the daemon's listeners on one port: the second could not bind, and the daemon would not start."""
+    listening = [("listener.port", settings.listener.host, settings.listener.port)]
+    if settings.console.enabled:
+        listening.append(("console.port", settings.console.host, settings.console.port))
+    if settings.metrics.listen is MetricsListen.ADMIN:
+        listening.append(("metrics.port", settings.metrics.host, settings.metrics.port))
+    for i, (key, host, port) in enumerate(listening):
+        for other_key, other_host, other_port in listening[:i]:
+            if port != 0 and port == other_port and _may_share_address(host, other_host):
+                yield key, f"the same port as {other_key} ({port}): two listeners cannot share one"
+
+
+def _may_share_address(a: str, b: str) -> bool:
+    """Whether two listen hosts can claim the same socket: one address, any address, or loopback under two names
+    (localhost binds both 127.0.0.1 and ::1; telling 127.0.0.1 from ::1 is not worth a subtler rule)."""
+    a, b = a.strip("[]").lower(), b.strip("[]").lower()
+    return a == b or a in ANY_ADDRESS or b in ANY_ADDRESS or (a in LOOPBACK and b in LOOPBACK)
 
 
 def _is_file(path: Path) -> bool:

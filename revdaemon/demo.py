@@ -41,9 +41,10 @@ def on_sandbox(settings: Settings, info: dict[str, Any]) -> Settings:
 
 
 def demo_settings(settings: Settings, box: Sandbox) -> Settings:
-    """The configured settings, pointed at the sandbox, on a free listener port and their own state."""
+    """The configured settings, pointed at the sandbox, on free listener and metrics ports, and their own state."""
     pointed = on_sandbox(settings, box.info())
     return pointed.model_copy(update={"listener": pointed.listener.model_copy(update={"port": 0}),
+                                      "metrics": pointed.metrics.model_copy(update={"port": 0}),
                                       "state_dir": demo_state_dir(settings)})
 
 

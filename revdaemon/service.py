@@ -29,6 +29,7 @@ from revdaemon.flows.base import Flow, FlowEvent, Found, Needs
 from revdaemon.flows.closed_won_to_order import NAME as CLOSED_WON
 from revdaemon.flows.closed_won_to_order import ClosedWonToOrderFlow
 from revdaemon.store import Store
+from revdaemon.store.ids import STORE_ID_MAX, is_mapping_version, is_store_id
 from revdaemon.store.records import (
     AuditEntry,
     ConflictRecord,
@@ -56,6 +57,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _existing(kind: str, record_id: int) -> int:
+    """`record_id` when a stored row can have it. Else the same RecordNotFound as for an id no row has: a
+    number past the store's 64-bit ids cannot even be sent as a query parameter (OverflowError)."""
+    if not is_store_id(record_id):
+        raise RecordNotFound(f"no such {kind}: ids are whole numbers from 1 to {STORE_ID_MAX}")
+    return record_id
+
+
 def event_row(event: Event) -> dict[str, Any]:
     return {"id": event.id, "key": event.key, "type": event.type, "source": event.source,
             "status": event.status.value, "attempts": event.attempts, "last_error": event.last_error,
@@ -68,7 +77,7 @@ async def list_events(store: Store, *, status: str | None = None, limit: int = 5
 
 
 async def show_event(store: Store, event_id: int) -> dict[str, Any]:
-    event = await store.get_event(event_id)
+    event = await store.get_event(_existing("event", event_id))
     if event is None:
         raise RecordNotFound(f"no event {event_id}")
     writes = await store.list_writes(event_id=event_id, limit=100)
@@ -88,7 +97,7 @@ async def list_dead_letters(store: Store, *, include_replayed: bool = False, lim
 
 
 async def show_dead_letter(store: Store, letter_id: int) -> dict[str, Any]:
-    letter = await store.get_dead_letter(letter_id)
+    letter = await store.get_dead_letter(_existing("dead letter", letter_id))
     if letter is None:
         raise RecordNotFound(f"no dead letter {letter_id}")
     return {**letter_row(letter), "request": letter.request}
@@ -98,7 +107,8 @@ async def replay_dead_letters(store: Store, letter_ids: list[int] | None = None,
                               actor: str = "operator", remap: bool = False) -> list[dict[str, Any]]:
     """Put dead letters' events back in the inbox (all open ones when `letter_ids` is None). Each is planned
     again with the mapping version it first ran with, unless `remap`: then with the current mapping."""
-    ids = letter_ids if letter_ids is not None else [d.id for d in await store.list_dead_letters(limit=10_000)]
+    ids = [_existing("dead letter", i) for i in letter_ids] if letter_ids is not None \
+        else [d.id for d in await store.list_dead_letters(limit=10_000)]
     rows = [event_row(await store.replay_dead_letter(letter_id, remap=remap)) for letter_id in ids]
     for letter_id, row in zip(ids, rows, strict=True):
         await record_action(store, actor, "replay dead letter", f"dead-letter:{letter_id}", event_id=row["id"],
@@ -115,7 +125,7 @@ async def preview_replay(store: Store, letter_ids: Sequence[int], flows: Sequenc
     `sync_status`: the status fields the executor adds to each write, shown among the fields."""
     events: list[Event] = []
     for letter_id in letter_ids:
-        letter = await store.get_dead_letter(letter_id)
+        letter = await store.get_dead_letter(_existing("dead letter", letter_id))
         if letter is None:
             raise RecordNotFound(f"no dead letter {letter_id}")
         event = await store.get_event(letter.event_id) if letter.event_id is not None else None
@@ -160,7 +170,7 @@ async def _mapping_of(store: Store, which: str, current_text: str | None) -> tup
         version = int(which.removeprefix("v"))
     except ValueError:
         raise RecordNotFound(f"no mapping version {which!r} (a number from `mappings list`, or 'current')") from None
-    stored = await store.get_mapping(version)
+    stored = await store.get_mapping(version) if is_mapping_version(version) else None
     if stored is None:
         raise RecordNotFound(f"no mapping version {version}")
     return f"v{version}", stored.text
@@ -219,7 +229,7 @@ async def list_conflicts(store: Store, *, include_resolved: bool = False, limit:
 
 
 async def show_conflict(store: Store, conflict_id: int) -> dict[str, Any]:
-    conflict = await store.get_conflict(conflict_id)
+    conflict = await store.get_conflict(_existing("conflict", conflict_id))
     if conflict is None:
         raise RecordNotFound(f"no conflict {conflict_id}")
     names = sorted({*conflict.nue_values, *conflict.salesforce_values, *conflict.synced_values})
@@ -237,9 +247,9 @@ TAKES: dict[str, Resolution] = {"nue": Resolution.TAKE_NUE, "salesforce": Resolu
 async def resolve_conflict(store: Store, conflict_id: int, *, take: str, actor: str,
                            comment: str | None = None) -> dict[str, Any]:
     """Record who decided what; the event goes back to the inbox (take a side) or is finished (skip)."""
-    resolution = TAKES[take]
-    row = conflict_row(await store.resolve_conflict(conflict_id, resolution=resolution, actor=actor,
-                                                    comment=comment))
+    resolved = await store.resolve_conflict(_existing("conflict", conflict_id), resolution=TAKES[take], actor=actor,
+                                            comment=comment)
+    row = conflict_row(resolved)
     await record_action(store, actor, f"resolve conflict: take {take}", row["record_ref"], event_id=row["event_id"],
                         conflict=conflict_id, comment=comment)
     return row
@@ -255,7 +265,7 @@ async def preview_resolution(store: Store, conflict_id: int, take: str, flows: S
     Salesforce value beside Nue's. Taking Salesforce or skipping writes nothing to either system."""
     if take not in TAKES:
         raise ValueError(f"take one of {', '.join(TAKES)}, not {take!r}")
-    conflict = await store.get_conflict(conflict_id)
+    conflict = await store.get_conflict(_existing("conflict", conflict_id))
     if conflict is None:
         raise RecordNotFound(f"no conflict {conflict_id}")
     if conflict.status is not ConflictStatus.OPEN:

@@ -17,8 +17,10 @@ from typing import Any
 from urllib.parse import quote
 
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -29,6 +31,7 @@ from revdaemon import service
 from revdaemon.config import Settings
 from revdaemon.console.auth import SESSION_COOKIE, Admins, LoginLimiter, Session, Sessions, csrf_ok
 from revdaemon.console.charts import bar_chart_svg, minute_bars
+from revdaemon.console.failures import LogFailures
 from revdaemon.domain.budget import BudgetPlan, describe_seconds
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.sync_status import NAME as SYNC_STATUS
@@ -38,6 +41,7 @@ from revdaemon.flows.base import Flow
 from revdaemon.limits import DailyBudget
 from revdaemon.ops.health import Health
 from revdaemon.store import Store
+from revdaemon.store.ids import STORE_ID_MAX, STORE_ID_PATTERN, parse_store_id
 from revdaemon.store.records import utcnow
 from revdaemon.store.states import EventStatus
 
@@ -52,6 +56,26 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 MAX_SELECTION = 200  # records per replay or repair, like one Collections call
+
+
+class StoreIdConvertor(Convertor[int]):
+    """A path segment that can be a stored row's id (1 to 2^63 - 1): any other never matches the route (404),
+    so no handler sees a number the store cannot take."""
+
+    regex = STORE_ID_PATTERN
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("store_id", StoreIdConvertor())
+
+
+class BadRequest(ValueError):
+    """A form value the console cannot take (no selection, an id no row can have): 400, with the reason."""
 
 
 @dataclass
@@ -108,6 +132,8 @@ def build_console(context: ConsoleContext) -> Starlette:
                                                       status_code=403))
             try:
                 return await handler(request, session)
+            except BadRequest as exc:
+                return page(request, "error.html", session, status_code=400, message=str(exc))
             except RecordNotFound as exc:
                 return page(request, "error.html", session, status_code=404, message=str(exc))
             except (StoreError, ValueError) as exc:
@@ -223,7 +249,7 @@ def build_console(context: ConsoleContext) -> Starlette:
         form = await request.form()
         take = _text(form, "take")
         if take not in ("nue", "salesforce", "skip"):
-            raise ValueError("choose Nue, Salesforce or skip")
+            raise BadRequest("choose Nue, Salesforce or skip")
         await service.resolve_conflict(context.store, conflict_id, take=take, actor=session.actor,
                                        comment=(_text(form, "comment") or "").strip()[:2000] or None)
         context.wake_workers()
@@ -289,10 +315,10 @@ def build_console(context: ConsoleContext) -> Starlette:
         Route("/", guarded(overview)),
         Route("/timeline", guarded(timeline)),
         Route("/conflicts", guarded(conflicts)),
-        Route("/conflicts/{conflict_id:int}", guarded(conflict)),
-        Route("/conflicts/{conflict_id:int}/resolve", guarded(resolve), methods=["POST"]),
+        Route("/conflicts/{conflict_id:store_id}", guarded(conflict)),
+        Route("/conflicts/{conflict_id:store_id}/resolve", guarded(resolve), methods=["POST"]),
         Route("/dead-letters", guarded(dead_letters)),
-        Route("/dead-letters/{letter_id:int}", guarded(dead_letter)),
+        Route("/dead-letters/{letter_id:store_id}", guarded(dead_letter)),
         Route("/dead-letters/preview", guarded(replay_preview), methods=["POST"]),
         Route("/dead-letters/replay", guarded(replay), methods=["POST"]),
         Route("/reconciliation", guarded(reconciliation)),
@@ -305,7 +331,8 @@ def build_console(context: ConsoleContext) -> Starlette:
         assert isinstance(exc, HTTPException)  # registered for HTTPException only
         return _secured(PlainTextResponse(exc.detail or "not found", status_code=exc.status_code))
 
-    return Starlette(routes=routes, exception_handlers={HTTPException: not_found})
+    return Starlette(routes=routes, exception_handlers={HTTPException: not_found},
+                     middleware=[Middleware(LogFailures, headers=SECURITY_HEADERS)])
 
 
 _TAKEN = {"nue": "Nue's value will be written", "salesforce": "Salesforce's value is kept",
@@ -336,21 +363,21 @@ def _next(value: str | None) -> str:
 def _ids(form: FormData) -> list[int]:
     values = [v for v in form.getlist("id") if isinstance(v, str)]
     if not values:
-        raise ValueError("select at least one")
+        raise BadRequest("select at least one")
     if len(values) > MAX_SELECTION:
-        raise ValueError(f"select at most {MAX_SELECTION} at a time")
-    try:
-        return sorted({int(v) for v in values})
-    except ValueError:
-        raise ValueError("a selected id is not a number") from None
+        raise BadRequest(f"select at most {MAX_SELECTION} at a time")
+    ids = {parse_store_id(v.strip()) for v in values}
+    if None in ids:
+        raise BadRequest(f"a selected id is not a number from 1 to {STORE_ID_MAX}")
+    return sorted(i for i in ids if i is not None)
 
 
 def _customer_ids(form: FormData) -> list[str]:
     values = sorted({v for v in form.getlist("customer") if isinstance(v, str) and v.strip()})
     if not values:
-        raise ValueError("select at least one")
+        raise BadRequest("select at least one")
     if len(values) > MAX_SELECTION:
-        raise ValueError(f"select at most {MAX_SELECTION} at a time")
+        raise BadRequest(f"select at most {MAX_SELECTION} at a time")
     return values
 
 

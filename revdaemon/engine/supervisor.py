@@ -1,10 +1,10 @@
 """The daemon's supervisor: one task group that owns every long-running part, and a clean stop.
 
 Start order: store (migrated) -> API clients -> group committer -> workers -> scheduler (pollers) ->
-listener; each part reports ready through `tg.start`. Stop (SIGTERM, SIGINT, or `stop_after`): the
-listener answers 503 at once, the scheduler stops, workers finish the batch in hand within the grace
-period, then everything is cancelled; claims still held are given back so another run takes them at
-once; the store closes last.
+listener -> metrics listener -> console; each part reports ready through `tg.start`. Stop (SIGTERM, SIGINT,
+or `stop_after`): the listener answers 503 at once, the scheduler stops, workers finish the batch in hand
+within the grace period, then everything is cancelled; claims still held are given back so another run
+takes them at once; the store closes last.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from pydantic import BaseModel
 
-from revdaemon.config import Settings, load_settings
+from revdaemon.config import MetricsListen, Settings, load_settings
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.console.app import ConsoleContext, build_console
@@ -59,6 +59,7 @@ from revdaemon.listener.app import ListenerApp
 from revdaemon.listener.group_commit import GroupCommitter
 from revdaemon.listener.http import HttpServer
 from revdaemon.mapping.fields import FieldSpec, parse_spec
+from revdaemon.ops.admin import AdminApp, metrics_server
 from revdaemon.ops.alerts import Alerter
 from revdaemon.ops.health import Health
 from revdaemon.ops.logging import active_redactor, configure_logging, register_secret
@@ -91,6 +92,8 @@ class Daemon:
     stats: WorkerStats = field(default_factory=WorkerStats)
     notifier: Notifier = field(default_factory=lambda: Notifier(None))
     listener_port: int | None = None
+    metrics_listener: HttpServer | None = None  # /metrics on a port of its own (metrics.listen: admin)
+    metrics_port: int | None = None
     console: ConsoleServer | None = None  # the admin listener, when console.enabled
     console_port: int | None = None
     versions: FlowVersions | None = None  # the mapping versions: the current one registered at start
@@ -192,12 +195,15 @@ async def run_daemon(
                     await tg.start(partial(daemon.scheduler.run, paused=True))
                 await tg.start(daemon.replica.run)
                 daemon.listener_port = await tg.start(daemon.listener.serve)
+                if daemon.metrics_listener is not None:
+                    daemon.metrics_port = await tg.start(daemon.metrics_listener.serve)
                 if daemon.console is not None:
                     daemon.console_port = await tg.start(daemon.console.serve)
                 summary = await store.summary()
                 log.info("daemon_started", store=settings.store_display, listener_port=daemon.listener_port,
-                         workers=len(daemon.workers), pollers=[p.name for p in daemon.pollers] if polling else [],
-                         queued=summary.queue_depths, dry_run=dry_run)
+                         metrics_port=daemon.metrics_port, workers=len(daemon.workers),
+                         pollers=[p.name for p in daemon.pollers] if polling else [], queued=summary.queue_depths,
+                         dry_run=dry_run)
                 if settings.nue.webhook_auth.value == "none":
                     log.warning("webhooks_unauthenticated", reason="nue.webhook_auth is 'none': anyone who can "
                                 "reach the listener can enqueue work")
@@ -302,8 +308,12 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
                               api_calls={"salesforce": salesforce.calls, "nue": nue.calls})
         return metrics.render()
 
+    # /metrics shows event counts per type and API usage: on the webhook port, which faces Nue, only if asked.
+    listen = settings.metrics.listen
     listener = HttpServer(settings.listener, ListenerApp(settings.nue, committer, store, health, metrics=metrics,
-                                                         scrape=scrape))
+                                                         scrape=scrape if listen is MetricsListen.WEBHOOK else None))
+    metrics_listener = metrics_server(settings.metrics, AdminApp(store, health, scrape)) \
+        if listen is MetricsListen.ADMIN else None
     schedule = settings.schedule
     pollers: list[Poller] = [SalesforceClosedWonPoller(
         salesforce, store, health=health, overlap=timedelta(seconds=schedule.poll_overlap_seconds),
@@ -374,7 +384,8 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
         console = ConsoleServer(build_console(context), settings.console.host, settings.console.port)
     return Daemon(settings=settings, store=store, salesforce=salesforce, nue=nue, health=health, metrics=metrics,
                   alerter=alerter, committer=committer, workers=workers, listener=listener, schema=schema,
-                  scheduler=scheduler, pollers=pollers, stats=stats, console=console, versions=versions)
+                  scheduler=scheduler, pollers=pollers, stats=stats, metrics_listener=metrics_listener,
+                  console=console, versions=versions)
 
 
 async def _schema_check(daemon: Daemon) -> None:

@@ -1,4 +1,4 @@
-"""Routes of the webhook listener: /webhooks/nue[/<token>] and /healthz.
+"""Routes of the webhook listener: /webhooks/nue[/<token>], /healthz, and /metrics only with metrics.listen: webhook.
 
 A notification is authenticated before anything else is read from it, stored in the inbox through the
 group committer, and acknowledged only after that commit. It is only a hint: the worker re-reads the
@@ -112,14 +112,10 @@ class ListenerApp:
         return None
 
     async def _healthz(self) -> Response:
-        # Liveness, readiness and when each poll last succeeded: this port faces Nue, so poller errors (API
-        # messages, record ids) stay off it; they belong on the admin listener and in `revdaemon status`.
+        # This port faces Nue, so poller errors (API messages, record ids) stay off it; they belong on the
+        # admin listener (ops/admin.py) and in `revdaemon status`.
         store_ok = await self._store.ping()
-        ready = store_ok and not self._health.shutting_down
-        last_polls = {name: state.last_success_at.isoformat() if state.last_success_at else None
-                      for name, state in self._health.pollers.items()}
-        return Response.json(200 if ready else 503, {"live": True, "ready": ready, "store": store_ok,
-                                                     "last_polls": last_polls})
+        return Response.json(200 if self._health.ready(store_ok) else 503, self._health.report(store_ok=store_ok))
 
 
 def _not_allowed(allow: str) -> Response:

@@ -38,3 +38,20 @@ class Health:
     def poll_failed(self, name: str, error: str) -> None:
         state = self.poller(name)
         state.last_error, state.last_error_at = error, utcnow()
+
+    def report(self, *, store_ok: bool, details: bool = False) -> dict[str, Any]:
+        """What /healthz answers: liveness, readiness and when each poll last succeeded. `details` adds each
+        poller's last error, for the admin listener only: an API's message can name records, and the webhook
+        port faces Nue."""
+        report: dict[str, Any] = {
+            "live": True, "ready": self.ready(store_ok), "store": store_ok,
+            "last_polls": {name: state.last_success_at.isoformat() if state.last_success_at else None
+                           for name, state in self.pollers.items()}}
+        if details:
+            report["started_at"] = self.started_at.isoformat()
+            report["shutting_down"] = self.shutting_down
+            report["pollers"] = {name: state.as_dict() for name, state in self.pollers.items()}
+        return report
+
+    def ready(self, store_ok: bool) -> bool:
+        return store_ok and not self.shutting_down

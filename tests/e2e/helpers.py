@@ -163,6 +163,7 @@ def write_config(tmp_path: Path, box: Sandbox, **sections: Mapping[str, Any]) ->
         "nue": {"base_url": nue["url"], "api_key": nue["api_key"], "webhook_secret": nue["webhook_secret"],
                 "create_timeout_seconds": 3},
         "listener": {"port": box.info["listener_port"]},
+        "metrics": {"port": 0},  # any free port: replicas on one box, and tests side by side, never share one
         # A create whose answer was lost is looked up after `settle_seconds` (issue 22); short here, as are the
         # creates' own timeouts it must outlast, so the faulted runs converge within a test.
         "engine": {"workers": 2, "batch_size": 4, "lease_seconds": 5, "shutdown_grace_seconds": 5,

@@ -55,6 +55,7 @@ def write_config(tmp_path: Path, info: dict[str, Any]) -> Path:
                        "username": sf["username"], "private_key_file": sf["private_key_file"]},
         "nue": {"base_url": nue["url"], "api_key": nue["api_key"], "webhook_secret": nue["webhook_secret"]},
         "listener": {"port": info["listener_port"]},
+        "metrics": {"port": 0},
         "engine": {"workers": 2, "batch_size": 2, "lease_seconds": 5},
         "schedule": {"salesforce_poll_seconds": 5, "nue_poll_seconds": 3600},
         "log": {"format": "json", "level": "info"},

@@ -96,3 +96,11 @@ def daemon_settings(box: Sandbox, tmp_path: Path, **environ: str) -> Settings:
     settings = load_settings(root / "config.yaml", environ={"REVDAEMON_STATE_DIR": str(tmp_path / "state"),
                                                             **environ})
     return demo_settings(settings, box)
+
+
+def as_bound(settings: Settings, daemon: Any) -> Settings:
+    """The settings with the ports the running daemon bound (asked for 0: any free one), as `status` reads them."""
+    update: dict[str, Any] = {"listener": settings.listener.model_copy(update={"port": daemon.listener_port})}
+    if daemon.metrics_port is not None:
+        update["metrics"] = settings.metrics.model_copy(update={"port": daemon.metrics_port})
+    return settings.model_copy(update=update)

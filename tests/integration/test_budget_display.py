@@ -16,7 +16,7 @@ from revdaemon.engine.supervisor import Daemon, run_daemon
 from revdaemon.limits import DailyBudget
 from revdaemon.sandbox.runner import create_sandbox
 from revdaemon.store import open_store
-from tests.integration.engine_fixtures import daemon_settings
+from tests.integration.engine_fixtures import as_bound, daemon_settings
 from tests.integration.test_console_pages import log_in, settings_for
 
 pytestmark = pytest.mark.anyio
@@ -35,9 +35,7 @@ async def test_metrics_and_status_show_exhaustion_and_what_waits(tmp_path: Path)
         async def on_ready(daemon: Daemon) -> None:
             await daemon.salesforce.limits()  # one real-time call reports the usage
             await daemon.salesforce.limits()
-            bound = settings.model_copy(update={"listener": settings.listener.model_copy(
-                update={"port": daemon.listener_port})})
-            seen["live"] = await anyio.to_thread.run_sync(_live_daemon, bound)
+            seen["live"] = await anyio.to_thread.run_sync(_live_daemon, as_bound(settings, daemon))
 
         await run_daemon(settings, on_ready=on_ready, stop_after=0.1, polling=False)
     finally:

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import re
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
+import structlog
 import yaml
 
 from revdaemon.config import Settings, load_settings
 from revdaemon.console.app import ConsoleContext, build_console
+from revdaemon.console.server import ConsoleServer
+from revdaemon.ops.logging import configure_logging
 from revdaemon.store import Store, open_store
 from revdaemon.store.records import NewAuditEntry, NewConflict, NewDeadLetter, NewEvent
 from revdaemon.store.states import EventStatus
@@ -264,9 +271,9 @@ class TestActions:
         await log_in(console.client)
         csrf = await csrf_of(console.client, "/dead-letters")
         empty = await console.client.post("/dead-letters/replay", data={"csrf": csrf})
-        assert empty.status_code == 409 and "select at least one" in empty.text
+        assert empty.status_code == 400 and "select at least one" in empty.text
         bogus = await console.client.post("/dead-letters/replay", data={"csrf": csrf, "id": "1; DROP TABLE"})
-        assert bogus.status_code == 409 and "not a number" in bogus.text
+        assert bogus.status_code == 400 and "not a number" in bogus.text
 
     async def test_repair_queues_one_event_per_selected_customer(self, console: Console) -> None:
         await log_in(console.client)
@@ -293,3 +300,92 @@ class TestEscapingAndSecrets:
                      "/dead-letters", f"/dead-letters/{console.ids['letter']}", "/reconciliation", "/login"):
             page = (await console.client.get(path)).text
             assert not [s for s in secrets if s in page], path
+
+
+# Ids no stored row can have: past SQLite's and PostgreSQL's signed 64-bit ids (the store's drivers would raise
+# OverflowError), not positive, not a number, and longer than int() converts quickly.
+IMPOSSIBLE_IDS = [str(2**63), str(2**64 + 1), "-1", "0", "abc", "1e3", "9" * 300]
+
+
+class TestImpossibleIds:
+    @pytest.mark.parametrize("bad", IMPOSSIBLE_IDS)
+    async def test_a_path_id_no_row_can_have_is_404(self, console: Console, bad: str) -> None:
+        """A conflict or dead letter page, and resolving, under an id that cannot exist answer 404, not 500."""
+        await log_in(console.client)
+        csrf = await csrf_of(console.client)
+        for path in (f"/conflicts/{bad}", f"/dead-letters/{bad}"):
+            assert (await console.client.get(path)).status_code == 404, path
+        resolve = await console.client.post(f"/conflicts/{bad}/resolve", data={"take": "nue", "csrf": csrf})
+        assert resolve.status_code == 404
+        assert len(await console.store.list_conflicts()) == 2
+
+    @pytest.mark.parametrize("bad", IMPOSSIBLE_IDS)
+    async def test_a_selected_id_no_row_can_have_is_400(self, console: Console, bad: str) -> None:
+        """Previewing or replaying a selection with an id that cannot exist answers 400 with the reason."""
+        await log_in(console.client)
+        csrf = await csrf_of(console.client, "/dead-letters")
+        for action in ("/dead-letters/preview", "/dead-letters/replay"):
+            response = await console.client.post(action, data={"csrf": csrf, "id": [str(console.ids["letter"]), bad]})
+            assert response.status_code == 400 and "not a number from 1 to" in response.text, action
+        assert len(await console.store.list_dead_letters()) == 1  # the good id in the selection was not replayed
+
+    async def test_the_largest_id_is_a_plain_miss(self, console: Console) -> None:
+        """2^63 - 1 can be an id: it reaches the store and is simply not there (404)."""
+        await log_in(console.client)
+        assert (await console.client.get(f"/conflicts/{2**63 - 1}")).status_code == 404
+        assert (await console.client.get(f"/dead-letters/{2**63 - 1}")).status_code == 404
+
+
+def broken() -> dict[str, str]:
+    raise RuntimeError("the schema guard broke at 0xdeadbeef")
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """The daemon's JSON log pipeline writing into a buffer, the tests' own structlog setup restored after."""
+    saved = structlog.get_config()
+    stream = io.StringIO()
+    configure_logging(level="info", fmt="json", stream=stream)
+    yield stream
+    structlog.configure(**saved)
+
+
+class TestUnexpectedErrors:
+    async def test_one_structured_line_and_a_plain_500(self, console: Console, json_log: io.StringIO) -> None:
+        """An exception no route handles is one JSON log line with route, method, error and traceback; the
+        answer is a plain 500 with the security headers and nothing of the exception in it."""
+        app = build_console(ConsoleContext(store=console.store, settings=console.settings, parked=broken))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c.test") as client:
+            await log_in(client)
+            response = await client.get("/")
+        assert response.status_code == 500
+        assert "Traceback" not in response.text and "deadbeef" not in response.text
+        assert response.headers["content-security-policy"].startswith("default-src 'none'")
+        [record] = [json.loads(line) for line in json_log.getvalue().splitlines()]
+        assert record["event"] == "console_request_failed" and record["level"] == "error"
+        assert record["route"] == "/" and record["method"] == "GET"
+        assert record["error_type"] == "RuntimeError" and "0xdeadbeef" in record["error"]
+        assert "Traceback" in record["exception"] and "broken" in record["exception"]
+
+    async def test_served_by_uvicorn_stderr_carries_only_json(self, console: Console, capfd: pytest.CaptureFixture[str],
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+        """Through the real admin server, the failure reaches stderr as one JSON line, and uvicorn logs no
+        plain-text traceback beside it (through the standard library's logging, which the daemon leaves
+        unconfigured: its last-resort handler writes to stderr)."""
+        saved = structlog.get_config()
+        configure_logging(level="info", fmt="json", stream=sys.stderr)
+        app = build_console(ConsoleContext(store=console.store, settings=console.settings, parked=broken))
+        server = ConsoleServer(app, "127.0.0.1", 0)
+        try:
+            async with anyio.create_task_group() as tg:
+                port = await tg.start(server.serve)
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                    await log_in(client)
+                    status = (await client.get("/")).status_code
+                tg.cancel_scope.cancel()
+        finally:
+            structlog.configure(**saved)
+        assert status == 500
+        records = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.strip()]
+        assert [r["event"] for r in records if r["level"] == "error"] == ["console_request_failed"]
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

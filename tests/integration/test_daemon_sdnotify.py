@@ -24,6 +24,7 @@ def write_config(path: Path, box: Sandbox, *, level: str, workers: int = 1) -> N
                        "username": sf["username"], "private_key_file": sf["private_key_file"]},
         "nue": {"base_url": nue["url"], "api_key": nue["api_key"], "webhook_secret": nue["webhook_secret"]},
         "listener": {"port": 0},
+        "metrics": {"port": 0},
         "engine": {"workers": workers},
         "log": {"format": "json", "level": level},
     }))

@@ -140,6 +140,14 @@ class TestAccepting:
             polled = (await client.get(f"{running.url}/healthz")).json()["last_polls"]
         assert polled["nue:Subscription"] is not None
 
+    async def test_head_is_answered_without_a_body(self, running: Running) -> None:
+        """HEAD /healthz gets the status and headers GET would, no body, and the connection serves on."""
+        async with httpx.AsyncClient() as client:
+            head = await client.head(f"{running.url}/healthz")
+            get = await client.get(f"{running.url}/healthz")
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == get.headers["content-length"] != "0"
+
 
 class TestRefusing:
     @pytest.mark.parametrize(

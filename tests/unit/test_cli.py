@@ -16,6 +16,7 @@ def config_in(tmp_path: Path, **overrides: object) -> Path:
     document = yaml.safe_load((ROOT / "config.yaml").read_text())
     document["state_dir"] = str(tmp_path / "state")
     document["listener"] = {**document["listener"], "port": 0}  # never the fixed port a running demo holds
+    document["metrics"] = {**document["metrics"], "port": 0}  # nor a running daemon's metrics port
     document.update(overrides)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(document))
@@ -36,6 +37,7 @@ class TestCli:
         assert result.exit_code == 0, result.output
         report = json.loads(result.output)
         assert report["config"] == "ok" and report["schema_version"] >= 1
+        assert report["metrics"] == "127.0.0.1:0"  # where Prometheus scrapes: the admin listener (here any port)
 
     def test_check_bad_config_exits_non_zero_with_the_key(self, tmp_path: Path) -> None:
         """A bad value stops `check` with exit 2 and names the key."""

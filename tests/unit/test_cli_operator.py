@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,11 +13,15 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from revdaemon import service
 from revdaemon.cli import main
+from revdaemon.engine.lookups import Fetcher
+from revdaemon.errors import RecordNotFound
 from revdaemon.store import open_store
 from revdaemon.store.records import NewAuditEntry, NewConflict, NewDeadLetter, NewEvent
 
 ROOT = Path(__file__).resolve().parents[2]
+NO_FETCHER: Fetcher = None  # type: ignore[assignment]  # an id refused before any read needs no fetcher
 
 
 @pytest.fixture
@@ -109,3 +114,66 @@ class TestBackup:
         assert code == 0 and json.loads(out)["bytes"] > 0
         with sqlite3.connect(tmp_path / "copy.sqlite3") as conn:
             assert conn.execute("SELECT count(*) FROM inbox_events").fetchone()[0] == 3
+
+
+# Ids no stored row can have: past the store's signed 64-bit ids (the driver would raise OverflowError), not
+# positive, not a number, and a 300-digit number.
+IMPOSSIBLE_IDS = [str(2**63), str(2**64 + 1), "-1", "0", "abc", "1e3", "9" * 300]
+ID_COMMANDS = [("events", "show"), ("dead-letters", "show"), ("dead-letters", "replay"), ("conflicts", "show"),
+               ("conflicts", "resolve", "--take", "nue"), ("conflicts", "resolve", "--take", "nue", "--dry-run")]
+
+
+class TestImpossibleIds:
+    @pytest.mark.parametrize("bad", IMPOSSIBLE_IDS)
+    @pytest.mark.parametrize("command", ID_COMMANDS, ids=" ".join)
+    def test_refused_as_no_such_record(self, config: Path, command: tuple[str, ...], bad: str) -> None:
+        """Every command that takes an id says there is no such record, as bad usage (exit 2), without a trace."""
+        result = CliRunner().invoke(main, [*command, "--config", str(config), "--", bad])
+        kind = {"events": "event", "dead-letters": "dead letter", "conflicts": "conflict"}[command[0]]
+        assert result.exit_code == 2 and f"no such {kind}" in result.output, result.output
+        assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+
+    def test_replay_changes_nothing_when_one_id_is_impossible(self, config: Path) -> None:
+        """A replay naming a real dead letter and an impossible one replays neither."""
+        [letter] = json.loads(run(config, "dead-letters", "list", "--json")[1])
+        result = CliRunner().invoke(main, ["dead-letters", "replay", "--config", str(config), "--",
+                                           str(letter["id"]), str(2**63)])
+        assert result.exit_code == 2
+        assert len(json.loads(run(config, "dead-letters", "list", "--json")[1])) == 1
+
+    def test_a_mapping_version_past_the_column_is_not_found(self, config: Path) -> None:
+        """`mappings show` with a version past the store's integer columns says there is none, exit 1."""
+        for version in (str(2**31), str(2**63), "9" * 300):
+            code, out = run(config, "mappings", "show", version)
+            assert code == 1 and "no mapping version" in out and "Traceback" not in out
+
+    def test_a_list_limit_past_the_store_is_bad_usage(self, config: Path) -> None:
+        """`events list --limit` takes 1 to 2^63 - 1 rows: a larger one or 0 is bad usage, not a trace."""
+        for limit in (str(2**63), "0"):
+            code, out = run(config, "events", "list", "--limit", limit)
+            assert code == 2 and "Traceback" not in out
+
+
+class TestServiceIds:
+    @pytest.mark.parametrize("bad", [2**63, 2**64 + 1, -1, 0, 10**300])
+    def test_an_impossible_id_is_not_found(self, config: Path, bad: int) -> None:
+        """The service functions the CLI and the console share answer RecordNotFound, never OverflowError."""
+        async def each() -> list[str]:
+            store = await open_store(config.parent / "state" / "revdaemon.sqlite3")
+            calls: list[Callable[[], Awaitable[object]]] = [
+                lambda: service.show_event(store, bad), lambda: service.show_dead_letter(store, bad),
+                lambda: service.replay_dead_letters(store, [bad]), lambda: service.show_conflict(store, bad),
+                lambda: service.resolve_conflict(store, bad, take="skip", actor="ops"),
+                lambda: service.preview_resolution(store, bad, "skip", [], NO_FETCHER),
+                lambda: service.preview_replay(store, [bad], [], NO_FETCHER)]
+            refused = []
+            try:
+                for call in calls:
+                    with pytest.raises(RecordNotFound) as caught:
+                        await call()
+                    refused.append(str(caught.value))
+            finally:
+                await store.close()
+            return refused
+
+        assert all(message.startswith("no such ") for message in anyio.run(each))

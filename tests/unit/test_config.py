@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from revdaemon.config import SalesforceAuth, WebhookAuth, load_settings
+from revdaemon.config import MetricsListen, SalesforceAuth, WebhookAuth, load_settings
 from revdaemon.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -221,6 +221,42 @@ class TestSecurityRules:
         with pytest.raises(ConfigError) as exc:
             load_settings(write(tmp_path, MINIMAL), environ={"REVDAEMON_LISTENER": "{x"})
         assert "environment" in problems(exc)
+
+
+class TestMetrics:
+    def test_served_on_a_loopback_admin_port_by_default(self, tmp_path: Path) -> None:
+        """/metrics is off the webhook port unless asked: its own listener on 127.0.0.1:8789, as config.yaml says."""
+        for path in (write(tmp_path, MINIMAL), ROOT / "config.yaml"):
+            metrics = load_settings(path, environ={}).metrics
+            assert (metrics.listen, metrics.host, metrics.port) == (MetricsListen.ADMIN, "127.0.0.1", 8789)
+
+    def test_a_bad_listen_value_names_the_choices(self, tmp_path: Path) -> None:
+        """metrics.listen takes admin, webhook or off."""
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, {**MINIMAL, "metrics": {"listen": "public"}}), environ={})
+        assert "'admin', 'webhook' or 'off'" in problems(exc)["metrics.listen"]
+
+    def test_the_admin_port_may_not_be_the_listeners_or_the_consoles(self, tmp_path: Path) -> None:
+        """Two listeners on one port are refused at start, naming the key and the port it collides with."""
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, {**MINIMAL, "metrics": {"port": 8787}}), environ={})
+        assert problems(exc) == {"metrics.port": "the same port as listener.port (8787): two listeners cannot "
+                                                 "share one"}
+        console = {"enabled": True, "admins": {"ana": "a" * 24}}
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, {**MINIMAL, "console": console}),
+                          environ={"REVDAEMON_METRICS__PORT": "8788"})
+        assert list(problems(exc)) == ["metrics.port"] and "console.port (8788)" in problems(exc)["metrics.port"]
+
+    def test_a_shared_port_is_fine_where_no_two_listeners_bind_it(self, tmp_path: Path) -> None:
+        """The port is only checked where it is bound: not with listen webhook or off, not for a disabled
+        console, not for 0 (any free port), not on two different addresses."""
+        for metrics in ({"listen": "webhook", "port": 8787}, {"listen": "off", "port": 8787},
+                        {"port": 8788}, {"port": 0}, {"host": "10.0.0.5", "port": 8787}):
+            load_settings(write(tmp_path, {**MINIMAL, "listener": {"port": 8787}, "metrics": metrics}), environ={})
+        with pytest.raises(ConfigError):
+            load_settings(write(tmp_path, {**MINIMAL, "listener": {"host": "0.0.0.0"},
+                                           "metrics": {"host": "10.0.0.5", "port": 8787}}), environ={})
 
 
 class TestFlows:

@@ -110,7 +110,7 @@ MAPPING_KEYS = st.sampled_from(KEYS) | st.text(max_size=12) | st.integers() | st
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
                       | st.dictionaries(MAPPING_KEYS, inner, max_size=4), max_leaves=10)
 SECTIONS = ["state_dir", "salesforce", "nue", "listener", "limits", "schedule", "mapping", "flows", "engine",
-            "alerts", "log"]
+            "alerts", "metrics", "log"]
 DOCUMENTS = st.dictionaries(st.sampled_from(SECTIONS) | MAPPING_KEYS, VALUES, max_size=5) | VALUES
 PROPERTIES = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
