@@ -30,6 +30,7 @@ from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.domain.reconciliation import DEFAULT_TOLERANCE, AccountFields, Comparison, Report, compare
 from revdaemon.engine.lookups import SOQL_IN_MAX
+from revdaemon.flows import sources
 from revdaemon.flows.subscription_status import SubscriptionStatusMapping
 from revdaemon.limits import Priority
 from revdaemon.store import Store
@@ -37,7 +38,7 @@ from revdaemon.store.records import NewEvent
 
 log = structlog.get_logger("revdaemon.reconcile")
 
-REPAIR_SOURCE = "schedule"
+REPAIR_SOURCE = sources.SCHEDULE
 REPAIR_EVENT_TYPE = "subscription.updated"  # one of flow 2's event types
 REPAIR_LINK = "externalId"  # flow 2 finds the account through the customer's externalId only
 

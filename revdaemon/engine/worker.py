@@ -47,6 +47,7 @@ from revdaemon.errors import (
     SyncError,
     Throttled,
 )
+from revdaemon.flows import sources
 from revdaemon.flows.base import Flow, FlowEvent, Found, Needs
 from revdaemon.flows.plan import OpenConflict, Plan
 from revdaemon.limits import RetryPolicy
@@ -311,7 +312,7 @@ class Worker:
         skew or a write planned from another kind of event errs towards planning, which is always safe."""
         user = self._own_user()
         data = event.payload.get("data")
-        if not user or event.source != "salesforce_poll" or not isinstance(data, dict):
+        if not user or event.source != sources.SALESFORCE_POLL or not isinstance(data, dict):
             return False
         modified_by, modstamp, record_id = data.get("LastModifiedById"), data.get("SystemModstamp"), data.get("Id")
         if not (isinstance(modified_by, str) and isinstance(modstamp, str) and isinstance(record_id, str)):

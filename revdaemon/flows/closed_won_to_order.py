@@ -37,6 +37,7 @@ from typing import Any
 
 from revdaemon.connectors import nue_wire
 from revdaemon.domain.money import PricingError, to_decimal
+from revdaemon.flows import sources
 from revdaemon.flows.base import FlowEvent, Found, Needs
 from revdaemon.flows.common import was
 from revdaemon.flows.plan import NueActivateOrder, NueCreateCustomer, NueCreateOrder, OpenConflict, Plan, SfUpdate
@@ -49,7 +50,7 @@ OPPORTUNITY_FIELDS = ("Name", "AccountId", "StageName", "IsWon", "CloseDate")
 LINE_FIELDS = ("PricebookEntryId", "Product2Id", "ProductCode", "Quantity", "UnitPrice", "Discount")
 ACCOUNT_FIELDS = ("Name", "Phone", "Website", "BillingCity", "BillingCountry")
 
-BACKFILL_SOURCE = "backfill"  # only `revdaemon backfill --flow closed_won` stores events from this source
+BACKFILL_SOURCE = sources.BACKFILL  # only `revdaemon backfill --flow closed_won` stores events from this source
 WON_SINCE = "won_since"  # a backfill event's payload key: its own cut-off, the day the operator gave
 # Links by strength: a deal with several linked orders is reported by the strongest (revdaemon's own first).
 

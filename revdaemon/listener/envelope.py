@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from revdaemon.flows import sources
 from revdaemon.store.records import NewEvent
 
-SOURCE = "nue_webhook"
+SOURCE = sources.NUE_WEBHOOK
 MAX_KEY_PART = 200
 
 
