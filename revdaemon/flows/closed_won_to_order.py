@@ -1,7 +1,8 @@
 """Flow 1 (architecture.md): a Closed Won opportunity becomes one Nue order, ever.
 
 Trigger:   opportunity.closed_won (the Salesforce poll on IsWon and SystemModstamp, the daily sweep of won
-           deals without an order, or `revdaemon backfill --flow closed_won`).
+           deals without an order, or `revdaemon backfill --flow closed_won`); only from those sources,
+           never from a Nue webhook.
 Reads:     the opportunity, its line items and its account (Salesforce); the Nue customer by the
            account id, that customer's orders, the opportunity's Nue quotes, and the catalog (Nue); the
            store's go-live date.
@@ -44,6 +45,7 @@ from revdaemon.flows.plan import NueActivateOrder, NueCreateCustomer, NueCreateO
 
 NAME = "closed_won_to_order"
 EVENT_TYPES = frozenset({"opportunity.closed_won"})
+SOURCES = sources.FROM_SALESFORCE  # a deal is won in Salesforce: never on Nue's word
 
 # CurrencyIsoCode is left out: it exists only in multicurrency orgs (INVALID_FIELD elsewhere).
 OPPORTUNITY_FIELDS = ("Name", "AccountId", "StageName", "IsWon", "CloseDate")
@@ -86,6 +88,7 @@ class Assessment:
 class ClosedWonToOrderFlow:
     name = NAME
     event_types = EVENT_TYPES
+    sources = SOURCES
 
     def __init__(self, mapping: ClosedWonMapping | None = None) -> None:
         self.mapping = mapping or ClosedWonMapping()
