@@ -3,14 +3,24 @@
 Envelope [assumed, nue-api.md]: {"id", "type", "createdDate", "data": {...resource}}. The event key is the
 envelope id; without one, (type, resource id, lastModifiedDate), so that a redelivery dedupes and a later
 real change of the same resource does not.
+
+Event types (flows/registry.py): a type some flow takes from a webhook is stored; a type no flow handles is
+stored too, and the worker finishes it with a log line: Nue adds event types, and a 4xx for one would have
+it redelivered for ever. A type only revdaemon's own sources carry (renewal.due, opportunity.closed_won) is
+refused: Nue never sends one, so the refusal costs no real delivery and tells the sender at once that it
+tried to reach internal work (the worker would ignore the event anyway: flows.base.takes). A flag only an
+internal source may set (`repair`) is stored as sent and not honoured (`internal_flags` names it for the
+log): the notification itself is still a good hint.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from revdaemon.flows import sources
+from revdaemon.flows.registry import INTERNAL_FLAGS, INTERNAL_TYPES, WEBHOOK_TYPES
 from revdaemon.store.records import NewEvent
 
 SOURCE = sources.NUE_WEBHOOK
@@ -19,6 +29,10 @@ MAX_KEY_PART = 200
 
 class EnvelopeError(Exception):
     """The body is not a usable webhook notification (answered 400)."""
+
+
+class InternalType(EnvelopeError):
+    """The notification names an event type only revdaemon's own sources may store (answered 400, logged)."""
 
 
 def parse_notification(body: bytes) -> NewEvent:
@@ -39,6 +53,10 @@ def parse_notification(body: bytes) -> NewEvent:
     if "." not in event_type:
         raise EnvelopeError("field type must be <resource>.<event>, such as \"order.activated\"")
     _part(event_type, "type")  # stored in a column of its own, unlike the rest of the payload
+    if event_type in INTERNAL_TYPES:
+        raise InternalType(f"event type {event_type!r} is revdaemon's own, never a Nue notification; "
+                           f"the types taken from Nue are {', '.join(sorted(WEBHOOK_TYPES))} "
+                           "(others are stored and ignored)")
     data = document.get("data")
     if data is None:
         raise EnvelopeError("missing field: data (the resource object)")
@@ -61,6 +79,11 @@ def parse_notification(body: bytes) -> NewEvent:
             raise EnvelopeError("missing field: id, or data.lastModifiedDate to key the event by")
         key = f"nue:{event_type}:{resource_id}:{_part(modified, 'data.lastModifiedDate')}"
     return NewEvent(source=SOURCE, key=key, type=event_type, payload=document)
+
+
+def internal_flags(payload: Mapping[str, Any]) -> list[str]:
+    """The top-level keys of a notification that only an internal source may set, sorted."""
+    return sorted(INTERNAL_FLAGS & payload.keys())
 
 
 def _part(value: str, name: str) -> str:

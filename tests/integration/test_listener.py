@@ -11,8 +11,10 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from revdaemon.config import ListenerSettings, NueSettings, WebhookAuth
+from revdaemon.flows.registry import INTERNAL_TYPES, WEBHOOK_TYPES
 from revdaemon.listener.app import ListenerApp
 from revdaemon.listener.group_commit import GroupCommitter
 from revdaemon.listener.http import HttpServer
@@ -37,9 +39,11 @@ class Running:
     committer: GroupCommitter
 
 
-async def start(tmp_path: Path, *, nue: NueSettings | None = None,
-                listener: ListenerSettings | None = None) -> AsyncIterator[Running]:
-    store = await open_store(tmp_path / "db.sqlite3")
+async def start(tmp_path: Path, *, nue: NueSettings | None = None, listener: ListenerSettings | None = None,
+                store: Store | None = None) -> AsyncIterator[Running]:
+    """The listener on a loopback port, with its own store in `tmp_path` unless given one (left open)."""
+    own = store is None
+    store = store or await open_store(tmp_path / "db.sqlite3")
     health = Health()
     committer = GroupCommitter(store)
     app = ListenerApp(nue or NueSettings(api_key="k", webhook_secret=SECRET), committer, store, health)
@@ -53,7 +57,8 @@ async def start(tmp_path: Path, *, nue: NueSettings | None = None,
                           committer=committer)
             tg.cancel_scope.cancel()
     finally:
-        await store.close()
+        if own:
+            await store.close()
 
 
 @pytest.fixture
@@ -255,6 +260,29 @@ class TestRefusing:
             with anyio.fail_after(5):
                 reply = await stream.receive()
         assert reply.startswith(b"HTTP/1.1 413")
+
+    @pytest.mark.parametrize("event_type", sorted(INTERNAL_TYPES))
+    async def test_an_internal_type_is_400_naming_the_accepted_ones(self, running: Running, event_type: str) -> None:
+        """A type only revdaemon's own sources store is refused, signed or not, and the answer lists Nue's types."""
+        body = json.dumps({"id": "evt-int", "type": event_type, "data": {"id": "x-1"}}).encode()
+        with capture_logs() as logs:
+            response = await post(f"{running.url}/webhooks/nue", body, signed(body))
+        assert response.status_code == 400 and "revdaemon's own" in response.json()["error"]
+        assert all(t in response.json()["error"] for t in WEBHOOK_TYPES)
+        assert sum((await running.store.queue_depths()).values()) == 0
+        assert [entry["event"] for entry in logs] == ["webhook_refused"]
+
+    async def test_a_repair_flag_is_stored_as_sent_and_logged(self, running: Running) -> None:
+        """A notification flagged `repair` is still a hint: stored as sent (the flow ignores the flag), and logged."""
+        document = {"id": "evt-flag", "type": "subscription.updated", "repair": True, "data": {"id": "s-1"}}
+        body = json.dumps(document).encode()
+        with capture_logs() as logs:
+            response = await post(f"{running.url}/webhooks/nue", body, signed(body))
+        assert response.status_code == 202
+        stored = await running.store.find_event("nue:evt-flag")
+        assert stored is not None and stored.source == "nue_webhook" and stored.payload == document
+        [flagged] = [entry for entry in logs if entry["event"] == "webhook_flag_ignored"]
+        assert flagged["flags"] == ["repair"] and flagged["log_level"] == "warning"
 
     async def test_shutting_down_is_503(self, running: Running) -> None:
         """While the daemon stops, new webhooks are told to come back later."""

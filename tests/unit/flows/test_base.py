@@ -1,6 +1,10 @@
 from __future__ import annotations
 
-from revdaemon.flows import sources
+import importlib
+import pkgutil
+
+from revdaemon import flows
+from revdaemon.flows import registry, sources
 from revdaemon.flows.base import Found, Needs, takes, why_not_taken
 from revdaemon.flows.closed_won_to_order import ClosedWonToOrderFlow
 from revdaemon.flows.renewals import RenewalFlow
@@ -46,3 +50,22 @@ class TestTakes:
         assert why_not_taken(flows, "widget.exploded", sources.NUE_WEBHOOK) == "no flow handles this type"
         assert why_not_taken(flows, "renewal.due", sources.NUE_WEBHOOK) == \
             "renewals take renewal.due only from schedule, not from nue_webhook"
+
+
+class TestRegistry:
+    def test_every_flow_module_is_registered(self) -> None:
+        """A flow module (one with EVENT_TYPES) left out of the registry would leave its types unguarded."""
+        modules = [importlib.import_module(f"revdaemon.flows.{m.name}") for m in pkgutil.iter_modules(flows.__path__)]
+        declared = {m.NAME for m in modules if hasattr(m, "EVENT_TYPES")}
+        assert declared == {flow.name for flow in registry.FLOWS}
+
+    def test_sources_are_named_ones(self) -> None:
+        """Every source a flow lists is one flows/sources.py names (a typo would trust nothing)."""
+        named = {value for name, value in vars(sources).items() if name.isupper() and isinstance(value, str)}
+        assert all(flow.sources <= named for flow in registry.FLOWS)
+
+    def test_internal_types_are_those_no_flow_takes_from_a_webhook(self) -> None:
+        """Derived from the flows: the renewal scan's type and Salesforce's won deal."""
+        assert {"renewal.due", "opportunity.closed_won"} == registry.INTERNAL_TYPES
+        assert registry.types_from(sources.NUE_POLL) == registry.WEBHOOK_TYPES
+        assert not registry.WEBHOOK_TYPES & registry.INTERNAL_TYPES
