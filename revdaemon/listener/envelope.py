@@ -25,6 +25,7 @@ from revdaemon.store.records import NewEvent
 
 SOURCE = sources.NUE_WEBHOOK
 MAX_KEY_PART = 200
+UTF8_BOM = "\ufeff"
 
 
 class EnvelopeError(Exception):
@@ -36,9 +37,10 @@ class InternalType(EnvelopeError):
 
 
 def parse_notification(body: bytes) -> NewEvent:
+    text = _utf8_text(body)
     try:
-        document: Any = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        document: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise EnvelopeError(f"malformed JSON: {exc}") from None
     except (ValueError, RecursionError):
         # a number of thousands of digits, or nesting deeper than the parser allows
@@ -79,6 +81,25 @@ def parse_notification(body: bytes) -> NewEvent:
             raise EnvelopeError("missing field: id, or data.lastModifiedDate to key the event by")
         key = f"nue:{event_type}:{resource_id}:{_part(modified, 'data.lastModifiedDate')}"
     return NewEvent(source=SOURCE, key=key, type=event_type, payload=document)
+
+
+def _utf8_text(body: bytes) -> str:
+    """The body as text: JSON between systems is UTF-8 (RFC 8259 §8.1). json.loads on bytes would guess
+    UTF-16 or UTF-32 from the first bytes and take those too, so the bytes are decoded here, strictly.
+
+    A leading UTF-8 byte order mark is accepted and dropped: §8.1 lets a parser ignore it, the signature
+    covers the raw bytes either way, and json.loads on bytes always took it, so refusing it now could only
+    start a redelivery loop for a sender that writes one. Any other byte order mark is refused."""
+    guessed = json.detect_encoding(body)
+    if guessed not in ("utf-8", "utf-8-sig"):
+        # Checked before decoding: UTF-16 of ASCII text is valid UTF-8 (with NULs), and would be refused
+        # as malformed JSON instead, which says less.
+        raise EnvelopeError(f"the body must be UTF-8 JSON (RFC 8259 §8.1); it looks like {guessed.upper()}")
+    try:
+        return body.decode("utf-8").removeprefix(UTF8_BOM)
+    except UnicodeDecodeError as exc:
+        raise EnvelopeError(f"the body must be UTF-8 JSON (RFC 8259 §8.1): byte {exc.start} "
+                            f"(0x{body[exc.start]:02x}) is not UTF-8") from None
 
 
 def internal_flags(payload: Mapping[str, Any]) -> list[str]:

@@ -261,6 +261,14 @@ class TestRefusing:
                 reply = await stream.receive()
         assert reply.startswith(b"HTTP/1.1 413")
 
+    @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32-be"])
+    async def test_a_body_not_utf8_is_400(self, running: Running, encoding: str) -> None:
+        """A signed, well-formed envelope in UTF-16 or UTF-32 is refused: webhook bodies are UTF-8."""
+        body = notification().decode().encode(encoding)
+        response = await post(f"{running.url}/webhooks/nue", body, signed(body))
+        assert response.status_code == 400 and "must be UTF-8" in response.json()["error"]
+        assert sum((await running.store.queue_depths()).values()) == 0
+
     @pytest.mark.parametrize("event_type", sorted(INTERNAL_TYPES))
     async def test_an_internal_type_is_400_naming_the_accepted_ones(self, running: Running, event_type: str) -> None:
         """A type only revdaemon's own sources store is refused, signed or not, and the answer lists Nue's types."""

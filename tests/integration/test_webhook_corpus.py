@@ -53,6 +53,8 @@ def body_of(spec: Mapping[str, Any]) -> bytes:
     kind = generator["kind"]
     if kind == "hex":
         return bytes.fromhex(generator["hex"])
+    if kind == "encoded":
+        return bytes.fromhex(generator.get("bom", "")) + json.dumps(ENVELOPE).encode(generator["encoding"])
     if kind == "huge":
         return json.dumps({**ENVELOPE, "data": {"id": "o-1", "padding": "x" * generator["size"]}}).encode()
     if kind == "deep":
