@@ -146,6 +146,16 @@ class TestAccepting:
         assert polled["nue:Subscription"] is not None
 
 
+    async def test_head_gets_the_headers_without_a_body(self, running: Running) -> None:
+        """HEAD /healthz is answered with GET's status and length and no body (it used to get no answer at all),
+        and the connection serves the next request."""
+        async with httpx.AsyncClient() as client:
+            head = await client.head(f"{running.url}/healthz")
+            get = await client.get(f"{running.url}/healthz")
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == get.headers["content-length"] == str(len(get.content))
+
+
 class TestRefusing:
     @pytest.mark.parametrize(
         ("body", "error"),
