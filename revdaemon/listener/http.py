@@ -188,6 +188,12 @@ async def _read_head(conn: h11.Connection, stream: SocketStream) -> h11.Request 
     if _head_size(event) > MAX_HEAD_BYTES:
         # h11 bounds only a head still incomplete; one that arrived whole in a single read is measured here.
         raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
+    names = {name for name, _ in event.headers}
+    if b"content-length" in names and b"transfer-encoding" in names:
+        # h11 reads the body by Transfer-Encoding alone and keeps the connection; RFC 9112 §6.3 calls this
+        # shape a likely smuggling attempt, and a server must then close after answering. Nue never sends it.
+        raise h11.RemoteProtocolError("both Content-Length and Transfer-Encoding: send one (RFC 9112 §6.3)",
+                                      error_status_hint=400)
     return event
 
 

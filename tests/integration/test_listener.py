@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -210,6 +211,23 @@ class TestRefusing:
             with anyio.fail_after(5):
                 reply = await stream.receive()
         assert reply.startswith(b"HTTP/1.1 401")
+
+    async def test_content_length_with_transfer_encoding_is_400_and_closed(self, running: Running) -> None:
+        """Both framings at once (a request-smuggling shape, RFC 9112 §6.3): refused, and the connection closed
+        after the answer rather than reading on by one of them."""
+        body = notification()
+        chunked = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+        head = "".join(f"{k}: {v}\r\n" for k, v in signed(body).items())
+        stream = await anyio.connect_tcp("127.0.0.1", running.port)
+        received = b""
+        async with stream:
+            await stream.send(f"POST /webhooks/nue HTTP/1.1\r\nhost: x\r\n{head}content-length: {len(chunked)}\r\n"
+                              "transfer-encoding: chunked\r\n\r\n".encode() + chunked)
+            with anyio.fail_after(5), contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                while True:
+                    received += await stream.receive()
+        assert received.startswith(b"HTTP/1.1 400") and b"connection: close" in received
+        assert sum((await running.store.queue_depths()).values()) == 0
 
     async def test_unstorable_id_fails_alone(self, running: Running) -> None:
         """An envelope id with an unpaired surrogate is refused with 400; its concurrent neighbour is stored."""
