@@ -34,6 +34,7 @@ from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.domain.cursor import Cursor, advance, query_floor
 from revdaemon.errors import AuthExpired, AuthFailed, SyncError, Throttled
+from revdaemon.flows import sources
 from revdaemon.limits import Priority
 from revdaemon.ops.alerts import Alerter, AlertKind
 from revdaemon.ops.health import Health
@@ -283,7 +284,7 @@ class SalesforceClosedWonPoller(Poller):
     The event fires for every change of a won opportunity; "became Closed Won" is decided by the flow
     against local state (one order per opportunity ever), not here."""
 
-    source = "salesforce_poll"
+    source = sources.SALESFORCE_POLL
     CURSOR = "salesforce:Opportunity:closed_won"
     EVENT_TYPE = "opportunity.closed_won"
     FIELDS = ("Id", "AccountId", "StageName", "IsWon", "SystemModstamp", "LastModifiedById")
@@ -333,7 +334,7 @@ class NuePoller(Poller):
     Paging rule: `lastModifiedDate >= floor`, then each page the keyset after the last (lastModifiedDate, id)
     read (NueClient.poll). The overlap below the cursor re-reads rows committed late with an older time."""
 
-    source = "nue_poll"
+    source = sources.NUE_POLL
 
     def __init__(self, type_name: str, client: NueClient, store: Store, *, page_size: int = NUE_PAGE_SIZE,
                  **options: Any) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.sync_status import SyncStatus
 from revdaemon.errors import SyncError
-from revdaemon.flows.base import Flow, FlowEvent, Found, Needs
+from revdaemon.flows.base import Flow, FlowEvent, Found, Needs, takes, why_not_taken
 from revdaemon.flows.plan import (
     NueActivateOrder,
     NueCreateCustomer,
@@ -93,10 +93,10 @@ async def preview(events: Sequence[Event], flows: Sequence[Flow], fetcher: Fetch
     values to plan with instead of reading them, e.g. the last synced values a decision not yet stored
     would set."""
     jobs = [(event, flow, FlowEvent(key=event.key, type=event.type, source=event.source, payload=event.payload))
-            for event in events for flow in flows if event.type in flow.event_types]
+            for event in events for flow in flows if takes(flow, event.type, event.source)]
     if not jobs:
         return Preview(events=tuple(EventPreview(event_id=e.id, event_key=e.key, flow="-", outcome="nothing",
-                                                 note="no flow handles this event type") for e in events))
+                                                 note=why_not_taken(flows, e.type, e.source)) for e in events))
     status = sync_status or None
     found = known or Found()
     for _ in range(MAX_LOOKUP_ROUNDS):

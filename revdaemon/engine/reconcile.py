@@ -30,14 +30,13 @@ from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.domain.reconciliation import DEFAULT_TOLERANCE, AccountFields, Comparison, Report, compare
 from revdaemon.engine.lookups import SOQL_IN_MAX
-from revdaemon.flows.subscription_status import SubscriptionStatusMapping
+from revdaemon.flows.subscription_status import REPAIR_FLAG, REPAIR_SOURCE, SubscriptionStatusMapping
 from revdaemon.limits import Priority
 from revdaemon.store import Store
 from revdaemon.store.records import NewEvent
 
 log = structlog.get_logger("revdaemon.reconcile")
 
-REPAIR_SOURCE = "schedule"
 REPAIR_EVENT_TYPE = "subscription.updated"  # one of flow 2's event types
 REPAIR_LINK = "externalId"  # flow 2 finds the account through the customer's externalId only
 
@@ -122,7 +121,7 @@ def repair_event(customer_id: str, day: date) -> NewEvent:
     """The inbox event that makes flow 2 rewrite one customer's account (`repair`: over a hand edit too,
     since an operator asked for it)."""
     return NewEvent(source=REPAIR_SOURCE, key=f"reconcile:{customer_id}:{day.isoformat()}", type=REPAIR_EVENT_TYPE,
-                    payload={"data": {"id": customer_id, "customerId": customer_id}, "repair": True})
+                    payload={"data": {"id": customer_id, "customerId": customer_id}, REPAIR_FLAG: True})
 
 
 def repair_targets(rows: Sequence[Comparison]) -> tuple[str, ...]:

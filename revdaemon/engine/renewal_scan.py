@@ -24,13 +24,14 @@ from typing import Any
 import structlog
 
 from revdaemon.connectors.nue import NueClient
+from revdaemon.flows import sources
 from revdaemon.store import Store
 from revdaemon.store.records import NewEvent
 
 log = structlog.get_logger("revdaemon.renewal_scan")
 
 EVENT_TYPE = "renewal.due"
-SOURCE = "schedule"
+SOURCE = sources.SCHEDULE
 SCAN_FIELDS = ("id", "name", "customerId", "status", "subscriptionEndDate", "lastModifiedDate")
 STORE_CHUNK = 500  # events per store transaction
 

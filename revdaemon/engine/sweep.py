@@ -28,6 +28,7 @@ import structlog
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.engine.pollers import NuePoller, SalesforceClosedWonPoller, nue_datetime
+from revdaemon.flows import sources
 from revdaemon.flows.closed_won_to_order import BACKFILL_SOURCE, WON_SINCE
 from revdaemon.limits import Priority
 from revdaemon.store import Store
@@ -35,7 +36,7 @@ from revdaemon.store.records import NewEvent
 
 log = structlog.get_logger("revdaemon.sweep")
 
-SOURCE = "salesforce_sweep"
+SOURCE = sources.SALESFORCE_SWEEP
 BATCH_SIZE = 200  # events per add_events transaction, as the pollers store them
 
 

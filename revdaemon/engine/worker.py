@@ -2,8 +2,9 @@
 
 Theory of operation:
 - A worker claims a batch of due events (with a lease: if this process dies, another claim takes them
-  over when the lease expires). Each (event, flow) pair whose flow handles the event's type is a job;
-  an event no flow handles is finished with a log line.
+  over when the lease expires). Each (event, flow) pair whose flow takes the event's type from the event's
+  source is a job (flows.base.takes); an event no flow takes is finished with a log line, a warning when a
+  flow handles its type but not from that source (an internal type or flag a webhook sent).
 - One step: ask every job's flow what it needs given what was found so far, fetch only what is new,
   batched across the whole claim, until nothing new is needed; then plan. Writes of all jobs go to the
   executor together, so they batch and coalesce. A plan that is not done (its next step depends on
@@ -47,7 +48,8 @@ from revdaemon.errors import (
     SyncError,
     Throttled,
 )
-from revdaemon.flows.base import Flow, FlowEvent, Found, Needs
+from revdaemon.flows import sources
+from revdaemon.flows.base import Flow, FlowEvent, Found, Needs, takes, why_not_taken
 from revdaemon.flows.plan import OpenConflict, Plan
 from revdaemon.limits import RetryPolicy
 from revdaemon.ops.alerts import Alerter, AlertKind
@@ -239,7 +241,7 @@ class Worker:
                 unusable[event.id] = exc
                 continue
             if not matched:
-                log.info("event_ignored", event_key=event.key, type=event.type, reason="no flow handles this type")
+                self._log_ignored(event)
             jobs.extend(matched)
         for job in jobs:
             job.parked = self._schema.is_parked(job.flow.name) if self._schema is not None else None
@@ -311,7 +313,7 @@ class Worker:
         skew or a write planned from another kind of event errs towards planning, which is always safe."""
         user = self._own_user()
         data = event.payload.get("data")
-        if not user or event.source != "salesforce_poll" or not isinstance(data, dict):
+        if not user or event.source != sources.SALESFORCE_POLL or not isinstance(data, dict):
             return False
         modified_by, modstamp, record_id = data.get("LastModifiedById"), data.get("SystemModstamp"), data.get("Id")
         if not (isinstance(modified_by, str) and isinstance(modstamp, str) and isinstance(record_id, str)):
@@ -336,8 +338,17 @@ class Worker:
         unwritten = set(data) - set(written) - {"SystemModstamp", "LastModifiedById", "attributes"}
         return all(before.get(k) == data[k] for k in unwritten)
 
+    def _log_ignored(self, event: Event) -> None:
+        # Every mapping version's flows are the same classes, so the current ones say why as well as any.
+        reason = why_not_taken(self._flows, event.type, event.source)
+        if any(event.type in flow.event_types for flow in self._flows):
+            # A type some flow handles, from a source it does not trust: someone tried to reach internal work.
+            log.warning("event_ignored", event_key=event.key, type=event.type, source=event.source, reason=reason)
+        else:
+            log.info("event_ignored", event_key=event.key, type=event.type, source=event.source, reason=reason)
+
     async def _jobs_of(self, event: Event) -> list[_Job]:
-        """One job per flow handling the event, from the flows of the mapping version it is pinned to."""
+        """One job per flow taking the event, from the flows of the mapping version it is pinned to."""
         view = FlowEvent(key=event.key, type=event.type, source=event.source, payload=event.payload)
         if self._versions is None:
             flows, version, old = self._flows, None, False
@@ -346,7 +357,7 @@ class Worker:
             old = not self._versions.is_current(event.mapping_version)
             version = event.mapping_version if old else self._versions.current_version
         return [_Job(event=event, flow=flow, view=view, mapping_version=version, old_mapping=old)
-                for flow in flows if event.type in flow.event_types]
+                for flow in flows if takes(flow, event.type, event.source)]
 
     async def _step(self, jobs: list[_Job]) -> None:
         found = Found()

@@ -43,6 +43,7 @@ from typing import Any
 
 from revdaemon.domain.money import ZERO, PriceEntry, PricingError, cents, to_decimal
 from revdaemon.domain.subscriptions import LineTerms, order_lines, price_entries, subscription_mrr, version_of
+from revdaemon.flows import sources
 from revdaemon.flows.base import FlowEvent, Found, Needs
 from revdaemon.flows.common import (
     account_id_of,
@@ -58,6 +59,7 @@ NAME = "amendments"
 # order.updated comes from the Nue order poll (the safety net for a missed webhook); the flow re-reads
 # the order and acts only on an activated change order either way.
 EVENT_TYPES = frozenset({"order.activated", "order.updated"})
+SOURCES = sources.FROM_NUE  # a notification or a poll of Nue's own records
 
 UPDATE_QUANTITY = "UpdateQuantity"
 CANCEL = "Cancel"
@@ -87,6 +89,7 @@ class AssetDelta:
 class AmendmentsFlow:
     name = NAME
     event_types = EVENT_TYPES
+    sources = SOURCES
 
     def __init__(self, mapping: AmendmentMapping | None = None) -> None:
         self.mapping = mapping or AmendmentMapping()

@@ -3,11 +3,14 @@ back. A flow is two pure functions, `needs(event, found) -> Needs` and `plan(eve
 asks for needs with what it has found so far (empty at first), fetches what is new, batched across every
 event of a claim, and asks again until nothing new is needed (a read can depend on an earlier one: the
 Salesforce account is known only once the Nue customer is read). Then it asks for the plan.
+
+A flow is given an event only if it takes the event's type from the event's source (`takes`): the type
+alone is whatever a webhook body says, the source is set by whoever stored the event (flows/sources.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol
@@ -131,7 +134,23 @@ class Found:
 class Flow(Protocol):
     name: str
     event_types: frozenset[str]
+    sources: frozenset[str]  # where it takes those types from (flows/sources.py)
 
     def needs(self, event: FlowEvent, found: Found) -> Needs: ...
 
     def plan(self, event: FlowEvent, found: Found) -> Plan: ...
+
+
+def takes(flow: Flow, event_type: str, source: str) -> bool:
+    """Whether `flow` acts on an event of this type from this source."""
+    return event_type in flow.event_types and source in flow.sources
+
+
+def why_not_taken(flows: Sequence[Flow], event_type: str, source: str) -> str:
+    """Why none of `flows` takes an event (for the log line of an event finished without a job)."""
+    handling = [flow for flow in flows if event_type in flow.event_types]
+    if not handling:
+        return "no flow handles this type"
+    names = ", ".join(sorted(flow.name for flow in handling))
+    trusted = ", ".join(sorted({s for flow in handling for s in flow.sources}))
+    return f"{names} take {event_type} only from {trusted}, not from {source}"

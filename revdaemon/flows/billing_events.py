@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 from revdaemon.domain.money import PricingError, cents, to_decimal
 from revdaemon.domain.subscriptions import version_of
+from revdaemon.flows import sources
 from revdaemon.flows.base import FlowEvent, Found, Needs
 from revdaemon.flows.common import account_id_of, same, was
 from revdaemon.flows.plan import OpenConflict, Plan, SfCreate, SfUpdate, SfUpsert, Write
@@ -48,6 +49,7 @@ from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
 NAME = "billing_events"
 EVENT_TYPES = frozenset({"invoice.activated", "invoice.updated"})
+SOURCES = sources.FROM_NUE  # a notification or a poll of Nue's own records
 
 NOT_YET_BILLED = frozenset({"draft", "pending activation"})  # nue-api.md Invoice `status`, compared lowercased
 CANCELED_INVOICE = "canceled"
@@ -103,6 +105,7 @@ class BillingEventMapping:
 class BillingEventsFlow:
     name = NAME
     event_types = EVENT_TYPES
+    sources = SOURCES
 
     def __init__(self, mapping: BillingEventMapping | None = None) -> None:
         self.mapping = mapping or BillingEventMapping()

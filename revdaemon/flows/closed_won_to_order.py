@@ -1,7 +1,8 @@
 """Flow 1 (architecture.md): a Closed Won opportunity becomes one Nue order, ever.
 
 Trigger:   opportunity.closed_won (the Salesforce poll on IsWon and SystemModstamp, the daily sweep of won
-           deals without an order, or `revdaemon backfill --flow closed_won`).
+           deals without an order, or `revdaemon backfill --flow closed_won`); only from those sources,
+           never from a Nue webhook.
 Reads:     the opportunity, its line items and its account (Salesforce); the Nue customer by the
            account id, that customer's orders, the opportunity's Nue quotes, and the catalog (Nue); the
            store's go-live date.
@@ -37,19 +38,21 @@ from typing import Any
 
 from revdaemon.connectors import nue_wire
 from revdaemon.domain.money import PricingError, to_decimal
+from revdaemon.flows import sources
 from revdaemon.flows.base import FlowEvent, Found, Needs
 from revdaemon.flows.common import was
 from revdaemon.flows.plan import NueActivateOrder, NueCreateCustomer, NueCreateOrder, OpenConflict, Plan, SfUpdate
 
 NAME = "closed_won_to_order"
 EVENT_TYPES = frozenset({"opportunity.closed_won"})
+SOURCES = sources.FROM_SALESFORCE  # a deal is won in Salesforce: never on Nue's word
 
 # CurrencyIsoCode is left out: it exists only in multicurrency orgs (INVALID_FIELD elsewhere).
 OPPORTUNITY_FIELDS = ("Name", "AccountId", "StageName", "IsWon", "CloseDate")
 LINE_FIELDS = ("PricebookEntryId", "Product2Id", "ProductCode", "Quantity", "UnitPrice", "Discount")
 ACCOUNT_FIELDS = ("Name", "Phone", "Website", "BillingCity", "BillingCountry")
 
-BACKFILL_SOURCE = "backfill"  # only `revdaemon backfill --flow closed_won` stores events from this source
+BACKFILL_SOURCE = sources.BACKFILL  # only `revdaemon backfill --flow closed_won` stores events from this source
 WON_SINCE = "won_since"  # a backfill event's payload key: its own cut-off, the day the operator gave
 # Links by strength: a deal with several linked orders is reported by the strongest (revdaemon's own first).
 
@@ -85,6 +88,7 @@ class Assessment:
 class ClosedWonToOrderFlow:
     name = NAME
     event_types = EVENT_TYPES
+    sources = SOURCES
 
     def __init__(self, mapping: ClosedWonMapping | None = None) -> None:
         self.mapping = mapping or ClosedWonMapping()

@@ -29,6 +29,7 @@ from typing import Any
 
 from revdaemon.domain.money import PricingError, to_decimal
 from revdaemon.domain.subscriptions import version_of
+from revdaemon.flows import sources
 from revdaemon.flows.base import FlowEvent, Found, Needs
 from revdaemon.flows.common import (
     account_id_of,
@@ -46,6 +47,7 @@ NAME = "onboarding"
 # order.updated comes from the Nue order poll (the safety net for a missed webhook); the flow re-reads
 # the order and acts only on an activated, non-change order either way.
 EVENT_TYPES = frozenset({"order.activated", "order.updated"})
+SOURCES = sources.FROM_NUE  # a notification or a poll of Nue's own records
 
 TASK_FIELDS = ("Subject", "WhatId")
 
@@ -74,6 +76,7 @@ class OnboardingMapping:
 class OnboardingFlow:
     name = NAME
     event_types = EVENT_TYPES
+    sources = SOURCES
 
     def __init__(self, mapping: OnboardingMapping | None = None) -> None:
         self.mapping = mapping or OnboardingMapping()

@@ -34,12 +34,14 @@ from decimal import Decimal
 from typing import Any
 
 from revdaemon.domain.money import HUNDRED, ZERO, PriceEntry, PricingError, cents, charge, monthly, to_decimal
+from revdaemon.flows import sources
 from revdaemon.flows.base import FlowEvent, Found, Needs
 from revdaemon.flows.common import same, was
 from revdaemon.flows.plan import OpenConflict, Plan, SfDelete, SfUpdate, SfUpsert, Write
 
 NAME = "quote_sync"
 EVENT_TYPES = frozenset({"quote.created", "quote.updated"})
+SOURCES = sources.FROM_NUE  # a notification or a poll of Nue's own records
 KEY_PREFIX = "quote:"
 PERCENT = Decimal("0.01")  # Discount is a percent field with two decimals
 
@@ -85,6 +87,7 @@ def version_text(quote_version: int) -> str:
 class QuoteSyncFlow:
     name = NAME
     event_types = EVENT_TYPES
+    sources = SOURCES
 
     def __init__(self, mapping: QuoteSyncMapping | None = None) -> None:
         self.mapping = mapping or QuoteSyncMapping()

@@ -1,7 +1,9 @@
 """Flow 3 (architecture.md): a subscription nearing its end gets one renewal opportunity, ever.
 
 Trigger:   renewal.due, stored by the daily scan (engine/renewal_scan.py) once per subscription term:
-           key renewal:<subscription id>:<subscriptionEndDate>, so a second scan adds nothing.
+           key renewal:<subscription id>:<subscriptionEndDate>, so a second scan adds nothing. Only from
+           the scan's source: a renewal.due a webhook sent (refused by the listener, or stored before it
+           was) is ignored, or it would make an opportunity for any term, due or not.
 Reads:     the Nue customer, its subscriptions and orders, the catalog (never the event's body: the
            subscription is read again); the Salesforce account (Name, OwnerId); the renewal opportunity
            already made for this term (by Nue_Renewal_Key__c) and its line items.
@@ -35,6 +37,7 @@ from typing import Any
 
 from revdaemon.domain.money import ZERO, PricingError, cents, to_decimal
 from revdaemon.domain.subscriptions import order_lines, price_entries, subscription_mrr
+from revdaemon.flows import sources
 from revdaemon.flows.base import FlowEvent, Found, Needs
 from revdaemon.flows.common import account_id_of
 from revdaemon.flows.plan import OpenConflict, Plan, SfUpsert, Write
@@ -42,6 +45,7 @@ from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
 NAME = "renewals"
 EVENT_TYPES = frozenset({"renewal.due"})
+SOURCES = frozenset({sources.SCHEDULE})  # the renewal scan decides which terms are due, never a notification
 
 ACCOUNT_FIELDS = ("Name", "OwnerId")
 OPPORTUNITY_FIELDS = ("Name", "AccountId", "Pricebook2Id")
@@ -78,6 +82,7 @@ def line_key(subscription_id: str, end_date: str, entry_id: str) -> str:
 class RenewalFlow:
     name = NAME
     event_types = EVENT_TYPES
+    sources = SOURCES
 
     def __init__(self, mapping: RenewalMapping | None = None) -> None:
         self.mapping = mapping or RenewalMapping()

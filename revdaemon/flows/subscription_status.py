@@ -9,9 +9,9 @@ Writes:    one update of the account: subscription status (through the mapping's
 Key:       subscription_status:account:<Salesforce account id> (one write per account per state).
 Conflicts: a field edited in Salesforce since revdaemon last wrote it (its value is neither the last synced
            one, nor one revdaemon wrote around the read (found.synced's `recent`), nor Nue's) opens a conflict
-           showing the three values, unless `on_hand_edit` is "overwrite"
-           or the event is a reconciliation repair. Otherwise Nue is the master of subscription state; an
-           unlinked customer is skipped and logged.
+           showing the three values, unless `on_hand_edit` is "overwrite" or the event is a reconciliation
+           repair (flagged `repair`, and from the repair source: a webhook's flag is not one). Otherwise Nue
+           is the master of subscription state; an unlinked customer is skipped and logged.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from revdaemon.connectors import nue_wire
 from revdaemon.domain.money import PricingError
 from revdaemon.domain.subscriptions import STATUS_RANK, customer_state, order_lines, price_entries
 from revdaemon.domain.synced import SyncedRecord
+from revdaemon.flows import sources
 from revdaemon.flows.base import FlowEvent, Found, Needs
 from revdaemon.flows.common import same, was
 from revdaemon.flows.plan import OpenConflict, Plan, SfUpdate
@@ -35,6 +36,12 @@ NAME = "subscription_status"
 # customer.updated: Nue's own sync linking a customer to its account (externalId) makes the account's
 # state writable at last; the notification names the customer itself.
 EVENT_TYPES = frozenset({"subscription.created", "subscription.updated", "order.activated", "customer.updated"})
+# A reconciliation repair (engine/reconcile.py) is a subscription.updated of this source, flagged `repair`:
+# it writes over a hand edit, since an operator (or the nightly job they configured) asked for it. The flag
+# counts only from this source: in a webhook body it is anyone's word.
+REPAIR_SOURCE = sources.SCHEDULE
+REPAIR_FLAG = "repair"
+SOURCES = sources.FROM_NUE | {REPAIR_SOURCE}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +72,7 @@ class SubscriptionStatusMapping:
 class SubscriptionStatusFlow:
     name = NAME
     event_types = EVENT_TYPES
+    sources = SOURCES
 
     def __init__(self, mapping: SubscriptionStatusMapping | None = None) -> None:
         self.mapping = mapping or SubscriptionStatusMapping()
@@ -151,7 +159,7 @@ class SubscriptionStatusFlow:
                 return Plan(conflict=OpenConflict(flow=NAME, record_ref=f"salesforce:Account:{account_id}",
                                                   reason=f"a mapped field cannot be filled: {exc}"))
         changed = {name: value for name, value in wanted.items() if not same(account.get(name), value)}
-        if self.mapping.on_hand_edit == "conflict" and not event.payload.get("repair"):
+        if self.mapping.on_hand_edit == "conflict" and not is_repair(event):
             record = found.synced.get(self._account_ref(str(account_id)), SyncedRecord())
             synced = record.values
             # A person kept Salesforce's value against this very Nue value: leave it until Nue's changes.
@@ -192,6 +200,11 @@ class SubscriptionStatusFlow:
             m.arr_field: arr,
             m.next_renewal_field: renewal.isoformat() if renewal else None,
         }
+
+
+def is_repair(event: FlowEvent) -> bool:
+    """A reconciliation repair: the flag, from the one source that may set it."""
+    return event.source == REPAIR_SOURCE and event.payload.get(REPAIR_FLAG) is True
 
 
 def _as_wanted(synced: Any, wanted: Any) -> Any:

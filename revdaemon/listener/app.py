@@ -14,7 +14,7 @@ import structlog
 
 from revdaemon.config import NueSettings, WebhookAuth
 from revdaemon.listener import signature
-from revdaemon.listener.envelope import EnvelopeError, parse_notification
+from revdaemon.listener.envelope import EnvelopeError, InternalType, internal_flags, parse_notification
 from revdaemon.listener.group_commit import GroupCommitter
 from revdaemon.listener.http import Request, Response
 from revdaemon.ops.health import Health
@@ -79,8 +79,14 @@ class ListenerApp:
             return Response.json(415, {"error": "content-type must be application/json"})
         try:
             event = parse_notification(request.body)
+        except InternalType as exc:
+            log.warning("webhook_refused", reason=str(exc))
+            return Response.json(400, {"error": str(exc)})
         except EnvelopeError as exc:
             return Response.json(400, {"error": str(exc)})
+        if flags := internal_flags(event.payload):
+            log.warning("webhook_flag_ignored", event_key=event.key, flags=flags,
+                        reason="set only by revdaemon's own sources; a webhook's is stored as sent and not honoured")
         inserted = await self._committer.submit(event)
         self.received += 1
         if self._metrics is not None and inserted:

@@ -147,7 +147,7 @@ class HttpServer:
                     response = Response.json(500, {"error": "internal error"}, close=True)
                 phase = "answer"
                 deadline.deadline = anyio.current_time() + s.body_timeout_seconds
-                await _answer(conn, stream, response, head=request.method == "HEAD")
+                await _answer(conn, stream, response, send_body=head.method != b"HEAD")
                 if conn.our_state is h11.MUST_CLOSE or response.close:
                     return
                 try:
@@ -194,6 +194,12 @@ async def _read_head(conn: h11.Connection, stream: SocketStream) -> h11.Request 
     if _head_size(event) > MAX_HEAD_BYTES:
         # h11 bounds only a head still incomplete; one that arrived whole in a single read is measured here.
         raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
+    names = {name for name, _ in event.headers}
+    if b"content-length" in names and b"transfer-encoding" in names:
+        # h11 reads the body by Transfer-Encoding alone and keeps the connection; RFC 9112 §6.3 calls this
+        # shape a likely smuggling attempt, and a server must then close after answering. Nue never sends it.
+        raise h11.RemoteProtocolError("both Content-Length and Transfer-Encoding: send one (RFC 9112 §6.3)",
+                                      error_status_hint=400)
     return event
 
 
@@ -234,15 +240,16 @@ def _request(head: h11.Request, body: bytes) -> Request:
     return Request(method=head.method.decode("ascii"), path=path, query=query, headers=headers, body=body)
 
 
-async def _answer(conn: h11.Connection, stream: SocketStream, response: Response, *, head: bool = False) -> None:
-    """Send `response`; to a HEAD request only its head (h11 refuses a body there, and the answer was lost)."""
+async def _answer(conn: h11.Connection, stream: SocketStream, response: Response, *, send_body: bool = True) -> None:
+    """Send `response`. `send_body` False answers a HEAD request: the same headers, the length of the body
+    a GET would get (RFC 9110 §9.3.2), and no body, which h11 refuses to send (it would fail the answer)."""
     headers = [(b"server", SERVER_HEADER), (b"content-length", str(len(response.body)).encode())]
     headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
     if response.close:
         headers.append((b"connection", b"close"))
     try:
         data = conn.send(h11.Response(status_code=response.status, headers=headers))
-        data += conn.send(h11.Data(data=response.body)) if response.body and not head else b""
+        data += conn.send(h11.Data(data=response.body)) if response.body and send_body else b""
         data += conn.send(h11.EndOfMessage())
     except h11.LocalProtocolError:
         return  # the connection is in no state to answer (e.g. the request was never read)

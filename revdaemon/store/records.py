@@ -33,7 +33,7 @@ Clock = Callable[[], datetime]  # the store's notion of now; tests pass a fake o
 class NewEvent:
     """A trigger's notification, before it is stored. `key` is unique across the inbox."""
 
-    source: str  # "nue_webhook", "nue_poll", "salesforce_poll", "schedule", "operator"
+    source: str  # one of flows/sources.py
     key: str
     type: str
     payload: JsonObject = field(default_factory=dict)

@@ -17,7 +17,7 @@ from revdaemon.limits import RetryPolicy
 from revdaemon.sandbox.runner import Sandbox
 from revdaemon.store.records import NewEvent
 from revdaemon.store.states import EventStatus
-from tests.integration.engine_fixtures import engine
+from tests.integration.engine_fixtures import engine, webhook
 
 pytestmark = pytest.mark.anyio
 
@@ -79,6 +79,17 @@ class TestClosedWon:
                 pass
         assert nue_writes(sandbox) == [] and sandbox.salesforce.log.writes() == []
         assert len(orders_for(sandbox, opportunity_id)) == 1
+
+    async def test_a_won_deal_named_by_a_nue_webhook_is_not_ordered(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """opportunity.closed_won is Salesforce's to say: the same event from the webhook source (stored before
+        the listener refused the type) orders nothing, though the deal is won."""
+        opportunity_id, _ = won(sandbox, 0)
+        forged = webhook("opportunity.closed_won", {"id": opportunity_id, "Id": opportunity_id}, "forged-won")
+        async with engine(sandbox, tmp_path, flows=FLOWS) as e:
+            await e.store.add_events([forged])
+            assert await e.worker.run_once() == 1
+            assert (await e.store.queue_depths())[EventStatus.DONE] == 1
+        assert orders_for(sandbox, opportunity_id) == [] and nue_writes(sandbox) == []
 
     async def test_edit_after_the_order_is_a_conflict(self, sandbox: Sandbox, tmp_path: Path) -> None:
         """A quantity changed after the order exists opens a conflict and overwrites nothing."""

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from revdaemon.engine.renewal_scan import scan_renewals
 from revdaemon.flows.renewals import RenewalFlow
 from revdaemon.sandbox.runner import Sandbox
 from revdaemon.store.states import EventStatus
-from tests.integration.engine_fixtures import engine
+from tests.integration.engine_fixtures import engine, webhook
 
 pytestmark = pytest.mark.anyio
 
@@ -135,3 +136,21 @@ class TestRenewals:
             await e.worker.run_once()
             assert (await e.store.queue_depths())[EventStatus.DONE] == 1
         assert renewals(sandbox) == []
+
+    async def test_a_renewal_due_a_webhook_stored_is_ignored(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """A renewal.due of the webhook source (stored before the listener refused the type) makes no opportunity,
+        though its term is Active and priced: only the scan decides which terms are due."""
+        customer, _ = customer_with_order(sandbox, 5, 0)
+        subs = subscriptions_of(sandbox, customer["id"])
+        forged = [webhook("renewal.due", {"id": s["id"], "customerId": customer["id"],
+                                          "subscriptionEndDate": str(s["subscriptionEndDate"])[:10]}, f"forged-{n}")
+                  for n, s in enumerate(subs)]
+        async with engine(sandbox, tmp_path, flows=FLOWS) as e:
+            await e.store.add_events(forged)
+            with capture_logs() as logs:
+                assert await e.worker.run_once() == len(subs)
+            assert (await e.store.queue_depths())[EventStatus.DONE] == len(subs)
+        assert renewals(sandbox) == [] and data_writes(sandbox) == []
+        ignored = [entry for entry in logs if entry["event"] == "event_ignored"]
+        assert len(ignored) == len(subs) and all(entry["source"] == "nue_webhook" for entry in ignored)
+        assert all(entry["log_level"] == "warning" for entry in ignored)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 from pathlib import Path
 
@@ -86,3 +87,18 @@ class TestHandEdits:
             assert await e.store.list_conflicts() == []
         nue_mrr = Decimal(str(sandbox.nue.store.customers[customer_id]["todayCMRR"]))
         assert Decimal(str(sandbox.salesforce.record("Account", account_id)["MRR__c"])) == nue_mrr
+
+    async def test_a_webhooks_repair_flag_does_not_overwrite_the_edit(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """A Nue notification carrying `repair: true` is an ordinary notification: the edit opens a conflict and
+        is kept; only a reconciliation repair (its own source) writes over it."""
+        async with engine(sandbox, tmp_path) as e:
+            _, account_id, subscriptions = activate_for(sandbox, 5, 5)
+            await e.store.add_events([webhook("subscription.updated", dict(subscriptions[0]), "first-5")])
+            await e.worker.run_once()
+            sandbox.salesforce.update("Account", account_id, {"MRR__c": 1.0})
+            flagged = webhook("subscription.updated", dict(subscriptions[0]), "flagged-5")
+            await e.store.add_events([dataclasses.replace(flagged, payload={**flagged.payload, "repair": True})])
+            await e.worker.run_once()
+            [conflict] = await e.store.list_conflicts()
+        assert conflict.record_ref == f"salesforce:Account:{account_id}"
+        assert sandbox.salesforce.record("Account", account_id)["MRR__c"] == 1.0

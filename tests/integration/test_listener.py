@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -11,8 +12,10 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from revdaemon.config import ListenerSettings, NueSettings, WebhookAuth
+from revdaemon.flows.registry import INTERNAL_TYPES, WEBHOOK_TYPES
 from revdaemon.listener.app import ListenerApp
 from revdaemon.listener.group_commit import GroupCommitter
 from revdaemon.listener.http import HttpServer
@@ -37,9 +40,11 @@ class Running:
     committer: GroupCommitter
 
 
-async def start(tmp_path: Path, *, nue: NueSettings | None = None,
-                listener: ListenerSettings | None = None) -> AsyncIterator[Running]:
-    store = await open_store(tmp_path / "db.sqlite3")
+async def start(tmp_path: Path, *, nue: NueSettings | None = None, listener: ListenerSettings | None = None,
+                store: Store | None = None) -> AsyncIterator[Running]:
+    """The listener on a loopback port, with its own store in `tmp_path` unless given one (left open)."""
+    own = store is None
+    store = store or await open_store(tmp_path / "db.sqlite3")
     health = Health()
     committer = GroupCommitter(store)
     app = ListenerApp(nue or NueSettings(api_key="k", webhook_secret=SECRET), committer, store, health)
@@ -53,7 +58,8 @@ async def start(tmp_path: Path, *, nue: NueSettings | None = None,
                           committer=committer)
             tg.cancel_scope.cancel()
     finally:
-        await store.close()
+        if own:
+            await store.close()
 
 
 @pytest.fixture
@@ -140,13 +146,14 @@ class TestAccepting:
             polled = (await client.get(f"{running.url}/healthz")).json()["last_polls"]
         assert polled["nue:Subscription"] is not None
 
-    async def test_head_is_answered_without_a_body(self, running: Running) -> None:
-        """HEAD /healthz gets the status and headers GET would, no body, and the connection serves on."""
+    async def test_head_gets_the_headers_without_a_body(self, running: Running) -> None:
+        """HEAD /healthz is answered with GET's status and length and no body (it used to get no answer at all),
+        and the connection serves the next request."""
         async with httpx.AsyncClient() as client:
             head = await client.head(f"{running.url}/healthz")
             get = await client.get(f"{running.url}/healthz")
         assert head.status_code == 200 and head.content == b""
-        assert head.headers["content-length"] == get.headers["content-length"] != "0"
+        assert head.headers["content-length"] == get.headers["content-length"] == str(len(get.content))
 
 
 class TestRefusing:
@@ -203,6 +210,23 @@ class TestRefusing:
             with anyio.fail_after(5):
                 reply = await stream.receive()
         assert reply.startswith(b"HTTP/1.1 401")
+
+    async def test_content_length_with_transfer_encoding_is_400_and_closed(self, running: Running) -> None:
+        """Both framings at once (a request-smuggling shape, RFC 9112 §6.3): refused, and the connection closed
+        after the answer rather than reading on by one of them."""
+        body = notification()
+        chunked = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+        head = "".join(f"{k}: {v}\r\n" for k, v in signed(body).items())
+        stream = await anyio.connect_tcp("127.0.0.1", running.port)
+        received = b""
+        async with stream:
+            await stream.send(f"POST /webhooks/nue HTTP/1.1\r\nhost: x\r\n{head}content-length: {len(chunked)}\r\n"
+                              "transfer-encoding: chunked\r\n\r\n".encode() + chunked)
+            with anyio.fail_after(5), contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                while True:
+                    received += await stream.receive()
+        assert received.startswith(b"HTTP/1.1 400") and b"connection: close" in received
+        assert sum((await running.store.queue_depths()).values()) == 0
 
     async def test_unstorable_id_fails_alone(self, running: Running) -> None:
         """An envelope id with an unpaired surrogate is refused with 400; its concurrent neighbour is stored."""
@@ -263,6 +287,37 @@ class TestRefusing:
             with anyio.fail_after(5):
                 reply = await stream.receive()
         assert reply.startswith(b"HTTP/1.1 413")
+
+    @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32-be"])
+    async def test_a_body_not_utf8_is_400(self, running: Running, encoding: str) -> None:
+        """A signed, well-formed envelope in UTF-16 or UTF-32 is refused: webhook bodies are UTF-8."""
+        body = notification().decode().encode(encoding)
+        response = await post(f"{running.url}/webhooks/nue", body, signed(body))
+        assert response.status_code == 400 and "must be UTF-8" in response.json()["error"]
+        assert sum((await running.store.queue_depths()).values()) == 0
+
+    @pytest.mark.parametrize("event_type", sorted(INTERNAL_TYPES))
+    async def test_an_internal_type_is_400_naming_the_accepted_ones(self, running: Running, event_type: str) -> None:
+        """A type only revdaemon's own sources store is refused, signed or not, and the answer lists Nue's types."""
+        body = json.dumps({"id": "evt-int", "type": event_type, "data": {"id": "x-1"}}).encode()
+        with capture_logs() as logs:
+            response = await post(f"{running.url}/webhooks/nue", body, signed(body))
+        assert response.status_code == 400 and "revdaemon's own" in response.json()["error"]
+        assert all(t in response.json()["error"] for t in WEBHOOK_TYPES)
+        assert sum((await running.store.queue_depths()).values()) == 0
+        assert [entry["event"] for entry in logs] == ["webhook_refused"]
+
+    async def test_a_repair_flag_is_stored_as_sent_and_logged(self, running: Running) -> None:
+        """A notification flagged `repair` is still a hint: stored as sent (the flow ignores the flag), and logged."""
+        document = {"id": "evt-flag", "type": "subscription.updated", "repair": True, "data": {"id": "s-1"}}
+        body = json.dumps(document).encode()
+        with capture_logs() as logs:
+            response = await post(f"{running.url}/webhooks/nue", body, signed(body))
+        assert response.status_code == 202
+        stored = await running.store.find_event("nue:evt-flag")
+        assert stored is not None and stored.source == "nue_webhook" and stored.payload == document
+        [flagged] = [entry for entry in logs if entry["event"] == "webhook_flag_ignored"]
+        assert flagged["flags"] == ["repair"] and flagged["log_level"] == "warning"
 
     async def test_shutting_down_is_503(self, running: Running) -> None:
         """While the daemon stops, new webhooks are told to come back later."""

@@ -1,15 +1,22 @@
-"""Every case of tests/corpus/webhooks/ against the real listener over a real loopback socket.
+"""Every case of tests/corpus/webhooks/ and tests/corpus/http/ against the real listener over a real
+loopback socket.
 
 One YAML file per case (see tests/corpus/README.md): what is sent, and what must come back. A refused
 request is answered with its status and an error that names what is wrong, and leaves the inbox exactly as
-it was; an accepted one is stored once, as sent. A case with `lie:` also hands the stored event to the flow
-that would plan it, with what Nue really says, to show that the body was taken as a hint only.
+it was; an accepted one is stored once, as sent. After every case the listener still stores a good
+request. A case with `lie:` also hands the stored event to the flow that would plan it, with what Nue really
+says, to show that the body was taken as a hint only. The http/ cases are bytes on the wire (malformed
+request lines and framing, slow or cut-off senders, pipelining): each gets exactly its answers, in order,
+and the listener closes the connection once the sender is done or too slow.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,7 @@ pytestmark = pytest.mark.anyio
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "webhooks"
 CASES = sorted(CORPUS.glob("*.yaml"))
+WIRE_CASES = sorted((CORPUS.parent / "http").glob("*.yaml"))
 DEFAULT_HEADERS = {"content-type": "application/json"}
 FLOWS = {"billing_events": BillingEventsFlow, "onboarding": OnboardingFlow}
 ENVELOPE = {"id": "evt-gen", "type": "order.activated", "data": {"id": "o-1"}}
@@ -53,6 +61,8 @@ def body_of(spec: Mapping[str, Any]) -> bytes:
     kind = generator["kind"]
     if kind == "hex":
         return bytes.fromhex(generator["hex"])
+    if kind == "encoded":
+        return bytes.fromhex(generator.get("bom", "")) + json.dumps(ENVELOPE).encode(generator["encoding"])
     if kind == "huge":
         return json.dumps({**ENVELOPE, "data": {"id": "o-1", "padding": "x" * generator["size"]}}).encode()
     if kind == "deep":
@@ -66,6 +76,8 @@ def body_of(spec: Mapping[str, Any]) -> bytes:
         return json.dumps({**ENVELOPE, "type": "order." + "a" * generator["length"]}).encode()
     if kind == "long_id":
         return json.dumps({**ENVELOPE, "id": "e" * generator["length"]}).encode()
+    if kind == "long_data_id":
+        return json.dumps({**ENVELOPE, "data": {"id": "o" * generator["length"]}}).encode()
     if kind == "chunked":
         chunk = b"%x\r\n" % generator["size"] + b"x" * generator["size"] + b"\r\n"
         return chunk * generator["chunks"]
@@ -89,7 +101,7 @@ def signature_header(spec: Mapping[str, Any], body: bytes) -> str | None:
 
 def fill(template: str, spec: Mapping[str, Any], body: bytes) -> str:
     values = {"{token}": TOKEN, "{token_prefix}": TOKEN[: len(TOKEN) // 2], "{now}": str(int(time.time())),
-              "{length}": str(len(body)), "{length_minus_10}": str(len(body) - 10),
+              "{length}": str(len(body)), "{length_hex}": f"{len(body):x}", "{length_minus_10}": str(len(body) - 10),
               "{length_plus_500}": str(len(body) + 500), "{signature}": signature_header(spec, body) or ""}
     for name, value in values.items():
         template = template.replace(name, value)
@@ -180,6 +192,7 @@ async def test_webhook_case(path: Path, tmp_path: Path) -> None:
                 accepted.append(answer["key"])
         after = await count(running.store)
         assert after - before == case.get("stored", 0), f"{path.name}: the inbox went from {before} to {after}"
+        await serves_a_good_request(running, case)
         for key in accepted:
             stored = await running.store.find_event(key)
             assert stored is not None and stored.source == "nue_webhook"
@@ -202,3 +215,117 @@ def check_taken_as_hint(lie: Mapping[str, Any], event: FlowEvent) -> None:
         assert set(wanted) <= set(getattr(needs, name)), f"{name}: {getattr(needs, name)}"
     plan = flow.plan(event, truth)
     assert not plan.writes and plan.skip_reason is not None and lie["skip"] in plan.skip_reason, plan
+
+
+async def serves_a_good_request(running: Running, case: Mapping[str, Any]) -> None:
+    """Whatever the case did, the listener still takes a good notification on a new connection, and stores it."""
+    body = json.dumps({"id": f"evt-after-{uuid.uuid4()}", "type": "order.activated", "data": {"id": "o-1"}}).encode()
+    if case.get("auth") == "path_token":
+        path, signature = f"/webhooks/nue/{TOKEN}", ""
+    else:
+        path, signature = "/webhooks/nue", f"nue-signature: {signature_header({}, body)}\r\n"
+    # A raw socket rather than an httpx client: a client's setup costs more than this whole exchange.
+    head = (f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{signature}"
+            f"content-length: {len(body)}\r\n\r\n")
+    received, _ = await exchange(running.port, head.encode() + body, trickle=None, hold=False)
+    [(status, answer)] = answers(received)
+    assert status == 202, f"the listener no longer serves: {status} {answer}"
+    assert await running.store.find_event(answer["key"]) is not None
+
+
+# --- tests/corpus/http/: bytes on the wire -------------------------------------------------------------------
+
+# Longer than any case may take: the test listener's header and body timeouts are 0.5 s.
+READ_CAP_SECONDS = 3.0
+# {body}: the case's body; {chunked} / {chunked:N}: it as one chunk / chunks of N bytes, then the last chunk;
+# {pad:N}: N letters, for heads of a given size.
+BYTES_PLACEHOLDER = re.compile(r"\{(body|chunked(?::(\d+))?|pad:(\d+))\}")
+
+
+def wire_bytes(case: Mapping[str, Any]) -> bytes:
+    """The case's `wire` template as bytes: text as Latin-1 (so "\\xe9" is one byte), placeholders filled."""
+    body = body_of(case)
+    template = str(case["wire"])
+    out, position = b"", 0
+    for match in BYTES_PLACEHOLDER.finditer(template):
+        out += fill(template[position:match.start()], case, body).encode("latin-1")
+        name, size, pad = match.groups()
+        if pad is not None:
+            out += b"a" * int(pad)
+        elif name == "body":
+            out += body
+        else:
+            step = int(size) if size else max(len(body), 1)
+            out += b"".join(b"%x\r\n" % len(body[i:i + step]) + body[i:i + step] + b"\r\n"
+                            for i in range(0, len(body), step)) + b"0\r\n\r\n"
+        position = match.end()
+    return out + fill(template[position:], case, body).encode("latin-1")
+
+
+async def exchange(port: int, data: bytes, *, trickle: float | None, hold: bool) -> tuple[bytes, bool]:
+    """Send `data` (all at once, or a byte per `trickle` seconds), then end our side unless `hold`; read until
+    the listener closes. Returns what came back, and whether the listener closed within the cap."""
+    stream = await anyio.connect_tcp("127.0.0.1", port)
+    received = b""
+    gone = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError)
+    async with stream:
+        with contextlib.suppress(*gone):  # the listener may close while we still send (a cut-off)
+            if trickle is None:
+                await stream.send(data)
+            else:
+                for index in range(len(data)):
+                    await stream.send(data[index:index + 1])
+                    await anyio.sleep(trickle)
+            if not hold:
+                await stream.send_eof()
+        with anyio.move_on_after(READ_CAP_SECONDS):
+            while True:
+                try:
+                    received += await stream.receive()
+                except gone:
+                    return received, True
+    return received, False
+
+
+def answers(data: bytes) -> list[tuple[int, dict[str, Any]]]:
+    """The responses in `data`, in order: status and JSON body (informational ones and a HEAD's have none)."""
+    out: list[tuple[int, dict[str, Any]]] = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        assert sep, f"a response cut short: {data!r}"
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        fields = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+        length = int(fields.get("content-length", "0")) if status >= 200 else 0
+        body, data = rest[:length], rest[length:]
+        out.append((status, json.loads(body) if body else {}))
+    return out
+
+
+def test_the_wire_corpus_is_there() -> None:
+    """The wire corpus is found (a wrong path would make the parametrized test below collect nothing)."""
+    assert len(WIRE_CASES) >= 40
+
+
+@pytest.mark.parametrize("path", WIRE_CASES, ids=[p.stem for p in WIRE_CASES])
+async def test_wire_case(path: Path, tmp_path: Path) -> None:
+    """Each wire case gets exactly its answers and the connection is closed; the inbox holds only what was
+    accepted, as sent; a good request is served afterwards."""
+    case = load(path)
+    expect = case["expect"]
+    async for running in start(tmp_path, nue=nue_settings(case), listener=listener_settings(case)):
+        received, closed = await exchange(running.port, wire_bytes(case), trickle=case.get("trickle"),
+                                          hold=bool(case.get("hold")))
+        assert closed, f"{path.name}: the connection was still open after {READ_CAP_SECONDS} s: {received!r}"
+        got = answers(received)
+        wanted = [] if expect.get("closed") else expect.get("statuses", [expect.get("status")])
+        assert [status for status, _ in got] == wanted, f"{path.name}: {got}"
+        if "error" in expect:
+            assert expect["error"] in got[-1][1]["error"], f"{path.name}: {got[-1]}"
+        accepted = {answer["key"] for status, answer in got if status == 202}
+        events = await running.store.list_events(limit=100)
+        assert len(events) == case.get("stored", 0) and {e.key for e in events} == accepted, \
+            f"{path.name}: stored {[e.key for e in events]}, accepted {accepted}"
+        for event in events:
+            assert event.source == "nue_webhook" and event.payload == json.loads(body_of(case)), "stored as sent"
+        await serves_a_good_request(running, case)

@@ -3,7 +3,8 @@ real SQLite store and group committer, without sockets (the corpus covers those)
 
 - no input makes it answer 5xx;
 - nothing is stored unless the request is a validly signed, well-formed JSON envelope;
-- a validly signed envelope with arbitrary unicode in its fields is stored exactly once, as sent.
+- a validly signed envelope with arbitrary unicode in its fields is stored exactly once, as sent;
+- a body in any encoding but UTF-8 is refused with 400, whatever it says.
 """
 
 from __future__ import annotations
@@ -85,10 +86,11 @@ def signed(body: bytes) -> dict[str, str]:
 
 
 def looks_like_envelope(body: bytes) -> bool:
-    """A necessary condition for storing, written independently of the parser: a JSON object with a dotted
-    string type and an object `data` whose `id` is a non-empty string."""
+    """A necessary condition for storing, written independently of the parser: UTF-8 text (after an optional
+    byte order mark) of a JSON object with a dotted string type and an object `data` whose `id` is a
+    non-empty string."""
     try:
-        document = json.loads(body)
+        document = json.loads(body.decode("utf-8-sig"))
     except (ValueError, RecursionError):
         return False
     if not isinstance(document, dict):
@@ -206,6 +208,37 @@ async def test_key_fields_take_any_text(handler: Handler, field: str, text: str,
         body = json.dumps(document).encode()
     response = await check(handler, body, signed(body), signed_validly=True)
     assert response.status == (202 if valid_key_part(value) else 400), (response.status, response.body)
+
+
+OTHER_ENCODINGS = st.sampled_from(["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"])
+
+
+@FAST
+@given(document=mutated_envelopes() | st.builds(lambda: {**VALID, "id": f"evt-{uuid.uuid4()}"}),
+       encoding=OTHER_ENCODINGS, ascii_only=st.booleans())
+async def test_a_body_not_utf8_is_refused(handler: Handler, document: dict[str, Any], encoding: str,
+                                          ascii_only: bool) -> None:
+    """A signed envelope, well-formed or not, in UTF-16 or UTF-32 (with a byte order mark or without): a 400
+    saying the body must be UTF-8, never stored, though json.loads would read it."""
+    text = json.dumps(document, ensure_ascii=ascii_only)
+    try:
+        body = text.encode(encoding)
+    except UnicodeEncodeError:  # an unpaired surrogate only travels as a JSON escape
+        body = json.dumps(document).encode(encoding)
+    response = await check(handler, body, signed(body), signed_validly=True)
+    assert response.status == 400 and "must be UTF-8" in json.loads(response.body)["error"], response.body
+
+
+@FAST
+@given(name=KEY_TEXT, ascii_only=st.booleans())
+async def test_a_utf8_byte_order_mark_is_dropped(handler: Handler, name: str, ascii_only: bool) -> None:
+    """A UTF-8 envelope after a UTF-8 byte order mark is stored as the same envelope without one."""
+    document = {**VALID, "id": f"evt-{uuid.uuid4()}", "data": {**VALID["data"], "name": name}}
+    body = b"\xef\xbb\xbf" + json.dumps(document, ensure_ascii=ascii_only).encode()
+    response = await check(handler, body, signed(body), signed_validly=True)
+    assert response.status == 202
+    stored = await handler.store.find_event(f"nue:{document['id']}")
+    assert stored is not None and stored.payload == document
 
 
 HEADER_NAMES = st.sampled_from(["nue-signature", "content-type", "content-length", "x-other"])

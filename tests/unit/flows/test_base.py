@@ -1,6 +1,14 @@
 from __future__ import annotations
 
-from revdaemon.flows.base import Found, Needs
+import importlib
+import pkgutil
+
+from revdaemon import flows
+from revdaemon.flows import registry, sources
+from revdaemon.flows.base import Found, Needs, takes, why_not_taken
+from revdaemon.flows.closed_won_to_order import ClosedWonToOrderFlow
+from revdaemon.flows.renewals import RenewalFlow
+from revdaemon.flows.subscription_status import SubscriptionStatusFlow
 
 
 class TestNeedsMinus:
@@ -19,3 +27,45 @@ class TestNeedsMinus:
         asked = Needs(sf_records=frozenset({("Opportunity", "006A")}),
                       sf_fields=frozenset({("Opportunity", "Name")}))
         assert not asked.minus(found)
+
+
+class TestTakes:
+    def test_a_flow_takes_its_types_from_its_sources_only(self) -> None:
+        """The type alone is not enough: the source must be one the flow lists."""
+        flow = RenewalFlow()
+        assert takes(flow, "renewal.due", sources.SCHEDULE)
+        assert not takes(flow, "renewal.due", sources.NUE_WEBHOOK)
+        assert not takes(flow, "order.activated", sources.SCHEDULE)
+
+    def test_no_flow_takes_an_internal_type_from_a_webhook(self) -> None:
+        """Renewals are the scan's to decide and won deals Salesforce's: never a Nue webhook's."""
+        flows = [RenewalFlow(), ClosedWonToOrderFlow(), SubscriptionStatusFlow()]
+        for event_type in ("renewal.due", "opportunity.closed_won"):
+            assert not any(takes(f, event_type, sources.NUE_WEBHOOK) for f in flows), event_type
+        assert any(takes(f, "opportunity.closed_won", sources.SALESFORCE_SWEEP) for f in flows)
+
+    def test_why_not_taken_names_the_flow_and_its_sources(self) -> None:
+        """The log line of an ignored event says which flow would have taken it, and from where."""
+        flows = [RenewalFlow(), SubscriptionStatusFlow()]
+        assert why_not_taken(flows, "widget.exploded", sources.NUE_WEBHOOK) == "no flow handles this type"
+        assert why_not_taken(flows, "renewal.due", sources.NUE_WEBHOOK) == \
+            "renewals take renewal.due only from schedule, not from nue_webhook"
+
+
+class TestRegistry:
+    def test_every_flow_module_is_registered(self) -> None:
+        """A flow module (one with EVENT_TYPES) left out of the registry would leave its types unguarded."""
+        modules = [importlib.import_module(f"revdaemon.flows.{m.name}") for m in pkgutil.iter_modules(flows.__path__)]
+        declared = {m.NAME for m in modules if hasattr(m, "EVENT_TYPES")}
+        assert declared == {flow.name for flow in registry.FLOWS}
+
+    def test_sources_are_named_ones(self) -> None:
+        """Every source a flow lists is one flows/sources.py names (a typo would trust nothing)."""
+        named = {value for name, value in vars(sources).items() if name.isupper() and isinstance(value, str)}
+        assert all(flow.sources <= named for flow in registry.FLOWS)
+
+    def test_internal_types_are_those_no_flow_takes_from_a_webhook(self) -> None:
+        """Derived from the flows: the renewal scan's type and Salesforce's won deal."""
+        assert {"renewal.due", "opportunity.closed_won"} == registry.INTERNAL_TYPES
+        assert registry.types_from(sources.NUE_POLL) == registry.WEBHOOK_TYPES
+        assert not registry.WEBHOOK_TYPES & registry.INTERNAL_TYPES

@@ -6,7 +6,8 @@ from decimal import Decimal
 from revdaemon.domain.synced import SyncedRecord
 from revdaemon.flows.base import FlowEvent, Found, Needs
 from revdaemon.flows.plan import Plan, SfUpdate
-from revdaemon.flows.subscription_status import SubscriptionStatusFlow
+from revdaemon.flows.sources import FROM_NUE
+from revdaemon.flows.subscription_status import REPAIR_FLAG, REPAIR_SOURCE, SubscriptionStatusFlow
 
 CATALOG = ({"id": "p1", "priceBookEntries": [{"id": "e1", "listPrice": 500, "billingPeriod": "Month"}]},)
 CUSTOMER = {"id": "c1", "externalId": "001A", "name": "Acme"}
@@ -87,10 +88,10 @@ class TestPlan:
 class TestHandEdits:
     REF = "salesforce:Account:001A"
 
-    def plan(self, mrr: object, synced: SyncedRecord) -> Plan:
+    def plan(self, mrr: object, synced: SyncedRecord, notified: FlowEvent | None = None) -> Plan:
         shown = found({"Id": "001A", "Subscription_Status__c": "Active", "MRR__c": mrr, "ARR__c": 12000,
                        "Next_Renewal_Date__c": "2027-01-31"})
-        return SubscriptionStatusFlow().plan(event(), dataclasses.replace(shown, synced={self.REF: synced}))
+        return SubscriptionStatusFlow().plan(notified or event(), dataclasses.replace(shown, synced={self.REF: synced}))
 
     def test_a_value_neither_synced_nor_nues_is_an_edit(self) -> None:
         """The account shows a value revdaemon never wrote: a conflict with the three values."""
@@ -109,6 +110,21 @@ class TestHandEdits:
         """Only the field's own recent values count."""
         plan = self.plan(7, SyncedRecord(values={"MRR__c": "900.00"}, recent={"ARR__c": ("7",)}))
         assert plan.conflict is not None
+
+    def test_a_repair_writes_over_the_edit(self) -> None:
+        """A reconciliation repair (the flag, from the repair source) writes Nue's value over a hand edit."""
+        repair = FlowEvent(key="reconcile:c1:2026-02-01", type="subscription.updated", source=REPAIR_SOURCE,
+                           payload={"data": {"id": "c1", "customerId": "c1"}, REPAIR_FLAG: True})
+        plan = self.plan(7, SyncedRecord(values={"MRR__c": "900.00"}), repair)
+        assert plan.conflict is None and [w.fields for w in plan.writes] == [{"MRR__c": Decimal("1000.00")}]
+
+    def test_a_webhooks_repair_flag_is_not_a_repair(self) -> None:
+        """The same flag in a webhook body (or a poll's) is anyone's word: the edit still opens a conflict."""
+        for source in sorted(FROM_NUE):
+            flagged = FlowEvent(key="nue:e", type="subscription.updated", source=source,
+                                payload={"data": {"id": "s1", "customerId": "c1"}, REPAIR_FLAG: True})
+            plan = self.plan(7, SyncedRecord(values={"MRR__c": "900.00"}), flagged)
+            assert plan.conflict is not None and plan.writes == (), source
 
 
 class TestOriginatingOpportunity:
