@@ -302,8 +302,6 @@ async def drain(job: dict[str, Any]) -> dict[str, Any]:
         sf, nue = build_clients(settings, http, retry)
         flows = default_flows(settings)
         executor = Executor(store, sf, nue, mapping_version=settings.mapping.version,
-                            intent_owner=f"replica-{replica}" if shared else None,
-                            intent_lease=timedelta(seconds=settings.engine.lease_seconds),
                             settle=timedelta(seconds=settings.engine.settle_seconds))  # as the supervisor does
         fetcher = Fetcher(sf, nue)
         stats = WorkerStats()

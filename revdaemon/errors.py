@@ -7,6 +7,7 @@
     │   ├── IllegalTransition  a lifecycle move the state table forbids
     │   ├── LinkConflict       an id is already linked to a different record
     │   ├── ClaimLost          a worker's claim on an event was taken over after its lease ran out
+    │   ├── Fenced             another replica took leadership: this one's work stops, changing nothing
     │   ├── StoreMissing       no state database yet (read-only open)
     │   ├── StoreBusy          locked by another process past the busy timeout: try again
     │   └── StoreUnavailable   the database failed or is not a database
@@ -17,7 +18,6 @@
         │   ├── OutcomeUnknown a create may have been applied (timeout, lost connection, 5xx after sending):
         │   │                  look it up once it has settled, never repeat it blind
         │   ├── Busy           another worker of this process is writing the same record: retry soon
-        │   │   ├── HeldElsewhere  another replica holds the write's intent: retry later, no fault of the event
         │   │   └── Settling   an unknown outcome is still settling: retry at `retry_after`, no fault of the event
         │   └── Throttled      429: wait `retry_after`
         │       └── RequestLimitExceeded  Salesforce's daily allocation is spent: pause non-urgent work
@@ -78,6 +78,12 @@ class LinkConflict(StoreError):
 
 class ClaimLost(StoreError):
     """The event was claimed by another worker after this one's lease ran out; it settles nothing."""
+
+
+class Fenced(StoreError):
+    """The caller's leadership epoch is no longer the current one: another replica has taken leadership, and
+    nothing was changed. The caller stops its work at once (completing, retrying and releasing nothing: the new
+    leader looks everything up first); it is no failure of the daemon, which goes on serving webhooks."""
 
 
 class StoreMissing(StoreError):
@@ -149,11 +155,6 @@ class Busy(Retryable):
     """Another worker of this process is writing the same record right now; retry in a moment."""
 
 
-class HeldElsewhere(Busy):
-    """Another replica holds this write's intent (it is sending it, or died holding it until its lease runs out);
-    retry later, as no fault of the event."""
-
-
 class Settling(Busy):
     """A write whose earlier outcome is unknown waits until `retry_after` seconds have passed, then is looked up."""
 
@@ -205,7 +206,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "ErrorContext",
-    "HeldElsewhere",
+    "Fenced",
     "IllegalTransition",
     "LinkConflict",
     "Permanent",

@@ -12,9 +12,13 @@ One path for every write kind (issue 22):
    would duplicate), however many times it failed or was reopened since.
 3. Unknown outcomes. A create whose answer was lost (a timeout, a dropped connection, a 5xx: the client's
    OutcomeUnknown), or one left `sent` by a crash, may still be committing. It is neither looked up nor sent
-   again until `settle` has passed since it was sent (the event waits as Settling, no fault of its own).
-4. Send in batches; then settle each write (confirmed with its result, or failed with the API's own error)
-   in the store and its audit log, in a shielded scope so a shutdown cannot lose what was sent.
+   again until `settle` has passed since it was sent (the event waits as Settling, no fault of its own). One
+   left `sent` by a former leader (an older epoch) may have left as late as the takeover: `settle` counts from
+   the later of the two. One it recorded but never marked sent never left: it goes at once.
+4. Fence and send in batches: `begin_send` marks a chunk's writes sent under this term's epoch (refused once
+   another replica leads), and the request hook checks the epoch again if time passed before the request
+   leaves (engine/fencing.py). Then settle each write (confirmed with its result, or failed with the API's own
+   error) in the store and its audit log, in a shielded scope so a shutdown cannot lose what was sent.
 
 The table (ROUTES below), one row per write kind:
 
@@ -47,8 +51,9 @@ import structlog
 from revdaemon.connectors import nue_wire, salesforce_wire
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
+from revdaemon.engine.fencing import Term, guarding
 from revdaemon.engine.sync_status import SyncStatus
-from revdaemon.errors import Busy, ErrorContext, HeldElsewhere, OutcomeUnknown, Retryable, Settling, SyncError
+from revdaemon.errors import Busy, ErrorContext, OutcomeUnknown, Retryable, Settling, SyncError
 from revdaemon.flows.plan import (
     NueActivateOrder,
     NueCreateCustomer,
@@ -86,10 +91,18 @@ class PendingWrite:
 
 @dataclass
 class _Attempt:
-    """What this call learnt from each write's stored intent."""
+    """One `execute` call: the term it runs under, and what it learnt from each write's stored intent."""
 
+    term: Term | None  # None: unfenced (a test, or a tool that is no replica)
     ever_sent: set[str] = field(default_factory=set)  # may have reached the API before: look up if not idempotent
-    unmarked: set[str] = field(default_factory=set)  # intents `recorded` now: marked sent right before the call
+
+    @property
+    def epoch(self) -> int | None:
+        return self.term.epoch if self.term is not None else None
+
+    def now(self) -> datetime:
+        """The store's clock (the term's), against which settle times are judged."""
+        return self.term.now() if self.term is not None else utcnow()
 
 
 Groups = list[list[PendingWrite]]  # the writes merged into each record (or call) of one chunk
@@ -112,13 +125,7 @@ class Executor:
     def __init__(self, store: Store, salesforce: SalesforceClient, nue: NueClient, *, mapping_version: int | None,
                  dry_run: bool = False, sync_status: SyncStatus | None = None,
                  sync_status_parked: Callable[[], object] = lambda: None,
-                 intent_owner: str | None = None, intent_lease: timedelta = timedelta(minutes=5),
                  settle: timedelta = timedelta(minutes=3)) -> None:
-        # Replicas sharing a store: an intent is sent only by the replica holding it (Store.claim_intent), so
-        # two boxes never send one write twice, and a dead box's write is taken over (and looked up first)
-        # once its lease runs out. None on one box, where `_in_flight` below is enough.
-        self._intent_owner = intent_owner
-        self._intent_lease = intent_lease
         self._settle_delay = settle  # an unknown outcome is looked up no sooner than this after it was sent
         self._sync_status = sync_status if sync_status else None
         self._sync_status_parked = sync_status_parked
@@ -129,10 +136,11 @@ class Executor:
         self.dry_run = dry_run
         # Keys and entities being written by this process right now. Two workers may plan the same write,
         # or writes from two reads of one entity; the second waits for a retry and a fresh read, so an
-        # older state can never land after a newer one.
+        # older state can never land after a newer one. Only the leader writes, so this process is the only one.
         self._in_flight: set[str] = set()
 
-    async def execute(self, pending: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
+    async def execute(self, pending: Sequence[PendingWrite], *, term: Term | None = None) -> dict[str, WriteOutcome]:
+        """Carry out these writes under `term` (the leader's: every step is fenced by its epoch)."""
         unique: dict[str, PendingWrite] = {}
         status = self._sync_status if self._sync_status is not None and not self._sync_status_parked() else None
         now = utcnow()
@@ -174,7 +182,7 @@ class Executor:
                         outcomes[item.write.idem_key] = WriteOutcome(ok=True, skipped=True, stale=True)
                         continue
                 fresh.append(item)
-            sent = await self._record_and_send(fresh)
+            sent = await self._record_and_send(fresh, _Attempt(term))
             outcomes.update(sent)
             for item in fresh:
                 outcome = sent.get(item.write.idem_key)
@@ -184,40 +192,25 @@ class Executor:
             self._in_flight -= claimed
         return outcomes
 
-    async def _record_and_send(self, items: Sequence[PendingWrite]) -> dict[str, WriteOutcome]:
-        """Record every intent, set aside what is confirmed, held elsewhere or still settling, then carry the
-        rest out kind by kind."""
+    async def _record_and_send(self, items: Sequence[PendingWrite], attempt: _Attempt) -> dict[str, WriteOutcome]:
+        """Record every intent, set aside what is confirmed or still settling, then carry the rest out kind by
+        kind."""
         outcomes: dict[str, WriteOutcome] = {}
-        attempt = _Attempt()
         ready: list[PendingWrite] = []
-        now = utcnow()
+        now = attempt.now()
         for item in items:
             key = item.write.idem_key
             intent = await self._store.record_intent(NewIntent(
                 key=key, system=item.write.target[0], operation=type(item.write).__name__,
                 target=f"{item.write.target[1]}:{item.write.target[2]}", request=_describe(item.write),
-                event_id=item.event_id))
+                event_id=item.event_id), epoch=attempt.epoch)
             route = ROUTES[type(item.write)]
-            settled = self._settled(item, intent, route, now)
-            if settled is None and self._intent_owner is not None:
-                # Replicas: decide again from the row as it is once held (another replica may have settled it
-                # between the two reads). A dead replica's send may have left as late as its hold ended.
-                if not await self._store.claim_intent(key, owner=self._intent_owner, lease=self._intent_lease):
-                    outcomes[key] = _held_elsewhere(item)
-                    continue
-                held = await self._store.get_intent(key)
-                assert held is not None
-                if intent.owner not in (None, self._intent_owner) and intent.owned_until is not None:
-                    held = dataclasses.replace(held, updated_at=max(held.updated_at, intent.owned_until))
-                intent = held
-                settled = self._settled(item, intent, route, now)
+            settled = self._settled(item, intent, route, now, attempt.term)
             if settled is not None:
                 outcomes[key] = settled
                 continue
             if intent.status is IntentStatus.FAILED:
-                await self._store.reopen_intent(key)  # back to `recorded`: marked sent again before sending
-            if intent.status is not IntentStatus.SENT:
-                attempt.unmarked.add(key)
+                await self._store.reopen_intent(key, epoch=attempt.epoch)  # back to `recorded`, sent again below
             if intent.ever_sent or intent.status is IntentStatus.SENT:
                 attempt.ever_sent.add(key)
             ready.append(item)
@@ -227,81 +220,64 @@ class Executor:
                 outcomes.update(await self._carry_out(route, mine, attempt))
         return outcomes
 
-    def _settled(self, item: PendingWrite, intent: WriteIntent, route: Route, now: datetime) -> WriteOutcome | None:
+    def _settled(self, item: PendingWrite, intent: WriteIntent, route: Route, now: datetime,
+                 term: Term | None) -> WriteOutcome | None:
         """The outcome of a write that needs no call now: confirmed earlier, or still settling; else None."""
         if intent.status is IntentStatus.CONFIRMED:
             return WriteOutcome(ok=True, result=intent.result, skipped=True)
-        if not route.idempotent and (wait := self._settling(intent, now)) > 0:
+        if not route.idempotent and (wait := self._settling(intent, now, term)) > 0:
             return WriteOutcome(ok=False, error=Settling(
                 f"the outcome of an earlier send is unknown: looked up in {wait:.0f} s, once it has settled",
                 _context(item.write), retry_after=wait))
         return None
 
-    def _settling(self, intent: WriteIntent, now: datetime) -> float:
+    def _settling(self, intent: WriteIntent, now: datetime, term: Term | None) -> float:
         """Seconds before an earlier send of unknown outcome may be looked up (0: now). A `failed` intent says
-        when (`settle_after`); one left `sent` (a crash mid-call, here or on a dead replica) counts from when it
-        was marked sent."""
+        when (`settle_after`); one left `sent` (a crash mid-call) counts from when it was marked sent, or, marked
+        by a former leader, from the takeover: that leader may have sent it until its epoch ended."""
         if intent.status is IntentStatus.FAILED or intent.status is IntentStatus.RECORDED:
             until = intent.settle_after
         elif intent.status is IntentStatus.SENT:
-            until = intent.updated_at + self._settle_delay
+            sent_at = intent.updated_at
+            if term is not None and (intent.epoch or 0) < term.epoch:
+                sent_at = max(sent_at, term.since)
+            until = sent_at + self._settle_delay
         else:
             return 0.0
         return max(0.0, (until - now).total_seconds()) if until is not None else 0.0
 
     async def _carry_out(self, route: Route, items: Sequence[PendingWrite], attempt: _Attempt
                          ) -> dict[str, WriteOutcome]:
-        """The one path, per chunk (one API call): hold, look up if needed, mark sent, send, settle."""
+        """The one path, per chunk (one API call): look up if needed, fence and mark sent, send, settle."""
         outcomes: dict[str, WriteOutcome] = {}
         for chunk in route.chunks(items):
-            groups = [g for g in [await self._hold(group, outcomes) for group in chunk] if g]
-            if not groups:
-                continue
+            groups = list(chunk)
             if route.lookup is not None and any(
                     route.look_first(i) or (i.write.idem_key in attempt.ever_sent) for g in groups for i in g):
                 try:
                     found = await route.lookup(self, groups)
                 except SyncError as exc:
-                    outcomes.update(await self._fail_all(groups, exc, route))
+                    outcomes.update(await self._fail_all(groups, exc, route, attempt))
                     continue
                 for index, record in found.items():
                     done = WriteOutcome(ok=True, result={**record, "created": False})
                     for item in groups[index]:
-                        outcomes[item.write.idem_key] = await self._settle(item, done, route)
+                        outcomes[item.write.idem_key] = await self._settle(item, done, route, attempt)
                 groups = [g for index, g in enumerate(groups) if index not in found]
                 if not groups:
                     continue
-                # the lookup may have outlasted the hold: renewed right before the send, or the write is left
-                groups = [g for g in [await self._hold(group, outcomes) for group in groups] if g]
-                if not groups:
-                    continue
-            for group in groups:
-                for item in group:
-                    if item.write.idem_key in attempt.unmarked:
-                        attempt.unmarked.discard(item.write.idem_key)
-                        await self._store.mark_intent_sent(item.write.idem_key)
+            # The fence: after it, the call may be on the wire, so this epoch's writes are `sent` from here on.
+            await self._store.begin_send([i.write.idem_key for g in groups for i in g], epoch=attempt.epoch)
             try:
-                sent = await route.send(self, groups)
+                with guarding(self._store, attempt.term):
+                    sent = await route.send(self, groups)
             except SyncError as exc:
                 sent = {i.write.idem_key: WriteOutcome(ok=False, error=exc) for g in groups for i in g}
             for group in groups:
                 for item in group:
-                    outcomes[item.write.idem_key] = await self._settle(item, sent[item.write.idem_key], route)
+                    outcomes[item.write.idem_key] = await self._settle(item, sent[item.write.idem_key], route,
+                                                                       attempt)
         return outcomes
-
-    async def _hold(self, group: Sequence[PendingWrite], outcomes: dict[str, WriteOutcome]) -> list[PendingWrite]:
-        """Right before a call, on a shared store: renew this replica's hold on each intent (a long batch may
-        outlast the first lease) and drop the writes another replica has taken over (HeldElsewhere)."""
-        if self._intent_owner is None:
-            return list(group)
-        mine: list[PendingWrite] = []
-        for item in group:
-            if await self._store.claim_intent(item.write.idem_key, owner=self._intent_owner,
-                                              lease=self._intent_lease):
-                mine.append(item)
-            else:
-                outcomes[item.write.idem_key] = _held_elsewhere(item)
-        return mine
 
     # --- Salesforce -------------------------------------------------------------------------------
 
@@ -450,27 +426,32 @@ class Executor:
 
     # --- bookkeeping ------------------------------------------------------------------------------
 
-    async def _fail_all(self, groups: Groups, exc: SyncError, route: Route) -> dict[str, WriteOutcome]:
+    async def _fail_all(self, groups: Groups, exc: SyncError, route: Route, attempt: _Attempt
+                        ) -> dict[str, WriteOutcome]:
         outcome = WriteOutcome(ok=False, error=exc)
-        return {item.write.idem_key: await self._settle(item, outcome, route) for group in groups for item in group}
+        return {item.write.idem_key: await self._settle(item, outcome, route, attempt)
+                for group in groups for item in group}
 
     def _version_of(self, item: PendingWrite) -> int | None:
         return item.mapping_version if item.mapping_version is not None else self._mapping_version
 
-    async def _settle(self, item: PendingWrite, outcome: WriteOutcome, route: Route) -> WriteOutcome:
+    async def _settle(self, item: PendingWrite, outcome: WriteOutcome, route: Route, attempt: _Attempt
+                      ) -> WriteOutcome:
         write = item.write
         error = outcome.error
-        settle_after = None
-        if isinstance(error, OutcomeUnknown) and not route.idempotent:
+        unknown = isinstance(error, OutcomeUnknown) and not route.idempotent
+        if unknown:
             # It may exist, or be committing still: not looked up (nor sent) before the settle delay.
-            settle_after = utcnow() + self._settle_delay
+            assert isinstance(error, OutcomeUnknown)
             error.retry_after = self._settle_delay.total_seconds()
         with anyio.CancelScope(shield=True):
             if outcome.ok:
-                await self._store.confirm_intent(write.idem_key, dict(outcome.result or {}))
+                await self._store.confirm_intent(write.idem_key, dict(outcome.result or {}), epoch=attempt.epoch)
             else:
                 assert error is not None
-                await self._store.fail_intent(write.idem_key, error.message, settle_after=settle_after)
+                await self._store.fail_intent(write.idem_key, error.message,
+                                              settle_for=self._settle_delay if unknown else None,
+                                              epoch=attempt.epoch)
             await self._store.record_write(NewAuditEntry(
                 system=write.target[0], operation=type(write).__name__, target=write.target[1],
                 outcome="ok" if outcome.ok else ("error" if isinstance(error, Retryable) else "rejected"),
@@ -479,15 +460,16 @@ class Executor:
                 detail={"request": _describe(write), "result": dict(outcome.result or {}),
                         "error": error.message if error else None,
                         "error_code": error.context.error_code if error else None,
-                        **({"outcome_unknown": True} if settle_after else {})},
+                        **({"outcome_unknown": True} if unknown else {})},
                 mapping_version=self._version_of(item),
                 synced_fields=dict(write.fields) if isinstance(write, SfUpdate | SfUpsert | SfCreate) else {},
             ))
         if outcome.ok:
             log.info("write_confirmed", idem_key=write.idem_key, target=_record_ref(write))
-        elif settle_after is not None:
+        elif unknown:
             log.warning("write_outcome_unknown", idem_key=write.idem_key, target=_record_ref(write),
-                        error=error.message if error else None, look_up_after=settle_after.isoformat())
+                        error=error.message if error else None,
+                        look_up_in_seconds=self._settle_delay.total_seconds())
         else:
             log.warning("write_failed", idem_key=write.idem_key, target=_record_ref(write),
                         error=error.message if error else None)
@@ -585,11 +567,6 @@ def _context(write: Write) -> ErrorContext:
 def _split(group: Sequence[PendingWrite], result: salesforce_wire.WriteResult) -> bool:
     """A record-level refusal of a write merged from several plans (not a whole-call failure)."""
     return not result.ok and result.failure is None and len({i.write.idem_key for i in group}) > 1
-
-
-def _held_elsewhere(item: PendingWrite) -> WriteOutcome:
-    return WriteOutcome(ok=False, error=HeldElsewhere(
-        "another replica holds this write (sending it, or until its lease runs out)", _context(item.write)))
 
 
 def _match_key(values: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str, ...]:

@@ -1,10 +1,12 @@
 """The daemon's supervisor: one task group that owns every long-running part, and a clean stop.
 
-Start order: store (migrated) -> API clients -> group committer -> workers -> scheduler (pollers) ->
-listener -> metrics listener -> console; each part reports ready through `tg.start`. Stop (SIGTERM, SIGINT,
-or `stop_after`): the listener answers 503 at once, the scheduler stops, workers finish the batch in hand
-within the grace period, then everything is cancelled; claims still held are given back so another run
-takes them at once; the store closes last.
+Start order: store (migrated) -> API clients -> group committer -> scheduler (paused) -> replica role ->
+listener -> metrics listener -> console; each part reports ready through `tg.start`. The replica role runs the
+leader's work, the workers and the scheduler's jobs, only while this replica leads (at once on one box; see
+engine/replicas.py); every replica serves webhooks. Stop (SIGTERM, SIGINT, or `stop_after`): the listener
+answers 503 at once, the scheduler stops, workers finish the batch in hand within the grace period, then
+everything is cancelled; claims still held are given back (while this replica still leads) so the next leader
+takes them at once; the store closes last, which gives up the leadership.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from revdaemon.console.server import ConsoleServer
 from revdaemon.domain.reconciliation import Report
 from revdaemon.engine.clients import build_clients
 from revdaemon.engine.executor import Executor
+from revdaemon.engine.fencing import REQUEST_HOOKS
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.mappings import FlowVersions
 from revdaemon.engine.pacing import CoalescingDoorbell
@@ -97,7 +100,7 @@ class Daemon:
     console: ConsoleServer | None = None  # the admin listener, when console.enabled
     console_port: int | None = None
     versions: FlowVersions | None = None  # the mapping versions: the current one registered at start
-    replica: ReplicaRole | None = None  # heartbeat and leadership of the scheduled work
+    replica: ReplicaRole | None = None  # heartbeat, leadership, and the leader's work (workers, scheduler)
 
 
 def replica_id_of(settings: Settings) -> str:
@@ -105,8 +108,8 @@ def replica_id_of(settings: Settings) -> str:
 
 
 def worker_names(settings: Settings) -> list[str]:
-    """On a shared store the claims of two boxes must not carry the same worker name (a clean stop releases
-    its own claims by name); on one box the plain names let a restart take its claims straight back."""
+    """On a shared store a claim's worker name says which box made it (status, the logs); on one box the plain
+    names."""
     prefix = f"{replica_id_of(settings)}/" if settings.shared_store else ""
     return [f"{prefix}worker-{i + 1}" for i in range(settings.engine.workers)]
 
@@ -173,24 +176,32 @@ async def run_daemon(
 ) -> None:
     notifier = Notifier.from_env() if notifier is None else notifier
     store = await open_store(settings.store_target)
+    daemon: Daemon | None = None
     try:
-        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=50, max_keepalive_connections=20)) as http:
+        # The request hook checks the leadership epoch again right before a write leaves, if time has passed since
+        # the executor's fenced step (engine/fencing.py).
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+                                     event_hooks=REQUEST_HOOKS) as http:
             chosen = flows or default_flows(settings)
             # The configured mapping is stored as a version (a dry run only looks it up: it writes nothing).
             versions = await FlowVersions.load(store, settings, chosen, default_flows, register=not dry_run)
             daemon = _build(settings, store, http, dry_run=dry_run, flows=chosen, versions=versions)
             daemon.notifier = notifier
+            # A dry run sends and settles nothing, and must not take leadership from the daemon that does: its
+            # workers plan the waiting events outside the replicas' terms.
             daemon.replica = ReplicaRole(store, daemon.scheduler if polling else None,
-                                         replica_id=replica_id_of(settings))
+                                         replica_id=replica_id_of(settings), leads=not dry_run,
+                                         workers=daemon.workers if not dry_run else ())
             await daemon.replica.check_unique()  # before anything starts: refused with the reason
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_schema_check, daemon)
                 await tg.start(daemon.committer.run)
                 await tg.start(daemon.alerter.run)
-                for worker in daemon.workers:
-                    await tg.start(worker.run)
-                # The scheduler starts paused: the replica role resumes it on the replica that leads (on one box,
-                # at once).
+                if dry_run:
+                    for worker in daemon.workers:
+                        await tg.start(worker.run)
+                # The scheduler starts paused; the replica role runs the workers and resumes the scheduler while
+                # this replica leads (on one box, at once).
                 if polling:
                     await tg.start(partial(daemon.scheduler.run, paused=True))
                 await tg.start(daemon.replica.run)
@@ -202,6 +213,7 @@ async def run_daemon(
                 summary = await store.summary()
                 log.info("daemon_started", store=settings.store_display, listener_port=daemon.listener_port,
                          metrics_port=daemon.metrics_port, workers=len(daemon.workers),
+                         replica=daemon.replica.replica_id, leading=daemon.replica.leading,
                          pollers=[p.name for p in daemon.pollers] if polling else [], queued=summary.queue_depths,
                          dry_run=dry_run)
                 if settings.nue.webhook_auth.value == "none":
@@ -226,18 +238,20 @@ async def run_daemon(
             raise
         raise reason from group
     finally:
+        role = daemon.replica if daemon is not None else None
         with anyio.CancelScope(shield=True):
-            await _close_store(store, worker_names(settings))
+            await _close_store(store, worker_names(settings),
+                               epoch=role.term.epoch if role is not None and role.term is not None else None)
         log.info("daemon_stopped")
 
 
-async def _close_store(store: Store, workers: list[str]) -> None:
-    """Release this box's claims, then close. Each step runs even when the one before failed: a broken store
-    that is never closed keeps its connection thread, and with it the process, alive after the daemon stopped.
-    Claims left behind expire with their lease."""
-    for worker_name in workers:
+async def _close_store(store: Store, workers: list[str], *, epoch: int | None) -> None:
+    """Release this box's claims (only while it still leads: `epoch`), then close. Each step runs even when the one
+    before failed: a broken store that is never closed keeps its connection thread, and with it the process, alive
+    after the daemon stopped. Claims left behind are taken over by the next leader at once (an older epoch's)."""
+    for worker_name in workers if epoch is not None else []:
         try:
-            released = await store.release_claims(worker_name)
+            released = await store.release_claims(worker_name, epoch=epoch)
         except StoreError as exc:
             log.error("claims_not_released", worker=worker_name, error=str(exc))
             break  # the same store fails the same way for the next worker
@@ -284,12 +298,6 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
     executor = Executor(store, salesforce, nue, dry_run=dry_run,
                         mapping_version=versions.current_version if versions is not None else None,
                         sync_status=sync_status, sync_status_parked=lambda: schema.is_parked(SYNC_STATUS),
-                        intent_owner=replica_id_of(settings) if settings.shared_store else None,
-                        # held for at least one call's whole retry loop and a create's own wait: a write
-                        # another replica takes over then is one this replica can no longer be sending
-                        intent_lease=timedelta(seconds=max(
-                            settings.engine.lease_seconds, retry.max_total + 60 + max(
-                                settings.salesforce.create_timeout_seconds, settings.nue.create_timeout_seconds))),
                         settle=timedelta(seconds=settings.engine.settle_seconds))
     stats = WorkerStats()
     engine = settings.engine
@@ -419,11 +427,14 @@ async def _stop(tg: TaskGroup, daemon: Daemon, *, reason: str) -> None:
     daemon.health.shutting_down = True
     if daemon.scheduler.running:
         daemon.scheduler.shutdown()
+    if daemon.replica is not None:
+        daemon.replica.retire()
     for worker in daemon.workers:
         worker.stop()
     with anyio.move_on_after(daemon.settings.engine.shutdown_grace_seconds):
         for worker in daemon.workers:
-            await worker.stopped.wait()
+            if worker.running:
+                await worker.stopped.wait()
     tg.cancel_scope.cancel()
 
 

@@ -13,6 +13,10 @@ Theory of operation:
   already applied to that entity is skipped and logged, so reordered deliveries can't go backwards.
 - Settling: conflict -> conflict log; permanent error -> dead letter with the API's own error; retryable
   error -> back to the inbox with backoff until `max_attempts`, then a dead letter; else done.
+- Fencing: a worker runs only while its replica leads, under that leadership's term (engine/fencing.py). Every
+  claim and every outcome names the term's epoch; when a store step says Fenced (another replica leads now),
+  the worker stops at once: it completes, retries and gives back nothing, and the new leader takes over its
+  claims and looks up its writes.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import random
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import anyio
 import structlog
@@ -30,6 +34,7 @@ from structlog.contextvars import bound_contextvars
 
 from revdaemon.connectors import salesforce_wire
 from revdaemon.engine.executor import Executor, PendingWrite, WriteOutcome
+from revdaemon.engine.fencing import Term
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.mappings import FlowVersions, MappingUnavailable
 from revdaemon.engine.pollers import parse_timestamp
@@ -39,7 +44,7 @@ from revdaemon.errors import (
     ClaimLost,
     Conflict,
     ErrorContext,
-    HeldElsewhere,
+    Fenced,
     OutcomeUnknown,
     Permanent,
     RequestLimitExceeded,
@@ -62,7 +67,6 @@ log = structlog.get_logger("revdaemon.worker")
 
 PARKED_RETRY_SECONDS = 300.0
 BUSY_RETRY_SECONDS = 0.5
-HELD_RETRY_SECONDS = 10.0  # another replica holds the write: it finishes, or its lease runs out
 LIMIT_RETRY_SECONDS = 60.0
 MAX_STEPS = 6  # closed won: customer, order, activation, write-back, and room to spare
 MAX_LOOKUP_ROUNDS = 4
@@ -116,7 +120,9 @@ class Worker:
                  stats: WorkerStats | None = None, schema: SchemaGuard | None = None,
                  metrics: Metrics | None = None, alerter: Alerter | None = None,
                  versions: FlowVersions | None = None, hold: Callable[[], float] = lambda: 0.0,
-                 own_user: Callable[[], str | None] = lambda: None) -> None:
+                 own_user: Callable[[], str | None] = lambda: None, term: Term | None = None) -> None:
+        # The leadership this worker works under (set by `run`): None only outside the replicas' work (tests).
+        self.term = term
         self._own_user = own_user  # the Salesforce user revdaemon writes as (None until known: no echo is dropped)
         self._hold = hold  # seconds to claim nothing for (the Salesforce pause): 0 when work may go on
         self._metrics = metrics
@@ -139,9 +145,17 @@ class Worker:
         self._dry_seen: set[int] = set()
         self._status_failures: list[tuple[str, str]] = []  # (record ref, why): for the sync status fields
         self.stopped = anyio.Event()
+        self.running = False
         self._stopping = False
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, term: Term | None = None, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Work until stopped, under `term` (the replica's leadership; one run at a time). Fenced is raised out:
+        the leadership is over and the caller ends this term's work."""
+        if term is not None:
+            self.term = term
+        self.stopped = anyio.Event()
+        self.running = True
         task_status.started()
         try:
             while not self._stopping:
@@ -152,15 +166,19 @@ class Worker:
                     continue
                 try:
                     held = await self.run_once()
+                except Fenced as exc:
+                    log.warning("worker_fenced", worker=self.name, epoch=self._epoch, detail=str(exc))
+                    raise
                 except Exception:
                     # A bug must not take the daemon down: give the batch back and carry on.
                     log.exception("worker_batch_failed", worker=self.name)
                     with anyio.CancelScope(shield=True):
-                        await self._store.release_claims(self.name)
+                        await self._store.release_claims(self.name, epoch=self._epoch)
                     held = 0
                 if not held and not self._stopping:
                     await self._doorbell.wait(self._idle)
         finally:
+            self.running = False
             self.stopped.set()
 
     def stop(self) -> None:
@@ -168,16 +186,27 @@ class Worker:
         self._stopping = True
         self._doorbell.ring()
 
+    @property
+    def _epoch(self) -> int | None:
+        return self.term.epoch if self.term is not None else None
+
+    def _now(self) -> datetime:
+        """The store's clock, as the term carries it: retries are due by it."""
+        return self.term.now() if self.term is not None else utcnow()
+
     async def run_once(self) -> int:
         """Claim and process one batch; the number of events it held."""
         if self._executor.dry_run:
             return await self._dry_run_once()
         events = await self._store.claim_events(
             worker=self.name, limit=self._batch_size, lease=self._lease,
-            mapping_version=self._versions.current_version if self._versions is not None else None)
+            mapping_version=self._versions.current_version if self._versions is not None else None,
+            epoch=self._epoch)
         if events:
             try:
                 await self.process(events)
+            except Fenced:
+                raise  # the leadership is over: nothing of this batch is settled here
             except Exception:
                 await self._after_crash(events, traceback.format_exc(limit=8))
         return len(events)
@@ -196,8 +225,8 @@ class Worker:
                     else:
                         delay = self._backoff.delay(event.attempts, None, self._rng)
                         await self._store.retry_event(event.id, error="worker crash: " + trace.strip().splitlines()[-1],
-                                                      next_attempt_at=utcnow() + timedelta(seconds=delay),
-                                                      claimed_by=self.name)
+                                                      next_attempt_at=self._now() + timedelta(seconds=delay),
+                                                      claimed_by=self.name, epoch=self._epoch)
                 except ClaimLost:
                     continue
 
@@ -286,7 +315,7 @@ class Worker:
             # Why each record could not be synced, on the record itself: one batched write per object.
             failures, self._status_failures = self._status_failures, []
             await self._executor.report_failures(failures)
-        lost = set(await self._store.complete_events([e.id for e in done], claimed_by=self.name))
+        lost = set(await self._store.complete_events([e.id for e in done], claimed_by=self.name, epoch=self._epoch))
         for event in done:
             if event.id in lost:
                 log.warning("claim_lost", event_key=event.key)
@@ -396,7 +425,7 @@ class Worker:
             pending_writes.extend(PendingWrite(write=w, event_id=job.event.id, entity=plan.entity,
                                                version=plan.version, mapping_version=job.mapping_version)
                                   for w in plan.writes)
-        outcomes = await self._executor.execute(pending_writes) if pending_writes else {}
+        outcomes = await self._executor.execute(pending_writes, term=self.term) if pending_writes else {}
         for index, plan in plans.items():
             job = jobs[index]
             if job.conflict or job.done:
@@ -435,9 +464,10 @@ class Worker:
             parked = next((j for j in jobs if j.parked), None)
             if parked is not None and not any(j.conflict or j.crash or j.error for j in jobs):
                 # Waits, neither processed nor dead-lettered, until the flow's fields are back.
-                due = utcnow() + timedelta(seconds=PARKED_RETRY_SECONDS)
+                due = self._now() + timedelta(seconds=PARKED_RETRY_SECONDS)
                 await self._store.retry_event(event.id, error=f"flow {parked.flow.name} parked: {parked.parked}",
-                                              next_attempt_at=due, claimed_by=self.name, reset_attempts=True)
+                                              next_attempt_at=due, claimed_by=self.name, reset_attempts=True,
+                                              epoch=self._epoch)
                 if self._metrics is not None:
                     self._metrics.event_failed(event.type, "parked")
                 return
@@ -447,7 +477,8 @@ class Worker:
             retry = next((j for j in jobs if j.error is not None and permanent is None), None)
             if conflict is not None and conflict.conflict is not None:
                 c = conflict.conflict
-                await self._store.conflict_event(event.id, claimed_by=self.name, conflict=NewConflict(
+                await self._store.conflict_event(event.id, claimed_by=self.name, epoch=self._epoch,
+                                                 conflict=NewConflict(
                     flow=c.flow, record_ref=c.record_ref, reason=c.reason, nue_values=dict(c.nue_values),
                     salesforce_values=dict(c.salesforce_values), synced_values=dict(c.synced_values)))
                 self.stats.conflicts += 1
@@ -471,8 +502,8 @@ class Worker:
     async def _retry(self, event: Event, error: SyncError, record_ref: str | None = None, *,
                      at_least: float = 0.0) -> None:
         self.stats.failed += 1
-        # Busy is no fault of the event (another worker or replica is writing the same thing): it never uses
-        # up its attempts, or a replica dying while holding a write would dead-letter the survivor's events.
+        # Busy is no fault of the event (another worker is writing the same thing, or an earlier send is
+        # settling): it never uses up its attempts.
         if event.attempts >= self._max_attempts and not isinstance(error, Throttled | Busy):
             await self._dead(event, _letter(error, record_ref))
             return
@@ -486,22 +517,20 @@ class Worker:
             # an earlier send's outcome is unknown: look again once it has settled, no sooner
             delay = error.retry_after + self._rng.uniform(0.05, BUSY_RETRY_SECONDS)
         elif isinstance(error, Busy):
-            # no fault of the event: just not now; another replica's hold lasts longer than a local one
-            delay = self._rng.uniform(0.05, HELD_RETRY_SECONDS if isinstance(error, HeldElsewhere)
-                                      else BUSY_RETRY_SECONDS)
-        due = utcnow() + timedelta(seconds=max(delay, at_least))
+            delay = self._rng.uniform(0.05, BUSY_RETRY_SECONDS)  # no fault of the event: just not now
+        due = self._now() + timedelta(seconds=max(delay, at_least))
         # Settling only waited for an earlier send to settle: it gives back this claim's attempt but keeps the
         # failures before it, so a create that keeps ending unknown still reaches the dead letters.
         await self._store.retry_event(event.id, error=error.message, next_attempt_at=due, claimed_by=self.name,
                                       reset_attempts=isinstance(error, Busy) and not isinstance(error, Settling),
-                                      refund_attempt=isinstance(error, Settling))
+                                      refund_attempt=isinstance(error, Settling), epoch=self._epoch)
         if self._metrics is not None:
             self._metrics.event_failed(event.type, "retry")
         log.info("event_retry_scheduled", attempts=event.attempts, wait_seconds=round(delay, 2), error=error.message)
 
     async def _dead(self, event: Event, letter: NewDeadLetter) -> None:
         joined = letter.record_ref is not None and await self._store.open_dead_letter(letter.record_ref) is not None
-        letter_id = await self._store.dead_letter_event(event.id, letter, claimed_by=self.name)
+        letter_id = await self._store.dead_letter_event(event.id, letter, claimed_by=self.name, epoch=self._epoch)
         if joined:
             # The record already waits for a person: no second letter, alert or status write (which would move
             # its SystemModstamp and come back as yet another event).

@@ -45,16 +45,17 @@ def _sqlite_file(target: Path | str) -> Path:
     return Path(target)  # a plain path given as text
 
 
-async def open_store(target: Path | str, *, clock: Clock = utcnow, read_only: bool = False) -> Store:
+async def open_store(target: Path | str, *, clock: Clock | None = None, read_only: bool = False) -> Store:
     """Open (creating and migrating as needed) the store at `target`: a SQLite file's path, a `sqlite:///path`
     URL, or a `postgresql://` URL. `read_only` changes nothing and refuses a store the daemon has not created
-    yet instead of creating it."""
+    yet instead of creating it. `clock` (tests): the store's notion of now; by default this box's for SQLite, the
+    database's own for PostgreSQL (one clock for every replica)."""
     if is_postgres_url(target):
         from revdaemon.store.postgres import PostgresStore  # asyncpg is loaded only for a PostgreSQL store
 
         assert isinstance(target, str)
         return await PostgresStore.open(target, clock=clock, read_only=read_only)
-    return await SqliteStore.open(_sqlite_file(target), clock=clock, read_only=read_only)
+    return await SqliteStore.open(_sqlite_file(target), clock=clock or utcnow, read_only=read_only)
 
 
 __all__ = ["Store", "is_postgres_url", "open_store", "sqlite_path"]

@@ -1,6 +1,16 @@
 """The store's typed interface. Backends (SQLite, PostgreSQL) implement exactly this.
 
 Every method is one transaction: it either happens whole or not at all. Nothing here names a database.
+
+Fencing. One replica is active at a time: the leader (`try_lead`), holding a leadership epoch that the store
+increments each time leadership changes hands. Every state change that leads to an external write (a claim, an
+intent, the mark made right before a send, the settling of an intent, an event's outcome) takes `epoch=`, the
+epoch its caller decided under: it is checked in the change's own transaction, atomically against a takeover,
+and when another replica has taken leadership since, nothing changes and Fenced is raised. `epoch=None` is a
+caller outside the replicas' work (an operator's command, a test): not fenced.
+
+Time. Leases, settle times and leadership are judged by the store's clock: on PostgreSQL the database's (one
+clock for every box), on SQLite this box's.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from revdaemon.store.records import (
     CursorUpdate,
     DeadLetter,
     Event,
+    Leadership,
     Link,
     MappingVersion,
     MinuteCount,
@@ -63,40 +74,46 @@ class Store(Protocol):
         ...
 
     async def claim_events(self, *, worker: str, limit: int, lease: timedelta,
-                           mapping_version: int | None = None) -> list[Event]:
-        """Claim due events, oldest first; also takes over claims whose lease has expired. With
-        `mapping_version`, an event not yet pinned to a mapping version is pinned to that one (it is about to
-        be planned with it); a pinned event keeps its own."""
+                           mapping_version: int | None = None, epoch: int | None = None) -> list[Event]:
+        """Claim due events, oldest first, until now + `lease`; also takes over claims whose lease has expired, and
+        (with `epoch`) at once every claim made under an older epoch: its leader is gone. With `mapping_version`,
+        an event not yet pinned to a mapping version is pinned to that one (it is about to be planned with it); a
+        pinned event keeps its own. Fenced."""
         ...
 
-    async def release_claims(self, worker: str) -> int:
-        """Give back what `worker` holds (a clean stop): its claimed events are due again at once."""
+    async def release_claims(self, worker: str, *, epoch: int | None = None) -> int:
+        """Give back what `worker` holds (a clean stop): its claimed events are due again at once. Fenced: a
+        replica that lost leadership gives back nothing (the new leader takes its claims over anyway)."""
         ...
 
     # A worker settling an event passes `claimed_by=<its name>`: if the claim was taken over (its lease ran
-    # out and another worker claimed it), the move raises ClaimLost and changes nothing.
+    # out and another worker claimed it), the move raises ClaimLost and changes nothing. These moves are fenced.
 
-    async def complete_event(self, event_id: int, *, claimed_by: str | None = None) -> None: ...
+    async def complete_event(self, event_id: int, *, claimed_by: str | None = None,
+                             epoch: int | None = None) -> None: ...
 
-    async def complete_events(self, event_ids: Sequence[int], *, claimed_by: str) -> list[int]:
+    async def complete_events(self, event_ids: Sequence[int], *, claimed_by: str,
+                              epoch: int | None = None) -> list[int]:
         """Finish many claimed events in one transaction; returns those whose claim was lost (untouched)."""
         ...
 
     async def retry_event(self, event_id: int, *, error: str, next_attempt_at: datetime,
                           claimed_by: str | None = None, reset_attempts: bool = False,
-                          refund_attempt: bool = False) -> None:
+                          refund_attempt: bool = False, epoch: int | None = None) -> None:
         """Back to the inbox, due at `next_attempt_at`; `reset_attempts` when the wait was no failure of
         the event's own (its flow was parked); `refund_attempt` gives back the attempt this claim counted (it
         only waited, for a write of unknown outcome to settle), keeping the ones before it."""
         ...
 
-    async def dead_letter_event(self, event_id: int, letter: NewDeadLetter, *, claimed_by: str | None = None) -> int:
+    async def dead_letter_event(self, event_id: int, letter: NewDeadLetter, *, claimed_by: str | None = None,
+                                epoch: int | None = None) -> int:
         """Move the event to dead and record why; returns the dead letter's id. Dead is terminal until a person
         replays it: while a letter about the same `record_ref` is open (not replayed), the event joins it and no
         second letter is made."""
         ...
 
-    async def conflict_event(self, event_id: int, conflict: NewConflict, *, claimed_by: str | None = None) -> int:
+    async def conflict_event(self, event_id: int, conflict: NewConflict, *, claimed_by: str | None = None,
+                             epoch: int | None = None) -> int:
         """Park the event as a conflict for a person to decide; returns the conflict's id."""
         ...
 
@@ -146,31 +163,28 @@ class Store(Protocol):
 
     # --- idempotency ----------------------------------------------------------------------------
 
-    async def record_intent(self, intent: NewIntent) -> WriteIntent:
+    # Intents are fenced: the executor records, marks, settles and reopens them only as the current leader.
+
+    async def record_intent(self, intent: NewIntent, *, epoch: int | None = None) -> WriteIntent:
         """Record the intent before sending; if the key is known, return what is stored instead."""
         ...
 
-    async def claim_intent(self, key: str, *, owner: str, lease: timedelta) -> bool:
-        """Take the right to send intent `key` for `lease`: True when nobody else holds it (no owner, this owner
-        already, or the other owner's lease has run out, e.g. its replica died), and then this owner holds it
-        until now + lease. False when another owner's lease is still running: that replica is sending it now.
-        A confirmed intent is never claimed (False). One atomic step (no race between two replicas). Raises
-        RecordNotFound for a key never recorded (record_intent first)."""
+    async def begin_send(self, keys: Sequence[str], *, epoch: int | None = None) -> None:
+        """The last step before a call carrying these writes: recorded intents become sent (and `ever_sent`);
+        intents already sent (a crash or a fenced leader left them so) are sent again. Each is stamped with the
+        epoch and the store's time. Fenced, so that no write leaves a replica that has lost leadership."""
         ...
 
-    async def mark_intent_sent(self, key: str) -> None: ...
+    async def confirm_intent(self, key: str, result: dict[str, object], *, epoch: int | None = None) -> None: ...
 
-    # Settling (confirm or fail) clears the owner, so a later retry by any replica can claim it at once.
-
-    async def confirm_intent(self, key: str, result: dict[str, object]) -> None: ...
-
-    async def fail_intent(self, key: str, error: str, *, settle_after: datetime | None = None) -> None:
-        """`settle_after`: the outcome is unknown (the request may have been applied); the write is neither looked
-        up nor sent again before then."""
+    async def fail_intent(self, key: str, error: str, *, settle_for: timedelta | None = None,
+                          epoch: int | None = None) -> None:
+        """`settle_for`: the outcome is unknown (the request may have been applied); the write is neither looked
+        up nor sent again before its `settle_after`, the store's now + settle_for."""
         ...
 
-    async def reopen_intent(self, key: str) -> None:
-        """A failed intent is attempted again (a retry or a replay); its owner, if any, is kept."""
+    async def reopen_intent(self, key: str, *, epoch: int | None = None) -> None:
+        """A failed intent is attempted again (a retry or a replay)."""
         ...
 
     async def get_intent(self, key: str) -> WriteIntent | None: ...
@@ -258,10 +272,24 @@ class Store(Protocol):
         replicas silent for REPLICA_FORGOTTEN_AFTER (a box renamed or retired) are forgotten."""
         ...
 
-    async def try_lead(self, replica_id: str) -> bool:
-        """Become (or stay) the one replica that runs scheduled work; True while this store holds leadership.
-        Call it again every few seconds: False means another replica leads, or leadership was lost (on
-        PostgreSQL, the connection holding it died) and scheduled work must stop. One box (SQLite) always leads."""
+    async def try_lead(self, replica_id: str) -> Leadership | None:
+        """Become (or stay) the active replica, the one whose workers, executor and scheduler run: its leadership
+        while this store holds it, None while another replica does. Taking leadership increments the epoch (in
+        the same step). Call it again every few seconds: None (or a new epoch) means leadership was lost and the
+        leader's work must stop at once. On PostgreSQL leadership is a session advisory lock on a connection of
+        its own, lost when that session ends (the process died, or went silent: paused or cut off); on SQLite the
+        first process to ask takes it, once per start, and keeps it unless another process on the same file
+        takes it after it."""
+        ...
+
+    async def leadership(self) -> Leadership | None:
+        """The current leadership as the store records it (None before any replica has led). The replica it
+        names may have died since: its heartbeat says."""
+        ...
+
+    async def check_epoch(self, epoch: int) -> None:
+        """Raise Fenced unless `epoch` is the current leadership epoch (a read: the executor's check right before
+        a request leaves, when time has passed since the last fenced step)."""
         ...
 
     async def list_replicas(self) -> list[Replica]:

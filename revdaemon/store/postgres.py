@@ -14,9 +14,19 @@ from its single writer, PostgreSQL gets from row locks and constraints:
   waits for a concurrent insert of the same key to commit: webhooks reaching both replicas store one event;
 - one open conflict per record is a partial unique index; mapping versions are numbered under a table lock.
 
-One replica leads the scheduled work: it holds a session-level advisory lock on a connection of its own, kept
-open outside the pool. The lock goes with the session, so a leader that dies (or whose connection dies)
-loses it, and another replica's `try_lead` gets it.
+One replica is active, the leader: it holds a session-level advisory lock on a connection of its own, kept open
+outside the pool. The lock goes with the session, so a leader that dies (or whose connection dies) loses it, and
+so does one that goes silent, paused (SIGSTOP, a frozen VM) or cut off: the server ends that session once it has
+been idle `LEADER_SILENCE_SECONDS` (idle_session_timeout), judged by the server's clock alone. Another replica's
+`try_lead` then gets the lock and, in the same session, increments the leadership epoch.
+
+Fencing: a fenced transaction first reads the leadership row `FOR SHARE` and refuses (Fenced) unless its epoch
+is the caller's. The takeover's UPDATE of that row conflicts with the share lock, so under READ COMMITTED the two
+serialise: a fenced change either commits before the takeover (the new leader reads it) or waits for it and
+then sees the new epoch. Nothing an old leader decides can land after the new leader has looked.
+
+Time: every timestamp the store sets is the database's `now()` (the transaction's start), so leases, settle
+times, heartbeats and leadership are judged by one clock whichever box writes them. A test may inject a clock.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import asyncpg
 
 from revdaemon.errors import (
     ClaimLost,
+    Fenced,
     LinkConflict,
     RecordNotFound,
     SchemaTooNew,
@@ -55,6 +66,7 @@ from revdaemon.store.records import (
     CursorUpdate,
     DeadLetter,
     Event,
+    Leadership,
     Link,
     MappingVersion,
     MinuteCount,
@@ -81,6 +93,16 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 ACQUIRE_TIMEOUT_SECONDS = 30.0  # a pool exhausted this long is reported as busy, not waited on forever
 COMMAND_TIMEOUT_SECONDS = 60.0  # a statement that never answers (a dead server) fails instead of hanging a shield
 LEAD_CHECK_TIMEOUT_SECONDS = 5.0
+# A leader silent this long (its session idle: the process paused, frozen or cut off) loses its session and the
+# lock with it. Three of the replicas' 2 s beats (engine/replicas.py): one late beat is no takeover.
+LEADER_SILENCE_SECONDS = 6
+# A transaction left open this long by a silent process is ended, so the locks it holds (the leadership row's
+# share lock among them) cannot keep a takeover waiting. Every transaction here runs its statements back to back.
+IN_TRANSACTION_SILENCE_SECONDS = 10
+# The takeover's UPDATE of the leadership row waits for fenced transactions in progress, at worst for one a
+# silent process left open: longer than IN_TRANSACTION_SILENCE_SECONDS.
+TAKEOVER_TIMEOUT_SECONDS = 20.0
+MIN_SERVER_VERSION = (14, "idle_session_timeout, which ends a silent leader's session")
 POOL_SIZE = 10
 TRANSIENT_RETRIES = 3  # a deadlock between two replicas' inserts is retried before StoreBusy
 
@@ -94,17 +116,24 @@ MIGRATION_UNLOCK = "SELECT pg_advisory_unlock($1, hashtext(current_schema() || '
 SERVER_SETTINGS = {
     "application_name": "revdaemon",
     "lock_timeout": "10s",  # a row held longer than this by another replica is StoreBusy, not a hang
-    # A client that died inside a transaction (its box froze) must not hold row locks for ever.
-    "idle_in_transaction_session_timeout": "60s",
+    # A client that died inside a transaction (its box froze) must not hold row locks for long.
+    "idle_in_transaction_session_timeout": f"{IN_TRANSACTION_SILENCE_SECONDS}s",
 }
-# The leader's connection: the server notices a dead peer (a box powered off, no FIN) within about 25 s and
-# ends its session, which frees the leader lock for another replica.
+# The leader's connection: the server ends its session once it has been silent LEADER_SILENCE_SECONDS (a paused
+# or cut-off leader), and notices a dead peer (a box powered off, no FIN) by TCP keepalives; either frees the
+# leader lock for another replica. Its takeover UPDATE may wait for a silent transaction to be ended.
 LEADER_SETTINGS = {
     **SERVER_SETTINGS,
+    "idle_session_timeout": f"{LEADER_SILENCE_SECONDS}s",
+    "lock_timeout": f"{IN_TRANSACTION_SILENCE_SECONDS + 5}s",
     "tcp_keepalives_idle": "10",
     "tcp_keepalives_interval": "5",
     "tcp_keepalives_count": "3",
 }
+# The first statement of every fenced transaction: the share lock serialises it with a takeover (see the top).
+FENCE = "SELECT *, now() AS now FROM leadership FOR SHARE"
+TAKE_LEADERSHIP = """UPDATE leadership SET epoch = epoch + 1, replica_id = $1, since = coalesce($2, now())
+                     RETURNING *"""
 
 _CONNECTION_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -124,19 +153,19 @@ def describe_url(url: str) -> str:
 class PostgresStore:
     """`Store` on a PostgreSQL database. Create with `await PostgresStore.open(url)`."""
 
-    def __init__(self, pool: asyncpg.Pool, url: str, clock: Clock, *, read_only: bool = False) -> None:
+    def __init__(self, pool: asyncpg.Pool, url: str, clock: Clock | None, *, read_only: bool = False) -> None:
         self._pool = pool
         self._url = url
-        self._clock = clock
+        self._clock = clock  # None: the database's own (`now()`)
         self.read_only = read_only
         self._writes = WriteHealth()
         self._leader: asyncpg.Connection | None = None
-        self._leading = False
+        self._leading: Leadership | None = None
         self._lead_lock = anyio.Lock()
         self._closed = False
 
     @classmethod
-    async def open(cls, url: str, *, clock: Clock = utcnow, read_only: bool = False,
+    async def open(cls, url: str, *, clock: Clock | None = None, read_only: bool = False,
                    pool_size: int = POOL_SIZE) -> PostgresStore:
         """Connect, creating and migrating the schema as needed; `read_only` (for `status` and `check`)
         changes nothing and refuses a database the daemon has not created or migrated yet."""
@@ -154,10 +183,13 @@ class PostgresStore:
                         raise StoreError(f"the state database {where} is at schema version {current}, older than "
                                          f"this revdaemon ({SCHEMA_VERSION}): start the daemon once to migrate it")
                 else:
+                    _check_server(conn, where)
                     await _migrate(conn)
                     # Only the first open of a store records its day (the go-live date).
-                    await conn.execute("""INSERT INTO store_meta (name, value) VALUES ('created_on', $1)
-                                          ON CONFLICT (name) DO NOTHING""", clock().date().isoformat())
+                    await conn.execute(
+                        """INSERT INTO store_meta (name, value)
+                           VALUES ('created_on', coalesce($1, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')))
+                           ON CONFLICT (name) DO NOTHING""", clock().date().isoformat() if clock else None)
             finally:
                 await conn.close(timeout=CONNECT_TIMEOUT_SECONDS)
             pool = await asyncpg.create_pool(
@@ -176,6 +208,20 @@ class PostgresStore:
                     await self._pool.close()
                 return
             self._pool.terminate()
+
+    def _at(self) -> datetime | None:
+        """A statement's `now` parameter: the injected clock's, or None for `coalesce($n, now())`."""
+        return self._clock() if self._clock is not None else None
+
+    async def _now(self, conn: asyncpg.Connection, epoch: int | None = None) -> datetime:
+        """The store's now in this transaction. With `epoch`, this is the fence: the transaction's first statement
+        takes the leadership row's share lock and raises Fenced unless `epoch` is current (see the top)."""
+        if epoch is not None:
+            row = await conn.fetchrow(FENCE)
+            if row is None or row["epoch"] != epoch:
+                raise Fenced(_fenced_message(epoch, row))
+            return self._clock() if self._clock is not None else row["now"]
+        return self._clock() if self._clock is not None else await conn.fetchval("SELECT now()")
 
     @asynccontextmanager
     async def _tx(self, *, write: bool = True) -> AsyncIterator[asyncpg.Connection]:
@@ -218,14 +264,14 @@ class PostgresStore:
     async def created_on(self) -> date:
         async with self._tx(write=False) as conn:
             value = await conn.fetchval("SELECT value FROM store_meta WHERE name = 'created_on'")
-        return date.fromisoformat(value) if value else self._clock().date()
+        return date.fromisoformat(value) if value else (self._clock or utcnow)().date()
 
     # --- inbox ----------------------------------------------------------------------------------
 
     async def add_events(
         self, events: Sequence[NewEvent], cursor: CursorUpdate | None = None
     ) -> list[bool]:
-        now = self._clock()
+        now = self._at()
         columns = ([e.source for e in events], [e.key for e in events], [e.type for e in events],
                    [dumps(e.payload) for e in events])
 
@@ -236,8 +282,9 @@ class PostgresStore:
                 rows = await conn.fetch(
                     """INSERT INTO inbox_events
                            (source, event_key, type, payload, next_attempt_at, received_at, updated_at)
-                       SELECT source, event_key, type, payload, $5, $5, $5
-                       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                       SELECT source, event_key, type, payload, at, at, at
+                       FROM (VALUES (coalesce($5::timestamptz, now()))) AS clock (at),
+                            unnest($1::text[], $2::text[], $3::text[], $4::text[])
                             WITH ORDINALITY AS batch (source, event_key, type, payload, position)
                        ORDER BY position
                        ON CONFLICT (event_key) DO NOTHING
@@ -257,31 +304,31 @@ class PostgresStore:
         return inserted
 
     async def claim_events(self, *, worker: str, limit: int, lease: timedelta,
-                           mapping_version: int | None = None) -> list[Event]:
-        now = self._clock()
+                           mapping_version: int | None = None, epoch: int | None = None) -> list[Event]:
         async with self._tx() as conn:
-            # SKIP LOCKED: rows another replica is claiming or settling right now are left to it, not waited on.
+            now = await self._now(conn, epoch)
+            # SKIP LOCKED: rows another worker is claiming or settling right now are left to it, not waited on.
             rows = await conn.fetch(
                 """WITH due AS (
                        SELECT id FROM inbox_events
                        WHERE (status = 'received' AND next_attempt_at <= $1)
-                          OR (status = 'claimed' AND claimed_until <= $1)
+                          OR (status = 'claimed' AND (claimed_until <= $1 OR coalesce(claim_epoch, 0) < $6))
                        ORDER BY next_attempt_at, id
                        LIMIT $2
                        FOR UPDATE SKIP LOCKED
                    )
                    UPDATE inbox_events AS e
                    SET status = 'claimed', claimed_by = $3, claimed_until = $4, attempts = e.attempts + 1,
-                       updated_at = $1, mapping_version = coalesce(e.mapping_version, $5)
+                       updated_at = $1, mapping_version = coalesce(e.mapping_version, $5), claim_epoch = $7
                    FROM due WHERE e.id = due.id
                    RETURNING e.*""",
-                now, limit, worker, now + lease, mapping_version,
+                now, limit, worker, now + lease, mapping_version, epoch or 0, epoch,
             )
         return sorted((_event(row) for row in rows), key=lambda e: (e.next_attempt_at, e.id))
 
-    async def release_claims(self, worker: str) -> int:
-        now = self._clock()
+    async def release_claims(self, worker: str, *, epoch: int | None = None) -> int:
         async with self._tx() as conn:
+            now = await self._now(conn, epoch)
             status = await conn.execute(
                 """UPDATE inbox_events SET status = 'received', claimed_by = NULL, claimed_until = NULL,
                        next_attempt_at = $1, updated_at = $1
@@ -290,37 +337,41 @@ class PostgresStore:
             )
         return _row_count(status)
 
-    async def complete_event(self, event_id: int, *, claimed_by: str | None = None) -> None:
+    async def complete_event(self, event_id: int, *, claimed_by: str | None = None,
+                             epoch: int | None = None) -> None:
         async with self._tx() as conn:
-            await _move_event(conn, event_id, EventStatus.DONE, self._clock(), clear_error=True,
+            await _move_event(conn, event_id, EventStatus.DONE, await self._now(conn, epoch), clear_error=True,
                               claimed_by=claimed_by)
 
-    async def complete_events(self, event_ids: Sequence[int], *, claimed_by: str) -> list[int]:
+    async def complete_events(self, event_ids: Sequence[int], *, claimed_by: str,
+                              epoch: int | None = None) -> list[int]:
         if not event_ids:
             return []
         check_event_move(EventStatus.CLAIMED, EventStatus.DONE)
         async with self._tx() as conn:
+            now = await self._now(conn, epoch)
             rows = await conn.fetch(
                 """UPDATE inbox_events SET status = 'done', last_error = NULL, claimed_by = NULL,
                        claimed_until = NULL, updated_at = $3
                    WHERE id = ANY($1::bigint[]) AND status = 'claimed' AND claimed_by = $2
                    RETURNING id""",
-                sorted(set(event_ids)), claimed_by, self._clock(),
+                sorted(set(event_ids)), claimed_by, now,
             )
         held = {row["id"] for row in rows}
         return [i for i in event_ids if i not in held]
 
     async def retry_event(self, event_id: int, *, error: str, next_attempt_at: datetime,
                           claimed_by: str | None = None, reset_attempts: bool = False,
-                          refund_attempt: bool = False) -> None:
+                          refund_attempt: bool = False, epoch: int | None = None) -> None:
         async with self._tx() as conn:
-            await _move_event(conn, event_id, EventStatus.RECEIVED, self._clock(), error=error,
+            await _move_event(conn, event_id, EventStatus.RECEIVED, await self._now(conn, epoch), error=error,
                               next_attempt_at=next_attempt_at, claimed_by=claimed_by, reset_attempts=reset_attempts,
                               refund_attempt=refund_attempt)
 
-    async def dead_letter_event(self, event_id: int, letter: NewDeadLetter, *, claimed_by: str | None = None) -> int:
-        now = self._clock()
+    async def dead_letter_event(self, event_id: int, letter: NewDeadLetter, *, claimed_by: str | None = None,
+                                epoch: int | None = None) -> int:
         async with self._tx() as conn:
+            now = await self._now(conn, epoch)
             await _move_event(conn, event_id, EventStatus.DEAD, now, error=letter.error, claimed_by=claimed_by)
             # Dead is terminal until a person replays it: a later event about the same record (its own echo,
             # say the sync status "Error" written there) joins the open letter instead of making another.
@@ -339,9 +390,10 @@ class PostgresStore:
             )
         return int(letter_id)
 
-    async def conflict_event(self, event_id: int, conflict: NewConflict, *, claimed_by: str | None = None) -> int:
-        now = self._clock()
+    async def conflict_event(self, event_id: int, conflict: NewConflict, *, claimed_by: str | None = None,
+                             epoch: int | None = None) -> int:
         async with self._tx() as conn:
+            now = await self._now(conn, epoch)
             await _move_event(conn, event_id, EventStatus.CONFLICT, now, error=conflict.reason,
                               claimed_by=claimed_by)
             # One open conflict per record and flow: a later event about it joins the open one, whose values
@@ -408,7 +460,7 @@ class PostgresStore:
 
     async def set_cursor(self, update: CursorUpdate) -> None:
         async with self._tx() as conn:
-            await _upsert_cursor(conn, update, self._clock())
+            await _upsert_cursor(conn, update, self._at())
 
     async def list_cursors(self) -> list[Cursor]:
         async with self._tx(write=False) as conn:
@@ -420,9 +472,10 @@ class PostgresStore:
         async with self._tx() as conn:
             # Insert first: a pairing another replica is inserting at the same moment is waited for, then seen.
             await conn.execute(
-                """INSERT INTO id_links (object_type, nue_id, salesforce_id, created_at) VALUES ($1, $2, $3, $4)
+                """INSERT INTO id_links (object_type, nue_id, salesforce_id, created_at)
+                   VALUES ($1, $2, $3, coalesce($4, now()))
                    ON CONFLICT DO NOTHING""",
-                link.object_type, link.nue_id, link.salesforce_id, self._clock(),
+                link.object_type, link.nue_id, link.salesforce_id, self._at(),
             )
             rows = await conn.fetch(
                 """SELECT nue_id, salesforce_id FROM id_links
@@ -469,55 +522,52 @@ class PostgresStore:
 
     # --- idempotency ----------------------------------------------------------------------------
 
-    async def record_intent(self, intent: NewIntent) -> WriteIntent:
-        now = self._clock()
+    async def record_intent(self, intent: NewIntent, *, epoch: int | None = None) -> WriteIntent:
         async with self._tx() as conn:
+            now = await self._now(conn, epoch)
             await conn.execute(
                 """INSERT INTO write_intents
-                       (idem_key, system, operation, target, request, event_id, status, created_at, updated_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, 'recorded', $7, $7)
+                       (idem_key, system, operation, target, request, event_id, status, created_at, updated_at,
+                        epoch)
+                   VALUES ($1, $2, $3, $4, $5, $6, 'recorded', $7, $7, $8)
                    ON CONFLICT (idem_key) DO NOTHING""",
                 intent.key, intent.system, intent.operation, intent.target, dumps(intent.request),
-                intent.event_id, now,
+                intent.event_id, now, epoch,
             )
             row = await conn.fetchrow("SELECT * FROM write_intents WHERE idem_key = $1", intent.key)
         assert row is not None  # inserted or already there, inside this transaction
         return _intent(row)
 
-    async def claim_intent(self, key: str, *, owner: str, lease: timedelta) -> bool:
-        now = self._clock()
+    async def begin_send(self, keys: Sequence[str], *, epoch: int | None = None) -> None:
+        if not keys:
+            return
+        unique = sorted(set(keys))
         async with self._tx() as conn:
-            # One UPDATE: a concurrent claim of the same row waits on its row lock, then re-checks the WHERE
-            # against the committed row (READ COMMITTED), finds the other owner's lease running and takes nothing.
-            claimed = await conn.fetchval(
-                """UPDATE write_intents SET owner = $2, owned_until = $3
-                   WHERE idem_key = $1 AND status <> 'confirmed'
-                     AND (owner IS NULL OR owner = $2 OR owned_until <= $4)
-                   RETURNING true""",
-                key, owner, now + lease, now,
-            )
-            if claimed:
-                return True
-            # Nothing claimed: held by another or confirmed, or never recorded (a caller's mistake, not "busy").
-            if await conn.fetchval("SELECT 1 FROM write_intents WHERE idem_key = $1", key) is None:
-                raise RecordNotFound(f"no write intent {key!r}")
-            return False
+            now = await self._now(conn, epoch)
+            # Rows locked in key order: two transactions marking overlapping chunks cannot deadlock.
+            rows = await conn.fetch(
+                """SELECT idem_key, status FROM write_intents WHERE idem_key = ANY($1::text[])
+                   ORDER BY idem_key FOR UPDATE""", unique)
+            _check_sendable(unique, {row["idem_key"]: IntentStatus(row["status"]) for row in rows})
+            await conn.execute(
+                """UPDATE write_intents SET status = 'sent', ever_sent = true, error = NULL, updated_at = $2,
+                       epoch = $3
+                   WHERE idem_key = ANY($1::text[])""", unique, now, epoch)
 
-    async def mark_intent_sent(self, key: str) -> None:
+    async def confirm_intent(self, key: str, result: dict[str, object], *, epoch: int | None = None) -> None:
         async with self._tx() as conn:
-            await _move_intent(conn, key, IntentStatus.SENT, self._clock())
+            await _move_intent(conn, key, IntentStatus.CONFIRMED, await self._now(conn, epoch), result=result)
 
-    async def confirm_intent(self, key: str, result: dict[str, object]) -> None:
+    async def fail_intent(self, key: str, error: str, *, settle_for: timedelta | None = None,
+                          epoch: int | None = None) -> None:
         async with self._tx() as conn:
-            await _move_intent(conn, key, IntentStatus.CONFIRMED, self._clock(), result=result)
+            now = await self._now(conn, epoch)
+            await _move_intent(conn, key, IntentStatus.FAILED, now, error=error,
+                               settle_after=now + settle_for if settle_for is not None else None)
 
-    async def fail_intent(self, key: str, error: str, *, settle_after: datetime | None = None) -> None:
+    async def reopen_intent(self, key: str, *, epoch: int | None = None) -> None:
         async with self._tx() as conn:
-            await _move_intent(conn, key, IntentStatus.FAILED, self._clock(), error=error, settle_after=settle_after)
-
-    async def reopen_intent(self, key: str) -> None:
-        async with self._tx() as conn:
-            await _move_intent(conn, key, IntentStatus.RECORDED, self._clock())
+            await _move_intent(conn, key, IntentStatus.RECORDED, await self._now(conn, epoch))
 
     async def get_intent(self, key: str) -> WriteIntent | None:
         async with self._tx(write=False) as conn:
@@ -550,11 +600,11 @@ class PostgresStore:
         async with self._tx() as conn:
             # The version column collates as "C": byte order, the order SQLite compares text in.
             raised = await conn.fetchval(
-                """INSERT INTO entity_versions (entity, version, updated_at) VALUES ($1, $2, $3)
+                """INSERT INTO entity_versions (entity, version, updated_at) VALUES ($1, $2, coalesce($3, now()))
                    ON CONFLICT (entity) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at
                    WHERE excluded.version > entity_versions.version
                    RETURNING true""",
-                entity, version, self._clock(),
+                entity, version, self._at(),
             )
         return bool(raised)
 
@@ -579,8 +629,8 @@ class PostgresStore:
     async def resolve_conflict(
         self, conflict_id: int, *, resolution: Resolution, actor: str, comment: str | None = None
     ) -> ConflictRecord:
-        now = self._clock()
         async with self._tx() as conn:
+            now = await self._now(conn)
             row = await conn.fetchrow("SELECT * FROM conflicts WHERE id = $1 FOR UPDATE", conflict_id)
             if row is None:
                 raise RecordNotFound(f"no conflict {conflict_id}")
@@ -626,8 +676,8 @@ class PostgresStore:
         return _dead_letter(row) if row else None
 
     async def replay_dead_letter(self, letter_id: int, *, remap: bool = False) -> Event:
-        now = self._clock()
         async with self._tx() as conn:
+            now = await self._now(conn)
             row = await conn.fetchrow("SELECT * FROM dead_letters WHERE id = $1 FOR UPDATE", letter_id)
             if row is None:
                 raise RecordNotFound(f"no dead letter {letter_id}")
@@ -657,8 +707,8 @@ class PostgresStore:
             if row is None:
                 row = await conn.fetchrow(
                     """INSERT INTO mapping_versions (version, content_hash, text, created_at)
-                       SELECT coalesce(max(version), 0) + 1, $1, $2, $3 FROM mapping_versions
-                       RETURNING *""", content_hash, text, self._clock())
+                       SELECT coalesce(max(version), 0) + 1, $1, $2, coalesce($3, now()) FROM mapping_versions
+                       RETURNING *""", content_hash, text, self._at())
         assert row is not None
         return _mapping(row)
 
@@ -679,12 +729,12 @@ class PostgresStore:
     # --- audit ----------------------------------------------------------------------------------
 
     async def record_write(self, entry: NewAuditEntry) -> int:
-        now = self._clock()
+        now = self._at()
         async with self._tx() as conn:
             entry_id = await conn.fetchval(
                 """INSERT INTO audit_log (at, system, operation, target, outcome, idem_key, event_id,
                        record_ref, status, detail, mapping_version)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id""",
+                   VALUES (coalesce($1, now()), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id""",
                 now, entry.system, entry.operation, entry.target, entry.outcome, entry.idem_key, entry.event_id,
                 entry.record_ref, entry.status, dumps(entry.detail), entry.mapping_version,
             )
@@ -723,43 +773,62 @@ class PostgresStore:
         async with self._tx() as conn:
             await conn.execute(
                 """INSERT INTO replicas (replica_id, host, pid, started_at, last_heartbeat, is_leader)
-                   VALUES ($1, $2, $3, $4, $5, $6)
+                   VALUES ($1, $2, $3, $4, coalesce($5, now()), $6)
                    ON CONFLICT (replica_id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
                        started_at = excluded.started_at, last_heartbeat = excluded.last_heartbeat,
                        is_leader = excluded.is_leader""",
-                replica.replica_id, replica.host, replica.pid, replica.started_at, self._clock(), replica.is_leader,
+                replica.replica_id, replica.host, replica.pid, replica.started_at, self._at(), replica.is_leader,
             )
-            await conn.execute("DELETE FROM replicas WHERE last_heartbeat < $1",
-                               self._clock() - REPLICA_FORGOTTEN_AFTER)
+            await conn.execute("DELETE FROM replicas WHERE last_heartbeat < coalesce($1, now()) - $2::interval",
+                               self._at(), REPLICA_FORGOTTEN_AFTER)
 
-    async def try_lead(self, replica_id: str) -> bool:
+    async def try_lead(self, replica_id: str) -> Leadership | None:
         """Leadership is a session-level advisory lock held on a connection of this store's own (outside the
-        pool, so no other work can end its session). While held, each call checks that connection still answers;
-        a broken one is dropped (the server frees the lock with the session) and False is returned; the next
-        call reconnects and tries for the lock again."""
+        pool, so no other work can end its session). Taking the lock increments the epoch in the same session.
+        While held, each call reads the epoch on that connection (which also keeps its session from going idle);
+        a broken connection is dropped (the server frees the lock with the session) and None is returned, and the
+        next call reconnects and tries for the lock again."""
         async with self._lead_lock:
             if self._closed or self.read_only:
-                return False
-            if self._leader is not None and self._leading:
+                return None
+            if self._leader is not None and self._leading is not None:
                 try:
-                    await self._leader.fetchval("SELECT 1", timeout=LEAD_CHECK_TIMEOUT_SECONDS)
+                    epoch = await self._leader.fetchval("SELECT epoch FROM leadership",
+                                                        timeout=LEAD_CHECK_TIMEOUT_SECONDS)
                 except _CONNECTION_ERRORS:
                     await self._drop_leader(graceful=False)
-                    return False
-                return True
+                    return None
+                if epoch != self._leading.epoch:  # moved without the lock (a person's hand): not ours to keep
+                    await self._drop_leader(graceful=True)
+                    return None
+                return self._leading
             try:
                 if self._leader is None or self._leader.is_closed():
                     settings = {**LEADER_SETTINGS, "application_name": f"revdaemon leader {replica_id}"[:63]}
                     self._leader = await _connect(self._url, settings)
                 got = await self._leader.fetchval(LEADER_LOCK, LOCK_CLASS, timeout=LEAD_CHECK_TIMEOUT_SECONDS)
+                if not got:
+                    return None
+                row = await self._leader.fetchrow(TAKE_LEADERSHIP, replica_id, self._at(),
+                                                  timeout=TAKEOVER_TIMEOUT_SECONDS)
             except _CONNECTION_ERRORS:
                 await self._drop_leader(graceful=False)
-                return False
-            self._leading = bool(got)
+                return None
+            self._leading = to_record.leadership(row, _when)
             return self._leading
 
+    async def leadership(self) -> Leadership | None:
+        async with self._tx(write=False) as conn:
+            return to_record.leadership(await conn.fetchrow("SELECT * FROM leadership"), _when)
+
+    async def check_epoch(self, epoch: int) -> None:
+        async with self._tx(write=False) as conn:
+            row = await conn.fetchrow("SELECT * FROM leadership")
+        if row is None or row["epoch"] != epoch:
+            raise Fenced(_fenced_message(epoch, row))
+
     async def _drop_leader(self, *, graceful: bool) -> None:
-        conn, self._leader, self._leading = self._leader, None, False
+        conn, self._leader, self._leading = self._leader, None, None
         if conn is None or conn.is_closed():
             return
         if graceful:
@@ -803,6 +872,28 @@ async def _read_version(conn: asyncpg.Connection) -> int:
         return 0
     version = await conn.fetchval("SELECT version FROM revdaemon_schema")
     return int(version) if version is not None else 0
+
+
+def _check_server(conn: asyncpg.Connection, where: str) -> None:
+    version, needs = MIN_SERVER_VERSION
+    found = conn.get_server_version()
+    if found.major < version:
+        raise StoreUnavailable(f"the state database {where} runs PostgreSQL {found.major}; revdaemon needs "
+                               f"{version} or later ({needs})")
+
+
+def _fenced_message(epoch: int, row: asyncpg.Record | None) -> str:
+    current = row["epoch"] if row is not None else 0
+    who = f"{row['replica_id']} leads since {row['since'].isoformat()}" if row is not None and row["replica_id"] \
+        else "none leads"
+    return f"leadership epoch {epoch} is over: it is {current} now ({who}); nothing was changed"
+
+
+def _check_sendable(keys: Sequence[str], statuses: Mapping[str, IntentStatus]) -> None:
+    for key in keys:
+        if key not in statuses:
+            raise RecordNotFound(f"no write intent {key!r}")
+        check_intent_move(statuses[key], IntentStatus.SENT)
 
 
 def _check_version(current: int) -> None:
@@ -882,7 +973,7 @@ def _row_count(status: str) -> int:
 
 
 async def _remember_synced(conn: asyncpg.Connection, record_ref: str, fields: Mapping[str, Any],
-                           now: datetime, *, declined: Mapping[str, Any] | None = None) -> None:
+                           now: datetime | None, *, declined: Mapping[str, Any] | None = None) -> None:
     """A write or a person's decision sets the field's baseline; a declined Nue value is kept only with the
     decision that declined it (a later write clears it). Rows go in field order, so two replicas writing the
     same record's fields lock them in one order and cannot deadlock."""
@@ -890,7 +981,7 @@ async def _remember_synced(conn: asyncpg.Connection, record_ref: str, fields: Ma
     names = sorted(fields)
     await conn.execute(
         """INSERT INTO synced_values (record_ref, field, value, declined, updated_at)
-           SELECT $1, field, value, declined, $5
+           SELECT $1, field, value, declined, coalesce($5::timestamptz, now())
            FROM unnest($2::text[], $3::text[], $4::text[]) AS batch (field, value, declined)
            ORDER BY field
            ON CONFLICT (record_ref, field) DO UPDATE SET value = excluded.value, declined = excluded.declined,
@@ -908,9 +999,9 @@ async def _queue_depths(conn: asyncpg.Connection) -> dict[EventStatus, int]:
     return depths
 
 
-async def _upsert_cursor(conn: asyncpg.Connection, update: CursorUpdate, now: datetime) -> None:
+async def _upsert_cursor(conn: asyncpg.Connection, update: CursorUpdate, now: datetime | None) -> None:
     await conn.execute(
-        """INSERT INTO cursors (name, value, updated_at) VALUES ($1, $2, $3)
+        """INSERT INTO cursors (name, value, updated_at) VALUES ($1, $2, coalesce($3::timestamptz, now()))
            ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at""",
         update.name, update.value, now,
     )
@@ -968,15 +1059,11 @@ async def _move_intent(
     if row is None:
         raise RecordNotFound(f"no write intent {key!r}")
     check_intent_move(IntentStatus(row["status"]), target)
-    # A settled intent (confirmed or failed) has no owner: a later retry by any replica claims it at once.
     settled = target in (IntentStatus.CONFIRMED, IntentStatus.FAILED)
-    # `ever_sent` only ever becomes true; `settle_after` is set by a failure of unknown outcome, cleared by any
-    # other settling, and kept through a reopen (the executor looks up before sending again).
+    # `settle_after` is set by a failure of unknown outcome, cleared by any other settling, and kept through a
+    # reopen (the executor looks up before sending again). `ever_sent` is begin_send's.
     await conn.execute(
         """UPDATE write_intents SET status = $1, result = coalesce($2, result), error = $3, updated_at = $4,
-               owner = CASE WHEN $6 THEN NULL ELSE owner END,
-               owned_until = CASE WHEN $6 THEN NULL ELSE owned_until END,
-               ever_sent = ever_sent OR $1 = 'sent',
                settle_after = CASE WHEN $6 THEN $7::timestamptz ELSE settle_after END
            WHERE idem_key = $5""",
         target.value, dumps(result) if result is not None else None, error, now, key, settled, settle_after,

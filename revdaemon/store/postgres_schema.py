@@ -188,6 +188,21 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT 'created_on', to_char(min(received_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD') FROM inbox_events
         HAVING min(received_at) IS NOT NULL;
     """,
+    # 5 (SQLite's 9): one active replica, fenced. The leadership row: its epoch goes up by one each time a replica
+    # takes leadership (the advisory lock); the epoch each claim was made under (a claim of an older epoch is taken
+    # over at once) and each intent last recorded or sent under (an older one's send is of unknown outcome). The
+    # intents' owner leases of two active replicas go.
+    """
+    CREATE TABLE leadership (
+        only_row   BOOLEAN PRIMARY KEY DEFAULT true CHECK (only_row),
+        epoch      BIGINT NOT NULL,
+        replica_id TEXT,
+        since      TIMESTAMPTZ
+    );
+    INSERT INTO leadership (only_row, epoch) VALUES (true, 0);
+    ALTER TABLE inbox_events ADD COLUMN claim_epoch BIGINT;
+    ALTER TABLE write_intents ADD COLUMN epoch BIGINT, DROP COLUMN owner, DROP COLUMN owned_until;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

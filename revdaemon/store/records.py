@@ -115,10 +115,9 @@ class WriteIntent:
     error: str | None
     created_at: datetime
     updated_at: datetime
-    owner: str | None = None  # who may send it (claim_intent), until owned_until; cleared when it settles
-    owned_until: datetime | None = None
     ever_sent: bool = False  # it may have reached the API once: set when first marked sent, never cleared
     settle_after: datetime | None = None  # an unknown outcome: not looked up (nor sent again) before this
+    epoch: int | None = None  # the leadership epoch that last recorded or sent it (None: before fencing, or a test)
 
 
 # --- conflicts and dead letters ---------------------------------------------------------------------
@@ -260,7 +259,7 @@ class ReplicaBeat:
     host: str
     pid: int
     started_at: datetime
-    is_leader: bool  # it holds the scheduler leadership (Store.try_lead) as of this beat
+    is_leader: bool  # it holds the leadership (Store.try_lead) as of this beat
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -273,6 +272,17 @@ class Replica:
     started_at: datetime
     last_heartbeat: datetime
     is_leader: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class Leadership:
+    """Who is the active replica: the one whose workers, executor and scheduler run. The store increments `epoch`
+    each time a replica takes leadership; a state change that leads to an external write names the epoch it was
+    decided under and is refused (Fenced) once another has begun."""
+
+    epoch: int
+    replica_id: str
+    since: datetime  # when it was taken, by the store's clock (on PostgreSQL the database's)
 
 
 # --- status -----------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from revdaemon.store.records import (
     Cursor,
     DeadLetter,
     Event,
+    Leadership,
     Link,
     MappingVersion,
     Replica,
@@ -86,10 +87,9 @@ def intent(row: Row, when: When) -> WriteIntent:
         error=row["error"],
         created_at=_required(when, row["created_at"]),
         updated_at=_required(when, row["updated_at"]),
-        owner=_optional(row, "owner"),
-        owned_until=when(_optional(row, "owned_until")),
         ever_sent=bool(_optional(row, "ever_sent")),
         settle_after=when(_optional(row, "settle_after")),
+        epoch=_optional(row, "epoch"),
     )
 
 
@@ -150,3 +150,10 @@ def replica(row: Row, when: When) -> Replica:
                    started_at=_required(when, row["started_at"]),
                    last_heartbeat=_required(when, row["last_heartbeat"]), is_leader=bool(row["is_leader"]))
 
+
+
+def leadership(row: Row | None, when: When) -> Leadership | None:
+    """The leadership row, or None while no replica has ever led (epoch 0) or before the schema has one."""
+    if row is None or not row["epoch"] or row["replica_id"] is None:
+        return None
+    return Leadership(epoch=int(row["epoch"]), replica_id=row["replica_id"], since=_required(when, row["since"]))

@@ -6,6 +6,10 @@ file waits on the busy timeout instead of failing half-way). The transaction bod
 cancellation: a worker cancelled at shutdown never leaves a transaction open or half-recorded. WAL lets
 readers in other processes (the CLI's `status`) run while the daemon writes; synchronous=FULL makes a
 commit durable before a webhook is acknowledged.
+
+Fencing on one box: the leadership row is taken once per start (the daemon's first `try_lead`), so a second
+daemon started on the same file by mistake takes the epoch and the first one's fenced steps are refused. The
+check of the epoch and the change it guards share one `BEGIN IMMEDIATE` transaction, so they are atomic.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import anyio
 
 from revdaemon.errors import (
     ClaimLost,
+    Fenced,
     LinkConflict,
     RecordNotFound,
     SchemaTooNew,
@@ -46,6 +51,7 @@ from revdaemon.store.records import (
     CursorUpdate,
     DeadLetter,
     Event,
+    Leadership,
     Link,
     MappingVersion,
     MinuteCount,
@@ -86,6 +92,8 @@ class SqliteStore:
         self._lock = anyio.Lock()
         self._writes = WriteHealth()
         self.read_only = read_only
+        self._leadership: Leadership | None = None  # this process's, once taken
+        self._led = False  # taken once per start: not again after another process took it
 
     @classmethod
     async def open(cls, path: Path, *, clock: Clock = utcnow, read_only: bool = False) -> SqliteStore:
@@ -196,18 +204,19 @@ class SqliteStore:
         return inserted
 
     async def claim_events(self, *, worker: str, limit: int, lease: timedelta,
-                           mapping_version: int | None = None) -> list[Event]:
+                           mapping_version: int | None = None, epoch: int | None = None) -> list[Event]:
         now = self._clock()
         until = _ts(now + lease)
         async with self._tx() as conn:
+            await _fence(conn, epoch)
             rows = await _fetchall(
                 conn,
                 """SELECT id FROM inbox_events
                    WHERE (status = 'received' AND next_attempt_at <= ?)
-                      OR (status = 'claimed' AND claimed_until <= ?)
+                      OR (status = 'claimed' AND (claimed_until <= ? OR coalesce(claim_epoch, 0) < ?))
                    ORDER BY next_attempt_at, id
                    LIMIT ?""",
-                (_ts(now), _ts(now), limit),
+                (_ts(now), _ts(now), epoch or 0, limit),
             )
             ids = [row["id"] for row in rows]
             if not ids:
@@ -216,18 +225,19 @@ class SqliteStore:
             await conn.execute(
                 f"""UPDATE inbox_events
                     SET status = 'claimed', claimed_by = ?, claimed_until = ?, attempts = attempts + 1,
-                        updated_at = ?, mapping_version = coalesce(mapping_version, ?)
+                        updated_at = ?, mapping_version = coalesce(mapping_version, ?), claim_epoch = ?
                     WHERE id IN ({marks})""",
-                (worker, until, _ts(now), mapping_version, *ids),
+                (worker, until, _ts(now), mapping_version, epoch, *ids),
             )
             claimed = await _fetchall(
                 conn, f"SELECT * FROM inbox_events WHERE id IN ({marks}) ORDER BY next_attempt_at, id", ids
             )
         return [_event(row) for row in claimed]
 
-    async def release_claims(self, worker: str) -> int:
+    async def release_claims(self, worker: str, *, epoch: int | None = None) -> int:
         now = _ts(self._clock())
         async with self._tx() as conn:
+            await _fence(conn, epoch)
             result = await conn.execute(
                 """UPDATE inbox_events SET status = 'received', claimed_by = NULL, claimed_until = NULL,
                        next_attempt_at = ?, updated_at = ?
@@ -236,16 +246,20 @@ class SqliteStore:
             )
             return result.rowcount
 
-    async def complete_event(self, event_id: int, *, claimed_by: str | None = None) -> None:
+    async def complete_event(self, event_id: int, *, claimed_by: str | None = None,
+                             epoch: int | None = None) -> None:
         async with self._tx() as conn:
+            await _fence(conn, epoch)
             await _move_event(conn, event_id, EventStatus.DONE, self._clock(), clear_error=True,
                               claimed_by=claimed_by)
 
-    async def complete_events(self, event_ids: Sequence[int], *, claimed_by: str) -> list[int]:
+    async def complete_events(self, event_ids: Sequence[int], *, claimed_by: str,
+                              epoch: int | None = None) -> list[int]:
         if not event_ids:
             return []
         now = _ts(self._clock())
         async with self._tx() as conn:
+            await _fence(conn, epoch)
             marks = ",".join("?" * len(event_ids))
             held = {row["id"] for row in await _fetchall(
                 conn, f"SELECT id FROM inbox_events WHERE id IN ({marks}) AND status = 'claimed' AND claimed_by = ?",
@@ -261,15 +275,18 @@ class SqliteStore:
 
     async def retry_event(self, event_id: int, *, error: str, next_attempt_at: datetime,
                           claimed_by: str | None = None, reset_attempts: bool = False,
-                          refund_attempt: bool = False) -> None:
+                          refund_attempt: bool = False, epoch: int | None = None) -> None:
         async with self._tx() as conn:
+            await _fence(conn, epoch)
             await _move_event(conn, event_id, EventStatus.RECEIVED, self._clock(), error=error,
                               next_attempt_at=next_attempt_at, claimed_by=claimed_by, reset_attempts=reset_attempts,
                               refund_attempt=refund_attempt)
 
-    async def dead_letter_event(self, event_id: int, letter: NewDeadLetter, *, claimed_by: str | None = None) -> int:
+    async def dead_letter_event(self, event_id: int, letter: NewDeadLetter, *, claimed_by: str | None = None,
+                                epoch: int | None = None) -> int:
         now = self._clock()
         async with self._tx() as conn:
+            await _fence(conn, epoch)
             await _move_event(conn, event_id, EventStatus.DEAD, now, error=letter.error, claimed_by=claimed_by)
             # Dead is terminal until a person replays it: a later event about the same record (its own echo,
             # say the sync status "Error" written there) joins the open letter instead of making another.
@@ -290,9 +307,11 @@ class SqliteStore:
             )
             return _lastrowid(result)
 
-    async def conflict_event(self, event_id: int, conflict: NewConflict, *, claimed_by: str | None = None) -> int:
+    async def conflict_event(self, event_id: int, conflict: NewConflict, *, claimed_by: str | None = None,
+                             epoch: int | None = None) -> int:
         now = self._clock()
         async with self._tx() as conn:
+            await _fence(conn, epoch)
             await _move_event(conn, event_id, EventStatus.CONFLICT, now, error=conflict.reason,
                               claimed_by=claimed_by)
             # One open conflict per record and flow: a later event about it joins the open one, whose values
@@ -432,56 +451,56 @@ class SqliteStore:
 
     # --- idempotency ----------------------------------------------------------------------------
 
-    async def record_intent(self, intent: NewIntent) -> WriteIntent:
+    async def record_intent(self, intent: NewIntent, *, epoch: int | None = None) -> WriteIntent:
         now = _ts(self._clock())
         async with self._tx() as conn:
+            await _fence(conn, epoch)
             await conn.execute(
                 """INSERT INTO write_intents
-                       (idem_key, system, operation, target, request, event_id, status, created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, 'recorded', ?, ?)
+                       (idem_key, system, operation, target, request, event_id, status, created_at, updated_at,
+                        epoch)
+                   VALUES (?, ?, ?, ?, ?, ?, 'recorded', ?, ?, ?)
                    ON CONFLICT (idem_key) DO NOTHING""",
                 (
                     intent.key, intent.system, intent.operation, intent.target, _dumps(intent.request),
-                    intent.event_id, now, now,
+                    intent.event_id, now, now, epoch,
                 ),
             )
             row = await _fetchone(conn, "SELECT * FROM write_intents WHERE idem_key = ?", (intent.key,))
         assert row is not None  # inserted or already there, inside this transaction
         return _intent(row)
 
-    async def claim_intent(self, key: str, *, owner: str, lease: timedelta) -> bool:
-        now = self._clock()
+    async def begin_send(self, keys: Sequence[str], *, epoch: int | None = None) -> None:
+        if not keys:
+            return
+        unique = sorted(set(keys))
+        marks = ",".join("?" * len(unique))
         async with self._tx() as conn:
-            # One UPDATE under the write lock (BEGIN IMMEDIATE): another process's claim waits for it, then
-            # finds the owner set and its lease running.
-            cursor = await conn.execute(
-                """UPDATE write_intents SET owner = ?, owned_until = ?
-                   WHERE idem_key = ? AND status <> 'confirmed'
-                     AND (owner IS NULL OR owner = ? OR owned_until <= ?)""",
-                (owner, _ts(now + lease), key, owner, _ts(now)),
-            )
-            if cursor.rowcount == 1:
-                return True
-            # Nothing claimed: held by another or confirmed, or never recorded (a caller's mistake, not "busy").
-            if await _fetchone(conn, "SELECT 1 FROM write_intents WHERE idem_key = ?", (key,)) is None:
-                raise RecordNotFound(f"no write intent {key!r}")
-            return False
+            await _fence(conn, epoch)
+            rows = await _fetchall(conn, f"SELECT idem_key, status FROM write_intents WHERE idem_key IN ({marks})",
+                                   unique)
+            _check_sendable(unique, {row["idem_key"]: IntentStatus(row["status"]) for row in rows})
+            await conn.execute(
+                f"""UPDATE write_intents SET status = 'sent', ever_sent = 1, error = NULL, updated_at = ?, epoch = ?
+                    WHERE idem_key IN ({marks})""",
+                [_ts(self._clock()), epoch, *unique])
 
-    async def mark_intent_sent(self, key: str) -> None:
+    async def confirm_intent(self, key: str, result: dict[str, object], *, epoch: int | None = None) -> None:
         async with self._tx() as conn:
-            await _move_intent(conn, key, IntentStatus.SENT, _ts(self._clock()))
-
-    async def confirm_intent(self, key: str, result: dict[str, object]) -> None:
-        async with self._tx() as conn:
+            await _fence(conn, epoch)
             await _move_intent(conn, key, IntentStatus.CONFIRMED, _ts(self._clock()), result=result)
 
-    async def fail_intent(self, key: str, error: str, *, settle_after: datetime | None = None) -> None:
+    async def fail_intent(self, key: str, error: str, *, settle_for: timedelta | None = None,
+                          epoch: int | None = None) -> None:
+        now = self._clock()
         async with self._tx() as conn:
-            await _move_intent(conn, key, IntentStatus.FAILED, _ts(self._clock()), error=error,
-                               settle_after=_ts(settle_after) if settle_after else None)
+            await _fence(conn, epoch)
+            await _move_intent(conn, key, IntentStatus.FAILED, _ts(now), error=error,
+                               settle_after=_ts(now + settle_for) if settle_for is not None else None)
 
-    async def reopen_intent(self, key: str) -> None:
+    async def reopen_intent(self, key: str, *, epoch: int | None = None) -> None:
         async with self._tx() as conn:
+            await _fence(conn, epoch)
             await _move_intent(conn, key, IntentStatus.RECORDED, _ts(self._clock()))
 
     async def get_intent(self, key: str) -> WriteIntent | None:
@@ -704,9 +723,33 @@ class SqliteStore:
             await conn.execute("DELETE FROM replicas WHERE last_heartbeat < ?",
                                (_ts(self._clock() - REPLICA_FORGOTTEN_AFTER),))
 
-    async def try_lead(self, replica_id: str) -> bool:
-        """One box, one daemon: the SQLite store's only writer always leads."""
-        return True
+    async def try_lead(self, replica_id: str) -> Leadership | None:
+        """One box, one daemon: the first call of this process takes the epoch; later calls keep it while the file
+        still names it (a second daemon on the same file takes it for good, and this one stays on standby)."""
+        if self.read_only or (self._led and self._leadership is None):
+            return None
+        if self._leadership is None:
+            now = self._clock()
+            async with self._tx() as conn:
+                await conn.execute("UPDATE leadership SET epoch = epoch + 1, replica_id = ?, since = ?",
+                                   (replica_id, _ts(now)))
+                row = await _fetchone(conn, "SELECT * FROM leadership", ())
+            self._leadership, self._led = to_record.leadership(row, _dt), True
+        elif (current := await self.leadership()) is None or current.epoch != self._leadership.epoch:
+            self._leadership = None
+        return self._leadership
+
+    async def leadership(self) -> Leadership | None:
+        async with self._tx(write=False) as conn:
+            # A read-only open of a database the daemon has not migrated yet has no leadership table.
+            if await _fetchone(conn, "SELECT 1 FROM sqlite_master WHERE name = 'leadership'", ()) is None:
+                return None
+            row = await _fetchone(conn, "SELECT * FROM leadership", ())
+        return to_record.leadership(row, _dt)
+
+    async def check_epoch(self, epoch: int) -> None:
+        async with self._tx(write=False) as conn:
+            await _fence(conn, epoch)
 
     async def list_replicas(self) -> list[Replica]:
         async with self._tx(write=False) as conn:
@@ -897,6 +940,30 @@ async def _move_event(
     )
 
 
+async def _fence(conn: aiosqlite.Connection, epoch: int | None) -> None:
+    """Inside the caller's transaction (BEGIN IMMEDIATE: no other process writes until it ends): refuse the whole
+    change unless `epoch` is the current leadership epoch. None: a caller outside the replicas' work."""
+    if epoch is None:
+        return
+    row = await _fetchone(conn, "SELECT * FROM leadership", ())
+    current = int(row["epoch"]) if row is not None else 0
+    if current != epoch:
+        raise Fenced(_fenced_message(epoch, row))
+
+
+def _fenced_message(epoch: int, row: sqlite3.Row | None) -> str:
+    who = f"{row['replica_id']} leads since {row['since']}" if row is not None and row["replica_id"] else "none leads"
+    return (f"leadership epoch {epoch} is over: it is {row['epoch'] if row is not None else 0} now ({who}); "
+            "nothing was changed")
+
+
+def _check_sendable(keys: Sequence[str], statuses: Mapping[str, IntentStatus]) -> None:
+    for key in keys:
+        if key not in statuses:
+            raise RecordNotFound(f"no write intent {key!r}")
+        check_intent_move(statuses[key], IntentStatus.SENT)
+
+
 async def _move_intent(
     conn: aiosqlite.Connection,
     key: str,
@@ -911,19 +978,14 @@ async def _move_intent(
     if row is None:
         raise RecordNotFound(f"no write intent {key!r}")
     check_intent_move(IntentStatus(row["status"]), target)
-    # A settled intent (confirmed or failed) has no owner: a later retry by any replica claims it at once.
     settled = target in (IntentStatus.CONFIRMED, IntentStatus.FAILED)
-    # `ever_sent` only ever becomes true; `settle_after` is set by a failure of unknown outcome, cleared by any
-    # other settling, and kept through a reopen (the executor looks up before sending again).
+    # `settle_after` is set by a failure of unknown outcome, cleared by any other settling, and kept through a
+    # reopen (the executor looks up before sending again). `ever_sent` is begin_send's.
     await conn.execute(
         """UPDATE write_intents SET status = ?, result = coalesce(?, result), error = ?, updated_at = ?,
-               owner = CASE WHEN ? THEN NULL ELSE owner END,
-               owned_until = CASE WHEN ? THEN NULL ELSE owned_until END,
-               ever_sent = CASE WHEN ? = 'sent' THEN 1 ELSE ever_sent END,
                settle_after = CASE WHEN ? THEN ? ELSE settle_after END
            WHERE idem_key = ?""",
-        (target.value, _dumps(result) if result is not None else None, error, now, settled, settled,
-         target.value, settled, settle_after, key),
+        (target.value, _dumps(result) if result is not None else None, error, now, settled, settle_after, key),
     )
 
 

@@ -175,6 +175,23 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO store_meta (name, value)
         SELECT 'created_on', substr(received_at, 1, 10) FROM inbox_events ORDER BY received_at LIMIT 1;
     """,
+    # 9: one active replica, fenced. The leadership row: its epoch goes up by one each time a replica (or, on one
+    # box, a daemon process) takes leadership; the epoch each claim was made under (a claim of an older epoch is
+    # taken over at once) and each intent last recorded or sent under (an older one's send is of unknown
+    # outcome). The intents' owner leases of two active replicas go.
+    """
+    CREATE TABLE leadership (
+        only_row   INTEGER PRIMARY KEY CHECK (only_row = 1),
+        epoch      INTEGER NOT NULL,
+        replica_id TEXT,
+        since      TEXT
+    );
+    INSERT INTO leadership (only_row, epoch) VALUES (1, 0);
+    ALTER TABLE inbox_events ADD COLUMN claim_epoch INTEGER;
+    ALTER TABLE write_intents ADD COLUMN epoch INTEGER;
+    ALTER TABLE write_intents DROP COLUMN owner;
+    ALTER TABLE write_intents DROP COLUMN owned_until;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -15,7 +15,9 @@ Inbox events:
 
 Write intents (one per idempotency key, recorded before the call is sent):
     recorded ──> sent ──> confirmed
-       │          └─────> failed
+       │          ├─────> failed
+       │          └─────> sent        (sent again: left sent by a crash or a fenced leader, then looked up
+       │                               and not found, or idempotent)
        ├────────────────> confirmed   (after a crash, the lookup found the write already made)
        └────────────────> failed
     failed ──replay──> recorded
@@ -55,7 +57,7 @@ EVENT_TRANSITIONS: dict[EventStatus, frozenset[EventStatus]] = {
 
 INTENT_TRANSITIONS: dict[IntentStatus, frozenset[IntentStatus]] = {
     IntentStatus.RECORDED: frozenset({IntentStatus.SENT, IntentStatus.CONFIRMED, IntentStatus.FAILED}),
-    IntentStatus.SENT: frozenset({IntentStatus.CONFIRMED, IntentStatus.FAILED}),
+    IntentStatus.SENT: frozenset({IntentStatus.SENT, IntentStatus.CONFIRMED, IntentStatus.FAILED}),
     IntentStatus.CONFIRMED: frozenset(),
     IntentStatus.FAILED: frozenset({IntentStatus.RECORDED}),
 }

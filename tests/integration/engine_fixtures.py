@@ -17,6 +17,7 @@ from revdaemon.config import ApiRate, NueSettings, SalesforceAuth, SalesforceSet
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.engine.executor import Executor
+from revdaemon.engine.fencing import REQUEST_HOOKS
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.schema import SchemaGuard
 from revdaemon.engine.sync_status import SyncStatus
@@ -50,7 +51,7 @@ async def engine(sandbox: Sandbox, tmp_path: Path, *, flows: list[Flow] | None =
     leave an intent `sent` by hand to stand for a crash long ago)."""
     sf_info, nue_info = sandbox.info()["salesforce"], sandbox.info()["nue"]
     store = await open_store(tmp_path / "engine.sqlite3")
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(event_hooks=REQUEST_HOOKS) as http:  # as the daemon's: the fence's last check
         sf = SalesforceClient(
             SalesforceSettings(login_url=sf_info["login_url"], auth=SalesforceAuth.JWT,
                                client_id=sf_info["consumer_key"], username=sf_info["username"],

@@ -11,7 +11,7 @@ import pytest
 
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.worker import Worker
-from revdaemon.errors import ErrorContext, HeldElsewhere
+from revdaemon.errors import Busy, ErrorContext
 from revdaemon.flows.subscription_status import SubscriptionStatusFlow
 from revdaemon.sandbox.runner import Sandbox
 from revdaemon.store.states import EventStatus
@@ -236,10 +236,10 @@ class TestSalesforcePause:
 
 
 class TestBusyNeverDeadLetters:
-    async def test_a_write_held_by_another_replica_waits_without_using_up_attempts(self, sandbox: Sandbox,
-                                                                                   tmp_path: Path) -> None:
-        """A replica that died holding a write keeps it until its lease ends; the survivor's event must wait that
-        out however many times it is claimed, not become a dead letter after max_attempts."""
+    async def test_a_write_another_worker_holds_waits_without_using_up_attempts(self, sandbox: Sandbox,
+                                                                                tmp_path: Path) -> None:
+        """Another worker of this process is writing the same record: the event waits for it however many times it
+        is claimed, and does not become a dead letter after max_attempts."""
         _customer_id, _account_id, subscriptions = activate_for(sandbox, 4, 4)
         async with engine(sandbox, tmp_path) as e:
             worker = Worker(e.store, Fetcher(e.salesforce, e.nue, e.store), e.executor, [SubscriptionStatusFlow()],
@@ -247,7 +247,7 @@ class TestBusyNeverDeadLetters:
             await e.store.add_events([webhook("subscription.updated", dict(subscriptions[0]), "evt-held-2")])
             [event] = await e.store.claim_events(worker=worker.name, limit=1, lease=timedelta(minutes=5))
             assert event.attempts >= 1
-            await worker._retry(event, HeldElsewhere("another replica holds this write", ErrorContext(
+            await worker._retry(event, Busy("another worker is writing this record", ErrorContext(
                 system="salesforce", operation="SfUpdate")))
             stored = await e.store.get_event(event.id)
             assert stored is not None and stored.status is EventStatus.RECEIVED and stored.attempts == 0

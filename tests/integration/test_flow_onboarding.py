@@ -157,7 +157,7 @@ class TestBatchedCreates:
             crashed = task("Sent before the crash")
             await e.store.record_intent(NewIntent(key=crashed.idem_key, system="salesforce", operation="SfCreate",
                                                   target="Task:x", request={}, event_id=None))
-            await e.store.mark_intent_sent(crashed.idem_key)
+            await e.store.begin_send([crashed.idem_key])
             sandbox.salesforce.log.clear()
             outcomes = await e.executor.execute([PendingWrite(write=crashed, event_id=None),
                                                  PendingWrite(write=task("Never sent"), event_id=None)])
@@ -187,7 +187,7 @@ class TestBatchedCreates:
             resent = task("Sent before", "t:resent", what=short)
             await e.store.record_intent(NewIntent(key=resent.idem_key, system="salesforce", operation="SfCreate",
                                                   target="Task:x", request={}, event_id=None))
-            await e.store.mark_intent_sent(resent.idem_key)  # a crash after the call: it may exist
+            await e.store.begin_send([resent.idem_key])  # a crash after the call: it may exist
             outcomes = await e.executor.execute([PendingWrite(write=resent, event_id=None),
                                                  PendingWrite(write=task("Foo", "t:foo"), event_id=None),
                                                  PendingWrite(write=task("FOO", "t:FOO"), event_id=None)])

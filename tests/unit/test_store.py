@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from revdaemon.errors import IllegalTransition, LinkConflict, RecordNotFound, SchemaTooNew, StoreError
+from revdaemon.errors import Fenced, IllegalTransition, LinkConflict, RecordNotFound, SchemaTooNew, StoreError
 from revdaemon.store import Store, open_store
 from revdaemon.store.postgres_schema import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from revdaemon.store.records import (
@@ -106,8 +106,9 @@ class TestMigrations:
         finally:
             await store.close()
 
-    async def test_intents_of_schema_5_gain_an_owner_column(self, tmp_path: Path) -> None:
-        """Migration 6 keeps the stored intents, unowned and claimable; a read-only open before it reads them."""
+    async def test_intents_of_schema_5_are_kept_through_every_migration(self, tmp_path: Path) -> None:
+        """Migrations 6-9 keep the stored intents (the owner columns come and go); a read-only open before them
+        reads them."""
         from revdaemon.store.sqlite_schema import MIGRATIONS
 
         path = tmp_path / "db.sqlite3"
@@ -121,16 +122,19 @@ class TestMigrations:
         reader = await open_store(path, read_only=True)
         try:
             old = await reader.get_intent("k")
-            assert old is not None and old.status is IntentStatus.SENT and old.owner is None
+            assert old is not None and old.status is IntentStatus.SENT and old.epoch is None
         finally:
             await reader.close()
         store = await open_store(path)
         try:
             assert await store.schema_version() == SCHEMA_VERSION
             # migration 7: an intent stored as sent may have reached the API
-            assert (await store.get_intent("k")).ever_sent  # type: ignore[union-attr]
-            assert await store.claim_intent("k", owner="a", lease=LEASE)
-            assert not await store.claim_intent("k", owner="b", lease=LEASE)
+            kept = await store.get_intent("k")
+            assert kept is not None and kept.ever_sent and kept.epoch is None
+            with sqlite3.connect(path) as conn:
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(write_intents)")}
+            assert "owner" not in columns and "owned_until" not in columns and "epoch" in columns
+            assert await store.leadership() is None  # migration 9: nobody has led yet
         finally:
             await store.close()
 
@@ -461,7 +465,7 @@ class TestLinksIntentsAudit:
         first = await store.record_intent(new)
         again = await store.record_intent(new)
         assert first.status is again.status is IntentStatus.RECORDED
-        await store.mark_intent_sent(new.key)
+        await store.begin_send([new.key])
         await store.confirm_intent(new.key, {"id": "o-1"})
         stored = await store.get_intent(new.key)
         assert stored is not None and stored.status is IntentStatus.CONFIRMED and stored.result == {"id": "o-1"}
@@ -545,14 +549,14 @@ class TestOrderingAndReopen:
         with pytest.raises(IllegalTransition):
             await store.reopen_intent("k")
 
-    async def test_ever_sent_survives_a_reopen(self, store: Store) -> None:
+    async def test_ever_sent_survives_a_reopen(self, store: Store, clock: FakeClock) -> None:
         """Once marked sent, an intent stays `ever_sent` through failure and reopening (a crash between reopen and
         send must still look it up); an unknown outcome's settle time is kept until it settles otherwise."""
         await store.record_intent(NewIntent(key="k", system="nue", operation="NueCreateOrder", target="Order:o"))
         assert not (await store.get_intent("k")).ever_sent  # type: ignore[union-attr]
-        await store.mark_intent_sent("k")
-        until = datetime(2030, 1, 1, tzinfo=UTC)
-        await store.fail_intent("k", "read timeout", settle_after=until)
+        await store.begin_send(["k"])
+        until = clock.now + timedelta(minutes=3)
+        await store.fail_intent("k", "read timeout", settle_for=timedelta(minutes=3))
         failed = await store.get_intent("k")
         assert failed is not None and failed.ever_sent and failed.settle_after == until
         await store.reopen_intent("k")
@@ -568,56 +572,175 @@ def intent(key: str = "k") -> NewIntent:
     return NewIntent(key=key, system="salesforce", operation="update", target="Account", request={"Id": "001A"})
 
 
-class TestIntentOwnership:
-    """claim_intent: one replica at a time holds the right to send an intent, for a lease."""
-
-    async def test_free_then_renewed_then_refused_until_the_lease_runs_out(self, store: Store,
-                                                                          clock: FakeClock) -> None:
-        await store.record_intent(intent())
-        assert (await store.get_intent("k")).owner is None  # type: ignore[union-attr]
-        assert await store.claim_intent("k", owner="a", lease=LEASE)
-        clock.advance(minutes=3)
-        assert await store.claim_intent("k", owner="a", lease=LEASE)  # renewed: now until +3 + 5 minutes
-        held = await store.get_intent("k")
-        assert held is not None and held.owner == "a" and held.owned_until == clock.now + LEASE
-        assert not await store.claim_intent("k", owner="b", lease=LEASE)
-        clock.advance(minutes=4)  # 7 minutes after the first claim: the renewal still runs
-        assert not await store.claim_intent("k", owner="b", lease=LEASE)
-        clock.advance(minutes=1, seconds=1)  # a's lease ran out (its replica died)
-        assert await store.claim_intent("k", owner="b", lease=LEASE)
-        assert (await store.get_intent("k")).owner == "b"  # type: ignore[union-attr]
-        assert not await store.claim_intent("k", owner="a", lease=LEASE)
-
-    async def test_a_confirmed_intent_is_never_claimed(self, store: Store, clock: FakeClock) -> None:
-        await store.record_intent(intent())
-        assert await store.claim_intent("k", owner="a", lease=LEASE)
-        await store.mark_intent_sent("k")
-        assert await store.claim_intent("k", owner="a", lease=LEASE)  # sent, not settled: still claimable
-        await store.confirm_intent("k", {"id": "001A"})
-        confirmed = await store.get_intent("k")
-        assert confirmed is not None and confirmed.owner is None and confirmed.owned_until is None
-        for owner in ("a", "b"):
-            assert not await store.claim_intent("k", owner=owner, lease=LEASE)
-        clock.advance(hours=1)
-        assert not await store.claim_intent("k", owner="b", lease=LEASE)
-
-    async def test_a_failed_intent_is_free_for_anyone_at_once(self, store: Store) -> None:
-        """fail_intent clears the owner, so a retry on another replica claims it without waiting out the lease;
-        reopen_intent keeps whoever holds it."""
-        await store.record_intent(intent())
-        assert await store.claim_intent("k", owner="a", lease=LEASE)
-        await store.fail_intent("k", "UNABLE_TO_LOCK_ROW")
-        assert (await store.get_intent("k")).owner is None  # type: ignore[union-attr]
-        assert await store.claim_intent("k", owner="b", lease=LEASE)
-        await store.reopen_intent("k")
-        reopened = await store.get_intent("k")
-        assert reopened is not None and reopened.status is IntentStatus.RECORDED and reopened.owner == "b"
-        assert not await store.claim_intent("k", owner="a", lease=LEASE)
-
-    async def test_an_unknown_key_is_an_error_not_a_refusal(self, store: Store) -> None:
-        """False would read as "another replica is sending it", and the write would never be sent."""
+class TestSending:
+    async def test_begin_send_marks_a_chunk_sent_and_may_send_again(self, store: Store, clock: FakeClock) -> None:
+        """One step marks every write of a call sent (ever_sent, the time); an intent left sent is sent again,
+        stamped anew; a confirmed one or an unknown key is refused and nothing changes."""
+        for key in ("a", "b"):
+            await store.record_intent(intent(key))
+        await store.begin_send(["a", "b", "a"])
+        first = await store.get_intent("a")
+        assert first is not None and first.status is IntentStatus.SENT and first.ever_sent
+        clock.advance(seconds=30)
+        await store.begin_send(["a"])  # a crash left it sent: it is sent again, from now
+        again = await store.get_intent("a")
+        assert again is not None and again.updated_at == first.updated_at + timedelta(seconds=30)
+        await store.confirm_intent("b", {"id": "1"})
+        with pytest.raises(IllegalTransition):
+            await store.begin_send(["a", "b"])
         with pytest.raises(RecordNotFound):
-            await store.claim_intent("never-recorded", owner="a", lease=LEASE)
+            await store.begin_send(["a", "never-recorded"])
+        assert (await store.get_intent("a")).updated_at == again.updated_at  # type: ignore[union-attr]
+
+
+async def lead(store: Store, replica_id: str = "box-a") -> int:
+    taken = await store.try_lead(replica_id)
+    assert taken is not None
+    return taken.epoch
+
+
+class TestFencing:
+    """Every step towards an external write names the leadership epoch it was decided under; once another replica
+    (or, on one box, another process) has taken leadership, the step changes nothing and raises Fenced."""
+
+    async def test_a_current_epoch_is_let_through(self, store: Store) -> None:
+        epoch = await lead(store)
+        await store.add_events([event("e1")])
+        [claimed] = await store.claim_events(worker="w", limit=5, lease=LEASE, epoch=epoch)
+        await store.record_intent(intent("k"), epoch=epoch)
+        await store.begin_send(["k"], epoch=epoch)
+        await store.confirm_intent("k", {"id": "1"}, epoch=epoch)
+        assert await store.complete_events([claimed.id], claimed_by="w", epoch=epoch) == []
+        await store.check_epoch(epoch)
+        stored = await store.get_intent("k")
+        assert stored is not None and stored.epoch == epoch
+
+    async def test_every_fenced_step_of_an_old_epoch_changes_nothing(self, store_target: Path | str,
+                                                                     clock: FakeClock) -> None:
+        """A second store takes leadership over the first (on SQLite: a second process on the file); every fenced
+        call of the first's epoch is refused and leaves the store as it was."""
+        old, new = await open_store(store_target, clock=clock), await open_store(store_target, clock=clock)
+        try:
+            stale = await lead(old, "box-a")
+            await old.add_events([event("e1"), event("e2")])
+            [held, other] = await old.claim_events(worker="w", limit=5, lease=LEASE, epoch=stale)
+            for key in ("recorded", "sent", "failed"):
+                await old.record_intent(intent(key), epoch=stale)
+            await old.begin_send(["sent", "failed"], epoch=stale)
+            await old.fail_intent("failed", "timeout", epoch=stale)
+            await force_lead(new, "box-b")
+            before = await snapshot(new)
+            letter = NewDeadLetter(system="nue", operation="x", error="e")
+            conflict = NewConflict(flow="f", record_ref="r", reason="x")
+            refused = [
+                old.claim_events(worker="w", limit=5, lease=LEASE, epoch=stale),
+                old.release_claims("w", epoch=stale),
+                old.complete_event(held.id, claimed_by="w", epoch=stale),
+                old.complete_events([held.id, other.id], claimed_by="w", epoch=stale),
+                old.retry_event(held.id, error="x", next_attempt_at=clock.now, claimed_by="w", epoch=stale),
+                old.dead_letter_event(held.id, letter, claimed_by="w", epoch=stale),
+                old.conflict_event(held.id, conflict, claimed_by="w", epoch=stale),
+                old.record_intent(intent("new"), epoch=stale),
+                old.begin_send(["recorded", "sent"], epoch=stale),
+                old.confirm_intent("sent", {"id": "1"}, epoch=stale),
+                old.fail_intent("sent", "x", settle_for=LEASE, epoch=stale),
+                old.reopen_intent("failed", epoch=stale),
+                old.check_epoch(stale),
+            ]
+            for call in refused:
+                with pytest.raises(Fenced, match=f"epoch {stale} is over"):
+                    await call
+            assert await snapshot(new) == before
+        finally:
+            await old.close()
+            await new.close()
+
+    async def test_claims_of_an_older_epoch_are_taken_over_at_once(self, store_target: Path | str,
+                                                                   clock: FakeClock) -> None:
+        """The new leader takes the dead leader's claims without waiting out their lease; a claim of its own epoch
+        (another of its workers) keeps its lease."""
+        old, new = await open_store(store_target, clock=clock), await open_store(store_target, clock=clock)
+        try:
+            stale = await lead(old, "box-a")
+            await old.add_events([event("e1"), event("e2")])
+            [orphan] = await old.claim_events(worker="box-a/worker-1", limit=1, lease=LEASE, epoch=stale)
+            current = await force_lead(new, "box-b")
+            taken, fresh = await new.claim_events(worker="box-b/worker-1", limit=5, lease=LEASE, epoch=current)
+            assert taken.id == orphan.id and taken.claimed_by == "box-b/worker-1" and taken.attempts == 2
+            assert fresh.key == "e2"
+            assert await new.claim_events(worker="box-b/worker-2", limit=5, lease=LEASE, epoch=current) == []
+        finally:
+            await old.close()
+            await new.close()
+
+    async def test_taking_leadership_raises_the_epoch_once_per_taking(self, store: Store, clock: FakeClock) -> None:
+        """The first try_lead takes a new epoch with the store's time; later ones keep it; leadership() shows it."""
+        assert await store.leadership() is None
+        first = await store.try_lead("box-a")
+        assert first is not None and first.epoch >= 1 and first.replica_id == "box-a" and first.since == clock.now
+        clock.advance(seconds=5)
+        assert await store.try_lead("box-a") == first
+        assert await store.leadership() == first
+
+
+class TestPostgresTakeover:
+    async def test_a_takeover_waits_for_a_fenced_step_in_progress(self, pg_url: str) -> None:
+        """The old leader's fenced transaction holds the leadership row shared: the new leader's epoch update waits
+        until it commits (so the new leader reads what it wrote), and no fenced step of the old epoch passes after."""
+        import asyncpg
+
+        from revdaemon.store.postgres import FENCE
+
+        old, new = await open_store(pg_url), await open_store(pg_url)
+        in_flight = await asyncpg.connect(pg_url)
+        try:
+            stale = await lead(old, "box-a")
+            transaction = in_flight.transaction()
+            await transaction.start()
+            await in_flight.fetchrow(FENCE)  # the old leader, half-way through a fenced step
+            taken: list[int] = []
+
+            async def take_over() -> None:
+                taken.append(await force_lead(new, "box-b"))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(take_over)
+                await anyio.sleep(0.5)
+                assert taken == []  # waiting on the share lock
+                await transaction.commit()
+            assert taken == [stale + 1]
+            with pytest.raises(Fenced):
+                await old.record_intent(intent("late"), epoch=stale)
+        finally:
+            await in_flight.close()
+            await old.close()
+            await new.close()
+
+
+async def force_lead(store: Store, replica_id: str) -> int:
+    """Leadership for `store` while another store of the same database holds it: on SQLite the later process takes
+    it; on PostgreSQL the holder's lock session must end first, so it is ended as the server ends a silent one."""
+    taken = await store.try_lead(replica_id)
+    if taken is None:
+        import asyncpg
+
+        url = getattr(store, "_url")  # noqa: B009 (PostgreSQL's only)
+        admin = await asyncpg.connect(url)
+        try:
+            await admin.fetchval("SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
+                                 "WHERE application_name LIKE 'revdaemon leader %' AND datname = current_database()")
+        finally:
+            await admin.close()
+        taken = await store.try_lead(replica_id)
+    assert taken is not None
+    return taken.epoch
+
+
+async def snapshot(store: Store) -> tuple[object, ...]:
+    """What the fenced calls could change: every event and intent as stored, and the letters and conflicts."""
+    events = sorted(await store.list_events(limit=100), key=lambda e: e.id)
+    intents = sorted(await store.list_intents(mentioning="Account", limit=100), key=lambda i: i.key)
+    return (events, intents, await store.list_dead_letters(), await store.list_conflicts())
 
 
 class TestFailures:
@@ -728,30 +851,6 @@ class TestTwoStoresOnOneDatabase:
             await dying.close()
             await survivor.close()
 
-    async def test_two_replicas_claiming_one_intent_get_one_true(self, store_target: Path | str,
-                                                                 clock: FakeClock) -> None:
-        """Both replicas plan the same write at once: exactly one may send it, round after round."""
-        one, two = await open_store(store_target, clock=clock), await open_store(store_target, clock=clock)
-        results: dict[str, bool] = {}
-
-        async def claim(store: Store, key: str, owner: str) -> None:
-            results[owner] = await store.claim_intent(key, owner=owner, lease=LEASE)
-
-        try:
-            for round_ in range(20):
-                key = f"k{round_}"
-                await one.record_intent(intent(key))
-                results.clear()
-                async with anyio.create_task_group() as tg:
-                    for index, store in enumerate((one, two, one, two)):
-                        tg.start_soon(claim, store, key, f"replica{index % 2}-w{index}")
-                [winner] = [owner for owner, won in results.items() if won]
-                assert len(results) == 4
-                assert (await two.get_intent(key)).owner == winner  # type: ignore[union-attr]
-        finally:
-            await one.close()
-            await two.close()
-
     async def test_a_webhook_reaching_both_replicas_is_stored_once(self, store_target: Path | str) -> None:
         """The inbox's unique key makes the second copy a no-op, whichever replica it reached."""
         one, two = await open_store(store_target), await open_store(store_target)
@@ -799,23 +898,33 @@ class TestReplicas:
         await store.heartbeat(beat("a"))
         assert [r.id for r in await store.list_replicas()] == ["a"]
 
-    async def test_one_sqlite_box_always_leads(self, tmp_path: Path) -> None:
-        store = await open_store(tmp_path / "db.sqlite3")
+    async def test_one_sqlite_process_leads_until_another_takes_the_file(self, tmp_path: Path) -> None:
+        """The daemon on one box leads from its first try; a second process on the same file (a mistake) takes a
+        new epoch, and the first stays on standby for the rest of its run instead of taking it back."""
+        first, second = await open_store(tmp_path / "db.sqlite3"), await open_store(tmp_path / "db.sqlite3")
         try:
-            assert await store.try_lead("r1") and await store.try_lead("r1")
+            taken = await first.try_lead("r1")
+            assert taken is not None and await first.try_lead("r1") == taken
+            later = await second.try_lead("r2")
+            assert later is not None and later.epoch == taken.epoch + 1
+            assert await first.try_lead("r1") is None and await first.try_lead("r1") is None
+            assert await second.try_lead("r2") == later
         finally:
-            await store.close()
+            await first.close()
+            await second.close()
 
     async def test_only_one_postgres_replica_leads_until_it_closes(self, pg_url: str) -> None:
         """The leader lock is held by one store; closing it (its session ends) lets the other lead."""
         first, second = await open_store(pg_url), await open_store(pg_url)
         try:
-            assert await first.try_lead("first")
-            assert not await second.try_lead("second")
-            assert await first.try_lead("first")  # still leading
-            assert not await second.try_lead("second")
+            taken = await first.try_lead("first")
+            assert taken is not None
+            assert await second.try_lead("second") is None
+            assert await first.try_lead("first") == taken  # still leading
+            assert await second.try_lead("second") is None
             await first.close()
-            assert await second.try_lead("second")
+            after = await second.try_lead("second")
+            assert after is not None and after.epoch == taken.epoch + 1 and after.replica_id == "second"
         finally:
             await first.close()
             await second.close()
@@ -827,7 +936,7 @@ class TestReplicas:
 
         leader, other = await open_store(pg_url), await open_store(pg_url)
         try:
-            assert await leader.try_lead("leader")
+            assert await leader.try_lead("leader") is not None
             admin = await asyncpg.connect(pg_url)
             try:
                 killed = await admin.fetchval(
@@ -836,11 +945,11 @@ class TestReplicas:
             finally:
                 await admin.close()
             assert killed == 1
-            assert not await leader.try_lead("leader")
-            assert await other.try_lead("other")
-            assert not await leader.try_lead("leader")  # reconnected; the other holds the lock now
+            assert await leader.try_lead("leader") is None
+            assert await other.try_lead("other") is not None
+            assert await leader.try_lead("leader") is None  # reconnected; the other holds the lock now
             await other.close()
-            assert await leader.try_lead("leader")
+            assert await leader.try_lead("leader") is not None
         finally:
             await leader.close()
             await other.close()
@@ -866,11 +975,11 @@ class TestPostgresSchema:
         finally:
             await conn.close()
         assert {"inbox_events", "cursors", "id_links", "write_intents", "conflicts", "dead_letters", "audit_log",
-                "entity_versions", "synced_values", "mapping_versions", "replicas", "store_meta",
+                "entity_versions", "synced_values", "mapping_versions", "replicas", "store_meta", "leadership",
                 "revdaemon_schema"} == tables
 
-    async def test_intents_of_schema_1_gain_an_owner_column(self, pg_url: str) -> None:
-        """Migration 2 keeps the stored intents, unowned and claimable."""
+    async def test_intents_of_schema_1_are_kept_through_every_migration(self, pg_url: str) -> None:
+        """Migrations 2-5 keep the stored intents (the owner columns come and go)."""
         import asyncpg
 
         from revdaemon.store.postgres_schema import MIGRATIONS, VERSION_TABLE
@@ -890,10 +999,9 @@ class TestPostgresSchema:
         try:
             assert await store.schema_version() == PG_SCHEMA_VERSION
             old = await store.get_intent("k")
-            assert old is not None and old.status is IntentStatus.SENT and old.owner is None
+            assert old is not None and old.status is IntentStatus.SENT and old.epoch is None
             assert old.ever_sent  # migration 3: an intent stored as sent may have reached the API
-            assert await store.claim_intent("k", owner="a", lease=LEASE)
-            assert not await store.claim_intent("k", owner="b", lease=LEASE)
+            assert await store.leadership() is None  # migration 5: nobody has led yet
         finally:
             await store.close()
 
