@@ -738,7 +738,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
     the recent rate and what the budget planner defers."""
     settings = _load(config_path)
     try:
-        summary, replica_rows = anyio.run(_summary, settings)
+        summary, replica_rows, active = anyio.run(_summary, settings)
     except StoreMissing as exc:
         click.echo(f"revdaemon: {exc}")
         return
@@ -747,11 +747,12 @@ def status(config_path: Path | None, as_json: bool) -> None:
         sys.exit(EXIT_STORE)
     live = _live_daemon(settings)
     if as_json:
-        click.echo(json.dumps({**_summary_json(summary), "replicas": replica_rows, "daemon": live}))
+        click.echo(json.dumps({**_summary_json(summary), "replicas": replica_rows, "active_replica": active,
+                               "daemon": live}))
         return
     console = Console()
     _print_summary(console, summary)
-    _print_replicas(console, replica_rows)
+    _print_replicas(console, replica_rows, active)
     if live is None:
         console.print("daemon: not reachable on its listener (not running, or another port)")
         return
@@ -823,26 +824,35 @@ def _print_budget_plan(console: Console, settings: Settings, live: dict[str, Any
                   f"{int(live.get('nue_calls') or 0)} calls since start")
 
 
-async def _summary(settings: Settings) -> tuple[StoreSummary, list[dict[str, Any]]]:
+async def _summary(settings: Settings) -> tuple[StoreSummary, list[dict[str, Any]], dict[str, Any] | None]:
     store = await open_store(settings.store_target, read_only=True)
     try:
-        return await store.summary(), await service.replicas(store)
+        return await store.summary(), await service.replicas(store), await service.active_replica(store)
     finally:
         await store.close()
 
 
-def _print_replicas(console: Console, rows: list[dict[str, Any]]) -> None:
-    """The daemon processes sharing this store: which one runs the scheduled work, which are gone."""
+def _print_replicas(console: Console, rows: list[dict[str, Any]], active: dict[str, Any] | None) -> None:
+    """The daemon processes sharing this store: which one is active (workers, executor, scheduler), since when,
+    which stand by, which are gone."""
     table = Table(title="replicas")
     for column in ("id", "host", "pid", "last heartbeat", "role"):
         table.add_column(column)
     for r in rows:
-        role = ("leader (runs the pollers and scheduled jobs)" if r["leader"] else "worker") if r["alive"] \
-            else "gone (no heartbeat lately)"
+        role = ("active (runs the workers, the executor and the scheduler)" if r["leader"]
+                else "standby (takes webhooks)") if r["alive"] else "gone (no heartbeat lately)"
         table.add_row(r["id"], r["host"], str(r["pid"]), r["last_heartbeat"][:19], role)
     if not rows:
         table.add_row("(no daemon has run yet)", "", "", "", "")
     console.print(table)
+    console.print(_active_line(active))
+
+
+def _active_line(active: dict[str, Any] | None) -> str:
+    if active is None:
+        return "active replica: none yet (no daemon has led)"
+    state = "" if active["alive"] else " (not heard from lately: another replica takes over within seconds)"
+    return f"active replica: {active['id']} since {active['since'][:19]} (leadership epoch {active['epoch']}){state}"
 
 
 def _summary_json(summary: StoreSummary) -> dict[str, Any]:

@@ -453,3 +453,17 @@ async def replicas(store: Store, *, now: datetime | None = None) -> list[dict[st
              "last_heartbeat": r.last_heartbeat.isoformat(), "leader": r.is_leader,
              "alive": now - r.last_heartbeat <= stale} for r in await store.list_replicas()]
 
+
+async def active_replica(store: Store, *, now: datetime | None = None) -> dict[str, Any] | None:
+    """The active replica (the one running workers, executor and scheduler): its id, leadership epoch and since when,
+    as the store records it; `alive` while its heartbeat says it leads (not so: it died or went silent, and another
+    takes over within seconds). None before any replica has led."""
+    leadership = await store.leadership()
+    if leadership is None:
+        return None
+    beats = {r["id"]: r for r in await replicas(store, now=now)}
+    beat = beats.get(leadership.replica_id)
+    return {"id": leadership.replica_id, "epoch": leadership.epoch, "since": leadership.since.isoformat(),
+            "host": beat["host"] if beat else None,
+            "alive": bool(beat and beat["alive"] and beat["leader"])}
+

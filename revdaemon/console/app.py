@@ -213,7 +213,8 @@ def build_console(context: ConsoleContext) -> Starlette:
                           "by itself within 5 minutes, or at once on `systemctl reload revdaemon`"}
                   for flow, reason in sorted(context.parked().items())]
         depths = {status.value: summary.queue_depths.get(status, 0) for status in EventStatus}
-        return page(request, "overview.html", session, ready=ready, depths=depths, chart=chart,
+        active = await service.active_replica(context.store, now=now)
+        return page(request, "overview.html", session, ready=ready, depths=depths, chart=chart, active=active,
                     processed_last_hour=sum(b.count for b in bars), pollers=pollers, apis=apis, parked=parked,
                     deferred=deferred,
                     open_conflicts=summary.open_conflicts, dead_letters=summary.dead_letters,

@@ -175,6 +175,17 @@ class TestPages:
         assert re.search(r"Dead letters</span><span class=\"value\">1<", page)
         assert "Salesforce" in page and "Nue" in page and "None: every flow is running" in page
 
+    async def test_overview_shows_the_active_replica_and_since_when(self, console: Console) -> None:
+        """No replica has led this store yet; once one takes leadership, the overview names it, its epoch and since
+        when."""
+        await log_in(console.client)
+        assert "No replica has led yet" in (await console.client.get("/")).text
+        taken = await console.store.try_lead("box-a")
+        assert taken is not None
+        page = (await console.client.get("/")).text
+        assert "box-a" in page and f"leadership epoch {taken.epoch}" in page
+        assert taken.since.strftime("%Y-%m-%d %H:%M:%S") in page
+
     async def test_overview_names_a_parked_flow_and_its_fix(self, console: Console) -> None:
         settings = console.settings
         app = build_console(ConsoleContext(store=console.store, settings=settings,

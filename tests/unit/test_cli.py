@@ -65,6 +65,19 @@ class TestCli:
         assert status["queue_depths"]["received"] == 0
         assert status["cursors"] == [] and status["open_conflicts"] == 0 and status["dead_letters"] == 0
 
+    def test_status_names_the_active_replica_its_epoch_and_since_when(self, tmp_path: Path) -> None:
+        """After a run, status shows which replica led (the one box), with its leadership epoch and since when;
+        each start takes a new epoch. Stopped, it is no longer heard from."""
+        path = config_in(tmp_path)
+        for _ in range(2):
+            assert CliRunner().invoke(main, ["run", "--config", str(path), "--stop-after", "0"]).exit_code == 0
+        status = json.loads(CliRunner().invoke(main, ["status", "--config", str(path), "--json"]).output)
+        active = status["active_replica"]
+        assert active["id"] == status["replicas"][0]["id"] and active["epoch"] == 2 and active["since"]
+        text = CliRunner().invoke(main, ["status", "--config", str(path)]).output
+        assert f"active replica: {active['id']} since {active['since'][:10]}" in text
+        assert "leadership epoch 2" in text
+
     def test_newer_database_exits_with_store_code(self, tmp_path: Path) -> None:
         """A state database from a newer version stops the command with exit 3."""
         import sqlite3
