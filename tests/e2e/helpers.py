@@ -134,6 +134,12 @@ class Sandbox:
         response.raise_for_status()
         return dict(response.json())
 
+    def nue_faults_fired(self) -> dict[str, int]:
+        """How many after-apply faults the Nue simulator has fired (applied, then the answer lost or held)."""
+        response = self.http.get(f"{self.nue_url}/__sandbox/faults/fired")
+        response.raise_for_status()
+        return dict(response.json())
+
     def scenario(self, action: str, **kwargs: Any) -> Any:
         response = self.http.post(f"{self.nue_url}/__sandbox/scenario/{action}", json=kwargs)
         response.raise_for_status()
