@@ -67,7 +67,9 @@ from revdaemon.config import ApiRate, Settings, SyncStatusSettings, load_setting
 from revdaemon.demo import on_sandbox
 from revdaemon.engine.clients import build_clients
 from revdaemon.engine.executor import Executor
+from revdaemon.engine.fencing import REQUEST_HOOKS
 from revdaemon.engine.lookups import Fetcher
+from revdaemon.engine.replicas import ReplicaRole
 from revdaemon.engine.supervisor import default_flows
 from revdaemon.engine.worker import Worker, WorkerStats
 from revdaemon.limits import RetryPolicy
@@ -87,6 +89,7 @@ DAILY_ALLOCATION = 200_000  # an Enterprise org with 100 licences: 100,000 + 100
 CHUNK = 100  # customers added per setup round
 SYNCED_OBJECTS = ("Account", "Task", "Note", "Nue_Billing_Event__c", "Opportunity")
 FAST = ApiRate(requests_per_second=1000, burst=1000, max_concurrency=8)
+IDLE_SECONDS = 0.05  # a worker finding nothing due looks again this soon (the daemon's doorbell, without the ring)
 
 
 # --- the sandbox and what it saw -------------------------------------------------------------------------
@@ -262,10 +265,9 @@ STATUS_FIELDS = SyncStatusSettings(status_field="Nue_Sync_Status__c", synced_at_
 def bench_settings(info: dict[str, Any], args: argparse.Namespace, state_dir: Path) -> Settings:
     """config.yaml (no environment overrides), pointed at the sandbox, the Salesforce limiter at the cap."""
     base = on_sandbox(load_settings(ROOT / "config.yaml", environ={}), info)
-    # Replicas split the cap between them, as an operator would configure each box's limiter.
-    replicas = getattr(args, "replicas", 1)
+    # Each replica's limiter at the whole cap: only the active one sends.
     limits = base.limits.model_copy(update={
-        "salesforce": ApiRate(requests_per_second=args.cap / replicas, burst=1, max_concurrency=8),
+        "salesforce": ApiRate(requests_per_second=args.cap, burst=1, max_concurrency=8),
         "nue": ApiRate(requests_per_second=args.nue_rate, burst=int(args.nue_rate), max_concurrency=8)})
     engine = base.engine.model_copy(update={k: v for k, v in (("workers", args.workers), ("batch_size", args.batch),
                                                               ("settle_seconds", getattr(args, "settle", None)))
@@ -289,13 +291,16 @@ def bench_settings(info: dict[str, Any], args: argparse.Namespace, state_dir: Pa
 # --- the measured drain ----------------------------------------------------------------------------------
 
 async def drain(job: dict[str, Any]) -> dict[str, Any]:
-    """In the daemon's own process (--drain-only): the workers drain the inbox the setup filled."""
+    """In the daemon's own process (--drain-only): the replica role runs the workers as the daemon does (leading,
+    every step fenced by its epoch); with several replicas one leads and drains, the others stand by. Each process
+    ends once the inbox is drained."""
     args = argparse.Namespace(**job["args"])
     settings = bench_settings(job["info"], args, Path(job["state_dir"]))
     replica = job.get("replica", 1)
     shared = args.replicas > 1
     store = await open_store(settings.store_target)
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=50, max_keepalive_connections=20)) as http:
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+                                 event_hooks=REQUEST_HOOKS) as http:
         lim = settings.limits
         retry = RetryPolicy(max_attempts=lim.max_attempts, max_delay=lim.max_backoff_seconds,
                             max_total=lim.max_backoff_seconds * 2)
@@ -309,40 +314,41 @@ async def drain(job: dict[str, Any]) -> dict[str, Any]:
         prefix = f"replica-{replica}/" if shared else ""
         workers = [Worker(store, fetcher, executor, flows, name=f"{prefix}worker-{i + 1}", batch_size=engine.batch_size,
                           lease=timedelta(seconds=engine.lease_seconds), max_attempts=lim.max_attempts,
-                          backoff=RetryPolicy(base_delay=2.0, max_delay=lim.max_backoff_seconds), stats=stats)
+                          backoff=RetryPolicy(base_delay=2.0, max_delay=lim.max_backoff_seconds), stats=stats,
+                          idle_seconds=IDLE_SECONDS)
                    for i in range(engine.workers)]
+        role = ReplicaRole(store, None, replica_id=f"replica-{replica}", workers=workers)
         wall_start = time.time()
         started = time.perf_counter()
 
-        async def run(worker: Worker) -> None:
-            # Until the inbox is empty: an event retried with backoff (two workers reached the same record at
-            # once) is not due yet, so an idle round does not mean the burst is drained.
-            while True:
-                if await worker.run_once():
-                    continue
-                depths = await store.queue_depths()
-                if depths[EventStatus.RECEIVED] + depths[EventStatus.CLAIMED] == 0:
-                    return
-                await anyio.sleep(0.05)
+        async def drained() -> bool:
+            # received or claimed: an event retried with backoff is not due yet, so an idle worker is no end
+            depths = await store.queue_depths()
+            return depths[EventStatus.RECEIVED] + depths[EventStatus.CLAIMED] == 0
 
         with anyio.move_on_after(args.timeout) as scope:
             async with anyio.create_task_group() as tg:
-                for worker in workers:
-                    tg.start_soon(run, worker)
+                await tg.start(role.run)
+                while True:
+                    if await drained():
+                        break
+                    # a standby looks less often: the drain's end is the first process to see it (drain_in_child)
+                    await anyio.sleep(0.1 if role.leading else 0.5)
+                tg.cancel_scope.cancel()
         elapsed = time.perf_counter() - started
         wall_end = time.time()
         depths = await store.queue_depths()
     await store.close()
     return {"elapsed": elapsed, "timed_out": scope.cancelled_caught, "window": [wall_start, wall_end],
-            "depths": {str(k): v for k, v in depths.items()},
+            "depths": {str(k): v for k, v in depths.items()}, "processed": stats.processed, "replica": replica,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def drain_in_child(job_file: Path, replicas: int = 1) -> dict[str, Any]:
     """This script again with --drain-only: the daemon side in a process of its own, so its peak RSS is the
     daemon's, not the setup's or the measuring's. Its log lines are passed through. With `replicas` > 1, that
-    many processes drain the one shared store at once (PostgreSQL): the drain is from the first start to the
-    last finish."""
+    many processes share the one store (PostgreSQL), one active and the others on standby, as the daemon's
+    replicas are: the drain is from the first start to the first process seeing the inbox drained."""
     job = json.loads(job_file.read_text())
     processes = []
     for replica in range(1, replicas + 1):
@@ -362,9 +368,10 @@ def drain_in_child(job_file: Path, replicas: int = 1) -> dict[str, Any]:
         if process.wait() != 0 or result is None:
             sys.exit(f"a drain process failed (exit {process.returncode})")
         results.append(result)
-    start, end = min(r["window"][0] for r in results), max(r["window"][1] for r in results)
+    start, end = min(r["window"][0] for r in results), min(r["window"][1] for r in results)
     return {"elapsed": end - start, "timed_out": any(r["timed_out"] for r in results), "window": [start, end],
             "depths": max(results, key=lambda r: r["window"][1])["depths"],  # read by the last to finish
+            "processed_by_replica": {str(r["replica"]): r["processed"] for r in results},
             "peak_rss_mb": max(r["peak_rss_mb"] for r in results)}
 
 
@@ -427,6 +434,7 @@ def run(info: dict[str, Any], args: argparse.Namespace, workdir: Path) -> dict[s
         "nue_calls": len(nue_entries), "nue_call_kinds": nue_call_kinds(nue_entries),
         "nue_calls_per_event": len(nue_entries) / stored,
         "peak_rss_mb": d["peak_rss_mb"],
+        "processed_by_replica": d["processed_by_replica"],  # with --replicas: one active, the others on standby
     }
     figures["notes"] = explain(figures)
     return figures
@@ -482,6 +490,9 @@ def report(f: dict[str, Any]) -> None:
           + ", ".join(f"{t} {n}" for t, n in f["event_types"].items()))
     print(f"drained in {f['drain_seconds']:.1f} s ({f['events_per_second']:.0f} events/s); {f['events_left']} left, "
           f"{f['dead']} dead{'; TIMED OUT' if f['timed_out'] else ''}")
+    if len(f["processed_by_replica"]) > 1:
+        print("events processed per replica: " + ", ".join(
+            f"replica-{r} {n}" for r, n in sorted(f["processed_by_replica"].items())))
     written = ", ".join(f"{k} {v}" for k, v in f["records_synced_by_object"].items() if v)
     cpr = f["salesforce_calls_per_record"]
     kinds = ", ".join(f"{k} {v}" for k, v in f["salesforce_call_kinds"].items())
@@ -520,7 +531,8 @@ def main() -> None:
     parser.add_argument("--store-url", default=None,
                         help="a PostgreSQL URL (an empty database) for the store instead of a SQLite file")
     parser.add_argument("--replicas", type=int, default=1,
-                        help="processes draining the one store at once (needs --store-url); the cap is split")
+                        help="processes sharing the one store (needs --store-url): one active, the others "
+                             "on standby")
     parser.add_argument("--status-fields", choices=("off", "on", "both"), default="both",
                         help="the sync status fields (mapping.sync_status) on Account and Opportunity; both: the "
                              "burst twice, in fresh simulators, and the Salesforce calls of each (issue 16)")
