@@ -449,9 +449,11 @@ STATUS_EVERY_SECONDS = 30.0  # how fresh `systemctl status` is; one store.summar
 
 
 def _status_line(daemon: Daemon, summary: StoreSummary) -> str:
-    """One line for `systemctl status`: what waits, what is held, what needs an operator."""
+    """One line for `systemctl status`: this replica's role, what waits, what is held, what needs an operator."""
     depths = summary.queue_depths
-    return (f"listening on :{daemon.listener_port}; queued={depths.get(EventStatus.RECEIVED, 0)} "
+    term = daemon.replica.term if daemon.replica is not None else None
+    role = f"active (leadership epoch {term.epoch})" if term is not None else "standby"
+    return (f"{role}; listening on :{daemon.listener_port}; queued={depths.get(EventStatus.RECEIVED, 0)} "
             f"claimed={depths.get(EventStatus.CLAIMED, 0)} dead_letters={summary.dead_letters} "
             f"conflicts={summary.open_conflicts}")
 

@@ -58,7 +58,7 @@ def test_daemon_speaks_sd_notify(sandbox: Sandbox, tmp_path: Path) -> None:
             seen: list[str] = []
             collect(sock, seen, "READY=1")
             ready = next(m for m in seen if "READY=1" in m)
-            assert "STATUS=listening on :" in ready and "queued=" in ready
+            assert "listening on :" in ready and "queued=" in ready and "STATUS=active (leadership epoch 1)" in ready
             before = len(seen)
             collect(sock, seen, "WATCHDOG=1")
             assert seen[before:].count("WATCHDOG=1") >= 1
