@@ -409,14 +409,18 @@ class Executor:
                                                         activate_invoice=write.activate_invoice)
         return {write.idem_key: WriteOutcome(ok=True, result={"id": order.get("id"), "status": order.get("status")})}
 
-    async def report_failures(self, failures: Sequence[tuple[str, str]]) -> None:
+    async def report_failures(self, failures: Sequence[tuple[str, str]], *, term: Term | None = None) -> None:
         """Write why these records could not be synced to their sync status fields, one batched call per
-        object. Best effort: a failure here is logged, never retried or dead-lettered (it is a note)."""
+        object. Best effort: a failure here is logged, never retried or dead-lettered (it is a note). Fenced like
+        every write: no note leaves a replica that has lost leadership."""
         if self._sync_status is None or self._sync_status_parked() or self.dry_run or not failures:
             return
+        if term is not None:
+            await self._store.check_epoch(term.epoch)
         for sobject, rows in self._sync_status.error_updates(failures).items():
             try:
-                results = await self._sf.update_many(sobject, rows)
+                with guarding(self._store, term):
+                    results = await self._sf.update_many(sobject, rows)
             except SyncError as exc:
                 log.warning("sync_status_not_written", sobject=sobject, records=len(rows), error=exc.message)
                 continue

@@ -314,7 +314,7 @@ class Worker:
         if self._status_failures:
             # Why each record could not be synced, on the record itself: one batched write per object.
             failures, self._status_failures = self._status_failures, []
-            await self._executor.report_failures(failures)
+            await self._executor.report_failures(failures, term=self.term)
         lost = set(await self._store.complete_events([e.id for e in done], claimed_by=self.name, epoch=self._epoch))
         for event in done:
             if event.id in lost:
