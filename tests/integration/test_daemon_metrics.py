@@ -123,7 +123,8 @@ async def test_status_reads_the_running_daemon(tmp_path: Path) -> None:
 
 
 async def test_status_lists_the_daemon_as_the_leading_replica(tmp_path: Path) -> None:
-    """The daemon's heartbeat is in the store: `status` shows it, leading the scheduled work (one box)."""
+    """The daemon's heartbeat is in the store: `status` shows it as the active replica (one box), with the
+    leadership epoch it took at start."""
     from revdaemon.cli import _summary
 
     box = create_sandbox(key_dir=tmp_path / "keys", seed=7).start_threads()
@@ -132,5 +133,6 @@ async def test_status_lists_the_daemon_as_the_leading_replica(tmp_path: Path) ->
         await run_daemon(settings, stop_after=0.2, polling=False)
     finally:
         box.close()
-    _summary_of_store, replicas = await _summary(settings)
+    _summary_of_store, replicas, active = await _summary(settings)
     assert [(r["id"], r["leader"]) for r in replicas] == [("box-a", True)]
+    assert active is not None and (active["id"], active["epoch"]) == ("box-a", 1)
