@@ -158,6 +158,10 @@ class Worker:
         self.running = True
         task_status.started()
         try:
+            if term is not None:
+                # Claims under this worker's name left by a term of this process that ended while the store kept its
+                # epoch (a cancelled term, or the last run on one box) are due again at once, not after their lease.
+                await self._store.release_claims(self.name, epoch=term.epoch)
             while not self._stopping:
                 if (pause := self._hold()) > 0:
                     # Every flow writes to (or reads) Salesforce: claiming now would only re-read Nue for events

@@ -87,6 +87,24 @@ class TestOneBox:
             scheduler.shutdown()
             await store.close()
 
+    async def test_a_new_term_under_the_same_epoch_takes_its_workers_claims_back_at_once(self, tmp_path: Path) -> None:
+        """A term of this process ended while the store kept its epoch (cancelled mid-batch): its workers' claims
+        have minutes of lease left, and the next term's workers finish them at once."""
+        store = await open_store(tmp_path / "db.sqlite3")
+        try:
+            taken = await store.try_lead("box-a")
+            assert taken is not None
+            await store.add_events([event("e1"), event("e2")])
+            held = await store.claim_events(worker="worker-1", limit=5, lease=timedelta(minutes=5), epoch=taken.epoch)
+            assert len(held) == 2
+            worker = idle_worker(store, "worker-1")
+            async with anyio.create_task_group() as tg:
+                await tg.start(worker.run, Term(taken))
+                await wait_until(lambda: worker.stats.processed == 2, seconds=5)
+                tg.cancel_scope.cancel()
+        finally:
+            await store.close()
+
     async def test_a_replica_id_another_live_box_uses_is_refused(self, tmp_path: Path) -> None:
         """Two boxes under one id would look like one: the second is refused at start, by key."""
         store = await open_store(tmp_path / "db.sqlite3")
