@@ -107,7 +107,7 @@ class ReplicaRole:
         log.warning("leadership_taken", replica=self.replica_id, epoch=term.epoch, since=term.since.isoformat())
         if self.scheduler is not None:
             self.scheduler.resume()
-        reason = "stopped"
+        reason: str  # why the term ended (a daemon's stop cancels it instead: nothing below runs)
         try:
             async with anyio.create_task_group() as tg:
                 for worker in self.workers:
