@@ -12,6 +12,7 @@ from typing import Any, cast
 import anyio
 import asyncpg
 import pytest
+from anyio.abc import TaskStatus
 from structlog.testing import capture_logs
 
 from revdaemon import service
@@ -77,9 +78,8 @@ class TestOneBox:
             role = ReplicaRole(store, scheduler, replica_id="box-a", workers=[idle_worker(store, "worker-1")])
             async with anyio.create_task_group() as tg:
                 await tg.start(role.run)
-                await anyio.sleep(0.05)
+                await wait_until(lambda: role.workers[0].running)
                 assert role.term is not None and role.term.epoch == 1 and not scheduler.paused
-                assert role.workers[0].running
                 [row] = await service.replicas(store)
                 assert row["id"] == "box-a" and row["leader"] and row["alive"]
                 tg.cancel_scope.cancel()
@@ -147,11 +147,15 @@ class TestTwoReplicas:
         a = ReplicaRole(first, None, replica_id="box-a", workers=[idle_worker(first, "box-a/worker-1")], interval=0.2)
         b = ReplicaRole(second, None, replica_id="box-b", workers=[idle_worker(second, "box-b/worker-1")],
                         interval=0.2)
+        box_a = anyio.CancelScope()
+
+        async def run_a(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+            with box_a:
+                await a.run(task_status=task_status)
+
         try:
             async with anyio.create_task_group() as tg:
-                with anyio.CancelScope() as box_a:
-                    tg.start_soon(a.run)
-                    await anyio.sleep(0.1)
+                await tg.start(run_a)
                 await tg.start(b.run)
                 assert a.leading and not b.leading
                 await first.add_events([event(f"e{i}") for i in range(5)])
