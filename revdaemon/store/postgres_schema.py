@@ -188,6 +188,14 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT 'created_on', to_char(min(received_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD') FROM inbox_events
         HAVING min(received_at) IS NOT NULL;
     """,
+    # 5 (SQLite's 9): retention (store/retention.py) reads audit entries and settled intents oldest first. The
+    # intents of the writes never pruned (retention.KEPT_OPERATIONS) stay out of the index, so a nightly pass
+    # never reads them.
+    """
+    CREATE INDEX audit_at ON audit_log (at, id);
+    CREATE INDEX write_intents_prunable ON write_intents (updated_at, idem_key)
+        WHERE operation NOT IN ('NueActivateOrder', 'NueCreateCustomer', 'NueCreateOrder', 'SfCreate');
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -175,6 +175,13 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO store_meta (name, value)
         SELECT 'created_on', substr(received_at, 1, 10) FROM inbox_events ORDER BY received_at LIMIT 1;
     """,
+    # 9: retention (store/retention.py) reads audit entries and settled intents oldest first. The intents of the
+    # writes never pruned (retention.KEPT_OPERATIONS) stay out of the index, so a nightly pass never reads them.
+    """
+    CREATE INDEX audit_at ON audit_log (at, id);
+    CREATE INDEX write_intents_prunable ON write_intents (updated_at, idem_key)
+        WHERE operation NOT IN ('NueActivateOrder', 'NueCreateCustomer', 'NueCreateOrder', 'SfCreate');
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
