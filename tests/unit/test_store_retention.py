@@ -389,3 +389,23 @@ class TestFootprint:
         await store.reclaim_space()
         assert (await store.queue_depths())[EventStatus.DONE] == 200
         assert (await store.find_event("e7")).payload == TOMBSTONE  # type: ignore[union-attr]
+
+    async def test_pruned_payloads_free_whole_pages_of_a_sqlite_file(self, tmp_path: Path, clock: FakeClock) -> None:
+        """On SQLite the pruned rows are packed into fewer pages and the rest are freed for new rows to reuse (an
+        UPDATE would leave each page as large as it was); the file itself keeps its size until a VACUUM."""
+        store = await open_store(tmp_path / "db.sqlite3", clock=clock)
+        try:
+            await store.add_events([NewEvent(source="nue_poll", key=f"e{i}", type="t", payload={"pad": "x" * 1500})
+                                    for i in range(400)])
+            claimed = await store.claim_events(worker="w", limit=400, lease=LEASE)
+            await store.complete_events([e.id for e in claimed], claimed_by="w")
+            clock.advance(days=100)
+            before = await store.footprint()
+            await prune(store, clock.now)
+            after = await store.footprint()
+            assert before.free_bytes is not None and after.free_bytes is not None
+            assert after.free_bytes - before.free_bytes > 400 * 1500 / 2  # most of the payloads, as whole pages
+            await store.reclaim_space()
+            assert (await store.footprint()).size_bytes < before.size_bytes / 2
+        finally:
+            await store.close()
