@@ -32,7 +32,7 @@ from revdaemon.engine.sync_status import SyncStatus
 from revdaemon.errors import ConfigError, ListenError, RecordNotFound, StoreError, StoreMissing
 from revdaemon.flows.base import Flow
 from revdaemon.ops.logging import configure_logging
-from revdaemon.store import Store, open_store
+from revdaemon.store import Store, is_postgres_url, open_store
 from revdaemon.store.ids import STORE_ID_MAX, is_store_id, parse_store_id
 from revdaemon.store.records import StoreSummary
 from revdaemon.store.states import EventStatus
@@ -672,8 +672,9 @@ def prune(config_path: Path | None, as_json: bool, dry_run: bool, vacuum: bool, 
     settings = _load(config_path)
     _setup_logging(settings)
     days = settings.store.retention_days
-    result = _run_with_store(settings, lambda s: service.prune(s, days, dry_run=dry_run, vacuum=vacuum, actor=actor),
-                             read_only=dry_run)
+    alone = not is_postgres_url(settings.store_target)  # SQLite's VACUUM holds the write lock throughout
+    result = _run_with_store(settings, lambda s: service.prune(s, days, dry_run=dry_run, vacuum=vacuum,
+                                                               vacuum_alone=alone, actor=actor), read_only=dry_run)
     if as_json:
         click.echo(json.dumps(result))
         return

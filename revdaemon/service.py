@@ -310,9 +310,18 @@ def footprint_row(footprint: StoreFootprint, retention_days: int) -> dict[str, A
 
 
 async def prune(store: Store, retention_days: int, *, dry_run: bool = False, vacuum: bool = False,
-                actor: str = "operator", on_batch: Callable[[PruneStep], None] | None = None) -> dict[str, Any]:
+                vacuum_alone: bool = False, actor: str = "operator",
+                on_batch: Callable[[PruneStep], None] | None = None) -> dict[str, Any]:
     """Apply the retention rules now (store/retention.py), as the leader's nightly job does, then with `vacuum`
-    give the space freed back (Store.reclaim_space). `dry_run` counts what would go and changes nothing."""
+    give the space freed back (Store.reclaim_space). `dry_run` counts what would go and changes nothing.
+    `vacuum_alone`: the vacuum holds the store's write lock throughout (SQLite), so it is refused while a daemon
+    is heard from: its writes would wait, then fail."""
+    if vacuum and vacuum_alone:
+        running = [r for r in await replicas(store) if r["alive"]]
+        if running:
+            raise StoreError(f"a daemon is running on this store ({running[0]['host']}, pid {running[0]['pid']}, "
+                             f"heard from at {running[0]['last_heartbeat'][:19]}): stop it before --vacuum, which "
+                             "holds the write lock until the file is rewritten")
     cutoff = cutoff_of(utcnow(), retention_days)
     before = await store.footprint()
     pruned = dict.fromkeys((t.value for t in Target), 0)

@@ -856,7 +856,7 @@ async def _prune_payloads(conn: asyncpg.Connection, step: PruneStep) -> PruneBat
     pruned = len(ids)
     if ids and not step.dry_run:
         pruned = _row_count(await conn.execute(
-            "UPDATE inbox_events SET payload = $1 WHERE id = ANY($2::bigint[]) AND status = 'done'",
+            "UPDATE inbox_events SET payload = $1 WHERE id = ANY($2::bigint[]) AND status = 'done' AND payload <> $1",
             TOMBSTONE_TEXT, ids))
     if len(rows) < step.batch and not step.dry_run:
         # The pass is complete: every event finished before the cutoff has lost its payload.

@@ -823,7 +823,9 @@ async def _rewrite_with_tombstones(conn: aiosqlite.Connection, ids: Sequence[int
     page as large as it was, its freed bytes unusable by new rows (which go to the end of the table). Deleted and
     inserted again, they pack into fewer pages and free the rest for new rows: the file stops growing by them."""
     marks = ", ".join("?" * len(ids))
-    rows = await _fetchall(conn, f"SELECT * FROM inbox_events WHERE id IN ({marks}) AND status = 'done'", ids)
+    rows = await _fetchall(
+        conn, f"SELECT * FROM inbox_events WHERE id IN ({marks}) AND status = 'done' AND payload <> ?",
+        [*ids, TOMBSTONE_TEXT])
     if not rows:
         return 0
     # Intents, conflicts and dead letters name these ids: checked at commit, when the rows are back.

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from revdaemon.cli import main
+from revdaemon.cli import EXIT_STORE, main
 from revdaemon.store import open_store
-from revdaemon.store.records import NewAuditEntry, NewEvent
+from revdaemon.store.records import NewAuditEntry, NewEvent, ReplicaBeat
 from revdaemon.store.retention import TOMBSTONE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,6 +91,23 @@ class TestPrune:
         assert code == 0, out
         result = json.loads(out)
         assert result["vacuum"] and result["size_bytes_after"] > 0
+
+    def test_vacuum_is_refused_while_a_daemon_runs_on_the_sqlite_file(self, config: Path) -> None:
+        """A daemon heard from lately would have its writes wait on the VACUUM, then fail: refused, nothing pruned."""
+        async def beat() -> None:
+            store = await open_store(config.parent / "state" / "revdaemon.sqlite3")
+            try:
+                await store.heartbeat(ReplicaBeat(replica_id="box-1", host="box-1", pid=4242,
+                                                  started_at=datetime.now(UTC), is_leader=True))
+            finally:
+                await store.close()
+
+        anyio.run(beat)
+        result = CliRunner().invoke(main, ["prune", "--vacuum", "--config", str(config)])
+        assert result.exit_code == EXIT_STORE and "stop it before --vacuum" in result.stderr
+        assert payload_of(config, "old0") == {"data": {"id": "old0"}}
+        code, _ = run(config, "prune")  # without --vacuum, batches interleave with the daemon's writes
+        assert code == 0 and payload_of(config, "old0") == TOMBSTONE
 
     def test_zero_days_prunes_nothing(self, config: Path) -> None:
         """store.retention_days 0 keeps everything, and the command says so."""
