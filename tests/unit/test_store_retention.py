@@ -287,12 +287,26 @@ class TestWhatIsPruned:
         assert (await store.get_intent("old:of-dead")).status is IntentStatus.CONFIRMED  # type: ignore[union-attr]
 
     async def test_where_the_last_complete_pass_ended_is_kept(self, store: Store, clock: FakeClock) -> None:
-        """A complete pass records its cutoff, so the next begins there (less a day), not at the first event."""
+        """A complete pass records its cutoff, so the next begins there (less an hour), not at the first event."""
         await build(store, clock)
         step = await prune(store, clock.now)
         assert (await store.footprint()).payloads_pruned_before == step.cutoff
         await prune(store, clock.now - timedelta(days=30))  # an earlier cutoff never moves it back
         assert (await store.footprint()).payloads_pruned_before == step.cutoff
+
+
+    async def test_the_next_pass_does_not_read_payloads_pruned_before(self, store: Store, clock: FakeClock) -> None:
+        """Payloads pruned on one night are not read again the next: that pass reads nothing older than the
+        last one's cutoff (less an hour), so its cost follows a day's events, not the store's age."""
+        await store.add_events([event(f"e{i}") for i in range(30)])
+        claimed = await store.claim_events(worker="w", limit=30, lease=LEASE)
+        await store.complete_events([e.id for e in claimed], claimed_by="w")
+        clock.advance(days=100)
+        first = await prune(store, clock.now, batch=10)
+        clock.advance(days=1)
+        second = await prune(store, clock.now, batch=10)
+        assert first.pruned[Target.EVENT_PAYLOADS] == 30 and first.batches == 4 + 1 + 1
+        assert second.pruned[Target.EVENT_PAYLOADS] == 0 and second.batches == 1 + 1 + 1
 
 
 class TestDedupeAfterPruning:
