@@ -37,6 +37,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ from revdaemon.ops.logging import configure_logging
 from revdaemon.store import Store, open_store
 from revdaemon.store.encoding import dumps, ts_text
 from revdaemon.store.records import NewEvent
-from revdaemon.store.retention import PruneStep, cutoff_of
+from revdaemon.store.retention import ORDER, PruneStep, cutoff_of
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 CLAIM = 1_000  # events per claim, as engine.batch_size
@@ -73,8 +74,8 @@ class Figures:
     probes: dict[str, dict[str, float]] = field(default_factory=dict)  # "start", "end" -> probe_ingest's figures
     size_by_day: dict[int, int] = field(default_factory=dict)
     prune_seconds: list[float] = field(default_factory=list)
-    batch_ms: list[float] = field(default_factory=list)  # each prune transaction's time
-    batch_cpu_ms: list[float] = field(default_factory=list)  # and the CPU this process spent on it
+    batch_ms: dict[str, list[float]] = field(default_factory=dict)  # target -> each prune transaction's time
+    batch_cpu_ms: dict[str, list[float]] = field(default_factory=dict)  # and the CPU this process spent on it
     pruned_rows: dict[str, int] = field(default_factory=dict)
     vacuumed_size: int | None = None  # a copy's size at the end, after VACUUM
 
@@ -209,13 +210,15 @@ async def prune_nightly(store: Store, clock: Clock, retention_days: int, figures
     cutoff = cutoff_of(clock.now, retention_days)
     assert cutoff is not None
     last, last_cpu = time.perf_counter(), time.process_time()
+    target = ORDER[0].value  # of the batch being carried out
 
     def timed(step: PruneStep) -> None:  # called right after each transaction (pause=0: nothing in between)
-        nonlocal last, last_cpu
+        nonlocal last, last_cpu, target
         now, now_cpu = time.perf_counter(), time.process_time()
-        figures.batch_ms.append((now - last) * 1000)
-        figures.batch_cpu_ms.append((now_cpu - last_cpu) * 1000)
+        figures.batch_ms.setdefault(target, []).append((now - last) * 1000)
+        figures.batch_cpu_ms.setdefault(target, []).append((now_cpu - last_cpu) * 1000)
         last, last_cpu = now, now_cpu
+        target = step.target.value if step.target is not None else ""
 
     began = time.perf_counter()
     step = await prune_store(store, cutoff, pause=0, on_batch=timed)
@@ -235,6 +238,15 @@ async def vacuumed_size(store: Store, copy: Path) -> int:
     size = size_of(copy)
     await anyio.Path(copy).unlink()
     return size
+
+
+def times(wall: list[float], cpu: list[float]) -> dict[str, float]:
+    """Transactions' times in ms: wall-clock (what a writer waiting on one sees) and this process's CPU."""
+    def p99(values: list[float]) -> float:
+        return statistics.quantiles(values, n=100, method="inclusive")[98]
+
+    return {"median": statistics.median(wall), "p99": p99(wall), "max": max(wall), "cpu_median": statistics.median(cpu),
+            "cpu_p99": p99(cpu), "count": len(wall)}
 
 
 def main() -> None:
@@ -276,11 +288,10 @@ def main() -> None:
         "pruned_rows": pruned.pruned_rows,
         "nightly_prune_seconds": {"mean": sum(pruned.prune_seconds) / len(pruned.prune_seconds),
                                   "max": max(pruned.prune_seconds)},
-        "prune_transaction_ms": {"median": statistics.median(pruned.batch_ms),
-                                 "p99": statistics.quantiles(pruned.batch_ms, n=100)[98], "max": max(pruned.batch_ms),
-                                 "cpu_median": statistics.median(pruned.batch_cpu_ms),
-                                 "cpu_p99": statistics.quantiles(pruned.batch_cpu_ms, n=100)[98],
-                                 "count": len(pruned.batch_ms)},
+        "prune_transaction_ms": {
+            "all": times(list(chain.from_iterable(pruned.batch_ms.values())),
+                         list(chain.from_iterable(pruned.batch_cpu_ms.values()))),
+            **{t.value: times(pruned.batch_ms[t.value], pruned.batch_cpu_ms[t.value]) for t in ORDER}},
         "seconds": time.perf_counter() - started,
     }
     mb = 2**20
@@ -294,7 +305,7 @@ def main() -> None:
         print(f"add_events {name}, empty store -> after {args.days} days: {start['events_per_second']:,.0f} -> "
               f"{end['events_per_second']:,.0f} events/s; {start['events_per_cpu_second']:,.0f} -> "
               f"{end['events_per_cpu_second']:,.0f} events per CPU second")
-    batches = results["prune_transaction_ms"]
+    batches = results["prune_transaction_ms"]["all"]
     print(f"nightly prune: {results['nightly_prune_seconds']['mean']:.1f} s on average; its transactions "
           f"{batches['median']:.0f} ms median, {batches['p99']:.0f} ms p99, {batches['max']:.0f} ms at most "
           f"(CPU {batches['cpu_median']:.0f} ms median, {batches['cpu_p99']:.0f} ms p99); "
