@@ -801,33 +801,27 @@ async def _prune_payloads(conn: aiosqlite.Connection, step: PruneStep) -> PruneB
     """Done events finished before the cutoff, in finishing order: each payload still kept becomes the tombstone.
     The event's row, key and times stay (retention.py says why)."""
     start = step.after or pass_start(Target.EVENT_PAYLOADS, _dt(await _meta(conn, PAYLOADS_PRUNED_BEFORE)))
+    # Whole rows: those pruned are written again from them (a second query by 250 ids would not be planned by id).
     rows = await _fetchall(
-        conn, """SELECT id, status, updated_at, payload = ? AS pruned FROM inbox_events
+        conn, """SELECT * FROM inbox_events
                  WHERE status = 'done' AND updated_at < ? AND updated_at >= ? AND (updated_at > ? OR id > ?)
                  ORDER BY updated_at, id LIMIT ?""",
-        (TOMBSTONE_TEXT, _ts(step.cutoff), _ts(start.at), _ts(start.at), start.key, step.batch))
-    ids = [row["id"] for row in rows if not row["pruned"] and payload_may_go(EventStatus(row["status"]))]
-    pruned = len(ids)
-    if ids and not step.dry_run:
-        pruned = await _rewrite_with_tombstones(conn, ids)
+        (_ts(step.cutoff), _ts(start.at), _ts(start.at), start.key, step.batch))
+    going = [row for row in rows if row["payload"] != TOMBSTONE_TEXT and payload_may_go(EventStatus(row["status"]))]
+    if going and not step.dry_run:
+        await _rewrite_with_tombstones(conn, going)
     if len(rows) < step.batch and not step.dry_run:
         # The pass is complete: every event finished before the cutoff has lost its payload.
         done_before = _dt(await _meta(conn, PAYLOADS_PRUNED_BEFORE))
         await _set_meta(conn, PAYLOADS_PRUNED_BEFORE, _ts(max(step.cutoff, done_before or step.cutoff)))
-    return len(rows), pruned, Position(_required_dt(rows[-1]["updated_at"]), rows[-1]["id"]) if rows else None
+    return len(rows), len(going), Position(_required_dt(rows[-1]["updated_at"]), rows[-1]["id"]) if rows else None
 
 
-async def _rewrite_with_tombstones(conn: aiosqlite.Connection, ids: Sequence[int]) -> int:
+async def _rewrite_with_tombstones(conn: aiosqlite.Connection, rows: Sequence[sqlite3.Row]) -> None:
     """The events written again with the tombstone for payload, ids and all else unchanged. Not an UPDATE: SQLite
     rebalances a page when rows are deleted from it, never when a row shrinks, so updated rows would leave every
     page as large as it was, its freed bytes unusable by new rows (which go to the end of the table). Deleted and
     inserted again, they pack into fewer pages and free the rest for new rows: the file stops growing by them."""
-    marks = ", ".join("?" * len(ids))
-    rows = await _fetchall(
-        conn, f"SELECT * FROM inbox_events WHERE id IN ({marks}) AND status = 'done' AND payload <> ?",
-        [*ids, TOMBSTONE_TEXT])
-    if not rows:
-        return 0
     # Intents, conflicts and dead letters name these ids: checked at commit, when the rows are back.
     await conn.execute("PRAGMA defer_foreign_keys = ON")
     await conn.execute(f"DELETE FROM inbox_events WHERE id IN ({', '.join('?' * len(rows))})",
@@ -836,7 +830,6 @@ async def _rewrite_with_tombstones(conn: aiosqlite.Connection, ids: Sequence[int
     await conn.executemany(
         f"INSERT INTO inbox_events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
         [[TOMBSTONE_TEXT if column == "payload" else row[column] for column in columns] for row in rows])
-    return len(rows)
 
 
 async def _prune_intents(conn: aiosqlite.Connection, step: PruneStep) -> PruneBatch:
