@@ -50,7 +50,7 @@ KEPT_OPERATIONS = frozenset({"SfCreate", "NueCreateCustomer", "NueCreateOrder", 
 KEPT_OPERATIONS_SQL = "(" + ", ".join(f"'{name}'" for name in sorted(KEPT_OPERATIONS)) + ")"
 
 # Rows read (and at most pruned) per transaction: on SQLite a batch of payloads rewrites its rows and their index
-# entries; 250 of them take about 10 ms of the one writer in a store of a month's million events (bench/retention.py).
+# entries; 250 of them take about 5 ms of the one writer in a store of a month's million events (bench/retention.py).
 DEFAULT_BATCH = 250
 # A pass over done events starts this far before where the last complete pass ended: finishing an event stamps
 # it with the finishing replica's clock, and replicas' clocks may differ by a little (they are kept in NTP sync).
