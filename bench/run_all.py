@@ -38,6 +38,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "idle": ([], ["--seconds", "20", "--warmup", "5"]),
     "replicas": ([], ["--events", "1000", "--seconds", "3"]),
     "lost_answers": ([], ["--events", "2000", "--deals", "100"]),
+    "retention": ([], ["--events", "100000"]),
 }
 
 
@@ -288,10 +289,39 @@ def lost_answers_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def retention_rows(r: dict[str, Any]) -> list[Row]:
+    f = r["results"]
+    mb = 2**20
+    size, growth = f["size_bytes"], f["growth_bytes_per_day_last_week"]
+    rows = [Row("traffic", f"{f['events']:,} events over {f['days']} days through add_events, claim and complete; "
+                f"{f['writes_per_event']:g} writes per event ({f['create_share']:.0%} creates without an external id), "
+                f"their intents and audit entries; pruned nightly at {f['retention_days']} days"),
+            Row("store size at the end: never pruned / pruned nightly / pruned, after VACUUM",
+                f"{size['kept'] / mb:,.0f} / {size['pruned'] / mb:,.0f} / {size['pruned_after_vacuum'] / mb:,.0f} MB"),
+            Row("growth per day over the last week: never pruned / pruned (event keys and creates' intents stay)",
+                f"{growth['kept'] / mb:,.1f} / {growth['pruned'] / mb:,.1f} MB")]
+    for name, label in (("kept", "never pruned"), ("pruned", "pruned")):
+        i = f["ingest"][name]
+        rows.append(Row(f"add_events, {label}: empty store -> after the month, events/s (best of 5 x 2,000) and "
+                        "events per CPU second (median)",
+                        f"{i['start']['events_per_second']:,.0f} -> {i['end']['events_per_second']:,.0f}; "
+                        f"{i['start']['events_per_cpu_second']:,.0f} -> {i['end']['events_per_cpu_second']:,.0f}"))
+    rows += [Row("rows pruned in all", _by(f["pruned_rows"])),
+             Row("nightly prune: mean / longest run", f"{f['nightly_prune_seconds']['mean']:.1f} / "
+                 f"{f['nightly_prune_seconds']['max']:.1f} s")]
+    for name, batches in f["prune_transaction_ms"].items():
+        rows.append(Row(f"prune transactions ({name.replace('_', ' ')}): median / p99 / max wall-clock (a writer "
+                        "waits for one at most); CPU median / p99",
+                        f"{batches['median']:.0f} / {batches['p99']:.0f} / {batches['max']:.0f} ms; "
+                        f"{batches['cpu_median']:.0f} / {batches['cpu_p99']:.0f} ms; {batches['count']:,} "
+                        "transactions"))
+    return rows
+
+
 TABLES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "sandbox_throughput": sandbox_rows, "salesforce_upsert": upsert_rows, "webhook_ingest": ingest_rows,
     "burst_drain": burst_rows, "baseline_simple_salesforce": baseline_rows, "idle": idle_rows,
-    "replicas": replicas_rows, "lost_answers": lost_answers_rows,
+    "replicas": replicas_rows, "lost_answers": lost_answers_rows, "retention": retention_rows,
 }
 
 

@@ -32,7 +32,7 @@ from revdaemon.engine.sync_status import SyncStatus
 from revdaemon.errors import ConfigError, ListenError, RecordNotFound, StoreError, StoreMissing
 from revdaemon.flows.base import Flow
 from revdaemon.ops.logging import configure_logging
-from revdaemon.store import Store, open_store
+from revdaemon.store import Store, is_postgres_url, open_store
 from revdaemon.store.ids import STORE_ID_MAX, is_store_id, parse_store_id
 from revdaemon.store.records import StoreSummary
 from revdaemon.store.states import EventStatus
@@ -660,6 +660,39 @@ def backup(config_path: Path | None, as_json: bool, destination: Path) -> None:
 @main.command()
 @config_option
 @json_option
+@click.option("--dry-run", is_flag=True, help="Count what would be pruned; change nothing.")
+@click.option("--vacuum", is_flag=True, help="Then give the freed space back: SQLite rewrites its file (stop the "
+              "daemon first: it holds the write lock throughout); PostgreSQL vacuums the pruned tables.")
+@click.option("--actor", default=lambda: os.environ.get("USER", "operator"), show_default="$USER")
+def prune(config_path: Path | None, as_json: bool, dry_run: bool, vacuum: bool, actor: str) -> None:
+    """Prune what store.retention_days lets go now, in small batches, as the leader does nightly: done events'
+    payloads (their keys stay), audit entries and settled intents of idempotent writes older than that."""
+    if dry_run and vacuum:
+        raise click.UsageError("--dry-run changes nothing: it cannot --vacuum")
+    settings = _load(config_path)
+    _setup_logging(settings)
+    days = settings.store.retention_days
+    alone = not is_postgres_url(settings.store_target)  # SQLite's VACUUM holds the write lock throughout
+    result = _run_with_store(settings, lambda s: service.prune(s, days, dry_run=dry_run, vacuum=vacuum,
+                                                               vacuum_alone=alone, actor=actor), read_only=dry_run)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    if result["cutoff"] is None:
+        click.echo("store.retention_days is 0: everything is kept")
+    else:
+        verb = "would be pruned" if dry_run else "pruned"
+        click.echo(f"older than {days} days (before {result['cutoff']}), {verb}: "
+                   f"{result['event_payloads']} done events' payloads (their keys stay), "
+                   f"{result['write_intents']} write intents, {result['audit_entries']} audit entries")
+    click.echo(f"store size: {_size(result['size_bytes_before'])} before, {_size(result['size_bytes_after'])} after"
+               + ("" if vacuum or dry_run else " (the space freed is reused before the store grows; --vacuum gives it "
+                  "back)"))
+
+
+@main.command()
+@config_option
+@json_option
 @click.option("--report", "report_only", is_flag=True, help="Only report the drift (the default).")
 @click.option("--repair", is_flag=True, help="Also queue a repair for each account showing wrong figures.")
 @click.option("--dry-run", is_flag=True, help="With --repair: print what each repair would write, field by field; "
@@ -738,7 +771,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
     the recent rate and what the budget planner defers."""
     settings = _load(config_path)
     try:
-        summary, replica_rows, active = anyio.run(_summary, settings)
+        summary, replica_rows, active, footprint = anyio.run(_summary, settings)
     except StoreMissing as exc:
         click.echo(f"revdaemon: {exc}")
         return
@@ -747,11 +780,13 @@ def status(config_path: Path | None, as_json: bool) -> None:
         sys.exit(EXIT_STORE)
     live = _live_daemon(settings)
     if as_json:
-        click.echo(json.dumps({**_summary_json(summary), "replicas": replica_rows, "active_replica": active,
+        click.echo(json.dumps({**_summary_json(summary), "store": footprint, "replicas": replica_rows,
+                               "active_replica": active,
                                "daemon": live}))
         return
     console = Console()
     _print_summary(console, summary)
+    _print_footprint(console, footprint)
     _print_replicas(console, replica_rows, active)
     if live is None:
         console.print("daemon: not reachable on its listener (not running, or another port)")
@@ -824,12 +859,39 @@ def _print_budget_plan(console: Console, settings: Settings, live: dict[str, Any
                   f"{int(live.get('nue_calls') or 0)} calls since start")
 
 
-async def _summary(settings: Settings) -> tuple[StoreSummary, list[dict[str, Any]], dict[str, Any] | None]:
+async def _summary(settings: Settings) -> tuple[StoreSummary, list[dict[str, Any]], dict[str, Any] | None,
+                                           dict[str, Any]]:
     store = await open_store(settings.store_target, read_only=True)
     try:
-        return await store.summary(), await service.replicas(store), await service.active_replica(store)
+        footprint = service.footprint_row(await store.footprint(), settings.store.retention_days)
+        return await store.summary(), await service.replicas(store), await service.active_replica(store), footprint
     finally:
         await store.close()
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return "unknown"
+    if size < 1024:
+        return f"{size} bytes"
+    scaled = size / 1024
+    for unit in ("KB", "MB"):
+        if scaled < 1024:
+            return f"{scaled:,.1f} {unit}"
+        scaled /= 1024
+    return f"{scaled:,.1f} GB"
+
+
+def _print_footprint(console: Console, footprint: dict[str, Any]) -> None:
+    """The store's size, the oldest rows it keeps and the retention that bounds them."""
+    days = footprint["retention_days"]
+    retention = f"retention {days} days" if days else "retention off: everything kept"
+    console.print(f"store: {_size(footprint['size_bytes'])} on disk; {retention} (store.retention_days)")
+    if footprint["free_bytes"]:
+        console.print(f"  free inside the file (reused before it grows): {_size(footprint['free_bytes'])}")
+    console.print(f"  oldest event kept: {footprint['oldest_event_at'] or 'none'} (every event's key is kept)")
+    console.print(f"  oldest audit entry: {footprint['oldest_audit_at'] or 'none'}")
+    console.print(f"  done events' payloads pruned before: {footprint['payloads_pruned_before'] or 'none yet'}")
 
 
 def _print_replicas(console: Console, rows: list[dict[str, Any]], active: dict[str, Any] | None) -> None:

@@ -185,6 +185,7 @@ class ScheduleSettings(_Section):
     renewal_scan_cron: Crontab = "0 6 * * *"
     reconciliation_cron: Crontab = "30 2 * * *"
     sweep_cron: Crontab = "0 5 * * *"  # won deals on or after the cut-off still without a Nue order
+    prune_cron: Crontab = "30 3 * * *"  # the store's retention (store.retention_days), by the leader
     timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
 
 
@@ -373,6 +374,9 @@ class StoreSettings(_Section):
     # This box among the replicas sharing a PostgreSQL store (unset: the host name). Its workers' claims carry
     # it, so it must differ between boxes and stay the same across restarts of one.
     replica_id: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")] | None = None
+    # Done events' payloads, audit entries and settled intents older than this are pruned nightly (what exactly
+    # once needs is kept whatever its age: store/retention.py); 0 keeps everything.
+    retention_days: Annotated[int, Field(ge=0, le=36_500)] = 90
 
 
 class Settings(BaseSettings):

@@ -21,6 +21,7 @@ from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.mappings import FlowVersions, content_hash, preview_pinned
 from revdaemon.engine.pollers import Poller, SalesforceClosedWonPoller
 from revdaemon.engine.preview import EventPreview, Preview, comparable, preview_safely
+from revdaemon.engine.prune import prune_store
 from revdaemon.engine.reconcile import repair_event
 from revdaemon.engine.sweep import backfill_event
 from revdaemon.engine.sync_status import SyncStatus
@@ -39,10 +40,12 @@ from revdaemon.store.records import (
     NewAuditEntry,
     NewEvent,
     Resolution,
+    StoreFootprint,
     SyncedRecord,
     WriteIntent,
     utcnow,
 )
+from revdaemon.store.retention import PruneStep, Target, cutoff_of
 from revdaemon.store.states import EventStatus
 
 
@@ -297,6 +300,41 @@ async def _accepted(store: Store, conflict: ConflictRecord) -> SyncedRecord:
     shown = conflict.salesforce_values
     return SyncedRecord(values={**stored.values, **shown},
                         declined={k: v for k, v in stored.declined.items() if k not in shown})
+
+
+def footprint_row(footprint: StoreFootprint, retention_days: int) -> dict[str, Any]:
+    """The store's size and the oldest rows it keeps, beside the retention setting."""
+    return {"size_bytes": footprint.size_bytes, "free_bytes": footprint.free_bytes, "retention_days": retention_days,
+            "oldest_event_at": _plain(footprint.oldest_event_at), "oldest_audit_at": _plain(footprint.oldest_audit_at),
+            "payloads_pruned_before": _plain(footprint.payloads_pruned_before)}
+
+
+async def prune(store: Store, retention_days: int, *, dry_run: bool = False, vacuum: bool = False,
+                vacuum_alone: bool = False, actor: str = "operator",
+                on_batch: Callable[[PruneStep], None] | None = None) -> dict[str, Any]:
+    """Apply the retention rules now (store/retention.py), as the leader's nightly job does, then with `vacuum`
+    give the space freed back (Store.reclaim_space). `dry_run` counts what would go and changes nothing.
+    `vacuum_alone`: the vacuum holds the store's write lock throughout (SQLite), so it is refused while a daemon
+    is heard from: its writes would wait, then fail."""
+    if vacuum and vacuum_alone:
+        running = [r for r in await replicas(store) if r["alive"]]
+        if running:
+            raise StoreError(f"a daemon is running on this store ({running[0]['host']}, pid {running[0]['pid']}, "
+                             f"heard from at {running[0]['last_heartbeat'][:19]}): stop it before --vacuum, which "
+                             "holds the write lock until the file is rewritten")
+    cutoff = cutoff_of(utcnow(), retention_days)
+    before = await store.footprint()
+    pruned = dict.fromkeys((t.value for t in Target), 0)
+    if cutoff is not None:
+        step = await prune_store(store, cutoff, dry_run=dry_run, on_batch=on_batch)
+        pruned = {target.value: count for target, count in step.pruned.items()}
+    if vacuum and not dry_run:
+        await store.reclaim_space()
+    if not dry_run:
+        await record_action(store, actor, "prune", "store", retention_days=retention_days, vacuum=vacuum, **pruned)
+    after = await store.footprint()
+    return {"retention_days": retention_days, "cutoff": _plain(cutoff), "dry_run": dry_run, "vacuum": vacuum,
+            **pruned, "size_bytes_before": before.size_bytes, "size_bytes_after": after.size_bytes}
 
 
 async def backup(store: Store, destination: Path) -> dict[str, Any]:

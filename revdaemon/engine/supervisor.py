@@ -39,6 +39,7 @@ from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.mappings import FlowVersions
 from revdaemon.engine.pacing import CoalescingDoorbell
 from revdaemon.engine.pollers import NUE_FIELDS, NuePoller, Poller, SalesforceClosedWonPoller
+from revdaemon.engine.prune import nightly_prune
 from revdaemon.engine.reconcile import reconcile
 from revdaemon.engine.renewal_scan import scan_renewals
 from revdaemon.engine.replicas import ReplicaRole, default_replica_id
@@ -378,6 +379,11 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
                 doorbell.ring()
 
         scheduler.add_cron("schedule.order_sweep", schedule.sweep_cron, activated_order_sweep)
+    if settings.store.retention_days and not dry_run:
+        # The scheduler runs only while this replica leads; a run stops between batches once it no longer does.
+        # A dry run forgets nothing: it is for looking.
+        scheduler.add_cron("schedule.prune", schedule.prune_cron,
+                           nightly_prune(store, settings.store.retention_days, leading=lambda: not scheduler.paused))
     async def budget_check() -> None:
         alerter.budget_alert("salesforce", salesforce.budget, threshold=a.budget_threshold)
 

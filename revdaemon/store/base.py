@@ -1,6 +1,7 @@
 """The store's typed interface. Backends (SQLite, PostgreSQL) implement exactly this.
 
-Every method is one transaction: it either happens whole or not at all. Nothing here names a database.
+Every method is one transaction: it either happens whole or not at all (`reclaim_space` is the database's own
+maintenance, outside any). Nothing here names a database.
 
 Fencing. One replica is active at a time: the leader (`try_lead`), holding a leadership epoch that the store
 increments each time leadership changes hands. Every state change that leads to an external write (a claim, an
@@ -40,10 +41,12 @@ from revdaemon.store.records import (
     Replica,
     ReplicaBeat,
     Resolution,
+    StoreFootprint,
     StoreSummary,
     SyncedRecord,
     WriteIntent,
 )
+from revdaemon.store.retention import PruneStep
 from revdaemon.store.states import EventStatus
 
 
@@ -294,6 +297,24 @@ class Store(Protocol):
 
     async def list_replicas(self) -> list[Replica]:
         """Every replica that has sent a heartbeat, by id."""
+        ...
+
+    # --- retention (store/retention.py) ----------------------------------------------------------
+
+    async def prune(self, step: PruneStep) -> PruneStep:
+        """One batch of a prune run: at most `step.batch` rows of the step's target read, and those the retention
+        rules let go pruned (in a dry run, only counted), in one short transaction. Returns the next step; call
+        again until it is finished (engine/prune.py does, pausing between batches so other writers get in)."""
+        ...
+
+    async def footprint(self) -> StoreFootprint:
+        """The store's size on disk and the oldest rows it keeps."""
+        ...
+
+    async def reclaim_space(self) -> None:
+        """Give the space pruning freed back to the disk, or make it reusable: SQLite rewrites its file (VACUUM,
+        holding the write lock meanwhile); PostgreSQL vacuums the pruned tables (the files keep their size, the
+        space is reused)."""
         ...
 
     # --- status ---------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from revdaemon.errors import (
     StoreUnavailable,
 )
 from revdaemon.store import rows as to_record
-from revdaemon.store.encoding import contains_pattern, dumps, loads
+from revdaemon.store.encoding import contains_pattern, dumps, loads, ts_text
 from revdaemon.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
 from revdaemon.store.records import (
     REPLICA_FORGOTTEN_AFTER,
@@ -78,10 +78,21 @@ from revdaemon.store.records import (
     Replica,
     ReplicaBeat,
     Resolution,
+    StoreFootprint,
     StoreSummary,
     SyncedRecord,
     WriteIntent,
     utcnow,
+)
+from revdaemon.store.retention import (
+    KEPT_OPERATIONS_SQL,
+    TOMBSTONE_TEXT,
+    Position,
+    PruneStep,
+    Target,
+    intent_may_go,
+    pass_start,
+    payload_may_go,
 )
 from revdaemon.store.states import EventStatus, IntentStatus, check_event_move, check_intent_move
 from revdaemon.store.write_health import PROBE as WRITE_PROBE
@@ -103,6 +114,7 @@ IN_TRANSACTION_SILENCE_SECONDS = 10
 # silent process left open: longer than IN_TRANSACTION_SILENCE_SECONDS.
 TAKEOVER_TIMEOUT_SECONDS = 20.0
 MIN_SERVER_VERSION = (14, "idle_session_timeout, which ends a silent leader's session")
+VACUUM_TIMEOUT_SECONDS = 3600.0  # reclaim_space on large tables
 POOL_SIZE = 10
 TRANSIENT_RETRIES = 3  # a deadlock between two replicas' inserts is retried before StoreBusy
 
@@ -853,6 +865,123 @@ class PostgresStore:
             oldest = await conn.fetchval("SELECT min(next_attempt_at) FROM inbox_events WHERE status = 'received'")
         return StoreSummary(queue_depths=depths, cursors=cursors, open_conflicts=int(conflicts),
                             dead_letters=int(letters), oldest_due_at=oldest)
+
+    # --- retention ------------------------------------------------------------------------------
+
+    async def prune(self, step: PruneStep) -> PruneStep:
+        if step.target is None:
+            return step
+        async with self._tx(write=not step.dry_run) as conn:
+            read, pruned, last = await _PRUNERS[step.target](conn, step)
+        return step.after_batch(read=read, pruned=pruned, last=last)
+
+    async def footprint(self) -> StoreFootprint:
+        async with self._tx(write=False) as conn:
+            # Every table of this schema (a deployment may share the database with others), indexes and TOAST in.
+            size = await conn.fetchval(
+                """SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class AS c
+                   JOIN pg_namespace AS n ON n.oid = c.relnamespace
+                   WHERE n.nspname = current_schema() AND c.relkind = 'r'""")
+            # The first id is the first event stored: no index on received_at is needed.
+            oldest_event = await conn.fetchval("SELECT received_at FROM inbox_events ORDER BY id LIMIT 1")
+            oldest_audit = await conn.fetchval("SELECT min(at) FROM audit_log")
+            pruned_before = await _meta(conn, PAYLOADS_PRUNED_BEFORE)
+        return StoreFootprint(size_bytes=int(size), free_bytes=None, oldest_event_at=oldest_event,
+                              oldest_audit_at=oldest_audit,
+                              payloads_pruned_before=datetime.fromisoformat(pruned_before) if pruned_before else None)
+
+    async def reclaim_space(self) -> None:
+        """A plain VACUUM of the pruned tables: their dead rows' space is reused (autovacuum does the same, later).
+        The files keep their size: only VACUUM FULL, which locks each table while it rewrites it, shrinks them,
+        and that is left to the database's administrator."""
+        if self.read_only:
+            raise StoreError("the store is open read-only: it cannot be vacuumed")
+        with self._writes.noting(True), _translated(describe_url(self._url)):
+            async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as conn:
+                # Not in a transaction (VACUUM cannot be), and allowed longer than a statement usually is.
+                await conn.execute("VACUUM (ANALYZE) inbox_events, write_intents, audit_log",
+                                   timeout=VACUUM_TIMEOUT_SECONDS)
+
+
+# --- retention ------------------------------------------------------------------------------------
+
+PAYLOADS_PRUNED_BEFORE = "payloads_pruned_before"  # store_meta: where the last complete pass over events ended
+
+PruneBatch = tuple[int, int, Position | None]  # rows read, rows pruned, the last row read
+
+
+async def _prune_payloads(conn: asyncpg.Connection, step: PruneStep) -> PruneBatch:
+    """Done events finished before the cutoff, in finishing order: each payload still kept becomes the tombstone.
+    The event's row, key and times stay (retention.py says why)."""
+    recorded = await _meta(conn, PAYLOADS_PRUNED_BEFORE)
+    done_before = datetime.fromisoformat(recorded) if recorded else None
+    start = step.after or pass_start(Target.EVENT_PAYLOADS, done_before)
+    rows = await conn.fetch(
+        """SELECT id, status, updated_at, payload = $1 AS pruned FROM inbox_events
+           WHERE status = 'done' AND updated_at < $2 AND updated_at >= $3 AND (updated_at > $3 OR id > $4)
+           ORDER BY updated_at, id LIMIT $5""",
+        TOMBSTONE_TEXT, step.cutoff, start.at, start.key, step.batch)
+    ids = [row["id"] for row in rows if not row["pruned"] and payload_may_go(EventStatus(row["status"]))]
+    pruned = len(ids)
+    if ids and not step.dry_run:
+        pruned = _row_count(await conn.execute(
+            "UPDATE inbox_events SET payload = $1 WHERE id = ANY($2::bigint[]) AND status = 'done' AND payload <> $1",
+            TOMBSTONE_TEXT, ids))
+    if len(rows) < step.batch and not step.dry_run:
+        # The pass is complete: every event finished before the cutoff has lost its payload.
+        await _set_meta(conn, PAYLOADS_PRUNED_BEFORE, ts_text(max(step.cutoff, done_before or step.cutoff)))
+    return len(rows), pruned, Position(rows[-1]["updated_at"], rows[-1]["id"]) if rows else None
+
+
+async def _prune_intents(conn: asyncpg.Connection, step: PruneStep) -> PruneBatch:
+    """Settled intents last changed before the cutoff, oldest first, read through the index that leaves out the
+    write kinds always kept; those the rules let go are deleted."""
+    start = step.after or pass_start(Target.WRITE_INTENTS, None)
+    rows = await conn.fetch(
+        f"""SELECT i.idem_key, i.status, i.operation, i.updated_at, e.status AS event_status
+            FROM write_intents AS i LEFT JOIN inbox_events AS e ON e.id = i.event_id
+            WHERE i.operation NOT IN {KEPT_OPERATIONS_SQL} AND i.updated_at < $1
+              AND i.updated_at >= $2 AND (i.updated_at > $2 OR i.idem_key > $3)
+            ORDER BY i.updated_at, i.idem_key LIMIT $4""",
+        step.cutoff, start.at, start.key, step.batch)
+    keys = [row["idem_key"] for row in rows if intent_may_go(
+        IntentStatus(row["status"]), row["operation"],
+        EventStatus(row["event_status"]) if row["event_status"] is not None else None)]
+    pruned = len(keys)
+    if keys and not step.dry_run:
+        # The state is checked again in the DELETE: another replica may have reopened one since it was read.
+        pruned = _row_count(await conn.execute(
+            """DELETE FROM write_intents WHERE idem_key = ANY($1::text[]) AND status IN ('confirmed', 'failed')
+               AND updated_at < $2""", keys, step.cutoff))
+    return len(rows), pruned, Position(rows[-1]["updated_at"], rows[-1]["idem_key"]) if rows else None
+
+
+async def _prune_audit(conn: asyncpg.Connection, step: PruneStep) -> PruneBatch:
+    """Audit entries recorded before the cutoff, oldest first: all of them go."""
+    start = step.after or pass_start(Target.AUDIT_ENTRIES, None)
+    rows = await conn.fetch(
+        """SELECT id, at FROM audit_log WHERE at < $1 AND at >= $2 AND (at > $2 OR id > $3)
+           ORDER BY at, id LIMIT $4""",
+        step.cutoff, start.at, start.key, step.batch)
+    pruned = len(rows)
+    if rows and not step.dry_run:
+        pruned = _row_count(await conn.execute("DELETE FROM audit_log WHERE id = ANY($1::bigint[])",
+                                               [row["id"] for row in rows]))
+    return len(rows), pruned, Position(rows[-1]["at"], rows[-1]["id"]) if rows else None
+
+
+_PRUNERS: dict[Target, Callable[[asyncpg.Connection, PruneStep], Awaitable[PruneBatch]]] = {
+    Target.EVENT_PAYLOADS: _prune_payloads, Target.WRITE_INTENTS: _prune_intents, Target.AUDIT_ENTRIES: _prune_audit}
+
+
+async def _meta(conn: asyncpg.Connection, name: str) -> str | None:
+    value = await conn.fetchval("SELECT value FROM store_meta WHERE name = $1", name)
+    return str(value) if value is not None else None
+
+
+async def _set_meta(conn: asyncpg.Connection, name: str, value: str) -> None:
+    await conn.execute("""INSERT INTO store_meta (name, value) VALUES ($1, $2)
+                          ON CONFLICT (name) DO UPDATE SET value = excluded.value""", name, value)
 
 
 # --- connections and migrations ---------------------------------------------------------------------

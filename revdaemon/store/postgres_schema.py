@@ -203,6 +203,14 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE inbox_events ADD COLUMN claim_epoch BIGINT;
     ALTER TABLE write_intents ADD COLUMN epoch BIGINT, DROP COLUMN owner, DROP COLUMN owned_until;
     """,
+    # 6 (SQLite's 10): retention (store/retention.py) reads audit entries and settled intents oldest first. The
+    # intents of the writes never pruned (retention.KEPT_OPERATIONS) stay out of the index, so a nightly pass
+    # never reads them.
+    """
+    CREATE INDEX audit_at ON audit_log (at, id);
+    CREATE INDEX write_intents_prunable ON write_intents (updated_at, idem_key)
+        WHERE operation NOT IN ('NueActivateOrder', 'NueCreateCustomer', 'NueCreateOrder', 'SfCreate');
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

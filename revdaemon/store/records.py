@@ -295,3 +295,14 @@ class StoreSummary:
     open_conflicts: int
     dead_letters: int  # not yet replayed
     oldest_due_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreFootprint:
+    """How much the store holds, for `status` and retention (store/retention.py)."""
+
+    size_bytes: int  # on disk: SQLite's file with its WAL; PostgreSQL's tables with their indexes and TOAST
+    free_bytes: int | None  # SQLite: free pages inside the file, reused before it grows (None: not known)
+    oldest_event_at: datetime | None  # the first event kept (every event's key is kept: see retention.py)
+    oldest_audit_at: datetime | None
+    payloads_pruned_before: datetime | None  # done events finished before this have lost their payloads

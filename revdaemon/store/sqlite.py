@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -63,10 +63,21 @@ from revdaemon.store.records import (
     Replica,
     ReplicaBeat,
     Resolution,
+    StoreFootprint,
     StoreSummary,
     SyncedRecord,
     WriteIntent,
     utcnow,
+)
+from revdaemon.store.retention import (
+    KEPT_OPERATIONS_SQL,
+    TOMBSTONE_TEXT,
+    Position,
+    PruneStep,
+    Target,
+    intent_may_go,
+    pass_start,
+    payload_may_go,
 )
 from revdaemon.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from revdaemon.store.states import EventStatus, IntentStatus, check_event_move, check_intent_move
@@ -86,9 +97,11 @@ def _dt(value: str | None) -> datetime | None:
 class SqliteStore:
     """`Store` on one SQLite file. Create with `await SqliteStore.open(path)`."""
 
-    def __init__(self, conn: aiosqlite.Connection, clock: Clock, *, read_only: bool = False) -> None:
+    def __init__(self, conn: aiosqlite.Connection, clock: Clock, *, read_only: bool = False,
+                 path: Path | None = None) -> None:
         self._conn = conn
         self._clock = clock
+        self._path = path  # for the file's size (status)
         self._lock = anyio.Lock()
         self._writes = WriteHealth()
         self.read_only = read_only
@@ -125,7 +138,7 @@ class SqliteStore:
             except BaseException:
                 await conn.close()
                 raise
-        return cls(conn, clock, read_only=read_only)
+        return cls(conn, clock, read_only=read_only, path=path)
 
     async def close(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -777,6 +790,148 @@ class SqliteStore:
             dead_letters=letters["n"] if letters else 0,
             oldest_due_at=_dt(oldest["at"]) if oldest else None,
         )
+
+    # --- retention ------------------------------------------------------------------------------
+
+    async def prune(self, step: PruneStep) -> PruneStep:
+        if step.target is None:
+            return step
+        async with self._tx(write=not step.dry_run) as conn:
+            read, pruned, last = await _PRUNERS[step.target](conn, step)
+        return step.after_batch(read=read, pruned=pruned, last=last)
+
+    async def footprint(self) -> StoreFootprint:
+        async with self._tx(write=False) as conn:
+            page_size = await _fetchone(conn, "PRAGMA page_size", ())
+            free_pages = await _fetchone(conn, "PRAGMA freelist_count", ())
+            # The first id is the first event stored: no index on received_at is needed.
+            oldest_event = await _fetchone(conn, "SELECT received_at FROM inbox_events ORDER BY id LIMIT 1", ())
+            oldest_audit = await _fetchone(conn, "SELECT min(at) AS at FROM audit_log", ())
+            pruned_before = await _meta(conn, PAYLOADS_PRUNED_BEFORE)
+        size = 0
+        if self._path is not None:
+            for part in (self._path, self._path.with_name(self._path.name + "-wal")):
+                with contextlib.suppress(FileNotFoundError):
+                    size += (await anyio.Path(part).stat()).st_size
+        return StoreFootprint(
+            size_bytes=size,
+            free_bytes=int(free_pages[0]) * int(page_size[0]) if free_pages and page_size else None,
+            oldest_event_at=_dt(oldest_event["received_at"]) if oldest_event else None,
+            oldest_audit_at=_dt(oldest_audit["at"]) if oldest_audit else None,
+            payloads_pruned_before=_dt(pruned_before),
+        )
+
+    async def reclaim_space(self) -> None:
+        """VACUUM: the file is written again without its free pages (it needs about its own size free on the disk
+        meanwhile, and holds the write lock throughout: the daemon's writes wait); then the WAL, which carried the
+        copy, is emptied."""
+        if self.read_only:
+            raise StoreError("the store is open read-only: it cannot be vacuumed")
+        async with self._lock:
+            with anyio.CancelScope(shield=True), self._writes.noting(True), _translated():
+                await self._conn.execute("VACUUM")
+                await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+# --- retention ------------------------------------------------------------------------------------
+
+PAYLOADS_PRUNED_BEFORE = "payloads_pruned_before"  # store_meta: where the last complete pass over events ended
+
+PruneBatch = tuple[int, int, Position | None]  # rows read, rows pruned, the last row read
+
+
+async def _prune_payloads(conn: aiosqlite.Connection, step: PruneStep) -> PruneBatch:
+    """Done events finished before the cutoff, in finishing order: each payload still kept becomes the tombstone.
+    The event's row, key and times stay (retention.py says why)."""
+    start = step.after or pass_start(Target.EVENT_PAYLOADS, _dt(await _meta(conn, PAYLOADS_PRUNED_BEFORE)))
+    # Whole rows: those pruned are written again from them (a second query by 250 ids would not be planned by id).
+    rows = await _fetchall(
+        conn, """SELECT * FROM inbox_events
+                 WHERE status = 'done' AND updated_at < ? AND updated_at >= ? AND (updated_at > ? OR id > ?)
+                 ORDER BY updated_at, id LIMIT ?""",
+        (_ts(step.cutoff), _ts(start.at), _ts(start.at), start.key, step.batch))
+    going = [row for row in rows if row["payload"] != TOMBSTONE_TEXT and payload_may_go(EventStatus(row["status"]))]
+    if going and not step.dry_run:
+        await _rewrite_with_tombstones(conn, going)
+    if len(rows) < step.batch and not step.dry_run:
+        # The pass is complete: every event finished before the cutoff has lost its payload.
+        done_before = _dt(await _meta(conn, PAYLOADS_PRUNED_BEFORE))
+        await _set_meta(conn, PAYLOADS_PRUNED_BEFORE, _ts(max(step.cutoff, done_before or step.cutoff)))
+    return len(rows), len(going), Position(_required_dt(rows[-1]["updated_at"]), rows[-1]["id"]) if rows else None
+
+
+async def _rewrite_with_tombstones(conn: aiosqlite.Connection, rows: Sequence[sqlite3.Row]) -> None:
+    """The events written again with the tombstone for payload, ids and all else unchanged. Not an UPDATE: SQLite
+    rebalances a page when rows are deleted from it, never when a row shrinks, so updated rows would leave every
+    page as large as it was, its freed bytes unusable by new rows (which go to the end of the table). Deleted and
+    inserted again, they pack into fewer pages and free the rest for new rows: the file stops growing by them."""
+    # Intents, conflicts and dead letters name these ids: checked at commit, when the rows are back.
+    await conn.execute("PRAGMA defer_foreign_keys = ON")
+    await conn.execute(f"DELETE FROM inbox_events WHERE id IN ({', '.join('?' * len(rows))})",
+                       [row["id"] for row in rows])
+    columns = list(rows[0].keys())
+    await conn.executemany(
+        f"INSERT INTO inbox_events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+        [[TOMBSTONE_TEXT if column == "payload" else row[column] for column in columns] for row in rows])
+
+
+async def _prune_intents(conn: aiosqlite.Connection, step: PruneStep) -> PruneBatch:
+    """Settled intents last changed before the cutoff, oldest first, read through the index that leaves out the
+    write kinds always kept; those the rules let go are deleted."""
+    start = step.after or pass_start(Target.WRITE_INTENTS, None)
+    rows = await _fetchall(
+        conn, f"""SELECT i.idem_key, i.status, i.operation, i.updated_at, e.status AS event_status
+                  FROM write_intents AS i LEFT JOIN inbox_events AS e ON e.id = i.event_id
+                  WHERE i.operation NOT IN {KEPT_OPERATIONS_SQL} AND i.updated_at < ?
+                    AND i.updated_at >= ? AND (i.updated_at > ? OR i.idem_key > ?)
+                  ORDER BY i.updated_at, i.idem_key LIMIT ?""",
+        (_ts(step.cutoff), _ts(start.at), _ts(start.at), start.key, step.batch))
+    keys = [row["idem_key"] for row in rows if intent_may_go(
+        IntentStatus(row["status"]), row["operation"],
+        EventStatus(row["event_status"]) if row["event_status"] is not None else None)]
+    pruned = len(keys)
+    if keys and not step.dry_run:
+        result = await conn.execute(
+            f"""DELETE FROM write_intents WHERE idem_key IN ({', '.join('?' * len(keys))})
+                AND status IN ('confirmed', 'failed') AND updated_at < ?""", (*keys, _ts(step.cutoff)))
+        pruned = result.rowcount
+    return len(rows), pruned, Position(_required_dt(rows[-1]["updated_at"]), rows[-1]["idem_key"]) if rows else None
+
+
+async def _prune_audit(conn: aiosqlite.Connection, step: PruneStep) -> PruneBatch:
+    """Audit entries recorded before the cutoff, oldest first: all of them go."""
+    start = step.after or pass_start(Target.AUDIT_ENTRIES, None)
+    rows = await _fetchall(
+        conn, """SELECT id, at FROM audit_log WHERE at < ? AND at >= ? AND (at > ? OR id > ?)
+                 ORDER BY at, id LIMIT ?""",
+        (_ts(step.cutoff), _ts(start.at), _ts(start.at), start.key, step.batch))
+    pruned = len(rows)
+    if rows and not step.dry_run:
+        ids = [row["id"] for row in rows]
+        result = await conn.execute(f"DELETE FROM audit_log WHERE id IN ({', '.join('?' * len(ids))})", ids)
+        pruned = result.rowcount
+    return len(rows), pruned, Position(_required_dt(rows[-1]["at"]), rows[-1]["id"]) if rows else None
+
+
+_PRUNERS: dict[Target, Callable[[aiosqlite.Connection, PruneStep], Awaitable[PruneBatch]]] = {
+    Target.EVENT_PAYLOADS: _prune_payloads, Target.WRITE_INTENTS: _prune_intents, Target.AUDIT_ENTRIES: _prune_audit}
+
+
+async def _meta(conn: aiosqlite.Connection, name: str) -> str | None:
+    # A read-only open of a database the daemon has not migrated yet has no store_meta table.
+    if await _fetchone(conn, "SELECT 1 FROM sqlite_master WHERE name = 'store_meta'", ()) is None:
+        return None
+    row = await _fetchone(conn, "SELECT value FROM store_meta WHERE name = ?", (name,))
+    return str(row["value"]) if row else None
+
+
+async def _set_meta(conn: aiosqlite.Connection, name: str, value: str) -> None:
+    await conn.execute("""INSERT INTO store_meta (name, value) VALUES (?, ?)
+                          ON CONFLICT (name) DO UPDATE SET value = excluded.value""", (name, value))
+
+
+def _required_dt(value: str) -> datetime:
+    return datetime.fromisoformat(value)
 
 
 # --- migrations -------------------------------------------------------------------------------------

@@ -192,6 +192,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE write_intents DROP COLUMN owner;
     ALTER TABLE write_intents DROP COLUMN owned_until;
     """,
+    # 10: retention (store/retention.py) reads audit entries and settled intents oldest first. The intents of the
+    # writes never pruned (retention.KEPT_OPERATIONS) stay out of the index, so a nightly pass never reads them.
+    """
+    CREATE INDEX audit_at ON audit_log (at, id);
+    CREATE INDEX write_intents_prunable ON write_intents (updated_at, idem_key)
+        WHERE operation NOT IN ('NueActivateOrder', 'NueCreateCustomer', 'NueCreateOrder', 'SfCreate');
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -133,6 +133,6 @@ async def test_status_lists_the_daemon_as_the_leading_replica(tmp_path: Path) ->
         await run_daemon(settings, stop_after=0.2, polling=False)
     finally:
         box.close()
-    _summary_of_store, replicas, active = await _summary(settings)
+    _summary_of_store, replicas, active, _footprint = await _summary(settings)
     assert [(r["id"], r["leader"]) for r in replicas] == [("box-a", True)]
     assert active is not None and (active["id"], active["epoch"]) == ("box-a", 1)

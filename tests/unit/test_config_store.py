@@ -69,3 +69,19 @@ def test_a_bad_url_is_reported_without_its_text(tmp_path: Path, url: str) -> Non
         load_settings(write(tmp_path, {**MINIMAL, "store": {"url": url}}), environ={})
     assert "store.url" in dict(exc.value.problems)
     assert "hunter2" not in str(exc.value)
+
+
+def test_retention_defaults_to_ninety_days_and_zero_keeps_everything(tmp_path: Path) -> None:
+    """store.retention_days is 90 unless set; 0 is accepted (nothing is pruned); the prune runs nightly."""
+    assert load_settings(write(tmp_path, MINIMAL), environ={}).store.retention_days == 90
+    kept = load_settings(write(tmp_path, {**MINIMAL, "store": {"retention_days": 0}}), environ={})
+    assert kept.store.retention_days == 0 and kept.schedule.prune_cron == "30 3 * * *"
+
+
+@pytest.mark.parametrize(("document", "key"), [({"store": {"retention_days": -1}}, "store.retention_days"),
+                                               ({"store": {"retention_days": "forever"}}, "store.retention_days"),
+                                               ({"schedule": {"prune_cron": "nightly"}}, "schedule.prune_cron")])
+def test_a_bad_retention_setting_names_its_key(tmp_path: Path, document: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_settings(write(tmp_path, {**MINIMAL, **document}), environ={})
+    assert key in dict(exc.value.problems)
