@@ -18,7 +18,7 @@ One path for every write kind (issue 22):
 4. Fence and send in batches: `begin_send` marks a chunk's writes sent under this term's epoch (refused once
    another replica leads), and the request hook checks the epoch again if time passed before the request
    leaves (engine/fencing.py). Then settle each write (confirmed with its result, or failed with the API's own
-   error) in the store and its audit log, in a shielded scope so a shutdown cannot lose what was sent.
+   error) in its audit log, then its intent, in a shielded scope so a shutdown cannot lose what was sent.
 
 The table (ROUTES below), one row per write kind:
 
@@ -449,13 +449,10 @@ class Executor:
             assert isinstance(error, OutcomeUnknown)
             error.retry_after = self._settle_delay.total_seconds()
         with anyio.CancelScope(shield=True):
-            if outcome.ok:
-                await self._store.confirm_intent(write.idem_key, dict(outcome.result or {}), epoch=attempt.epoch)
-            else:
-                assert error is not None
-                await self._store.fail_intent(write.idem_key, error.message,
-                                              settle_for=self._settle_delay if unknown else None,
-                                              epoch=attempt.epoch)
+            # The audit entry first: it moves the record's synced values, by which a later read tells a person's
+            # edit from revdaemon's own write. Killed between the two, the intent is still unsettled (looked up or
+            # sent again, and counted as revdaemon's meanwhile); killed the other way round, a confirmed write
+            # without its entry would pass for a hand edit once lookups.RACE_WINDOW had gone by.
             await self._store.record_write(NewAuditEntry(
                 system=write.target[0], operation=type(write).__name__, target=write.target[1],
                 outcome="ok" if outcome.ok else ("error" if isinstance(error, Retryable) else "rejected"),
@@ -468,6 +465,13 @@ class Executor:
                 mapping_version=self._version_of(item),
                 synced_fields=dict(write.fields) if isinstance(write, SfUpdate | SfUpsert | SfCreate) else {},
             ))
+            if outcome.ok:
+                await self._store.confirm_intent(write.idem_key, dict(outcome.result or {}), epoch=attempt.epoch)
+            else:
+                assert error is not None
+                await self._store.fail_intent(write.idem_key, error.message,
+                                              settle_for=self._settle_delay if unknown else None,
+                                              epoch=attempt.epoch)
         if outcome.ok:
             log.info("write_confirmed", idem_key=write.idem_key, target=_record_ref(write))
         elif unknown:

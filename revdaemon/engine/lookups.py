@@ -115,7 +115,7 @@ class Fetcher:
                     known.add(name)
         _system, sobject, record_id = ref.split(":", 2)
         for intent in await self._store.list_intents(mentioning=record_id):
-            # Settled ones too: an intent is settled a moment before its audit entry is recorded.
+            # Settled ones since `since` too (each was audited a moment before it was settled: a second witness).
             if intent.target == f"{sobject}:{record_id}" and (intent.status in UNSETTLED or intent.updated_at >= since):
                 for name, value in _fields_of(intent.request).items():
                     _add(values[name], value)

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from revdaemon.config import ApiRate, NueSettings, SalesforceAuth, SalesforceSettings, Settings
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
+from revdaemon.engine import executor as executor_module
+from revdaemon.engine import lookups as lookups_module
+from revdaemon.engine import worker as worker_module
 from revdaemon.engine.executor import Executor
 from revdaemon.engine.fencing import REQUEST_HOOKS
 from revdaemon.engine.lookups import Fetcher
@@ -27,7 +31,34 @@ from revdaemon.flows.subscription_status import SubscriptionStatusFlow
 from revdaemon.limits import ApiLimiter, DailyBudget, RetryPolicy
 from revdaemon.sandbox.runner import Sandbox
 from revdaemon.store import Store, open_store
-from revdaemon.store.records import NewEvent
+from revdaemon.store.records import Clock, NewEvent, utcnow
+
+
+class FakeClock:
+    """The one clock of the store and of a worker's pass (fake_engine_time); it moves only when a test says."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def reset(self) -> None:
+        self.now = datetime.now(UTC)  # the simulators' today: flow 1's go-live cut-off is the store's first day
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def fake_engine_time(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """A fake clock that every module of a worker's pass reads (the worker's retry times, the executor's settle
+    delays, the fetcher's window for revdaemon's recent writes); give it to the store too (`engine(clock=...)`).
+    Leases, settle delays and windows of minutes then pass in an instant. The simulators keep real time."""
+    fake = FakeClock()
+    for module in (worker_module, executor_module, lookups_module):
+        monkeypatch.setattr(module, "utcnow", fake)
+    return fake
+
 
 FAST_RETRY = RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.05, max_total=10)
 
@@ -46,11 +77,15 @@ class Engine:
 async def engine(sandbox: Sandbox, tmp_path: Path, *, flows: list[Flow] | None = None,
                  dry_run: bool = False, schema_guard: bool = False,
                  sync_status: SyncStatus | None = None, settle: timedelta = timedelta(0),
-                 create_timeout_seconds: float = 90.0) -> AsyncIterator[Engine]:
+                 create_timeout_seconds: float = 90.0, clock: Clock = utcnow,
+                 wrap_store: Callable[[Store], Store] | None = None) -> AsyncIterator[Engine]:
     """`settle`: how long a write of unknown outcome waits before its lookup (none by default: most tests
-    leave an intent `sent` by hand to stand for a crash long ago)."""
+    leave an intent `sent` by hand to stand for a crash long ago). `clock`: the store's; `wrap_store`: what
+    every part is given instead of the store itself (tests/faulty_store.py). The store is the file
+    `tmp_path/engine.sqlite3`, so a second engine on the same `tmp_path` reopens it, as a restart would."""
     sf_info, nue_info = sandbox.info()["salesforce"], sandbox.info()["nue"]
-    store = await open_store(tmp_path / "engine.sqlite3")
+    opened = await open_store(tmp_path / "engine.sqlite3", clock=clock)
+    store = wrap_store(opened) if wrap_store is not None else opened
     async with httpx.AsyncClient(event_hooks=REQUEST_HOOKS) as http:  # as the daemon's: the fence's last check
         sf = SalesforceClient(
             SalesforceSettings(login_url=sf_info["login_url"], auth=SalesforceAuth.JWT,

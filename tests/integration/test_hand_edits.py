@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from revdaemon.engine.lookups import RACE_WINDOW
 from revdaemon.flows.subscription_status import SubscriptionStatusFlow, SubscriptionStatusMapping
 from revdaemon.sandbox.runner import Sandbox
 from revdaemon.service import resolve_conflict, show_conflict
+from revdaemon.store import Store
 from revdaemon.store.states import EventStatus
-from tests.integration.engine_fixtures import Engine, engine, webhook
+from tests.faulty_store import Crash, Fault, FaultKind, FaultyStore
+from tests.integration.engine_fixtures import Engine, engine, fake_engine_time, webhook
 from tests.integration.test_engine_subscription_status import activate_for
 
 pytestmark = pytest.mark.anyio
@@ -102,3 +108,44 @@ class TestHandEdits:
             [conflict] = await e.store.list_conflicts()
         assert conflict.record_ref == f"salesforce:Account:{account_id}"
         assert sandbox.salesforce.record("Account", account_id)["MRR__c"] == 1.0
+
+class TestKilledWhileRecordingAWrite:
+    async def test_a_kill_right_after_an_applied_write_leaves_no_false_hand_edit(
+            self, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Killed right after the first bookkeeping of an account update Salesforce applied, then Nue changes
+        again once lookups.RACE_WINDOW has passed: the account shows revdaemon's own write, no person's edit, so
+        the new value is written and no conflict opens (found by test_fault_state_machine.py's harness)."""
+        clock = fake_engine_time(monkeypatch)
+        customer_id, account_id, subscriptions = activate_for(sandbox, 0, 0)
+        subscription = subscriptions[0]
+        faulty: list[FaultyStore] = []
+
+        def wrap(store: Store) -> Store:
+            faulty.append(FaultyStore(store))
+            return faulty[-1].store
+
+        async with engine(sandbox, tmp_path, clock=clock, wrap_store=wrap) as e:
+            await e.store.add_events([webhook("subscription.updated", dict(subscription), "first")])
+            await e.worker.run_once()  # the account's values are revdaemon's last synced ones
+            sandbox.nue.scenario.change(subscription["name"], "UpdateQuantity", quantity=3)
+            update_many = e.salesforce.update_many
+
+            async def applied_then_killed(sobject: str, records: Sequence[Mapping[str, Any]]) -> Any:
+                results = await update_many(sobject, records)
+                if sobject == "Account":
+                    faulty[-1].arm(Fault(FaultKind.CRASH_AFTER), in_calls=1)  # dies once that call has committed
+                return results
+
+            e.salesforce.update_many = applied_then_killed  # type: ignore[method-assign]
+            await e.store.add_events([webhook("subscription.updated", dict(subscription), "second")])
+            with pytest.raises(Crash):
+                await e.worker.run_once()
+        clock.advance((RACE_WINDOW + timedelta(minutes=5)).total_seconds())  # past the window and the claim's lease
+        sandbox.nue.scenario.change(subscription["name"], "UpdateQuantity", quantity=4)
+        async with engine(sandbox, tmp_path, clock=clock) as e:  # the restarted daemon, on the same state file
+            await e.store.add_events([webhook("subscription.updated", dict(subscription), "third")])
+            while await e.worker.run_once():
+                pass
+            assert await e.store.list_conflicts() == []
+        nue_mrr = Decimal(str(sandbox.nue.store.customers[customer_id]["todayCMRR"]))
+        assert Decimal(str(sandbox.salesforce.record("Account", account_id)["MRR__c"])) == nue_mrr
