@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -25,34 +24,11 @@ from revdaemon.store.records import (
 )
 from revdaemon.store.sqlite_schema import SCHEMA_VERSION
 from revdaemon.store.states import EventStatus, IntentStatus
+from tests.unit.conftest import FakeClock
 
 pytestmark = pytest.mark.anyio
 
 LEASE = timedelta(minutes=5)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kwargs: float) -> None:
-        self.now += timedelta(**kwargs)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def store(store_target: Path | str, clock: FakeClock) -> AsyncIterator[Store]:
-    """A new store on each backend (tests/conftest.py: store_target): SQLite, then PostgreSQL."""
-    opened = await open_store(store_target, clock=clock)
-    yield opened
-    await opened.close()
 
 
 def event(key: str, type_: str = "order.activated") -> NewEvent:

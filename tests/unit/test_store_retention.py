@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,35 +37,12 @@ from revdaemon.store.retention import (
 )
 from revdaemon.store.sqlite_schema import MIGRATIONS as SQLITE_MIGRATIONS
 from revdaemon.store.states import EventStatus, IntentStatus
+from tests.unit.conftest import FakeClock
 
 pytestmark = pytest.mark.anyio
 
 LEASE = timedelta(minutes=5)
 RETENTION = timedelta(days=90)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kwargs: float) -> None:
-        self.now += timedelta(**kwargs)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def store(store_target: Path | str, clock: FakeClock) -> AsyncIterator[Store]:
-    """A new store on each backend (tests/conftest.py: store_target): SQLite, then PostgreSQL."""
-    opened = await open_store(store_target, clock=clock)
-    yield opened
-    await opened.close()
 
 
 def event(key: str) -> NewEvent:
