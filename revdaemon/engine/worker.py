@@ -50,6 +50,7 @@ from revdaemon.errors import (
     RequestLimitExceeded,
     Retryable,
     Settling,
+    StoreBusy,
     SyncError,
     Throttled,
 )
@@ -176,14 +177,25 @@ class Worker:
                 except Exception:
                     # A bug must not take the daemon down: give the batch back and carry on.
                     log.exception("worker_batch_failed", worker=self.name)
-                    with anyio.CancelScope(shield=True):
-                        await self._store.release_claims(self.name, epoch=self._epoch)
+                    await self._give_back()
                     held = 0
                 if not held and not self._stopping:
                     await self._doorbell.wait(self._idle)
         finally:
             self.running = False
             self.stopped.set()
+
+    async def _give_back(self) -> None:
+        """Release this worker's claims after a failed batch. A store busy a little longer (a lock another process
+        held past the busy timeout, a deadlock retried out) is no reason to stop the daemon: the claims come back
+        when their lease ends. A store that is broken (StoreUnavailable) ends the daemon with the store's exit code."""
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._store.release_claims(self.name, epoch=self._epoch)
+        except StoreBusy as exc:
+            log.warning("claims_not_released", worker=self.name, error=str(exc),
+                        reason="the store was busy: the claims come back when their lease ends")
+            await anyio.sleep(self._idle)  # not straight back into a busy store
 
     def stop(self) -> None:
         """Finish the batch in hand, then claim nothing more."""

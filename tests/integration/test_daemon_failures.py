@@ -8,6 +8,7 @@ import json
 import socket
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import anyio
 import httpx
@@ -18,12 +19,16 @@ from click.testing import CliRunner
 
 from revdaemon.cli import EXIT_RUNTIME, EXIT_STORE, main
 from revdaemon.engine.supervisor import Daemon, run_daemon
-from revdaemon.errors import StoreUnavailable
+from revdaemon.errors import StoreBusy, StoreUnavailable
 from revdaemon.listener.signature import sign
-from revdaemon.sandbox.runner import create_sandbox
+from revdaemon.sandbox.runner import Sandbox, create_sandbox
+from revdaemon.store import Store
 from revdaemon.store.records import NewEvent
 from revdaemon.store.sqlite import SqliteStore
-from tests.integration.engine_fixtures import daemon_settings
+from revdaemon.store.states import EventStatus
+from tests.integration.engine_fixtures import daemon_settings, engine, webhook
+from tests.integration.test_engine_subscription_status import activate_for
+from tests.integration.test_replicas import wait_until
 from tests.unit.test_cli import config_in
 
 pytestmark = pytest.mark.anyio
@@ -121,3 +126,42 @@ def test_a_taken_port_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
     assert result.exit_code == EXIT_RUNTIME, result.output
     assert f"the listener cannot listen on 127.0.0.1:{port}" in result.output and "listener.port" in result.output
     assert "Traceback" not in result.output
+
+
+class _BusyOnce:
+    """The store, but its first claim and its first give-back answer StoreBusy (a lock held past the busy
+    timeout): what two transient errors in a row look like to a worker."""
+
+    def __init__(self, inner: Store) -> None:
+        self._inner = inner
+        self.busy = {"claim_events", "release_claims"}
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._inner, name)
+        if name not in self.busy:
+            return method
+
+        async def refuse(*args: Any, **kwargs: Any) -> Any:
+            self.busy.discard(name)
+            raise StoreBusy("the state database stayed locked by another process")
+
+        return refuse
+
+
+async def test_a_busy_store_twice_in_a_row_does_not_stop_the_worker(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The claim fails busy, then giving the batch back fails busy too: the worker logs it, waits, and goes on to
+    sync the event, instead of ending the daemon with exit 3 as a broken store does."""
+    _, account_id, subscriptions = activate_for(sandbox, 3, 3)
+    async with engine(sandbox, tmp_path, wrap_store=lambda store: cast(Store, _BusyOnce(store))) as e:
+        await e.store.add_events([webhook("subscription.updated", dict(subscriptions[0]), "busy-1")])
+        with structlog.testing.capture_logs() as logs:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(e.worker.run)
+
+                async def synced() -> bool:
+                    return (await e.store.queue_depths())[EventStatus.DONE] == 1
+
+                await wait_until(synced, 20)
+                e.worker.stop()
+    assert "claims_not_released" in [entry["event"] for entry in logs]
+    assert sandbox.salesforce.record("Account", account_id)["MRR__c"] is not None
