@@ -131,9 +131,8 @@ class OwnSqlite:
         now = datetime.now(UTC)
         p = {"now": ts_text(now), "epoch0": 0, "limit": limit, "worker": worker, "until": ts_text(now + LEASE),
              "mv": None, "epoch": None}
-        async with self.store._tx() as conn:
-            async with conn.execute(CLAIM_ONE.sqlite, CLAIM_ONE.sqlite_args(p)) as cur:
-                events = [sqlite_mod._event(r) for r in await cur.fetchall()]
+        async with self.store._tx() as conn, conn.execute(CLAIM_ONE.sqlite, CLAIM_ONE.sqlite_args(p)) as cur:
+            events = [sqlite_mod._event(r) for r in await cur.fetchall()]
         events.sort(key=lambda e: (e.next_attempt_at, e.id))
         return len(events)
 
@@ -239,7 +238,8 @@ class SaLayer:
         now = self._now()
         rows = [{"source": e.source, "event_key": e.key, "type": e.type, "payload": dumps(e.payload),
                  "next_attempt_at": now, "received_at": now, "updated_at": now} for e in events]
-        stmt = self.insert(self.inbox).on_conflict_do_nothing(index_elements=["event_key"]).returning(self.inbox.c.event_key)
+        stmt = (self.insert(self.inbox).on_conflict_do_nothing(index_elements=["event_key"])
+                .returning(self.inbox.c.event_key))
         async with self.lock:
             with anyio.CancelScope(shield=True):
                 async with self.engine.begin() as conn:
@@ -318,7 +318,8 @@ async def timed(calls: Callable[[], Awaitable[int]]) -> tuple[float, float, int]
     return time.perf_counter() - wall, time.process_time() - cpu, n
 
 
-async def one_run(variant: str, backend: str, args: argparse.Namespace, run: int, pg_url: str | None) -> dict[str, Any]:
+async def one_run(variant: str, backend: str, args: argparse.Namespace, run: int,
+                  pg_url: str | None) -> dict[str, Any]:
     events = make_events(args.events, run)
     batches = [events[i:i + args.batch] for i in range(0, len(events), args.batch)]
     with tempfile.TemporaryDirectory() as tmp:
