@@ -175,7 +175,7 @@ CLAIM_PG = Sql("""WITH due AS (
    SET status = 'claimed', claimed_by = :worker, claimed_until = :until, attempts = e.attempts + 1,
        updated_at = :now, mapping_version = coalesce(e.mapping_version, :mv), claim_epoch = :epoch
    FROM due WHERE e.id = due.id RETURNING e.*""")
-# The single-statement form for both (own_1 on SQLite): the common statement plus the one dialect clause: the common statement plus the one dialect clause.
+# The single-statement form for both (own_1 on SQLite): the common statement plus the one dialect clause.
 CLAIM_ONE.pg = re.sub(r"(LIMIT \$\d+)\)", r"\1 FOR UPDATE SKIP LOCKED)", CLAIM_ONE.pg)
 
 
