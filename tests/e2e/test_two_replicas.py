@@ -122,6 +122,15 @@ def two_daemons(tmp_path: Path, box: Sandbox, pg_url: str) -> Iterator[Replicas]
                 stop_daemon(daemon, replicas.logs[name])
 
 
+def _burst_of_both_sides(box: Sandbox) -> tuple[list[str], list[str], NueSide, list[str]]:
+    """The deals to win (and their accounts), and the Nue side's work on two seed customers (and theirs)."""
+    deals, deal_accounts = _prepare_deals(box)
+    customers = ("Umbrella Health", "Stark Logistics")
+    nue_side = NueSide(box, list(customers))
+    nue_accounts = [a["Id"] for a in box.sf_records("Account") if a["Name"] in customers]
+    return deals, deal_accounts, nue_side, nue_accounts
+
+
 def _converged(box: Sandbox, deals: list[str], config: Path) -> bool:
     opportunities = {o["Id"]: o for o in box.sf_records("Opportunity")}
     return (all(opportunities[d].get("Nue_Order_Id__c") for d in deals)
@@ -131,10 +140,7 @@ def _converged(box: Sandbox, deals: list[str], config: Path) -> bool:
 def test_the_leader_killed_midway_loses_nothing_and_the_survivor_polls(tmp_path: Path, pg_url: str) -> None:
     rng = random.Random(11)
     with sandbox_process(tmp_path, listeners=2) as box:
-        deals, deal_accounts = _prepare_deals(box)
-        nue_side = NueSide(box, ["Umbrella Health", "Stark Logistics"])
-        nue_accounts = [a["Id"] for a in box.sf_records("Account")
-                        if a["Name"] in ("Umbrella Health", "Stark Logistics")]
+        deals, deal_accounts, nue_side, nue_accounts = _burst_of_both_sides(box)
         # creates applied and their answers lost (issue 22), beside the leader's death
         box.nue_faults(**nue_lost_answers(LOST_ANSWER_RATE))
         box.sf_faults(**sf_lost_answers(LOST_ANSWER_RATE))
@@ -184,10 +190,7 @@ def test_the_leader_killed_midway_loses_nothing_and_the_survivor_polls(tmp_path:
 def test_the_leader_paused_past_the_takeover_wakes_fenced_and_sends_nothing(tmp_path: Path, pg_url: str) -> None:
     rng = random.Random(5)
     with sandbox_process(tmp_path, listeners=2) as box:
-        deals, deal_accounts = _prepare_deals(box)
-        nue_side = NueSide(box, ["Umbrella Health", "Stark Logistics"])
-        nue_accounts = [a["Id"] for a in box.sf_records("Account")
-                        if a["Name"] in ("Umbrella Health", "Stark Logistics")]
+        deals, deal_accounts, nue_side, nue_accounts = _burst_of_both_sides(box)
         box.nue_faults(latency_ms=NUE_LATENCY_MS, applied_paths=["POST /orders", "POST /customers"],
                        applied_slow_seconds=HELD_ANSWER_SECONDS)
         with two_daemons(tmp_path, box, pg_url) as replicas:
