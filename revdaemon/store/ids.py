@@ -13,7 +13,7 @@ import re
 
 STORE_ID_MIN = 1
 STORE_ID_MAX = 2**63 - 1  # SQLite INTEGER and PostgreSQL BIGINT are signed 64-bit
-MAPPING_VERSION_MAX = 2**31 - 1  # mapping_versions.version is a PostgreSQL INTEGER (postgres_schema.py)
+MAPPING_VERSION_MAX = 2**31 - 1  # mapping_versions.version is a PostgreSQL INTEGER (store/migrations.py)
 
 
 def is_store_id(value: int) -> bool:

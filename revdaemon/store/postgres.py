@@ -55,7 +55,7 @@ from revdaemon.errors import (
 )
 from revdaemon.store import rows as to_record
 from revdaemon.store.encoding import contains_pattern, dumps, loads, ts_text
-from revdaemon.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
+from revdaemon.store.migrations import MIGRATIONS, SCHEMA_VERSION, from_postgres_number
 from revdaemon.store.records import (
     REPLICA_FORGOTTEN_AFTER,
     AuditEntry,
@@ -99,6 +99,14 @@ from revdaemon.store.write_health import PROBE as WRITE_PROBE
 from revdaemon.store.write_health import WriteHealth
 
 T = TypeVar("T")
+
+# The table holding the version; created by the store before the first migration.
+VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS revdaemon_schema (
+    only_row BOOLEAN PRIMARY KEY DEFAULT true CHECK (only_row),
+    version  INTEGER NOT NULL
+)
+"""
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 ACQUIRE_TIMEOUT_SECONDS = 30.0  # a pool exhausted this long is reported as busy, not waited on forever
@@ -1000,7 +1008,7 @@ async def _read_version(conn: asyncpg.Connection) -> int:
     if await conn.fetchval("SELECT to_regclass('revdaemon_schema')") is None:
         return 0
     version = await conn.fetchval("SELECT version FROM revdaemon_schema")
-    return int(version) if version is not None else 0
+    return from_postgres_number(int(version)) if version is not None else 0
 
 
 def _check_server(conn: asyncpg.Connection, where: str) -> None:
@@ -1046,8 +1054,9 @@ async def _migrate(conn: asyncpg.Connection) -> None:
             if current >= SCHEMA_VERSION:
                 return
             await conn.execute(VERSION_TABLE)
-            for script in MIGRATIONS[current:]:
-                await conn.execute(script)
+            for migration in MIGRATIONS[current:]:
+                if migration.postgres is not None:
+                    await conn.execute(migration.postgres)
             await conn.execute(
                 """INSERT INTO revdaemon_schema (only_row, version) VALUES (true, $1)
                    ON CONFLICT (only_row) DO UPDATE SET version = excluded.version""", SCHEMA_VERSION)

@@ -41,6 +41,7 @@ from revdaemon.store.encoding import contains_pattern as _contains
 from revdaemon.store.encoding import dumps as _dumps
 from revdaemon.store.encoding import loads as _loads
 from revdaemon.store.encoding import ts_text as _ts
+from revdaemon.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from revdaemon.store.records import (
     REPLICA_FORGOTTEN_AFTER,
     AuditEntry,
@@ -79,7 +80,6 @@ from revdaemon.store.retention import (
     pass_start,
     payload_may_go,
 )
-from revdaemon.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from revdaemon.store.states import EventStatus, IntentStatus, check_event_move, check_intent_move
 from revdaemon.store.write_health import PROBE as WRITE_PROBE
 from revdaemon.store.write_health import WriteHealth
@@ -977,7 +977,7 @@ async def _migrate(conn: aiosqlite.Connection) -> None:
             if current >= SCHEMA_VERSION:
                 await conn.execute("COMMIT")
                 return
-            for statement in _statements(MIGRATIONS[current]):
+            for statement in _statements(MIGRATIONS[current].sqlite or ""):
                 await conn.execute(statement)
             await conn.execute(f"PRAGMA user_version = {current + 1}")
             await conn.execute("COMMIT")

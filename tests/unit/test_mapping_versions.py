@@ -20,8 +20,8 @@ from revdaemon.engine.mappings import (
 )
 from revdaemon.engine.supervisor import default_flows
 from revdaemon.store import Store, open_store
+from revdaemon.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from revdaemon.store.records import NewDeadLetter, NewEvent
-from revdaemon.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
 LEASE = timedelta(minutes=5)
 
@@ -106,8 +106,8 @@ class TestStore:
         daemon's open adds both and keeps the events."""
         path = tmp_path / "old.sqlite3"
         with sqlite3.connect(path) as conn:
-            for script in MIGRATIONS[:3]:
-                conn.executescript(script)
+            for migration in MIGRATIONS[:3]:
+                conn.executescript(migration.sqlite or "")
             conn.execute("""INSERT INTO inbox_events (source, event_key, type, payload, next_attempt_at, received_at,
                             updated_at) VALUES ('s', 'old', 't', '{}', '2026-01-01', '2026-01-01', '2026-01-01')""")
             conn.execute("PRAGMA user_version = 3")

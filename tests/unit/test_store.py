@@ -9,7 +9,7 @@ import pytest
 
 from revdaemon.errors import Fenced, IllegalTransition, LinkConflict, RecordNotFound, SchemaTooNew, StoreError
 from revdaemon.store import Store, open_store
-from revdaemon.store.postgres_schema import SCHEMA_VERSION as PG_SCHEMA_VERSION
+from revdaemon.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from revdaemon.store.records import (
     ConflictStatus,
     CursorUpdate,
@@ -22,7 +22,6 @@ from revdaemon.store.records import (
     ReplicaBeat,
     Resolution,
 )
-from revdaemon.store.sqlite_schema import SCHEMA_VERSION
 from revdaemon.store.states import EventStatus, IntentStatus
 from tests.unit.conftest import FakeClock
 
@@ -67,11 +66,9 @@ class TestMigrations:
 
     async def test_older_schema_is_upgraded_in_place(self, tmp_path: Path) -> None:
         """A database at version 1 gains the later tables and keeps its rows."""
-        from revdaemon.store.sqlite_schema import MIGRATIONS
-
         path = tmp_path / "db.sqlite3"
         with sqlite3.connect(path) as conn:
-            conn.executescript(MIGRATIONS[0])
+            conn.executescript(MIGRATIONS[0].sqlite or "")
             conn.execute("INSERT INTO cursors (name, value, updated_at) VALUES ('c', 'v', '2026-01-01')")
             conn.execute("PRAGMA user_version = 1")
         store = await open_store(path)
@@ -85,12 +82,10 @@ class TestMigrations:
     async def test_intents_of_schema_5_are_kept_through_every_migration(self, tmp_path: Path) -> None:
         """Migrations 6-9 keep the stored intents (the owner columns come and go); a read-only open before them
         reads them."""
-        from revdaemon.store.sqlite_schema import MIGRATIONS
-
         path = tmp_path / "db.sqlite3"
         with sqlite3.connect(path) as conn:
-            for script in MIGRATIONS[:5]:
-                conn.executescript(script)
+            for migration in MIGRATIONS[:5]:
+                conn.executescript(migration.sqlite or "")
             conn.execute("""INSERT INTO write_intents (idem_key, system, operation, target, request, status,
                             created_at, updated_at) VALUES ('k', 's', 'o', 't', '{}', 'sent', '2026-01-01',
                             '2026-01-01')""")
@@ -117,12 +112,10 @@ class TestMigrations:
     async def test_a_store_of_schema_6_was_created_on_its_first_event(self, tmp_path: Path) -> None:
         """Migration 7 dates an existing store by its first event, not by the upgrade; a read-only open before
         it answers today."""
-        from revdaemon.store.sqlite_schema import MIGRATIONS
-
         path = tmp_path / "db.sqlite3"
         with sqlite3.connect(path) as conn:
-            for script in MIGRATIONS[:6]:
-                conn.executescript(script)
+            for migration in MIGRATIONS[:6]:
+                conn.executescript(migration.sqlite or "")
             for key, at in (("b", "2025-03-04T10:00:00.000000+00:00"), ("a", "2025-02-03T10:00:00.000000+00:00")):
                 conn.execute("""INSERT INTO inbox_events (source, event_key, type, payload, next_attempt_at,
                                 received_at, updated_at) VALUES ('s', ?, 't', '{}', ?, ?, ?)""", (key, at, at, at))
@@ -759,7 +752,7 @@ class TestFailures:
             tg.start_soon(opener)
             tg.start_soon(opener)
         try:
-            current = SCHEMA_VERSION if isinstance(store_target, Path) else PG_SCHEMA_VERSION
+            current = SCHEMA_VERSION
             assert [await s.schema_version() for s in stores] == [current, current]
         finally:
             for s in stores:
@@ -940,7 +933,7 @@ class TestPostgresSchema:
         await store.close()
         store = await open_store(pg_url)
         try:
-            assert await store.schema_version() == PG_SCHEMA_VERSION
+            assert await store.schema_version() == SCHEMA_VERSION
             assert (await store.find_event("e1")) is not None
         finally:
             await store.close()
@@ -958,13 +951,13 @@ class TestPostgresSchema:
         """Migrations 2-5 keep the stored intents (the owner columns come and go)."""
         import asyncpg
 
-        from revdaemon.store.postgres_schema import MIGRATIONS, VERSION_TABLE
+        from revdaemon.store.postgres import VERSION_TABLE
 
         conn = await asyncpg.connect(pg_url)
         try:
             async with conn.transaction():
                 await conn.execute(VERSION_TABLE)
-                await conn.execute(MIGRATIONS[0])
+                await conn.execute(MIGRATIONS[4].postgres or "")  # PostgreSQL's first release, its own number 1
                 await conn.execute("INSERT INTO revdaemon_schema (version) VALUES (1)")
                 await conn.execute("""INSERT INTO write_intents (idem_key, system, operation, target, request,
                                       status, created_at, updated_at)
@@ -973,7 +966,7 @@ class TestPostgresSchema:
             await conn.close()
         store = await open_store(pg_url)
         try:
-            assert await store.schema_version() == PG_SCHEMA_VERSION
+            assert await store.schema_version() == SCHEMA_VERSION
             old = await store.get_intent("k")
             assert old is not None and old.status is IntentStatus.SENT and old.epoch is None
             assert old.ever_sent  # migration 3: an intent stored as sent may have reached the API
@@ -989,11 +982,11 @@ class TestPostgresSchema:
         await store.close()
         conn = await asyncpg.connect(pg_url)
         try:
-            await conn.execute("UPDATE revdaemon_schema SET version = $1", PG_SCHEMA_VERSION + 1)
+            await conn.execute("UPDATE revdaemon_schema SET version = $1", SCHEMA_VERSION + 1)
             for read_only in (False, True):
                 with pytest.raises(SchemaTooNew, match="newer than this revdaemon"):
                     await open_store(pg_url, read_only=read_only)
-            assert await conn.fetchval("SELECT version FROM revdaemon_schema") == PG_SCHEMA_VERSION + 1
+            assert await conn.fetchval("SELECT version FROM revdaemon_schema") == SCHEMA_VERSION + 1
         finally:
             await conn.close()
 

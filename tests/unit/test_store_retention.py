@@ -13,7 +13,7 @@ from revdaemon.engine.executor import ROUTES
 from revdaemon.engine.prune import nightly_prune, prune_store
 from revdaemon.store import Store, open_store
 from revdaemon.store.encoding import dumps
-from revdaemon.store.postgres_schema import MIGRATIONS as PG_MIGRATIONS
+from revdaemon.store.migrations import MIGRATIONS
 from revdaemon.store.records import (
     ConflictStatus,
     CursorUpdate,
@@ -35,7 +35,6 @@ from revdaemon.store.retention import (
     cutoff_of,
     intent_may_go,
 )
-from revdaemon.store.sqlite_schema import MIGRATIONS as SQLITE_MIGRATIONS
 from revdaemon.store.states import EventStatus, IntentStatus
 from tests.unit.conftest import FakeClock
 
@@ -91,8 +90,8 @@ class TestRules:
 
     def test_both_schemas_leave_the_kept_operations_out_of_the_intents_index(self) -> None:
         """The partial index lists the same operations as the rules, so the queries' condition matches it."""
-        for migrations in (SQLITE_MIGRATIONS, PG_MIGRATIONS):
-            index = next(m for m in migrations if "write_intents_prunable" in m)
+        for scripts in ([m.sqlite for m in MIGRATIONS], [m.postgres for m in MIGRATIONS]):
+            index = next(script for script in scripts if script and "write_intents_prunable" in script)
             assert f"WHERE operation NOT IN {KEPT_OPERATIONS_SQL};" in index
 
     @pytest.mark.parametrize(("status", "operation", "event_status", "goes"), [
