@@ -1,8 +1,9 @@
 """The state store: every durable fact the daemon keeps, behind one typed interface (`Store`).
 
-Only this package contains SQL. `open_store` picks the backend from what it is given: a path (or a
-`sqlite:///` URL) is a SQLite file on this box; a `postgresql://` (or `postgres://`) URL is a PostgreSQL
-database that several replicas may share.
+Only this package contains SQL: one implementation (sql_store.py) over two databases, each a dialect
+(dialect.py: sqlite.py, postgres.py), with one list of schema versions (migrations.py). `open_store` picks the
+database from what it is given: a path (or a `sqlite:///` URL) is a SQLite file on this box; a `postgresql://`
+(or `postgres://`) URL is a PostgreSQL database that several replicas may share.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 from revdaemon.errors import StoreError
 from revdaemon.store.base import Store
 from revdaemon.store.records import Clock, utcnow
-from revdaemon.store.sqlite import SqliteStore
+from revdaemon.store.sql_store import SqlStore
+from revdaemon.store.sqlite import SqliteDialect
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 SQLITE_SCHEME = "sqlite:///"
@@ -51,11 +53,19 @@ async def open_store(target: Path | str, *, clock: Clock | None = None, read_onl
     yet instead of creating it. `clock` (tests): the store's notion of now; by default this box's for SQLite, the
     database's own for PostgreSQL (one clock for every replica)."""
     if is_postgres_url(target):
-        from revdaemon.store.postgres import PostgresStore  # asyncpg is loaded only for a PostgreSQL store
+        from revdaemon.store.postgres import PostgresDialect  # asyncpg is loaded only for a PostgreSQL store
 
         assert isinstance(target, str)
-        return await PostgresStore.open(target, clock=clock, read_only=read_only)
-    return await SqliteStore.open(_sqlite_file(target), clock=clock or utcnow, read_only=read_only)
+        store = SqlStore(await PostgresDialect.open(target, clock=clock, read_only=read_only))
+    else:
+        store = SqlStore(await SqliteDialect.open(_sqlite_file(target), clock=clock or utcnow, read_only=read_only))
+    if not read_only:
+        try:
+            await store.record_created_on()
+        except BaseException:
+            await store.close()
+            raise
+    return store
 
 
 __all__ = ["Store", "is_postgres_url", "open_store", "sqlite_path"]

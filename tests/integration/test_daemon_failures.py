@@ -24,7 +24,8 @@ from revdaemon.listener.signature import sign
 from revdaemon.sandbox.runner import Sandbox, create_sandbox
 from revdaemon.store import Store
 from revdaemon.store.records import NewEvent
-from revdaemon.store.sqlite import SqliteStore
+from revdaemon.store.sql_store import SqlStore
+from revdaemon.store.sqlite import SqliteDialect
 from revdaemon.store.states import EventStatus
 from tests.integration.engine_fixtures import daemon_settings, engine, webhook
 from tests.integration.test_engine_subscription_status import activate_for
@@ -34,9 +35,14 @@ from tests.unit.test_cli import config_in
 pytestmark = pytest.mark.anyio
 
 
-async def _refuse_writes(store: SqliteStore, refuse: bool) -> None:
+def _sqlite_of(store: Store) -> SqliteDialect:
+    assert isinstance(store, SqlStore) and isinstance(store._db, SqliteDialect)
+    return store._db
+
+
+async def _refuse_writes(store: Store, refuse: bool) -> None:
     # SQLite's own refusal of every write while reads go on: what a read-only database file or a full disk does.
-    await store._conn.execute(f"PRAGMA query_only = {'ON' if refuse else 'OFF'}")
+    await _sqlite_of(store)._conn.execute(f"PRAGMA query_only = {'ON' if refuse else 'OFF'}")
 
 
 async def test_a_store_failing_mid_run_stops_the_daemon_with_the_store_error_and_closes_it(tmp_path: Path) -> None:
@@ -44,13 +50,12 @@ async def test_a_store_failing_mid_run_stops_the_daemon_with_the_store_error_and
     run_daemon still closes the store (its connection thread would keep the process alive) and raises the
     store's own error, which the CLI turns into exit 3."""
     box = create_sandbox(key_dir=tmp_path / "keys", seed=11).start_threads()
-    held: dict[str, SqliteStore] = {}
+    held: dict[str, SqliteDialect] = {}
     try:
         settings = daemon_settings(box, tmp_path)
 
         async def on_ready(daemon: Daemon) -> None:
-            assert isinstance(daemon.store, SqliteStore)
-            held["store"] = daemon.store
+            held["store"] = _sqlite_of(daemon.store)
             await daemon.store.add_events([NewEvent(source="nue_webhook", key="nue:evt-1", type="customer.updated",
                                                     payload={"data": {"id": "cust-1"}})])
             await _refuse_writes(daemon.store, True)
@@ -88,7 +93,7 @@ async def test_readiness_is_false_while_writes_fail_and_comes_back_when_they_suc
         secret = settings.nue.webhook_secret.get_secret_value()
 
         async def on_ready(daemon: Daemon) -> None:
-            assert isinstance(daemon.store, SqliteStore)
+            _sqlite_of(daemon.store)
             base = f"http://127.0.0.1:{daemon.listener_port}"
             body = json.dumps({"id": "evt-full", "type": "customer.updated", "data": {"id": "cust-1"}}).encode()
             async with httpx.AsyncClient() as client:

@@ -693,7 +693,7 @@ async def force_lead(store: Store, replica_id: str) -> int:
     if taken is None:
         import asyncpg
 
-        url = getattr(store, "_url")  # noqa: B009 (PostgreSQL's only)
+        url = store._db._url  # type: ignore[attr-defined]  # PostgreSQL's only
         admin = await asyncpg.connect(url)
         try:
             await admin.fetchval("SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
