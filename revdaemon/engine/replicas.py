@@ -5,7 +5,7 @@ them the executor) and the scheduler (pollers, the renewal scan, reconciliation,
 sends and one polls. A standby heartbeats and asks for leadership every `interval` seconds.
 
 Leadership is the store's (`try_lead`): on PostgreSQL a session-level advisory lock, lost with its session (the
-process died, or was silent for PostgresStore's LEADER_SILENCE_SECONDS); on SQLite the one box's daemon. Each
+process died, or was silent for store/postgres.py's LEADER_SILENCE_SECONDS); on SQLite the one box's daemon. Each
 taking starts a `Term` with a new epoch: the workers run under it, and every step they take towards a write is
 fenced by it. The term ends, and the workers are cancelled at once (completing, retrying and giving back
 nothing), when a step says the leadership is no longer this replica's, or a store step is fenced: whichever
