@@ -1015,5 +1015,29 @@ def demo(config_path: Path | None) -> None:
         sys.exit(EXIT_RUNTIME)
 
 
+@main.group()
+def setup() -> None:
+    """Prepare an org or a tenant for revdaemon."""
+
+
+@setup.command("salesforce")
+@config_option
+@json_option
+@click.option("--apply", "apply_changes", is_flag=True,
+              help="Create what is missing and grant the integration user access (default: only show the plan).")
+@click.option("--assign", is_flag=True, help="With --apply: assign the permission set to the integration user.")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write the definitions as a Salesforce DX source folder instead of reading the org.")
+def setup_salesforce(config_path: Path | None, as_json: bool, apply_changes: bool, assign: bool,
+                     export_dir: Path | None) -> None:
+    """Compare what revdaemon needs in Salesforce with the org; exit 4 while anything is missing or wrong."""
+    from revdaemon.cli_setup import EXIT_APPLY_FAILED, EXIT_NOT_READY
+    from revdaemon.cli_setup import setup_salesforce as run
+
+    settings = _load(config_path)
+    _setup_logging(settings)
+    outcome = run(settings, as_json=as_json, apply_changes=apply_changes, assign=assign, export_dir=export_dir)
+    sys.exit({EXIT_NOT_READY: EXIT_ONLINE, EXIT_APPLY_FAILED: EXIT_RUNTIME}.get(outcome, outcome))
+
 if __name__ == "__main__":
     main()

@@ -249,6 +249,15 @@ class SalesforceClient:
     async def field_names(self, sobject: str, *, refresh: bool = False) -> set[str]:
         return {f["name"] for f in (await self.describe(sobject, refresh=refresh)).get("fields", [])}
 
+    async def tooling_create(self, metadata_type: str, full_name: str, metadata: Mapping[str, Any]) -> str:
+        """Create a CustomObject or CustomField (setup salesforce); its Tooling id. Not repeated on a lost answer:
+        the caller describes again and sees whether it was made."""
+        operation = f"create {metadata_type} {full_name}"
+        response = await self._send(wire.tooling_create_request(self.version, metadata_type, full_name, metadata),
+                                    operation=operation, priority=Priority.REALTIME, idempotent=False)
+        body = _json(response, operation)
+        return str(body.get("id", "")) if isinstance(body, dict) else ""
+
     async def limits(self) -> dict[str, Any]:
         response = await self._send(wire.limits_request(self.version), operation="limits",
                                     priority=Priority.REALTIME)

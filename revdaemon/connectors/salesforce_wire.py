@@ -176,6 +176,13 @@ def describe_request(version: str, sobject: str) -> WireRequest:
     return WireRequest(method="GET", path=data_path(version, "sobjects", sobject, "describe"))
 
 
+def tooling_create_request(version: str, metadata_type: str, full_name: str, metadata: Mapping[str, Any]
+                           ) -> WireRequest:
+    """Create a metadata component (CustomObject, CustomField) through the Tooling API [doc]."""
+    return WireRequest(method="POST", path=data_path(version, "tooling", "sobjects", metadata_type),
+                       json={"FullName": full_name, "Metadata": dict(metadata)})
+
+
 def limits_request(version: str) -> WireRequest:
     return WireRequest(method="GET", path=data_path(version, "limits"))
 

@@ -44,7 +44,7 @@ from revdaemon.engine.reconcile import reconcile
 from revdaemon.engine.renewal_scan import scan_renewals
 from revdaemon.engine.replicas import ReplicaRole, default_replica_id
 from revdaemon.engine.scheduler import Scheduler
-from revdaemon.engine.schema import SchemaGuard
+from revdaemon.engine.schema import Checked, SchemaGuard
 from revdaemon.engine.sweep import ActivatedOrderSweep, WonDealSweep
 from revdaemon.engine.sync_status import NAME as SYNC_STATUS
 from revdaemon.engine.sync_status import StatusFields, SyncStatus
@@ -144,6 +144,12 @@ def default_flows(settings: Settings) -> list[Flow]:
     if chosen.subscription_status.enabled:
         flows.append(SubscriptionStatusFlow(_status_mapping(settings)))
     return flows
+
+
+def schema_checked(settings: Settings) -> list[Checked]:
+    """What must find its fields in Salesforce: the enabled flows, and the sync status fields where configured."""
+    sync_status = build_sync_status(settings)
+    return [*default_flows(settings), *([sync_status] if sync_status else [])]
 
 
 def build_sync_status(settings: Settings) -> SyncStatus:

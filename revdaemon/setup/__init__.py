@@ -1,0 +1,1 @@
+"""Going live: what revdaemon needs in Salesforce, checked against the org, created, or exported."""
