@@ -2,4 +2,9 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("revdaemon")  # the installed distribution's, so it cannot drift from pyproject.toml
+except PackageNotFoundError:  # run from a checkout that was never installed
+    __version__ = "0+unknown"

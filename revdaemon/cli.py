@@ -1,7 +1,9 @@
 """The `revdaemon` command: run the daemon, check a config, show status, run the demo.
 
-Exit codes: 0 ok; 1 runtime failure; 2 bad usage or bad configuration; 3 the state store refused
-(for example a database written by a newer revdaemon).
+Exit codes: 0 ok; 1 runtime failure (an API that cannot be reached or refuses the credentials included);
+2 bad usage or bad configuration; 3 the state store refused (for example a database written by a newer
+revdaemon); 4 `check --online` found refused credentials or missing fields; 5 `reconcile` found drift.
+Every failure is one line on stderr; `revdaemon --debug ...` shows the traceback as well.
 """
 
 from __future__ import annotations
@@ -29,8 +31,19 @@ from revdaemon.engine.pollers import Poller
 from revdaemon.engine.preview import Preview
 from revdaemon.engine.supervisor import run_daemon
 from revdaemon.engine.sync_status import SyncStatus
-from revdaemon.errors import ConfigError, ListenError, RecordNotFound, StoreError, StoreMissing
+from revdaemon.errors import (
+    AuthExpired,
+    AuthFailed,
+    ConfigError,
+    ListenError,
+    RecordNotFound,
+    StoreError,
+    StoreMissing,
+    SyncError,
+    Unsent,
+)
 from revdaemon.flows.base import Flow
+from revdaemon.ops.health import daemon_tag
 from revdaemon.ops.logging import configure_logging
 from revdaemon.store import Store, is_postgres_url, open_store
 from revdaemon.store.ids import STORE_ID_MAX, is_store_id, parse_store_id
@@ -81,20 +94,89 @@ class StoreIdType(click.ParamType):  # type: ignore[type-arg]  # generic only in
                   param, ctx)
 
 
-def _load(config_path: Path | None) -> Settings:
+def _load(config_path: Path | None, *, credentials: bool = True) -> Settings:
+    """The settings, or exit 2 with every bad key. `credentials=False` for a command that reads the state store
+    and calls no API: it then works without the API secrets (an operator without the service's credentials)."""
     try:
-        return load_settings(config_path)
+        settings = load_settings(config_path, credentials=credentials)
     except ConfigError as exc:
         click.echo(f"revdaemon: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
+    click.get_current_context().meta[_SETTINGS] = settings  # for the URL in an API failure's line
+    return settings
 
 
 def _setup_logging(settings: Settings) -> None:
     configure_logging(level=settings.log.level, fmt=settings.log.format, secret_values=settings.secret_values())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+_SETTINGS = "revdaemon.settings"
+_SYSTEMS = {"salesforce": "Salesforce", "nue": "Nue"}
+
+
+def api_failure(exc: SyncError, settings: Settings | None) -> str:
+    """One line for an API call that failed: which API, at which URL, and why."""
+    system = exc.context.system
+    url = None
+    if settings is not None:
+        if system == "nue":
+            url = settings.nue.base_url
+        elif exc.context.operation == "login" or settings.salesforce.instance_url is None:
+            url = settings.salesforce.login_url
+        else:
+            url = settings.salesforce.instance_url
+    reason = exc.message
+    if isinstance(exc, AuthFailed | AuthExpired):
+        verdict = "refused the credentials"
+    elif isinstance(exc, Unsent):
+        verdict = "cannot be reached"
+        # the connectors say "cannot reach <where>: <why>"; the line already says both
+        reason = reason.split(": ", 1)[1] if reason.startswith("cannot reach ") and ": " in reason else reason
+    else:
+        verdict = f"failed ({exc.context.operation})"
+    return f"{_SYSTEMS.get(system, system)} at {url or '(no URL configured)'} {verdict}: {reason}"
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The one error inside task groups' exception groups, if there is exactly one."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+class _Main(click.Group):
+    """The command group with the one top-level handler: an error no command handled becomes one line and its
+    exit code (README, the module docstring); only --debug shows the traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as raised:
+            if ctx.params.get("debug"):
+                raise
+            exc = _leaf(raised)
+            settings = ctx.meta.get(_SETTINGS)
+            if isinstance(exc, SyncError):
+                message, code = api_failure(exc, settings), EXIT_RUNTIME
+            elif isinstance(exc, ConfigError):
+                message, code = str(exc), EXIT_CONFIG
+            elif isinstance(exc, StoreError):
+                message, code = f"state store: {exc}", EXIT_STORE
+            elif isinstance(exc, ListenError):
+                message, code = str(exc), EXIT_RUNTIME
+            else:
+                message = f"unexpected error: {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+                code = EXIT_RUNTIME
+            click.echo(f"revdaemon: {message}", err=True)
+            sys.exit(code)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show the traceback of an unexpected error.")
+@click.version_option(__version__, "--version", prog_name="revdaemon", message="%(prog)s %(version)s")
+def main(debug: bool) -> None:
     """revdaemon keeps Nue and Salesforce in sync."""
 
 
@@ -171,13 +253,16 @@ def check(config_path: Path | None, as_json: bool, online: bool) -> None:
     if online:
         result = report["online"]
         for system in ("salesforce", "nue"):
-            table.add_row(f"{system} login", result[system])
+            table.add_row(f"{system} login", "[red]failed (below)[/red]" if result[system] != "ok" else "ok")
         for flow, missing in result["missing_fields"].items():
             table.add_row(f"flow {flow}", "[red]parked: missing " + "; ".join(
                 f"{obj}.{', '.join(fields)}" for obj, fields in missing.items()) + "[/red]")
         if not result["missing_fields"] and result["salesforce"] == "ok":
             table.add_row("flows", "[green]every mapped field exists[/green]")
     console.print(table)
+    for system in ("salesforce", "nue") if online else ():
+        if report["online"][system] != "ok":  # one unwrapped line each: the API, its URL and the reason
+            click.echo(f"revdaemon: {report['online'][system]}", err=True)
     if failed:
         sys.exit(EXIT_ONLINE)
 
@@ -189,7 +274,6 @@ async def _online_check(settings: Settings) -> dict[str, Any]:
     from revdaemon.engine.clients import build_clients
     from revdaemon.engine.schema import SchemaGuard
     from revdaemon.engine.supervisor import default_flows
-    from revdaemon.errors import SyncError
     from revdaemon.limits import RetryPolicy
 
     retry = RetryPolicy(max_attempts=2, max_total=20)
@@ -201,12 +285,12 @@ async def _online_check(settings: Settings) -> dict[str, Any]:
             result["salesforce"] = "ok"
             result["missing_fields"] = await SchemaGuard(salesforce, default_flows(settings)).check_all()
         except SyncError as exc:
-            result["salesforce"] = f"failed: {exc.message}"
+            result["salesforce"] = api_failure(exc, settings)
         try:
             await nue.products()
             result["nue"] = "ok"
         except SyncError as exc:
-            result["nue"] = f"failed: {exc.message}"
+            result["nue"] = api_failure(exc, settings)
     result["ok"] = result["salesforce"] == "ok" and result["nue"] == "ok" and not result["missing_fields"]
     return result
 
@@ -267,7 +351,7 @@ def events() -> None:
 @click.option("--limit", type=click.IntRange(1, STORE_ID_MAX), default=50, show_default=True)
 def events_list(config_path: Path | None, as_json: bool, status: str | None, limit: int) -> None:
     """The newest events, optionally of one status."""
-    settings = _load(config_path)
+    settings = _load(config_path, credentials=False)
     rows = _run_with_store(settings, lambda s: service.list_events(s, status=status, limit=limit), read_only=True)
     _emit(rows, as_json, ("id", "type", "status", "attempts", "received_at", "key", "last_error"), "events")
 
@@ -278,7 +362,7 @@ def events_list(config_path: Path | None, as_json: bool, status: str | None, lim
 @click.argument("event_id", type=StoreIdType("event"))
 def events_show(config_path: Path | None, as_json: bool, event_id: int) -> None:
     """One event with its payload and every external write it caused."""
-    settings = _load(config_path)
+    settings = _load(config_path, credentials=False)
     _emit(_run_with_store(settings, lambda s: service.show_event(s, event_id), read_only=True), as_json, (),
           f"event {event_id}")
 
@@ -294,7 +378,7 @@ def dead_letters() -> None:
 @click.option("--all", "include_replayed", is_flag=True, help="Include letters already replayed.")
 def dead_letters_list(config_path: Path | None, as_json: bool, include_replayed: bool) -> None:
     """Dead letters not yet replayed (or all)."""
-    settings = _load(config_path)
+    settings = _load(config_path, credentials=False)
     rows = _run_with_store(settings, lambda s: service.list_dead_letters(s, include_replayed=include_replayed),
                            read_only=True)
     _emit(rows, as_json, ("id", "event_id", "system", "operation", "error_code", "status", "error"), "dead letters")
@@ -306,7 +390,7 @@ def dead_letters_list(config_path: Path | None, as_json: bool, include_replayed:
 @click.argument("letter_id", type=StoreIdType("dead letter"))
 def dead_letters_show(config_path: Path | None, as_json: bool, letter_id: int) -> None:
     """One dead letter with the request that was refused."""
-    settings = _load(config_path)
+    settings = _load(config_path, credentials=False)
     _emit(_run_with_store(settings, lambda s: service.show_dead_letter(s, letter_id), read_only=True), as_json, (),
           f"dead letter {letter_id}")
 
@@ -326,7 +410,7 @@ def dead_letters_replay(config_path: Path | None, as_json: bool, letter_ids: tup
     first ran with unless --remap."""
     if bool(letter_ids) == replay_all:
         raise click.UsageError("give dead letter ids, or --all")
-    settings = _load(config_path)
+    settings = _load(config_path, credentials=dry_run)  # only a dry run calls the APIs
     if dry_run:
         _setup_logging(settings)
 
@@ -412,7 +496,7 @@ def _mapping_text(settings: Settings) -> str:
 @json_option
 def mappings_list(config_path: Path | None, as_json: bool) -> None:
     """Every stored mapping version; * marks the one config.yaml holds now."""
-    settings = _load(config_path)
+    settings = _load(config_path, credentials=False)
     rows = _run_with_store(settings, lambda s: service.list_mappings(s, _mapping_text(settings)), read_only=True)
     if as_json:
         click.echo(json.dumps(rows))
@@ -430,7 +514,7 @@ def mappings_list(config_path: Path | None, as_json: bool) -> None:
 @click.argument("version")
 def mappings_show(config_path: Path | None, as_json: bool, version: str) -> None:
     """The text of one mapping version (a number, or `current` for config.yaml's)."""
-    settings = _load(config_path)
+    settings = _load(config_path, credentials=False)
     shown = _run_with_store(settings, lambda s: service.show_mapping(s, version, _mapping_text(settings)),
                             read_only=True)
     if as_json:
@@ -447,7 +531,7 @@ def mappings_show(config_path: Path | None, as_json: bool, version: str) -> None
 @click.argument("b")
 def mappings_diff(config_path: Path | None, as_json: bool, a: str, b: str) -> None:
     """A unified diff of two mapping versions (numbers, or `current`)."""
-    settings = _load(config_path)
+    settings = _load(config_path, credentials=False)
     diff = _run_with_store(settings, lambda s: service.diff_mappings(s, a, b, _mapping_text(settings)),
                            read_only=True)
     if as_json:
@@ -469,7 +553,7 @@ def conflicts() -> None:
 @click.option("--all", "include_resolved", is_flag=True, help="Include resolved conflicts.")
 def conflicts_list(config_path: Path | None, as_json: bool, include_resolved: bool) -> None:
     """Open conflicts (or all)."""
-    settings = _load(config_path)
+    settings = _load(config_path, credentials=False)
     rows = _run_with_store(settings, lambda s: service.list_conflicts(s, include_resolved=include_resolved),
                            read_only=True)
     _emit(rows, as_json, ("id", "flow", "record_ref", "status", "resolution", "reason"), "conflicts")
@@ -481,7 +565,7 @@ def conflicts_list(config_path: Path | None, as_json: bool, include_resolved: bo
 @click.argument("conflict_id", type=StoreIdType("conflict"))
 def conflicts_show(config_path: Path | None, as_json: bool, conflict_id: int) -> None:
     """One conflict with both sides' values, the differing ones marked."""
-    settings = _load(config_path)
+    settings = _load(config_path, credentials=False)
     _emit(_run_with_store(settings, lambda s: service.show_conflict(s, conflict_id), read_only=True), as_json, (),
           f"conflict {conflict_id}")
 
@@ -498,7 +582,7 @@ def conflicts_show(config_path: Path | None, as_json: bool, conflict_id: int) ->
 def conflicts_resolve(config_path: Path | None, as_json: bool, conflict_id: int, take: str, comment: str | None,
                       dry_run: bool, actor: str) -> None:
     """Decide a conflict; the decision is recorded with who and when."""
-    settings = _load(config_path)
+    settings = _load(config_path, credentials=dry_run)  # only a dry run calls the APIs
     if dry_run:
         _setup_logging(settings)
 
@@ -652,7 +736,7 @@ async def _backfill(settings: Settings, since: Any, flow: str | None, quiet: boo
 @click.argument("destination", type=click.Path(dir_okay=False, path_type=Path))
 def backup(config_path: Path | None, as_json: bool, destination: Path) -> None:
     """A consistent copy of the state database, safe while the daemon runs."""
-    settings = _load(config_path)
+    settings = _load(config_path, credentials=False)
     _emit(_run_with_store(settings, lambda s: service.backup(s, destination), read_only=True), as_json, (),
           "backup")
 
@@ -669,7 +753,7 @@ def prune(config_path: Path | None, as_json: bool, dry_run: bool, vacuum: bool, 
     payloads (their keys stay), audit entries and settled intents of idempotent writes older than that."""
     if dry_run and vacuum:
         raise click.UsageError("--dry-run changes nothing: it cannot --vacuum")
-    settings = _load(config_path)
+    settings = _load(config_path, credentials=False)
     _setup_logging(settings)
     days = settings.store.retention_days
     alone = not is_postgres_url(settings.store_target)  # SQLite's VACUUM holds the write lock throughout
@@ -769,7 +853,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
     """Queue depths, cursors, open conflicts and dead letters from the state store; with the daemon
     running, also its readiness, each poll's last success, the Salesforce budget left, when it runs out at
     the recent rate and what the budget planner defers."""
-    settings = _load(config_path)
+    settings = _load(config_path, credentials=False)
     try:
         summary, replica_rows, active, footprint = anyio.run(_summary, settings)
     except StoreMissing as exc:
@@ -778,16 +862,20 @@ def status(config_path: Path | None, as_json: bool) -> None:
     except StoreError as exc:
         click.echo(f"revdaemon: state store: {exc}", err=True)
         sys.exit(EXIT_STORE)
-    live = _live_daemon(settings)
+    live, elsewhere = _store_daemon(settings, replica_rows)
     if as_json:
         click.echo(json.dumps({**_summary_json(summary), "store": footprint, "replicas": replica_rows,
                                "active_replica": active,
-                               "daemon": live}))
+                               "daemon": live, "other_daemon_on_listener": elsewhere}))
         return
     console = Console()
     _print_summary(console, summary)
     _print_footprint(console, footprint)
     _print_replicas(console, replica_rows, active)
+    if elsewhere is not None:
+        console.print(f"daemon: the one answering on {elsewhere} is not this store's (it is none of the replicas "
+                      "above): its readiness and figures are not shown")
+        return
     if live is None:
         console.print("daemon: not reachable on its listener (not running, or another port)")
         return
@@ -795,6 +883,19 @@ def status(config_path: Path | None, as_json: bool) -> None:
     _print_budget_plan(console, settings, live)
     for name, at in sorted(live["last_polls"].items()):
         console.print(f"  last poll {name}: {at or 'never'}")
+
+
+def _store_daemon(settings: Settings, replica_rows: list[dict[str, Any]]) -> tuple[dict[str, Any] | None,
+                                                                                  str | None]:
+    """The live figures of the daemon on the configured listener when it is one of this store's replicas (its
+    /healthz tag matches a replica's id and pid), else None; and the listener's URL when a daemon answers there
+    that is not (another store's, say a demo on the same port)."""
+    live = _live_daemon(settings)
+    if live is None:
+        return None, None
+    if live.get("daemon") in {daemon_tag(r["id"], r["pid"]) for r in replica_rows}:
+        return live, None
+    return None, _local_url(settings.listener.host, settings.listener.port)
 
 
 def _live_daemon(settings: Settings) -> dict[str, Any] | None:
@@ -818,7 +919,7 @@ def _live_daemon(settings: Settings) -> dict[str, Any] | None:
         found = re.search(rf"^revdaemon_{name}{re.escape(labels)} (\S+)$", metrics, re.M)
         return float(found[1]) if found else None
 
-    return {"ready": health.get("ready"), "last_polls": health.get("last_polls", {}),
+    return {"ready": health.get("ready"), "daemon": health.get("daemon"), "last_polls": health.get("last_polls", {}),
             "salesforce_budget_remaining": sample("api_budget_remaining", '{api="salesforce"}'),
             "salesforce_calls_per_minute": sample("api_usage_per_minute", '{api="salesforce"}'),
             "salesforce_exhaustion_seconds": sample("api_budget_exhaustion_seconds", '{api="salesforce"}'),

@@ -14,6 +14,7 @@ finds the same state directory as an operator in the checkout.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -21,7 +22,8 @@ from contextvars import ContextVar
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -518,40 +520,120 @@ def resolve_config_path(explicit: str | os.PathLike[str] | None, environ: Mappin
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    credentials: bool = True,
 ) -> Settings:
-    """Read, merge and validate the configuration, or raise `ConfigError` naming every bad key."""
+    """Read, merge and validate the configuration, or raise `ConfigError` naming every bad key and where its
+    value came from (an environment variable, a credential file, or the config file).
+
+    `credentials=False` is for the commands that read the state store and call no API (status, events, ...):
+    the API credentials are then neither required nor checked (nor is the JWT key file read), so an operator
+    without the service's credential directory can still look. `run` and `check` keep the default."""
     env = os.environ if environ is None else environ
     explicit = bool(path) or bool(env.get(CONFIG_ENV_VAR))
     config_path = resolve_config_path(path, env)
     document = _read_yaml(config_path, required=explicit)
+    source, missing = str(config_path), document is None
+    document = document or {}
     # BaseSettings takes its own options as keywords (_secrets_dir, _env_prefix, _cli_parse_args...): a key of
     # the file must never become one, and a key that is not a string cannot be a keyword at all.
-    unknown = [(str(key), "unknown key") for key in document if not isinstance(key, str) or key.startswith("_")]
+    unknown = [(str(key), _unknown_key((), str(key))) for key in document
+               if not isinstance(key, str) or key.startswith("_")]
     document = {key: value for key, value in document.items() if isinstance(key, str) and not key.startswith("_")}
     base_dir = config_path.resolve().parent
     secrets_dir = env.get("CREDENTIALS_DIRECTORY") or None
+    origins = _Origins(env, secrets_dir)
     token = _ENVIRON.set(env)
     try:
         settings = Settings(_secrets_dir=secrets_dir, **document)
     except ValidationError as exc:
-        raise ConfigError(unknown + _describe(exc), source=str(config_path)) from None
+        problems = unknown + _describe(exc)
+        raise ConfigError(problems, source=source, origins=origins.of(problems), source_missing=missing) from None
     except SettingsError as exc:
-        # e.g. REVDAEMON_LISTENER='{x': an environment value that is not the JSON a section needs
-        raise ConfigError([("environment", str(exc))], source=str(config_path)) from None
+        # e.g. REVDAEMON_LISTENER='{x': an environment value (or a credential file) that is not the JSON a
+        # section needs; pydantic-settings names the field, the origin says which variable or file held it
+        field = re.search(r'field "([^"]+)"', str(exc))
+        problems = [(field[1], "not valid JSON") if field else ("environment", str(exc))]
+        raise ConfigError(problems, source=source, origins=origins.of(problems), source_missing=missing) from None
     finally:
         _ENVIRON.reset(token)
     settings = _resolve_paths(settings, base_dir)
     problems = unknown + list(_cross_field_problems(settings))
+    if credentials:
+        problems += list(_credential_problems(settings))
     if problems:
-        raise ConfigError(problems, source=str(config_path))
+        raise ConfigError(problems, source=source, origins=origins.of(problems), source_missing=missing)
     return settings
 
 
-def _read_yaml(path: Path, *, required: bool) -> dict[str, Any]:
+class _Origins:
+    """Where a key's value came from, when not from the config file: an environment variable (the key itself,
+    or the section it sits in as JSON) or, below it, a credential file. None: the file, or the default."""
+
+    def __init__(self, environ: Mapping[str, str], secrets_dir: str | None) -> None:
+        self._env = {name.upper(): name for name in environ if name.upper().startswith("REVDAEMON_")}
+        self._secrets_dir = Path(secrets_dir) if secrets_dir else None
+
+    def of(self, problems: list[tuple[str, str]]) -> dict[str, str]:
+        found = {key: self.origin(key) for key, _ in problems}
+        return {key: origin for key, origin in found.items() if origin is not None}
+
+    def origin(self, key: str) -> str | None:
+        parts = key.split(".")
+        prefixes = ["__".join(parts[:n]) for n in range(len(parts), 0, -1)]
+        for prefix in prefixes:
+            name = self._env.get(f"REVDAEMON_{prefix}".upper())
+            if name is not None:
+                return f"environment variable {name}"
+        for prefix in prefixes if self._secrets_dir is not None else ():
+            assert self._secrets_dir is not None
+            if _is_file(self._secrets_dir / prefix):
+                return f"credential file {self._secrets_dir / prefix}"
+        return None
+
+
+def _unknown_key(parent: tuple[str, ...], key: str) -> str:
+    """'unknown key', with the nearest known key at that level when there is one ('listner' -> 'listener')."""
+    near = difflib.get_close_matches(key, _known_keys(parent), n=1)
+    return f"unknown key {key!r} — did you mean {near[0]!r}?" if near else "unknown key"
+
+
+def _known_keys(parent: tuple[str, ...]) -> list[str]:
+    """The field names under a dotted path of the settings (a dict's own keys are skipped over: objects.<name>)."""
+    annotation: Any = Settings
+    for part in parent:
+        model = _model_in(annotation)
+        if model is not None and part in model.model_fields:
+            annotation = model.model_fields[part].annotation
+        elif get_origin(_unwrapped(annotation)) is dict:
+            annotation = get_args(_unwrapped(annotation))[1]
+        else:
+            return []
+    model = _model_in(annotation)
+    return list(model.model_fields) if model is not None else []
+
+
+def _unwrapped(annotation: Any) -> Any:
+    """`X` from `Annotated[X, ...]` and from `X | None`."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
+        return _unwrapped(args[0])
+    return annotation
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    annotation = _unwrapped(annotation)
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _read_yaml(path: Path, *, required: bool) -> dict[str, Any] | None:
+    """The document, {} when empty, or None when there is no file (allowed unless it was named)."""
     if not path.exists():
         if required:
-            raise ConfigError([("config", f"file not found: {path}")])
-        return {}
+            raise ConfigError([("config", f"no config file found at {path}")])
+        return None
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -610,7 +692,8 @@ def _describe(exc: ValidationError) -> list[tuple[str, str]]:
         key = ".".join(str(part) for part in error["loc"]) or "config"
         reason = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            reason = "unknown key"
+            loc = tuple(str(part) for part in error["loc"])
+            reason = _unknown_key(loc[:-1], loc[-1])
         elif error["type"] == "missing":
             reason = "required key is missing"
         elif (not any(word in key.lower() for word in _SECRET_WORDS) and not key.startswith(_SECRET_KEYS)
@@ -650,7 +733,8 @@ ANY_ADDRESS = ("0.0.0.0", "::", "")
 
 
 def _cross_field_problems(settings: Settings) -> Iterator[tuple[str, str]]:
-    """Rules that span keys: what each auth mode needs, secrets strong enough, no secrets in clear text."""
+    """Rules that span keys, whatever the command: no credentials in clear text, listeners apart, lookups whole.
+    What authenticating needs is `_credential_problems`."""
     sf = settings.salesforce
     for key, timeout in (("salesforce.create_timeout_seconds", sf.create_timeout_seconds),
                          ("nue.create_timeout_seconds", settings.nue.create_timeout_seconds)):
@@ -663,14 +747,46 @@ def _cross_field_problems(settings: Settings) -> Iterator[tuple[str, str]]:
         parts = urlsplit(url) if url else None
         if parts is not None and parts.scheme == "http" and parts.hostname not in LOOPBACK:
             yield key, "must be https: credentials would cross the network in clear text (http only on loopback)"
+    if sf.auth is SalesforceAuth.CLIENT_CREDENTIALS and urlsplit(sf.login_url).hostname in LOGIN_HOSTS:
+        yield "salesforce.login_url", ("client_credentials must use your My Domain URL "
+                                       "(https://<domain>.my.salesforce.com), not the shared login host")
+    console = settings.console
+    if console.enabled and console.host not in LOOPBACK and not console.behind_https:
+        yield "console.host", ("off loopback the console must be behind a TLS proxy (console.behind_https: "
+                               "true): tokens and session cookies would cross the network in clear text")
+
+    yield from _port_clashes(settings)
+
+    status_table = settings.flows.subscription_status.status_lookup
+    if settings.flows.subscription_status.enabled:
+        # Without the table the flow's built-in values apply; a table given must cover every status.
+        table = settings.mapping.lookups.get(status_table)
+        if table is not None:
+            unmapped = [s for s in NUE_SUBSCRIPTION_STATUSES if s not in table]
+            if unmapped:
+                yield f"mapping.lookups.{status_table}", f"no value for Nue statuses: {', '.join(unmapped)}"
+    for flow_name, specs in settings.mapping.flows.items():
+        if flow_name not in MAPPABLE_FLOWS:
+            yield f"mapping.flows.{flow_name}", f"no such flow takes extra fields (known: {', '.join(MAPPABLE_FLOWS)})"
+            continue
+        for field_name, text in specs.items():
+            if text.startswith("lookup:") and text.split(":")[1] not in settings.mapping.lookups:
+                yield (f"mapping.flows.{flow_name}.{field_name}",
+                       f"no lookup table mapping.lookups.{text.split(':')[1]}")
+    for name, lookup in settings.mapping.lookups.items():
+        if not lookup:
+            yield f"mapping.lookups.{name}", "a lookup table must have at least one entry"
+
+
+def _credential_problems(settings: Settings) -> Iterator[tuple[str, str]]:
+    """What the APIs, the webhooks and the console need to authenticate: only the commands that call an API
+    or run the daemon ask for it (load_settings(credentials=True))."""
+    sf = settings.salesforce
     for key, minimum in MIN_SECRET.items():
         section, name = key.split(".")
         secret = getattr(getattr(settings, section), name)
         if secret is not None and len(secret.get_secret_value()) < minimum:
             yield key, f"too short: a secret needs at least {minimum} characters"
-    if sf.auth is SalesforceAuth.CLIENT_CREDENTIALS and urlsplit(sf.login_url).hostname in LOGIN_HOSTS:
-        yield "salesforce.login_url", ("client_credentials must use your My Domain URL "
-                                       "(https://<domain>.my.salesforce.com), not the shared login host")
     needs: dict[SalesforceAuth, list[str]] = {
         SalesforceAuth.JWT: ["client_id", "username"],
         SalesforceAuth.CLIENT_CREDENTIALS: ["client_id", "client_secret"],
@@ -714,31 +830,6 @@ def _cross_field_problems(settings: Settings) -> Iterator[tuple[str, str]]:
         for name, admin_token in console.admins.items():
             if len(admin_token.get_secret_value()) < 24:
                 yield f"console.admins.{name}", "too short: a console token needs at least 24 characters"
-        if console.host not in LOOPBACK and not console.behind_https:
-            yield "console.host", ("off loopback the console must be behind a TLS proxy (console.behind_https: "
-                                   "true): tokens and session cookies would cross the network in clear text")
-
-    yield from _port_clashes(settings)
-
-    status_table = settings.flows.subscription_status.status_lookup
-    if settings.flows.subscription_status.enabled:
-        # Without the table the flow's built-in values apply; a table given must cover every status.
-        table = settings.mapping.lookups.get(status_table)
-        if table is not None:
-            unmapped = [s for s in NUE_SUBSCRIPTION_STATUSES if s not in table]
-            if unmapped:
-                yield f"mapping.lookups.{status_table}", f"no value for Nue statuses: {', '.join(unmapped)}"
-    for flow_name, specs in settings.mapping.flows.items():
-        if flow_name not in MAPPABLE_FLOWS:
-            yield f"mapping.flows.{flow_name}", f"no such flow takes extra fields (known: {', '.join(MAPPABLE_FLOWS)})"
-            continue
-        for field_name, text in specs.items():
-            if text.startswith("lookup:") and text.split(":")[1] not in settings.mapping.lookups:
-                yield (f"mapping.flows.{flow_name}.{field_name}",
-                       f"no lookup table mapping.lookups.{text.split(':')[1]}")
-    for name, lookup in settings.mapping.lookups.items():
-        if not lookup:
-            yield f"mapping.lookups.{name}", "a lookup table must have at least one entry"
 
 
 def _port_clashes(settings: Settings) -> Iterator[tuple[str, str]]:

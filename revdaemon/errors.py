@@ -32,6 +32,7 @@ exception.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -43,13 +44,23 @@ class RevdaemonError(Exception):
 
 
 class ConfigError(RevdaemonError):
-    """The configuration is invalid; `problems` lists (key path, reason) pairs."""
+    """The configuration is invalid; `problems` lists (key path, reason) pairs, `source` is the config file and
+    `origins` says, per key, where a value that did not come from that file came from (an environment variable,
+    a credential file); `source_missing`: there is no such file (allowed unless it was named)."""
 
-    def __init__(self, problems: list[tuple[str, str]], source: str | None = None) -> None:
+    def __init__(self, problems: list[tuple[str, str]], source: str | None = None,
+                 origins: Mapping[str, str] | None = None, *, source_missing: bool = False) -> None:
         self.problems = problems
         self.source = source
+        self.origins = dict(origins or {})
         where = f" in {source}" if source else ""
-        lines = "\n".join(f"  {key}: {reason}" for key, reason in problems)
+        if source_missing:  # settings from the environment, credential files and defaults alone
+            where = f" (no config file found at {source})"
+        lines = "\n".join(f"  {key}{f' ({self.origins[key]})' if key in self.origins else ''}: {reason}"
+                          for key, reason in problems)
+        if len(problems) == 1 and problems[0][0] == "config" and source is None:
+            super().__init__(problems[0][1])  # no file to read: "no config file found at PATH", "cannot read"
+            return
         super().__init__(f"invalid configuration{where}:\n{lines}")
 
 

@@ -185,7 +185,7 @@ def build_console(context: ConsoleContext) -> Starlette:
         now = utcnow()
         bars = minute_bars(await context.store.finished_per_minute(now - timedelta(hours=1)), now)
         chart = bar_chart_svg(bars, label="Events finished per minute, last hour")
-        ready = await context.store.ping() and not context.health.shutting_down
+        ready = context.health.ready(await context.store.ping())
         cursors = {c.name: c for c in summary.cursors}
         pollers = []
         for name in sorted(set(context.health.pollers) | set(cursors)):

@@ -252,7 +252,7 @@ class Poller(ABC):
 
     def _stop(self, exc: SyncError) -> None:
         self.stopped = True
-        self.health.poll_failed(self.name, _describe(exc))
+        self.health.poll_stopped(self.name, _describe(exc))  # and /healthz is not ready until a restart
         log.error("poller_stopped", poller=self.name, error=_describe(exc),
                   reason="credentials refused; fix them and restart the daemon")
         if self.alerter is not None:

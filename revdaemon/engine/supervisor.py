@@ -12,6 +12,7 @@ takes them at once; the store closes last, which gives up the leadership.
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -65,7 +66,7 @@ from revdaemon.listener.http import HttpServer
 from revdaemon.mapping.fields import FieldSpec, parse_spec
 from revdaemon.ops.admin import AdminApp, metrics_server
 from revdaemon.ops.alerts import Alerter
-from revdaemon.ops.health import Health
+from revdaemon.ops.health import Health, daemon_tag
 from revdaemon.ops.logging import active_redactor, configure_logging, register_secret
 from revdaemon.ops.metrics import Metrics
 from revdaemon.ops.sdnotify import Notifier, run_watchdog
@@ -287,7 +288,7 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
     retry = RetryPolicy(max_attempts=settings.limits.max_attempts, max_delay=settings.limits.max_backoff_seconds,
                         max_total=settings.limits.max_backoff_seconds * 2)
     salesforce, nue = build_clients(settings, http, retry)
-    health = Health()
+    health = Health(daemon=daemon_tag(replica_id_of(settings), os.getpid()))
     # The budget planner paces the work: a ring opens a coalescing window while it stretches, polls run
     # at `multiplier` times their interval, and bulk jobs wait (see domain/budget.py).
     doorbell = CoalescingDoorbell(

@@ -136,3 +136,31 @@ async def test_status_lists_the_daemon_as_the_leading_replica(tmp_path: Path) ->
     _summary_of_store, replicas, active, _footprint = await _summary(settings)
     assert [(r["id"], r["leader"]) for r in replicas] == [("box-a", True)]
     assert active is not None and (active["id"], active["epoch"]) == ("box-a", 1)
+
+
+async def test_status_shows_only_its_own_stores_daemon(tmp_path: Path) -> None:
+    """A daemon answering on the configured listener is shown only when it is one of the store's replicas: with
+    another store's config (a demo on the same port, say) `status` says so and shows none of its figures."""
+    from revdaemon.cli import _store_daemon, _summary
+    from revdaemon.store import open_store
+
+    box = create_sandbox(key_dir=tmp_path / "keys", seed=7).start_threads()
+    seen: dict[str, object] = {}
+    try:
+        settings = daemon_settings(box, tmp_path / "a")
+        other = daemon_settings(box, tmp_path / "b")
+        store = await open_store(other.database_path)  # a store no daemon has run on
+        await store.close()
+
+        async def on_ready(daemon: Daemon) -> None:
+            for name, config in (("own", settings), ("other", other)):
+                _summary_of_store, replicas, _active, _footprint = await _summary(config)
+                seen[name] = await anyio.to_thread.run_sync(_store_daemon, as_bound(config, daemon), replicas)
+
+        await run_daemon(settings, on_ready=on_ready, stop_after=0.2, polling=False)
+    finally:
+        box.close()
+    own_live, own_elsewhere = seen["own"]  # type: ignore[misc]
+    assert own_live is not None and own_live["ready"] is True and own_elsewhere is None
+    other_live, other_elsewhere = seen["other"]  # type: ignore[misc]
+    assert other_live is None and other_elsewhere is not None and other_elsewhere.startswith("http://127.0.0.1:")

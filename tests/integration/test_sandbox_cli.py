@@ -107,6 +107,37 @@ class TestOnlineCheck:
         finally:
             box.close()
 
+    def test_refused_credentials_are_one_line_each_with_the_url(self, tmp_path: Path) -> None:
+        """`check --online` with keys both simulators refuse: one line per API naming it, its URL and the
+        reason, exit 4, and no traceback."""
+        import yaml
+
+        from revdaemon.sandbox.runner import create_sandbox
+
+        box = create_sandbox(key_dir=tmp_path / "keys", seed=2).start_threads()
+        try:
+            info = box.info()
+            config = {
+                "state_dir": str(tmp_path / "state"),
+                "salesforce": {"login_url": info["salesforce"]["login_url"], "auth": "jwt",
+                               "client_id": "not-the-consumer-key", "username": info["salesforce"]["username"],
+                               "private_key_file": info["salesforce"]["private_key_file"]},
+                "nue": {"base_url": info["nue"]["url"], "api_key": "not-the-api-key",
+                        "webhook_secret": info["nue"]["webhook_secret"]},
+            }
+            path = tmp_path / "config.yaml"
+            path.write_text(yaml.safe_dump(config))
+            command = [sys.executable, "-m", "revdaemon.cli", "check", "--online", "--config", str(path)]
+            refused = subprocess.run(command, capture_output=True, text=True)
+        finally:
+            box.close()
+        assert refused.returncode == 4, refused.stdout + refused.stderr
+        lines = [line for line in refused.stderr.splitlines() if line.startswith("revdaemon: ")]
+        assert [line.split(" at ")[0] for line in lines] == ["revdaemon: Salesforce", "revdaemon: Nue"]
+        assert f"Salesforce at {info['salesforce']['login_url']} refused the credentials: " in lines[0]
+        assert f"Nue at {info['nue']['url']} refused the credentials: " in lines[1]
+        assert "Traceback" not in refused.stdout + refused.stderr
+
 
 class TestBackfillCommand:
     def test_backfill_stores_each_change_once(self, tmp_path: Path) -> None:

@@ -114,10 +114,22 @@ class TestErrors:
         assert "URL" in problems(exc)["salesforce.login_url"]
 
     def test_unknown_key(self, tmp_path: Path) -> None:
-        """A misspelt key is an error, not silently ignored."""
+        """A misspelt key is an error, not silently ignored, and the nearest known key is suggested."""
         with pytest.raises(ConfigError) as exc:
             load_settings(write(tmp_path, {**MINIMAL, "listner": {"port": 1}}), environ={})
-        assert problems(exc) == {"listner": "unknown key"}
+        assert problems(exc) == {"listner": "unknown key 'listner' — did you mean 'listener'?"}
+
+    def test_unknown_nested_key_suggests_from_its_own_level(self, tmp_path: Path) -> None:
+        """A typo inside a section, or inside a named mapping object, is matched against that level's keys."""
+        document = {**MINIMAL, "listener": {"prot": 1},
+                    "mapping": {"objects": {"acct": {"salesforce_object": "Account", "nue_object": "Customer",
+                                                     "feilds": {}}}},
+                    "zzzzzz": 1}
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, document), environ={})
+        assert problems(exc) == {"listener.prot": "unknown key 'prot' — did you mean 'port'?",
+                                 "mapping.objects.acct.feilds": "unknown key 'feilds' — did you mean 'fields'?",
+                                 "zzzzzz": "unknown key"}
 
     def test_bad_cron(self, tmp_path: Path) -> None:
         """A crontab with the wrong number of fields names schedule.reconciliation_cron."""
@@ -154,7 +166,8 @@ class TestErrors:
         """--config naming a file that does not exist is an error, not the defaults."""
         with pytest.raises(ConfigError) as exc:
             load_settings(tmp_path / "nope.yaml", environ={})
-        assert problems(exc)["config"].startswith("file not found")
+        assert problems(exc)["config"] == f"no config file found at {tmp_path / 'nope.yaml'}"
+        assert str(exc.value) == f"no config file found at {tmp_path / 'nope.yaml'}"
 
     def test_invalid_yaml_says_where(self, tmp_path: Path) -> None:
         """A YAML syntax error gives the line."""
@@ -176,6 +189,62 @@ class TestErrors:
         """Opting out of webhook authentication is possible, but only by saying so."""
         document = {**MINIMAL, "nue": {"api_key": "nue-key-123", "webhook_auth": "none"}}
         assert load_settings(write(tmp_path, document), environ={}).nue.webhook_auth is WebhookAuth.NONE
+
+
+class TestErrorSources:
+    def test_a_bad_environment_value_names_the_variable(self, tmp_path: Path) -> None:
+        """A value from REVDAEMON_... is reported with that variable, not as if config.yaml held it."""
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, MINIMAL), environ={"REVDAEMON_LISTENER__PORT": "70000"})
+        assert exc.value.origins == {"listener.port": "environment variable REVDAEMON_LISTENER__PORT"}
+        assert "  listener.port (environment variable REVDAEMON_LISTENER__PORT): " in str(exc.value)
+
+    def test_a_bad_credential_file_names_the_file(self, tmp_path: Path) -> None:
+        """A secret from $CREDENTIALS_DIRECTORY is reported with its file; the environment outranks it."""
+        credentials = tmp_path / "credentials"
+        credentials.mkdir()
+        (credentials / "nue__api_key").write_text("short\n")
+        document = {**MINIMAL, "nue": {"webhook_secret": "whsec-0123456789abcdef"}}
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, document), environ={"CREDENTIALS_DIRECTORY": str(credentials)})
+        assert exc.value.origins == {"nue.api_key": f"credential file {credentials / 'nue__api_key'}"}
+        assert "too short" in problems(exc)["nue.api_key"] and "short\n" not in str(exc.value)
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, document), environ={"CREDENTIALS_DIRECTORY": str(credentials),
+                                                              "REVDAEMON_NUE__API_KEY": "abc"})
+        assert exc.value.origins == {"nue.api_key": "environment variable REVDAEMON_NUE__API_KEY"}
+
+    def test_a_key_of_the_file_has_no_other_origin(self, tmp_path: Path) -> None:
+        """A problem in config.yaml is reported under the file's name alone."""
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, {**MINIMAL, "listener": {"port": 70000}}), environ={})
+        assert exc.value.origins == {}
+        assert str(exc.value).startswith(f"invalid configuration in {tmp_path / 'config.yaml'}:\n  listener.port: ")
+
+    def test_no_file_at_the_default_path_is_said(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without --config and with no ./config.yaml, a problem says there was no file rather than naming one."""
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(ConfigError) as exc:
+            load_settings(environ={})
+        assert str(exc.value).startswith("invalid configuration (no config file found at config.yaml):")
+
+
+class TestCredentials:
+    def test_store_only_commands_load_without_the_api_secrets(self, tmp_path: Path) -> None:
+        """credentials=False needs no API secret and reads no key file; the daemon's load still refuses."""
+        document = {"salesforce": {"auth": "jwt", "private_key_file": str(tmp_path / "absent.pem")}}
+        settings = load_settings(write(tmp_path, document), environ={}, credentials=False)
+        assert settings.nue.api_key is None and settings.state_dir == tmp_path / "state"
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, document), environ={})
+        assert {"nue.api_key", "nue.webhook_secret", "salesforce.client_id", "salesforce.username",
+                "salesforce.private_key_file"} <= set(problems(exc))
+
+    def test_other_rules_still_apply_without_credentials(self, tmp_path: Path) -> None:
+        """Only the credential rules are skipped: a bad value anywhere else is still refused."""
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, {"listener": {"port": 70000}}), environ={}, credentials=False)
+        assert set(problems(exc)) == {"listener.port"}
 
 
 class TestSecurityRules:
@@ -220,7 +289,8 @@ class TestSecurityRules:
         """A section given as broken JSON in the environment is reported, not a traceback."""
         with pytest.raises(ConfigError) as exc:
             load_settings(write(tmp_path, MINIMAL), environ={"REVDAEMON_LISTENER": "{x"})
-        assert "environment" in problems(exc)
+        assert problems(exc) == {"listener": "not valid JSON"}
+        assert "listener (environment variable REVDAEMON_LISTENER): not valid JSON" in str(exc.value)
 
 
 class TestMetrics:

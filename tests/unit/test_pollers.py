@@ -352,6 +352,20 @@ class TestSalesforceClosedWonPoller:
         assert [(e["event"], e["log_level"]) for e in logs] == [("poller_stopped", "error")]
         assert poller.stopped and poller.last_error == "AuthFailed: invalid_grant"
 
+    async def test_a_stopped_poller_makes_the_daemon_not_ready(self, salesforce: FakeSalesforce, store: Store) -> None:
+        """While a login is refused /healthz is not ready (whatever the store says), and says which poller stopped;
+        a poller that merely failed leaves it ready."""
+        health = Health()
+        salesforce.error = Retryable("timeout", SF_CONTEXT)
+        poller = sf_poller(salesforce, store, health=health)
+        await poller.run_once(NOW)
+        assert health.ready(store_ok=True) and health.report(store_ok=True)["pollers_stopped"] == []
+        salesforce.error = AuthFailed("invalid_grant", SF_CONTEXT)
+        await poller.run_once(NOW + timedelta(minutes=1))
+        report = health.report(store_ok=True, details=True)
+        assert not health.ready(store_ok=True) and report["ready"] is False
+        assert report["pollers_stopped"] == [poller.name] and report["pollers"][poller.name]["stopped"] is True
+
     @pytest.mark.usefixtures("debug_logs")
     async def test_logs_only_on_failure_and_recovery(self, salesforce: FakeSalesforce, store: Store) -> None:
         """Success is silent; the first failure warns, a repeat is debug, recovery is logged once."""

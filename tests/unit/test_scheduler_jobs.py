@@ -50,3 +50,26 @@ async def test_a_poll_cancelled_by_shutdown_is_not_an_error_and_a_failing_one_is
     assert {(e["event"], e.get("job")) for e in logs} >= {("scheduled_job_failed", "failing"),
                                                           ("scheduled_job_cancelled", "waiting")}
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # nothing from APScheduler itself
+
+
+async def test_shutdown_amid_retries_logs_one_line_per_job_and_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    """Several jobs asleep in their retry back-off when the daemon stops: exactly one structured
+    `scheduled_job_cancelled` line each, nothing at error level, and no record from APScheduler or asyncio."""
+    scheduler = Scheduler()
+    polls = [_Poll(f"poll-{i}", fail=False) for i in range(3)]
+    for poll in polls:
+        scheduler.add_interval(poll, 60)
+    scheduler.add_cron("nightly", "0 3 * * *", polls[0].run_once)  # a cron job that never came due
+    with structlog.testing.capture_logs() as logs, caplog.at_level(logging.DEBUG):
+        async with anyio.create_task_group() as tg:
+            await tg.start(scheduler.run)
+            with anyio.fail_after(5):
+                for poll in polls:
+                    await poll.started.wait()
+            tg.cancel_scope.cancel()
+        await anyio.sleep(0.05)  # the cancelled jobs' tasks finish on the loop
+    cancelled = sorted(e["job"] for e in logs if e["event"] == "scheduled_job_cancelled")
+    assert cancelled == ["poll-0", "poll-1", "poll-2"]
+    assert not [e for e in logs if e["log_level"] in ("error", "critical") or "exc_info" in e]
+    assert not [r for r in caplog.records if r.name.startswith(("apscheduler", "asyncio")) and
+                (r.levelno >= logging.WARNING or r.exc_info)]
