@@ -1135,10 +1135,11 @@ def setup_salesforce(config_path: Path | None, as_json: bool, apply_changes: boo
     from revdaemon.cli_setup import EXIT_APPLY_FAILED, EXIT_NOT_READY
     from revdaemon.cli_setup import setup_salesforce as run
 
-    settings = _load(config_path)
+    settings = _load(config_path, credentials=export_dir is None)  # an export reads no org
     _setup_logging(settings)
     outcome = run(settings, as_json=as_json, apply_changes=apply_changes, assign=assign, export_dir=export_dir)
     sys.exit({EXIT_NOT_READY: EXIT_ONLINE, EXIT_APPLY_FAILED: EXIT_RUNTIME}.get(outcome, outcome))
+
 
 if __name__ == "__main__":
     main()
