@@ -1,4 +1,4 @@
-"""The Tooling API and field-level security (salesforce-api.md §8): what a setup command does against an empty
+"""The Tooling API and field-level security (salesforce-api.md §7): what a setup command does against an empty
 org, field by field and grant by grant, over real HTTP."""
 
 from __future__ import annotations
@@ -120,6 +120,16 @@ class TestToolingCreate:
         grant(api, fields={f"{EVENT}.Nue_Event_Key__c": True}, name="Revdaemon_Fields")
         upsert = api.patch(f"/sobjects/{EVENT}/Nue_Event_Key__c/INV-1", json={"Name": "INV-1"})
         assert upsert.status_code == 201 and upsert.json()["created"] is True
+
+    def test_a_checkbox_reads_as_its_default_on_existing_records(self, api: httpx.Client) -> None:
+        """A new Checkbox can be granted like any field, and records made before it read its default."""
+        flag = {"FullName": "Account.Expansion_Signal__c",
+                "Metadata": {"type": "Checkbox", "label": "Expansion Signal", "defaultValue": "false"}}
+        created(api.post("/tooling/sobjects/CustomField", json=flag))
+        grant(api, fields={"Account.Expansion_Signal__c": True})
+        assert field_names(api, "Account")["Expansion_Signal__c"]["type"] == "boolean"
+        rows = api.get("/query", params={"q": "SELECT Expansion_Signal__c FROM Account"}).json()["records"]
+        assert rows and all(r["Expansion_Signal__c"] is False for r in rows)
 
     def test_a_duplicate_field_or_object_is_refused(self, api: httpx.Client) -> None:
         """Creating a field or an object whose name exists answers DUPLICATE_DEVELOPER_NAME."""
@@ -284,3 +294,11 @@ def test_simple_salesforce_runs_the_setup(empty: Running) -> None:
                                 "PermissionsRead": True, "PermissionsEdit": True})
     sf.PermissionSetAssignment.create({"AssigneeId": user, "PermissionSetId": ps})
     assert "MRR__c" in [f["name"] for f in sf.Account.describe()["fields"]]
+
+
+def test_a_lost_answer_to_a_tooling_create_leaves_the_field_created(empty: Running, api: httpx.Client) -> None:
+    """After-apply faults reach Tooling paths: the field is made, the answer is a 503, and a retry finds it."""
+    empty.sim.set_faults(applied_503_next=1, applied_paths=("POST /tooling/sobjects/CustomField",))
+    assert api.post("/tooling/sobjects/CustomField", json=MRR).status_code == 503
+    assert api.post("/tooling/sobjects/CustomField", json=MRR).json()[0]["errorCode"] == "DUPLICATE_DEVELOPER_NAME"
+    assert empty.sim.faults_fired()["applied_503"] == 1

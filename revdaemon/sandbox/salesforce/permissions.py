@@ -1,4 +1,4 @@
-"""Field-level security and object permissions for API users (salesforce-api.md §8.3, §8.4).
+"""Field-level security and object permissions for API users (salesforce-api.md §7.2, §7.3).
 
 Theory of operation. The org's schema holds every field and object; `granted` says the user's profile opens it.
 Every seeded field and object is granted (the simulator's org as it always was), a field or object made through
@@ -100,7 +100,7 @@ def build_view(schema: Schema, grants: Grants) -> Schema:
                          can_delete=access.delete, restricted=access != FULL)
         read_only: set[str] = set()
         for f in od.fields.values():
-            if f.granted:
+            if f.granted or f.required:  # a required field is always visible; FLS cannot hide it [assumed]
                 copy.fields[f.name] = f
                 continue
             copy.restricted = True
@@ -212,7 +212,7 @@ def _field_permissions(store: Store, record: Record, old: Record | None) -> None
     obj, _, name = str(record.get("Field") or "").partition(".")
     found = od.field(name) if obj.lower() == od.name.lower() else None
     # Field is a restricted picklist of the object's permissionable fields [doc: FieldPermissions.Field].
-    _picklist_value(record, "Field", "Field Name", found is not None and found.nillable and found.type != "id")
+    _picklist_value(record, "Field", "Field Name", found is not None and not found.required and found.type != "id")
     assert found is not None
     record.update(SobjectType=od.name, Field=f"{od.name}.{found.name}")
     _dependencies(record, ("PermissionsEdit",))

@@ -242,7 +242,7 @@ STANDARD_OBJECTS: dict[str, tuple[str, tuple[FieldDef, ...]]] = {
         _fd("Email", "email", "r"), _fd("Alias"), _fd("Title"), _fd("IsActive", "boolean"),
     )),
 }
-# Permission sets as records (salesforce-api.md §8.3); their rules (duplicates, valid field names) are in
+# Permission sets as records (salesforce-api.md §7.3); their rules (duplicates, valid field names) are in
 # permissions.py.
 _PERMISSION_FLAGS = ("PermissionsRead", "PermissionsCreate", "PermissionsEdit", "PermissionsDelete",
                      "PermissionsViewAllRecords", "PermissionsModifyAllRecords")

@@ -1,4 +1,4 @@
-"""The Tooling API under /services/data/vNN.0/tooling (salesforce-api.md §8): custom fields and objects as metadata.
+"""The Tooling API under /services/data/vNN.0/tooling (salesforce-api.md §7): custom fields and objects.
 
 POST  tooling/sobjects/CustomObject        {"FullName": "X__c", "Metadata": {label, pluralLabel, nameField, ...}}
 POST  tooling/sobjects/CustomField         {"FullName": "Obj.X__c", "Metadata": {type, label, ...}}
