@@ -1,5 +1,6 @@
 """Salesforce API simulator: OAuth token endpoint, REST query/sObjects/collections/composite/limits,
-describe, limits, faults and admin endpoints, served as a Starlette app (salesforce-api.md).
+describe, limits, the Tooling API for custom fields and objects, permission sets and field-level security,
+faults and admin endpoints, served as a Starlette app (salesforce-api.md).
 
     sim = SalesforceSim(SalesforceSimSettings(jwt_public_key_pem=public_pem))
     with sim.serve() as server:   # or ServerThread(sim.app)

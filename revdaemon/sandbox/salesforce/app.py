@@ -26,12 +26,14 @@ from revdaemon.sandbox.salesforce.errors import SESSION_INVALID, SfError, bad_re
 from revdaemon.sandbox.salesforce.faults import LOCK_ROW_MESSAGE, UNAVAILABLE, Faults
 from revdaemon.sandbox.salesforce.limits import ApiUsage
 from revdaemon.sandbox.salesforce.oauth import OAuthError, Sessions, TokenEndpoint
+from revdaemon.sandbox.salesforce.permissions import RULES, AccessControl
 from revdaemon.sandbox.salesforce.rest import VERSION_RE, Call, Reply, RestApi
 from revdaemon.sandbox.salesforce.schema import Schema
 from revdaemon.sandbox.salesforce.seeding import load_seed
 from revdaemon.sandbox.salesforce.settings import CustomField, SalesforceSimSettings
 from revdaemon.sandbox.salesforce.soql import QueryEngine
 from revdaemon.sandbox.salesforce.store import Record, Store
+from revdaemon.sandbox.salesforce.tooling import ToolingApi
 from revdaemon.sandbox.seed import SeedData, build_seed
 from revdaemon.sandbox.server import ADMIN_PREFIX, RequestLog, RequestLogMiddleware, ServerThread
 from revdaemon.sandbox.sfids import IdFactory
@@ -113,13 +115,23 @@ class SalesforceSim:
 
     def _build_org(self) -> None:
         s = self.settings
-        self.schema = Schema(s.custom_fields, s.custom_objects, s.removed_fields)
+        self.schema = Schema(s.custom_fields, s.custom_objects, s.removed_fields, s.ungranted_fields)
         self.store = Store(self.schema, IdFactory((self.seed_data.seed + 1_000) % 3_844), s.clock)
+        self.store.rules.update(RULES)
         load_seed(self.store, self.seed_data)
+        if self._user_id_of(s.username) is None:  # the API user is a User record whatever its name
+            local = s.username.partition("@")[0]
+            self.store.create("User", {"Username": s.username, "LastName": local, "Email": s.username,
+                                       "Alias": local[:8], "IsActive": True}, self.seed_data.users[0].id,
+                              system=True)
+        self.access = AccessControl(self.schema, self.store)
         self.engine = QueryEngine(self.schema)
         self.rest = RestApi(self.store, self.schema, self.engine, page_size=s.page_size,
                             max_cursors=s.max_query_cursors, clock=s.clock,
-                            usage=lambda: (self.usage.used, self.usage.daily_limit))
+                            usage=lambda: (self.usage.used, self.usage.daily_limit),
+                            schema_for=self.access.schema_for)
+        self.tooling = ToolingApi(self.schema, self.store, s.clock)
+        self.rest.mounts["tooling"] = self.tooling.handle
 
     # ---- HTTP handlers -----------------------------------------------------------------------------
 
@@ -191,6 +203,13 @@ class SalesforceSim:
         if session is None:
             return Response(SESSION_BODY, status_code=401, media_type=JSON_TYPE)
         return session.user_id
+
+    @property
+    def integration_user_id(self) -> str:
+        """The User record the API sessions act as (settings.username)."""
+        user_id = self._user_id_of(self.settings.username)
+        assert user_id is not None
+        return user_id
 
     def _user_id_of(self, username: str) -> str | None:
         with self.store.lock:

@@ -20,6 +20,7 @@ from revdaemon.sandbox.salesforce.errors import (
     bad_request,
     not_found,
 )
+from revdaemon.sandbox.salesforce.permissions import check_write
 from revdaemon.sandbox.salesforce.schema import ObjectDef, Schema
 from revdaemon.sandbox.salesforce.soql import INVALID_FIELD_TAIL, Compiled, QueryEngine, positioned, project
 from revdaemon.sandbox.salesforce.store import MultipleMatches, Record, Store, normalize_id
@@ -71,10 +72,16 @@ def error_reply(error: SfError, version: str = "") -> Reply:
 
 
 class RestApi:
+    """`schema_for(user_id)` is the schema that user sees (permissions.py); `mounts` route other resource
+    families by their first path segment (the Tooling API, tooling.py)."""
+
     def __init__(self, store: Store, schema: Schema, engine: QueryEngine, *, page_size: int, max_cursors: int,
-                 clock: Callable[[], float], usage: Callable[[], tuple[int, int]]) -> None:
+                 clock: Callable[[], float], usage: Callable[[], tuple[int, int]],
+                 schema_for: Callable[[str], Schema] | None = None) -> None:
         self.store = store
         self.schema = schema
+        self.schema_for = schema_for or (lambda _user: schema)
+        self.mounts: dict[str, Callable[[Call], Reply]] = {}
         self.engine = engine
         self.page_size = page_size
         self.max_cursors = max_cursors
@@ -105,6 +112,8 @@ class RestApi:
             return self._only(method, "GET", lambda: Reply(status=200, body=self._limits()))
         if head == "sobjects":
             return self._sobjects(call)
+        if head in self.mounts:
+            return self.mounts[head](call)
         if head == "composite":
             if len(seg) == 1:
                 return self._only(method, "POST", lambda: self._composite(call))
@@ -131,7 +140,7 @@ class RestApi:
     # ---- query -------------------------------------------------------------------------------------
 
     def _query(self, call: Call, *, include_deleted: bool) -> Reply:
-        compiled = self.engine.compile(call.params.get("q", ""))
+        compiled = self.engine.compile(call.params.get("q", ""), self.schema_for(call.user_id))
         with self.store.lock:
             rows = self.engine.run(compiled, self.store.table(compiled.object.name), self.store.lookup,
                                    include_deleted=include_deleted, now=self.clock())
@@ -179,8 +188,9 @@ class RestApi:
 
     # ---- sObject resources -------------------------------------------------------------------------
 
-    def _object(self, name: str) -> ObjectDef:
-        od = self.schema.get(name)
+    def _object(self, name: str, call: Call) -> ObjectDef:
+        """The object as the caller sees it; one they may not read does not exist for them."""
+        od = self.schema_for(call.user_id).get(name)
         if od is None:
             raise not_found()
         return od
@@ -188,9 +198,10 @@ class RestApi:
     def _sobjects(self, call: Call) -> Reply:
         seg, method = call.segments, call.method
         if len(seg) == 1:
+            view = self.schema_for(call.user_id)
             return self._only(method, "GET", lambda: Reply(status=200, body=self._cached(
-                "global", "", call.version, lambda: self.schema.global_describe(call.version))))
-        od = self._object(seg[1])
+                "global", "", call.version, lambda: view.global_describe(call.version), view)))
+        od = self._object(seg[1], call)
         if len(seg) == 2:
             if method == "POST":
                 return self._create(od, call)
@@ -198,7 +209,8 @@ class RestApi:
                 "objectDescribe": od.summary(call.version), "recentItems": []}))
         if len(seg) == 3 and seg[2] == "describe":
             return self._only(method, "GET", lambda: Reply(status=200, body=self._cached(
-                "describe", od.name, call.version, lambda: od.describe(call.version))))
+                "describe", od.name, call.version, lambda: od.describe(call.version),
+                self.schema_for(call.user_id))))
         if len(seg) == 3 and seg[2] in ("updated", "deleted"):
             return self._only(method, "GET", lambda: self._replication(od, seg[2], call.params))
         if len(seg) == 3:
@@ -207,8 +219,8 @@ class RestApi:
             return self._by_external_id(od, seg[2], seg[3], call)
         raise not_found()
 
-    def _cached(self, kind: str, name: str, version: str, build: Callable[[], Any]) -> Any:
-        key = (kind + name, version, self.schema.version)
+    def _cached(self, kind: str, name: str, version: str, build: Callable[[], Any], view: Schema) -> Any:
+        key = (kind + name, version, view.version)
         if key not in self._describe_cache:
             if len(self._describe_cache) > 256:
                 self._describe_cache.clear()
@@ -244,6 +256,7 @@ class RestApi:
         return call.body
 
     def _create(self, od: ObjectDef, call: Call) -> Reply:
+        check_write(od, self._body(call), "create")
         record_id = self.store.create(od.name, self._body(call), call.user_id)
         return Reply(status=201, body={"id": record_id, "success": True, "errors": []},
                      headers={"Location": f"/services/data/v{call.version}/sobjects/{od.name}/{record_id}"})
@@ -255,9 +268,11 @@ class RestApi:
             fields = self._field_list(od, call.params.get("fields"))
             return Reply(status=200, body=self._record_body(od, record, call.version, fields))
         if call.method == "PATCH":
+            check_write(od, self._body(call), "update")
             self.store.update(od.name, raw_id, self._body(call), call.user_id)
             return Reply(status=204)
         if call.method == "DELETE":
+            check_write(od, {}, "delete")
             self.store.delete(od.name, raw_id, call.user_id)
             return Reply(status=204)
         raise SfError(405, "METHOD_NOT_ALLOWED",
@@ -268,6 +283,7 @@ class RestApi:
         if ext is None:
             raise not_found()  # unknown external id field: 404 NOT_FOUND (§2.2)
         if call.method == "PATCH":
+            check_write(od, self._body(call), "upsert")
             record_id, created = self.store.upsert(od.name, ext.name, value, self._body(call), call.user_id)
             if not created and float(call.version) < UPSERT_200_SINCE:
                 return Reply(status=204)
@@ -285,6 +301,7 @@ class RestApi:
             if not matches:
                 raise not_found()
             if call.method == "DELETE":
+                check_write(od, {}, "delete")
                 self.store.delete(od.name, matches[0], call.user_id)
                 return Reply(status=204)
             record = self.store.find_live(od, matches[0])
@@ -323,14 +340,14 @@ class RestApi:
             self._check_collection_size(len(records))
             write = self._collection_create if method == "POST" else self._collection_update
             return self._collection_run(records, bool(body.get("allOrNone")),
-                                        lambda item: write(item, call.user_id), call)
+                                        lambda item: write(item, call), call)
         if len(seg) == 2 and method == "DELETE":
             ids = [i for i in call.params.get("ids", "").split(",") if i]
             self._check_collection_size(len(ids))
             return self._collection_run(ids, call.params.get("allOrNone", "").lower() == "true",
-                                        lambda item: self._collection_delete(item, call.user_id), call)
+                                        lambda item: self._collection_delete(item, call), call)
         if len(seg) == 3 and method == "GET":
-            od = self._object(seg[2])
+            od = self._object(seg[2], call)
             ids = [i for i in call.params.get("ids", "").split(",") if i]
             fields = self._field_list(od, call.params.get("fields"))
             out: list[Any] = []
@@ -342,7 +359,7 @@ class RestApi:
                     out.append(self._record_body(od, record, call.version, fields) if live and record else None)
             return Reply(status=200, body=out)
         if len(seg) == 4 and method == "PATCH":
-            od = self._object(seg[2])
+            od = self._object(seg[2], call)
             ext = od.field(seg[3])
             if ext is None:
                 raise not_found()
@@ -355,6 +372,7 @@ class RestApi:
             def upsert(item: Any) -> dict[str, Any]:
                 if not isinstance(item, dict) or item.get(ext.name) in (None, ""):
                     raise bad_request("MISSING_ARGUMENT", f"{ext.name} not specified", [])
+                check_write(od, item, "upsert")
                 try:
                     record_id, created = self.store.upsert(od.name, ext.name, str(item[ext.name]), item,
                                                            call.user_id)
@@ -394,33 +412,36 @@ class RestApi:
                 results = [r if not r["success"] else {"success": False, "errors": [rolled]} for r in results]
         return Reply(status=200, body=results)
 
-    def _collection_create(self, item: Any, user_id: str) -> dict[str, Any]:
-        od = self._collection_type(item)
+    def _collection_create(self, item: Any, call: Call) -> dict[str, Any]:
+        od = self._collection_type(item, call)
         if any(k.lower() == "id" for k in item):
             raise bad_request("INVALID_FIELD", "cannot specify Id in an insert call", [])
-        record_id = self.store.create(od.name, item, user_id)
+        check_write(od, item, "create")
+        record_id = self.store.create(od.name, item, call.user_id)
         return {"id": record_id, "success": True, "errors": []}
 
-    def _collection_update(self, item: Any, user_id: str) -> dict[str, Any]:
-        od = self._collection_type(item)
+    def _collection_update(self, item: Any, call: Call) -> dict[str, Any]:
+        od = self._collection_type(item, call)
         raw_id = next((v for k, v in item.items() if k.lower() == "id"), None)
         if not raw_id:
             raise bad_request("MISSING_ARGUMENT", "Id not specified in an update call", [])
         data = {k: v for k, v in item.items() if k.lower() != "id"}
-        self.store.update(od.name, str(raw_id), data, user_id)
+        check_write(od, data, "update")
+        self.store.update(od.name, str(raw_id), data, call.user_id)
         return {"id": normalize_id(str(raw_id)), "success": True, "errors": []}
 
-    def _collection_delete(self, raw_id: Any, user_id: str) -> dict[str, Any]:
+    def _collection_delete(self, raw_id: Any, call: Call) -> dict[str, Any]:
         record_id = normalize_id(str(raw_id))
         obj = self.schema.object_for_id(record_id) if record_id else None
         if record_id is None or obj is None:
             raise bad_request("MALFORMED_ID", f"malformed id {raw_id}", [])
-        self.store.delete(obj, record_id, user_id)
+        check_write(self._object(obj, call), {}, "delete")
+        self.store.delete(obj, record_id, call.user_id)
         return {"id": record_id, "success": True, "errors": []}
 
-    def _collection_type(self, item: Any) -> ObjectDef:
+    def _collection_type(self, item: Any, call: Call) -> ObjectDef:
         kind = item.get("attributes", {}).get("type") if isinstance(item, dict) else None
-        od = self.schema.get(kind) if isinstance(kind, str) else None
+        od = self.schema_for(call.user_id).get(kind) if isinstance(kind, str) else None
         if od is None:
             raise bad_request("INVALID_TYPE", "Must send a concrete entity type.", [])
         return od

@@ -33,6 +33,9 @@ class CustomField:
     # orgs tick it by default for new custom picklists, and /__sandbox/schema can re-add a field with it on.
     restricted: bool = False
     reference_to: str | None = None
+    relationship_name: str | None = None  # without "__r"; None: the field's name without "__c"
+    precision: int | None = None  # number types; None: describe's 18
+    scale: int | None = None  # number types; None: describe's 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,6 +156,9 @@ class SalesforceSimSettings:
     custom_fields: tuple[CustomField, ...] = DEFAULT_CUSTOM_FIELDS
     custom_objects: tuple[CustomObject, ...] = DEFAULT_CUSTOM_OBJECTS
     removed_fields: tuple[str, ...] = ()  # "Object.Field" entries hidden from the schema (schema drift)
+    # "Object.Field" entries that exist in the org but that the integration user's profile does not grant (field-
+    # level security): absent from describe, queries and writes until an assigned permission set grants them.
+    ungranted_fields: tuple[str, ...] = ()
     faults: FaultSettings = field(default_factory=FaultSettings)
     seed: int = 1
     clock: Callable[[], float] = time.time  # unix seconds; tests may inject a fake clock

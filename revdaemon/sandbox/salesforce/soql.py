@@ -456,13 +456,15 @@ class QueryEngine:
         self.schema = schema
         self._cache: dict[tuple[str, int], Compiled] = {}
 
-    def compile(self, query: str) -> Compiled:
-        key = (query, self.schema.version)
+    def compile(self, query: str, schema: Schema | None = None) -> Compiled:
+        """Compiles against `schema` (a user's view, permissions.py) or the engine's own."""
+        schema = schema or self.schema
+        key = (query, schema.version)
         compiled = self._cache.get(key)
         if compiled is None:
             if not query.strip():
                 raise bad_request("MALFORMED_QUERY", "A query string has to be specified")
-            compiled = Parser(query, self.schema).parse()
+            compiled = Parser(query, schema).parse()
             if len(self._cache) > 512:
                 self._cache.clear()
             self._cache[key] = compiled

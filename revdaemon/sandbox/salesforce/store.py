@@ -20,6 +20,8 @@ from revdaemon.sandbox.seed import OPPORTUNITY_STAGES
 from revdaemon.sandbox.sfids import BASE62, IdFactory, is_valid_id, to18
 
 Record = dict[str, Any]
+# A per-object write rule beyond the schema's (permissions.py): (store, new record, old record or None).
+Rule = Callable[["Store", Record, Record | None], None]
 STAGES = {name.lower(): (name, probability, closed, won) for name, probability, closed, won in OPPORTUNITY_STAGES}
 FORECAST = {(True, True): "Closed", (True, False): "Omitted"}
 PICKLIST_DEFAULTS = {("Contract", "Status"): "Draft", ("Task", "Status"): "Not Started",
@@ -48,6 +50,7 @@ class Store:
         self._index: dict[tuple[str, str], dict[str, set[str]]] = {}
         self._index_version = -1
         self._contract_numbers = 0
+        self.rules: dict[str, Rule] = {}
 
     # ---- reads -------------------------------------------------------------------------------------
 
@@ -218,6 +221,7 @@ class Store:
             self._derive(od, record, None, values)
             self._check_required(od, record)
             self._check_unique(od, record)
+            self._check_rules(od, record, None)
             self._put(od.name, record)
             self._after_write(od, record)
             return str(record["Id"])
@@ -235,8 +239,14 @@ class Store:
             self._derive(od, record, old, values)
             self._check_required(od, record)
             self._check_unique(od, record)
+            self._check_rules(od, record, old)
             self._put(od.name, record)
             self._after_write(od, record)
+
+    def _check_rules(self, od: ObjectDef, record: Record, old: Record | None) -> None:
+        rule = self.rules.get(od.name)
+        if rule is not None:
+            rule(self, record, old)
 
     def delete(self, obj: str, raw_id: str, user_id: str) -> None:
         od = self._object(obj)
