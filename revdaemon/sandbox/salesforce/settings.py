@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from revdaemon.setup import catalog
+
 DEFAULT_CONSUMER_KEY = "sandbox-consumer-key"
 DEFAULT_CONSUMER_SECRET = "sandbox-consumer-secret"
 DEFAULT_USERNAME = "integration@revdaemon.sandbox"
@@ -79,65 +81,18 @@ class FaultSettings:
     applied_paths: tuple[str, ...] = ()
 
 
-def _f(obj: str, name: str, type_: str = "string", *, label: str, length: int = 255, external_id: bool = False,
-       unique: bool = False, picklist: tuple[str, ...] = (), reference_to: str | None = None) -> CustomField:
-    return CustomField(object=obj, name=name, type=type_, label=label, length=length, external_id=external_id,
-                       unique=unique, picklist=picklist, reference_to=reference_to)
+def _sim_field(f: catalog.FieldDef) -> CustomField:
+    return CustomField(object=f.object, name=f.name, type=f.type, label=f.label, length=f.length,
+                       external_id=f.external_id, unique=f.unique, picklist=f.picklist, reference_to=f.reference_to)
 
 
-DEFAULT_CUSTOM_FIELDS: tuple[CustomField, ...] = (
-    _f("Opportunity", "Nue_Order_Id__c", external_id=True, label="Nue Order Id"),
-    _f("Opportunity", "Nue_Order_Number__c", label="Nue Order Number"),
-    _f("Opportunity", "Nue_Sync_Status__c", "picklist", picklist=("Pending", "Synced", "Error"),
-       label="Nue Sync Status"),
-    _f("Opportunity", "Nue_Sync_Error__c", "textarea", length=32_768, label="Nue Sync Error"),
-    _f("Opportunity", "Nue_Last_Synced_At__c", "datetime", label="Nue Last Synced At"),
-    _f("Account", "Nue_Sync_Status__c", "picklist", picklist=("Pending", "Synced", "Error"), label="Nue Sync Status"),
-    _f("Account", "Nue_Sync_Error__c", "textarea", length=32_768, label="Nue Sync Error"),
-    _f("Account", "Nue_Last_Synced_At__c", "datetime", label="Nue Last Synced At"),
-    _f("Account", "Nue_Customer_Id__c", external_id=True, unique=True, label="Nue Customer Id"),
-    _f("Account", "MRR__c", "currency", label="MRR"),
-    _f("Account", "ARR__c", "currency", label="ARR"),
-    _f("Account", "Subscription_Status__c", "picklist",
-       picklist=("Active", "Trial", "Past Due", "Canceled", "Churned"), label="Subscription Status"),
-    _f("Account", "Next_Renewal_Date__c", "date", label="Next Renewal Date"),
-    _f("Account", "Customer_Success_Manager__c", "reference", reference_to="User",
-       label="Customer Success Manager"),
-    _f("Account", "Entitlements__c", "textarea", length=32_768, label="Entitlements"),
-    _f("Account", "Last_Nue_Order__c", label="Last Nue Order"),
-    # Renewals: one opportunity per subscription term, found again by this key.
-    _f("Opportunity", "Nue_Renewal_Key__c", external_id=True, unique=True, label="Nue Renewal Key"),
-    _f("Opportunity", "Nue_Subscription__c", label="Nue Subscription"),
-    _f("Opportunity", "Expansion_Signal__c", "boolean", label="Expansion Signal"),
-    _f("Opportunity", "Subscription_Status__c", "picklist",
-       picklist=("Active", "Trial", "Past Due", "Canceled", "Churned"), label="Subscription Status"),
-    # Quotes reflected on the opportunity, and their lines found again by key.
-    _f("Opportunity", "Nue_Quote_Id__c", label="Nue Quote Id"),
-    _f("Opportunity", "Nue_Quote_Version__c", "double", label="Nue Quote Version"),
-    _f("Opportunity", "Nue_Quote_Total__c", "currency", label="Nue Quote Total"),
-    _f("Opportunity", "Nue_Quote_Discount__c", "percent", label="Nue Quote Discount"),
-    _f("OpportunityLineItem", "Nue_Line_Key__c", external_id=True, unique=True, label="Nue Line Key"),
-)
-
-BILLING_EVENT = "Nue_Billing_Event__c"
-DEFAULT_CUSTOM_OBJECTS: tuple[CustomObject, ...] = (
-    CustomObject(
-        name=BILLING_EVENT, label="Nue Billing Event", label_plural="Nue Billing Events",
-        fields=(
-            _f(BILLING_EVENT, "Nue_Event_Key__c", external_id=True, unique=True, label="Nue Event Key"),
-            _f(BILLING_EVENT, "Account__c", "reference", reference_to="Account", label="Account"),
-            _f(BILLING_EVENT, "Invoice_Number__c", label="Invoice Number"),
-            _f(BILLING_EVENT, "Amount__c", "currency", label="Amount"),
-            _f(BILLING_EVENT, "Status__c", "picklist", picklist=("Posted", "Paid", "Overdue", "Void"),
-               label="Status"),
-            _f(BILLING_EVENT, "Due_Date__c", "date", label="Due Date"),
-            _f(BILLING_EVENT, "Balance__c", "currency", label="Balance"),
-            _f(BILLING_EVENT, "Invoice_Status__c", label="Invoice Status"),
-            _f(BILLING_EVENT, "Payment_Status__c", label="Payment Status"),
-            _f(BILLING_EVENT, "Failure_Detail__c", "textarea", length=32_768, label="Failure Detail"),
-        ),
-    ),
-)
+# The default org has every field and object revdaemon's flows write, as `revdaemon setup salesforce` makes them
+# (revdaemon/setup/catalog.py: one definition for both).
+DEFAULT_CUSTOM_FIELDS: tuple[CustomField, ...] = tuple(_sim_field(f) for f in catalog.CUSTOM_FIELDS)
+BILLING_EVENT = catalog.BILLING_EVENT
+DEFAULT_CUSTOM_OBJECTS: tuple[CustomObject, ...] = tuple(
+    CustomObject(name=o.name, label=o.label, label_plural=o.label_plural, fields=tuple(_sim_field(f) for f in o.fields))
+    for o in catalog.CUSTOM_OBJECTS)
 
 
 @dataclass(kw_only=True)
