@@ -49,7 +49,7 @@ def setup_salesforce(settings: Settings, *, as_json: bool, apply_changes: bool, 
                    f"--source-dir {export_dir / 'force-app'})")
         return 0
     try:
-        rows, actions = anyio.run(_plan_and_apply, settings, required, apply_changes, assign)
+        rows, actions = anyio.run(plan_and_apply, settings, required, apply_changes, assign)
     except SyncError as exc:
         click.echo(f"revdaemon: salesforce: {exc.message}", err=True)
         return EXIT_NOT_READY
@@ -64,8 +64,9 @@ def setup_salesforce(settings: Settings, *, as_json: bool, apply_changes: bool, 
     return EXIT_NOT_READY if problems else 0
 
 
-async def _plan_and_apply(settings: Settings, required: list[Requirement], apply_changes: bool,
-                          assign: bool) -> tuple[list[PlanRow], list[Action]]:
+async def plan_and_apply(settings: Settings, required: list[Requirement], apply_changes: bool,
+                         assign: bool) -> tuple[list[PlanRow], list[Action]]:
+    """The plan as the org is; with `apply_changes`, what was done and the plan as the org is after it."""
     from revdaemon.engine.clients import build_clients
     from revdaemon.limits import RetryPolicy
 

@@ -54,12 +54,16 @@ def demo_state_dir(settings: Settings) -> Path:
     return settings.state_dir / "demo"
 
 
-async def run_demo(settings: Settings, *, console: Console | None = None) -> dict[str, Any]:
+async def run_demo(settings: Settings, *, console: Console | None = None, box: Sandbox | None = None
+                   ) -> dict[str, Any]:
+    """The story on a new seeded sandbox, or on `box` (seed 1, its org already set up: the go-live test's), which
+    is left running."""
     console = console or Console()
     state = demo_state_dir(settings)
     if state.exists():
         shutil.rmtree(state)
-    box = create_sandbox(key_dir=state / "sandbox", seed=1).start_threads()
+    own_box = box is None
+    box = box or create_sandbox(key_dir=state / "sandbox", seed=1).start_threads()
     summary: dict[str, Any] = {}
     try:
         configured = demo_settings(settings, box)
@@ -78,7 +82,8 @@ async def run_demo(settings: Settings, *, console: Console | None = None) -> dic
 
             tg.start_soon(run)
     finally:
-        box.close()
+        if own_box:
+            box.close()
     return summary
 
 

@@ -1,0 +1,96 @@
+"""Going live against the simulators: an empty org is found wanting, `setup salesforce --apply` makes it ready,
+and the demo's story then syncs into it; an org whose integration user may not see a field says so."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from revdaemon.cli import EXIT_ONLINE, main
+from revdaemon.cli_setup import plan_and_apply, required_by
+from revdaemon.demo import demo_settings, run_demo
+from revdaemon.sandbox.runner import Sandbox, create_sandbox
+from revdaemon.setup.metadata import PERMISSION_SET
+from revdaemon.setup.plan import Status
+from tests.integration.engine_fixtures import daemon_settings
+from tests.integration.test_sandbox_cli import sandbox_config
+
+pytestmark = pytest.mark.anyio
+
+EMPTY_ORG = {"custom_fields": (), "custom_objects": ()}
+
+
+def sandbox(tmp_path: Path, **sf_settings: object) -> Sandbox:
+    return create_sandbox(key_dir=tmp_path / "keys", seed=1, sf_settings=dict(sf_settings)).start_threads()
+
+
+def writes_to(box: Sandbox, path_part: str) -> list[str]:
+    return [f"{entry.method} {entry.path}" for entry in box.salesforce.log.entries()
+            if entry.method in ("POST", "PATCH") and path_part in entry.path]
+
+
+async def test_an_empty_org_is_set_up_and_then_syncs_the_demo_story(tmp_path: Path) -> None:
+    box = sandbox(tmp_path, **EMPTY_ORG)
+    try:
+        settings = demo_settings(daemon_settings(box, tmp_path), box)
+        required = required_by(settings)
+        before, _ = await plan_and_apply(settings, required, apply_changes=False, assign=False)
+        missing = {row.requirement.name for row in before if row.status is Status.MISSING}
+        assert {"Nue_Billing_Event__c", "Account.MRR__c", "Opportunity.Nue_Order_Id__c"} <= missing
+        assert all(row.applies for row in before if not row.ok)  # all of them revdaemon's own: it can make them
+        assert not writes_to(box, "/tooling/")  # a plan writes nothing
+
+        after, actions = await plan_and_apply(settings, required, apply_changes=True, assign=True)
+        assert all(action.ok for action in actions), actions
+        assert [row.requirement.name for row in after if not row.ok] == []
+        assert any("assigned the permission set" in action.what for action in actions)
+
+        again, actions = await plan_and_apply(settings, required, apply_changes=True, assign=True)
+        assert actions == [] and all(row.ok for row in again)  # a second run finds nothing to do
+
+        summary = await run_demo(settings, box=box)
+        assert summary["events_waiting"] == 0 and summary["dead_letters"] == 0
+        assert summary["salesforce_writes"] >= 3
+        billing = box.salesforce.records("Nue_Billing_Event__c")
+        assert billing and all(record.get("Nue_Event_Key__c") for record in billing)
+    finally:
+        box.close()
+
+
+async def test_a_field_hidden_from_the_integration_user_is_named_as_a_permission_problem(tmp_path: Path) -> None:
+    """The field exists but field-level security hides it: the plan says so, and apply grants it (a create of it
+    is refused as a duplicate) instead of leaving a flow parked with no reason."""
+    box = sandbox(tmp_path, ungranted_fields=("Account.MRR__c",))
+    try:
+        settings = demo_settings(daemon_settings(box, tmp_path), box)
+        required = required_by(settings)
+        before, _ = await plan_and_apply(settings, required, apply_changes=False, assign=False)
+        [row] = [r for r in before if not r.ok]
+        assert row.requirement.name == "Account.MRR__c" and "not visible to the integration user" in row.detail
+        after, actions = await plan_and_apply(settings, required, apply_changes=True, assign=True)
+        assert any("Account.MRR__c exists (hidden from the integration user)" in a.what for a in actions), actions
+        assert all(row.ok for row in after)
+        assert [r["Name"] for r in box.salesforce.records("PermissionSet")].count(PERMISSION_SET) == 1
+    finally:
+        box.close()
+
+
+def test_the_command_exits_4_with_the_plan_and_exports_a_dx_folder(tmp_path: Path) -> None:
+    box = sandbox(tmp_path, **EMPTY_ORG)
+    try:
+        config = sandbox_config(box, tmp_path)
+        runner = CliRunner()
+        result = runner.invoke(main, ["setup", "salesforce", "--config", str(config), "--json"])
+        assert result.exit_code == EXIT_ONLINE, result.output
+        report = json.loads(result.stdout)
+        assert not report["ok"] and any(row["name"] == "Account.MRR__c" and row["status"] == "missing"
+                                        for row in report["plan"])
+        exported = runner.invoke(main, ["setup", "salesforce", "--config", str(config), "--export",
+                                        str(tmp_path / "dx")])
+        assert exported.exit_code == 0, exported.output
+        assert (tmp_path / "dx" / "force-app/main/default/objects/Account/fields/MRR__c.field-meta.xml").exists()
+    finally:
+        box.close()
