@@ -210,8 +210,11 @@ def run(config_path: Path | None, stop_after: float | None, dry_run: bool) -> No
 @main.command()
 @config_option
 @json_option
-@click.option("--online", is_flag=True, help="Also log in to both APIs and compare describe with the flows' fields.")
-def check(config_path: Path | None, as_json: bool, online: bool) -> None:
+@click.option("--online", is_flag=True, help="Also log in to both APIs, compare describe with the flows' fields, and "
+                                           "check that this box is ready to go live.")
+@click.option("--public-url", default=None, help="With --online: the public https URL Nue reaches the listener at "
+                                                 "(its /healthz must answer from this box's daemon).")
+def check(config_path: Path | None, as_json: bool, online: bool, public_url: str | None) -> None:
     """Validate the configuration and the state store without starting the daemon."""
     settings = _load(config_path)
     _setup_logging(settings)  # to stderr: stdout carries the report
@@ -232,7 +235,7 @@ def check(config_path: Path | None, as_json: bool, online: bool) -> None:
         "mapped_objects": sorted(settings.mapping.objects),
     }
     if online:
-        report["online"] = anyio.run(_online_check, settings)
+        report["online"] = anyio.run(_online_check, settings, public_url)
     failed = online and not report["online"]["ok"]
     if as_json:
         click.echo(json.dumps(report))
@@ -259,6 +262,10 @@ def check(config_path: Path | None, as_json: bool, online: bool) -> None:
                 f"{obj}.{', '.join(fields)}" for obj, fields in missing.items()) + "[/red]")
         if not result["missing_fields"] and result["salesforce"] == "ok":
             table.add_row("flows", "[green]every mapped field exists[/green]")
+        for line in result["checks"]:
+            verdict = "[green]ok[/green]" if line["ok"] else "[red]problem[/red]"
+            fix = f" — fix: {line['fix']}" if line["fix"] else ""
+            table.add_row(line["name"], f"{verdict} {line['detail']}{fix}")
     console.print(table)
     for system in ("salesforce", "nue") if online else ():
         if report["online"][system] != "ok":  # one unwrapped line each: the API, its URL and the reason
@@ -267,31 +274,48 @@ def check(config_path: Path | None, as_json: bool, online: bool) -> None:
         sys.exit(EXIT_ONLINE)
 
 
-async def _online_check(settings: Settings) -> dict[str, Any]:
-    """Log in to both APIs and compare describe with the fields each flow reads and writes."""
+async def _online_check(settings: Settings, public_url: str | None = None) -> dict[str, Any]:
+    """Log in to both APIs, compare describe with the fields each flow reads and writes, and the go-live lines:
+    the setup plan, the integration user, the webhook, the clock, the store (setup/golive.py)."""
     import httpx
 
+    from revdaemon.cli_setup import required_by
     from revdaemon.engine.clients import build_clients
     from revdaemon.engine.schema import SchemaGuard
-    from revdaemon.engine.supervisor import default_flows
+    from revdaemon.engine.supervisor import default_flows, schema_checked
     from revdaemon.limits import RetryPolicy
+    from revdaemon.setup import golive
+    from revdaemon.setup.plan import compare
+    from revdaemon.setup.salesforce import describe_objects
 
     retry = RetryPolicy(max_attempts=2, max_total=20)
     result: dict[str, Any] = {"salesforce": "not tried", "nue": "not tried", "missing_fields": {}}
+    checks: list[golive.Check] = []
     async with httpx.AsyncClient() as http:
         salesforce, nue = build_clients(settings, http, retry, budget_share=1.0)
         try:
             await salesforce.limits()
             result["salesforce"] = "ok"
-            result["missing_fields"] = await SchemaGuard(salesforce, default_flows(settings)).check_all()
+            result["missing_fields"] = await SchemaGuard(salesforce, schema_checked(settings)).check_all()
+            required = required_by(settings)
+            rows = compare(required, await describe_objects(salesforce, sorted({r.object for r in required})))
+            checks.append(golive.fields_check(rows))
+            checks.append(await golive.integration_user_check(salesforce, all(row.ok for row in rows)))
         except SyncError as exc:
             result["salesforce"] = api_failure(exc, settings)
         try:
             await nue.products()
             result["nue"] = "ok"
+            checks.append(golive.Check("nue api key", True, "reads; whether it may create orders and customers "
+                                       "shows at the first create (Nue's API does not say) [assumed]"))
         except SyncError as exc:
             result["nue"] = api_failure(exc, settings)
-    result["ok"] = result["salesforce"] == "ok" and result["nue"] == "ok" and not result["missing_fields"]
+        checks.append(await golive.webhook_check(settings, default_flows(settings), public_url, http))
+        checks.append(await golive.clock_check(settings, http))
+    checks.append(golive.store_check(settings))
+    result["checks"] = [check.as_dict() for check in checks]
+    result["ok"] = (result["salesforce"] == "ok" and result["nue"] == "ok" and not result["missing_fields"]
+                    and all(check.ok for check in checks))
     return result
 
 

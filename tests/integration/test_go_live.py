@@ -94,3 +94,27 @@ def test_the_command_exits_4_with_the_plan_and_exports_a_dx_folder(tmp_path: Pat
         assert (tmp_path / "dx" / "force-app/main/default/objects/Account/fields/MRR__c.field-meta.xml").exists()
     finally:
         box.close()
+
+
+def test_check_online_lists_the_fixes_then_passes_once_setup_has_applied(tmp_path: Path) -> None:
+    """The go-live check as a person runs it: an empty org fails with the fix named; setup --apply --assign;
+    the same check then passes, every line ok."""
+    box = sandbox(tmp_path, **EMPTY_ORG)
+    try:
+        config = sandbox_config(box, tmp_path)
+        runner = CliRunner()
+        check = ["check", "--online", "--json", "--config", str(config)]
+        before = runner.invoke(main, check)
+        assert before.exit_code == EXIT_ONLINE, before.output
+        lines = {line["name"]: line for line in json.loads(before.stdout)["online"]["checks"]}
+        assert not lines["salesforce fields"]["ok"] and "--apply" in lines["salesforce fields"]["fix"]
+        assert not lines["integration user"]["ok"] and "not assigned" in lines["integration user"]["detail"]
+        applied = runner.invoke(main, ["setup", "salesforce", "--apply", "--assign", "--config", str(config)])
+        assert applied.exit_code == 0, applied.output
+        after = runner.invoke(main, check)
+        assert after.exit_code == 0, after.output
+        report = json.loads(after.stdout)["online"]
+        assert report["ok"] and all(line["ok"] for line in report["checks"])
+        assert "assigned" in {line["name"]: line for line in report["checks"]}["integration user"]["detail"]
+    finally:
+        box.close()

@@ -97,8 +97,10 @@ class TestOnlineCheck:
             command = [sys.executable, "-m", "revdaemon.cli", "check", "--online", "--json", "--config", str(path)]
             ok = subprocess.run(command, capture_output=True, text=True)
             assert ok.returncode == 0, ok.stdout + ok.stderr
-            assert json.loads(ok.stdout)["online"] == {"salesforce": "ok", "nue": "ok", "missing_fields": {},
-                                                       "ok": True}
+            online = json.loads(ok.stdout)["online"]
+            assert {key: online[key] for key in ("salesforce", "nue", "missing_fields", "ok")} == {
+                "salesforce": "ok", "nue": "ok", "missing_fields": {}, "ok": True}
+            assert [line["name"] for line in online["checks"] if not line["ok"]] == []
             box.salesforce.remove_field("Opportunity", "Nue_Order_Id__c")
             drifted = subprocess.run(command, capture_output=True, text=True)
             assert drifted.returncode == 4

@@ -1,0 +1,150 @@
+"""`revdaemon check --online`'s go-live lines beyond the two logins: is this box ready? Each line is ok or a
+problem with how to fix it.
+
+- Salesforce's fields: the setup plan (plan.py), as the integration user sees the org.
+- The integration user: who revdaemon writes as, and whether revdaemon's permission set is assigned to it.
+- The webhook: the URL and the events to register in Nue; with a public URL, that it reaches this box's daemon
+  (its /healthz answers with the same daemon as the local listener's).
+- The clock: this box's against Salesforce's `Date` header. JWT assertions and signed webhooks carry times; a
+  skew of minutes makes logins and webhooks fail [doc: salesforce-api.md §1.2, the assertion's exp].
+- The state store: writable by this user.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from revdaemon.config import Settings, WebhookAuth
+from revdaemon.connectors.salesforce import SalesforceClient
+from revdaemon.connectors.salesforce_wire import soql_literal
+from revdaemon.errors import SyncError
+from revdaemon.flows import sources
+from revdaemon.flows.base import Flow
+from revdaemon.listener.app import WEBHOOK_PATH
+from revdaemon.setup.metadata import PERMISSION_SET
+from revdaemon.setup.plan import PlanRow
+
+CLOCK_SKEW_LIMIT_SECONDS = 60.0
+PROBE_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fields_check(rows: Sequence[PlanRow]) -> Check:
+    problems = [row for row in rows if not row.ok]
+    if not problems:
+        return Check("salesforce fields", True, f"all {len(rows)} objects and fields ready")
+    names = ", ".join(f"{row.requirement.name} ({row.status.value})" for row in problems[:6])
+    more = f" and {len(problems) - 6} more" if len(problems) > 6 else ""
+    return Check("salesforce fields", False, f"{len(problems)} of {len(rows)} not ready: {names}{more}",
+                 "revdaemon setup salesforce shows each; --apply --assign fixes those revdaemon owns")
+
+
+async def integration_user_check(salesforce: SalesforceClient, fields_ready: bool) -> Check:
+    user = salesforce.integration_user_id
+    if user is None:
+        return Check("integration user", False, "the login did not say who the user is",
+                     "check the Connected App's user (JWT: salesforce.username)")
+    try:
+        assigned = [record async for record in salesforce.query(
+            "SELECT Id FROM PermissionSetAssignment WHERE AssigneeId = "
+            f"{soql_literal(user)} AND PermissionSet.Name = {soql_literal(PERMISSION_SET)}")]
+    except SyncError as exc:
+        # Reading assignments needs "View Setup"; not needed to sync when the fields are visible anyway.
+        return Check("integration user", fields_ready, f"{user}; its permission sets cannot be read: {exc.message}",
+                     "" if fields_ready else "assign the permission set revdaemon_integration to it")
+    if assigned:
+        return Check("integration user", True, f"{user}, permission set {PERMISSION_SET} assigned")
+    return Check("integration user", fields_ready,
+                 f"{user}, permission set {PERMISSION_SET} not assigned"
+                 + (" (the fields are visible through its profile)" if fields_ready else ""),
+                 "" if fields_ready else "revdaemon setup salesforce --apply --assign")
+
+
+def webhook_events(flows: Sequence[Flow]) -> list[str]:
+    """The Nue events to subscribe the webhook to: what the enabled flows take from webhooks."""
+    return sorted({t for flow in flows if sources.NUE_WEBHOOK in flow.sources for t in flow.event_types})
+
+
+def webhook_path(settings: Settings) -> str:
+    if settings.nue.webhook_auth is WebhookAuth.PATH_TOKEN:
+        return f"{WEBHOOK_PATH}/<nue.webhook_path_token>"
+    return WEBHOOK_PATH
+
+
+async def webhook_check(settings: Settings, flows: Sequence[Flow], public_url: str | None,
+                        http: httpx.AsyncClient) -> Check:
+    events = ", ".join(webhook_events(flows))
+    register = (f"register {public_url.rstrip('/') if public_url else 'https://<public host>'}"
+                f"{webhook_path(settings)} in Nue for: {events}")
+    if settings.nue.webhook_auth is WebhookAuth.SIGNATURE:
+        register += " (with the secret nue.webhook_secret)"
+    if public_url is None:
+        return Check("webhook", True, register + "; its reach from outside was not tried",
+                     "add --public-url https://<host> to try it")
+    local = f"http://{settings.listener.host}:{settings.listener.port}/healthz"
+    try:
+        here = (await http.get(local, timeout=PROBE_TIMEOUT_SECONDS)).json().get("daemon")
+    except (httpx.HTTPError, ValueError) as exc:
+        return Check("webhook", False, f"{register}; the daemon does not answer at {local}: {exc}",
+                     "start the daemon on this box, then check again")
+    outside = public_url.rstrip("/") + "/healthz"
+    try:
+        answer = await http.get(outside, timeout=PROBE_TIMEOUT_SECONDS)
+        there = answer.json().get("daemon") if answer.status_code == 200 else None
+    except (httpx.HTTPError, ValueError) as exc:
+        return Check("webhook", False, f"{register}; {outside} cannot be reached: {exc}",
+                     "point the public name and the reverse proxy at this box's listener (README: Going live)")
+    if there is None or there != here:
+        return Check("webhook", False, f"{register}; {outside} answers {answer.status_code} but not from this "
+                                       "box's daemon", "the reverse proxy must forward to listener.host:port here")
+    return Check("webhook", True, register + f"; {outside} reaches this daemon")
+
+
+async def clock_check(settings: Settings, http: httpx.AsyncClient, now: Callable[[], float] = time.time) -> Check:
+    try:
+        answer = await http.get(settings.salesforce.login_url, timeout=PROBE_TIMEOUT_SECONDS)
+        date = answer.headers.get("date")
+        theirs = parsedate_to_datetime(date).timestamp() if date else None
+    except (httpx.HTTPError, TypeError, ValueError) as exc:
+        return Check("clock", True, f"not compared: {settings.salesforce.login_url} did not answer ({exc})")
+    if theirs is None:
+        return Check("clock", True, f"not compared: {settings.salesforce.login_url} sent no Date header")
+    skew = now() - theirs
+    detail = f"{abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} Salesforce"
+    if abs(skew) > CLOCK_SKEW_LIMIT_SECONDS:
+        return Check("clock", False, detail, "synchronise this box's clock (systemd-timesyncd or chrony)")
+    return Check("clock", True, detail)
+
+
+def store_check(settings: Settings) -> Check:
+    """Writable by this user: the SQLite file and its directory (WAL needs both); PostgreSQL is not judged here
+    (`revdaemon status` reads it, and the daemon's readiness says whether writes succeed)."""
+    target = settings.store_target
+    if not isinstance(target, Path):
+        return Check("state store", True, f"{settings.store_display}: writes are checked by the daemon's /healthz")
+    directory = target.parent
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent  # the daemon creates what is missing below the nearest existing one
+    writable = os.access(directory, os.W_OK | os.X_OK) and (not target.exists() or os.access(target, os.W_OK))
+    if writable:
+        return Check("state store", True, f"{target} writable")
+    return Check("state store", False, f"{target} (or {directory}) is not writable by this user",
+                 "run as the daemon's user, or give it the state directory")
