@@ -1150,18 +1150,23 @@ def setup() -> None:
 @json_option
 @click.option("--apply", "apply_changes", is_flag=True,
               help="Create what is missing and grant the integration user access (default: only show the plan).")
-@click.option("--assign", is_flag=True, help="With --apply: assign the permission set to the integration user.")
+@click.option("--assign", is_flag=True,
+              help="With --apply: assign the permission set to the user revdaemon logs in as.")
+@click.option("--assign-to", default=None, metavar="USERNAME",
+              help="With --apply: assign the permission set to this user (an administrator runs setup, the "
+                   "integration user syncs).")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write the definitions as a Salesforce DX source folder instead of reading the org.")
 def setup_salesforce(config_path: Path | None, as_json: bool, apply_changes: bool, assign: bool,
-                     export_dir: Path | None) -> None:
+                     assign_to: str | None, export_dir: Path | None) -> None:
     """Compare what revdaemon needs in Salesforce with the org; exit 4 while anything is missing or wrong."""
     from revdaemon.cli_setup import EXIT_APPLY_FAILED, EXIT_NOT_READY
     from revdaemon.cli_setup import setup_salesforce as run
 
     settings = _load(config_path, credentials=export_dir is None)  # an export reads no org
     _setup_logging(settings)
-    outcome = run(settings, as_json=as_json, apply_changes=apply_changes, assign=assign, export_dir=export_dir)
+    outcome = run(settings, as_json=as_json, apply_changes=apply_changes, assign=assign, assign_to=assign_to,
+                  export_dir=export_dir)
     sys.exit({EXIT_NOT_READY: EXIT_ONLINE, EXIT_APPLY_FAILED: EXIT_RUNTIME}.get(outcome, outcome))
 
 

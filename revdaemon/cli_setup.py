@@ -35,7 +35,7 @@ EXIT_APPLY_FAILED = -2  # an --apply step failed (the CLI's EXIT_RUNTIME)
 
 
 def setup_salesforce(settings: Settings, *, as_json: bool, apply_changes: bool, assign: bool,
-                     export_dir: Path | None) -> int:
+                     export_dir: Path | None, assign_to: str | None = None) -> int:
     """`revdaemon setup salesforce` (cli.py holds its options): 0 when ready or exported, else one of the codes
     above."""
     required = required_by(settings)
@@ -49,7 +49,7 @@ def setup_salesforce(settings: Settings, *, as_json: bool, apply_changes: bool, 
                    f"--source-dir {export_dir / 'force-app'})")
         return 0
     try:
-        rows, actions = anyio.run(plan_and_apply, settings, required, apply_changes, assign)
+        rows, actions = anyio.run(plan_and_apply, settings, required, apply_changes, assign, assign_to)
     except SyncError as exc:
         click.echo(f"revdaemon: salesforce: {exc.message}", err=True)
         return EXIT_NOT_READY
@@ -65,7 +65,7 @@ def setup_salesforce(settings: Settings, *, as_json: bool, apply_changes: bool, 
 
 
 async def plan_and_apply(settings: Settings, required: list[Requirement], apply_changes: bool,
-                         assign: bool) -> tuple[list[PlanRow], list[Action]]:
+                         assign: bool, assign_to: str | None = None) -> tuple[list[PlanRow], list[Action]]:
     """The plan as the org is; with `apply_changes`, what was done and the plan as the org is after it."""
     from revdaemon.engine.clients import build_clients
     from revdaemon.limits import RetryPolicy
@@ -75,8 +75,9 @@ async def plan_and_apply(settings: Settings, required: list[Requirement], apply_
         client, _ = build_clients(settings, http, RetryPolicy(max_attempts=2, max_total=20), budget_share=1.0)
         rows = compare(required, await describe_objects(client, objects))
         actions: list[Action] = []
-        if apply_changes and any(row.applies for row in rows):
-            actions = await apply(client, rows, required, assign=assign)
+        # Assigning is asked for even when the org looks ready: it may look so only to the administrator running it.
+        if apply_changes and (any(row.applies for row in rows) or assign or assign_to):
+            actions = await apply(client, rows, required, assign=assign, assign_to=assign_to)
             rows = compare(required, await describe_objects(client, objects))  # as the org is now
     return rows, actions
 

@@ -52,8 +52,10 @@ async def describe_objects(salesforce: SalesforceClient, objects: Sequence[str]
 
 
 async def apply(salesforce: SalesforceClient, rows: Sequence[PlanRow], required: Sequence[Requirement], *,
-                assign: bool) -> list[Action]:
-    """Create what the plan says is missing and revdaemon owns, then grant everything required."""
+                assign: bool, assign_to: str | None = None) -> list[Action]:
+    """Create what the plan says is missing and revdaemon owns, then grant everything required; assign the
+    permission set to the user revdaemon logged in as (`assign`), or to the user named `assign_to` (an
+    administrator runs setup, the integration user syncs)."""
     actions: list[Action] = []
     missing = [row for row in rows if row.status is Status.MISSING and row.applies]
     # Objects before their fields.
@@ -67,7 +69,7 @@ async def apply(salesforce: SalesforceClient, rows: Sequence[PlanRow], required:
     if not all(action.ok for action in actions):
         return actions  # granting what failed to be made would fail too; the plan names what is left
     fields, objects = grants(required)
-    actions.extend(await _grant(salesforce, fields, objects, assign=assign))
+    actions.extend(await _grant(salesforce, fields, objects, assign=assign, assign_to=assign_to))
     return actions
 
 
@@ -83,7 +85,7 @@ async def _create(salesforce: SalesforceClient, kind: str, full_name: str, metad
 
 
 async def _grant(salesforce: SalesforceClient, fields: Sequence[str], objects: Sequence[str], *,
-                 assign: bool) -> list[Action]:
+                 assign: bool, assign_to: str | None) -> list[Action]:
     actions: list[Action] = []
     permission_set = await _one_id(salesforce,
                                    f"SELECT Id FROM PermissionSet WHERE Name = {soql_literal(PERMISSION_SET)}")
@@ -116,21 +118,31 @@ async def _grant(salesforce: SalesforceClient, fields: Sequence[str], objects: S
             actions.append(Action(f"granted the permission set {noun} access: {len(results) - len(failed)} "
                                   f"of {len(results)}", ok=not failed,
                                   detail="; ".join(_why(r) for r in failed[:5])))
-    if assign:
-        actions.append(await _assign(salesforce, permission_set))
+    if assign or assign_to:
+        actions.append(await _assign(salesforce, permission_set, assign_to))
     return actions
 
 
-async def _assign(salesforce: SalesforceClient, permission_set: str) -> Action:
-    user = salesforce.integration_user_id
-    if user is None:
-        return Action("assign the permission set", ok=False, detail="the login did not say who the user is")
+async def _assign(salesforce: SalesforceClient, permission_set: str, username: str | None) -> Action:
+    if username is None:
+        user = salesforce.integration_user_id
+        if user is None:
+            return Action("assign the permission set", ok=False, detail="the login did not say who the user is")
+    else:
+        user = await _one_id(salesforce, f"SELECT Id FROM User WHERE Username = {soql_literal(username)}")
+        if user is None:
+            return Action(f"assign the permission set to {username}", ok=False, detail="no user has that username")
     found = await _one_id(salesforce, "SELECT Id FROM PermissionSetAssignment WHERE PermissionSetId = "
                                       f"{soql_literal(permission_set)} AND AssigneeId = {soql_literal(user)}")
     if found is not None:
-        return Action(f"permission set already assigned to the integration user {user}")
-    await salesforce.create("PermissionSetAssignment", {"PermissionSetId": permission_set, "AssigneeId": user})
-    return Action(f"assigned the permission set to the integration user {user}")
+        return Action(f"permission set already assigned to the user {username or user}")
+    try:
+        await salesforce.create("PermissionSetAssignment", {"PermissionSetId": permission_set, "AssigneeId": user})
+    except SyncError as exc:
+        # An Integration-licence user takes permission sets only once it has the Salesforce API Integration
+        # permission set licence [3rd: setup guides of the licence]: say so with Salesforce's own error.
+        return Action(f"assign the permission set to {username or user}", ok=False, detail=exc.message)
+    return Action(f"assigned the permission set to the user {username or user}")
 
 
 def _all(record: Mapping[str, Any], wanted: Mapping[str, bool]) -> bool:

@@ -49,7 +49,9 @@ async def test_an_empty_org_is_set_up_and_then_syncs_the_demo_story(tmp_path: Pa
         assert any("assigned the permission set" in action.what for action in actions)
 
         again, actions = await plan_and_apply(settings, required, apply_changes=True, assign=True)
-        assert actions == [] and all(row.ok for row in again)  # a second run finds nothing to do
+        assert all(row.ok for row in again)  # a second run makes, grants and assigns nothing again
+        user = box.salesforce.integration_user_id
+        assert [a.what for a in actions] == [f"permission set already assigned to the user {user}"]
 
         summary = await run_demo(settings, box=box)
         assert summary["events_waiting"] == 0 and summary["dead_letters"] == 0
@@ -116,5 +118,25 @@ def test_check_online_lists_the_fixes_then_passes_once_setup_has_applied(tmp_pat
         report = json.loads(after.stdout)["online"]
         assert report["ok"] and all(line["ok"] for line in report["checks"])
         assert "assigned" in {line["name"]: line for line in report["checks"]}["integration user"]["detail"]
+    finally:
+        box.close()
+
+
+async def test_an_administrator_assigns_the_permission_set_to_another_user(tmp_path: Path) -> None:
+    """Setup run by one user (an administrator) assigns the permission set to the integration user by username,
+    even when the org already looks ready to the one running it; an unknown username is a failed step."""
+    box = sandbox(tmp_path)
+    try:
+        settings = demo_settings(daemon_settings(box, tmp_path), box)
+        required = required_by(settings)
+        _, actions = await plan_and_apply(settings, required, apply_changes=True, assign=False,
+                                          assign_to="sam.success@revdaemon.sandbox")
+        assert actions[-1].what == "assigned the permission set to the user sam.success@revdaemon.sandbox"
+        [assignment] = box.salesforce.records("PermissionSetAssignment")
+        [sam] = [u for u in box.salesforce.records("User") if u["Username"] == "sam.success@revdaemon.sandbox"]
+        assert assignment["AssigneeId"] == sam["Id"]
+        _, actions = await plan_and_apply(settings, required, apply_changes=True, assign=False,
+                                          assign_to="nobody@example.com")
+        assert not actions[-1].ok and actions[-1].detail == "no user has that username"
     finally:
         box.close()
