@@ -88,19 +88,22 @@ def _as_dict(row: PlanRow) -> dict[str, Any]:
 
 
 def _print(rows: list[PlanRow], actions: list[Action]) -> None:
+    """What was done, then only what is not ready (--json has every row)."""
     console = Console()
     for action in actions:
         mark = "[green]done[/green]" if action.ok else "[red]failed[/red]"
         console.print(f"{mark} {action.what}" + (f": {action.detail}" if action.detail else ""))
-    table = Table(title="what revdaemon needs in Salesforce")
-    for column in ("object / field", "status", "needed by", "what to do"):
-        table.add_column(column)
-    for row in rows:
-        style = STATUS_STYLE[row.status]
-        detail = f" ({row.detail})" if row.detail else ""
-        table.add_row(row.requirement.name, f"[{style}]{row.status.value}[/{style}]{detail}",
-                      ", ".join(row.requirement.needed_by), row.fix)
-    console.print(table)
-    problems = sum(not row.ok for row in rows)
-    console.print(f"{len(rows) - problems} of {len(rows)} ready" + (
-        "" if not problems else f"; {problems} to fix (`revdaemon setup salesforce --apply` fixes those it can)"))
+    problems = [row for row in rows if not row.ok]
+    if problems:
+        table = Table(title="not ready in Salesforce")
+        for column in ("object / field", "status", "needed by", "what to do"):
+            table.add_column(column, overflow="fold")
+        for row in problems:
+            style = STATUS_STYLE[row.status]
+            detail = f" ({row.detail})" if row.detail else ""
+            table.add_row(row.requirement.name, f"[{style}]{row.status.value}[/{style}]{detail}",
+                          ", ".join(row.requirement.needed_by), row.fix)
+        console.print(table)
+    console.print(f"{len(rows) - len(problems)} of {len(rows)} objects and fields ready" + (
+        "" if not problems else f"; {len(problems)} to fix (`revdaemon setup salesforce --apply` fixes those "
+                                "marked so)"))

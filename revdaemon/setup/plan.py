@@ -125,7 +125,7 @@ def _compare_one(requirement: Requirement, fields: Mapping[str, Mapping[str, Any
     if found is None:
         if own:
             return PlanRow(requirement=requirement, status=Status.MISSING, applies=True,
-                           detail="absent from describe: not created, or not visible to the integration user",
+                           detail="not in describe: not created, or not visible to the integration user",
                            fix="setup salesforce --apply creates it, or grants read/edit if it exists")
         return PlanRow(requirement=requirement, status=Status.MISSING,
                        detail="the mapping names it; revdaemon does not know its type",
