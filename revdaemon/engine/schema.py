@@ -28,6 +28,8 @@ log = structlog.get_logger("revdaemon.schema")
 # describe still lists the field, and the flow would park and resume for ever; it is a record's error.
 SCHEMA_ERROR_CODES = frozenset({"INVALID_FIELD", "INVALID_TYPE"})
 RECHECK_SECONDS = 300.0
+PARK_FIX = ("`revdaemon setup salesforce` names each field, absent or hidden from the integration user, and "
+            "--apply creates or grants revdaemon's own; or fix the mapping")
 
 
 class Checked(Protocol):
@@ -83,7 +85,8 @@ class SchemaGuard:
             self._checked_at[flow.name] = self.clock()
             if missing:
                 report[flow.name] = missing
-                self._park(flow.name, "missing in Salesforce: " + "; ".join(
+                # Describe is the integration user's: a field hidden by field-level security is missing to it too.
+                self._park(flow.name, "missing in Salesforce, or not visible to the integration user: " + "; ".join(
                     f"{sobject}.{', '.join(names)}" for sobject, names in missing.items()))
             elif flow.name in self.parked:
                 del self.parked[flow.name]
@@ -116,10 +119,10 @@ class SchemaGuard:
         if self.parked.get(flow_name) != reason:
             # An alert once per new reason; repeats stay quiet until something changes.
             log.error("flow_parked", flow=flow_name, reason=reason,
-                      fix="add the field in Salesforce or fix the mapping, then `revdaemon check`")
+                      fix=PARK_FIX)
             if self.alerter is not None:
                 self.alerter.alert(AlertKind.FLOW_PARKED, f"{flow_name}:{reason}", reason, flow=flow_name,
-                                   fix="add the field in Salesforce or fix the mapping, then `revdaemon check`")
+                                   fix=PARK_FIX)
         self.parked[flow_name] = reason
         self._checked_at[flow_name] = self.clock()
 

@@ -26,6 +26,9 @@ log = structlog.get_logger("revdaemon.listener")
 WEBHOOK_PATH = "/webhooks/nue"
 METRICS_PATH = "/metrics"
 HEALTH_PATH = "/healthz"
+# `check --online --public-url` sends this type through the public URL: authenticated and parsed like any
+# notification, answered with this daemon's tag, never stored.
+PING_TYPE = "revdaemon.ping"
 JSON_TYPES = ("application/json",)
 
 
@@ -84,6 +87,9 @@ class ListenerApp:
             return Response.json(400, {"error": str(exc)})
         except EnvelopeError as exc:
             return Response.json(400, {"error": str(exc)})
+        if event.type == PING_TYPE:
+            log.info("webhook_ping_answered", event_key=event.key)
+            return Response.json(200, {"pong": True, "daemon": self._health.daemon})
         if flags := internal_flags(event.payload):
             log.warning("webhook_flag_ignored", event_key=event.key, flags=flags,
                         reason="set only by revdaemon's own sources; a webhook's is stored as sent and not honoured")

@@ -3,8 +3,9 @@ problem with how to fix it.
 
 - Salesforce's fields: the setup plan (plan.py), as the integration user sees the org.
 - The integration user: who revdaemon writes as, and whether revdaemon's permission set is assigned to it.
-- The webhook: the URL and the events to register in Nue; with a public URL, that it reaches this box's daemon
-  (its /healthz answers with the same daemon as the local listener's).
+- The webhook: the URL and the events to register in Nue; with a public URL, that a notification signed (or
+  path-token addressed) as Nue's would be reaches this box's daemon through it: the listener answers a
+  `revdaemon.ping` with its daemon's tag, the one its local /healthz shows, and stores nothing.
 - The clock: this box's against Salesforce's `Date` header. JWT assertions and signed webhooks carry times; a
   skew of minutes makes logins and webhooks fail [doc: salesforce-api.md §1.2, the assertion's exp].
 - The state store: writable by this user.
@@ -12,6 +13,7 @@ problem with how to fix it.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +30,8 @@ from revdaemon.connectors.salesforce_wire import soql_literal
 from revdaemon.errors import SyncError
 from revdaemon.flows import sources
 from revdaemon.flows.base import Flow
-from revdaemon.listener.app import WEBHOOK_PATH
+from revdaemon.listener.app import PING_TYPE, WEBHOOK_PATH
+from revdaemon.listener.signature import sign
 from revdaemon.setup.metadata import PERMISSION_SET
 from revdaemon.setup.plan import PlanRow
 
@@ -105,17 +108,40 @@ async def webhook_check(settings: Settings, flows: Sequence[Flow], public_url: s
     except (httpx.HTTPError, ValueError) as exc:
         return Check("webhook", False, f"{register}; the daemon does not answer at {local}: {exc}",
                      "start the daemon on this box, then check again")
-    outside = public_url.rstrip("/") + "/healthz"
+    outside = public_url.rstrip("/") + WEBHOOK_PATH + _token_suffix(settings)
+    body, headers = ping(settings, now=time.time())
     try:
-        answer = await http.get(outside, timeout=PROBE_TIMEOUT_SECONDS)
+        answer = await http.post(outside, content=body, headers=headers, timeout=PROBE_TIMEOUT_SECONDS)
         there = answer.json().get("daemon") if answer.status_code == 200 else None
     except (httpx.HTTPError, ValueError) as exc:
-        return Check("webhook", False, f"{register}; {outside} cannot be reached: {exc}",
+        return Check("webhook", False, f"{register}; {public_url} cannot be reached: {exc}",
                      "point the public name and the reverse proxy at this box's listener (README: Going live)")
+    if answer.status_code == 401:
+        return Check("webhook", False, f"{register}; a signed test notification through {public_url} was refused: "
+                                       "the proxy or the daemon answering it does not use this config's secret",
+                     "the daemon behind the public name must run with this nue.webhook_secret (or path token)")
     if there is None or there != here:
-        return Check("webhook", False, f"{register}; {outside} answers {answer.status_code} but not from this "
-                                       "box's daemon", "the reverse proxy must forward to listener.host:port here")
-    return Check("webhook", True, register + f"; {outside} reaches this daemon")
+        return Check("webhook", False, f"{register}; {public_url} answers a test notification with "
+                                       f"{answer.status_code}, not from this box's daemon",
+                     "the reverse proxy must forward /webhooks/nue to listener.host:port here")
+    return Check("webhook", True, register + f"; a signed test notification through {public_url} reached this "
+                                             "daemon")
+
+
+def ping(settings: Settings, *, now: float) -> tuple[bytes, dict[str, str]]:
+    """A `revdaemon.ping` notification as Nue would send it to this config's listener: the body and headers."""
+    body = json.dumps({"id": f"revdaemon-ping-{int(now)}", "type": PING_TYPE, "data": {"id": "ping"}}).encode()
+    headers = {"Content-Type": "application/json"}
+    if settings.nue.webhook_auth is WebhookAuth.SIGNATURE and settings.nue.webhook_secret is not None:
+        headers["Nue-Signature"] = sign(body, settings.nue.webhook_secret.get_secret_value(), int(now))
+    return body, headers
+
+
+def _token_suffix(settings: Settings) -> str:
+    token = settings.nue.webhook_path_token
+    if settings.nue.webhook_auth is WebhookAuth.PATH_TOKEN and token is not None:
+        return "/" + token.get_secret_value()
+    return ""
 
 
 async def clock_check(settings: Settings, http: httpx.AsyncClient, now: Callable[[], float] = time.time) -> Check:

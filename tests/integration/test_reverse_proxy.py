@@ -1,5 +1,6 @@
 """The README's nginx snippet, run as written in front of a running daemon: a signed webhook reaches the inbox over
-TLS, /healthz answers from this daemon (`check --online --public-url` says so), and nothing else is exposed."""
+TLS, `check --online --public-url`'s signed ping is answered by this daemon through it, and nothing else is
+exposed."""
 
 from __future__ import annotations
 
@@ -130,6 +131,7 @@ async def test_the_readme_nginx_snippet_forwards_the_webhook_and_health_and_noth
                     seen["event"] = await daemon.store.find_event("nue:evt-proxied")
                     seen["check"] = await webhook_check(as_bound(settings, daemon), default_flows(settings), public,
                                                         http)
+                    seen["types"] = {event.type for event in await daemon.store.list_events(limit=100)}
             finally:
                 proxy.terminate()
                 with anyio.fail_after(10):
@@ -143,4 +145,5 @@ async def test_the_readme_nginx_snippet_forwards_the_webhook_and_health_and_noth
     assert seen["unsigned"] == 401  # refused by revdaemon through the proxy, as directly
     assert seen["direct"] == 200 and seen["elsewhere"] == 404  # only the webhook and /healthz face the internet
     check = seen["check"]
-    assert getattr(check, "ok", False), check
+    assert getattr(check, "ok", False), check  # its signed ping went through the proxy to this daemon
+    assert seen["types"] == {"customer.updated"}  # and was answered, not stored

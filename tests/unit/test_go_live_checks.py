@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -10,6 +12,8 @@ import pytest
 
 from revdaemon.config import Settings
 from revdaemon.engine.supervisor import default_flows
+from revdaemon.listener.app import PING_TYPE
+from revdaemon.listener.signature import verify
 from revdaemon.setup.golive import clock_check, webhook_check, webhook_events
 from tests.unit.test_config import MINIMAL
 
@@ -23,8 +27,11 @@ def settings() -> Settings:
     return Settings.model_validate(MINIMAL)
 
 
-def client(answers: dict[str, httpx.Response | Exception]) -> httpx.AsyncClient:
+def client(answers: dict[str, httpx.Response | Exception],
+           sent: list[httpx.Request] | None = None) -> httpx.AsyncClient:
     def handle(request: httpx.Request) -> httpx.Response:
+        if sent is not None:
+            sent.append(request)
         answer = answers[f"{request.url.scheme}://{request.url.host}"]
         if isinstance(answer, Exception):
             raise answer
@@ -47,8 +54,14 @@ async def test_without_a_public_url_the_line_says_what_to_register_and_that_reac
 async def test_a_public_url_reaching_this_daemon_is_ok_and_another_daemon_is_a_problem() -> None:
     local = "http://127.0.0.1"
     here = httpx.Response(200, json={"ready": True, "daemon": "d-1"})
-    async with client({local: here, PUBLIC: httpx.Response(200, json={"daemon": "d-1"})}) as http:
+    sent: list[httpx.Request] = []
+    async with client({local: here, PUBLIC: httpx.Response(200, json={"daemon": "d-1"})}, sent) as http:
         reached = await webhook_check(settings(), default_flows(settings()), PUBLIC, http)
+    [ping] = [request for request in sent if request.url.host == "sync.example.com"]
+    assert ping.method == "POST" and ping.url.path == "/webhooks/nue"
+    secret = MINIMAL["nue"]["webhook_secret"]
+    verify(ping.headers["nue-signature"], ping.content, secret, now=time.time(), tolerance_seconds=300)
+    assert json.loads(ping.content)["type"] == PING_TYPE
     async with client({local: here, PUBLIC: httpx.Response(200, json={"daemon": "d-2"})}) as http:
         elsewhere = await webhook_check(settings(), default_flows(settings()), PUBLIC, http)
     async with client({local: here, PUBLIC: httpx.ConnectError("no route")}) as http:
@@ -56,6 +69,9 @@ async def test_a_public_url_reaching_this_daemon_is_ok_and_another_daemon_is_a_p
     assert reached.ok and f"{PUBLIC}/webhooks/nue" in reached.detail
     assert not elsewhere.ok and "not from this box's daemon" in elsewhere.detail
     assert not unreachable.ok and "cannot be reached" in unreachable.detail and unreachable.fix
+    async with client({local: here, PUBLIC: httpx.Response(401, json={"error": "bad signature"})}) as http:
+        refused = await webhook_check(settings(), default_flows(settings()), PUBLIC, http)
+    assert not refused.ok and "was refused" in refused.detail
 
 
 async def test_a_clock_minutes_off_salesforce_is_a_problem_seconds_are_not() -> None:
