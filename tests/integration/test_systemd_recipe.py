@@ -44,7 +44,7 @@ def test_the_recipe_installs_a_command_that_runs_with_the_services_credentials_a
     installed = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60)
     assert installed.returncode == 0 and "0.1.0" in installed.stdout
     origin = subprocess.run([str(binary.parent / "python"), "-c", "import revdaemon; print(revdaemon.__file__)"],
-                            capture_output=True, text=True, check=True).stdout
+                            capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert str(ROOT) not in origin  # the installed package, not this checkout
 
     box = create_sandbox(key_dir=tmp_path / "keys", seed=5).start_threads()
@@ -76,7 +76,7 @@ def test_the_recipe_installs_a_command_that_runs_with_the_services_credentials_a
 
         def revdaemon(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
             return subprocess.run([str(binary), *args, "--config", str(config)], capture_output=True, text=True,
-                                  env=env, timeout=120)
+                                  env=env, timeout=120, cwd=tmp_path)
 
         checked = revdaemon("check", "--online", env=service)
         assert checked.returncode == 0, checked.stdout + checked.stderr
