@@ -35,16 +35,19 @@ class TestSandboxCommand:
             assert process.wait(timeout=15) == 0
 
 
-def sandbox_config(box: object, tmp_path: Path) -> Path:
+def sandbox_config(box: object, tmp_path: Path, *, client_id: str | None = None, api_key: str | None = None
+                   ) -> Path:
+    """A config.yaml for this sandbox; `client_id` / `api_key`: other credentials than the ones it accepts."""
     import yaml
 
     info = box.info()  # type: ignore[attr-defined]
     config = {
         "state_dir": str(tmp_path / "state"),
         "salesforce": {"login_url": info["salesforce"]["login_url"], "auth": "jwt",
-                       "client_id": info["salesforce"]["consumer_key"], "username": info["salesforce"]["username"],
+                       "client_id": client_id or info["salesforce"]["consumer_key"],
+                       "username": info["salesforce"]["username"],
                        "private_key_file": info["salesforce"]["private_key_file"]},
-        "nue": {"base_url": info["nue"]["url"], "api_key": info["nue"]["api_key"],
+        "nue": {"base_url": info["nue"]["url"], "api_key": api_key or info["nue"]["api_key"],
                 "webhook_secret": info["nue"]["webhook_secret"]},
     }
     path = tmp_path / "config.yaml"
@@ -76,24 +79,11 @@ class TestReconcileCommand:
 class TestOnlineCheck:
     def test_check_online_logs_in_and_finds_missing_fields(self, tmp_path: Path) -> None:
         """`check --online` logs in to both simulators; with a mapped field removed it names it and exits 4."""
-        import yaml
-
         from revdaemon.sandbox.runner import create_sandbox
 
         box = create_sandbox(key_dir=tmp_path / "keys", seed=2).start_threads()
         try:
-            info = box.info()
-            config = {
-                "state_dir": str(tmp_path / "state"),
-                "salesforce": {"login_url": info["salesforce"]["login_url"], "auth": "jwt",
-                               "client_id": info["salesforce"]["consumer_key"],
-                               "username": info["salesforce"]["username"],
-                               "private_key_file": info["salesforce"]["private_key_file"]},
-                "nue": {"base_url": info["nue"]["url"], "api_key": info["nue"]["api_key"],
-                        "webhook_secret": info["nue"]["webhook_secret"]},
-            }
-            path = tmp_path / "config.yaml"
-            path.write_text(yaml.safe_dump(config))
+            path = sandbox_config(box, tmp_path)
             command = [sys.executable, "-m", "revdaemon.cli", "check", "--online", "--json", "--config", str(path)]
             ok = subprocess.run(command, capture_output=True, text=True)
             assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -112,23 +102,12 @@ class TestOnlineCheck:
     def test_refused_credentials_are_one_line_each_with_the_url(self, tmp_path: Path) -> None:
         """`check --online` with keys both simulators refuse: one line per API naming it, its URL and the
         reason, exit 4, and no traceback."""
-        import yaml
-
         from revdaemon.sandbox.runner import create_sandbox
 
         box = create_sandbox(key_dir=tmp_path / "keys", seed=2).start_threads()
         try:
             info = box.info()
-            config = {
-                "state_dir": str(tmp_path / "state"),
-                "salesforce": {"login_url": info["salesforce"]["login_url"], "auth": "jwt",
-                               "client_id": "not-the-consumer-key", "username": info["salesforce"]["username"],
-                               "private_key_file": info["salesforce"]["private_key_file"]},
-                "nue": {"base_url": info["nue"]["url"], "api_key": "not-the-api-key",
-                        "webhook_secret": info["nue"]["webhook_secret"]},
-            }
-            path = tmp_path / "config.yaml"
-            path.write_text(yaml.safe_dump(config))
+            path = sandbox_config(box, tmp_path, client_id="not-the-consumer-key", api_key="not-the-api-key")
             command = [sys.executable, "-m", "revdaemon.cli", "check", "--online", "--config", str(path)]
             refused = subprocess.run(command, capture_output=True, text=True)
         finally:

@@ -6,18 +6,15 @@ from __future__ import annotations
 import json
 import os
 import socket
-from datetime import timedelta
 from pathlib import Path
 
-import anyio
 import pytest
 import yaml
 from click.testing import CliRunner
 
 from revdaemon import __version__
 from revdaemon.cli import EXIT_CONFIG, EXIT_RUNTIME, EXIT_STORE, main
-from revdaemon.store import open_store
-from revdaemon.store.records import NewConflict, NewDeadLetter, NewEvent
+from tests.unit.test_cli_operator import store_with_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,7 +36,7 @@ def closed_port() -> int:
 @pytest.fixture
 def no_secrets(tmp_path: Path) -> Path:
     """config.yaml without any API secret (the systemd recipe's `status` run without the credential directory),
-    over a store holding one dead letter and one open conflict."""
+    over a store holding a done event, one dead letter and one open conflict."""
     document = yaml.safe_load((ROOT / "config.yaml").read_text())
     document["state_dir"] = str(tmp_path / "state")
     document["listener"] = {**document["listener"], "port": closed_port()}
@@ -49,22 +46,7 @@ def no_secrets(tmp_path: Path) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(document))
 
-    async def fill() -> None:
-        store = await open_store(tmp_path / "state" / "revdaemon.sqlite3")
-        try:
-            await store.add_events([NewEvent(source="nue_webhook", key=f"k{i}", type="order.activated",
-                                             payload={"data": {"id": f"o{i}"}}) for i in range(2)])
-            a, b = await store.claim_events(worker="w", limit=2, lease=timedelta(minutes=5))
-            await store.dead_letter_event(a.id, NewDeadLetter(system="salesforce", operation="upsert Account",
-                                                              error="Required fields are missing: [Name]",
-                                                              error_code="REQUIRED_FIELD_MISSING", status=400))
-            await store.conflict_event(b.id, NewConflict(flow="closed_won_to_order", record_ref="sf:006",
-                                                         reason="edited after the order",
-                                                         nue_values={"qty": "2"}, salesforce_values={"qty": "3"}))
-        finally:
-            await store.close()
-
-    anyio.run(fill)
+    store_with_rows(tmp_path / "state")
     return path
 
 

@@ -24,16 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 NO_FETCHER: Fetcher = None  # type: ignore[assignment]  # an id refused before any read needs no fetcher
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    """A config whose store holds one done event, one dead letter and one open conflict."""
-    document = yaml.safe_load((ROOT / "config.yaml").read_text())
-    document["state_dir"] = str(tmp_path / "state")
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(document))
+def store_with_rows(state_dir: Path) -> None:
+    """A store in `state_dir` holding one done event, one dead letter (id 1) and one open conflict (id 1)."""
 
     async def fill() -> None:
-        store = await open_store(tmp_path / "state" / "revdaemon.sqlite3")
+        store = await open_store(state_dir / "revdaemon.sqlite3")
         try:
             await store.add_events([NewEvent(source="nue_webhook", key=f"k{i}", type="order.activated",
                                              payload={"data": {"id": f"o{i}"}}) for i in range(3)])
@@ -51,6 +46,16 @@ def config(tmp_path: Path) -> Path:
             await store.close()
 
     anyio.run(fill)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A config whose store holds one done event, one dead letter and one open conflict."""
+    document = yaml.safe_load((ROOT / "config.yaml").read_text())
+    document["state_dir"] = str(tmp_path / "state")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(document))
+    store_with_rows(tmp_path / "state")
     return path
 
 
