@@ -140,7 +140,8 @@ class TestAccepting:
         async with httpx.AsyncClient() as client:
             response = await client.get(f"{running.url}/healthz")
         assert response.status_code == 200
-        assert response.json() == {"live": True, "ready": True, "store": True, "last_polls": {}}
+        assert response.json() == {"live": True, "ready": True, "store": True, "last_polls": {}, "daemon": None,
+                                   "pollers_stopped": []}
         running.health.poll_succeeded("nue:Subscription")
         async with httpx.AsyncClient() as client:
             polled = (await client.get(f"{running.url}/healthz")).json()["last_polls"]
