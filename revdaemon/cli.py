@@ -235,7 +235,7 @@ def check(config_path: Path | None, as_json: bool, online: bool, public_url: str
         "mapped_objects": sorted(settings.mapping.objects),
     }
     if online:
-        report["online"] = anyio.run(_online_check, settings, public_url)
+        report["online"] = anyio.run(online_check, settings, public_url)
     failed = online and not report["online"]["ok"]
     if as_json:
         click.echo(json.dumps(report))
@@ -274,7 +274,7 @@ def check(config_path: Path | None, as_json: bool, online: bool, public_url: str
         sys.exit(EXIT_ONLINE)
 
 
-async def _online_check(settings: Settings, public_url: str | None = None) -> dict[str, Any]:
+async def online_check(settings: Settings, public_url: str | None = None) -> dict[str, Any]:
     """Log in to both APIs, compare describe with the fields each flow reads and writes, and the go-live lines:
     the setup plan, the integration user, the webhook, the clock, the store (setup/golive.py)."""
     import httpx

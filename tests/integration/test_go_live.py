@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from revdaemon.cli import EXIT_ONLINE, main
+from revdaemon.cli import EXIT_ONLINE, main, online_check
 from revdaemon.cli_setup import plan_and_apply, required_by
 from revdaemon.demo import demo_settings, run_demo
 from revdaemon.sandbox.runner import Sandbox, create_sandbox
@@ -33,9 +33,16 @@ def writes_to(box: Sandbox, path_part: str) -> list[str]:
 
 
 async def test_an_empty_org_is_set_up_and_then_syncs_the_demo_story(tmp_path: Path) -> None:
+    """The whole go-live on the simulators: the check fails with its fixes named, setup applies them, the check
+    passes, and the demo's story then syncs into the org setup made."""
     box = sandbox(tmp_path, **EMPTY_ORG)
     try:
         settings = demo_settings(daemon_settings(box, tmp_path), box)
+        failing = await online_check(settings)
+        assert not failing["ok"]
+        fixes = {line["name"]: line["fix"] for line in failing["checks"] if not line["ok"]}
+        assert set(fixes) == {"salesforce fields", "integration user"}
+        assert "--apply" in fixes["salesforce fields"] and "--assign" in fixes["integration user"]
         required = required_by(settings)
         before, _ = await plan_and_apply(settings, required, apply_changes=False, assign=False)
         missing = {row.requirement.name for row in before if row.status is Status.MISSING}
@@ -47,6 +54,8 @@ async def test_an_empty_org_is_set_up_and_then_syncs_the_demo_story(tmp_path: Pa
         assert all(action.ok for action in actions), actions
         assert [row.requirement.name for row in after if not row.ok] == []
         assert any("assigned the permission set" in action.what for action in actions)
+        passing = await online_check(settings)
+        assert passing["ok"] and all(line["ok"] for line in passing["checks"]), passing
 
         again, actions = await plan_and_apply(settings, required, apply_changes=True, assign=True)
         assert all(row.ok for row in again)  # a second run makes, grants and assigns nothing again
