@@ -245,6 +245,8 @@ class SubscriptionStatusFlowSettings(_Section):
     # A field edited in Salesforce since revdaemon last wrote it: open a conflict for a person (conflict),
     # or write Nue's value over it (overwrite). A reconciliation repair always writes.
     on_hand_edit: Literal["conflict", "overwrite"] = "conflict"
+    # The opportunity whose order made subscriptions also shows their status, MRR and next renewal.
+    on_opportunity: bool = True
 
 
 class BillingEventsFlowSettings(_Section):

@@ -165,9 +165,12 @@ def _specs(settings: Settings, flow: str) -> dict[str, FieldSpec]:
 
 def _status_mapping(settings: Settings) -> SubscriptionStatusMapping:
     statuses = settings.mapping.lookups.get(settings.flows.subscription_status.status_lookup)
+    chosen = settings.flows.subscription_status
     mapping = SubscriptionStatusMapping(extra_fields=_specs(settings, "subscription_status"),
-                                        lookups=settings.mapping.lookups,
-                                        on_hand_edit=settings.flows.subscription_status.on_hand_edit)
+                                        lookups=settings.mapping.lookups, on_hand_edit=chosen.on_hand_edit)
+    if not chosen.on_opportunity:
+        mapping = dataclasses.replace(mapping, opportunity_status_field=None, opportunity_mrr_field=None,
+                                      opportunity_renewal_field=None)
     return dataclasses.replace(mapping, status_values=dict(statuses)) if statuses else mapping
 
 

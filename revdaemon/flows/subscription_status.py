@@ -5,7 +5,9 @@ Trigger:   subscription.created / subscription.updated (webhook or poll), order.
 Reads:     the Nue customer and all its subscriptions (never the notification's body: it is a hint),
            the catalog's price book entries, then the Salesforce account the customer is linked to.
 Writes:    one update of the account: subscription status (through the mapping's lookup table), MRR,
-           ARR and next renewal date; nothing when the account already shows those values.
+           ARR and next renewal date; nothing when the account already shows those values. And, on each
+           opportunity whose order made some of the customer's subscriptions (flow 1's link), the status, MRR
+           and next renewal of those subscriptions alone (`on_opportunity`).
 Key:       subscription_status:account:<Salesforce account id> (one write per account per state).
 Conflicts: a field edited in Salesforce since revdaemon last wrote it (its value is neither the last synced
            one, nor one revdaemon wrote around the read (found.synced's `recent`), nor Nue's) opens a conflict
@@ -24,7 +26,7 @@ from typing import Any
 
 from revdaemon.connectors import nue_wire
 from revdaemon.domain.money import PricingError
-from revdaemon.domain.subscriptions import STATUS_RANK, customer_state, order_lines, price_entries
+from revdaemon.domain.subscriptions import customer_state, order_lines, price_entries
 from revdaemon.domain.synced import SyncedRecord
 from revdaemon.flows import sources
 from revdaemon.flows.base import FlowEvent, Found, Needs
@@ -61,12 +63,20 @@ class SubscriptionStatusMapping:
     lookups: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     # The opportunity an order was made for (flow 1's marker) shows its subscriptions' status too.
     opportunity_status_field: str | None = "Subscription_Status__c"
+    # Of the subscriptions the opportunity's order made: their MRR and next renewal (None: not written).
+    opportunity_mrr_field: str | None = "MRR__c"
+    opportunity_renewal_field: str | None = "Next_Renewal_Date__c"
     order_marker_field: str | None = None
     on_hand_edit: str = "conflict"  # or "overwrite"
 
     @property
     def fields(self) -> tuple[str, ...]:
         return (self.status_field, self.mrr_field, self.arr_field, self.next_renewal_field, *self.extra_fields)
+
+    @property
+    def opportunity_fields(self) -> tuple[str, ...]:
+        return tuple(name for name in (self.opportunity_status_field, self.opportunity_mrr_field,
+                                       self.opportunity_renewal_field) if name)
 
 
 class SubscriptionStatusFlow:
@@ -78,8 +88,8 @@ class SubscriptionStatusFlow:
         self.mapping = mapping or SubscriptionStatusMapping()
         self.salesforce_fields: dict[str, frozenset[str]] = {
             self.mapping.account_object: frozenset(self.mapping.fields)}
-        if self.mapping.opportunity_status_field:
-            self.salesforce_fields["Opportunity"] = frozenset({self.mapping.opportunity_status_field})
+        if self.mapping.opportunity_fields:
+            self.salesforce_fields["Opportunity"] = frozenset(self.mapping.opportunity_fields)
 
     def needs(self, event: FlowEvent, found: Found) -> Needs:
         customer_id = _customer_id(event)
@@ -94,12 +104,12 @@ class SubscriptionStatusFlow:
             needs = needs | Needs(sf_records=frozenset({account}), sf_fields=fields)
             if self.mapping.on_hand_edit == "conflict":
                 needs = needs | Needs(synced_of=frozenset({self._account_ref(str(customer["externalId"]))}))
-        if self.mapping.opportunity_status_field and customer_id in found.nue_orders:
+        if self.mapping.opportunity_fields and customer_id in found.nue_orders:
             opportunities = {o for o in self._opportunities(found, customer_id).values() if o}
             if opportunities:
                 needs = needs | Needs(
                     sf_records=frozenset(("Opportunity", o) for o in opportunities),
-                    sf_fields=frozenset({("Opportunity", self.mapping.opportunity_status_field)}))
+                    sf_fields=frozenset(("Opportunity", name) for name in self.mapping.opportunity_fields))
         return needs
 
     def _opportunities(self, found: Found, customer_id: str) -> dict[str, str | None]:
@@ -112,23 +122,39 @@ class SubscriptionStatusFlow:
         return out
 
     def _opportunity_writes(self, found: Found, customer_id: str, version: str) -> list[SfUpdate]:
-        status_field = self.mapping.opportunity_status_field
-        if not status_field:
+        """Each opportunity whose order made subscriptions: the state of those subscriptions alone."""
+        m = self.mapping
+        if not m.opportunity_fields:
             return []
         by_line = self._opportunities(found, customer_id)
-        statuses: dict[str, list[str]] = {}
+        made: dict[str, list[Mapping[str, Any]]] = {}
         for subscription in found.nue_subscriptions.get(customer_id, []):
             opportunity = by_line.get(str(subscription.get("orderProductId")))
-            if opportunity and subscription.get("status") in STATUS_RANK:
-                statuses.setdefault(opportunity, []).append(str(subscription["status"]))
+            if opportunity:
+                made.setdefault(opportunity, []).append(subscription)
+        entries = price_entries(found.catalog)
+        lines = order_lines(found.nue_orders.get(customer_id, []))
         writes = []
-        for opportunity, found_statuses in sorted(statuses.items()):
+        for opportunity, subscriptions in sorted(made.items()):
             record = found.sf_records.get(("Opportunity", opportunity))
-            wanted = self.mapping.status_values.get(min(found_statuses, key=STATUS_RANK.index))
-            if record is None or wanted is None or same(record.get(status_field), wanted):
+            if record is None:
                 continue
-            writes.append(SfUpdate(sobject="Opportunity", record_id=opportunity, fields={status_field: wanted},
-                                   idem_key=f"{NAME}:opportunity:{opportunity}:{version}:{record.get(status_field)}"))
+            try:
+                state = customer_state(subscriptions, entries, lines)
+            except PricingError:
+                continue  # the account's own write says so; the opportunity keeps what it shows
+            wanted: dict[str, Any] = {}
+            if m.opportunity_status_field and state.status is not None:
+                wanted[m.opportunity_status_field] = m.status_values.get(state.status)
+            if m.opportunity_mrr_field:
+                wanted[m.opportunity_mrr_field] = state.mrr
+            if m.opportunity_renewal_field:
+                wanted[m.opportunity_renewal_field] = state.next_renewal.isoformat() if state.next_renewal else None
+            changed = {name: value for name, value in wanted.items()
+                       if value is not None and not same(record.get(name), value)}
+            if changed:
+                writes.append(SfUpdate(sobject="Opportunity", record_id=opportunity, fields=changed,
+                                       idem_key=f"{NAME}:opportunity:{opportunity}:{version}:{was(record, changed)}"))
         return writes
 
     def plan(self, event: FlowEvent, found: Found) -> Plan:

@@ -81,6 +81,9 @@ CUSTOM_FIELDS: tuple[FieldDef, ...] = (
     _f("Opportunity", "Expansion_Signal__c", "boolean", label="Expansion Signal"),
     _f("Opportunity", "Subscription_Status__c", "picklist", picklist=SUBSCRIPTION_STATUS_VALUES,
        values_from="subscription_status", label="Subscription Status"),
+    # Flow 2 on the opportunity whose order made the subscriptions: their MRR and next renewal.
+    _f("Opportunity", "MRR__c", "currency", label="MRR"),
+    _f("Opportunity", "Next_Renewal_Date__c", "date", label="Next Renewal Date"),
     # Flow 7: quotes reflected on the opportunity, and their lines found again by key.
     _f("Opportunity", "Nue_Quote_Id__c", label="Nue Quote Id"),
     _f("Opportunity", "Nue_Quote_Version__c", "double", label="Nue Quote Version"),

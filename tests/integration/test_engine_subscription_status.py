@@ -252,3 +252,29 @@ class TestBusyNeverDeadLetters:
             stored = await e.store.get_event(event.id)
             assert stored is not None and stored.status is EventStatus.RECEIVED and stored.attempts == 0
             assert (await e.store.queue_depths())[EventStatus.DEAD] == 0
+
+
+class TestOriginatingOpportunity:
+    async def test_the_opportunity_of_the_order_shows_its_subscriptions_state(self, sandbox: Sandbox,
+                                                                              tmp_path: Path) -> None:
+        """Through real sockets: the opportunity flow 1's order was made for shows the status, MRR and next
+        renewal of that order's subscriptions, as the account does for the customer's whole book."""
+        from revdaemon.connectors.nue_wire import ASSUMED_ORDER_MARKER_PREFIX
+
+        scenario = sandbox.nue.scenario
+        customer = scenario.create_customer(2)
+        account_id = customer["externalId"]
+        opportunity_id = next(o["Id"] for o in sandbox.salesforce.records("Opportunity")
+                              if o["AccountId"] == account_id)
+        # The order as flow 1 makes it for a won deal: marked with its opportunity.
+        marker = f"From Salesforce ({ASSUMED_ORDER_MARKER_PREFIX}{opportunity_id})"
+        scenario.create_and_activate_order(customer["id"], opportunity=2, description=marker)
+        subscriptions = [s for s in sandbox.nue.store.subscriptions.values() if s["customerId"] == customer["id"]]
+        async with engine(sandbox, tmp_path) as e:
+            await e.store.add_events([webhook("subscription.updated", dict(subscriptions[0]), "evt-opp")])
+            assert await e.worker.run_once() == 1
+        account = sandbox.salesforce.record("Account", account_id)
+        opportunity = sandbox.salesforce.record("Opportunity", opportunity_id)
+        assert opportunity["Subscription_Status__c"] == "Active"
+        assert Decimal(str(opportunity["MRR__c"])) == Decimal(str(account["MRR__c"]))  # its one order: all of it
+        assert opportunity["Next_Renewal_Date__c"] == account["Next_Renewal_Date__c"]

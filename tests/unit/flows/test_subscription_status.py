@@ -146,4 +146,30 @@ class TestOriginatingOpportunity:
         [write] = flow.plan(event(), complete).writes
         assert isinstance(write, SfUpdate)
         assert (write.sobject, write.record_id, dict(write.fields)) == (
-            "Opportunity", "006A", {"Subscription_Status__c": "Active"})
+            "Opportunity", "006A", {"Subscription_Status__c": "Active", "MRR__c": Decimal("1000.00"),
+                                    "Next_Renewal_Date__c": "2027-01-31"})
+
+    def test_each_opportunity_shows_only_the_subscriptions_its_order_made(self) -> None:
+        """Two deals of one customer: each opportunity gets the MRR and renewal of its own subscriptions, the
+        account their sum; an opportunity already showing its state is not written."""
+        subs = [{**SUBS[0], "orderProductId": "L1"},
+                {**SUBS[0], "name": "S2", "quantity": 1, "orderProductId": "L2", "subscriptionEndDate": "2027-06-30"}]
+        orders = [{"id": f"o-{n}", "description": f"From Salesforce (sfdc-opportunity:006{n})",
+                   "orderProducts": [{"id": f"L{n}", "discount": 0}]} for n in ("1", "2")]
+        account = {"Id": "001A", "Subscription_Status__c": "Active", "MRR__c": 1500, "ARR__c": 18000,
+                   "Next_Renewal_Date__c": "2027-01-31"}
+        up_to_date = {"Id": "0062", "Subscription_Status__c": "Active", "MRR__c": 500,
+                      "Next_Renewal_Date__c": "2027-06-30"}
+        complete = Found(nue_customers={"c1": CUSTOMER}, nue_subscriptions={"c1": subs}, nue_orders={"c1": orders},
+                         sf_records={("Account", "001A"): account, ("Opportunity", "0061"): {"Id": "0061"},
+                                     ("Opportunity", "0062"): up_to_date}, catalog=CATALOG)
+        [write] = SubscriptionStatusFlow().plan(event(), complete).writes
+        assert isinstance(write, SfUpdate)
+        assert (write.record_id, dict(write.fields)) == ("0061", {
+            "Subscription_Status__c": "Active", "MRR__c": Decimal("1000.00"), "Next_Renewal_Date__c": "2027-01-31"})
+
+    def test_the_opportunity_fields_can_be_switched_off(self) -> None:
+        flow = SubscriptionStatusFlow(dataclasses.replace(SubscriptionStatusFlow().mapping,
+                                                          opportunity_status_field=None, opportunity_mrr_field=None,
+                                                          opportunity_renewal_field=None))
+        assert "Opportunity" not in flow.salesforce_fields
