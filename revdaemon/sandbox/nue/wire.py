@@ -109,6 +109,13 @@ def number(kind: str, n: int) -> str:
     return f"{NUMBER_PREFIXES[kind]}{n:08d}"
 
 
+def composite_id(subscription_name: str, version: int) -> str:
+    """`subscriptionCompositeId`: "composite identifier with version", e.g. SUB-00000309 version 1 [doc,
+    api-docs.nue.io/subscription-data-reference]. The stored copy of that page drops punctuation, so the
+    hyphen between number and version is [assumed]."""
+    return f"{subscription_name}-{version}"
+
+
 def timestamp(moment: datetime) -> str:
     """ISO-8601 in UTC with milliseconds and a Z [doc: ISO-8601; the exact form is assumed]."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
