@@ -49,6 +49,10 @@ DATA_SHAPES: dict[str, str] = {
     "quotes.create": "quote",  # [assumed] {"quote": {...}}
     "quotes.get": "quote",  # [assumed]
     "catalog.products": "list",  # [doc]
+    "credit_memos.list": "list",  # [assumed] like invoices.list, with pagination
+    "credit_memos.get": "single",  # [assumed]
+    # [assumed] {"appliedInvoices": [applications], "creditMemos": [...], "invoices": [...]}
+    "credit_memos.apply": "appliedInvoices",
 }
 
 
@@ -102,6 +106,7 @@ NUMBER_PREFIXES = {  # [doc] O-00000300, SUB-00000309; [assumed] the others
     "customer": "CUST-",
     "quote": "Q-",
     "payment": "PA-",
+    "credit_memo": "CM-",
 }
 
 
