@@ -137,3 +137,19 @@ def test_unknown_change_type_and_asset_are_refused(nue: Running) -> None:
     bad_asset = nue.client.post("/change-orders", json={"assetChanges": [
         {"changeType": "Renew", "assetNumber": "SUB-99999999"}]})
     assert bad_asset.status_code == 422
+
+
+def test_subscription_composite_id_follows_the_version(nue: Running) -> None:
+    """subscriptionCompositeId [doc: "composite identifier with version", SUB-00000309 v1; the hyphen is
+    assumed]: on creation, after a change order, in GraphQL, and never patched directly."""
+    customer_id, sub = _subscribe(nue, quantity=3)
+    assert sub["subscriptionCompositeId"] == f"{sub['name']}-1"
+    assert _current(nue, customer_id)["subscriptionCompositeId"] == f"{sub['name']}-1"
+    _change(nue, changeType="UpdateQuantity", assetNumber=sub["name"], quantity=1)
+    now = _current(nue, customer_id)
+    assert now["subscriptionVersion"] == 2 and now["subscriptionCompositeId"] == f"{sub['name']}-2"
+    query = f'{{ Subscription(where: {{id: {{_eq: "{sub["id"]}"}}}}) {{ name subscriptionCompositeId }} }}'
+    rows = nue.client.post("/async/graphql", json={"query": query}).json()["data"]["Subscription"]
+    assert rows == [{"name": sub["name"], "subscriptionCompositeId": f"{sub['name']}-2"}]
+    refused = nue.client.patch(f"/subscriptions/{sub['id']}", json={"subscriptionCompositeId": "SUB-X-9"})
+    assert refused.status_code == 422

@@ -48,7 +48,7 @@ SCENARIO_ACTIONS = (
     "create_customer", "update_customer", "create_order", "activate_order", "create_and_activate_order",
     "change", "advance_days", "expire_subscription", "post_invoice", "submit_invoice", "activate_invoice",
     "cancel_invoice", "pay_invoice", "fail_collection", "transfer_invoice", "commit_quote", "requote",
-    "set_quote_status", "commit_late",
+    "set_quote_status", "commit_late", "issue_credit_memo",
 )
 
 

@@ -241,7 +241,7 @@ def _compare(left: Any, operator: str, right: Any) -> bool:
 
 
 def _typed(field: str, value: str) -> Any:
-    if field in ("amount", "balance", "taxAmount"):
+    if field in ("amount", "balance", "taxAmount", "amountWithoutTax"):
         try:
             return Decimal(value)
         except InvalidOperation:
@@ -249,8 +249,10 @@ def _typed(field: str, value: str) -> Any:
     return value  # ISO dates and timestamps compare as text
 
 
-def list_invoices(store: Store, raw_query: str, customer_key: str | None = None
-                  ) -> tuple[list[Record], int, int, int]:
+def paged(store: Store, raw_query: str, table: dict[str, Record], fields: tuple[str, ...], noun: str,
+          customer_key: str | None = None) -> tuple[list[Record], int, int, int, dict[str, str]]:
+    """One page of a billing table [doc: page (1-based), limit, status, paymentStatus, customerId and dynamic
+    field filters]: the chosen records, the total, page, limit and the plain parameters. Call under the lock."""
     params, filters = parse_query(raw_query)
     try:
         page = int(params.get("page", "1"))
@@ -263,34 +265,39 @@ def list_invoices(store: Store, raw_query: str, customer_key: str | None = None
         raise bad_request(f"limit must be between 1 and {store.settings.max_page_limit}")
     typed = []
     for field, operator, value in filters:
-        if field not in INVOICE_FIELDS:
-            raise bad_request(f"unknown invoice field {field!r} in the query")
+        if field not in fields:
+            raise bad_request(f"unknown {noun} field {field!r} in the query")
         typed.append((field, operator, _typed(field, value)))
     statuses = set(params["status"].split(",")) if "status" in params else None
     payment = set(params["paymentStatus"].split(",")) if "paymentStatus" in params else None
-    include_payments = "paymentApplications" in params.get("includes", "").split(",")
+    owner = customer_key or params.get("customerId")
+    owner_id = None
+    if owner is not None:
+        customer = store.customer(owner)
+        if customer is None:
+            if customer_key is not None:
+                raise not_found(f"customer {customer_key} not found")
+            return [], 0, page, limit, params
+        owner_id = customer["id"]
+    rows = [
+        r for r in table.values()
+        if (owner_id is None or r["customerId"] == owner_id)
+        and (statuses is None or r["status"] in statuses)
+        and (payment is None or r["paymentStatus"] in payment)
+        and all(_compare(r.get(f), op, v) for f, op, v in typed)
+    ]
+    # Stable order for page walks: oldest change first [assumed].
+    rows.sort(key=lambda r: (r["lastModifiedDate"], r["id"]))
+    return rows[(page - 1) * limit: page * limit], len(rows), page, limit, params
+
+
+def list_invoices(store: Store, raw_query: str, customer_key: str | None = None
+                  ) -> tuple[list[Record], int, int, int]:
     with store.lock:
-        owner = customer_key or params.get("customerId")
-        owner_id = None
-        if owner is not None:
-            customer = store.customer(owner)
-            if customer is None:
-                if customer_key is not None:
-                    raise not_found(f"customer {customer_key} not found")
-                return [], 0, page, limit
-            owner_id = customer["id"]
-        rows = [
-            i for i in store.invoices.values()
-            if (owner_id is None or i["customerId"] == owner_id)
-            and (statuses is None or i["status"] in statuses)
-            and (payment is None or i["paymentStatus"] in payment)
-            and all(_compare(i.get(f), op, v) for f, op, v in typed)
-        ]
-        # Stable order for page walks: oldest change first [assumed].
-        rows.sort(key=lambda i: (i["lastModifiedDate"], i["id"]))
-        chosen = rows[(page - 1) * limit: page * limit]
-        out = [invoice_view(store, i, include_payments) for i in chosen]
-        return out, len(rows), page, limit
+        chosen, total, page, limit, params = paged(store, raw_query, store.invoices, INVOICE_FIELDS, "invoice",
+                                                   customer_key)
+        include_payments = "paymentApplications" in params.get("includes", "").split(",")
+        return [invoice_view(store, i, include_payments) for i in chosen], total, page, limit
 
 
 def invoice_view(store: Store, invoice: Record, include_payments: bool) -> Record:

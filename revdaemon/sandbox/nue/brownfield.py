@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from revdaemon.sandbox.nue import wire
+from revdaemon.sandbox.nue import credit_memos, wire
 from revdaemon.sandbox.nue.scenario import Scenario
 from revdaemon.sandbox.nue.store import Store
 
@@ -40,5 +40,6 @@ def load_brownfield(store: Store, scenario: Scenario) -> None:
                 customer = scenario.create_customer(deal.account_id)
                 scenario.order_for(deal.opportunity_id, customer["id"], order_id=deal.order_id,
                                    description="Imported by an earlier tool")
+        credit_memos.seed(store)
     finally:
         store.publish = publish

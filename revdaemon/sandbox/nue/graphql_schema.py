@@ -14,20 +14,16 @@ from typing import Any
 from graphql import (
     ExecutionResult,
     GraphQLArgument,
-    GraphQLBoolean,
     GraphQLEnumType,
     GraphQLField,
-    GraphQLFloat,
     GraphQLInputField,
     GraphQLInputObjectType,
-    GraphQLInt,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLResolveInfo,
     GraphQLScalarType,
     GraphQLSchema,
-    GraphQLString,
     ListValueNode,
     ObjectValueNode,
     VariableNode,
@@ -37,43 +33,10 @@ from graphql import (
 )
 from graphql.error import GraphQLError
 
-Row = dict[str, Any]
-S, F, N, B = GraphQLString, GraphQLFloat, GraphQLInt, GraphQLBoolean  # N: whole numbers
+from revdaemon.sandbox.nue.graphql_fields import DERIVED, FIELDS, B, F, N, S
 
-FIELDS: dict[str, dict[str, GraphQLScalarType]] = {
-    "Customer": {
-        "id": S, "name": S, "recordType": S, "accountNumber": S, "externalId": S, "email": S, "phone": S,
-        "website": S, "billingStreet": S, "billingCity": S, "billingState": S, "billingPostalCode": S,
-        "billingCountry": S, "shippingStreet": S, "shippingCity": S, "shippingState": S,
-        "shippingPostalCode": S, "shippingCountry": S, "paymentTerm": S, "billCycleDay": N,
-        "salesAccountId": S, "todayARR": F, "todayCMRR": F, "totalTCV": F, "createdDate": S,
-        "lastModifiedDate": S,
-    },
-    "Order": {
-        "id": S, "orderNumber": S, "name": S, "description": S, "orderType": S, "status": S, "customerId": S,
-        "effectiveDate": S, "totalAmount": F, "subtotal": F, "discount": F, "discountAmount": F,
-        "taxAmount": F, "orderACV": F, "orderTCV": F, "orderStartDate": S, "orderPlacedDate": S,
-        "activatedDate": S, "createdDate": S, "lastModifiedDate": S,
-        "quoteId": S, "opportunityId": S,  # [assumed] wire.ORDER_QUOTE_FIELD, wire.ORDER_OPPORTUNITY_FIELD
-    },
-    "Subscription": {
-        "id": S, "name": S, "subscriptionVersion": N, "customerId": S, "productId": S, "priceBookEntryId": S,
-        "orderProductId": S, "subscriptionStartDate": S, "subscriptionEndDate": S, "subscriptionTerm": F,
-        "renewalTerm": N, "autoRenew": B, "quantity": F, "status": S, "nextBillingDate": S, "freeTrial": B,
-        "cancellationDate": S, "createdDate": S, "lastModifiedDate": S,
-    },
-    "Invoice": {
-        "id": S, "name": S, "customerId": S, "orderId": S, "amount": F, "balance": F, "taxAmount": F,
-        "invoiceDate": S, "dueDate": S, "status": S, "paymentStatus": S, "currencyIsoCode": S,
-        "createdDate": S, "lastModifiedDate": S,
-    },
-    "Quote": {
-        "id": S, "quoteNumber": S, "quoteVersion": N, "opportunityId": S, "name": S, "customerId": S,
-        "status": S, "subscriptionStartDate": S, "subscriptionEndDate": S, "subscriptionTerm": F,
-        "priceBookId": S, "discount": F, "discountAmount": F, "billingPeriod": S, "billingTiming": S,
-        "currencyIsoCode": S, "subtotal": F, "totalAmount": F, "createdDate": S, "lastModifiedDate": S,
-    },
-}
+Row = dict[str, Any]
+
 OPERATORS = ("_eq", "_neq", "_gt", "_gte", "_lt", "_lte", "_in")
 
 ORDER_BY = GraphQLEnumType("order_by", {"asc": "asc", "desc": "desc"})
@@ -90,7 +53,8 @@ COMPARISONS = {scalar.name: _comparison(scalar) for scalar in (S, F, N, B)}
 
 def _bool_exp(type_name: str) -> GraphQLInputObjectType:
     def fields() -> dict[str, GraphQLInputField]:
-        out = {name: GraphQLInputField(COMPARISONS[scalar.name]) for name, scalar in FIELDS[type_name].items()}
+        out = {name: GraphQLInputField(COMPARISONS[scalar.name]) for name, scalar in FIELDS[type_name].items()
+               if isinstance(scalar, GraphQLScalarType)}  # list fields are selected, not filtered
         out["_and"] = GraphQLInputField(GraphQLList(GraphQLNonNull(expression)))
         out["_or"] = GraphQLInputField(GraphQLList(GraphQLNonNull(expression)))
         return out
@@ -101,7 +65,8 @@ def _bool_exp(type_name: str) -> GraphQLInputObjectType:
 
 def _order_by(type_name: str) -> GraphQLInputObjectType:
     return GraphQLInputObjectType(f"{type_name}_order_by",
-                                  {name: GraphQLInputField(ORDER_BY) for name in FIELDS[type_name]})
+                                  {name: GraphQLInputField(ORDER_BY) for name, kind in FIELDS[type_name].items()
+                                   if isinstance(kind, GraphQLScalarType)})
 
 
 # --- filtering and sorting ------------------------------------------------------------------------------
@@ -190,7 +155,8 @@ def build_schema(source: Source) -> GraphQLSchema:
                     order_by: Any = None, limit: int | None = None, offset: int | None = None) -> list[Row]:
             if (limit is not None and limit < 0) or (offset is not None and offset < 0):
                 raise GraphQLError("limit and offset must not be negative")
-            rows = [_floaty(r) for r in source(type_name)]
+            derive = DERIVED.get(type_name, {})
+            rows = [_floaty({**r, **{k: f(r) for k, f in derive.items()}}) for r in source(type_name)]
             if where:
                 rows = [r for r in rows if _matches(r, where)]
             if order_by:

@@ -317,6 +317,7 @@ def _materialise(store: Store, order: Record, lines: list[Record], parent: Recor
                 "nextBillingDate": line["subscriptionStartDate"], "freeTrial": line["freeTrial"],
                 "cancellationDate": None, "_discount": line["discount"], "_included": line["_included"],
             }
+            created["subscriptionCompositeId"] = wire.composite_id(created["name"], 1)
             store.touch(created, created=True)
             store.subscriptions[created["id"]] = created
             store.subscriptions_by_name[created["name"]] = created["id"]
@@ -357,6 +358,7 @@ def activate_order(store: Store, order_id: str, raw: Any) -> dict[str, Any]:
             _totals(store, order, order["orderProducts"], order["taxAmount"] != ZERO, _plan_delta(store, plan))
             for sub, after, _ in plan.values():
                 after["subscriptionVersion"] = sub["subscriptionVersion"] + 1
+                after["subscriptionCompositeId"] = wire.composite_id(sub["name"], after["subscriptionVersion"])
                 after["_orders"] = [*sub.get("_orders", [sub["orderId"]]), order["id"]]
                 sub.update(after)
                 store.touch(sub)
@@ -434,7 +436,7 @@ def list_subscriptions(store: Store, ids_param: str | None, status: str | None) 
 
 SUBSCRIPTION_PATCHABLE = ("autoRenew", "renewalTerm", "description")
 NEEDS_CHANGE_ORDER = ("quantity", "subscriptionTerm", "subscriptionStartDate", "subscriptionEndDate", "status",
-                      "priceBookEntryId", "productId", "subscriptionVersion")
+                      "priceBookEntryId", "productId", "subscriptionVersion", "subscriptionCompositeId")
 
 
 def update_subscription(store: Store, sub_id: str, raw: Any) -> tuple[Record, list[str]]:
@@ -478,6 +480,7 @@ def sweep(store: Store) -> list[Record]:
                     sub["subscriptionEndDate"] = add_months(end, sub["renewalTerm"]).isoformat()
                     sub["subscriptionTerm"] = sub["subscriptionTerm"] + sub["renewalTerm"]
                     sub["subscriptionVersion"] += 1
+                    sub["subscriptionCompositeId"] = wire.composite_id(sub["name"], sub["subscriptionVersion"])
                 else:
                     sub["status"] = "Ended"
             else:

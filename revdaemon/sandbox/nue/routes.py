@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from revdaemon.sandbox.nue import billing, customers, orders, quotes, wire
+from revdaemon.sandbox.nue.credit_memos import credit_memo_routes
 from revdaemon.sandbox.nue.errors import ApiError, bad_request, not_found
 from revdaemon.sandbox.nue.graphql_schema import GraphQLEndpoint
 from revdaemon.sandbox.nue.responses import json_response
@@ -153,6 +154,7 @@ def api_routes(host: Host) -> list[Route]:
         Route("/cpq/quotes/{id}", get_quote, methods=["GET"]),
         Route("/catalog/products", products, methods=["GET"]),
         Route("/async/graphql", graphql, methods=["POST"]),
+        *credit_memo_routes(host),
     ]
 
 

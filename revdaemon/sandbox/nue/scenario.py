@@ -7,7 +7,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
-from revdaemon.sandbox.nue import billing, customers, orders, quotes, wire
+from revdaemon.sandbox.nue import billing, credit_memos, customers, orders, quotes, wire
 from revdaemon.sandbox.nue.errors import unprocessable
 from revdaemon.sandbox.nue.store import Record, Store
 from revdaemon.sandbox.seed import SeedAccount, SeedOpportunity
@@ -145,6 +145,11 @@ class Scenario:
                                      "transactionAmount": str(value), "paymentSource": "Sandbox",
                                      "paymentMethod": payment_method}]}
             return _out(billing.pay(store, body))
+
+    def issue_credit_memo(self, customer: str, amount: Decimal | str, invoice_id: str | None = None,
+                          activate: bool = True) -> Record:
+        return _out(credit_memos.issue(self.store, customer, Decimal(str(amount)), invoice_id=invoice_id,
+                                       activate=activate))
 
     def fail_collection(self, invoice_id: str) -> Record:
         return _out(billing.set_payment_status(self.store, invoice_id, "TransferError"))

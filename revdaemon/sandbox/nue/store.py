@@ -44,6 +44,7 @@ class Store:
         self.assets: dict[str, Record] = {}
         self.invoices: dict[str, Record] = {}
         self.payment_applications: dict[str, list[Record]] = {}
+        self.credit_memos: dict[str, Record] = {}
         self.quotes: dict[str, Record] = {}
         self.quotes_by_opportunity: dict[str, str] = {}
 

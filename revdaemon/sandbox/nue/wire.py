@@ -49,6 +49,10 @@ DATA_SHAPES: dict[str, str] = {
     "quotes.create": "quote",  # [assumed] {"quote": {...}}
     "quotes.get": "quote",  # [assumed]
     "catalog.products": "list",  # [doc]
+    "credit_memos.list": "list",  # [assumed] like invoices.list, with pagination
+    "credit_memos.get": "single",  # [assumed]
+    # [assumed] {"appliedInvoices": [applications], "creditMemos": [...], "invoices": [...]}
+    "credit_memos.apply": "appliedInvoices",
 }
 
 
@@ -102,11 +106,19 @@ NUMBER_PREFIXES = {  # [doc] O-00000300, SUB-00000309; [assumed] the others
     "customer": "CUST-",
     "quote": "Q-",
     "payment": "PA-",
+    "credit_memo": "CM-",
 }
 
 
 def number(kind: str, n: int) -> str:
     return f"{NUMBER_PREFIXES[kind]}{n:08d}"
+
+
+def composite_id(subscription_name: str, version: int) -> str:
+    """`subscriptionCompositeId`: "composite identifier with version", e.g. SUB-00000309 version 1 [doc,
+    api-docs.nue.io/subscription-data-reference]. The stored copy of that page drops punctuation, so the
+    hyphen between number and version is [assumed]."""
+    return f"{subscription_name}-{version}"
 
 
 def timestamp(moment: datetime) -> str:

@@ -10,6 +10,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -318,7 +319,12 @@ class RestApi:
         if start >= end:
             raise bad_request("INVALID_REPLICATION_DATE", "startDate must chronologically precede endDate by more "
                                                           "than one minute")
-        low, high = wire_from_datetime(start), wire_from_datetime(end)
+        # latestDateCovered is the last time the call covered, "less than or equal to endDate" [doc]: never a
+        # future end, but the current minute at most (the changes of a minute still running are not covered
+        # yet, so they are left to the next call, which starts from here).
+        now = datetime.fromtimestamp(self.clock(), UTC).replace(second=0, microsecond=0)
+        covered = max(start, min(end, now))
+        low, high = wire_from_datetime(start), wire_from_datetime(covered)
         with self.store.lock:
             rows = [r for r in self.store.table(od.name).values() if low <= r["SystemModstamp"] < high]
         if kind == "updated":
