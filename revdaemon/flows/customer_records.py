@@ -78,7 +78,8 @@ def linked_account(customer_id: str, customer: Mapping[str, Any] | None, found: 
 
 def account_needs(m: CustomerRecords, flow: str, customer_id: str, found: Found) -> tuple[Needs, AccountOf]:
     """The reads that find the customer's account, and the account as far as `found` tells."""
-    needs = Needs(nue_customers=frozenset({customer_id}))
+    # The id link is read with the customer (one round): it costs a store read, no API call.
+    needs = Needs(nue_customers=frozenset({customer_id}), id_links=frozenset({(LINK_TYPE, customer_id)}))
     if customer_id not in found.nue_customers:
         return needs, AccountOf(waiting=True)
     customer = found.nue_customers.get(customer_id)
@@ -86,7 +87,6 @@ def account_needs(m: CustomerRecords, flow: str, customer_id: str, found: Found)
         return needs, AccountOf(missing=f"Nue has no customer {customer_id}")
     if customer.get("externalId"):  # Nue's own sync linked it: nothing more to read
         return needs, AccountOf(account_id=str(customer["externalId"]))
-    needs |= Needs(id_links=frozenset({(LINK_TYPE, customer_id)}))
     if (LINK_TYPE, customer_id) not in found.id_links:
         return needs, AccountOf(waiting=True)
     linked = linked_account(customer_id, customer, found)
@@ -117,23 +117,27 @@ def account_needs(m: CustomerRecords, flow: str, customer_id: str, found: Found)
 
 def _by_name(m: CustomerRecords, flow: str, customer_id: str, customer: Mapping[str, Any],
              rows: Sequence[Mapping[str, Any]]) -> AccountOf:
-    """Link the one account of this exact name and domain; several, or a name the domain does not confirm, is a
-    person's call; none: upsert one by the external id."""
+    """Link the one account of this exact name (as SOQL compares: without case) and domain; several, or one of the
+    name without a website to confirm it, is a person's call; none (or only other domains): upsert one by the
+    external id."""
     name = str(customer.get("name") or "").strip()
     same_name = [a for a in rows if str(a.get("Name") or "").strip().casefold() == name.casefold()
                  and not a.get(m.account_key)]  # an account keyed to another customer is that one's
     domain = domain_of(customer.get("website")) or domain_of(customer.get("email"))
     confirmed = [a for a in same_name if domain and domain_of(a.get("Website")) == domain]
+    # Of the same name and no website (or a customer without one): it may be this customer; it may not.
+    unsure = [a for a in same_name if not domain or not domain_of(a.get("Website"))]
     ref = f"nue:Customer:{customer_id}"
-    if len(confirmed) == 1:
+    if len(confirmed) == 1 and not unsure:
         account_id = str(confirmed[0]["Id"])
         return AccountOf(write=SfUpdate(sobject=m.account_object, record_id=account_id,
                                         fields={m.account_key: customer_id},
                                         idem_key=f"{flow}:account-link:{customer_id}:{account_id}"))
-    if same_name:
-        shown = confirmed or same_name
-        why = (f"{len(confirmed)} accounts named {name!r} have the domain {domain}" if confirmed else
-               f"{len(same_name)} account(s) named {name!r}, none with the domain {domain or '(none in Nue)'}")
+    if confirmed or unsure:  # an account of the same name and another domain is another company
+        shown = [*confirmed, *unsure]
+        why = (f"{len(shown)} accounts named {name!r} may be this customer (domain {domain or 'unknown in Nue'})"
+               if len(shown) > 1 else
+               f"an account named {name!r} has no website to confirm the domain {domain or '(none in Nue)'}")
         return AccountOf(conflict=OpenConflict(
             flow=flow, record_ref=ref,
             reason=f"{why}: set {m.account_key} = {customer_id} on the right account (or rename one), then replay",

@@ -113,11 +113,13 @@ class OnboardingFlow:
         customer_id = customer_id_of(event)
         if customer_id is None or event.resource_id is None:
             return Needs()
-        needs = Needs(nue_orders_of=frozenset({customer_id}), nue_customers=frozenset({customer_id}))
+        m = self.mapping
+        # What depends on the customer id alone is read in the first round, with the orders.
+        needs = Needs(nue_orders_of=frozenset({customer_id}), nue_customers=frozenset({customer_id}),
+                      nue_contacts_of=frozenset({customer_id} if m.records.contacts else ()))
         order = order_by_id(found.nue_orders.get(customer_id, []), event.resource_id)
         if order is None or is_change_order(order):
             return needs
-        m = self.mapping
         needs |= Needs(catalog=True)
         found_account, account = account_needs(m.records, NAME, customer_id, found)
         needs |= found_account
