@@ -261,6 +261,10 @@ class OnboardingTask(_Section):
 
 class OnboardingFlowSettings(_Section):
     enabled: bool = True
+    # A customer with no Salesforce account (made in Nue) gets one, looked up first (flows/customer_records.py).
+    create_accounts: bool = True
+    # The customer's Nue contacts upserted as Contacts of its account (Contact.Nue_Contact_Id__c).
+    contacts: bool = True
     tasks: tuple[OnboardingTask, ...] = (
         OnboardingTask(subject="Send welcome pack", due_days=1),
         OnboardingTask(subject="Kick-off call", due_days=2),

@@ -62,6 +62,15 @@ INVOICE_FIELDS = ("id", "name", "customerId", "amount", "balance", "invoiceDate"
                   "paymentStatus", "lastModifiedDate")
 QUOTE_FIELDS = ("id", "name", "opportunityId", "customerId", "status", "quoteVersion", "subtotal", "totalAmount",
                 "discount", "discountAmount", "lastModifiedDate")  # quoteVersion, status, totals: [assumed]
+# [doc] contacts are made with POST /customers/{id}/contacts (firstName, lastName, name, unique email); [assumed]
+# they are read back through the GraphQL subset as `Contact` rows carrying `customerId`.
+CONTACT_FIELDS = ("id", "customerId", "firstName", "lastName", "name", "email", "phone", "title", "createdDate",
+                  "lastModifiedDate")
+# [assumed] an order names its bill-to contact as `billToContactId` (the create takes `billToContact: {id}` [doc]);
+# the customer's primary contact as `primaryContactId`, on the order or else the customer. Neither read-back name
+# is documented: every name listed is read, the first one set wins.
+ASSUMED_BILL_TO_CONTACT_FIELDS = ("billToContactId",)
+ASSUMED_PRIMARY_CONTACT_FIELDS = ("primaryContactId",)
 GRAPHQL_IN_MAX = 200  # values per `_in` list: keeps one query well under any body limit
 
 # [assumed] webhook envelope and signature.

@@ -62,6 +62,7 @@ class Fetcher:
             nue_subscriptions=await self._by_customer(needs.nue_subscriptions_of, aliases,
                                                       self._nue.list_subscriptions),
             nue_orders=await self._by_customer(needs.nue_orders_of, aliases, self._nue.list_orders),
+            nue_contacts=await self._by_customer(needs.nue_contacts_of, aliases, self._contacts),
             nue_invoices=await self._invoices(needs.nue_invoices),
             nue_quotes=await self._quotes(needs.nue_quotes),
             nue_quotes_of=await self._quotes_of(needs.nue_quotes_of),
@@ -69,10 +70,23 @@ class Fetcher:
             sf_children=await self._sf_children(needs.sf_children, needs.sf_fields),
             sf_selected=_selected(needs),
             catalog=tuple(await self._nue.products()) if needs.catalog else (),
+            id_links=await self._links(needs.id_links),
             go_live=await self._go_live() if needs.go_live else None,
         )
         return dataclasses.replace(found, synced=await self._with_recent(synced, found.sf_records,
                                                                          since=started - RACE_WINDOW))
+
+    async def _contacts(self, customer_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Contacts of many customers in one GraphQL `_in` read (the Contact type is [assumed]: nue_wire)."""
+        return await self._nue.read_where_in("Contact", "customerId", customer_ids, nue_wire.CONTACT_FIELDS)
+
+    async def _links(self, keys: frozenset[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
+        """The Salesforce id each (object type, Nue id) is linked to in revdaemon's store (None: no link)."""
+        found: dict[tuple[str, str], str | None] = {}
+        for object_type, nue_id in sorted(keys):
+            link = await self._store.find_link(object_type, nue_id=nue_id) if self._store is not None else None
+            found[(object_type, nue_id)] = link.salesforce_id if link is not None else None
+        return found
 
     async def _go_live(self) -> date:
         # Without a store (a bare preview) nothing is known of a go-live: no cut-off.

@@ -55,6 +55,7 @@ from revdaemon.flows.amendments import AmendmentsFlow
 from revdaemon.flows.base import Flow
 from revdaemon.flows.billing_events import BillingEventMapping, BillingEventsFlow
 from revdaemon.flows.closed_won_to_order import ClosedWonMapping, ClosedWonToOrderFlow
+from revdaemon.flows.customer_records import CustomerRecords
 from revdaemon.flows.onboarding import OnboardingFlow, OnboardingMapping
 from revdaemon.flows.quote_sync import QuoteSyncFlow, QuoteSyncMapping
 from revdaemon.flows.renewals import RenewalFlow, RenewalMapping
@@ -141,7 +142,8 @@ def default_flows(settings: Settings) -> list[Flow]:
     if chosen.onboarding.enabled:
         flows.append(OnboardingFlow(OnboardingMapping(
             tasks=tuple((t.subject, t.due_days) for t in chosen.onboarding.tasks),
-            extra_fields=_specs(settings, "onboarding"), lookups=settings.mapping.lookups)))
+            extra_fields=_specs(settings, "onboarding"), lookups=settings.mapping.lookups,
+            records=_customer_records(settings))))
     if chosen.subscription_status.enabled:
         flows.append(SubscriptionStatusFlow(_status_mapping(settings)))
     return flows
@@ -157,6 +159,21 @@ def build_sync_status(settings: Settings) -> SyncStatus:
     """The sync status fields configured per Salesforce object (`mapping.sync_status`); empty: off."""
     return SyncStatus({sobject: StatusFields(**fields.model_dump()) for sobject, fields
                        in settings.mapping.sync_status.items()})
+
+
+def _customer_records(settings: Settings) -> CustomerRecords:
+    """Flow 6's account and contact rules: flows.onboarding, and mapping.objects.account / contact when set."""
+    chosen = settings.flows.onboarding
+    records = CustomerRecords(create_accounts=chosen.create_accounts, contacts=chosen.contacts)
+    account, contact = settings.mapping.objects.get("account"), settings.mapping.objects.get("contact")
+    if account is not None:
+        records = dataclasses.replace(records, account_object=account.salesforce_object,
+                                      account_key=account.external_id_field or records.account_key,
+                                      account_fields=dict(account.fields) or records.account_fields)
+    if contact is not None:
+        records = dataclasses.replace(records, contact_key=contact.external_id_field or records.contact_key,
+                                      contact_fields=dict(contact.fields) or records.contact_fields)
+    return records
 
 
 def _specs(settings: Settings, flow: str) -> dict[str, FieldSpec]:

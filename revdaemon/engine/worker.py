@@ -45,6 +45,7 @@ from revdaemon.errors import (
     Conflict,
     ErrorContext,
     Fenced,
+    LinkConflict,
     OutcomeUnknown,
     Permanent,
     RequestLimitExceeded,
@@ -56,12 +57,12 @@ from revdaemon.errors import (
 )
 from revdaemon.flows import sources
 from revdaemon.flows.base import Flow, FlowEvent, Found, Needs, takes, why_not_taken
-from revdaemon.flows.plan import OpenConflict, Plan
+from revdaemon.flows.plan import LinkIds, OpenConflict, Plan
 from revdaemon.limits import RetryPolicy
 from revdaemon.ops.alerts import Alerter, AlertKind
 from revdaemon.ops.metrics import Metrics
 from revdaemon.store import Store
-from revdaemon.store.records import Event, NewConflict, NewDeadLetter, utcnow
+from revdaemon.store.records import Event, Link, NewConflict, NewDeadLetter, utcnow
 from revdaemon.store.states import EventStatus
 
 log = structlog.get_logger("revdaemon.worker")
@@ -70,7 +71,7 @@ PARKED_RETRY_SECONDS = 300.0
 BUSY_RETRY_SECONDS = 0.5
 LIMIT_RETRY_SECONDS = 60.0
 MAX_STEPS = 6  # closed won: customer, order, activation, write-back, and room to spare
-MAX_LOOKUP_ROUNDS = 4
+MAX_LOOKUP_ROUNDS = 6  # onboarding of a new customer: customer, its account by key, then by name, then its records
 
 
 class Doorbell:
@@ -458,7 +459,21 @@ class Worker:
             if any(outcomes[w.idem_key].stale for w in plan.writes):
                 job.done = True  # a newer state of the entity was already applied: this one is history
                 continue
+            await self._link(job, plan.links)
             job.done = plan.done
+
+    async def _link(self, job: _Job, links: Sequence[LinkIds]) -> None:
+        """Record the pairings a plan found (after its writes succeeded). A pairing that contradicts one already
+        kept is logged and left: the flow found it by ids both systems hold, so the older link is the one to check."""
+        if self._executor.dry_run:
+            return  # a dry run stores nothing
+        for link in links:
+            try:
+                await self._store.put_link(Link(object_type=link.object_type, nue_id=link.nue_id,
+                                                salesforce_id=link.salesforce_id))
+            except LinkConflict as exc:
+                log.warning("link_not_recorded", event_key=job.event.key, flow=job.flow.name,
+                            nue_id=link.nue_id, salesforce_id=link.salesforce_id, reason=str(exc))
 
     async def _step_one_by_one(self, jobs: list[_Job], first_error: SyncError) -> None:
         log.warning("batched_lookup_failed", jobs=len(jobs), error=first_error.message)

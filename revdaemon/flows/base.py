@@ -46,6 +46,7 @@ class Needs:
     nue_customers: frozenset[str] = frozenset()  # Nue customer ids or Salesforce Account ids
     nue_subscriptions_of: frozenset[str] = frozenset()  # customer ids whose subscriptions to read
     nue_orders_of: frozenset[str] = frozenset()  # customer ids whose orders to read
+    nue_contacts_of: frozenset[str] = frozenset()  # customer ids whose contacts to read
     nue_invoices: frozenset[str] = frozenset()
     nue_quotes: frozenset[str] = frozenset()  # quote ids, read whole (with products)
     nue_quotes_of: frozenset[str] = frozenset()  # Salesforce opportunity ids whose quotes to list
@@ -54,6 +55,7 @@ class Needs:
     sf_children: frozenset[tuple[str, str, str]] = frozenset()  # (sobject, parent field, parent id)
     catalog: bool = False
     synced_of: frozenset[str] = frozenset()  # record refs whose last synced values to read (revdaemon's store)
+    id_links: frozenset[tuple[str, str]] = frozenset()  # (object type, Nue id) whose id link to read (the store)
     go_live: bool = False  # the store's go-live date (Store.created_on)
 
     def minus(self, found: Found) -> Needs:
@@ -64,6 +66,7 @@ class Needs:
             nue_customers=frozenset(self.nue_customers - found.nue_customers.keys()),
             nue_subscriptions_of=frozenset(self.nue_subscriptions_of - found.nue_subscriptions.keys()),
             nue_orders_of=frozenset(self.nue_orders_of - found.nue_orders.keys()),
+            nue_contacts_of=frozenset(self.nue_contacts_of - found.nue_contacts.keys()),
             nue_invoices=frozenset(self.nue_invoices - found.nue_invoices.keys()),
             nue_quotes=frozenset(self.nue_quotes - found.nue_quotes.keys()),
             nue_quotes_of=frozenset(self.nue_quotes_of - found.nue_quotes_of.keys()),
@@ -72,19 +75,21 @@ class Needs:
             sf_children=frozenset(k for k in self.sf_children if k not in found.sf_children or k[0] in short),
             catalog=self.catalog and not found.catalog,
             synced_of=frozenset(self.synced_of - found.synced.keys()),
+            id_links=frozenset(self.id_links - found.id_links.keys()),
             go_live=self.go_live and found.go_live is None,
         )
 
     def __bool__(self) -> bool:
-        return bool(self.nue_customers or self.nue_subscriptions_of or self.nue_orders_of or self.nue_invoices
-                    or self.nue_quotes or self.nue_quotes_of or self.sf_records or self.sf_children or self.catalog
-                    or self.synced_of or self.go_live)
+        return bool(self.nue_customers or self.nue_subscriptions_of or self.nue_orders_of or self.nue_contacts_of
+                    or self.nue_invoices or self.nue_quotes or self.nue_quotes_of or self.sf_records
+                    or self.sf_children or self.catalog or self.synced_of or self.id_links or self.go_live)
 
     def __or__(self, other: Needs) -> Needs:
         return Needs(
             nue_customers=self.nue_customers | other.nue_customers,
             nue_subscriptions_of=self.nue_subscriptions_of | other.nue_subscriptions_of,
             nue_orders_of=self.nue_orders_of | other.nue_orders_of,
+            nue_contacts_of=self.nue_contacts_of | other.nue_contacts_of,
             nue_invoices=self.nue_invoices | other.nue_invoices,
             nue_quotes=self.nue_quotes | other.nue_quotes,
             nue_quotes_of=self.nue_quotes_of | other.nue_quotes_of,
@@ -93,6 +98,7 @@ class Needs:
             sf_children=self.sf_children | other.sf_children,
             catalog=self.catalog or other.catalog,
             synced_of=self.synced_of | other.synced_of,
+            id_links=self.id_links | other.id_links,
             go_live=self.go_live or other.go_live,
         )
 
@@ -104,6 +110,7 @@ class Found:
     nue_customers: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
     nue_subscriptions: Mapping[str, list[Mapping[str, Any]]] = field(default_factory=dict)
     nue_orders: Mapping[str, list[Mapping[str, Any]]] = field(default_factory=dict)
+    nue_contacts: Mapping[str, list[Mapping[str, Any]]] = field(default_factory=dict)  # customer id -> contacts
     nue_invoices: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
     nue_quotes: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
     nue_quotes_of: Mapping[str, list[Mapping[str, Any]]] = field(default_factory=dict)
@@ -112,6 +119,7 @@ class Found:
     sf_selected: Mapping[str, frozenset[str]] = field(default_factory=dict)  # fields read, per object
     catalog: tuple[Mapping[str, Any], ...] = ()
     synced: Mapping[str, SyncedRecord] = field(default_factory=dict)  # record ref -> last synced values
+    id_links: Mapping[tuple[str, str], str | None] = field(default_factory=dict)  # -> the Salesforce id, or None
     go_live: date | None = None  # the store's go-live date once read (date.min read without a store: none)
 
     def merged(self, other: Found) -> Found:
@@ -119,6 +127,7 @@ class Found:
             nue_customers={**self.nue_customers, **other.nue_customers},
             nue_subscriptions={**self.nue_subscriptions, **other.nue_subscriptions},
             nue_orders={**self.nue_orders, **other.nue_orders},
+            nue_contacts={**self.nue_contacts, **other.nue_contacts},
             nue_invoices={**self.nue_invoices, **other.nue_invoices},
             nue_quotes={**self.nue_quotes, **other.nue_quotes},
             nue_quotes_of={**self.nue_quotes_of, **other.nue_quotes_of},
@@ -127,6 +136,7 @@ class Found:
             sf_selected={**self.sf_selected, **other.sf_selected},
             catalog=other.catalog or self.catalog,
             synced={**self.synced, **other.synced},
+            id_links={**self.id_links, **other.id_links},
             go_live=other.go_live or self.go_live,
         )
 

@@ -3,20 +3,30 @@
 Trigger:   order.activated (webhook or poll; `data.id` is the order id, `data.customerId` its customer).
            Change orders (amendments, renewals, cancellations) are skipped: they are flow 5's.
 Reads:     the customer's orders (this one re-read; the notification is a hint), the catalog (product
-           names), the Nue customer, then the Salesforce account (externalId, else salesAccountId) with
-           its owner, customer success manager, entitlements and last order, and the account's Tasks.
-Writes:    1. an update of the account, only the fields that differ: Entitlements__c, one line per product
+           names), the Nue customer and its contacts, revdaemon's id link for it, then the Salesforce account with
+           its owner, customer success manager, entitlements and last order, the account's Tasks, and the
+           Salesforce contacts by the Nue contact key and by email.
+Writes:    0. the account and the contacts, when missing (flows/customer_records.py states the rules: linked by
+              every id the systems keep, then by Account.Nue_Customer_Id__c, then by exact name + domain, else
+              upserted by that external id; `flows.onboarding.create_accounts`), and the store's id link; each
+              step waits for the one before (a fresh read between them);
+           1. an update of the account, only the fields that differ: Entitlements__c, one line per product
               ("<name> x <quantity>", add-ons of a bundle included) summed over every activated order of
               the customer that is not a change order, so the field shows the state whatever order the
               notifications come in; and Last_Nue_Order__c, the number of the latest of those orders;
            2. one Task per configured onboarding step (subject, due offset in days), for this order:
-              WhatId = the account, OwnerId = the account's customer success manager, else its owner,
-              Subject "<step> (<order number>)", ActivityDate = activation date + offset, Status
-              "Not Started", Priority "Normal"; created after a lookup by (WhatId, Subject), and planned
-              only when the account has no such Task. A replay writes nothing.
+              WhatId = the account, WhoId = the primary contact (when it has one), OwnerId = the account's
+              customer success manager, else its owner, Subject "<step> (<order number>)", ActivityDate =
+              activation date + offset, Status "Not Started", Priority "Normal"; created after a lookup by
+              (WhatId, Subject), and planned only when the account has no such Task. A replay writes nothing.
 Key:       onboarding:account:<account id>:<latest order id>:<the values it corrects> (flows.common.was: a
-           field blanked after it was written is written again); onboarding:task:<order id>:<step>.
-Conflicts: none; an unlinked customer or a missing account is skipped and logged.
+           field blanked after it was written is written again); onboarding:task:<order id>:<step>;
+           onboarding:account-create:<customer id>, onboarding:account-link:<customer id>:<account id>,
+           onboarding:contact-create:<contact id>, onboarding:contact-link:<contact id>:<Salesforce id>,
+           onboarding:contact:<contact id>:<the values it corrects>.
+Conflicts: an account of the customer's name that its domain does not single out; several contacts of one email.
+           With create_accounts off, an unlinked customer is skipped and logged; a linked account Salesforce no
+           longer has is skipped too.
 """
 
 from __future__ import annotations
@@ -32,7 +42,6 @@ from revdaemon.domain.subscriptions import version_of
 from revdaemon.flows import sources
 from revdaemon.flows.base import FlowEvent, Found, Needs
 from revdaemon.flows.common import (
-    account_id_of,
     customer_id_of,
     is_activated,
     is_change_order,
@@ -40,7 +49,15 @@ from revdaemon.flows.common import (
     order_of_event,
     was,
 )
-from revdaemon.flows.plan import OpenConflict, Plan, SfCreate, SfUpdate, Write
+from revdaemon.flows.customer_records import (
+    LINK_TYPE,
+    CustomerRecords,
+    account_needs,
+    contact_needs,
+    contact_writes,
+    primary_contact,
+)
+from revdaemon.flows.plan import LinkIds, OpenConflict, Plan, SfCreate, SfUpdate, Write
 from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
 NAME = "onboarding"
@@ -49,7 +66,7 @@ NAME = "onboarding"
 EVENT_TYPES = frozenset({"order.activated", "order.updated"})
 SOURCES = sources.FROM_NUE  # a notification or a poll of Nue's own records
 
-TASK_FIELDS = ("Subject", "WhatId")
+TASK_FIELDS = ("Subject", "WhatId", "WhoId")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +84,9 @@ class OnboardingMapping:
     tasks: tuple[tuple[str, int], ...] = (("Kick-off call", 2), ("Send welcome pack", 1), ("Configure tenant", 7))
     task_status: str = "Not Started"  # Task.Status picklist (sandbox/salesforce/schema.py)
     task_priority: str = "Normal"  # Task.Priority picklist
+    # The account and contacts of a customer made in Nue (flows.onboarding.create_accounts / contacts,
+    # mapping.objects.account / contact).
+    records: CustomerRecords = field(default_factory=CustomerRecords)
 
     @property
     def account_fields(self) -> tuple[str, ...]:
@@ -81,25 +101,35 @@ class OnboardingFlow:
     def __init__(self, mapping: OnboardingMapping | None = None) -> None:
         self.mapping = mapping or OnboardingMapping()
         m = self.mapping
-        self.salesforce_fields = {m.account_object: frozenset(m.account_fields),
-                                  "Task": frozenset({*TASK_FIELDS, "OwnerId", "ActivityDate", "Status", "Priority"})}
+        r = m.records
+        self.salesforce_fields = {
+            m.account_object: frozenset({*m.account_fields, *r.account_read,
+                                         *(r.account_fields if r.create_accounts else ())}),
+            "Task": frozenset({*TASK_FIELDS, "OwnerId", "ActivityDate", "Status", "Priority"})}
+        if r.contacts:
+            self.salesforce_fields["Contact"] = frozenset({*r.contact_read, *r.contact_fields} - {"SystemModstamp"})
 
     def needs(self, event: FlowEvent, found: Found) -> Needs:
         customer_id = customer_id_of(event)
         if customer_id is None or event.resource_id is None:
             return Needs()
-        needs = Needs(nue_orders_of=frozenset({customer_id}), nue_customers=frozenset({customer_id}))
+        m = self.mapping
+        # What depends on the customer id alone is read in the first round, with the orders.
+        needs = Needs(nue_orders_of=frozenset({customer_id}), nue_customers=frozenset({customer_id}),
+                      nue_contacts_of=frozenset({customer_id} if m.records.contacts else ()))
         order = order_by_id(found.nue_orders.get(customer_id, []), event.resource_id)
         if order is None or is_change_order(order):
             return needs
-        m = self.mapping
         needs |= Needs(catalog=True)
-        account_id = account_id_of(found.nue_customers.get(customer_id))
+        found_account, account = account_needs(m.records, NAME, customer_id, found)
+        needs |= found_account
+        account_id = account.account_id
         if account_id:
             needs |= Needs(sf_records=frozenset({(m.account_object, account_id)}),
                            sf_children=frozenset({("Task", "WhatId", account_id)}),
                            sf_fields=frozenset({*((m.account_object, f) for f in m.account_fields),
                                                 *(("Task", f) for f in TASK_FIELDS)}))
+            needs |= contact_needs(m.records, customer_id, account_id, found)
         return needs
 
     def plan(self, event: FlowEvent, found: Found) -> Plan:
@@ -111,25 +141,44 @@ class OnboardingFlow:
             return Plan(skip_reason=f"order {order.get('orderNumber')} is a change order: no onboarding")
         if not is_activated(order):
             return Plan(skip_reason=f"order {order.get('orderNumber')} is {order.get('status')}, not Activated")
-        account_id = account_id_of(found.nue_customers.get(customer_id))
-        if not account_id:
-            return Plan(skip_reason=f"customer {customer_id} is not linked to a Salesforce account yet")
         m = self.mapping
+        _needs, found_account = account_needs(m.records, NAME, customer_id, found)
+        if found_account.conflict is not None:
+            return Plan(conflict=found_account.conflict)
+        if found_account.write is not None:  # the account first: the next step reads it back
+            return Plan(writes=(found_account.write,), done=False)
+        account_id = found_account.account_id
+        if not account_id:
+            return Plan(skip_reason=found_account.missing or f"customer {customer_id}'s account is not read yet")
         account = found.sf_records.get((m.account_object, account_id))
         if account is None:
             return Plan(skip_reason=f"Salesforce has no account {account_id}")
+        customer = found.nue_customers.get(customer_id) or {}
+        # Nue's own sync keeps its link (externalId); any other pairing is kept in revdaemon's store.
+        links = () if customer.get("externalId") or found.id_links.get((LINK_TYPE, customer_id)) == account_id \
+            else (LinkIds(object_type=LINK_TYPE, nue_id=customer_id, salesforce_id=account_id),)
+        contacts = contact_writes(m.records, NAME, customer_id, account_id, found)
+        if contacts.conflict is not None:
+            return Plan(conflict=contacts.conflict)
         try:
-            writes: list[Write] = self._account_update(account_id, account, orders, found.catalog,
-                                                       found.nue_customers.get(customer_id) or {})
+            writes: list[Write] = self._account_update(account_id, account, orders, found.catalog, customer)
         except PricingError as exc:
             return Plan(skip_reason=f"cannot read the orders of customer {customer_id}: {exc}")
         except MappingError as exc:
             return Plan(conflict=OpenConflict(flow=NAME, record_ref=f"salesforce:Account:{account_id}",
                                               reason=f"a mapped field cannot be filled: {exc}"))
-        writes += self._tasks(order, account_id, account, found.sf_children.get(("Task", "WhatId", account_id), []))
+        writes += contacts.writes
+        who: str | None = None
+        if m.records.contacts:
+            primary = primary_contact(order, customer, found.nue_contacts.get(customer_id, []))
+            who = contacts.salesforce_ids.get(primary) if primary else None
+            if primary and who is None:  # the Tasks name the primary contact: they wait for its create
+                return Plan(writes=tuple(writes), links=links, done=False)
+        writes += self._tasks(order, account_id, account, found.sf_children.get(("Task", "WhatId", account_id), []),
+                              who)
         if not writes:
-            return Plan(skip_reason="the account shows the order and its onboarding tasks exist")
-        return Plan(writes=tuple(writes))
+            return Plan(links=links, skip_reason="the account shows the order and its onboarding tasks exist")
+        return Plan(writes=tuple(writes), links=links)
 
     def _account_update(self, account_id: str, account: Mapping[str, Any], orders: Sequence[Mapping[str, Any]],
                         catalog: Sequence[Mapping[str, Any]], customer: Mapping[str, Any]) -> list[Write]:
@@ -146,7 +195,7 @@ class OnboardingFlow:
                          idem_key=f"{NAME}:account:{account_id}:{placed[-1].get('id')}:{was(account, changed)}")]
 
     def _tasks(self, order: Mapping[str, Any], account_id: str, account: Mapping[str, Any],
-               existing: Sequence[Mapping[str, Any]]) -> list[Write]:
+               existing: Sequence[Mapping[str, Any]], who: str | None) -> list[Write]:
         m = self.mapping
         number = order.get("orderNumber") or order.get("id")
         activated = _activation_day(order)
@@ -163,6 +212,8 @@ class OnboardingFlow:
                                       "Priority": m.task_priority}
             if owner:
                 fields["OwnerId"] = owner
+            if who:
+                fields["WhoId"] = who
             if activated is not None:
                 fields["ActivityDate"] = (activated + timedelta(days=offset)).isoformat()
             writes.append(SfCreate(sobject="Task", fields=fields, match={"WhatId": account_id, "Subject": subject},

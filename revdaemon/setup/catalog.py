@@ -75,6 +75,8 @@ CUSTOM_FIELDS: tuple[FieldDef, ...] = (
     _f("Account", "Customer_Success_Manager__c", "reference", reference_to="User", label="Customer Success Manager"),
     _f("Account", "Entitlements__c", "textarea", length=LONG_TEXT, label="Entitlements"),
     _f("Account", "Last_Nue_Order__c", label="Last Nue Order"),
+    # Flow 6: the customer's contacts, found again by the Nue contact id.
+    _f("Contact", "Nue_Contact_Id__c", external_id=True, unique=True, label="Nue Contact Id"),
     # Flow 3: renewals, one opportunity per subscription term, found again by this key.
     _f("Opportunity", "Nue_Renewal_Key__c", external_id=True, unique=True, label="Nue Renewal Key"),
     _f("Opportunity", "Nue_Subscription__c", label="Nue Subscription"),

@@ -41,8 +41,12 @@ FIELDS: dict[str, dict[str, Kind]] = {
         "id": S, "orderNumber": S, "name": S, "description": S, "orderType": S, "status": S, "customerId": S,
         "effectiveDate": S, "totalAmount": F, "subtotal": F, "discount": F, "discountAmount": F,
         "taxAmount": F, "orderACV": F, "orderTCV": F, "orderStartDate": S, "orderPlacedDate": S,
-        "activatedDate": S, "createdDate": S, "lastModifiedDate": S,
+        "activatedDate": S, "createdDate": S, "lastModifiedDate": S, "billToContactId": S,
         "quoteId": S, "opportunityId": S,  # [assumed] wire.ORDER_QUOTE_FIELD, wire.ORDER_OPPORTUNITY_FIELD
+    },
+    "Contact": {  # [assumed] contacts in the polling subset (nue_wire.CONTACT_FIELDS)
+        "id": S, "customerId": S, "firstName": S, "lastName": S, "name": S, "email": S, "phone": S, "title": S,
+        "createdDate": S, "lastModifiedDate": S,
     },
     "Subscription": {
         "id": S, "name": S, "subscriptionVersion": N, "customerId": S, "productId": S, "priceBookEntryId": S,

@@ -60,7 +60,7 @@ class NueSim:
         store = self.store
         tables: dict[str, dict[str, Record]] = {"Customer": store.customers, "Order": store.orders,
                                                 "Subscription": store.subscriptions, "Invoice": store.invoices,
-                                                "Quote": store.quotes}
+                                                "Quote": store.quotes, "Contact": store.contacts}
         with store.lock:
             return [wire.render(r) for r in tables[type_name].values()]
 

@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from revdaemon.flows.base import FlowEvent, Found
+from revdaemon.flows.customer_records import CustomerRecords
 from revdaemon.flows.onboarding import OnboardingFlow, OnboardingMapping, entitlements
 from revdaemon.flows.plan import Plan, SfCreate, SfUpdate
 
@@ -122,10 +123,11 @@ class TestPlan:
                                  "Last_Nue_Order__c": "O-00000003"}
         assert update.idem_key.startswith("onboarding:account:001A:o-3:")
 
-    def test_unlinked_customer_is_skipped(self) -> None:
-        """A customer not linked to an account plans nothing."""
-        plan = OnboardingFlow().plan(event(), Found(nue_orders={"c1": [ORDER]},
-                                                    nue_customers={"c1": {"id": "c1", "externalId": None}}))
+    def test_unlinked_customer_is_skipped_without_create_accounts(self) -> None:
+        """With flows.onboarding.create_accounts off, a customer not linked to an account plans nothing."""
+        flow = OnboardingFlow(OnboardingMapping(records=CustomerRecords(create_accounts=False)))
+        plan = flow.plan(event(), Found(nue_orders={"c1": [ORDER]}, id_links={("account", "c1"): None},
+                                        nue_customers={"c1": {"id": "c1", "externalId": None}}))
         assert plan.writes == () and "not linked" in (plan.skip_reason or "")
 
 

@@ -1,0 +1,109 @@
+"""Flow 6's account and contact rules (flows/customer_records.py): pure, no mocks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from revdaemon.flows.base import FlowEvent, Found
+from revdaemon.flows.customer_records import domain_of, primary_contact
+from revdaemon.flows.onboarding import OnboardingFlow
+from revdaemon.flows.plan import LinkIds, SfCreate, SfUpdate, SfUpsert
+
+ORDER = {"id": "o-1", "orderNumber": "O-1", "orderType": "New", "status": "Activated", "customerId": "c1",
+         "activatedDate": "2026-03-10T10:00:00Z", "billToContactId": "n-bill", "orderProducts": []}
+CUSTOMER = {"id": "c1", "name": "Zephyr", "website": "https://zephyr.io", "phone": "+1 1", "externalId": None}
+CONTACTS = [{"id": "n-ada", "firstName": "Ada", "lastName": "Byron", "email": "ada@zephyr.io"},
+            {"id": "n-bill", "firstName": "Bill", "lastName": "Payne", "email": "bill@zephyr.io"}]
+EVENT = FlowEvent(key="k", type="order.activated", source="nue_webhook", payload={"data": {"id": "o-1",
+                                                                                           "customerId": "c1"}})
+
+
+def found(**kw: Any) -> Found:
+    base: dict[str, Any] = dict(nue_orders={"c1": [ORDER]}, nue_customers={"c1": CUSTOMER},
+                                id_links={("account", "c1"): None}, nue_contacts={"c1": CONTACTS},
+                                sf_children={("Account", "Nue_Customer_Id__c", "c1"): [],
+                                             ("Account", "Name", "Zephyr"): []})
+    base.update(kw)
+    return Found(**base)
+
+
+def linked(children: dict[tuple[str, str, str], Any] | None = None) -> Found:
+    """The account found by its key, with the contacts' reads."""
+    sf = {("Account", "Nue_Customer_Id__c", "c1"): [{"Id": "001A"}], ("Task", "WhatId", "001A"): [],
+          **{("Contact", "Nue_Contact_Id__c", c["id"]): [] for c in CONTACTS},
+          **{("Contact", "Email", c["email"]): [] for c in CONTACTS}, **(children or {})}
+    return found(sf_children=sf, sf_records={("Account", "001A"): {"Id": "001A", "OwnerId": "005O"}})
+
+
+class TestAccount:
+    def test_no_account_anywhere_upserts_one_by_the_customer_id(self) -> None:
+        """No link, no keyed account, no account of the name: an upsert by Nue_Customer_Id__c, mapped fields."""
+        plan = OnboardingFlow().plan(EVENT, found())
+        assert plan.writes == (SfUpsert(sobject="Account", external_id_field="Nue_Customer_Id__c", external_id="c1",
+                                        fields={"Name": "Zephyr", "Phone": "+1 1", "Website": "https://zephyr.io"},
+                                        idem_key="onboarding:account-create:c1"),)
+        assert not plan.done
+
+    def test_one_account_of_the_name_and_domain_is_linked(self) -> None:
+        """The key is set on it and nothing else."""
+        rows = [{"Id": "001H", "Name": "ZEPHYR", "Website": "www.zephyr.io"},
+                {"Id": "001X", "Name": "Zephyr", "Website": "zephyr.de"}]
+        plan = OnboardingFlow().plan(EVENT, found(sf_children={("Account", "Nue_Customer_Id__c", "c1"): [],
+                                                               ("Account", "Name", "Zephyr"): rows}))
+        assert plan.writes == (SfUpdate(sobject="Account", record_id="001H", fields={"Nue_Customer_Id__c": "c1"},
+                                        idem_key="onboarding:account-link:c1:001H"),)
+
+    @pytest.mark.parametrize("second", [{"Website": "https://zephyr.io/x"}, {"Website": None}])
+    def test_an_ambiguous_name_opens_a_conflict(self, second: dict[str, Any]) -> None:
+        """Two of the domain, or one without a website beside it: a person decides, nothing is written."""
+        rows = [{"Id": "001H", "Name": "Zephyr", "Website": "zephyr.io"}, {"Id": "001I", "Name": "Zephyr", **second}]
+        plan = OnboardingFlow().plan(EVENT, found(sf_children={("Account", "Nue_Customer_Id__c", "c1"): [],
+                                                               ("Account", "Name", "Zephyr"): rows}))
+        assert plan.writes == () and plan.conflict is not None and plan.conflict.record_ref == "nue:Customer:c1"
+
+    def test_a_keyed_account_is_the_customer_s_and_the_link_is_kept(self) -> None:
+        """Found by Nue_Customer_Id__c: the store's link is recorded, contacts come first, Tasks wait for them."""
+        plan = OnboardingFlow().plan(EVENT, linked())
+        assert plan.links == (LinkIds(object_type="account", nue_id="c1", salesforce_id="001A"),)
+        assert {w.external_id for w in plan.writes if isinstance(w, SfUpsert)} == {"n-ada", "n-bill"}
+        assert not plan.done and not any(isinstance(w, SfCreate) for w in plan.writes)
+
+
+class TestContacts:
+    def test_a_contact_of_the_email_without_key_gets_the_key_not_a_twin(self) -> None:
+        """Made by a person (no key): the key is set on it and the Tasks name it when it is the bill-to contact."""
+        by_hand = {"Id": "003H", "Email": "BILL@zephyr.io", "AccountId": "001A", "FirstName": "Bill",
+                   "LastName": "Payne", "Nue_Contact_Id__c": None}
+        keyed_ada = {"Id": "003A", "Email": "ada@zephyr.io", "AccountId": "001A", "FirstName": "Ada",
+                     "LastName": "Byron", "Nue_Contact_Id__c": "n-ada"}
+        plan = OnboardingFlow().plan(EVENT, linked({("Contact", "Email", "bill@zephyr.io"): [by_hand],
+                                                    ("Contact", "Nue_Contact_Id__c", "n-ada"): [keyed_ada]}))
+        contacts = [w for w in plan.writes if w.sobject == "Contact"]  # type: ignore[union-attr]
+        assert contacts == [SfUpdate(sobject="Contact", record_id="003H", fields={"Nue_Contact_Id__c": "n-bill",
+                                                                                  "Email": "bill@zephyr.io"},
+                                     idem_key="onboarding:contact-link:n-bill:003H")]
+        tasks = [w for w in plan.writes if isinstance(w, SfCreate)]
+        assert len(tasks) == 3 and {t.fields["WhoId"] for t in tasks} == {"003H"} and plan.done
+
+    def test_two_contacts_of_one_email_open_a_conflict(self) -> None:
+        """Neither is guessed."""
+        twins = [{"Id": f"003{i}", "Email": "ada@zephyr.io", "AccountId": "001A"} for i in range(2)]
+        plan = OnboardingFlow().plan(EVENT, linked({("Contact", "Email", "ada@zephyr.io"): twins}))
+        assert plan.conflict is not None and plan.conflict.record_ref == "nue:Contact:n-ada"
+
+
+class TestHelpers:
+    @pytest.mark.parametrize(("value", "domain"), [("https://www.Acme.com/about", "acme.com"), ("acme.com", "acme.com"),
+                                                   ("ops@acme.com", "acme.com"), ("", None), (None, None)])
+    def test_domain_of(self, value: Any, domain: str | None) -> None:
+        """Websites and email addresses reduce to one comparable domain."""
+        assert domain_of(value) == domain
+
+    def test_primary_contact_falls_back_to_bill_to_then_the_first(self) -> None:
+        """[assumed] primaryContactId, else billToContactId, else the first contact made."""
+        assert primary_contact({**ORDER, "primaryContactId": "n-ada"}, CUSTOMER, CONTACTS) == "n-ada"
+        assert primary_contact(ORDER, CUSTOMER, CONTACTS) == "n-bill"
+        assert primary_contact({"id": "o"}, CUSTOMER, [{**c, "createdDate": d} for c, d in
+                                                       zip(CONTACTS, ("2", "1"), strict=True)]) == "n-bill"
