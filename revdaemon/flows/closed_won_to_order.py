@@ -155,7 +155,7 @@ class ClosedWonToOrderFlow:
         live = [(order, link) for order, link in linked if str(order.get("status", "")).lower() != "canceled"]
         if live:
             order, link = live[0]
-            if is_change_order(order):
+            if link == nue_wire.LINK_ORDER_ID and is_change_order(order):
                 return Assessment(verdict=ORDERED, order=order, link=link, reason=(
                     f"an amendment opportunity of Nue change order {order.get('orderNumber') or order.get('id')} "
                     f"(flow 5): never ordered"))
@@ -186,6 +186,8 @@ class ClosedWonToOrderFlow:
         order = assessment.order
         if assessment.verdict == ORDERED and order is None:
             return Plan(skip_reason=assessment.reason)  # the order id it shows is all there is: never again
+        if order is not None and assessment.link == nue_wire.LINK_ORDER_ID and is_change_order(order):
+            return Plan(skip_reason=assessment.reason)  # flow 5's amendment opportunity: it shows its change order
         if customer is None:
             account = found.sf_records.get(("Account", account_id)) or {}
             return Plan(done=False, writes=(NueCreateCustomer(
