@@ -272,6 +272,14 @@ class OnboardingFlowSettings(_Section):
     )
 
 
+class AmendmentsFlowSettings(_Section):
+    enabled: bool = True
+    opportunity: bool = True  # a Closed Won amendment opportunity per activated change order (Nue_Amendment_Key__c)
+    contract: bool = True  # the original deal's Contract (ContractTerm, MRR__c), where the org uses Contracts
+    amount_basis: Literal["acv", "mrr"] = "acv"  # the opportunity's Amount: the ACV (MRR x 12) or the MRR delta
+    type_lookup: str = "amendment_type"  # the mapping.lookups table: kind (upsell, downsell, ...) -> Type
+
+
 class ReconciliationFlowSettings(_Section):
     enabled: bool = True
     repair: bool = False  # queue a flow-2 run for each account whose MRR fields drifted
@@ -291,7 +299,7 @@ class FlowsSettings(_Section):
     subscription_status: SubscriptionStatusFlowSettings = SubscriptionStatusFlowSettings()
     renewals: Toggle = Toggle()
     billing_events: BillingEventsFlowSettings = BillingEventsFlowSettings()
-    amendments: Toggle = Toggle()
+    amendments: AmendmentsFlowSettings = AmendmentsFlowSettings()
     onboarding: OnboardingFlowSettings = OnboardingFlowSettings()
     quotes: Toggle = Toggle()
     reconciliation: ReconciliationFlowSettings = ReconciliationFlowSettings()

@@ -51,7 +51,7 @@ from revdaemon.engine.sync_status import NAME as SYNC_STATUS
 from revdaemon.engine.sync_status import StatusFields, SyncStatus
 from revdaemon.engine.worker import Worker, WorkerStats
 from revdaemon.errors import ConfigError, RevdaemonError, StoreError, SyncError
-from revdaemon.flows.amendments import AmendmentsFlow
+from revdaemon.flows.amendments import AmendmentMapping, AmendmentsFlow
 from revdaemon.flows.base import Flow
 from revdaemon.flows.billing_events import BillingEventMapping, BillingEventsFlow
 from revdaemon.flows.closed_won_to_order import ClosedWonMapping, ClosedWonToOrderFlow
@@ -138,7 +138,12 @@ def default_flows(settings: Settings) -> list[Flow]:
             target=chosen.billing_events.target, extra_fields=_specs(settings, "billing_events"),
             lookups=settings.mapping.lookups)))
     if chosen.amendments.enabled:
-        flows.append(AmendmentsFlow())  # the account MRR itself is subscription_status's to write
+        amendments = chosen.amendments
+        types = settings.mapping.lookups.get(amendments.type_lookup)
+        # the account MRR itself is subscription_status's to write
+        mapping = AmendmentMapping(opportunity=amendments.opportunity, contract=amendments.contract,
+                                   amount_basis=amendments.amount_basis)
+        flows.append(AmendmentsFlow(dataclasses.replace(mapping, types=dict(types)) if types is not None else mapping))
     if chosen.onboarding.enabled:
         flows.append(OnboardingFlow(OnboardingMapping(
             tasks=tuple((t.subject, t.due_days) for t in chosen.onboarding.tasks),

@@ -14,7 +14,8 @@ Existing:  an order of the opportunity's customer belongs to the deal by any of 
            (`Nue_Order_Id__c` set means ordered, even when the order cannot be found); the opportunity id
            on the order [assumed]; or a quote of the opportunity (its `opportunityId`) named by the order
            [assumed: Nue's quote-to-order flow]. Found by any link, the deal is ordered: linked and written
-           back, never ordered again; only revdaemon's own draft (the marker) is activated.
+           back, never ordered again; only revdaemon's own draft (the marker) is activated. An amendment
+           opportunity flow 5 made is won with `Nue_Order_Id__c` = its change order: ordered, never again.
 Steps:     each plan does the next missing step, and the worker reads again before the following one:
            1. no Nue customer for the account  -> create it (the executor looks it up first);
            2. no order linked to this opportunity -> create the draft order;
@@ -40,7 +41,7 @@ from revdaemon.connectors import nue_wire
 from revdaemon.domain.money import PricingError, to_decimal
 from revdaemon.flows import sources
 from revdaemon.flows.base import FlowEvent, Found, Needs
-from revdaemon.flows.common import was
+from revdaemon.flows.common import is_change_order, was
 from revdaemon.flows.plan import NueActivateOrder, NueCreateCustomer, NueCreateOrder, OpenConflict, Plan, SfUpdate
 
 NAME = "closed_won_to_order"
@@ -154,6 +155,10 @@ class ClosedWonToOrderFlow:
         live = [(order, link) for order, link in linked if str(order.get("status", "")).lower() != "canceled"]
         if live:
             order, link = live[0]
+            if link == nue_wire.LINK_ORDER_ID and is_change_order(order):
+                return Assessment(verdict=ORDERED, order=order, link=link, reason=(
+                    f"an amendment opportunity of Nue change order {order.get('orderNumber') or order.get('id')} "
+                    f"(flow 5): never ordered"))
             return Assessment(verdict=ORDERED, order=order, link=link, reason=(
                 f"ordered: Nue order {order.get('orderNumber') or order.get('id')} found by the {link}"))
         if linked:
@@ -181,6 +186,8 @@ class ClosedWonToOrderFlow:
         order = assessment.order
         if assessment.verdict == ORDERED and order is None:
             return Plan(skip_reason=assessment.reason)  # the order id it shows is all there is: never again
+        if order is not None and assessment.link == nue_wire.LINK_ORDER_ID and is_change_order(order):
+            return Plan(skip_reason=assessment.reason)  # flow 5's amendment opportunity: it shows its change order
         if customer is None:
             account = found.sf_records.get(("Account", account_id)) or {}
             return Plan(done=False, writes=(NueCreateCustomer(

@@ -86,6 +86,10 @@ CUSTOM_FIELDS: tuple[FieldDef, ...] = (
     # Flow 2 on the opportunity whose order made the subscriptions: their MRR and next renewal.
     _f("Opportunity", "MRR__c", "currency", label="MRR"),
     _f("Opportunity", "Next_Renewal_Date__c", "date", label="Next Renewal Date"),
+    # Flow 5: one amendment opportunity per change order, found again by this key (the change order's id); and the
+    # MRR of the original deal's Contract, where the org uses Contracts.
+    _f("Opportunity", "Nue_Amendment_Key__c", external_id=True, unique=True, label="Nue Amendment Key"),
+    _f("Contract", "MRR__c", "currency", label="MRR"),
     # Flow 7: quotes reflected on the opportunity, and their lines found again by key.
     _f("Opportunity", "Nue_Quote_Id__c", label="Nue Quote Id"),
     _f("Opportunity", "Nue_Quote_Version__c", "double", label="Nue Quote Version"),

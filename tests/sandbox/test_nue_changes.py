@@ -132,7 +132,7 @@ def test_ended_then_expired(nue: Running) -> None:
 def test_unknown_change_type_and_asset_are_refused(nue: Running) -> None:
     _, sub = _subscribe(nue)
     bad_type = nue.client.post("/change-orders", json={"assetChanges": [
-        {"changeType": "Upgrade", "assetNumber": sub["name"]}]})
+        {"changeType": "Transmogrify", "assetNumber": sub["name"]}]})
     assert bad_type.status_code == 400
     bad_asset = nue.client.post("/change-orders", json={"assetChanges": [
         {"changeType": "Renew", "assetNumber": "SUB-99999999"}]})
@@ -153,3 +153,50 @@ def test_subscription_composite_id_follows_the_version(nue: Running) -> None:
     assert rows == [{"name": sub["name"], "subscriptionCompositeId": f"{sub['name']}-2"}]
     refused = nue.client.patch(f"/subscriptions/{sub['id']}", json={"subscriptionCompositeId": "SUB-X-9"})
     assert refused.status_code == 422
+
+
+class TestEveryChangeType:
+    """Issue 26: the simulator makes every change type flow 5 prices or reports (wire.CHANGE_TYPES)."""
+
+    @pytest.mark.parametrize(("change_type", "target"), [("Upgrade", "PLAT-SUB"), ("Downgrade", "SUP-PREM"),
+                                                         ("Swap", "SUP-PREM")])
+    def test_a_product_move_keeps_the_subscription_on_the_target_entry(
+            self, nue: Running, change_type: str, target: str) -> None:
+        """Same id and number, the target's entry and product, a new version; Nue's totals follow the price."""
+        start = "SUP-PREM" if change_type == "Upgrade" else "PLAT-SUB"
+        customer_id, sub = _subscribe(nue, sku=start, quantity=2)
+        entry = nue.sim.store.catalog.by_sku[target]
+        activated = _change(nue, changeType=change_type, assetNumber=sub["name"], targetPriceBookEntryId=entry.id)
+        now = _current(nue, customer_id)
+        assert (now["id"], now["name"], now["priceBookEntryId"], now["productId"]) == \
+            (sub["id"], sub["name"], entry.id, entry.product_id)
+        assert now["subscriptionVersion"] == 2 and now["quantity"] == 2
+        before = nue.sim.store.catalog.by_sku[start].unit_price
+        assert activated["order"]["orderACV"] == (entry.unit_price - before) * 2 * 12
+        customer = nue.ok(nue.client.get(f"/customers/{customer_id}"))[0]
+        assert customer["todayCMRR"] == entry.unit_price * 2
+
+    def test_a_move_to_the_same_or_a_one_time_product_is_refused(self, nue: Running) -> None:
+        """422: nothing to move to."""
+        _, sub = _subscribe(nue, sku="PLAT-SUB")
+        for sku in ("PLAT-SUB", "ONB-SVC"):
+            entry = nue.sim.store.catalog.by_sku[sku].id
+            answer = nue.client.post("/change-orders", json={"assetChanges": [
+                {"changeType": "Upgrade", "assetNumber": sub["name"], "targetPriceBookEntryId": entry}]})
+            assert answer.status_code == 422
+
+    def test_reconfigure_changes_no_price(self, nue: Running) -> None:
+        """A bundle's options are priced inside it [assumed]: a new version, the same MRR, orderACV 0."""
+        customer_id, sub = _subscribe(nue, sku="PLAT-SUB")
+        activated = _change(nue, changeType="Reconfigure", assetNumber=sub["name"], addOns=[])
+        assert activated["order"]["orderACV"] == 0
+        assert _current(nue, customer_id)["subscriptionVersion"] == 2
+
+    def test_adjust_price_moves_nues_totals_but_no_subscription_field(self, nue: Running) -> None:
+        """AdjustPrice [assumed]: a new discount; Nue's MRR and the order's ACV change, the record shows no price."""
+        customer_id, sub = _subscribe(nue, sku="PLAT-SUB", quantity=2)
+        activated = _change(nue, changeType="AdjustPrice", assetNumber=sub["name"], discount=10)
+        assert activated["order"]["orderACV"] == -100 * 12  # 10 % of 2 x 500 a month
+        customer = nue.ok(nue.client.get(f"/customers/{customer_id}"))[0]
+        assert customer["todayCMRR"] == 900
+        assert "discount" not in _current(nue, customer_id)

@@ -240,6 +240,23 @@ def _apply_change(store: Store, sub: Record, change: dict[str, Any], where: str)
         if not sub.get("freeTrial"):
             raise unprocessable(f"{where}: subscription {sub['name']} is not a free trial")
         sub["freeTrial"] = False
+    elif kind in ("Upgrade", "Downgrade", "Swap"):
+        # [doc] the subscription stays (same id and number) and moves to the related product; which products
+        # relate is Nue's catalog configuration, not modelled here [assumed: any recurring entry].
+        target = store.entry(change.get(wire.CHANGE_TARGET_ENTRY_FIELD))
+        if not target.recurring or target.id == sub["priceBookEntryId"]:
+            raise unprocessable(f"{where}: {target.sku} is not another subscription product")
+        sub["priceBookEntryId"], sub["productId"] = target.id, target.product_id
+    elif kind == "Reconfigure":
+        options = change.get("addOns")
+        if not isinstance(options, list):
+            raise bad_request(f"{where}.addOns must be an array")
+        sub["_options"] = copy.deepcopy(options)  # priced inside the bundle [assumed]: the MRR does not move
+    elif kind == "AdjustPrice":
+        discount = to_decimal(change.get("discount"), f"{where}.discount")
+        if not ZERO <= discount <= 100:
+            raise bad_request(f"{where}.discount is a percentage")
+        sub["_discount"] = discount
     else:
         raise bad_request(f"{where}.changeType must be one of {', '.join(wire.CHANGE_TYPES)}")
 

@@ -176,7 +176,16 @@ PAYMENT_STATUSES = ("NotTransferred", "Transferred", "TransferError", "Paid", "P
                     "CreditBack", "Applied", "PartiallyApplied", "Refunded", "PartiallyRefunded",
                     "WrittenOff", "PartiallyWrittenOff")  # [doc]
 QUOTE_STATUSES = ("Draft", "Approved", "Accepted")  # [assumed]
-CHANGE_TYPES = ("UpdateQuantity", "UpdateTerm", "Renew", "CoTerm", "Cancel", "ConvertFreeTrial")  # [doc]
+# The ten change types of POST /change-orders [doc: api-docs.nue.io "Create Change Order" enum and "Creating Draft
+# Change Orders"], plus AdjustPrice [assumed: not in that enum; a price change of one subscription].
+CHANGE_TYPES = ("UpdateQuantity", "UpdateTerm", "Renew", "CoTerm", "Cancel", "ConvertFreeTrial",
+                "Upgrade", "Downgrade", "Swap", "Reconfigure", "AdjustPrice")
+# Upgrade / Downgrade / Swap move the subscription to a related product [doc: docs.nue.io "Upgrade, Downgrade &
+# Swap"]; the field naming the price book entry moved to is [assumed] (revdaemon's flows/amendments.py reads the
+# same name).
+CHANGE_TARGET_ENTRY_FIELD = "targetPriceBookEntryId"
+# Reconfigure changes a bundle's options [assumed: given as `addOns`, like an order line's]; AdjustPrice gives the
+# subscription's new discount percentage [assumed: `discount`]. Neither shows on the subscription record.
 RECORD_TYPES = ("Business", "Consumer")  # [doc]
 
 # --- Links to Salesforce on orders [assumed] ----------------------------------------------------------------

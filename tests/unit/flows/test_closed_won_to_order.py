@@ -3,7 +3,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -278,3 +278,28 @@ class TestCutOff:
         early = FlowEvent(key="b2", type="opportunity.closed_won", source="backfill",
                           payload={**payload, "won_since": "2026-12-02"})
         assert flow.assess(early, state).verdict == BEFORE_CUT_OFF
+
+
+class TestAmendmentOpportunity:
+    AMENDMENT: ClassVar[dict[str, Any]] = {**OPP, "Name": "Acme - Upsell O-00000002", "Nue_Order_Id__c": "o-2",
+                                           "Nue_Order_Number__c": "O-00000002"}
+    CHANGE: ClassVar[dict[str, Any]] = {
+        "id": "o-2", "orderNumber": "O-00000002", "orderType": "Change", "status": "Activated", "customerId": "c-1",
+        "orderProducts": [], "assetChanges": [{"changeType": "UpdateQuantity", "assetNumber": "SUB-1", "quantity": 5}]}
+
+    def test_an_amendment_opportunity_is_never_ordered(self) -> None:
+        """Flow 5's Closed Won amendment opportunity names its change order: recognised, nothing is written."""
+        flow = ClosedWonToOrderFlow()
+        known = found(opportunity=self.AMENDMENT, lines=[], orders=[self.CHANGE])
+        assessment = flow.assess(EVENT, known)
+        assert assessment.verdict == ORDERED and "amendment opportunity" in assessment.reason
+        plan = flow.plan(EVENT, known)
+        assert plan.writes == () and plan.conflict is None
+
+    def test_nor_when_its_change_order_cannot_be_read(self) -> None:
+        """The order id it shows is enough: no customer read yet, or the order not listed, orders nothing."""
+        flow = ClosedWonToOrderFlow()
+        for known in (found(customer=None, opportunity=self.AMENDMENT, lines=[]),
+                      found(opportunity=self.AMENDMENT, lines=[], orders=[])):
+            plan = flow.plan(EVENT, known)
+            assert plan.writes == () and flow.assess(EVENT, known).verdict == ORDERED
