@@ -3,7 +3,8 @@
 Trigger:   subscription.created / subscription.updated (webhook or poll), order.activated, and renewals,
            which arrive as activated `Renew` change orders and so as subscription updates.
 Reads:     the Nue customer and all its subscriptions (never the notification's body: it is a hint),
-           the catalog's price book entries, then the Salesforce account the customer is linked to.
+           the catalog's price book entries, then the Salesforce account the customer is linked to (its
+           externalId, else the store's link flow 6 recorded, else salesAccountId).
 Writes:    one update of the account: subscription status (through the mapping's lookup table), MRR,
            ARR and next renewal date; nothing when the account already shows those values. And, on each
            opportunity whose order made some of the customer's subscriptions (flow 1's link), the status, MRR
@@ -31,6 +32,7 @@ from revdaemon.domain.synced import SyncedRecord
 from revdaemon.flows import sources
 from revdaemon.flows.base import FlowEvent, Found, Needs
 from revdaemon.flows.common import same, was
+from revdaemon.flows.customer_records import LINK_TYPE, linked_account
 from revdaemon.flows.plan import OpenConflict, Plan, SfUpdate
 from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
@@ -95,15 +97,19 @@ class SubscriptionStatusFlow:
         customer_id = _customer_id(event)
         if customer_id is None:
             return Needs()
+        # The store's link with the customer: an account flow 6 made for a customer made in Nue is known by it
+        # before Nue's own sync (if any) sets the customer's externalId.
         needs = Needs(nue_customers=frozenset({customer_id}), nue_subscriptions_of=frozenset({customer_id}),
-                      nue_orders_of=frozenset({customer_id}), catalog=True)
+                      nue_orders_of=frozenset({customer_id}), catalog=True,
+                      id_links=frozenset({(LINK_TYPE, customer_id)}))
         customer = found.nue_customers.get(customer_id)
-        if customer and customer.get("externalId"):
-            account = (self.mapping.account_object, str(customer["externalId"]))
+        account_id = linked_account(customer_id, customer, found) if customer else None
+        if account_id:
+            account = (self.mapping.account_object, account_id)
             fields = frozenset((self.mapping.account_object, name) for name in self.mapping.fields)
             needs = needs | Needs(sf_records=frozenset({account}), sf_fields=fields)
             if self.mapping.on_hand_edit == "conflict":
-                needs = needs | Needs(synced_of=frozenset({self._account_ref(str(customer["externalId"]))}))
+                needs = needs | Needs(synced_of=frozenset({self._account_ref(account_id)}))
         if self.mapping.opportunity_fields and customer_id in found.nue_orders:
             opportunities = {o for o in self._opportunities(found, customer_id).values() if o}
             if opportunities:
@@ -164,7 +170,7 @@ class SubscriptionStatusFlow:
         customer = found.nue_customers.get(customer_id)
         if customer is None:
             return Plan(skip_reason=f"Nue has no customer {customer_id}")
-        account_id = customer.get("externalId")
+        account_id = linked_account(customer_id, customer, found)
         if not account_id:
             return Plan(skip_reason=f"customer {customer_id} is not linked to a Salesforce account yet")
         account = found.sf_records.get((self.mapping.account_object, str(account_id)))

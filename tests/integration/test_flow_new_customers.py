@@ -188,3 +188,30 @@ class TestLostAnswers:
         assert [c["Nue_Contact_Id__c"] for c in by_email["billing@zephyr.io"]] == [bill["id"]]
         tasks = [t for t in sandbox.salesforce.records("Task") if t["WhatId"] == account["Id"]]
         assert len(tasks) == STEPS and {t["WhoId"] for t in tasks} == {by_email["billing@zephyr.io"][0]["Id"]}
+
+
+class TestTheNewAccountGetsItsState:
+    async def test_flow_2_writes_the_status_and_mrr_of_a_customer_made_in_nue_to_the_account_flow_6_made(
+            self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """Nue's own sync never set the customer's externalId: flow 2 finds the new account by the store's link
+        that flow 6 recorded, and writes Nue's state there."""
+        from decimal import Decimal
+
+        from revdaemon.flows.subscription_status import SubscriptionStatusFlow
+
+        customer = nue_customer(sandbox)
+        activate(sandbox, customer["id"])
+        async with engine(sandbox, tmp_path, flows=[OnboardingFlow(), SubscriptionStatusFlow()]) as e:
+            await deliver(e, sandbox)
+            [account] = accounts_of(sandbox, customer["id"])
+            assert sandbox.nue.store.customers[customer["id"]].get("externalId") in (None, "")
+            subscription = next(s for s in sandbox.nue.store.subscriptions.values()
+                                if s["customerId"] == customer["id"])
+            await e.store.add_events([webhook("subscription.updated", dict(subscription), "evt-new-sub")])
+            with anyio.fail_after(20):
+                while await e.worker.run_once():
+                    pass
+        account = sandbox.salesforce.record("Account", account["Id"])
+        assert account["Subscription_Status__c"] == "Active"
+        nue_mrr = sandbox.nue.store.customers[customer["id"]]["todayCMRR"]
+        assert Decimal(str(account["MRR__c"])) == Decimal(str(nue_mrr))

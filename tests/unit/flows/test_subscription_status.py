@@ -33,7 +33,7 @@ class TestNeeds:
         flow = SubscriptionStatusFlow()
         first = flow.needs(event(), Found())
         assert first == Needs(nue_customers=frozenset({"c1"}), nue_subscriptions_of=frozenset({"c1"}),
-                              nue_orders_of=frozenset({"c1"}), catalog=True)
+                              nue_orders_of=frozenset({"c1"}), catalog=True, id_links=frozenset({("account", "c1")}))
         second = flow.needs(event(), Found(nue_customers={"c1": CUSTOMER}))
         assert second.sf_records == {("Account", "001A")} and second.sf_fields == FIELDS
 
@@ -125,6 +125,24 @@ class TestHandEdits:
                                 payload={"data": {"id": "s1", "customerId": "c1"}, REPAIR_FLAG: True})
             plan = self.plan(7, SyncedRecord(values={"MRR__c": "900.00"}), flagged)
             assert plan.conflict is not None and plan.writes == (), source
+
+
+class TestAccountOfACustomerMadeInNue:
+    def test_the_store_link_names_the_account_before_nue_sets_external_id(self) -> None:
+        """Flow 6 made the account for a customer made in Nue and linked them in the store: flow 2 writes that
+        account's state without waiting for Nue's own sync to set externalId."""
+        customer = {"id": "c1", "name": "Acme"}  # no externalId
+        flow = SubscriptionStatusFlow()
+        linked = Found(nue_customers={"c1": customer}, id_links={("account", "c1"): "001N"})
+        assert ("Account", "001N") in flow.needs(event(), linked).sf_records
+        complete = Found(nue_customers={"c1": customer}, nue_subscriptions={"c1": SUBS}, nue_orders={"c1": []},
+                         id_links={("account", "c1"): "001N"}, sf_records={("Account", "001N"): {"Id": "001N"}},
+                         catalog=CATALOG)
+        [write] = flow.plan(event(), complete).writes
+        assert isinstance(write, SfUpdate) and write.record_id == "001N"
+        assert write.fields["MRR__c"] == Decimal("1000.00")
+        unlinked = Found(nue_customers={"c1": customer}, id_links={("account", "c1"): None})
+        assert flow.plan(event(), unlinked).skip_reason == "customer c1 is not linked to a Salesforce account yet"
 
 
 class TestOriginatingOpportunity:
