@@ -19,6 +19,7 @@ from rich.table import Table
 from revdaemon.config import SalesforceAuth, Settings, WebhookAuth
 from revdaemon.engine.renewal_scan import scan_renewals
 from revdaemon.engine.supervisor import Daemon, run_daemon
+from revdaemon.sandbox.nue import customers as nue_customers
 from revdaemon.sandbox.runner import Sandbox, create_sandbox
 from revdaemon.store.records import utcnow
 from revdaemon.store.states import EventStatus
@@ -46,6 +47,10 @@ def demo_settings(settings: Settings, box: Sandbox) -> Settings:
     return pointed.model_copy(update={"listener": pointed.listener.model_copy(update={"port": 0}),
                                       "metrics": pointed.metrics.model_copy(update={"port": 0}),
                                       "state_dir": demo_state_dir(settings)})
+
+
+SIGN_UP = "Zephyr Analytics"  # the demo's customer made in Nue
+SIGN_UP_INDEX = -1
 
 
 def demo_state_dir(settings: Settings) -> Path:
@@ -114,6 +119,16 @@ async def _story(box: Sandbox, daemon: Daemon, console: Console) -> dict[str, An
         scenario.create_and_activate_order(customers[index]["id"], opportunity=opportunity,
                                            generate_invoice=True, activate_invoice=True)
 
+    def self_service_sign_up() -> None:
+        # A customer made in Nue, with its contacts and no Salesforce account: flow 6 makes the account.
+        made, _ = nue_customers.create_customers(box.nue.store, [{
+            "name": SIGN_UP, "recordType": "Business", "website": "https://www.zephyr-analytics.io"}])
+        customers[SIGN_UP_INDEX] = made[0]
+        _, billing = nue_customers.create_contacts(box.nue.store, made[0]["id"], [
+            {"firstName": "Ada", "lastName": "Byron", "email": "ada@zephyr-analytics.io"},
+            {"firstName": "Bill", "lastName": "Payne", "email": "billing@zephyr-analytics.io"}])
+        scenario.create_and_activate_order(made[0]["id"], opportunity=2, billToContact={"id": billing["id"]})
+
     def amend(index: int, quantity: int) -> None:
         account_id = accounts[index].id
         customer = next(c for c in box.nue.store.customers.values()
@@ -144,7 +159,9 @@ async def _story(box: Sandbox, daemon: Daemon, console: Console) -> dict[str, An
 
     steps.append((f"Salesforce: '{opportunity.name}' is marked Closed Won", lambda: deal_closes(0)))
     steps.append((f"Nue: {accounts[3].name} signs a deal made in Nue", lambda: new_customer_with_order(3, 3)))
-    steps.append((f"Nue: {accounts[0].name} adds 5 units (an amendment)", lambda: amend(0, 5)))
+    steps.append((f"Nue: {SIGN_UP}, a self-service sign-up with two contacts, activates an order (no Salesforce "
+                  "account yet)", self_service_sign_up))
+    steps.append((f"Nue: {accounts[0].name} adds 5 units (an upsell)", lambda: amend(0, 5)))
     steps.append((f"Nue: {accounts[0].name} pays an invoice; {accounts[3].name}'s collection fails", pay_and_fail))
     steps.append(("Nue: a quote for Globex is committed, then requoted", quote_and_requote))
     steps.append(("The daily renewal scan finds subscriptions ending within the window", renewals_come_up))
@@ -159,7 +176,7 @@ async def _story(box: Sandbox, daemon: Daemon, console: Console) -> dict[str, An
             await anyio.to_thread.run_sync(lambda: box.nue.webhooks.wait_idle(10))
             await _drain(daemon)
         _show_opportunity(console, box, opportunity.id)
-        _show_accounts(console, box, [accounts[0].id, accounts[3].id])
+        _show_accounts(console, box, [accounts[0].id, accounts[3].id, *_made_for(box, customers.get(SIGN_UP_INDEX))])
         _show_activity(console, box)
 
     depths = await daemon.store.queue_depths()
@@ -199,15 +216,28 @@ def _show_opportunity(console: Console, box: Sandbox, opportunity_id: str) -> No
                   f"{record.get('Nue_Order_Number__c') or '-'} in Salesforce; orders for it in Nue: {nue}")
 
 
+def _made_for(box: Sandbox, customer: dict[str, Any] | None) -> list[str]:
+    """The account flow 6 made for a customer made in Nue, once it has (found by its key)."""
+    if customer is None:
+        return []
+    return [a["Id"] for a in box.salesforce.records("Account") if a.get("Nue_Customer_Id__c") == customer["id"]]
+
+
 def _show_activity(console: Console, box: Sandbox) -> None:
     events = box.salesforce.records("Nue_Billing_Event__c")
     notes = box.salesforce.records("Note")
     tasks = box.salesforce.records("Task")
     renewals = [o for o in box.salesforce.records("Opportunity") if o.get("Nue_Renewal_Key__c")]
     quoted = [o for o in box.salesforce.records("Opportunity") if o.get("Nue_Quote_Version__c")]
+    amendments = [o for o in box.salesforce.records("Opportunity") if o.get("Nue_Amendment_Key__c")]
+    contacts = [c for c in box.salesforce.records("Contact") if c.get("Nue_Contact_Id__c")]
     parts = [f"{len(events)} billing events ({', '.join(sorted({str(e.get('Payment_Status__c')) for e in events}))})"
              if events else "no billing events", f"{len(notes)} amendment notes", f"{len(tasks)} onboarding tasks",
              f"{len(renewals)} renewal opportunities"]
+    parts += [f"amendment opportunity {o['Name']} ({o.get('Type')}, {_money(o.get('Amount'))})" for o in amendments]
+    if contacts:
+        parts.append("contacts from Nue: " + ", ".join(sorted(f"{c.get('FirstName')} {c.get('LastName')}"
+                                                             for c in contacts)))
     parts += [f"{o['Name']} shows quote v{int(o['Nue_Quote_Version__c'])}, total {_money(o.get('Nue_Quote_Total__c'))}"
               for o in quoted]
     console.print("In Salesforce now: " + "; ".join(parts))
@@ -220,6 +250,9 @@ def _show_accounts(console: Console, box: Sandbox, account_ids: list[str]) -> No
     cmrr = {c.get("externalId"): c.get("todayCMRR") for c in box.nue.store.customers.values()}
     for account_id in account_ids:
         account = box.salesforce.record("Account", account_id)
+        made_in_nue = box.nue.store.customers.get(str(account.get("Nue_Customer_Id__c")))  # flow 6's key
+        if made_in_nue is not None:
+            cmrr[account_id] = made_in_nue.get("todayCMRR")
         table.add_row(str(account["Name"]), str(account.get("Subscription_Status__c")),
                       _money(account.get("MRR__c")), _money(account.get("ARR__c")),
                       str(account.get("Next_Renewal_Date__c")), _money(cmrr.get(account_id)))
