@@ -83,6 +83,7 @@ from revdaemon.flows import sources
 from revdaemon.flows.base import FlowEvent, Found, Needs
 from revdaemon.flows.common import (
     account_id_of,
+    account_link,
     customer_id_of,
     is_activated,
     is_change_order,
@@ -205,13 +206,14 @@ class AmendmentsFlow:
         if customer_id is None or event.resource_id is None:
             return Needs()
         m = self.mapping
-        needs = Needs(nue_orders_of=frozenset({customer_id}), nue_customers=frozenset({customer_id}))
+        needs = Needs(nue_orders_of=frozenset({customer_id}), nue_customers=frozenset({customer_id})) \
+            | account_link(customer_id)
         orders = found.nue_orders.get(customer_id, [])
         order = order_by_id(orders, event.resource_id)
         if order is None or not is_change_order(order):
             return needs  # not (yet) known to be a change order: nothing more to read for it
         needs |= Needs(nue_subscriptions_of=frozenset({customer_id}), catalog=True)
-        account_id = account_id_of(found.nue_customers.get(customer_id))
+        account_id = account_id_of(customer_id, found.nue_customers.get(customer_id), found)
         if account_id:
             needs |= Needs(sf_records=frozenset({(m.account_object, account_id)}),
                            sf_children=frozenset({("Note", "ParentId", account_id)}),
@@ -244,7 +246,7 @@ class AmendmentsFlow:
         if not is_activated(order):
             return Plan(skip_reason=f"change order {order.get('orderNumber')} is {order.get('status')}")
         customer = found.nue_customers.get(customer_id)
-        account_id = account_id_of(customer)
+        account_id = account_id_of(customer_id, customer, found)
         if customer is None or not account_id:
             return Plan(skip_reason=f"customer {customer_id} is not linked to a Salesforce account yet")
         account = found.sf_records.get((self.mapping.account_object, account_id))

@@ -43,7 +43,7 @@ from revdaemon.domain.money import PricingError, cents, to_decimal
 from revdaemon.domain.subscriptions import version_of
 from revdaemon.flows import sources
 from revdaemon.flows.base import FlowEvent, Found, Needs
-from revdaemon.flows.common import account_id_of, same, was
+from revdaemon.flows.common import account_id_of, account_link, same, was
 from revdaemon.flows.plan import OpenConflict, Plan, SfCreate, SfUpdate, SfUpsert, Write
 from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
@@ -122,12 +122,13 @@ class BillingEventsFlow:
         invoice = found.nue_invoices.get(invoice_id)
         if not invoice or not invoice.get("customerId"):
             return needs
-        needs |= Needs(nue_customers=frozenset({str(invoice["customerId"])}))
+        needs |= Needs(nue_customers=frozenset({str(invoice["customerId"])})) | account_link(str(invoice["customerId"]))
         if m.target == "custom_object":
             # The key field is read like a parent field: one `WHERE Nue_Event_Key__c IN (...)` for the batch.
             needs |= Needs(sf_children=frozenset({(m.event_object, m.key_field, event_key(invoice))}),
                            sf_fields=frozenset((m.event_object, f) for f in m.event_fields))
-        account_id = account_id_of(found.nue_customers.get(str(invoice["customerId"])))
+        customer_id = str(invoice["customerId"])
+        account_id = account_id_of(customer_id, found.nue_customers.get(customer_id), found)
         if account_id:
             needs |= Needs(sf_records=frozenset({(m.account_object, account_id)}))
             if m.target == "task":
@@ -148,7 +149,7 @@ class BillingEventsFlow:
         customer = found.nue_customers.get(customer_id)
         if customer is None:
             return Plan(skip_reason=f"Nue has no customer {customer_id or '(none)'} for invoice {invoice_id}")
-        account_id = account_id_of(customer)
+        account_id = account_id_of(customer_id, customer, found)
         if not account_id:
             return Plan(skip_reason=f"customer {customer_id} is not linked to a Salesforce account yet")
         if found.sf_records.get((self.mapping.account_object, account_id)) is None:

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from revdaemon.domain.money import PricingError, to_decimal
-from revdaemon.flows.base import FlowEvent, Found
+from revdaemon.flows.base import FlowEvent, Found, Needs
 
 CHANGE_ORDER_TYPE = "Change"  # [assumed] orderType of an order made by POST /change-orders (sandbox: New | Change)
 ACTIVATED = frozenset({"activated", "active"})  # nue-api.md Order status: compare case-insensitively
@@ -49,11 +49,20 @@ def customer_id_of(event: FlowEvent) -> str | None:
     return str(value) if value else None
 
 
-def account_id_of(customer: Mapping[str, Any] | None) -> str | None:
-    """The Salesforce account of a Nue customer: externalId once Nue's own sync ran, else salesAccountId."""
-    if not customer:
-        return None
-    value = customer.get("externalId") or customer.get("salesAccountId")
+ACCOUNT_LINK = "account"  # the store's id link pairing a Salesforce Account with a Nue customer (flow 6 keeps it)
+
+
+def account_link(customer_id: str) -> Needs:
+    """The store's link of the customer with its account, read with the flow's other reads."""
+    return Needs(id_links=frozenset({(ACCOUNT_LINK, customer_id)}))
+
+
+def account_id_of(customer_id: str, customer: Mapping[str, Any] | None, found: Found) -> str | None:
+    """The Salesforce account of a Nue customer: externalId once Nue's own sync ran, else the store's link (flow 6
+    found or made the account for a customer made in Nue), else salesAccountId."""
+    customer = customer or {}
+    value = customer.get("externalId") or found.id_links.get((ACCOUNT_LINK, customer_id)) \
+        or customer.get("salesAccountId")
     return str(value) if value else None
 
 

@@ -27,10 +27,10 @@ from urllib.parse import urlsplit
 
 from revdaemon.connectors import nue_wire
 from revdaemon.flows.base import Found, Needs
-from revdaemon.flows.common import was
+from revdaemon.flows.common import ACCOUNT_LINK, account_id_of, was
 from revdaemon.flows.plan import OpenConflict, SfUpdate, SfUpsert, Write
 
-LINK_TYPE = "account"  # the store's id link pairing for Account <-> Customer
+LINK_TYPE = ACCOUNT_LINK
 DEFAULT_ACCOUNT_FIELDS = {"Name": "name", "Phone": "phone", "Website": "website", "BillingCity": "billingCity"}
 DEFAULT_CONTACT_FIELDS = {"FirstName": "firstName", "LastName": "lastName", "Email": "email", "Phone": "phone"}
 
@@ -68,14 +68,6 @@ class AccountOf:
     missing: str | None = None  # why there is none and none is made
 
 
-def linked_account(customer_id: str, customer: Mapping[str, Any] | None, found: Found) -> str | None:
-    """The account the two systems already name for the customer (no Salesforce read needed)."""
-    customer = customer or {}
-    link = found.id_links.get((LINK_TYPE, customer_id))
-    value = customer.get("externalId") or link or customer.get("salesAccountId")
-    return str(value) if value else None
-
-
 def account_needs(m: CustomerRecords, flow: str, customer_id: str, found: Found) -> tuple[Needs, AccountOf]:
     """The reads that find the customer's account, and the account as far as `found` tells."""
     # The id link is read with the customer (one round): it costs a store read, no API call.
@@ -89,7 +81,7 @@ def account_needs(m: CustomerRecords, flow: str, customer_id: str, found: Found)
         return needs, AccountOf(account_id=str(customer["externalId"]))
     if (LINK_TYPE, customer_id) not in found.id_links:
         return needs, AccountOf(waiting=True)
-    linked = linked_account(customer_id, customer, found)
+    linked = account_id_of(customer_id, customer, found)
     if linked or not m.create_accounts:
         return needs, AccountOf(account_id=linked, missing=None if linked else
                                 f"customer {customer_id} is not linked to a Salesforce account yet")

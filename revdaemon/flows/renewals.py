@@ -39,7 +39,7 @@ from revdaemon.domain.money import ZERO, PricingError, cents, to_decimal
 from revdaemon.domain.subscriptions import order_lines, price_entries, subscription_mrr
 from revdaemon.flows import sources
 from revdaemon.flows.base import FlowEvent, Found, Needs
-from revdaemon.flows.common import account_id_of
+from revdaemon.flows.common import account_id_of, account_link
 from revdaemon.flows.plan import OpenConflict, Plan, SfUpsert, Write
 from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
@@ -107,8 +107,8 @@ class RenewalFlow:
         fields |= frozenset(("OpportunityLineItem", f) for f in (*LINE_FIELDS, m.line_key_field))
         needs = Needs(nue_customers=frozenset({customer_id}), nue_subscriptions_of=frozenset({customer_id}),
                       nue_orders_of=frozenset({customer_id}), catalog=True, sf_fields=fields,
-                      sf_children=frozenset({("Opportunity", m.renewal_key_field, key)}))
-        account_id = account_id_of(found.nue_customers.get(customer_id))
+                      sf_children=frozenset({("Opportunity", m.renewal_key_field, key)})) | account_link(customer_id)
+        account_id = account_id_of(customer_id, found.nue_customers.get(customer_id), found)
         if account_id:
             needs = needs | Needs(sf_records=frozenset({("Account", account_id)}))
         opportunity = _first(found.sf_children.get(("Opportunity", m.renewal_key_field, key)))
@@ -135,7 +135,7 @@ class RenewalFlow:
         if str(subscription.get("subscriptionEndDate") or "")[:10] != end:
             return Plan(skip_reason=f"the subscription's end date moved from {end} (renewed or amended since "
                                     f"the scan)")
-        account_id = account_id_of(customer)
+        account_id = account_id_of(customer_id, customer, found)
         if not account_id:
             return Plan(skip_reason=f"customer {customer_id} is not linked to a Salesforce account yet")
         account = found.sf_records.get(("Account", account_id))

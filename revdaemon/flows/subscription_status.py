@@ -31,8 +31,7 @@ from revdaemon.domain.subscriptions import customer_state, order_lines, price_en
 from revdaemon.domain.synced import SyncedRecord
 from revdaemon.flows import sources
 from revdaemon.flows.base import FlowEvent, Found, Needs
-from revdaemon.flows.common import same, was
-from revdaemon.flows.customer_records import LINK_TYPE, linked_account
+from revdaemon.flows.common import account_id_of, account_link, same, was
 from revdaemon.flows.plan import OpenConflict, Plan, SfUpdate
 from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
@@ -100,10 +99,9 @@ class SubscriptionStatusFlow:
         # The store's link with the customer: an account flow 6 made for a customer made in Nue is known by it
         # before Nue's own sync (if any) sets the customer's externalId.
         needs = Needs(nue_customers=frozenset({customer_id}), nue_subscriptions_of=frozenset({customer_id}),
-                      nue_orders_of=frozenset({customer_id}), catalog=True,
-                      id_links=frozenset({(LINK_TYPE, customer_id)}))
+                      nue_orders_of=frozenset({customer_id}), catalog=True) | account_link(customer_id)
         customer = found.nue_customers.get(customer_id)
-        account_id = linked_account(customer_id, customer, found) if customer else None
+        account_id = account_id_of(customer_id, customer, found)
         if account_id:
             account = (self.mapping.account_object, account_id)
             fields = frozenset((self.mapping.account_object, name) for name in self.mapping.fields)
@@ -170,7 +168,7 @@ class SubscriptionStatusFlow:
         customer = found.nue_customers.get(customer_id)
         if customer is None:
             return Plan(skip_reason=f"Nue has no customer {customer_id}")
-        account_id = linked_account(customer_id, customer, found)
+        account_id = account_id_of(customer_id, customer, found)
         if not account_id:
             return Plan(skip_reason=f"customer {customer_id} is not linked to a Salesforce account yet")
         account = found.sf_records.get((self.mapping.account_object, str(account_id)))

@@ -27,7 +27,7 @@ async def test_demo_story_syncs_every_account(tmp_path: Path) -> None:
     assert "Acme Corp" in text and "3,900.00" in text  # the amendment's new MRR reached Salesforce
     assert "Paid" in text and "TransferError" in text  # the payment and the failed collection were logged
     assert "shows quote v2" in text and "1 amendment notes" in text
-    assert "0 renewal opportunities" in text and "5 renewal opportunities" in text
+    assert "0 renewal opportunities" in text and "6 renewal opportunities" in text  # the sign-up's too
     # A customer made in Nue arrives as an account with its contacts and its state; an upsell as an amendment
     # opportunity in the pipeline.
     assert "Zephyr Analytics │ Active │ 1,920.00" in text and "contacts from Nue: Ada Byron, Bill Payne" in text

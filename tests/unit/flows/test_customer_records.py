@@ -107,3 +107,38 @@ class TestHelpers:
         assert primary_contact(ORDER, CUSTOMER, CONTACTS) == "n-bill"
         assert primary_contact({"id": "o"}, CUSTOMER, [{**c, "createdDate": d} for c, d in
                                                        zip(CONTACTS, ("2", "1"), strict=True)]) == "n-bill"
+
+
+class TestTheAccountOfACustomer:
+    """One rule for every flow that writes to a customer's account (flows 2 to 6)."""
+
+    def test_nues_own_link_first_then_the_stores_then_the_sales_account(self) -> None:
+        from revdaemon.flows.common import ACCOUNT_LINK, account_id_of
+
+        linked = Found(id_links={(ACCOUNT_LINK, "c1"): "001L"})
+        assert account_id_of("c1", {"externalId": "001E", "salesAccountId": "001S"}, linked) == "001E"
+        assert account_id_of("c1", {"salesAccountId": "001S"}, linked) == "001L"
+        assert account_id_of("c1", {"salesAccountId": "001S"}, Found()) == "001S"
+        assert account_id_of("c1", None, linked) == "001L"  # known before the customer is read
+        assert account_id_of("c1", {}, Found(id_links={(ACCOUNT_LINK, "c1"): None})) is None
+
+    @pytest.mark.parametrize("flow", ["renewals", "billing_events", "amendments", "subscription_status"])
+    def test_every_account_writing_flow_reads_the_stores_link(self, flow: str) -> None:
+        from revdaemon.flows.amendments import AmendmentsFlow
+        from revdaemon.flows.billing_events import BillingEventsFlow
+        from revdaemon.flows.common import ACCOUNT_LINK
+        from revdaemon.flows.renewals import RenewalFlow
+        from revdaemon.flows.subscription_status import SubscriptionStatusFlow
+
+        made = {"renewals": RenewalFlow, "billing_events": BillingEventsFlow, "amendments": AmendmentsFlow,
+                "subscription_status": SubscriptionStatusFlow}[flow]()
+        data = {"id": "x1", "customerId": "c1", "subscriptionId": "s1", "subscriptionEndDate": "2027-01-31"}
+        event_type = {"renewals": "renewal.due", "billing_events": "invoice.activated",
+                      "amendments": "order.activated", "subscription_status": "subscription.updated"}[flow]
+        found = Found(nue_invoices={"x1": {"id": "x1", "customerId": "c1"}},
+                      nue_orders={"c1": [{"id": "x1", "orderType": "ChangeOrder", "customerId": "c1"}]})
+        event = FlowEvent(key="k", type=event_type, source="schedule" if flow == "renewals" else "nue_webhook",
+                          payload={"data": data, **({"subscriptionId": "s1", "customerId": "c1",
+                                                      "subscriptionEndDate": "2027-01-31"} if flow == "renewals"
+                                                     else {})})
+        assert (ACCOUNT_LINK, "c1") in made.needs(event, found).id_links
