@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from revdaemon.sandbox.nue import billing, customers, orders, quotes, wire
 from revdaemon.sandbox.nue.credit_memos import credit_memo_routes
+from revdaemon.sandbox.nue.customer_list import customer_list_routes
 from revdaemon.sandbox.nue.errors import ApiError, bad_request, not_found
 from revdaemon.sandbox.nue.graphql_schema import GraphQLEndpoint
 from revdaemon.sandbox.nue.responses import json_response
@@ -155,6 +156,7 @@ def api_routes(host: Host) -> list[Route]:
         Route("/catalog/products", products, methods=["GET"]),
         Route("/async/graphql", graphql, methods=["POST"]),
         *credit_memo_routes(host),
+        *customer_list_routes(host),
     ]
 
 
