@@ -148,7 +148,8 @@ def set_payment_status(store: Store, invoice_id: str, payment_status: str) -> Re
 
 
 # --- payments -----------------------------------------------------------------------------------------
-def _amount(value: Any, where: str) -> Decimal:
+def amount_in(value: Any, where: str) -> Decimal:
+    """A request body's amount (a JSON number or numeric text) as a Decimal, or 400 naming `where`."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise bad_request(f"{where} must be a number")
     try:
@@ -174,7 +175,7 @@ def pay(store: Store, body: Any) -> dict[str, Any]:
             customer = store.customer(item["customerId"]) if isinstance(item.get("customerId"), str) else None
             if customer is None or customer["id"] != invoice["customerId"]:
                 raise unprocessable(f"{where}: customerId does not own the invoice")
-            amount = _amount(item.get("transactionAmount"), f"{where}.transactionAmount")
+            amount = amount_in(item.get("transactionAmount"), f"{where}.transactionAmount")
             if invoice["status"] != "Active":
                 raise unprocessable(f"{where}: invoice {invoice['name']} is {invoice['status']}, not Active")
             left: Decimal = owed[invoice["id"]] if invoice["id"] in owed else invoice["balance"]

@@ -67,15 +67,6 @@ def _get(store: Store, memo_id: str) -> Record:
     return memo
 
 
-def _amount(value: Any, where: str) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise bad_request(f"{where} must be a number")
-    try:
-        return Decimal(str(value))
-    except ArithmeticError:
-        raise bad_request(f"{where} must be a number") from None
-
-
 def apply(store: Store, body: Any) -> dict[str, Any]:
     """All or nothing: every line is checked before any balance moves."""
     lines = body.get("appliedInvoices") if isinstance(body, dict) else None
@@ -97,7 +88,7 @@ def apply(store: Store, body: Any) -> dict[str, Any]:
             if memo["status"] != "Active" or invoice["status"] != "Active":
                 raise unprocessable(f"{where}: credit memo {memo['name']} is {memo['status']}, "
                                     f"invoice {invoice['name']} is {invoice['status']}; both must be Active")
-            amount = _amount(line.get("transactionAmount"), f"{where}.transactionAmount")
+            amount = billing.amount_in(line.get("transactionAmount"), f"{where}.transactionAmount")
             memo_left: Decimal = left[memo["id"]] if memo["id"] in left else memo["balance"]
             invoice_left: Decimal = left[invoice["id"]] if invoice["id"] in left else invoice["balance"]
             if amount <= 0 or amount > min(memo_left, invoice_left):
