@@ -186,8 +186,9 @@ def contact_writes(m: CustomerRecords, flow: str, customer_id: str, account_id: 
         email = str(contact.get("email") or "")
         by_email = [c for c in found.sf_children.get(("Contact", "Email", email), []) if email
                     and str(c.get("Email") or "").casefold() == email.casefold() and not c.get(m.contact_key)]
-        here = [c for c in by_email if str(c.get("AccountId") or "")[:15] == account_id[:15]]
-        candidates = here or by_email
+        # Only this account's: a contact of the same email on another company's account (an agency, a consultant)
+        # is that company's person, not this customer's; this customer gets its own.
+        candidates = [c for c in by_email if str(c.get("AccountId") or "")[:15] == account_id[:15]]
         if len(candidates) > 1:
             return ContactsOf(conflict=OpenConflict(
                 flow=flow, record_ref=f"nue:Contact:{nue_id}",

@@ -87,6 +87,16 @@ class TestContacts:
         tasks = [w for w in plan.writes if isinstance(w, SfCreate)]
         assert len(tasks) == 3 and {t.fields["WhoId"] for t in tasks} == {"003H"} and plan.done
 
+    def test_a_contact_of_the_email_on_another_companys_account_is_left_to_it(self) -> None:
+        """An agency's person on customer A's account is not customer B's contact: B gets its own, A's keeps no
+        key of B's."""
+        elsewhere = {"Id": "003X", "Email": "ada@zephyr.io", "AccountId": "001OTHER", "Nue_Contact_Id__c": None}
+        plan = OnboardingFlow().plan(EVENT, linked({("Contact", "Email", "ada@zephyr.io"): [elsewhere]}))
+        contacts = [w for w in plan.writes if getattr(w, "sobject", None) == "Contact"]
+        assert contacts and not any(getattr(w, "record_id", None) == "003X" for w in contacts)
+        ada = [w for w in contacts if isinstance(w, SfUpsert) and w.external_id == "n-ada"]
+        assert ada and ada[0].fields["AccountId"] == "001A"
+
     def test_two_contacts_of_one_email_open_a_conflict(self) -> None:
         """Neither is guessed."""
         twins = [{"Id": f"003{i}", "Email": "ada@zephyr.io", "AccountId": "001A"} for i in range(2)]
