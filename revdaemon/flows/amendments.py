@@ -70,6 +70,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, Literal
 
+from revdaemon.connectors import nue_wire
 from revdaemon.domain.money import ZERO, PriceEntry, PricingError, cents, to_decimal
 from revdaemon.domain.subscriptions import (
     LineTerms,
@@ -292,6 +293,13 @@ class AmendmentsFlow:
         other = found.sf_children.get(("Opportunity", m.order_id_field, order_id)) or []
         if other:
             return None, f"opportunity {other[0].get('Id')} already shows change order {number}"
+        # A rep's own deal made this change order (Nue's quote-to-order flow): flow 1 links that opportunity when its
+        # poll sees it won, so an opportunity of flow 5's would count the change twice in the pipeline.
+        made_from = nue_wire.opportunity_of_order(order, None) or next(
+            (str(order[f]) for f in (*nue_wire.ASSUMED_ORDER_OPPORTUNITY_FIELDS, *nue_wire.ASSUMED_ORDER_QUOTE_FIELDS)
+             if order.get(f)), None)
+        if made_from:
+            return None, f"change order {number} was made from a deal in Salesforce ({made_from}): that deal shows it"
         if amendment.kind is None:
             return None, f"no amendment opportunity for {number}: its MRR delta is not known"
         opportunity_type = m.types.get(amendment.kind)

@@ -351,6 +351,15 @@ class TestAmendmentOpportunity:
         [note] = AmendmentsFlow().plan(event(), full_found(self.ORDER, subs(SUB_1=6), children=children)).writes
         assert isinstance(note, SfCreate)
 
+    def test_a_change_order_made_from_a_reps_deal_gets_no_opportunity_before_flow_1_links_it(self) -> None:
+        """The webhook reaches flow 5 before the poll reaches flow 1: the change order already names its deal (an
+        opportunity or a quote), so flow 5 makes none and the change is not counted twice in the pipeline."""
+        for named in ({"opportunityId": "006R"}, {"quoteId": "q-7"},
+                      {"description": "From Salesforce (sfdc-opportunity:006R)"}):
+            plan = AmendmentsFlow().plan(event(), full_found({**self.ORDER, **named}, subs(SUB_1=6)))
+            [note] = plan.writes
+            assert isinstance(note, SfCreate) and note.sobject == "Note", named
+
     def test_needs_the_opportunities_of_the_change_order(self) -> None:
         """Both keys are read once the change order is seen; nothing of it when switched off."""
         partial = Found(nue_orders={"c1": [NEW_ORDER, self.ORDER]}, nue_customers={"c1": CUSTOMER})
