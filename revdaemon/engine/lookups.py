@@ -19,6 +19,7 @@ from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.errors import Permanent
 from revdaemon.flows.base import Found, Needs
+from revdaemon.flows.common import ACCOUNT_LINK
 from revdaemon.limits import Priority
 from revdaemon.store import Store
 from revdaemon.store.records import SyncedRecord, utcnow
@@ -151,6 +152,19 @@ class Fetcher:
                 value = row.get(field_name)
                 if value in found and found[value] is None:
                     found[value] = row
+        # Last, an account flow 6 made for a customer made in Nue: Nue names no account for it (externalId is
+        # Nue's own sync's to set), the store's link does. Without it a deal won on that account would make a
+        # second customer.
+        linked: dict[str, str] = {}
+        if self._store is not None:
+            for account_id in (i for i in wanted if found[i] is None):
+                link = await self._store.find_link(ACCOUNT_LINK, salesforce_id=account_id)
+                if link is not None:
+                    linked[link.nue_id] = account_id
+        if linked:
+            for row in await self._nue.read_where_in("Customer", "id", sorted(linked), nue_wire.CUSTOMER_FIELDS):
+                if str(row.get("id")) in linked:
+                    found[linked[str(row["id"])]] = row
         return found
 
     async def _by_customer(self, ids: frozenset[str], aliases: Mapping[str, str], read: Any

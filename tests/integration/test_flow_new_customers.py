@@ -215,3 +215,31 @@ class TestTheNewAccountGetsItsState:
         assert account["Subscription_Status__c"] == "Active"
         nue_mrr = sandbox.nue.store.customers[customer["id"]]["todayCMRR"]
         assert Decimal(str(account["MRR__c"])) == Decimal(str(nue_mrr))
+
+
+class TestADealWonOnTheNewAccount:
+    async def test_flow_1_orders_it_for_the_customer_flow_6_linked_never_a_second_customer(
+            self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """A rep wins a deal on the account flow 6 made for a customer made in Nue (Nue names no account for it):
+        the order goes to that customer; no second Nue customer is made."""
+        from datetime import UTC, datetime
+
+        from revdaemon.flows.closed_won_to_order import ClosedWonToOrderFlow
+        from tests.integration.test_engine_closed_won import closed_won_event
+
+        customer = nue_customer(sandbox)
+        activate(sandbox, customer["id"])
+        async with engine(sandbox, tmp_path, flows=[OnboardingFlow(), ClosedWonToOrderFlow()]) as e:
+            await deliver(e, sandbox)
+            [account] = accounts_of(sandbox, customer["id"])
+            deal = sandbox.salesforce.seed_data.opportunities[4].id
+            sandbox.salesforce.update("Opportunity", deal, {"AccountId": account["Id"]})
+            customers_before = len(sandbox.nue.store.customers)
+            won = sandbox.salesforce.close_won(deal, close_date=datetime.now(UTC).date())  # after the cut-off
+            await e.store.add_events([closed_won_event(won)])
+            with anyio.fail_after(20):
+                while await e.worker.run_once():
+                    pass
+        assert len(sandbox.nue.store.customers) == customers_before
+        ordered = [o for o in sandbox.nue.store.orders.values() if deal in str(o.get("description") or "")]
+        assert [o["customerId"] for o in ordered] == [customer["id"]]
