@@ -121,6 +121,8 @@ def default_flows(settings: Settings) -> list[Flow]:
     """The enabled flows, configured from `flows:` and `mapping:`."""
     chosen = settings.flows
     flows: list[Flow] = []
+    # Flow 6 makes the account of a customer made in Nue: flows that need it wait for it within a claim.
+    onboarding_makes_accounts = chosen.onboarding.enabled and chosen.onboarding.create_accounts
     if chosen.closed_won.enabled:
         flows.append(ClosedWonToOrderFlow(ClosedWonMapping(
             activate=chosen.closed_won.activate, term_months=chosen.closed_won.term_months,
@@ -136,7 +138,7 @@ def default_flows(settings: Settings) -> list[Flow]:
     if chosen.billing_events.enabled:
         flows.append(BillingEventsFlow(BillingEventMapping(
             target=chosen.billing_events.target, extra_fields=_specs(settings, "billing_events"),
-            lookups=settings.mapping.lookups)))
+            lookups=settings.mapping.lookups, wait_for_onboarding=onboarding_makes_accounts)))
     if chosen.amendments.enabled:
         amendments = chosen.amendments
         types = settings.mapping.lookups.get(amendments.type_lookup)
@@ -150,7 +152,8 @@ def default_flows(settings: Settings) -> list[Flow]:
             extra_fields=_specs(settings, "onboarding"), lookups=settings.mapping.lookups,
             records=_customer_records(settings))))
     if chosen.subscription_status.enabled:
-        flows.append(SubscriptionStatusFlow(_status_mapping(settings)))
+        flows.append(SubscriptionStatusFlow(dataclasses.replace(_status_mapping(settings),
+                                                                wait_for_onboarding=onboarding_makes_accounts)))
     return flows
 
 

@@ -101,6 +101,7 @@ class _Job:
     settle_wait: float = 0.0  # the longest a failed write must wait to settle (its outcome unknown), seconds
     crash: str | None = None
     parked: str | None = None  # the flow cannot run against the org's schema right now
+    waiting: str | None = None  # its last plan waits for another flow of the claim (Plan.waiting)
     mapping_version: int | None = None  # the mapping version the flow was built from
     old_mapping: bool = False  # an older version than the current one (the event is pinned to it)
 
@@ -304,6 +305,12 @@ class Worker:
                     job.parked, job.error = self._schema.is_parked(job.flow.name), None
             pending = [j for j in pending if not (j.done or j.conflict or j.error or j.crash or j.parked)]
         for job in pending:
+            if job.waiting is not None:
+                # What it waited for was not made in this claim (the other flow opened a conflict, or runs on
+                # another claim): skipped, as it was before it could wait.
+                log.info("event_skipped", event_key=job.event.key, flow=job.flow.name, reason=job.waiting)
+                job.done = True
+                continue
             job.error = Retryable("the flow did not finish within its steps; trying again later",
                                   _context(job, "plan"))
         by_event: dict[int, list[_Job]] = {}
@@ -460,7 +467,8 @@ class Worker:
                 job.done = True  # a newer state of the entity was already applied: this one is history
                 continue
             await self._link(job, plan.links)
-            job.done = plan.done
+            job.waiting = plan.waiting
+            job.done = plan.done and plan.waiting is None
 
     async def _link(self, job: _Job, links: Sequence[LinkIds]) -> None:
         """Record the pairings a plan found (after its writes succeeded). A pairing that contradicts one already

@@ -72,6 +72,8 @@ def _default_status_values() -> dict[str, str]:
 @dataclass(frozen=True, kw_only=True)
 class BillingEventMapping:
     target: Target = "custom_object"
+    # Flow 6 makes a customer made in Nue its account: an invoice of its first order, in the same claim, waits for it.
+    wait_for_onboarding: bool = False
     account_object: str = "Account"
     event_object: str = "Nue_Billing_Event__c"
     key_field: str = "Nue_Event_Key__c"
@@ -151,6 +153,9 @@ class BillingEventsFlow:
             return Plan(skip_reason=f"Nue has no customer {customer_id or '(none)'} for invoice {invoice_id}")
         account_id = account_id_of(customer_id, customer, found)
         if not account_id:
+            if self.mapping.wait_for_onboarding:  # a billed invoice's order is activated: flow 6 makes the account
+                return Plan(waiting=f"customer {customer_id} has no Salesforce account yet: onboarding makes it "
+                                    "from the activated order this invoice bills")
             return Plan(skip_reason=f"customer {customer_id} is not linked to a Salesforce account yet")
         if found.sf_records.get((self.mapping.account_object, account_id)) is None:
             return Plan(skip_reason=f"Salesforce has no account {account_id}")

@@ -66,6 +66,14 @@ def account_id_of(customer_id: str, customer: Mapping[str, Any] | None, found: F
     return str(value) if value else None
 
 
+def awaiting_onboarding(customer_id: str, orders: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why a flow waits for a customer's account: it has an activated order, from which flow 6 makes the account
+    of a customer made in Nue (when flows.onboarding.create_accounts is on). None: nothing will make one."""
+    if any(is_activated(order) for order in orders):
+        return f"customer {customer_id} has no Salesforce account yet: onboarding makes it from its activated order"
+    return None
+
+
 def order_by_id(orders: Sequence[Mapping[str, Any]], order_id: str) -> Mapping[str, Any] | None:
     return next((o for o in orders if str(o.get("id")) == order_id), None)
 

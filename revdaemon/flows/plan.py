@@ -183,9 +183,15 @@ class Plan:
     skip_reason: str | None = None  # why nothing is written (echo, stale, not applicable), for the log
     version: str | None = None  # the source state's version these writes reflect (ordering guard)
     entity: str | None = None  # the entity the version belongs to
+    # Nothing to write yet: another flow working on the same claim is making what this one needs (flow 6 a new
+    # customer's account). The worker asks again at its next step; if the claim's steps run out first, the event
+    # is skipped for this flow with this reason, as before any such flow existed.
+    waiting: str | None = None
 
     def __post_init__(self) -> None:
         if self.conflict is not None and self.writes:
             raise ValueError("a plan that opens a conflict must not also write")
+        if self.waiting is not None and (self.writes or self.conflict is not None):
+            raise ValueError("a plan that waits writes nothing and opens nothing")
         if not self.done and not self.writes:
             raise ValueError("a plan that is not done must carry the writes the next step waits for")

@@ -31,7 +31,7 @@ from revdaemon.domain.subscriptions import customer_state, order_lines, price_en
 from revdaemon.domain.synced import SyncedRecord
 from revdaemon.flows import sources
 from revdaemon.flows.base import FlowEvent, Found, Needs
-from revdaemon.flows.common import account_id_of, account_link, same, was
+from revdaemon.flows.common import account_id_of, account_link, awaiting_onboarding, same, was
 from revdaemon.flows.plan import OpenConflict, Plan, SfUpdate
 from revdaemon.mapping.fields import FieldSpec, MappingError, render
 
@@ -69,6 +69,9 @@ class SubscriptionStatusMapping:
     opportunity_renewal_field: str | None = "Next_Renewal_Date__c"
     order_marker_field: str | None = None
     on_hand_edit: str = "conflict"  # or "overwrite"
+    # Flow 6 makes a customer made in Nue its account (flows.onboarding.create_accounts): an order.activated
+    # claim waits for it instead of skipping the customer's first state.
+    wait_for_onboarding: bool = False
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -170,6 +173,9 @@ class SubscriptionStatusFlow:
             return Plan(skip_reason=f"Nue has no customer {customer_id}")
         account_id = account_id_of(customer_id, customer, found)
         if not account_id:
+            waiting = awaiting_onboarding(customer_id, found.nue_orders.get(customer_id, []))
+            if self.mapping.wait_for_onboarding and waiting:
+                return Plan(waiting=waiting)
             return Plan(skip_reason=f"customer {customer_id} is not linked to a Salesforce account yet")
         account = found.sf_records.get((self.mapping.account_object, str(account_id)))
         if account is None:

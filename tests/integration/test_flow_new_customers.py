@@ -191,30 +191,60 @@ class TestLostAnswers:
 
 
 class TestTheNewAccountGetsItsState:
-    async def test_flow_2_writes_the_status_and_mrr_of_a_customer_made_in_nue_to_the_account_flow_6_made(
+    async def test_the_order_activation_alone_brings_the_new_account_its_status_and_mrr(
             self, sandbox: Sandbox, tmp_path: Path) -> None:
-        """Nue's own sync never set the customer's externalId: flow 2 finds the new account by the store's link
-        that flow 6 recorded, and writes Nue's state there."""
+        """Only Nue's order.activated is delivered: flow 6 makes the account, and flow 2, working on the same
+        claim, waits for it instead of skipping the customer (Nue's sync never sets externalId here), then writes
+        Nue's state there, by the store's link."""
+        from dataclasses import replace
         from decimal import Decimal
 
         from revdaemon.flows.subscription_status import SubscriptionStatusFlow
 
         customer = nue_customer(sandbox)
         activate(sandbox, customer["id"])
-        async with engine(sandbox, tmp_path, flows=[OnboardingFlow(), SubscriptionStatusFlow()]) as e:
+        status = SubscriptionStatusFlow(replace(SubscriptionStatusFlow().mapping, wait_for_onboarding=True))
+        async with engine(sandbox, tmp_path, flows=[OnboardingFlow(), status]) as e:
             await deliver(e, sandbox)
-            [account] = accounts_of(sandbox, customer["id"])
-            assert sandbox.nue.store.customers[customer["id"]].get("externalId") in (None, "")
-            subscription = next(s for s in sandbox.nue.store.subscriptions.values()
-                                if s["customerId"] == customer["id"])
-            await e.store.add_events([webhook("subscription.updated", dict(subscription), "evt-new-sub")])
-            with anyio.fail_after(20):
-                while await e.worker.run_once():
-                    pass
+        [account] = accounts_of(sandbox, customer["id"])
+        assert sandbox.nue.store.customers[customer["id"]].get("externalId") in (None, "")
         account = sandbox.salesforce.record("Account", account["Id"])
         assert account["Subscription_Status__c"] == "Active"
         nue_mrr = sandbox.nue.store.customers[customer["id"]]["todayCMRR"]
         assert Decimal(str(account["MRR__c"])) == Decimal(str(nue_mrr))
+
+    async def test_a_wait_that_nothing_ends_finishes_as_a_skip_not_a_retry(self, sandbox: Sandbox,
+                                                                            tmp_path: Path) -> None:
+        """Flow 2 waits, but flow 6 makes no account (here it may not create one): the wait ends with the claim's
+        steps as a skip; the event is done, neither retried nor dead."""
+        from dataclasses import replace
+
+        from revdaemon.flows.customer_records import CustomerRecords
+        from revdaemon.flows.onboarding import OnboardingMapping
+        from revdaemon.flows.subscription_status import SubscriptionStatusFlow
+
+        customer = nue_customer(sandbox)
+        activate(sandbox, customer["id"])
+        status = SubscriptionStatusFlow(replace(SubscriptionStatusFlow().mapping, wait_for_onboarding=True))
+        no_creates = OnboardingFlow(OnboardingMapping(records=CustomerRecords(create_accounts=False)))
+        async with engine(sandbox, tmp_path, flows=[no_creates, status]) as e:
+            await deliver(e, sandbox)
+            depths = await e.store.queue_depths()
+        assert depths[EventStatus.DONE] >= 1 and depths[EventStatus.DEAD] == 0
+        assert depths[EventStatus.RECEIVED] == depths[EventStatus.CLAIMED] == 0
+        assert accounts_of(sandbox, customer["id"]) == []
+
+    async def test_without_onboarding_making_accounts_the_customer_is_skipped_as_before(
+            self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """No flow makes the account: flow 2 does not wait (nothing would come), the event is done, nothing written."""
+        from revdaemon.flows.subscription_status import SubscriptionStatusFlow
+
+        customer = nue_customer(sandbox)
+        activate(sandbox, customer["id"])
+        async with engine(sandbox, tmp_path, flows=[SubscriptionStatusFlow()]) as e:
+            await deliver(e, sandbox)
+            assert (await e.store.queue_depths())[EventStatus.DONE] >= 1
+        assert accounts_of(sandbox, customer["id"]) == []
 
 
 class TestADealWonOnTheNewAccount:
