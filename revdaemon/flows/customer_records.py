@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from revdaemon.connectors import nue_wire
 from revdaemon.flows.base import Found, Needs
-from revdaemon.flows.common import ACCOUNT_LINK, account_id_of, was
+from revdaemon.flows.common import ACCOUNT_LINK, account_id_of, account_link, was
 from revdaemon.flows.plan import OpenConflict, SfUpdate, SfUpsert, Write
 
 LINK_TYPE = ACCOUNT_LINK
@@ -71,16 +71,24 @@ class AccountOf:
 def account_needs(m: CustomerRecords, flow: str, customer_id: str, found: Found) -> tuple[Needs, AccountOf]:
     """The reads that find the customer's account, and the account as far as `found` tells."""
     # The id link is read with the customer (one round): it costs a store read, no API call.
-    needs = Needs(nue_customers=frozenset({customer_id}), id_links=frozenset({(LINK_TYPE, customer_id)}))
-    if customer_id not in found.nue_customers:
+    needs = Needs(nue_customers=frozenset({customer_id})) | account_link(customer_id)
+    if customer_id not in found.nue_customers or (LINK_TYPE, customer_id) not in found.id_links:
         return needs, AccountOf(waiting=True)
     customer = found.nue_customers.get(customer_id)
     if customer is None:
         return needs, AccountOf(missing=f"Nue has no customer {customer_id}")
-    if customer.get("externalId"):  # Nue's own sync linked it: nothing more to read
-        return needs, AccountOf(account_id=str(customer["externalId"]))
-    if (LINK_TYPE, customer_id) not in found.id_links:
-        return needs, AccountOf(waiting=True)
+    external = str(customer.get("externalId") or "")
+    linked = found.id_links.get((LINK_TYPE, customer_id))
+    if external and linked and external[:15] != linked[:15]:
+        # Nue's own sync made (or chose) another account after revdaemon made one: two accounts for one customer,
+        # and flows 2 to 5 now follow Nue's. A person merges them; nothing is written to either meanwhile.
+        return needs, AccountOf(conflict=OpenConflict(
+            flow=flow, record_ref=f"nue:Customer:{customer_id}",
+            reason=f"Nue links the customer to account {external}, revdaemon linked it to {linked}: merge the two "
+                   "accounts in Salesforce (keep Nue's), then replay",
+            salesforce_values={"nue_account": external, "revdaemon_account": linked}))
+    if external:  # Nue's own sync linked it: nothing more to read
+        return needs, AccountOf(account_id=external)
     linked = account_id_of(customer_id, customer, found)
     if linked or not m.create_accounts:
         return needs, AccountOf(account_id=linked, missing=None if linked else

@@ -114,13 +114,12 @@ class OnboardingFlow:
         if customer_id is None or event.resource_id is None:
             return Needs()
         m = self.mapping
-        # What depends on the customer id alone is read in the first round, with the orders.
-        needs = Needs(nue_orders_of=frozenset({customer_id}), nue_customers=frozenset({customer_id}),
-                      nue_contacts_of=frozenset({customer_id} if m.records.contacts else ()))
+        # The orders and the customer first: only a new (not a change) order's customer has its contacts read.
+        needs = Needs(nue_orders_of=frozenset({customer_id}), nue_customers=frozenset({customer_id}))
         order = order_by_id(found.nue_orders.get(customer_id, []), event.resource_id)
         if order is None or is_change_order(order):
-            return needs
-        needs |= Needs(catalog=True)
+            return needs  # a change order is flow 5's: its contacts are not read for it
+        needs |= Needs(catalog=True, nue_contacts_of=frozenset({customer_id} if m.records.contacts else ()))
         found_account, account = account_needs(m.records, NAME, customer_id, found)
         needs |= found_account
         account_id = account.account_id

@@ -119,6 +119,22 @@ class TestHelpers:
                                                        zip(CONTACTS, ("2", "1"), strict=True)]) == "n-bill"
 
 
+class TestNuesOwnSyncRacingRevdaemon:
+    def test_nue_linking_another_account_than_revdaemons_opens_a_conflict_and_writes_nothing(self) -> None:
+        """revdaemon made an account for a customer made in Nue; Nue's own sync then made its own and set
+        externalId: two accounts for one customer are a person's to merge, not silently two."""
+        raced = found(nue_customers={"c1": {**CUSTOMER, "externalId": "001NUE"}},
+                      id_links={("account", "c1"): "001REV"})
+        plan = OnboardingFlow().plan(EVENT, raced)
+        assert plan.conflict is not None and plan.writes == ()
+        assert "001NUE" in plan.conflict.reason and "001REV" in plan.conflict.reason
+
+    def test_the_same_account_in_15_and_18_characters_is_no_race(self) -> None:
+        agreed = found(nue_customers={"c1": {**CUSTOMER, "externalId": "001A00000000001"}},
+                       id_links={("account", "c1"): "001A00000000001AAA"})
+        assert OnboardingFlow().plan(EVENT, agreed).conflict is None
+
+
 class TestTheAccountOfACustomer:
     """One rule for every flow that writes to a customer's account (flows 2 to 6)."""
 
@@ -136,7 +152,7 @@ class TestTheAccountOfACustomer:
     def test_every_account_writing_flow_reads_the_stores_link(self, flow: str) -> None:
         from revdaemon.flows.amendments import AmendmentsFlow
         from revdaemon.flows.billing_events import BillingEventsFlow
-        from revdaemon.flows.common import ACCOUNT_LINK
+        from revdaemon.flows.common import ACCOUNT_LINK, CHANGE_ORDER_TYPE
         from revdaemon.flows.renewals import RenewalFlow
         from revdaemon.flows.subscription_status import SubscriptionStatusFlow
 
@@ -146,7 +162,7 @@ class TestTheAccountOfACustomer:
         event_type = {"renewals": "renewal.due", "billing_events": "invoice.activated",
                       "amendments": "order.activated", "subscription_status": "subscription.updated"}[flow]
         found = Found(nue_invoices={"x1": {"id": "x1", "customerId": "c1"}},
-                      nue_orders={"c1": [{"id": "x1", "orderType": "ChangeOrder", "customerId": "c1"}]})
+                      nue_orders={"c1": [{"id": "x1", "orderType": CHANGE_ORDER_TYPE, "customerId": "c1"}]})
         event = FlowEvent(key="k", type=event_type, source="schedule" if flow == "renewals" else "nue_webhook",
                           payload={"data": data, **({"subscriptionId": "s1", "customerId": "c1",
                                                       "subscriptionEndDate": "2027-01-31"} if flow == "renewals"

@@ -32,6 +32,7 @@ def event(order_id: str = "o-1", **data: Any) -> FlowEvent:
 def found(*, account: dict[str, Any] | None = None, tasks: list[dict[str, Any]] | None = None,
           orders: list[dict[str, Any]] | None = None) -> Found:
     return Found(nue_orders={"c1": orders or [ORDER]}, nue_customers={"c1": CUSTOMER}, catalog=CATALOG,
+                 id_links={("account", "c1"): None},  # read with the customer: revdaemon made no account for it
                  sf_records={("Account", "001A"): {**ACCOUNT, **(account or {})}},
                  sf_children={("Task", "WhatId", "001A"): tasks or []})
 
