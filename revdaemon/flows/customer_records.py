@@ -27,8 +27,9 @@ from urllib.parse import urlsplit
 
 from revdaemon.connectors import nue_wire
 from revdaemon.flows.base import Found, Needs
-from revdaemon.flows.common import ACCOUNT_LINK, account_id_of, account_link, was
+from revdaemon.flows.common import ACCOUNT_LINK, account_id_of, account_link, same, was
 from revdaemon.flows.plan import OpenConflict, SfUpdate, SfUpsert, Write
+from revdaemon.mapping.fields import value_at
 
 LINK_TYPE = ACCOUNT_LINK
 DEFAULT_ACCOUNT_FIELDS = {"Name": "name", "Phone": "phone", "Website": "website", "BillingCity": "billingCity"}
@@ -188,8 +189,10 @@ def contact_writes(m: CustomerRecords, flow: str, customer_id: str, account_id: 
             ids[nue_id] = str(existing["Id"])
             changed = _changed(existing, wanted)
             if changed:
-                writes.append(SfUpsert(sobject="Contact", external_id_field=m.contact_key, external_id=nue_id,
-                                       fields=changed, idem_key=f"{flow}:contact:{nue_id}:{was(existing, changed)}"))
+                # An update of the record found, not an upsert: a contact deleted since the read is not made again
+                # without its account (the write fails, and the event with it).
+                writes.append(SfUpdate(sobject="Contact", record_id=str(existing["Id"]), fields=changed,
+                                       idem_key=f"{flow}:contact:{nue_id}:{was(existing, changed)}"))
             continue
         email = str(contact.get("email") or "")
         by_email = [c for c in found.sf_children.get(("Contact", "Email", email), []) if email
@@ -246,14 +249,10 @@ def domain_of(value: Any) -> str | None:
 
 
 def field_of(record: Mapping[str, Any], path: str) -> Any:
-    """A dotted path's value in a Nue record (None where any part is absent)."""
-    value: Any = record
-    for part in path.split("."):
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
+    """A dotted path's value in a Nue record (None where any part is absent, or blank)."""
+    value = value_at(record, path)
     return value if value not in ("", None) else None
 
 
 def _changed(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in wanted.items() if str(existing.get(k) or "") != str(v)}
+    return {k: v for k, v in wanted.items() if not same(existing.get(k), v)}
