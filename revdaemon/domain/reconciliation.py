@@ -8,7 +8,8 @@ For every Nue customer one row holds three views of its MRR:
 Each row gets one `Drift`, the first that applies, in this order:
 1. `nue_disagrees`: the computed MRR (or ARR) differs from Nue's own figure, or the customer cannot be priced.
    Our number is then not to be trusted, so nothing is repaired: a person should look.
-2. `unlinked`: the customer names no Salesforce account (neither `externalId` nor `salesAccountId`).
+2. `unlinked`: the customer has no Salesforce account: neither `externalId`, nor the store's link (flow 6 made or
+   found the account of a customer made in Nue), nor `salesAccountId` (the order flow 2 follows).
 3. `missing_account`: it names one that Salesforce did not return.
 4. `salesforce_differs`: the account's MRR, ARR or status is not what flow 2 would write. Repairable by
    running flow 2 for the customer.
@@ -41,6 +42,7 @@ from revdaemon.domain.subscriptions import (
 DEFAULT_TOLERANCE = Decimal("0.01")  # one cent of MRR
 MONTHS_PER_YEAR = 12
 LINK_FIELDS = ("externalId", "salesAccountId")  # nue-api.md, Customer: the Salesforce Account id
+STORE_LINK = "store link"  # the account flow 6 linked in the store (flows.common.ACCOUNT_LINK)
 SF_ID_SHORT, SF_ID_LONG = 15, 18  # a Salesforce id, and the same id with its case-checksum suffix
 NO_CURRENCY = "?"  # totals bucket for customers with no live subscription
 
@@ -93,7 +95,7 @@ class Comparison:
     customer_id: str
     customer_name: str | None
     account_id: str | None
-    linked_by: str | None  # "externalId" | "salesAccountId"
+    linked_by: str | None  # "externalId" | STORE_LINK | "salesAccountId"
     account_name: str | None
     currency: str | None
     computed_mrr: Decimal | None  # None: could not be priced
@@ -217,8 +219,10 @@ def compare(
     *,
     fields: AccountFields | None = None,
     generated_at: str | None = None,
+    links: Mapping[str, str] | None = None,
 ) -> Report:
-    """One row per customer (Nue's records as read, the catalog's products, Salesforce accounts by Id)."""
+    """One row per customer (Nue's records as read, the catalog's products, Salesforce accounts by Id; `links`:
+    the store's account of a customer, by customer id)."""
     if tolerance < 0:
         raise ValueError("tolerance cannot be negative")
     fields = fields or AccountFields()
@@ -228,14 +232,25 @@ def compare(
     for customer in customers:
         customer_id = str(customer["id"])
         rows.append(_compare_one(customer, subscriptions_by_customer.get(customer_id, ()),
-                                 orders_by_customer.get(customer_id, ()), entries, accounts, tolerance, fields))
+                                 orders_by_customer.get(customer_id, ()), entries, accounts, tolerance, fields,
+                                 (links or {}).get(customer_id)))
     rows.sort(key=lambda row: (ORDER.index(row.drift), row.customer_id))
     return Report(rows=tuple(rows), tolerance=tolerance, generated_at=generated_at)
 
 
+def account_of(customer: Mapping[str, Any], link: str | None) -> tuple[str | None, str | None]:
+    """How the customer names its account, and which: in the order flow 2 follows (flows.common.account_id_of)."""
+    for name, value in (("externalId", customer.get("externalId")), (STORE_LINK, link),
+                        ("salesAccountId", customer.get("salesAccountId"))):
+        if value:
+            return name, str(value)
+    return None, None
+
+
 def _compare_one(customer: Mapping[str, Any], subscriptions: Sequence[Mapping[str, Any]],
                  orders: Sequence[Mapping[str, Any]], entries: Mapping[str, PriceEntry],
-                 accounts: Mapping[str, Mapping[str, Any]], tolerance: Decimal, fields: AccountFields) -> Comparison:
+                 accounts: Mapping[str, Mapping[str, Any]], tolerance: Decimal, fields: AccountFields,
+                 link: str | None = None) -> Comparison:
     reasons: list[str] = []
     lines = order_lines(orders)
     computed_mrr: Decimal | None = None
@@ -259,8 +274,7 @@ def _compare_one(customer: Mapping[str, Any], subscriptions: Sequence[Mapping[st
         reasons.append(f"computed ARR {computed_arr} but Nue's todayARR is {nue_arr}")
         nue_disagrees = True
 
-    linked_by = next((name for name in LINK_FIELDS if customer.get(name)), None)
-    account_id = str(customer[linked_by]) if linked_by else None
+    linked_by, account_id = account_of(customer, link)
     account = accounts.get(_id_key(account_id)) if account_id else None
     expected_status = status
     if fields.status_values is not None:

@@ -4,8 +4,9 @@ Reads, in this order: every Nue customer (GraphQL pages), their subscriptions an
 batches), the catalog (fresh), then the Salesforce accounts they link to, one SOQL `Id IN (...)` per
 `SOQL_IN_MAX` ids at bulk priority, so the job is the first to wait as the daily budget runs low.
 
-Repair writes nothing itself. For each `salesforce_differs` row linked by `externalId` (the link flow 2
-follows) it stores one inbox event, keyed by customer and day, that flow 2 handles like a
+Repair writes nothing itself. For each `salesforce_differs` row (flow 2 finds the account as the row does:
+externalId, the store's link, salesAccountId) it stores one inbox event, keyed by customer and day, that flow 2
+handles like a
 `subscription.updated` notification: it re-reads the customer and writes the account through the normal
 executor, with its idempotency, batching, retries and dead letters. A repeated run on the same day adds
 no second event.
@@ -28,8 +29,16 @@ import structlog
 from revdaemon.connectors import nue_wire, salesforce_wire
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
-from revdaemon.domain.reconciliation import DEFAULT_TOLERANCE, AccountFields, Comparison, Report, compare
+from revdaemon.domain.reconciliation import (
+    DEFAULT_TOLERANCE,
+    AccountFields,
+    Comparison,
+    Report,
+    account_of,
+    compare,
+)
 from revdaemon.engine.lookups import SOQL_IN_MAX
+from revdaemon.flows.common import ACCOUNT_LINK
 from revdaemon.flows.subscription_status import REPAIR_FLAG, REPAIR_SOURCE, SubscriptionStatusMapping
 from revdaemon.limits import Priority
 from revdaemon.store import Store
@@ -38,7 +47,6 @@ from revdaemon.store.records import NewEvent
 log = structlog.get_logger("revdaemon.reconcile")
 
 REPAIR_EVENT_TYPE = "subscription.updated"  # one of flow 2's event types
-REPAIR_LINK = "externalId"  # flow 2 finds the account through the customer's externalId only
 
 
 async def reconcile(
@@ -66,12 +74,13 @@ async def reconcile(
     subscriptions = _by_customer(await nue.list_subscriptions(ids)) if ids else {}
     orders = _by_customer(await nue.list_orders(ids)) if ids else {}
     catalog = await nue.products(refresh=True)
-    account_ids = sorted({str(c.get("externalId") or c.get("salesAccountId"))
-                          for c in customers if c.get("externalId") or c.get("salesAccountId")})
+    links = await _store_links(store, customers)
+    account_ids = sorted({account for c in customers
+                          if (account := account_of(c, links.get(str(c["id"])))[1]) is not None})
     accounts = await _accounts(salesforce, mapping.account_object, account_ids, fields.selected)
 
     report = compare(customers, subscriptions, orders, catalog, accounts, tolerance, fields=fields,
-                     generated_at=now.isoformat())
+                     generated_at=now.isoformat(), links=links)
     if repair and store is not None:
         report = replace(report, repairs=await _queue_repairs(store, report.repairable, now.date()))
     if report_path is not None:
@@ -125,16 +134,25 @@ def repair_event(customer_id: str, day: date) -> NewEvent:
 
 
 def repair_targets(rows: Sequence[Comparison]) -> tuple[str, ...]:
-    """The customers whose accounts a repair rewrites: the rows linked the way flow 2 follows."""
-    return tuple(row.customer_id for row in rows if row.linked_by == REPAIR_LINK)
+    """The customers whose accounts a repair rewrites: every row with an account (flow 2 finds it the same way)."""
+    return tuple(row.customer_id for row in rows if row.account_id is not None)
+
+
+async def _store_links(store: Store | None, customers: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The store's account of each customer Nue names none for (flow 6 made or found it): customer id -> account."""
+    links: dict[str, str] = {}
+    if store is None:
+        return links
+    for customer in customers:
+        if not customer.get("externalId"):
+            link = await store.find_link(ACCOUNT_LINK, nue_id=str(customer["id"]))
+            if link is not None:
+                links[str(customer["id"])] = link.salesforce_id
+    return links
 
 
 async def _queue_repairs(store: Store, rows: Sequence[Comparison], day: date) -> tuple[str, ...]:
     queued = repair_targets(rows)
-    for row in rows:
-        if row.linked_by != REPAIR_LINK:
-            log.warning("reconciliation_repair_impossible", customer_id=row.customer_id, account_id=row.account_id,
-                        reason=f"linked by {row.linked_by}; flow 2 follows {REPAIR_LINK} only")
     if not queued:
         return ()
     added = await store.add_events([repair_event(customer_id, day) for customer_id in queued])

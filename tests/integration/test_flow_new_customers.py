@@ -247,6 +247,36 @@ class TestTheNewAccountGetsItsState:
         assert accounts_of(sandbox, customer["id"]) == []
 
 
+class TestTheNightlyReconciliation:
+    async def test_an_account_flow_6_made_is_reconciled_and_repaired(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """Nue names no account for the customer made in Nue; the reconciliation finds it by the store's link,
+        reports a hand edit of its MRR as drift, and its repair puts Nue's MRR back."""
+        from dataclasses import replace
+        from decimal import Decimal
+
+        from revdaemon.domain.reconciliation import Drift
+        from revdaemon.engine.reconcile import reconcile
+        from revdaemon.flows.subscription_status import SubscriptionStatusFlow
+
+        customer = nue_customer(sandbox)
+        activate(sandbox, customer["id"])
+        status = SubscriptionStatusFlow(replace(SubscriptionStatusFlow().mapping, wait_for_onboarding=True))
+        async with engine(sandbox, tmp_path, flows=[OnboardingFlow(), status]) as e:
+            await deliver(e, sandbox)
+            [account] = accounts_of(sandbox, customer["id"])
+            sandbox.salesforce.update("Account", account["Id"], {"MRR__c": 1})  # a person's edit
+            report = await reconcile(e.nue, e.salesforce, store=e.store, repair=True)
+            [row] = [r for r in report.rows if r.customer_id == customer["id"]]
+            assert (row.linked_by, row.drift) == ("store link", Drift.SALESFORCE_DIFFERS)
+            assert customer["id"] in report.repairs
+            with anyio.fail_after(20):
+                while await e.worker.run_once():
+                    pass
+        nue_mrr = sandbox.nue.store.customers[customer["id"]]["todayCMRR"]
+        mrr = sandbox.salesforce.record("Account", account["Id"])["MRR__c"]
+        assert Decimal(str(mrr)) == Decimal(str(nue_mrr))
+
+
 class TestADealWonOnTheNewAccount:
     async def test_flow_1_orders_it_for_the_customer_flow_6_linked_never_a_second_customer(
             self, sandbox: Sandbox, tmp_path: Path) -> None:

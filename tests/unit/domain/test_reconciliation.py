@@ -109,6 +109,18 @@ class TestCompare:
         [row] = run([customer()], [sub()], [account(status="Whatever")], status_values=None).rows
         assert row.drift is Drift.IN_SYNC and row.salesforce_status == "Whatever"
 
+    def test_an_account_flow_6_linked_in_the_store_is_compared_and_repairable(self) -> None:
+        """A customer made in Nue names no account; the store's link does (flow 6): the row follows it, as flow 2
+        does, before salesAccountId."""
+        by_customer = {"c1": [sub()]}
+        linked_only = compare([customer(link=None)], by_customer, {}, CATALOG, {ACCOUNT: account(mrr=1)},
+                              links={"c1": ACCOUNT})
+        [row] = linked_only.rows
+        assert (row.linked_by, row.account_id, row.drift) == ("store link", ACCOUNT, Drift.SALESFORCE_DIFFERS)
+        both = compare([customer(link="001SALESACCOUNT00", link_field="salesAccountId")], by_customer, {}, CATALOG,
+                       {ACCOUNT: account()}, links={"c1": ACCOUNT})
+        assert (both.rows[0].linked_by, both.rows[0].drift) == ("store link", Drift.IN_SYNC)
+
     def test_negative_tolerance_is_refused(self) -> None:
         """A negative tolerance is a caller's mistake."""
         with pytest.raises(ValueError, match="tolerance"):
