@@ -21,14 +21,25 @@ def pg_server_or_reason() -> Iterator[PgServer | str]:
         yield server
 
 
-@pytest.fixture
-def pg_url(pg_server_or_reason: PgServer | str) -> Iterator[str]:
-    """The URL of a fresh, empty PostgreSQL database for this test; skipped without a server."""
+def _fresh_database(pg_server_or_reason: PgServer | str) -> Iterator[str]:
+    # Skipped, saying why, on a machine without Debian's postgresql (.ci/run installs it where it may).
     if isinstance(pg_server_or_reason, str):
         pytest.skip(pg_server_or_reason)
     name, url = pg_server_or_reason.create_database()
     yield url
     pg_server_or_reason.drop_database(name)
+
+
+@pytest.fixture
+def pg_url(pg_server_or_reason: PgServer | str) -> Iterator[str]:
+    """The URL of a fresh, empty PostgreSQL database for this test; skipped without a server."""
+    yield from _fresh_database(pg_server_or_reason)
+
+
+@pytest.fixture
+def second_pg_url(pg_server_or_reason: PgServer | str) -> Iterator[str]:
+    """Another fresh PostgreSQL database, beside `pg_url`'s (a fresh schema to compare an upgraded one with)."""
+    yield from _fresh_database(pg_server_or_reason)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

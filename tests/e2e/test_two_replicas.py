@@ -131,6 +131,20 @@ def _burst_of_both_sides(box: Sandbox) -> tuple[list[str], list[str], NueSide, l
     return deals, deal_accounts, nue_side, nue_accounts
 
 
+def _close_in_two_halves(box: Sandbox, deals: list[str], nue_side: NueSide, rng: random.Random,
+                         pause: float) -> tuple[list[str], list[str]]:
+    """The deals in a shuffled order, halved; the first half is closed now, with Nue's side moving between them
+    (the burst the leader is in when it is stopped), the second is the caller's to close after the takeover."""
+    to_close = list(deals)
+    rng.shuffle(to_close)
+    half = len(to_close) // 2
+    for deal in to_close[:half]:
+        box.close_won(deal)
+        nue_side.step(rng)
+        time.sleep(rng.uniform(0.1, pause))
+    return to_close[:half], to_close[half:]
+
+
 def _converged(box: Sandbox, deals: list[str], config: Path) -> bool:
     opportunities = {o["Id"]: o for o in box.sf_records("Opportunity")}
     return (all(opportunities[d].get("Nue_Order_Id__c") for d in deals)
@@ -151,19 +165,13 @@ def test_the_leader_killed_midway_loses_nothing_and_the_survivor_polls(tmp_path:
             standby_log = log_events(replicas.logs[survivor], "event_done", "write_confirmed")
             assert not standby_log, f"the standby worked: {standby_log}"
 
-            to_close = list(deals)
-            rng.shuffle(to_close)
-            half = len(to_close) // 2
-            for deal in to_close[:half]:
-                box.close_won(deal)
-                nue_side.step(rng)
-                time.sleep(rng.uniform(0.1, 0.5))
+            _, later = _close_in_two_halves(box, deals, nue_side, rng, 0.5)
             killed_wall = time.time()
             os.kill(replicas.daemons[leader].pid, signal.SIGKILL)
             replicas.daemons[leader].wait(timeout=10)
             wait_for(lambda: _active(replicas.configs[survivor]) == survivor, 30, f"{survivor} to lead",
                      interval=0.2)
-            for deal in to_close[half:]:
+            for deal in later:
                 box.close_won(deal)
                 nue_side.step(rng)
 
@@ -197,13 +205,7 @@ def test_the_leader_paused_past_the_takeover_wakes_fenced_and_sends_nothing(tmp_
             leader = _active(replicas.configs["box-a"])
             assert leader is not None
             survivor = replicas.other(leader)
-            to_close = list(deals)
-            rng.shuffle(to_close)
-            half = len(to_close) // 2
-            for deal in to_close[:half]:
-                box.close_won(deal)
-                nue_side.step(rng)
-                time.sleep(rng.uniform(0.1, 0.4))
+            _, later = _close_in_two_halves(box, deals, nue_side, rng, 0.4)
             # The leader is mid-burst: its next Nue create is applied and its answer held; freeze it waiting for it.
             box.nue_faults(applied_next=["slow"])
             wait_for(lambda: box.nue_faults_fired().get("applied_slow", 0) >= 1, 60, "a Nue create of the leader's",
@@ -213,7 +215,7 @@ def test_the_leader_paused_past_the_takeover_wakes_fenced_and_sends_nothing(tmp_
             wait_for(lambda: _active(replicas.configs[survivor]) == survivor, 60, f"{survivor} to lead",
                      interval=0.2)
             taken = _logged_at(replicas.logs[survivor], "leadership_taken")
-            for deal in to_close[half:]:
+            for deal in later:
                 box.close_won(deal)
                 nue_side.step(rng)
             wait_for(lambda: _converged(box, deals, replicas.configs[survivor]), 150,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -44,7 +44,6 @@ from revdaemon.store.records import (
     WriteIntent,
 )
 from revdaemon.store.states import EventStatus, IntentStatus
-from tests.pg_server import PgServer
 from tests.unit.conftest import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -363,16 +362,6 @@ def released(request: pytest.FixtureRequest, tmp_path: Path) -> Released:
     backend, version = request.param
     target: Path | str = tmp_path / "db.sqlite3" if backend == "sqlite" else request.getfixturevalue("pg_url")
     return Released(backend, version, target)
-
-
-@pytest.fixture
-def second_pg_url(pg_server_or_reason: PgServer | str) -> Iterator[str]:
-    """Another fresh PostgreSQL database, beside `pg_url`'s."""
-    if isinstance(pg_server_or_reason, str):
-        pytest.skip(pg_server_or_reason)
-    name, url = pg_server_or_reason.create_database()
-    yield url
-    pg_server_or_reason.drop_database(name)
 
 
 # --- reading back ------------------------------------------------------------------------------------------
