@@ -149,3 +149,26 @@ async def test_an_administrator_assigns_the_permission_set_to_another_user(tmp_p
         assert not actions[-1].ok and actions[-1].detail == "no user has that username"
     finally:
         box.close()
+
+
+async def test_a_field_created_but_its_answer_lost_is_not_made_twice(tmp_path: Path) -> None:
+    """The Tooling API applies a field's create and the answer is lost: the step is reported failed (its outcome
+    unknown), and the next run finds the field, makes no second one, and finishes the setup."""
+    box = sandbox(tmp_path, **EMPTY_ORG)
+    try:
+        settings = demo_settings(daemon_settings(box, tmp_path), box)
+        required = required_by(settings)
+        box.salesforce.set_faults(applied_drop_next=1, applied_paths=("POST /tooling/sobjects/CustomField",))
+        _, first = await plan_and_apply(settings, required, apply_changes=True, assign=True)
+        assert box.salesforce.faults_fired()["applied_drop"] == 1
+        assert [a.ok for a in first].count(False) == 1
+        after, second = await plan_and_apply(settings, required, apply_changes=True, assign=True)
+        assert all(action.ok for action in second) and all(row.ok for row in after)
+        # Applied once each: the one whose answer was lost, and every other; the retry of the lost one met the
+        # field (hidden until granted) and was refused as a duplicate, never made twice.
+        applied = [e for e in box.salesforce.log.entries() if e.method == "POST"
+                   and e.path.endswith("/tooling/sobjects/CustomField") and (e.status == 201 or e.fault)]
+        own = {row.requirement.name for row in after if row.requirement.field and row.requirement.definition}
+        assert len(applied) == len(own)
+    finally:
+        box.close()
