@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench proto clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# Salesforce's Pub/Sub API stubs, committed: the .proto is forcedotcom/pub-sub-api's pubsub_api.proto
+# (commit 0ba470114fd8dac1e18a2c981efdafc87fcc69d1, 2024-09-03), unchanged.
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. \
+		revdaemon/connectors/pubsub_api/pubsub_api.proto
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
