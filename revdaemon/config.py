@@ -38,6 +38,7 @@ from pydantic import (
     SecretStr,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 from pydantic_settings.sources import EnvSettingsSource, NestedSecretsSettingsSource
@@ -346,6 +347,41 @@ class ConsoleSettings(_Section):
     login_attempts_per_minute: Annotated[int, Field(ge=1, le=100)] = 5  # failed logins per client address
 
 
+TOPIC_PATTERN = r"^/data/[A-Za-z][A-Za-z0-9_]*$"  # /data/OpportunityChangeEvent, /data/ChangeEvents, a custom channel
+
+
+def _pubsub_endpoint(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or "/" in value:
+        raise ValueError("must be host:port, e.g. api.pubsub.salesforce.com:7443")
+    return value
+
+
+class ChangeDataCaptureSettings(_Section):
+    """Salesforce's Change Data Capture over the Pub/Sub API (salesforce-api.md §4.3): the real-time trigger, with
+    the Salesforce poll as the net under it (engine/change_stream.py)."""
+
+    enabled: bool = False
+    endpoint: Annotated[str, AfterValidator(_pubsub_endpoint)] = "api.pubsub.salesforce.com:7443"
+    tls: bool = True  # off only for a simulator on loopback: the session token travels in every call
+    # Change event channels; each is one subscription with its own replay id. Opportunity changes feed flow 1.
+    topics: Annotated[list[Annotated[str, Field(pattern=TOPIC_PATTERN)]], Field(min_length=1)] = [
+        "/data/OpportunityChangeEvent"]
+    batch_size: Annotated[int, Field(ge=1, le=1000)] = 100  # events asked for at a time (FetchRequest.num_requested)
+    max_waiting: Annotated[int, Field(ge=1)] = 10_000  # inbox events waiting, past which no more are asked for
+    # The Salesforce poll's interval while every subscription is healthy: it only catches what change events
+    # cannot carry. While a stream is down, the poll runs at schedule.salesforce_poll_seconds again.
+    poll_seconds_while_streaming: Annotated[float, Field(ge=5)] = 900.0
+
+    @model_validator(mode="after")
+    def _tls_only_off_on_loopback(self) -> ChangeDataCaptureSettings:
+        host = self.endpoint.rpartition(":")[0].strip("[]")
+        if not self.tls and host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"tls: false sends the Salesforce session in clear text: only for a loopback endpoint, "
+                             f"not {host}")
+        return self
+
+
 class MetricsListen(StrEnum):
     ADMIN = "admin"  # a listener of their own, metrics.host:metrics.port (loopback by default)
     WEBHOOK = "webhook"  # the webhook listener's port: whoever can send webhooks can read them
@@ -408,6 +444,7 @@ class Settings(BaseSettings):
 
     state_dir: Annotated[Path, AfterValidator(_no_nul)] = Path("state")
     salesforce: SalesforceSettings = SalesforceSettings()
+    change_data_capture: ChangeDataCaptureSettings = ChangeDataCaptureSettings()
     nue: NueSettings = NueSettings()
     listener: ListenerSettings = ListenerSettings()
     limits: LimitsSettings = LimitsSettings()

@@ -38,7 +38,11 @@ def on_sandbox(settings: Settings, info: dict[str, Any]) -> Settings:
     nue_settings = settings.nue.model_copy(update={
         "base_url": nue["url"], "webhook_auth": WebhookAuth.SIGNATURE, "api_key": SecretStr(nue["api_key"]),
         "webhook_secret": SecretStr(nue["webhook_secret"])})
-    return settings.model_copy(update={"salesforce": salesforce, "nue": nue_settings})
+    update: dict[str, Any] = {"salesforce": salesforce, "nue": nue_settings}
+    if sf.get("pubsub_url"):  # the simulator's Pub/Sub API: plaintext on loopback
+        update["change_data_capture"] = settings.change_data_capture.model_copy(
+            update={"endpoint": sf["pubsub_url"], "tls": False})
+    return settings.model_copy(update=update)
 
 
 def demo_settings(settings: Settings, box: Sandbox) -> Settings:

@@ -71,6 +71,10 @@ class SalesforceAuthenticator:
         """The user revdaemon writes as, read from the last login's identity URL; None before a login."""
         return self._token.user_id if self._token is not None else None
 
+    @property
+    def current_token(self) -> Token | None:
+        return self._token
+
     async def token(self) -> Token:
         current = self._token
         return current if current is not None else await self.refresh(None)

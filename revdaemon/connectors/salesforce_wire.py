@@ -70,6 +70,7 @@ class Token:
     # The user the token acts as: the identity URL `id` ends in /<orgId>/<userId> (§1.2, §1.4). revdaemon's
     # own writes carry it as LastModifiedById, which is how their echo is told apart from a person's edit.
     user_id: str | None = None
+    org_id: str | None = None  # the same URL's org id: the Pub/Sub API's `tenantid` (§4.3)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -260,7 +261,8 @@ def parse_token(body: Any) -> Token:
     if not isinstance(body, dict) or not body.get("access_token") or not body.get("instance_url"):
         raise ValueError("token response lacks access_token or instance_url")
     return Token(access_token=body["access_token"], instance_url=str(body["instance_url"]).rstrip("/"),
-                 issued_at=body.get("issued_at"), user_id=user_of_identity(body.get("id")))
+                 issued_at=body.get("issued_at"), user_id=user_of_identity(body.get("id")),
+                 org_id=org_of_identity(body.get("id")))
 
 
 def user_of_identity(identity: Any) -> str | None:
@@ -271,6 +273,14 @@ def user_of_identity(identity: Any) -> str | None:
     if len(parts) < 3 or parts[-3] != "id" or not parts[-1].startswith("005"):
         return None
     return parts[-1]
+
+
+def org_of_identity(identity: Any) -> str | None:
+    """`https://login.salesforce.com/id/00Dxx.../005xx...` -> `00Dxx...`; None when it is not that shape."""
+    if user_of_identity(identity) is None:
+        return None
+    org = str(identity).rstrip("/").split("/")[-2]
+    return org if org.startswith("00D") else None
 
 
 def token_error(status: int, body: Any) -> SyncError:

@@ -1,8 +1,9 @@
 """This process among the replicas sharing the store: its heartbeat, and whether it is the active one.
 
 Active-passive. Every replica serves webhooks into the shared inbox; only the leader runs the workers (and with
-them the executor) and the scheduler (pollers, the renewal scan, reconciliation, the sweeps), so one process
-sends and one polls. A standby heartbeats and asks for leadership every `interval` seconds.
+them the executor), the change event subscriptions and the scheduler (pollers, the renewal scan, reconciliation,
+the sweeps), so one process sends, one subscribes and one polls. A standby heartbeats and asks for leadership
+every `interval` seconds.
 
 Leadership is the store's (`try_lead`): on PostgreSQL a session-level advisory lock, lost with its session (the
 process died, or was silent for store/postgres.py's LEADER_SILENCE_SECONDS); on SQLite the one box's daemon. Each
@@ -24,6 +25,7 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
+from revdaemon.engine.change_stream import ChangeStream
 from revdaemon.engine.fencing import Term
 from revdaemon.engine.scheduler import Scheduler
 from revdaemon.engine.worker import Worker
@@ -48,6 +50,7 @@ class ReplicaRole:
     scheduler: Scheduler | None  # None: this process runs no scheduled work (polling off)
     replica_id: str
     workers: Sequence[Worker] = ()
+    streams: Sequence[ChangeStream] = ()  # change event subscriptions: the leader's, like the pollers
     interval: float = HEARTBEAT_SECONDS
     leads: bool = True  # False (a dry run): never takes leadership, which would fence the running daemon
     term: Term | None = None  # while this replica leads (kept through a clean stop, for giving claims back)
@@ -112,6 +115,8 @@ class ReplicaRole:
             async with anyio.create_task_group() as tg:
                 for worker in self.workers:
                     tg.start_soon(worker.run, term)
+                for stream in self.streams:
+                    tg.start_soon(stream.run)
                 reason = await self._while_leading(term)
                 tg.cancel_scope.cancel()  # at once: nothing in hand is completed, retried or given back
         except* Fenced as fenced:

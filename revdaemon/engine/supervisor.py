@@ -29,10 +29,12 @@ from pydantic import BaseModel
 
 from revdaemon.config import MetricsListen, Settings, load_settings
 from revdaemon.connectors.nue import NueClient
+from revdaemon.connectors.pubsub import PubSubClient
 from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.console.app import ConsoleContext, build_console
 from revdaemon.console.server import ConsoleServer
 from revdaemon.domain.reconciliation import Report
+from revdaemon.engine.change_stream import ChangeStream
 from revdaemon.engine.clients import build_clients
 from revdaemon.engine.executor import Executor
 from revdaemon.engine.fencing import REQUEST_HOOKS
@@ -103,6 +105,7 @@ class Daemon:
     console: ConsoleServer | None = None  # the admin listener, when console.enabled
     console_port: int | None = None
     versions: FlowVersions | None = None  # the mapping versions: the current one registered at start
+    streams: list[ChangeStream] = field(default_factory=list)  # Change Data Capture, one per topic (leader only)
     replica: ReplicaRole | None = None  # heartbeat, leadership, and the leader's work (workers, scheduler)
 
 
@@ -227,7 +230,8 @@ async def run_daemon(
             # workers plan the waiting events outside the replicas' terms.
             daemon.replica = ReplicaRole(store, daemon.scheduler if polling else None,
                                          replica_id=replica_id_of(settings), leads=not dry_run,
-                                         workers=daemon.workers if not dry_run else ())
+                                         workers=daemon.workers if not dry_run else (),
+                                         streams=daemon.streams if not dry_run else ())
             await daemon.replica.check_unique()  # before anything starts: refused with the reason
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_schema_check, daemon)
@@ -276,6 +280,8 @@ async def run_daemon(
     finally:
         role = daemon.replica if daemon is not None else None
         with anyio.CancelScope(shield=True):
+            for client in {stream.client for stream in daemon.streams} if daemon is not None else ():
+                await client.close()
             await _close_store(store, worker_names(settings),
                                epoch=role.term.epoch if role is not None and role.term is not None else None)
         log.info("daemon_stopped")
@@ -369,7 +375,16 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
     def stretch() -> float:  # Nue polls too: the events they find are worked through Salesforce
         return salesforce.budget.plan().poll_stretch
 
-    scheduler.add_interval(pollers[0], schedule.salesforce_poll_seconds, stretch=stretch)
+    streams = _change_streams(settings, salesforce, store, pollers[0], health=health, metrics=metrics,
+                              alerter=alerter, wake=doorbell.ring)
+    cdc = settings.change_data_capture
+
+    def salesforce_stretch() -> float:
+        # While every change stream is subscribed, the poll is only the net under it: it runs less often.
+        streaming = cdc.poll_seconds_while_streaming / schedule.salesforce_poll_seconds if health.streaming() else 1
+        return stretch() * max(1.0, streaming)
+
+    scheduler.add_interval(pollers[0], schedule.salesforce_poll_seconds, stretch=salesforce_stretch)
     for poller in pollers[1:]:
         scheduler.add_interval(poller, schedule.nue_poll_seconds, stretch=stretch)
     # Batch jobs only enqueue an event (keyed by the day, so a missed or repeated run is one job);
@@ -434,7 +449,25 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
     return Daemon(settings=settings, store=store, salesforce=salesforce, nue=nue, health=health, metrics=metrics,
                   alerter=alerter, committer=committer, workers=workers, listener=listener, schema=schema,
                   scheduler=scheduler, pollers=pollers, stats=stats, metrics_listener=metrics_listener,
-                  console=console, versions=versions)
+                  console=console, versions=versions, streams=streams)
+
+
+def _change_streams(settings: Settings, salesforce: SalesforceClient, store: Store, poller: Poller, *,
+                    health: Health, metrics: Metrics, alerter: Alerter, wake: Callable[[], None]) -> list[ChangeStream]:
+    """One subscription per configured topic, when Change Data Capture is on (the leader runs them)."""
+    cdc = settings.change_data_capture
+    if not cdc.enabled or not settings.flows.closed_won.enabled:
+        return []
+    client = PubSubClient(cdc.endpoint, salesforce.auth, tls=cdc.tls, instance_url=settings.salesforce.instance_url)
+
+    async def catch_up(entity: str) -> None:
+        # The one Salesforce object polled is the opportunity; other objects' changes are not watched (yet).
+        if entity == "Opportunity":
+            await poller.run_once()
+
+    return [ChangeStream(client, store, topic, health=health, catch_up=catch_up, batch_size=cdc.batch_size,
+                         max_waiting=cdc.max_waiting, metrics=metrics, alerter=alerter, on_change=wake)
+            for topic in cdc.topics]
 
 
 async def _schema_check(daemon: Daemon) -> None:

@@ -109,10 +109,14 @@ class ClosedWonToOrderFlow:
         fields |= frozenset(("OpportunityLineItem", f) for f in LINE_FIELDS)
         fields |= frozenset(("Account", f) for f in ACCOUNT_FIELDS)
         needs = Needs(sf_records=frozenset({("Opportunity", opportunity_id)}), sf_fields=fields,
-                      sf_children=frozenset({("OpportunityLineItem", "OpportunityId", opportunity_id)}),
-                      catalog=True, go_live=self._event_cut_off(event) is None and m.won_since is None)
+                      go_live=self._event_cut_off(event) is None and m.won_since is None)
         opportunity = found.sf_records.get(("Opportunity", opportunity_id))
-        if opportunity and self._before_cut_off(event, opportunity, found):
+        # A change event names any opportunity whose stage moved: one not won costs its one read, nothing more.
+        if not opportunity or not opportunity.get("IsWon"):
+            return needs
+        needs = needs | Needs(sf_children=frozenset({("OpportunityLineItem", "OpportunityId", opportunity_id)}),
+                              catalog=True)
+        if self._before_cut_off(event, opportunity, found):
             return needs  # old history: nothing in Nue is read for it
         account_id = opportunity.get("AccountId") if opportunity else None
         if account_id:

@@ -87,6 +87,13 @@ class Metrics:
                               "started, if it never has).", ["poller"], namespace=NAMESPACE, registry=r)
         self.flow_parked = Gauge("flow_parked", "1 while a flow is parked by a schema change, else 0.", ["flow"],
                                  namespace=NAMESPACE, registry=r)
+        self.change_events = Counter("change_events", "Salesforce change events delivered, by topic.", ["topic"],
+                                     namespace=NAMESPACE, registry=r)
+        self.change_event_lag = Gauge("change_event_lag_seconds", "From the newest change event's commit in "
+                                      "Salesforce to its hint in the inbox.", ["topic"], namespace=NAMESPACE,
+                                      registry=r)
+        self.change_stream_up = Gauge("change_stream_up", "1 while the change event subscription is streaming, "
+                                      "else 0.", ["topic"], namespace=NAMESPACE, registry=r)
         for status in EventStatus:
             self.queue_depth.labels(status=status.value).set(0)
         self.poll_interval_multiplier.set(1)
@@ -107,6 +114,14 @@ class Metrics:
         if outcome not in FAILURE_OUTCOMES:
             raise ValueError(f"outcome must be one of {sorted(FAILURE_OUTCOMES)}, not {outcome!r}")
         self.events_failed.labels(type=self._label("failed.type", event_type), outcome=outcome).inc()
+
+    def change_event_received(self, topic: str, lag_seconds: float) -> None:
+        label = self._label("change.topic", topic)
+        self.change_events.labels(topic=label).inc()
+        self.change_event_lag.labels(topic=label).set(lag_seconds)
+
+    def change_stream_state(self, topic: str, state: str) -> None:
+        self.change_stream_up.labels(topic=self._label("change.topic", topic)).set(1 if state == "streaming" else 0)
 
     def api_call(self, api: str, count: int = 1) -> None:
         self.api_calls.labels(api=self._label("api", api)).inc(count)

@@ -119,8 +119,10 @@ class TestIdentity:
         token = wire.parse_token({"access_token": "t", "instance_url": "https://x.my.salesforce.com/",
                                   "id": "https://login.salesforce.com/id/00Dxx0000001gPL/005xx000001Sv6A"})
         assert token.user_id == "005xx000001Sv6A"
+        assert token.org_id == "00Dxx0000001gPL"  # the Pub/Sub API's tenantid
 
     def test_an_identity_of_another_shape_names_nobody(self) -> None:
         """No `id`, or one that does not end in a user id, leaves the user unknown (no echo is recognised)."""
         assert wire.parse_token({"access_token": "t", "instance_url": "https://x"}).user_id is None
         assert wire.user_of_identity("https://login.salesforce.com/services/oauth2/userinfo") is None
+        assert wire.org_of_identity("https://login.salesforce.com/services/oauth2/userinfo") is None
