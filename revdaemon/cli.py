@@ -907,6 +907,19 @@ def status(config_path: Path | None, as_json: bool) -> None:
     _print_budget_plan(console, settings, live)
     for name, at in sorted(live["last_polls"].items()):
         console.print(f"  last poll {name}: {at or 'never'}")
+    for topic, stream in sorted(live["streams"].items()):
+        console.print(f"  {_stream_line(topic, stream)}")
+
+
+def _stream_line(topic: str, stream: dict[str, Any]) -> str:
+    """One change stream in words: its state since when, its lag, and a fall-back to LATEST if there was one."""
+    line = f"change stream {topic}: {stream['state']} since {stream['since']}"
+    if stream.get("lag_seconds") is not None:
+        line += f", last event {stream['lag_seconds']:.1f} s after its commit"
+    if stream.get("fell_back_at"):
+        line += (f"; its replay id was refused at {stream['fell_back_at']}: it resubscribed from the newest event "
+                 "and the poll read what it missed")
+    return line
 
 
 def _store_daemon(settings: Settings, replica_rows: list[dict[str, Any]]) -> tuple[dict[str, Any] | None,
@@ -949,7 +962,9 @@ def _live_daemon(settings: Settings) -> dict[str, Any] | None:
             "salesforce_exhaustion_seconds": sample("api_budget_exhaustion_seconds", '{api="salesforce"}'),
             "poll_interval_multiplier": sample("poll_interval_multiplier"),
             "deferred": [p.value for p in Priority if sample("work_deferred", f'{{kind="{p.value}"}}')],
-            "nue_calls": sample("api_calls_total", '{api="nue"}')}
+            "nue_calls": sample("api_calls_total", '{api="nue"}'),
+            "streams": {topic: {**state, "lag_seconds": sample("change_event_lag_seconds", f'{{topic="{topic}"}}')}
+                        for topic, state in health.get("streams", {}).items()}}
 
 
 def _metrics_where(settings: Settings) -> str:

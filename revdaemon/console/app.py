@@ -33,6 +33,8 @@ from revdaemon.console.auth import SESSION_COOKIE, Admins, LoginLimiter, Session
 from revdaemon.console.charts import bar_chart_svg, minute_bars
 from revdaemon.console.failures import LogFailures
 from revdaemon.domain.budget import BudgetPlan, describe_seconds
+from revdaemon.engine.change_stream import CURSOR_PREFIX as STREAM_CURSOR
+from revdaemon.engine.change_stream import cursor_name
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.sync_status import NAME as SYNC_STATUS
 from revdaemon.engine.sync_status import SyncStatus
@@ -188,13 +190,17 @@ def build_console(context: ConsoleContext) -> Starlette:
         ready = context.health.ready(await context.store.ping())
         cursors = {c.name: c for c in summary.cursors}
         pollers = []
-        for name in sorted(set(context.health.pollers) | set(cursors)):
+        for name in sorted(set(context.health.pollers) | {n for n in cursors if not n.startswith(STREAM_CURSOR)}):
             state = context.health.pollers.get(name)
             last = state.last_success_at if state else None
             pollers.append({"name": name, "last_success_at": last,
                             "lag_seconds": int((now - last).total_seconds()) if last else None,
                             "last_error": state.last_error if state else None,
                             "cursor": cursors[name].value if name in cursors else None})
+        streams = [{**state.as_dict(), "state": state.state.value,
+                    "replay_id": state.replay_id or (cursors[cursor_name(topic)].value
+                                                     if cursor_name(topic) in cursors else None)}
+                   for topic, state in sorted(context.health.streams.items())]
         budget = context.salesforce_budget
         plan = budget.plan() if budget else None
         calls = context.api_calls()
@@ -215,7 +221,9 @@ def build_console(context: ConsoleContext) -> Starlette:
         depths = {status.value: summary.queue_depths.get(status, 0) for status in EventStatus}
         active = await service.active_replica(context.store, now=now)
         return page(request, "overview.html", session, ready=ready, depths=depths, chart=chart, active=active,
-                    processed_last_hour=sum(b.count for b in bars), pollers=pollers, apis=apis, parked=parked,
+                    processed_last_hour=sum(b.count for b in bars), pollers=pollers, streams=streams, apis=apis,
+                    streaming_poll_seconds=context.settings.change_data_capture.poll_seconds_while_streaming,
+                    parked=parked,
                     deferred=deferred,
                     open_conflicts=summary.open_conflicts, dead_letters=summary.dead_letters,
                     started_at=context.health.started_at)

@@ -116,7 +116,9 @@ class Health:
             "pollers_stopped": self.stopped_pollers(),
             "last_polls": {name: state.last_success_at.isoformat() if state.last_success_at else None
                            for name, state in self.pollers.items()},
-            "streams": {topic: state.state.value for topic, state in self.streams.items()}}
+            "streams": {topic: {"state": state.state.value, "since": state.since.isoformat(),
+                                "fell_back_at": state.fell_back_at.isoformat() if state.fell_back_at else None}
+                        for topic, state in self.streams.items()}}
         if details:
             report["started_at"] = self.started_at.isoformat()
             report["shutting_down"] = self.shutting_down

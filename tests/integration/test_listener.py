@@ -141,7 +141,7 @@ class TestAccepting:
             response = await client.get(f"{running.url}/healthz")
         assert response.status_code == 200
         assert response.json() == {"live": True, "ready": True, "store": True, "last_polls": {}, "daemon": None,
-                                   "pollers_stopped": []}
+                                   "pollers_stopped": [], "streams": {}}
         running.health.poll_succeeded("nue:Subscription")
         async with httpx.AsyncClient() as client:
             polled = (await client.get(f"{running.url}/healthz")).json()["last_polls"]
