@@ -367,7 +367,9 @@ class ChangeDataCaptureSettings(_Section):
     # Change event channels; each is one subscription with its own replay id. Opportunity changes feed flow 1.
     topics: Annotated[list[Annotated[str, Field(pattern=TOPIC_PATTERN)]], Field(min_length=1)] = [
         "/data/OpportunityChangeEvent"]
-    batch_size: Annotated[int, Field(ge=1, le=1000)] = 100  # events asked for at a time (FetchRequest.num_requested)
+    # Events asked for at a time (FetchRequest.num_requested): at most 100 outstanding per subscription [doc: Pub/Sub
+    # API, "Pull Subscription and Flow Control"].
+    batch_size: Annotated[int, Field(ge=1, le=100)] = 100
     max_waiting: Annotated[int, Field(ge=1)] = 10_000  # inbox events waiting, past which no more are asked for
     # The Salesforce poll's interval while every subscription is healthy: it only catches what change events
     # cannot carry. While a stream is down, the poll runs at schedule.salesforce_poll_seconds again.
