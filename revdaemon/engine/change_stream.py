@@ -94,7 +94,7 @@ class ChangeStream:
                     relogin = True  # once: the session may just have expired
                     self._enter(StreamState.DOWN, f"{type(exc).__name__}: {exc}")
                     continue
-                except (SyncError, OSError) as exc:
+                except Exception as exc:  # anything else is "subscribe again after a while", as a poll's failure
                     self._down(exc)
                 relogin = False
                 await anyio.sleep(self._backoff)
@@ -209,7 +209,8 @@ class ChangeStream:
         described = f"{type(exc).__name__}: {exc}"
         if self._enter(StreamState.DOWN, described):
             log.warning("change_stream_down", topic=self.topic, error=described, retry_in=self._backoff,
-                        poll="back at its usual interval until the stream is back")
+                        poll="back at its usual interval until the stream is back",
+                        exc_info=not isinstance(exc, SyncError))
             if self.alerter is not None:
                 self.alerter.alert(AlertKind.POLLER_FAILING, self.name, described)
         else:
