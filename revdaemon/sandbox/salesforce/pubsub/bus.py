@@ -3,8 +3,8 @@ window (salesforce-api.md §4.3).
 
 Replay ids are 8 big-endian bytes of a position counter that skips values, because Salesforce says replay ids
 are not contiguous and must not be computed from one another [doc: event-message-durability.md]. A replay id
-is valid for a CUSTOM subscription while it names a retained event or the current head; one at or before the
-last purged position is not (`ReplayIdInvalid`).
+the bus gave out (an event's, or a keepalive's latest_replay_id) is valid for a CUSTOM subscription until the
+events up to it are purged; a purged, never-issued or malformed one is not (`ReplayIdInvalid`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class EventBus:
         self.retention_seconds = retention_seconds
         self._lock = threading.Lock()
         self._events: list[BusEvent] = []
-        self._head = 0
+        self._head = 1  # the position a LATEST subscriber starts at; valid as a CUSTOM replay id too
         self._purged_through = 0
         self._published = 0
         self._watchers: set[Watcher] = set()
@@ -74,8 +74,7 @@ class EventBus:
         position = int.from_bytes(replay_id, "big")
         with self._lock:
             self._purge_older_than(self.clock() - self.retention_seconds)
-            retained = position == self._head or any(e.position == position for e in self._events)
-            if position <= self._purged_through or not retained:
+            if not self._purged_through < position <= self._head:
                 raise ReplayIdInvalid(replay_id.hex())
         return position
 
@@ -122,3 +121,5 @@ class EventBus:
         if len(kept) < len(self._events):
             self._purged_through = max(e.position for e in self._events if e.committed_at < cutoff)
             self._events = kept
+            if self._purged_through == self._head:
+                self._head += 1  # keep the head a valid replay id for the next LATEST subscriber
