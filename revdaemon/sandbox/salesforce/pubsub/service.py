@@ -178,6 +178,27 @@ class PubSubService(pb_grpc.PubSubServicer):
                                      replay_id=e.replay_id) for e in events],
             latest_replay_id=encode_replay_id(position), rpc_id=call.rpc_id, pending_num_requested=pending)
 
+    # ---- not simulated: change events are published by the org, never by a client ------------------
+
+    async def Publish(self, request: pb.PublishRequest, context: Context) -> pb.PublishResponse:
+        await self._unimplemented("Publish", request.topic_name, context)
+
+    async def PublishStream(self, request_iterator: AsyncIterator[pb.PublishRequest],
+                            context: Context) -> AsyncIterator[pb.PublishResponse]:
+        await self._unimplemented("PublishStream", "", context)
+        yield pb.PublishResponse()  # unreachable: makes this an async generator, as a streaming method must be
+
+    async def ManagedSubscribe(self, request_iterator: AsyncIterator[pb.ManagedFetchRequest],
+                               context: Context) -> AsyncIterator[pb.ManagedFetchResponse]:
+        await self._unimplemented("ManagedSubscribe", "", context)
+        yield pb.ManagedFetchResponse()  # unreachable, as above
+
+    async def _unimplemented(self, method: str, topic: str, context: Context) -> NoReturn:
+        call = _Call(method, topic=topic, status="UNIMPLEMENTED")
+        self._log(call)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not simulated. rpcId: {call.rpc_id}")
+        raise AssertionError("context.abort returned")  # it always raises
+
     # ---- shared: authentication, failures, the log -------------------------------------------------
 
     def _authenticate(self, context: Context) -> str:
