@@ -1,7 +1,8 @@
 """Both simulators together, as `revdaemon sandbox` and the demo run them.
 
 One seed builds one catalog that both load (a Nue tenant connected to Salesforce shares ids); a fresh
-RSA key pair is written for the JWT bearer flow; `info()` is what a client needs to connect.
+RSA key pair is written for the JWT bearer flow; `info()` is what a client needs to connect. The Salesforce
+org's Pub/Sub API (gRPC, plaintext) has a port of its own, held from creation so `info()` can name it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import anyio
 
 from revdaemon.sandbox.nue import NueSim, NueSimSettings
 from revdaemon.sandbox.salesforce import SalesforceSim, SalesforceSimSettings, generate_rsa_keypair
+from revdaemon.sandbox.salesforce.pubsub import PubSubServerThread, reserve_port, serve_pubsub
 from revdaemon.sandbox.seed import build_seed
 from revdaemon.sandbox.server import ServerThread, bind, serve, url_of
 
@@ -30,7 +32,8 @@ class Sandbox:
     seed: int
     sf_socket: socket.socket
     nue_socket: socket.socket
-    threads: list[ServerThread] = field(default_factory=list)
+    pubsub_socket: socket.socket  # holds the Pub/Sub port (reserve_port) until grpc binds it
+    threads: list[ServerThread | PubSubServerThread] = field(default_factory=list)
 
     @property
     def salesforce_url(self) -> str:
@@ -39,6 +42,12 @@ class Sandbox:
     @property
     def nue_url(self) -> str:
         return url_of(self.nue_socket)
+
+    @property
+    def pubsub_url(self) -> str:
+        """host:port of the Pub/Sub API, for a plaintext gRPC channel."""
+        host, port = self.pubsub_socket.getsockname()[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def info(self) -> dict[str, Any]:
         sf, nue = self.salesforce.settings, self.nue.settings
@@ -53,6 +62,7 @@ class Sandbox:
                 "consumer_secret": sf.consumer_secret,
                 "username": sf.username,
                 "private_key_file": str(self.private_key_path),
+                "pubsub_url": self.pubsub_url,
             },
             "nue": {
                 "url": self.nue_url,
@@ -65,22 +75,26 @@ class Sandbox:
         }
 
     async def serve(self) -> None:
-        """Serve both in the current event loop until cancelled."""
+        """Serve both (and Salesforce's Pub/Sub API) in the current event loop until cancelled."""
+        host, port = self.pubsub_socket.getsockname()[:2]
         async with anyio.create_task_group() as tg:
             tg.start_soon(serve, self.salesforce.app, self.sf_socket)
             tg.start_soon(serve, self.nue.app, self.nue_socket)
+            tg.start_soon(serve_pubsub, self.salesforce.pubsub_service(), host, port)
 
     def start_threads(self) -> Sandbox:
-        """Serve both from background threads (for synchronous callers)."""
+        """Serve both (and Salesforce's Pub/Sub API) from background threads (for synchronous callers)."""
         for app, sock in ((self.salesforce.app, self.sf_socket), (self.nue.app, self.nue_socket)):
             self.threads.append(ServerThread(app, sock=sock).start())
+        host, port = self.pubsub_socket.getsockname()[:2]
+        self.threads.append(self.salesforce.serve_pubsub(host, port).start())
         return self
 
     def close(self) -> None:
         for thread in self.threads:
             thread.stop()
         self.nue.close()
-        for sock in (self.sf_socket, self.nue_socket):
+        for sock in (self.sf_socket, self.nue_socket, self.pubsub_socket):
             sock.close()
 
 
@@ -91,6 +105,7 @@ def create_sandbox(
     host: str = "127.0.0.1",
     sf_port: int = 0,
     nue_port: int = 0,
+    pubsub_port: int = 0,
     webhook_targets: list[str] | None = None,
     nue_settings: dict[str, Any] | None = None,
     sf_settings: dict[str, Any] | None = None,
@@ -109,4 +124,5 @@ def create_sandbox(
     nue = NueSim(NueSimSettings(seed=seed, webhook_targets=list(webhook_targets or []), **(nue_settings or {})),
                  seed_data)
     return Sandbox(salesforce=salesforce, nue=nue, private_key_path=private_key_path, seed=seed,
-                   sf_socket=bind(host, sf_port), nue_socket=bind(host, nue_port))
+                   sf_socket=bind(host, sf_port), nue_socket=bind(host, nue_port),
+                   pubsub_socket=reserve_port(host, pubsub_port))

@@ -20,6 +20,19 @@ GET|POST /__sandbox/usage                 {"used", "max", "per_second_cap"}; POS
                                           {"max": N} the daily allocation, {"per_second_cap": N or null} the
                                           per-second cap (/reset restores the configured max and cap)
 POST /__sandbox/refresh-token             issues a refresh token the org accepts
+POST /__sandbox/scenario/delete           {"sobject", "id"}: a rep deletes a record
+POST /__sandbox/scenario/undelete         {"sobject", "id"}: a rep restores it from the Recycle Bin
+
+Change Data Capture and the Pub/Sub API (salesforce-api.md §4.3):
+GET  /__sandbox/pubsub/requests           the RPC log: {"method", "topic", "status", "error_code", "rpc_id",
+                                          "events", "at"} per call (Subscribe once it has ended)
+GET|POST /__sandbox/pubsub/entities       {"entities": [...]} selected for CDC; POST {"select": [...],
+                                          "deselect": [...]} changes the selection
+POST /__sandbox/pubsub/reset-streams      cut every open Subscribe stream with UNAVAILABLE now, or with
+                                          {"after_events": N} once N more events have been delivered
+POST /__sandbox/pubsub/expire-replay-ids  purge the event bus: stored replay ids become invalid
+POST /__sandbox/pubsub/gap                {"sobject", "ids", "change_type": "GAP_UPDATE"}: a gap event
+POST /__sandbox/pubsub/overflow           {"sobject"}: a GAP_OVERFLOW event
 """
 
 from __future__ import annotations
@@ -129,6 +142,48 @@ def mount(sim: SalesforceSim) -> Mount:
     async def refresh_token(request: Request) -> Response:
         return JSONResponse({"refresh_token": sim.issue_refresh_token()})
 
+    async def delete(request: Request) -> Response:
+        data = await payload(request)
+        sim.delete(str(data["sobject"]), str(data["id"]))
+        return JSONResponse({"deleted": True})
+
+    async def undelete(request: Request) -> Response:
+        data = await payload(request)
+        return JSONResponse(sim.undelete(str(data["sobject"]), str(data["id"])))
+
+    async def pubsub_requests(request: Request) -> Response:
+        return JSONResponse([e.as_dict() for e in sim.pubsub_log.entries()])
+
+    async def entities(request: Request) -> Response:
+        if request.method == "POST":
+            data = await payload(request)
+            for name in data.get("select", []):
+                sim.select_for_cdc(str(name))
+            for name in data.get("deselect", []):
+                sim.select_for_cdc(str(name), selected=False)
+        return JSONResponse({"entities": sorted(sim.cdc.capture.selected)})
+
+    async def reset_streams(request: Request) -> Response:
+        data = await payload(request)
+        after = data.get("after_events")
+        sim.reset_pubsub_streams(after_events=None if after is None else int(after))
+        return JSONResponse({"open_streams": sim.cdc.streams.count})
+
+    async def expire_replay_ids(request: Request) -> Response:
+        sim.expire_replay_ids()
+        return JSONResponse({"expired": True})
+
+    async def gap(request: Request) -> Response:
+        data = await payload(request)
+        sim.publish_gap_event(str(data["sobject"]), [str(i) for i in data.get("ids", [])],
+                              str(data.get("change_type", "GAP_UPDATE")))
+        return JSONResponse({"published": True})
+
+    async def overflow(request: Request) -> Response:
+        data = await payload(request)
+        sim.publish_gap_overflow(str(data["sobject"]))
+        return JSONResponse({"published": True})
+
     routes = [
         Route("/requests", guarded(requests), methods=["GET"]),
         Route("/reset", guarded(reset), methods=["POST"]),
@@ -143,5 +198,13 @@ def mount(sim: SalesforceSim) -> Mount:
         Route("/schema", guarded(schema), methods=["POST"]),
         Route("/usage", guarded(usage), methods=["GET", "POST"]),
         Route("/refresh-token", guarded(refresh_token), methods=["POST"]),
+        Route("/scenario/delete", guarded(delete), methods=["POST"]),
+        Route("/scenario/undelete", guarded(undelete), methods=["POST"]),
+        Route("/pubsub/requests", guarded(pubsub_requests), methods=["GET"]),
+        Route("/pubsub/entities", guarded(entities), methods=["GET", "POST"]),
+        Route("/pubsub/reset-streams", guarded(reset_streams), methods=["POST"]),
+        Route("/pubsub/expire-replay-ids", guarded(expire_replay_ids), methods=["POST"]),
+        Route("/pubsub/gap", guarded(gap), methods=["POST"]),
+        Route("/pubsub/overflow", guarded(overflow), methods=["POST"]),
     ]
     return Mount(ADMIN_PREFIX, routes=routes)

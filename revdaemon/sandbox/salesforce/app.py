@@ -27,6 +27,7 @@ from revdaemon.sandbox.salesforce.faults import LOCK_ROW_MESSAGE, UNAVAILABLE, F
 from revdaemon.sandbox.salesforce.limits import ApiUsage
 from revdaemon.sandbox.salesforce.oauth import OAuthError, Sessions, TokenEndpoint
 from revdaemon.sandbox.salesforce.permissions import RULES, AccessControl
+from revdaemon.sandbox.salesforce.pubsub import ChangeDataCapture, PubSubServerThread, PubSubService, RpcLog
 from revdaemon.sandbox.salesforce.rest import VERSION_RE, Call, Reply, RestApi
 from revdaemon.sandbox.salesforce.schema import Schema
 from revdaemon.sandbox.salesforce.seeding import load_seed
@@ -98,6 +99,8 @@ class SalesforceSim:
         self.faults = Faults(self.settings.faults)
         self.sessions = Sessions(self.settings.token_lifetime_seconds, self.settings.clock)
         self.usage = ApiUsage(self.settings.daily_limit, self.settings.per_second_cap, self.settings.clock)
+        self.cdc = ChangeDataCapture(self.settings.clock, self.settings.cdc_entities,
+                                     self.settings.event_retention_hours, self.settings.pubsub_keepalive_seconds)
         self._build_org()
         self.oauth = TokenEndpoint(self.settings, self.sessions, self.seed_data.organization_id, self._user_id_of)
         lost_answers.quiet_drops()
@@ -132,6 +135,7 @@ class SalesforceSim:
                             schema_for=self.access.schema_for)
         self.tooling = ToolingApi(self.schema, self.store, s.clock)
         self.rest.mounts["tooling"] = self.tooling.handle
+        self.cdc.attach(self.store, self.schema)  # after the seed: loading it is not a change anyone hears of
 
     # ---- HTTP handlers -----------------------------------------------------------------------------
 
@@ -189,7 +193,8 @@ class SalesforceSim:
         call = Call(method=method, segments=[unquote(s) for s in rest.split("/")] if rest else [],
                     version=match.group(1), params=dict(parse_qsl(request.scope["query_string"].decode())),
                     body=body, headers=request.headers, user_id=user_id)
-        reply: Reply = self.rest.handle(call)
+        with self.cdc.capture.origin(f"com/salesforce/api/rest/{match.group(1)}"):
+            reply: Reply = self.rest.handle(call)
         return _json(reply.status, reply.body, {**reply.headers, **limit_header})
 
     def _session(self, authorization: str | None) -> str | Response:
@@ -229,6 +234,21 @@ class SalesforceSim:
         """A not-yet-started ServerThread for this app; use it as a context manager."""
         return ServerThread(self.app, host, port)
 
+    def pubsub_service(self) -> PubSubService:
+        """The org's Pub/Sub API (gRPC servicer); serve it with `serve_pubsub` or pubsub.serve_pubsub."""
+        def user_of(token: str) -> str | None:
+            session = self.sessions.check(token)
+            return None if session is None else session.user_id
+        return PubSubService(self.cdc, user_of, self.seed_data.organization_id)
+
+    def serve_pubsub(self, host: str = "127.0.0.1", port: int = 0) -> PubSubServerThread:
+        """A not-yet-started PubSubServerThread for this org; use it as a context manager."""
+        return PubSubServerThread(self.pubsub_service(), host, port)
+
+    @property
+    def pubsub_log(self) -> RpcLog:
+        return self.cdc.log
+
     def records(self, sobject: str, *, include_deleted: bool = False) -> list[Record]:
         od = self.schema.get(sobject)
         if od is None:
@@ -261,6 +281,42 @@ class SalesforceSim:
 
     def delete(self, sobject: str, record_id: str, *, user_id: str | None = None) -> None:
         self.store.delete(sobject, record_id, user_id or self.sales_rep_id)
+
+    def undelete(self, sobject: str, record_id: str, *, user_id: str | None = None) -> Record:
+        """A rep restores the record from the Recycle Bin."""
+        self.store.undelete(sobject, record_id, user_id or self.sales_rep_id)
+        return self.record(sobject, record_id)
+
+    # ---- Change Data Capture: selection and faults (pubsub/) --------------------------------------
+
+    def select_for_cdc(self, sobject: str, selected: bool = True) -> list[str]:
+        """Setup > Change Data Capture: (de)select an object; returns the selected ones. A Subscribe to a topic
+        of an object no longer selected is refused from then on; open streams of it stay."""
+        self.cdc.select(sobject, selected)
+        return sorted(self.cdc.capture.selected)
+
+    def reset_pubsub_streams(self, *, after_events: int | None = None) -> None:
+        """Cut every open Subscribe stream with UNAVAILABLE: now, or once `after_events` more events have been
+        delivered (mid-burst)."""
+        self.cdc.streams.reset(after_events)
+
+    def expire_replay_ids(self) -> None:
+        """Purge the event bus as if the retention window had passed: a stored replay id is now invalid."""
+        self.cdc.bus.expire()
+
+    def publish_gap_event(self, sobject: str, record_ids: list[str], change_type: str = "GAP_UPDATE") -> None:
+        """A gap event (GAP_CREATE, GAP_UPDATE, GAP_DELETE, GAP_UNDELETE) for the records: header only."""
+        self.cdc.capture.publish_gap(self._cdc_entity(sobject), change_type, record_ids, self.sales_rep_id)
+
+    def publish_gap_overflow(self, sobject: str) -> None:
+        """A GAP_OVERFLOW event: too many changes in one transaction for change events to follow."""
+        self.cdc.capture.publish_gap(self._cdc_entity(sobject), "GAP_OVERFLOW", [], self.sales_rep_id)
+
+    def _cdc_entity(self, sobject: str) -> str:
+        od = self.schema.get(sobject)
+        if od is None:
+            raise KeyError(sobject)
+        return od.name
 
     def close_won(self, opportunity_id: str, *, close_date: date | None = None) -> Record:
         """A sales rep moves the opportunity to Closed Won (IsWon/IsClosed follow, SystemModstamp moves). Its
@@ -314,3 +370,4 @@ class SalesforceSim:
         self.faults.configure(self.settings.faults)
         self.faults.fired.clear()
         self.log.clear()
+        self.cdc.reset(self.settings.cdc_entities)

@@ -14,6 +14,10 @@ DEFAULT_USERNAME = "integration@revdaemon.sandbox"
 DAILY_LIMIT = 15_000  # Developer Edition allocation, salesforce-api.md §3.1
 PAGE_SIZE = 2_000  # default query batch, salesforce-api.md §2.1
 TOKEN_LIFETIME_SECONDS = 7_200  # sessionSecondsValid 7200, salesforce-api.md §1.4
+# Setup > Change Data Capture: the entities the sync listens to (salesforce-api.md §4.3).
+CDC_ENTITIES = ("Opportunity", "Account", "OpportunityLineItem", "Contact")
+EVENT_RETENTION_HOURS = 72.0  # the event bus keeps change events 3 days, salesforce-api.md §4.3
+KEEPALIVE_SECONDS = 270.0  # an idle Subscribe stream hears from the server within 270 s, salesforce-api.md §4.3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,5 +119,8 @@ class SalesforceSimSettings:
     # level security): absent from describe, queries and writes until an assigned permission set grants them.
     ungranted_fields: tuple[str, ...] = ()
     faults: FaultSettings = field(default_factory=FaultSettings)
+    cdc_entities: tuple[str, ...] = CDC_ENTITIES  # objects selected for Change Data Capture
+    event_retention_hours: float = EVENT_RETENTION_HOURS
+    pubsub_keepalive_seconds: float = KEEPALIVE_SECONDS
     seed: int = 1
     clock: Callable[[], float] = time.time  # unix seconds; tests may inject a fake clock

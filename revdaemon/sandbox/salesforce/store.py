@@ -3,6 +3,10 @@
 Records are plain dicts in wire form, replaced (never mutated) on each write, so query snapshots and
 undo entries can hold references without copying. Every write takes `lock`; `transaction()` records an
 undo log so allOrNone requests can roll back.
+
+Committed changes go to `listeners` (Change Data Capture, pubsub/): each write is its own transaction unless it
+runs inside `transaction()`, and a listener hears of a transaction's changes only once the outermost block ends,
+without the ones a rollback undid, so a rolled-back write is never announced.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -26,6 +31,22 @@ STAGES = {name.lower(): (name, probability, closed, won) for name, probability, 
 FORECAST = {(True, True): "Closed", (True, False): "Omitted"}
 PICKLIST_DEFAULTS = {("Contract", "Status"): "Draft", ("Task", "Status"): "Not Started",
                      ("Task", "Priority"): "Normal"}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One record's committed change: `old` None for a create; several writes to one record in one transaction
+    are folded into one change (first `old`, last `new`)."""
+
+    object: str
+    old: Record | None
+    new: Record
+    user_id: str
+
+
+# Called with one transaction's changes, in write order, while the store lock is still held (so listeners see
+# transactions in commit order).
+CommitListener = Callable[[list[Change]], None]
 READ_ONLY_MESSAGE = ("Unable to create/update fields: {}. Please check the security settings of this field and "
                      "verify that it is read/write for your profile or permission set.")
 
@@ -47,6 +68,8 @@ class Store:
         self.lock = threading.RLock()
         self.tables: dict[str, dict[str, Record]] = {name: {} for name in schema.objects}
         self._undo: list[tuple[str, str, Record | None]] | None = None
+        self._changes: list[Change] = []  # parallel to _undo: what the open transaction will announce
+        self.listeners: list[CommitListener] = []
         self._index: dict[tuple[str, str], dict[str, set[str]]] = {}
         self._index_version = -1
         self._contract_numbers = 0
@@ -91,15 +114,21 @@ class Store:
             outer = self._undo is None
             if outer:
                 self._undo = []
+                self._changes = []
             mark = len(self._undo or [])
             try:
                 yield lambda: self._rollback_to(mark)
             finally:
                 if outer:
                     self._undo = None
+                    changes, self._changes = _fold(self._changes), []
+                    if changes:
+                        for listener in self.listeners:
+                            listener(changes)
 
     def _rollback_to(self, mark: int) -> None:
         undo = self._undo or []
+        del self._changes[mark:]
         while len(undo) > mark:
             obj, record_id, old = undo.pop()
             if old is None:
@@ -108,11 +137,12 @@ class Store:
                 self.tables[obj][record_id] = old
         self._index_version = -1  # rebuild lazily
 
-    def _put(self, obj: str, record: Record) -> None:
+    def _put(self, obj: str, record: Record, user_id: str) -> None:
         table = self.table(obj)
         old = table.get(record["Id"])
         if self._undo is not None:
             self._undo.append((obj, record["Id"], old))
+            self._changes.append(Change(obj, old, record, user_id))
         table[record["Id"]] = record
         if self._index_version == self.schema.version:
             self._reindex_record(obj, old, record)
@@ -204,7 +234,7 @@ class Store:
     def create(self, obj: str, data: dict[str, Any], user_id: str, *, record_id: str | None = None,
                system: bool = False, stamp: float | None = None) -> str:
         od = self._object(obj)
-        with self.lock:
+        with self.transaction():
             values = self._convert(od, data, creating=True, system=system)
             self._check_references(od, values)
             now = wire_datetime(self.clock() if stamp is None else stamp)
@@ -222,14 +252,14 @@ class Store:
             self._check_required(od, record)
             self._check_unique(od, record)
             self._check_rules(od, record, None)
-            self._put(od.name, record)
-            self._after_write(od, record)
+            self._put(od.name, record, user_id)
+            self._after_write(od, record, user_id)
             return str(record["Id"])
 
     def update(self, obj: str, raw_id: str, data: dict[str, Any], user_id: str, *, system: bool = False,
                stamp: float | None = None) -> None:
         od = self._object(obj)
-        with self.lock:
+        with self.transaction():
             old = self.find_live(od, raw_id)
             data = {k: v for k, v in data.items() if not (k.lower() == "id" and normalize_id(str(v)) == old["Id"])}
             values = self._convert(od, data, creating=False, system=system)
@@ -240,8 +270,8 @@ class Store:
             self._check_required(od, record)
             self._check_unique(od, record)
             self._check_rules(od, record, old)
-            self._put(od.name, record)
-            self._after_write(od, record)
+            self._put(od.name, record, user_id)
+            self._after_write(od, record, user_id)
 
     def _check_rules(self, od: ObjectDef, record: Record, old: Record | None) -> None:
         rule = self.rules.get(od.name)
@@ -250,17 +280,38 @@ class Store:
 
     def delete(self, obj: str, raw_id: str, user_id: str) -> None:
         od = self._object(obj)
-        with self.lock:
+        with self.transaction():
             old = self.find_live(od, raw_id)
             now = wire_datetime(self.clock())
             record = {**old, "IsDeleted": True, "LastModifiedDate": now, "LastModifiedById": user_id,
                       "SystemModstamp": now}
-            self._put(od.name, record)
+            self._put(od.name, record, user_id)
             if od.name == "Opportunity":  # line items go with their opportunity
                 for line in list(self.table("OpportunityLineItem").values()):
                     if line["OpportunityId"] == old["Id"] and not line["IsDeleted"]:
-                        self._put("OpportunityLineItem", {**line, "IsDeleted": True, "SystemModstamp": now})
-            self._after_write(od, record)
+                        self._put("OpportunityLineItem", {**line, "IsDeleted": True, "SystemModstamp": now}, user_id)
+            self._after_write(od, record, user_id)
+
+    def undelete(self, obj: str, raw_id: str, user_id: str) -> None:
+        """Restores a deleted record from the Recycle Bin (an opportunity's line items with it)."""
+        od = self._object(obj)
+        record_id = normalize_id(raw_id)
+        with self.transaction():
+            old = self.table(od.name).get(record_id or "")
+            if old is None:
+                raise not_found()
+            if not old["IsDeleted"]:
+                raise bad_request("UNDELETE_FAILED", "Entity is not in the recycle bin", [])
+            now = wire_datetime(self.clock())
+            record = {**old, "IsDeleted": False, "LastModifiedDate": now, "LastModifiedById": user_id,
+                      "SystemModstamp": now}
+            self._check_unique(od, record)
+            self._put(od.name, record, user_id)
+            if od.name == "Opportunity":
+                for line in list(self.table("OpportunityLineItem").values()):
+                    if line["OpportunityId"] == old["Id"] and line["IsDeleted"]:
+                        self._put("OpportunityLineItem", {**line, "IsDeleted": False, "SystemModstamp": now}, user_id)
+            self._after_write(od, record, user_id)
 
     def upsert(self, obj: str, field_name: str, value: str, data: dict[str, Any],
                user_id: str) -> tuple[str, bool]:
@@ -361,11 +412,11 @@ class Store:
         # TotalPrice = Quantity * UnitPrice, less the Discount percentage when one is set.
         record["TotalPrice"] = round(subtotal * (1 - discount / 100), 2)
 
-    def _after_write(self, od: ObjectDef, record: Record) -> None:
+    def _after_write(self, od: ObjectDef, record: Record, user_id: str) -> None:
         if od.name == "OpportunityLineItem":
-            self._roll_up(record["OpportunityId"])
+            self._roll_up(record["OpportunityId"], user_id)
 
-    def _roll_up(self, opportunity_id: str) -> None:
+    def _roll_up(self, opportunity_id: str, user_id: str) -> None:
         """Opportunity.Amount is the sum of its line items' TotalPrice once it has products (§5)."""
         opportunity = self.tables["Opportunity"].get(opportunity_id)
         if opportunity is None:
@@ -377,7 +428,7 @@ class Store:
         pricebook = opportunity["Pricebook2Id"] or (entry_books.pop() if len(entry_books) == 1 else None)
         now = wire_datetime(self.clock())
         self._put("Opportunity", {**opportunity, "Amount": amount, "HasOpportunityLineItem": bool(lines),
-                                  "Pricebook2Id": pricebook, "SystemModstamp": now})
+                                  "Pricebook2Id": pricebook, "SystemModstamp": now}, user_id)
 
 
 class MultipleMatches(SfError):
@@ -387,6 +438,17 @@ class MultipleMatches(SfError):
         super().__init__(300, "MULTIPLE_CHOICES", f"more than one record found for external id field: {ids}")
         self.object = od.name
         self.ids = ids
+
+
+def _fold(changes: list[Change]) -> list[Change]:
+    """One change per record, at the place of its first write (Salesforce: several DML operations on a record in
+    one transaction make one change event, salesforce-api.md §4.3)."""
+    folded: dict[tuple[str, str], Change] = {}
+    for change in changes:
+        key = (change.object, change.new["Id"])
+        first = folded.get(key)
+        folded[key] = change if first is None else Change(change.object, first.old, change.new, change.user_id)
+    return list(folded.values())
 
 
 def _contract_end(start: str | None, term: int | None) -> str | None:
