@@ -1089,6 +1089,8 @@ def _print_summary(console: Console, summary: StoreSummary) -> None:
 @main.command()
 @click.option("--sf-port", type=int, default=0, show_default=True, help="Salesforce simulator port (0: any free).")
 @click.option("--nue-port", type=int, default=0, show_default=True, help="Nue simulator port (0: any free).")
+@click.option("--pubsub-port", type=int, default=0, show_default=True,
+              help="The Salesforce simulator's Pub/Sub API (gRPC) port (0: any free).")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the data set and of random faults.")
 @click.option("--webhook-target", "webhook_targets", multiple=True,
               help="URL the Nue simulator delivers webhooks to (repeatable).")
@@ -1098,13 +1100,13 @@ def _print_summary(console: Console, summary: StoreSummary) -> None:
               help="Add this many won deals of a tenant that already has orders (e.g. 1000); their go-live "
               "cut-off is printed as brownfield_won_since.")
 @json_option
-def sandbox(sf_port: int, nue_port: int, seed: int, webhook_targets: tuple[str, ...], key_dir: Path,
+def sandbox(sf_port: int, nue_port: int, pubsub_port: int, seed: int, webhook_targets: tuple[str, ...], key_dir: Path,
             brownfield: int, as_json: bool) -> None:
     """Run the Salesforce and Nue simulators on loopback until interrupted."""
     from revdaemon.sandbox.runner import create_sandbox
 
     try:
-        box = create_sandbox(key_dir=key_dir, seed=seed, sf_port=sf_port, nue_port=nue_port,
+        box = create_sandbox(key_dir=key_dir, seed=seed, sf_port=sf_port, nue_port=nue_port, pubsub_port=pubsub_port,
                              webhook_targets=list(webhook_targets), brownfield=brownfield)
     except OSError as exc:
         click.echo(f"revdaemon: cannot start the sandbox: {exc}", err=True)

@@ -168,12 +168,14 @@ def _hint(watch: Watch, event: ChangeEvent, record_id: str) -> Hint:
 
 
 def _wire_datetime(value: Any) -> str | None:
-    """A datetime field's value as the REST API writes SystemModstamp (`2026-12-06T17:10:26.000+0000`): Avro
-    carries it as epoch milliseconds [assumed; a text value is taken as already in that form]."""
+    """A datetime field's value as the REST API writes SystemModstamp (`2026-12-06T17:10:26.000+0000`). Avro
+    carries it as epoch milliseconds [doc: "epoch based"], a `long` that a `timestamp-millis` logical type (if the
+    schema has one [assumed]) makes a datetime when decoded; a text value is taken as already in that form."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        moment = datetime.fromtimestamp(value / 1000, UTC)
+    moment = datetime.fromtimestamp(value / 1000, UTC) if isinstance(value, int) else value
+    if isinstance(moment, datetime):
+        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
         return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}+0000"
     return value if isinstance(value, str) and value else None
 

@@ -88,6 +88,16 @@ class TestReacting:
         assert hint.payload["change"]["changeType"] == "UPDATE"
         assert hint.payload["change"]["replayId"] == "01"
 
+    def test_a_decoded_timestamp_keys_as_its_milliseconds_do(self) -> None:
+        """fastavro turns a `timestamp-millis` long into a datetime: the key is the same either way."""
+        millis = react(read_change_event(event(changed=["0x04"], StageName="Closed Won",
+                                               LastModifiedDate=COMMITTED_MS), SCHEMA))
+        decoded = react(read_change_event(event(changed=["0x04"], StageName="Closed Won",
+                                                LastModifiedDate=datetime(2026, 12, 6, 17, 10, 26, 123000,
+                                                                          tzinfo=UTC)), SCHEMA))
+        assert millis.hints[0].key == decoded.hints[0].key == \
+            f"sf:Opportunity:{OPPORTUNITY_ID}:2026-12-06T17:10:26.123+0000"
+
     def test_changes_of_other_fields_wake_nothing(self) -> None:
         """revdaemon's own write-back of the order id (and any edit that leaves the stage) is not a hint."""
         reaction = react(read_change_event(event(changed=["0x140"], Nue_Order_Id__c="o-1",
