@@ -6,6 +6,7 @@ each side shows as it happens. Needs no credentials and no network; leaves its s
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -53,6 +54,7 @@ def demo_settings(settings: Settings, box: Sandbox) -> Settings:
                                       "state_dir": demo_state_dir(settings)})
 
 
+REAL_TIME_WAIT_SECONDS = 15.0  # a change event is worked in about a second; past this the demo polls
 SIGN_UP = "Zephyr Analytics"  # the demo's customer made in Nue
 SIGN_UP_INDEX = -1
 
@@ -114,8 +116,15 @@ async def _story(box: Sandbox, daemon: Daemon, console: Console) -> dict[str, An
     customers: dict[int, dict[str, Any]] = {}
 
     async def deal_closes(opportunity: int) -> None:
-        box.salesforce.close_won(box.salesforce.seed_data.opportunities[opportunity].id)
-        # The Salesforce poll runs every schedule.salesforce_poll_seconds; the demo does not wait for it.
+        deal = box.salesforce.seed_data.opportunities[opportunity].id
+        started = time.monotonic()
+        box.salesforce.close_won(deal)
+        if daemon.streams and await _written_back(box, deal, seconds=REAL_TIME_WAIT_SECONDS):
+            console.print(f"(a change event over the Pub/Sub API: ordered in Nue and written back "
+                          f"{time.monotonic() - started:.1f} s after the deal was saved, no poll)")
+            return
+        # Without Change Data Capture the Salesforce poll finds it (every schedule.salesforce_poll_seconds); the demo
+        # does not wait for it.
         await daemon.pollers[0].run_once()
 
     def new_customer_with_order(index: int, opportunity: int) -> None:
@@ -210,6 +219,16 @@ async def _drain(daemon: Daemon) -> None:
             if depths[EventStatus.RECEIVED] == 0 and depths[EventStatus.CLAIMED] == 0:
                 return
             await anyio.sleep(0.1)
+
+
+async def _written_back(box: Sandbox, opportunity_id: str, *, seconds: float) -> bool:
+    """Whether the opportunity shows its Nue order within `seconds` (the simulator is another thread's)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if box.salesforce.record("Opportunity", opportunity_id).get("Nue_Order_Id__c"):
+            return True
+        await anyio.sleep(0.05)
+    return False
 
 
 def _show_opportunity(console: Console, box: Sandbox, opportunity_id: str) -> None:
