@@ -151,6 +151,10 @@ def mount(sim: SalesforceSim) -> Mount:
         data = await payload(request)
         return JSONResponse(sim.undelete(str(data["sobject"]), str(data["id"])))
 
+    async def pubsub_streams(request: Request) -> Response:
+        # Open Subscribe streams, each already placed in the event stream (a LATEST one misses nothing after this).
+        return JSONResponse({"open_streams": sim.cdc.streams.count})
+
     async def pubsub_requests(request: Request) -> Response:
         return JSONResponse([e.as_dict() for e in sim.pubsub_log.entries()])
 
@@ -201,6 +205,7 @@ def mount(sim: SalesforceSim) -> Mount:
         Route("/scenario/delete", guarded(delete), methods=["POST"]),
         Route("/scenario/undelete", guarded(undelete), methods=["POST"]),
         Route("/pubsub/requests", guarded(pubsub_requests), methods=["GET"]),
+        Route("/pubsub/streams", guarded(pubsub_streams), methods=["GET"]),
         Route("/pubsub/entities", guarded(entities), methods=["GET", "POST"]),
         Route("/pubsub/reset-streams", guarded(reset_streams), methods=["POST"]),
         Route("/pubsub/expire-replay-ids", guarded(expire_replay_ids), methods=["POST"]),
