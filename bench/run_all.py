@@ -39,6 +39,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "replicas": ([], ["--events", "1000", "--seconds", "3"]),
     "lost_answers": ([], ["--events", "2000", "--deals", "100"]),
     "retention": ([], ["--events", "100000"]),
+    "realtime_latency": ([], ["--deals", "30", "--samples", "40", "--poll-seconds", "15"]),
 }
 
 
@@ -318,10 +319,46 @@ def retention_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def realtime_rows(r: dict[str, Any]) -> list[Row]:
+    f = r["results"]
+    limit = r["targets"]["cdc_p99_seconds"]
+
+    def spread(m: dict[str, Any]) -> str:
+        return " / ".join(fmt(m.get(k), 2) for k in ("p50", "p90", "p99", "max")) + " s"
+
+    rows = []
+    labels = {"cdc": "close -> order activated and written back, CDC on (default schedule)",
+              "poll": "close -> written back, poll alone",
+              "webhook": "Nue subscription change: webhook -> account write"}
+    for mode, label in labels.items():
+        m = f.get(mode)
+        if m is None:
+            continue
+        if mode == "poll":
+            label += f" every {m['poll_seconds']:g} s" + ("" if m["poll_seconds"] == 60 else " (NOT the default 60 s)")
+        pace = m["pace_seconds"]
+        count = m.get("deals", m.get("samples"))
+        rows.append(Row(f"{label}: p50 / p90 / p99 / max ({m['measured']} of {count}, one every {pace:g} s)",
+                        spread(m), "" if mode == "poll" else f"p99 < {limit:g} s",
+                        None if mode == "poll" else (m["p99"] is not None and m["p99"] < limit)))
+        if "deals" in m:
+            rows.append(Row(f"{mode}: deals without exactly one activated, written-back Nue order / touched later / "
+                            "end outside any PATCH", f"{m['failures']} / {m['touched_later']} / "
+                            f"{m['end_not_in_a_patch']}", "0 / - / 0",
+                            m["failures"] == 0 and not m["end_not_in_a_patch"]))
+            rows.append(Row(f"{mode}: Nue calls per deal (all flows)", f"{m['nue_calls_per_deal']:g}: "
+                            f"{_by(m['nue_call_kinds'])}"))
+        else:
+            rows.append(Row("webhook: samples failed", fmt(m["failures"]), "0", m["failures"] == 0))
+    rows += [Row("why missed", note) for note in r.get("notes", [])]
+    return rows
+
+
 TABLES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "sandbox_throughput": sandbox_rows, "salesforce_upsert": upsert_rows, "webhook_ingest": ingest_rows,
     "burst_drain": burst_rows, "baseline_simple_salesforce": baseline_rows, "idle": idle_rows,
     "replicas": replicas_rows, "lost_answers": lost_answers_rows, "retention": retention_rows,
+    "realtime_latency": realtime_rows,
 }
 
 
