@@ -301,6 +301,7 @@ async def online_check(settings: Settings, public_url: str | None = None) -> dic
             rows = compare(required, await describe_objects(salesforce, sorted({r.object for r in required})))
             checks.append(golive.fields_check(rows))
             checks.append(await golive.integration_user_check(salesforce, all(row.ok for row in rows)))
+            checks.append(await golive.change_data_capture_check(settings, salesforce))
         except SyncError as exc:
             result["salesforce"] = api_failure(exc, settings)
         try:

@@ -3,6 +3,8 @@ problem with how to fix it.
 
 - Salesforce's fields: the setup plan (plan.py), as the integration user sees the org.
 - The integration user: who revdaemon writes as, and whether revdaemon's permission set is assigned to it.
+- Change Data Capture, when on: that the integration user may subscribe to each topic (GetTopic over the Pub/Sub
+  API: the object selected in Setup, the user's permissions, this box's way out to the endpoint).
 - The webhook: the URL and the events to register in Nue; with a public URL, that a notification signed (or
   path-token addressed) as Nue's would be reaches this box's daemon through it: the listener answers a
   `revdaemon.ping` with its daemon's tag, the one its local /healthz shows, and stores nothing.
@@ -25,9 +27,10 @@ from typing import Any
 import httpx
 
 from revdaemon.config import Settings, WebhookAuth
+from revdaemon.connectors.pubsub import PubSubClient
 from revdaemon.connectors.salesforce import SalesforceClient
 from revdaemon.connectors.salesforce_wire import soql_literal
-from revdaemon.errors import SyncError
+from revdaemon.errors import AuthFailed, SyncError
 from revdaemon.flows import sources
 from revdaemon.flows.base import Flow
 from revdaemon.listener.app import PING_TYPE, WEBHOOK_PATH
@@ -79,6 +82,35 @@ async def integration_user_check(salesforce: SalesforceClient, fields_ready: boo
                  f"{user}, permission set {PERMISSION_SET} not assigned"
                  + (" (the fields are visible through its profile)" if fields_ready else ""),
                  "" if fields_ready else "revdaemon setup salesforce --apply --assign")
+
+
+async def change_data_capture_check(settings: Settings, salesforce: SalesforceClient) -> Check:
+    """Whether the integration user may subscribe to each configured topic (GetTopic over the Pub/Sub API)."""
+    cdc = settings.change_data_capture
+    if not cdc.enabled:
+        return Check("change data capture", True, f"off: a won deal reaches Nue at the next Salesforce poll (every "
+                     f"{settings.schedule.salesforce_poll_seconds:g} s)")
+    client = PubSubClient(cdc.endpoint, salesforce.auth, tls=cdc.tls, instance_url=settings.salesforce.instance_url)
+    problems: list[str] = []
+    try:
+        for topic in cdc.topics:
+            try:
+                info = await client.topic(topic)
+            except AuthFailed as exc:
+                return Check("change data capture", False, f"{cdc.endpoint} refused the session: {exc.message}",
+                             "the integration user needs API Enabled, and View All on Opportunity (or View All Data)")
+            except SyncError as exc:
+                problems.append(f"{topic}: {exc.message}")
+                continue
+            if not info.can_subscribe:
+                problems.append(f"{topic}: the integration user may not subscribe")
+    finally:
+        await client.close()
+    if problems:
+        return Check("change data capture", False, "; ".join(problems),
+                     "Setup > Integrations > Change Data Capture: select Opportunity; the integration user needs "
+                     f"View All on it; and this box must reach {cdc.endpoint} (outbound gRPC over TLS)")
+    return Check("change data capture", True, f"may subscribe to {', '.join(cdc.topics)} at {cdc.endpoint}")
 
 
 def webhook_events(flows: Sequence[Flow]) -> list[str]:

@@ -6,7 +6,8 @@ daemon's lookup-before-create stands between a cut call and a duplicate. The bur
 (several on one account, so one customer serves many orders) with work born in Nue (orders, amendments,
 invoices and payments of customers Nue already knows), all fed in while the daemon is being killed.
 
-REVDAEMON_CRASH_POINTS (default 14, which keeps `make test` under its 10 minutes) sets the number of kills; REVDAEMON_CRASH_SEED the random schedule.
+REVDAEMON_CRASH_POINTS (default 14, which keeps `make test` under its 10 minutes) sets the number of kills;
+REVDAEMON_CRASH_SEED the random schedule.
 """
 
 from __future__ import annotations

@@ -172,3 +172,27 @@ async def test_a_field_created_but_its_answer_lost_is_not_made_twice(tmp_path: P
         assert len(applied) == len(own)
     finally:
         box.close()
+
+
+async def test_the_check_names_change_data_capture_not_selected_for_the_opportunity(tmp_path: Path) -> None:
+    """With Change Data Capture on but Opportunity not selected in Setup, the go-live check says so and how to fix
+    it (the daemon would otherwise wait for change events that never come, the poll its only trigger)."""
+    box = sandbox(tmp_path)
+    try:
+        settings = demo_settings(daemon_settings(box, tmp_path), box)
+        assert settings.change_data_capture.enabled
+        box.salesforce.select_for_cdc("Opportunity", False)
+        lines = {line["name"]: line for line in (await online_check(settings))["checks"]}
+        cdc = lines["change data capture"]
+        assert not cdc["ok"] and "/data/OpportunityChangeEvent" in cdc["detail"]
+        assert "Setup > Integrations > Change Data Capture: select Opportunity" in cdc["fix"]
+        box.salesforce.select_for_cdc("Opportunity", True)
+        lines = {line["name"]: line for line in (await online_check(settings))["checks"]}
+        assert lines["change data capture"]["ok"], lines["change data capture"]
+        off = settings.model_copy(update={"change_data_capture": settings.change_data_capture.model_copy(
+            update={"enabled": False})})
+        line = {line["name"]: line for line in (await online_check(off))["checks"]}["change data capture"]
+        assert line["ok"] and line["detail"].startswith("off: a won deal reaches Nue at the next Salesforce poll")
+    finally:
+        box.close()
+
