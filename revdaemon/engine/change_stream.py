@@ -101,7 +101,7 @@ class ChangeStream:
                 self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
         finally:
             if self.health.state is not StreamState.STOPPED:
-                self.health.enter(StreamState.STANDBY)
+                self._enter(StreamState.STANDBY)
 
     async def _subscribe_once(self, *, relogin: bool) -> None:
         replay_id = await self._replay_id()

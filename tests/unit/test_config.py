@@ -147,6 +147,25 @@ class TestErrors:
         settings = load_settings(write(tmp_path, MINIMAL), environ={})
         assert settings.engine.settle_seconds >= settings.salesforce.create_timeout_seconds
 
+    def test_change_data_capture_in_clear_text_only_on_loopback(self, tmp_path: Path) -> None:
+        """The session token travels in every Pub/Sub call: tls: false is refused for a remote endpoint, named."""
+        remote = {**MINIMAL, "change_data_capture": {"enabled": True, "tls": False}}
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, remote), environ={})
+        assert "only for a loopback endpoint" in problems(exc)["change_data_capture"]
+        local = {**MINIMAL, "change_data_capture": {"enabled": True, "tls": False, "endpoint": "127.0.0.1:8803"}}
+        assert not load_settings(write(tmp_path, local), environ={}).change_data_capture.tls
+
+    def test_change_data_capture_keys_are_checked(self, tmp_path: Path) -> None:
+        """A topic that is no channel name, an endpoint without a port, more than the 100 events the API allows."""
+        document = {**MINIMAL, "change_data_capture": {"topics": ["Opportunity"], "endpoint": "api.pubsub.salesforce.com",
+                                                       "batch_size": 500}}
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, document), environ={})
+        found = problems(exc)
+        assert "change_data_capture.topics.0" in found and "host:port" in found["change_data_capture.endpoint"]
+        assert "100" in found["change_data_capture.batch_size"]
+
     def test_several_problems_reported_together(self, tmp_path: Path) -> None:
         """Every bad key is listed at once, so one edit fixes them all."""
         document = {**MINIMAL, "listener": {"port": 70000}, "limits": {"salesforce_daily_budget_share": 2}}
