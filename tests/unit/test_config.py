@@ -158,8 +158,8 @@ class TestErrors:
 
     def test_change_data_capture_keys_are_checked(self, tmp_path: Path) -> None:
         """A topic that is no channel name, an endpoint without a port, more than the 100 events the API allows."""
-        document = {**MINIMAL, "change_data_capture": {"topics": ["Opportunity"], "endpoint": "api.pubsub.salesforce.com",
-                                                       "batch_size": 500}}
+        document = {**MINIMAL, "change_data_capture": {"topics": ["Opportunity"], "batch_size": 500,
+                                                       "endpoint": "api.pubsub.salesforce.com"}}
         with pytest.raises(ConfigError) as exc:
             load_settings(write(tmp_path, document), environ={})
         found = problems(exc)
