@@ -11,11 +11,16 @@ from typing import Any, cast
 
 import anyio
 import asyncpg
+import httpx
 import pytest
 from anyio.abc import TaskStatus
 from structlog.testing import capture_logs
 
 from revdaemon import service
+from revdaemon.config import SalesforceAuth, SalesforceSettings
+from revdaemon.connectors.pubsub import PubSubClient
+from revdaemon.connectors.salesforce import SalesforceAuthenticator
+from revdaemon.engine.change_stream import ChangeStream
 from revdaemon.engine.executor import Executor, PendingWrite
 from revdaemon.engine.fencing import Term
 from revdaemon.engine.replicas import ReplicaRole
@@ -23,7 +28,9 @@ from revdaemon.engine.scheduler import Scheduler
 from revdaemon.engine.worker import Worker
 from revdaemon.errors import ConfigError, Fenced, Settling
 from revdaemon.flows.plan import SfCreate, SfUpdate
+from revdaemon.flows.sources import SALESFORCE_CDC
 from revdaemon.flows.subscription_status import SubscriptionStatusFlow
+from revdaemon.ops.health import Health, StreamState
 from revdaemon.sandbox.runner import Sandbox
 from revdaemon.store import Store, open_store
 from revdaemon.store.records import NewEvent, NewIntent, ReplicaBeat, utcnow
@@ -181,6 +188,62 @@ class TestTwoReplicas:
         finally:
             await first.close()
             await second.close()
+
+    async def test_only_the_leader_subscribes_and_the_survivor_resumes_from_the_shared_replay_id(
+            self, pg_url: str, sandbox: Sandbox) -> None:
+        """Change Data Capture on two boxes: only the leader subscribes. It dies; changes made meanwhile reach the
+        survivor, which resumes from the replay id the leader stored in the shared database (not from LATEST)."""
+        info = sandbox.info()["salesforce"]
+        settings = SalesforceSettings(login_url=info["login_url"], auth=SalesforceAuth.JWT,
+                                      client_id=info["consumer_key"], username=info["username"],
+                                      private_key_file=info["private_key_file"])
+        first, second = await open_store(pg_url), await open_store(pg_url)
+        topic = "/data/OpportunityChangeEvent"
+        deals = [o.id for o in sandbox.salesforce.seed_data.opportunities[:3]]
+
+        async def no_poll(entity: str) -> None:
+            raise AssertionError(f"a replay id stored by the other box was refused: {entity} polled")
+
+        async with httpx.AsyncClient() as http:
+            clients = [PubSubClient(info["pubsub_url"], SalesforceAuthenticator(settings, http), tls=False)
+                       for _ in range(2)]
+            health_a, health_b = Health(), Health()
+            a = ReplicaRole(first, None, replica_id="box-a", interval=0.2, streams=[
+                ChangeStream(clients[0], first, topic, health=health_a, catch_up=no_poll)])
+            b = ReplicaRole(second, None, replica_id="box-b", interval=0.2, streams=[
+                ChangeStream(clients[1], second, topic, health=health_b, catch_up=no_poll)])
+            box_a = anyio.CancelScope()
+
+            async def run_a(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+                with box_a:
+                    await a.run(task_status=task_status)
+
+            def hints(health: Health) -> int:
+                return health.stream(topic).hints
+
+            try:
+                async with anyio.create_task_group() as tg:
+                    await tg.start(run_a)
+                    await tg.start(b.run)
+                    await wait_until(lambda: sandbox.salesforce.cdc.streams.count == 1)
+                    sandbox.salesforce.close_won(deals[0])
+                    await wait_until(lambda: hints(health_a) == 1)
+                    assert health_b.stream(topic).state is StreamState.STANDBY and hints(health_b) == 0
+                    box_a.cancel()  # box a dies ...
+                    await end_leader_session(pg_url, "box-a")
+                    for deal in deals[1:]:  # ... and deals are won before the survivor subscribes
+                        sandbox.salesforce.close_won(deal)
+                    await wait_until(lambda: hints(health_b) == 2)
+                    tg.cancel_scope.cancel()
+            finally:
+                for client in clients:
+                    await client.close()
+                await first.close()
+                await second.close()
+        subscribes = [r for r in sandbox.salesforce.pubsub_log.entries() if r.method == "Subscribe"]
+        assert len(subscribes) == 2  # one per term: the standby never subscribed
+        keys = sorted(e.payload["data"]["Id"] for e in await _events(pg_url) if e.source == SALESFORCE_CDC)
+        assert keys == sorted(deals)  # each deal's hint stored once, by whichever box led
 
     async def test_a_fenced_leader_stops_at_once_and_stands_by(self, pg_url: str) -> None:
         """The leader has not yet noticed it lost the lock (its next step is far off) when another replica takes
@@ -346,3 +409,12 @@ class TestTakeover:
                 await survivor.close()
         subjects = sorted(t["Subject"] for t in sandbox.salesforce.records("Task") if t.get("WhatId") == account_id)
         assert subjects == ["Recorded by the old leader", "Sent by the old leader"]
+
+
+async def _events(url: str) -> list[Any]:
+    store = await open_store(url)
+    try:
+        return await store.list_events(limit=100)
+    finally:
+        await store.close()
+
