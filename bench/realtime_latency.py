@@ -115,7 +115,8 @@ def daemon_config(tmp: Path, box: Sandbox, *, cdc: bool, poll_seconds: float, nu
     if poll_seconds != DEFAULT_POLL_SECONDS:
         body["schedule"] = {"salesforce_poll_seconds": poll_seconds}
     if nue_rate is not None:
-        body["limits"] = {"nue": {"requests_per_second": nue_rate, "burst": max(1, int(nue_rate)), "max_concurrency": 4}}
+        body["limits"] = {"nue": {"requests_per_second": nue_rate, "burst": max(1, int(nue_rate)),
+                                  "max_concurrency": 4}}
     tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(body))
