@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/revdaemon demo --config config.yaml
 
+# The end-to-end proofs (separate processes, kills, timings) run alone; everything else on both cores.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests/e2e
+	$(BIN)/python -m pytest -q -n 2 --ignore=tests/e2e
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

@@ -6,13 +6,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
 from revdaemon.cli import EXIT_ONLINE, main, online_check
 from revdaemon.cli_setup import plan_and_apply, required_by
 from revdaemon.demo import demo_settings, run_demo
+from revdaemon.engine.clients import build_clients
+from revdaemon.limits import RetryPolicy
 from revdaemon.sandbox.runner import Sandbox, create_sandbox
+from revdaemon.setup import golive
 from revdaemon.setup.metadata import PERMISSION_SET
 from revdaemon.setup.plan import Status
 from tests.integration.engine_fixtures import daemon_settings
@@ -182,17 +186,17 @@ async def test_the_check_names_change_data_capture_not_selected_for_the_opportun
         settings = demo_settings(daemon_settings(box, tmp_path), box)
         assert settings.change_data_capture.enabled
         box.salesforce.select_for_cdc("Opportunity", False)
-        lines = {line["name"]: line for line in (await online_check(settings))["checks"]}
-        cdc = lines["change data capture"]
+        cdc = {line["name"]: line for line in (await online_check(settings))["checks"]}["change data capture"]
         assert not cdc["ok"] and "/data/OpportunityChangeEvent" in cdc["detail"]
         assert "Setup > Integrations > Change Data Capture: select Opportunity" in cdc["fix"]
         box.salesforce.select_for_cdc("Opportunity", True)
-        lines = {line["name"]: line for line in (await online_check(settings))["checks"]}
-        assert lines["change data capture"]["ok"], lines["change data capture"]
-        off = settings.model_copy(update={"change_data_capture": settings.change_data_capture.model_copy(
-            update={"enabled": False})})
-        line = {line["name"]: line for line in (await online_check(off))["checks"]}["change data capture"]
-        assert line["ok"] and line["detail"].startswith("off: a won deal reaches Nue at the next Salesforce poll")
+        async with httpx.AsyncClient() as http:
+            salesforce, _ = build_clients(settings, http, RetryPolicy(max_attempts=1))
+            selected = await golive.change_data_capture_check(settings, salesforce)
+            assert selected.ok, selected
+            off = settings.model_copy(update={"change_data_capture": settings.change_data_capture.model_copy(
+                update={"enabled": False})})
+            line = await golive.change_data_capture_check(off, salesforce)
+        assert line.ok and line.detail.startswith("off: a won deal reaches Nue at the next Salesforce poll")
     finally:
         box.close()
-
