@@ -28,15 +28,12 @@ from typing import Any
 import fastavro
 import grpc
 import grpc.aio
-import structlog
 
 from revdaemon.connectors.pubsub_api import pubsub_api_pb2 as pb2
 from revdaemon.connectors.pubsub_api import pubsub_api_pb2_grpc as pb2_grpc
 from revdaemon.connectors.salesforce import SalesforceAuthenticator
 from revdaemon.connectors.salesforce_wire import Token
 from revdaemon.errors import AuthFailed, ErrorContext, Retryable, SyncError
-
-log = structlog.get_logger("revdaemon.pubsub")
 
 SYSTEM = "salesforce"
 ERROR_CODE_KEY = "error-code"  # the trailer that carries the Pub/Sub API's own code [doc: "Handle Errors"]

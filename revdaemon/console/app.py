@@ -109,7 +109,7 @@ def build_console(context: ConsoleContext) -> Starlette:
     def page(request: Request, name: str, session: Session | None, status_code: int = 200,
              **values: Any) -> Response:
         values.update(request=request, actor=session.actor if session else None,
-                      csrf=session.csrf if session else None, flash=request.query_params.get("flash"))
+                      csrf=session.csrf if session else None, flash=session.take_flash() if session else None)
         return _secured(templates.TemplateResponse(request, name, values, status_code=status_code))
 
     def current(request: Request) -> Session | None:
@@ -262,7 +262,7 @@ def build_console(context: ConsoleContext) -> Starlette:
         await service.resolve_conflict(context.store, conflict_id, take=take, actor=session.actor,
                                        comment=(_text(form, "comment") or "").strip()[:2000] or None)
         context.wake_workers()
-        return _after(f"/conflicts/{conflict_id}", f"Conflict {conflict_id} resolved: {_TAKEN[take]}.")
+        return _after(session, f"/conflicts/{conflict_id}", f"Conflict {conflict_id} resolved: {_TAKEN[take]}.")
 
     async def dead_letters(request: Request, session: Session) -> Response:
         include = request.query_params.get("replayed") == "1"
@@ -296,7 +296,7 @@ def build_console(context: ConsoleContext) -> Starlette:
         ids = _ids(form)
         await service.replay_dead_letters(context.store, ids, actor=session.actor, remap=_text(form, "remap") == "1")
         context.wake_workers()
-        return _after("/dead-letters", f"{len(ids)} dead letter(s) back in the inbox.")
+        return _after(session, "/dead-letters", f"{len(ids)} dead letter(s) back in the inbox.")
 
     async def reconciliation(request: Request, session: Session) -> Response:
         report = await service.read_report(context.report_path) if context.report_path else None
@@ -315,7 +315,8 @@ def build_console(context: ConsoleContext) -> Starlette:
         customers = _customer_ids(await request.form())
         added = await service.queue_repairs(context.store, customers, actor=session.actor)
         context.wake_workers()
-        return _after("/reconciliation", f"{added} repair(s) queued ({len(customers) - added} already were today).")
+        return _after(session, "/reconciliation",
+                      f"{added} repair(s) queued ({len(customers) - added} already were today).")
 
     routes = [
         Route("/login", login_form, methods=["GET"]),
@@ -353,8 +354,9 @@ def _secured(response: Response) -> Response:
     return response
 
 
-def _after(path: str, message: str) -> Response:
-    return _secured(RedirectResponse(f"{path}?flash={quote(message)}", status_code=303))
+def _after(session: Session, path: str, message: str) -> Response:
+    session.flash = message
+    return _secured(RedirectResponse(path, status_code=303))
 
 
 def _text(form: FormData, name: str) -> str | None:

@@ -43,6 +43,13 @@ class Session:
     actor: str
     csrf: str
     expires_at: float
+    # What the last action did, shown once on the next page: kept here, never in the URL, so a link cannot make
+    # the console show its text as a notice.
+    flash: str | None = None
+
+    def take_flash(self) -> str | None:
+        message, self.flash = self.flash, None
+        return message
 
 
 @dataclass

@@ -246,6 +246,21 @@ class TestActions:
         followed = await console.client.get(response.headers["location"])
         assert "resolved" in followed.text and "Record decision" not in followed.text
 
+    async def test_the_notice_after_an_action_lives_in_the_session_not_the_link(self, console: Console) -> None:
+        """A link with ?flash= shows no notice (anyone could write one); the action's own notice shows once, on the
+        page it leads to, and the address carries no text."""
+        await log_in(console.client)
+        forged = await console.client.get("/dead-letters?flash=Your+session+expired:+log+in+at+evil.example")
+        assert "evil.example" not in forged.text and 'class="flash"' not in forged.text
+        csrf = await csrf_of(console.client, "/dead-letters")
+        done = await console.client.post("/dead-letters/replay", data={"id": str(console.ids["letter"]),
+                                                                      "csrf": csrf})
+        assert done.status_code == 303 and done.headers["location"] == "/dead-letters"
+        shown = await console.client.get(done.headers["location"])
+        assert '<p class="flash" role="status">1 dead letter(s) back in the inbox.</p>' in shown.text
+        again = await console.client.get("/dead-letters")
+        assert 'class="flash"' not in again.text
+
     async def test_bad_or_missing_csrf_is_refused_and_changes_nothing(self, console: Console) -> None:
         await log_in(console.client)
         conflict_id = console.ids["conflict"]
