@@ -23,7 +23,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from revdaemon import __version__, service
+from revdaemon import __version__, service, terminal
 from revdaemon.config import CONFIG_ENV_VAR, MetricsListen, Settings, load_settings
 from revdaemon.domain.budget import DEFERRED_WORK, Priority, describe_seconds
 from revdaemon.engine.lookups import Fetcher
@@ -242,7 +242,7 @@ def check(config_path: Path | None, as_json: bool, online: bool, public_url: str
         if failed:
             sys.exit(EXIT_ONLINE)
         return
-    console = Console()
+    console = terminal.console()
     table = Table(title="revdaemon check", show_header=False)
     table.add_row("configuration", "[green]ok[/green]")
     state = f"schema v{version}" if version is not None else "not created yet: the daemon creates it on first start"
@@ -348,7 +348,7 @@ def _emit(rows: Any, as_json: bool, columns: tuple[str, ...], title: str) -> Non
     if as_json:
         click.echo(json.dumps(rows, default=str))
         return
-    console = Console()
+    console = terminal.console()
     if isinstance(rows, dict):
         table = Table(title=title, show_header=False)
         for key, value in rows.items():
@@ -488,7 +488,7 @@ def _print_preview(preview: Preview, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(_preview_json(preview), default=str))
         return
-    console = Console()
+    console = terminal.console()
     for shown in preview.events:
         console.print(f"[bold]{shown.event_key}[/bold] ({shown.flow}): {shown.outcome}"
                       + (f" · mapping {shown.mapping}" if shown.mapping else "")
@@ -717,7 +717,7 @@ def _print_won_deals(rows: list[dict[str, Any]], as_json: bool) -> None:
     for row in rows:
         table.add_row(row["opportunity"], str(row["name"] or ""), str(row["close_date"] or ""), row["verdict"],
                       row["reason"])
-    console = Console()
+    console = terminal.console()
     console.print(table)
     counts: dict[str, int] = {}
     for row in rows:
@@ -893,7 +893,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
                                "active_replica": active,
                                "daemon": live, "other_daemon_on_listener": elsewhere}))
         return
-    console = Console()
+    console = terminal.console()
     _print_summary(console, summary)
     _print_footprint(console, footprint)
     _print_replicas(console, replica_rows, active)
@@ -1116,7 +1116,7 @@ def sandbox(sf_port: int, nue_port: int, pubsub_port: int, seed: int, webhook_ta
     if as_json:
         click.echo(json.dumps(info), nl=True)
     else:
-        console = Console()
+        console = terminal.console()
         table = Table(title=f"revdaemon sandbox (seed {seed})", show_header=False)
         for system in ("salesforce", "nue"):
             for key, value in info[system].items():

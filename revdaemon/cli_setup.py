@@ -10,9 +10,9 @@ from typing import Any
 import anyio
 import click
 import httpx
-from rich.console import Console
 from rich.table import Table
 
+from revdaemon import terminal
 from revdaemon.config import Settings
 from revdaemon.engine.schema import flow_fields
 from revdaemon.engine.supervisor import schema_checked
@@ -89,7 +89,7 @@ def _as_dict(row: PlanRow) -> dict[str, Any]:
 
 def _print(rows: list[PlanRow], actions: list[Action]) -> None:
     """What was done, then only what is not ready (--json has every row)."""
-    console = Console()
+    console = terminal.console()
     for action in actions:
         mark = "[green]done[/green]" if action.ok else "[red]failed[/red]"
         console.print(f"{mark} {action.what}" + (f": {action.detail}" if action.detail else ""))

@@ -94,6 +94,12 @@ class TestDeadLetters:
         assert code == 0 and json.loads(out)[0]["status"] == "received"
         assert json.loads(run(config, "dead-letters", "list", "--json")[1]) == []
 
+    def test_a_piped_table_is_not_cut_at_80_columns(self, config: Path) -> None:
+        """Piped (not a terminal), a row keeps its whole error on one line: `| grep` and `| less` see it all."""
+        code, out = run(config, "dead-letters", "list")
+        [row] = [line for line in out.splitlines() if "REQUIRED_FIELD_MISSING" in line]
+        assert code == 0 and "Required fields are missing: [Name]" in row and len(row) > 80
+
     def test_replay_needs_ids_or_all(self, config: Path) -> None:
         """replay without ids and without --all is a usage error."""
         code, _ = run(config, "dead-letters", "replay")
