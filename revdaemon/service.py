@@ -352,8 +352,8 @@ BACKFILL_SOURCES: dict[str, tuple[str, ...]] = {
     "onboarding": ("nue:Order",),
     "quote_sync": ("nue:Quote",),
 }
-# Names `--flow` also takes: the config section's name of a flow.
-BACKFILL_ALIASES: dict[str, str] = {"closed_won": CLOSED_WON}
+# Names `--flow` also takes: the config section's name of a flow (flows.closed_won, flows.quotes), where it differs.
+BACKFILL_ALIASES: dict[str, str] = {"closed_won": CLOSED_WON, "quotes": "quote_sync"}
 
 
 def backfill_flow(flow: str | None) -> str | None:

@@ -43,6 +43,14 @@ class TestBackfillFlow:
         """`--flow closed_won` names flow 1, as config.yaml's section does."""
         assert backfill_flow(given) == flow
 
+    def test_every_backfillable_flow_is_taken_by_its_config_name(self) -> None:
+        """Each flows.<name> section of config.yaml that a backfill can feed is a --flow value (the batch jobs,
+        renewals and reconciliation, read no changes and have none)."""
+        from revdaemon.config import FlowsSettings
+
+        for name in set(FlowsSettings.model_fields) - {"renewals", "reconciliation"}:
+            assert backfill_flow(name) is not None, name
+
     def test_an_unknown_flow_is_refused(self) -> None:
         """A name no flow has is a usage error listing the known ones."""
         with pytest.raises(ValueError, match="closed_won"):
