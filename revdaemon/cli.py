@@ -388,8 +388,30 @@ def events_list(config_path: Path | None, as_json: bool, status: str | None, lim
 def events_show(config_path: Path | None, as_json: bool, event_id: int) -> None:
     """One event with its payload and every external write it caused."""
     settings = _load(config_path, credentials=False)
-    _emit(_run_with_store(settings, lambda s: service.show_event(s, event_id), read_only=True), as_json, (),
-          f"event {event_id}")
+    shown = _run_with_store(settings, lambda s: service.show_event(s, event_id), read_only=True)
+    if as_json:
+        click.echo(json.dumps(shown, default=str))
+        return
+    _print_event(terminal.console(), shown)
+
+
+def _print_event(console: Console, event: dict[str, Any]) -> None:
+    """The event in words, its payload on one line, and the writes it caused as a table (--json has it all)."""
+    console.print(f"event {event['id']}: {event['type']} from {event['source']}, {event['status']} after "
+                  f"{event['attempts']} attempt(s); received {event['received_at']}", highlight=False)
+    console.print(f"key: {event['key']}", highlight=False, markup=False)
+    if event.get("last_error"):
+        console.print(f"last error: {event['last_error']}", highlight=False, markup=False)
+    if event["status"] == "received" and event.get("next_attempt_at"):
+        console.print(f"next attempt: {event['next_attempt_at']}", highlight=False)
+    console.print(f"payload: {json.dumps(event['payload'], default=str)}", highlight=False, markup=False)
+    writes = Table(title=f"writes it caused ({len(event['writes'])})", title_justify="left")
+    for column in ("at", "system", "operation", "target", "outcome", "record"):
+        writes.add_column(column)
+    for write in event["writes"]:
+        writes.add_row(*(str(write.get(key) or "") for key in ("at", "system", "operation", "target", "outcome",
+                                                                "record_ref")))
+    console.print(writes)
 
 
 @main.group("dead-letters")
@@ -591,8 +613,32 @@ def conflicts_list(config_path: Path | None, as_json: bool, include_resolved: bo
 def conflicts_show(config_path: Path | None, as_json: bool, conflict_id: int) -> None:
     """One conflict with both sides' values, the differing ones marked."""
     settings = _load(config_path, credentials=False)
-    _emit(_run_with_store(settings, lambda s: service.show_conflict(s, conflict_id), read_only=True), as_json, (),
-          f"conflict {conflict_id}")
+    shown = _run_with_store(settings, lambda s: service.show_conflict(s, conflict_id), read_only=True)
+    if as_json:
+        click.echo(json.dumps(shown, default=str))
+        return
+    _print_conflict(terminal.console(), shown)
+
+
+def _print_conflict(console: Console, conflict: dict[str, Any]) -> None:
+    """The conflict in words and its fields side by side, the differing ones marked (--json has it all)."""
+    decided = f", {conflict['resolution']} by {conflict['resolved_by']}" if conflict.get("resolution") else ""
+    console.print(f"conflict {conflict['id']} ({conflict['status']}{decided}): flow {conflict['flow']}, record "
+                  f"{conflict['record_ref']}, event {conflict['event_id']}, since {conflict['created_at']}",
+                  highlight=False, markup=False)
+    console.print(f"why: {conflict['reason']}", highlight=False, markup=False)
+    fields = Table(title="fields (* differ)", title_justify="left")
+    for column in ("", "field", "Nue", "Salesforce", "last synced"):
+        fields.add_column(column)
+    for field in conflict["fields"]:
+        values = ("" if field.get(side) is None else str(field[side]) for side in ("nue", "salesforce", "synced"))
+        fields.add_row("*" if field["differs"] else "", field["field"], *values)
+    console.print(fields)
+    if conflict.get("comment"):
+        console.print(f"comment: {conflict['comment']}", highlight=False, markup=False)
+    if conflict["status"] == "open":
+        console.print(f"decide: revdaemon conflicts resolve {conflict['id']} --take nue|salesforce|skip [--dry-run]",
+                      highlight=False, markup=False)
 
 
 @conflicts.command("resolve")

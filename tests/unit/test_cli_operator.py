@@ -76,6 +76,16 @@ class TestEvents:
         assert shown["payload"] == {"data": {"id": "o0"}}
         assert shown["writes"][0]["record_ref"] == "salesforce:Account:001"
 
+    def test_show_reads_as_a_summary_and_json_on_request(self, config: Path) -> None:
+        """Without --json: the event in words, its payload on a line, the writes it caused as a table."""
+        [done] = json.loads(run(config, "events", "list", "--status", "done", "--json")[1])
+        code, out = run(config, "events", "show", str(done["id"]))
+        assert code == 0
+        assert out.startswith(f"event {done['id']}: order.activated from nue_webhook, done after 1 attempt(s)")
+        assert 'payload: {"data": {"id": "o0"}}' in out
+        [write] = [line for line in out.splitlines() if "salesforce:Account:001" in line]
+        assert "SfUpdate" in write and "ok" in write and "{" not in out.split("payload:")[0]
+
     def test_unknown_event(self, config: Path) -> None:
         """Showing an event that does not exist says so and exits non-zero."""
         code, out = run(config, "events", "show", "999")
@@ -107,6 +117,15 @@ class TestDeadLetters:
 
 
 class TestConflicts:
+    def test_show_reads_as_a_summary_with_the_fields_side_by_side(self, config: Path) -> None:
+        """Without --json: who, what and why in words, then field | Nue | Salesforce, the differing ones starred."""
+        code, out = run(config, "conflicts", "show", "1")
+        assert code == 0 and out.startswith("conflict 1 (open): flow closed_won_to_order, record sf:006")
+        assert "why: edited after the order" in out
+        [qty] = [line for line in out.splitlines() if " qty " in line]
+        assert qty.split()[:4] == ["│", "*", "│", "qty"] and "2" in qty and "3" in qty
+        assert "revdaemon conflicts resolve 1 --take nue|salesforce|skip" in out
+
     def test_show_marks_differences_and_resolve_records_who(self, config: Path) -> None:
         """The detail sets the two sides beside each other; resolving records the actor and the choice."""
         [conflict] = json.loads(run(config, "conflicts", "list", "--json")[1])
