@@ -152,7 +152,7 @@ class Executor:
         outcomes: dict[str, WriteOutcome] = {}
         if self.dry_run:
             for key, item in unique.items():
-                log.info("write_planned", idem_key=key, write=_describe(item.write), dry_run=True,
+                log.info("write_planned", idem_key=key, write=describe_write(item.write), dry_run=True,
                          mapping_version=self._version_of(item))
                 outcomes[key] = WriteOutcome(ok=True, skipped=True)
             return outcomes
@@ -202,7 +202,7 @@ class Executor:
             key = item.write.idem_key
             intent = await self._store.record_intent(NewIntent(
                 key=key, system=item.write.target[0], operation=type(item.write).__name__,
-                target=f"{item.write.target[1]}:{item.write.target[2]}", request=_describe(item.write),
+                target=f"{item.write.target[1]}:{item.write.target[2]}", request=describe_write(item.write),
                 event_id=item.event_id), epoch=attempt.epoch)
             route = ROUTES[type(item.write)]
             settled = self._settled(item, intent, route, now, attempt.term)
@@ -458,7 +458,7 @@ class Executor:
                 outcome="ok" if outcome.ok else ("error" if isinstance(error, Retryable) else "rejected"),
                 idem_key=write.idem_key, event_id=item.event_id, record_ref=_record_ref(write),
                 status=error.context.status if error else None,
-                detail={"request": _describe(write), "result": dict(outcome.result or {}),
+                detail={"request": describe_write(write), "result": dict(outcome.result or {}),
                         "error": error.message if error else None,
                         "error_code": error.context.error_code if error else None,
                         **({"outcome_unknown": True} if unknown else {})},
@@ -644,7 +644,8 @@ def _record_ref(write: Write) -> str:
     return f"{write.target[0]}:{write.target[1]}:{write.target[2]}"
 
 
-def _describe(write: Write) -> dict[str, Any]:
+def describe_write(write: Write) -> dict[str, Any]:
+    """A write as the audit log, a dry run and a dead letter show it: its kind, its record and what it carries."""
     body: dict[str, Any] = {"kind": type(write).__name__, "target": _record_ref(write)}
     if isinstance(write, SfUpdate | SfUpsert | SfCreate):
         body["fields"] = dict(write.fields)

@@ -274,7 +274,7 @@ def _alike(shown: Any, synced: Any) -> bool:
 
 
 def _fields_of(request: Any) -> Mapping[str, Any]:
-    """The field values a write's recorded request carried (executor._describe)."""
+    """The field values a write's recorded request carried (executor.describe_write)."""
     fields = request.get("fields") if isinstance(request, Mapping) else None
     return fields if isinstance(fields, Mapping) else {}
 

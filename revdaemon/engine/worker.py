@@ -26,6 +26,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import anyio
 import structlog
@@ -33,7 +34,7 @@ from anyio.abc import TaskStatus
 from structlog.contextvars import bound_contextvars
 
 from revdaemon.connectors import salesforce_wire
-from revdaemon.engine.executor import Executor, PendingWrite, WriteOutcome
+from revdaemon.engine.executor import Executor, PendingWrite, WriteOutcome, describe_write
 from revdaemon.engine.fencing import Term
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.mappings import FlowVersions, MappingUnavailable
@@ -98,6 +99,7 @@ class _Job:
     conflict: OpenConflict | None = None
     error: SyncError | None = None
     error_ref: str | None = None  # the record the failed write targeted, when the error itself names none
+    error_sent: dict[str, Any] | None = None  # what that write sent (executor.describe_write), for its dead letter
     settle_wait: float = 0.0  # the longest a failed write must wait to settle (its outcome unknown), seconds
     crash: str | None = None
     parked: str | None = None  # the flow cannot run against the org's schema right now
@@ -460,8 +462,9 @@ class Worker:
                 # A dead letter names its record (a Nue create's error may not): that is how the record shows
                 # the failure in its status fields, and how a later failure about it joins the same letter.
                 job.settle_wait = max(_settle_wait(outcomes[w.idem_key].error) for w in failed)
-                job.error_ref = next(f"{w.target[0]}:{w.target[1]}:{w.target[2]}" for w in failed
-                                     if outcomes[w.idem_key].error is job.error)
+                worst = next(w for w in failed if outcomes[w.idem_key].error is job.error)
+                job.error_ref = f"{worst.target[0]}:{worst.target[1]}:{worst.target[2]}"
+                job.error_sent = describe_write(worst)
                 continue
             if any(outcomes[w.idem_key].stale for w in plan.writes):
                 job.done = True  # a newer state of the entity was already applied: this one is history
@@ -532,19 +535,19 @@ class Worker:
                                                       error=crash.crash.strip().splitlines()[-1],
                                                       request={"traceback": crash.crash}))
             elif permanent is not None and permanent.error is not None:
-                await self._dead(event, _letter(permanent.error, permanent.error_ref))
+                await self._dead(event, _letter(permanent.error, permanent.error_ref, permanent.error_sent))
             elif retry is not None and retry.error is not None:
                 # no sooner than the slowest write in doubt may be looked up, whichever error is reported
-                await self._retry(event, retry.error, retry.error_ref,
+                await self._retry(event, retry.error, retry.error_ref, sent=retry.error_sent,
                                   at_least=max(j.settle_wait for j in jobs))
 
     async def _retry(self, event: Event, error: SyncError, record_ref: str | None = None, *,
-                     at_least: float = 0.0) -> None:
+                     at_least: float = 0.0, sent: dict[str, Any] | None = None) -> None:
         self.stats.failed += 1
         # Busy is no fault of the event (another worker is writing the same thing, or an earlier send is
         # settling): it never uses up its attempts.
         if event.attempts >= self._max_attempts and not isinstance(error, Throttled | Busy):
-            await self._dead(event, _letter(error, record_ref))
+            await self._dead(event, _letter(error, record_ref, sent))
             return
         retry_after = error.retry_after if isinstance(error, Throttled | OutcomeUnknown) else None
         if isinstance(error, RequestLimitExceeded):
@@ -604,12 +607,14 @@ def _worst(failures: Sequence[WriteOutcome]) -> SyncError:
     return errors[0]
 
 
-def _letter(error: SyncError, record_ref: str | None = None) -> NewDeadLetter:
+def _letter(error: SyncError, record_ref: str | None = None, sent: dict[str, Any] | None = None) -> NewDeadLetter:
+    """`request` keeps the two apart: what revdaemon sent (the write: its record and fields), and the items of the
+    API's error (code, message, fields); `error` is the API's message itself."""
+    items = [{"code": i.code, "message": i.message, "fields": list(i.fields)} for i in error.items]
     return NewDeadLetter(system=error.context.system, operation=error.context.operation, error=error.message,
                          error_code=error.context.error_code, status=error.context.status,
                          record_ref=error.context.record_ref or record_ref,
-                         request={"items": [{"code": i.code, "message": i.message, "fields": list(i.fields)}
-                                            for i in error.items]})
+                         request={**({"sent": sent} if sent is not None else {}), "items": items})
 
 
 def _context(job: _Job, operation: str) -> ErrorContext:

@@ -64,7 +64,10 @@ async def fill(store: Store) -> dict[str, int]:
     letter = await store.dead_letter_event(b.id, NewDeadLetter(
         system="salesforce", operation="update Account", error="Required fields are missing: [Name]",
         error_code="REQUIRED_FIELD_MISSING", status=400, record_ref="salesforce:Account:001BBB",
-        request={"Name": None}))
+        request={"sent": {"kind": "SfUpdate", "target": "salesforce:Account:001BBB",
+                          "fields": {"Name": None, "MRR__c": "4564.00"}},
+                 "items": [{"code": "REQUIRED_FIELD_MISSING", "message": "Required fields are missing: [Name]",
+                            "fields": ["Name"]}]}))
     conflict = await store.conflict_event(c.id, NewConflict(
         flow="subscription_status", record_ref="salesforce:Account:001CCC", reason="edited in Salesforce",
         nue_values={"MRR__c": "100.00", "ARR__c": "1200.00"}, salesforce_values={"MRR__c": 90.0, "ARR__c": 1200.0},
@@ -217,6 +220,10 @@ class TestPages:
         page = (await console.client.get(f"/dead-letters/{console.ids['letter']}")).text
         assert "REQUIRED_FIELD_MISSING: Required fields are missing: [Name]" in page
         assert "Attempts" in page and "sub-1" in page  # the event's payload
+        # What was sent is the record revdaemon wrote, field by field; the API's error items stand apart from it.
+        sent = page.split("<h2>What was sent</h2>", 1)[1]
+        assert "SfUpdate of" in sent and '<td class="mono">MRR__c</td><td class="mono">4564.00</td>' in sent
+        assert "REQUIRED_FIELD_MISSING" not in sent.split("<h2>", 1)[0]
 
     async def test_reconciliation_shows_rows_totals_and_selects_repairable(self, console: Console) -> None:
         await log_in(console.client)

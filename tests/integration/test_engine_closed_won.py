@@ -122,6 +122,10 @@ class TestClosedWon:
             await e.worker.run_once()
             [letter] = await e.store.list_dead_letters()
             assert letter.system == "nue" and "discount" in letter.error and letter.status == 400
+            # what revdaemon sent, apart from the error: the order it asked for, the refused line among it
+            sent = letter.request["sent"]
+            assert sent["kind"] == "NueCreateOrder" and sent["target"] == f"nue:Order:{opportunity_id}"
+            assert [line["discount"] for line in sent["payload"]["orderProducts"]] == ["150.0", "0"], sent
             assert (await e.store.replay_dead_letter(letter.id)).status is EventStatus.RECEIVED
         assert orders_for(sandbox, opportunity_id) == []
 
