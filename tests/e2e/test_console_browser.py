@@ -232,6 +232,17 @@ async def operate(box: Sandbox, daemon: Daemon, shots: Path) -> None:
             await page.locator("header nav").get_by_role("link", name="Dead letters").click()
             listed = page.locator("tbody tr").filter(has_text="INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST")
             await expect(listed).to_contain_text("bad value for restricted picklist field: Overdue")
+            # The letter's page: what was sent, field by field, apart from the API's error; in a phone-narrow window,
+            # long ids, keys and errors wrap where they stand instead of widening the page.
+            await page.set_viewport_size({"width": 400, "height": 900})
+            await page.goto(f"{console}/dead-letters/{letter.id}")
+            sent = page.locator("h2:text-is('What was sent') + p + table")
+            status_sent = sent.locator("tr").filter(has=page.locator("td:first-child",
+                                                                     has_text=re.compile(r"^Status__c$")))
+            await expect(status_sent.locator("td").nth(1)).to_have_text("Overdue")
+            assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+            await page.set_viewport_size({"width": 1280, "height": 900})
+            await page.go_back()
             await page.get_by_label(f"select dead letter {letter.id}").check()
             writes_before = len(api_writes(box))
             await page.get_by_role("button", name="Preview replay of the selected").click()
