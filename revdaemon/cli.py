@@ -387,12 +387,17 @@ def events_list(config_path: Path | None, as_json: bool, status: str | None, lim
 @click.argument("event_id", type=StoreIdType("event"))
 def events_show(config_path: Path | None, as_json: bool, event_id: int) -> None:
     """One event with its payload and every external write it caused."""
-    settings = _load(config_path, credentials=False)
-    shown = _run_with_store(settings, lambda s: service.show_event(s, event_id), read_only=True)
+    _show_one(config_path, as_json, lambda s: service.show_event(s, event_id), _print_event)
+
+
+def _show_one(config_path: Path | None, as_json: bool, read: Callable[[Any], Any],
+              printer: Callable[[Console, dict[str, Any]], None]) -> None:
+    """One row read from the store: as JSON, or as `printer` lays it out for a person."""
+    shown = _run_with_store(_load(config_path, credentials=False), read, read_only=True)
     if as_json:
         click.echo(json.dumps(shown, default=str))
         return
-    _print_event(terminal.console(), shown)
+    printer(terminal.console(), shown)
 
 
 def _print_event(console: Console, event: dict[str, Any]) -> None:
@@ -612,12 +617,7 @@ def conflicts_list(config_path: Path | None, as_json: bool, include_resolved: bo
 @click.argument("conflict_id", type=StoreIdType("conflict"))
 def conflicts_show(config_path: Path | None, as_json: bool, conflict_id: int) -> None:
     """One conflict with both sides' values, the differing ones marked."""
-    settings = _load(config_path, credentials=False)
-    shown = _run_with_store(settings, lambda s: service.show_conflict(s, conflict_id), read_only=True)
-    if as_json:
-        click.echo(json.dumps(shown, default=str))
-        return
-    _print_conflict(terminal.console(), shown)
+    _show_one(config_path, as_json, lambda s: service.show_conflict(s, conflict_id), _print_conflict)
 
 
 def _print_conflict(console: Console, conflict: dict[str, Any]) -> None:

@@ -6,8 +6,9 @@
   logs in again once (the REST client's shared authenticator) and is repeated; refused again, it is `AuthFailed`.
 - `subscribe(topic, replay_id, ...)` is an async context manager giving a `Subscription`: `request(n)` adds n to
   the events the server may send (the API's pull-based flow control, FetchRequest.num_requested), and iterating
-  it yields each `FetchResponse` as a `Batch` of decoded events. A response can be empty: a keepalive carrying
-  the latest replay id, sent within 270 s while nothing is delivered [doc: pubsub_api.proto].
+  it yields each `FetchResponse`'s events, decoded. A response can be empty: a keepalive (its latest replay id is
+  not used: events still held back for want of credit may lie before it), sent within 270 s while nothing is
+  delivered [doc: pubsub_api.proto].
 - Payloads are Avro, written with the schema their `schema_id` names; schemas are fetched with GetSchema once and
   kept by id (an object's schema changes when a field is added, so a new id can come mid-stream).
 - Errors: the API ends a stream with a gRPC status and a custom code in the trailers [doc: "Handle Errors"].
@@ -56,13 +57,6 @@ class Received:
     record: Mapping[str, Any]
     schema: Mapping[str, Any]
     replay_id: bytes
-
-
-@dataclass(frozen=True, kw_only=True)
-class Batch:
-    events: tuple[Received, ...]
-    latest_replay_id: bytes
-    pending: int  # requested events the server still owes (FetchResponse.pending_num_requested)
 
 
 class PubSubClient:
@@ -177,10 +171,10 @@ class Subscription:
         if n > 0:
             await self.send(pb2.FetchRequest(topic_name=self.topic, num_requested=n))
 
-    def __aiter__(self) -> AsyncIterator[Batch]:
+    def __aiter__(self) -> AsyncIterator[tuple[Received, ...]]:
         return self._batches()
 
-    async def _batches(self) -> AsyncIterator[Batch]:
+    async def _batches(self) -> AsyncIterator[tuple[Received, ...]]:
         while True:
             try:
                 response = await self._call.read()
@@ -188,9 +182,7 @@ class Subscription:
                 raise _error(exc, "Subscribe") from exc
             if response is grpc.aio.EOF:
                 raise StreamEnded(f"the server closed the subscription to {self.topic}", _context("Subscribe"))
-            events = tuple([await self._client.decode(event) for event in response.events])
-            yield Batch(events=events, latest_replay_id=bytes(response.latest_replay_id),
-                        pending=response.pending_num_requested)
+            yield tuple([await self._client.decode(event) for event in response.events])
 
 
 def _error(exc: grpc.aio.AioRpcError, method: str) -> SyncError:

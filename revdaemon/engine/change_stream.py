@@ -112,11 +112,11 @@ class ChangeStream:
                 log.info("change_stream_subscribed", topic=self.topic,
                          replay_id=replay_id.hex() if replay_id else "LATEST")
             owed = self.batch_size
-            async for batch in stream:
-                if batch.events:
-                    await self._store(batch.events)
+            async for delivered in stream:
+                if delivered:
+                    await self._store(delivered)
                     self._backoff = FIRST_BACKOFF_SECONDS
-                    owed = max(0, owed - len(batch.events))
+                    owed = max(0, owed - len(delivered))
                 if stream.token is not self.client.current_token():
                     # the REST client logged in again: this stream's session may end any moment; start afresh
                     log.info("change_stream_reconnecting", topic=self.topic, reason="the session was renewed")

@@ -4,7 +4,8 @@ Deals are won one after another while the daemon subscribes to /data/Opportunity
 killed with SIGKILL mid-burst (Nue answers slowly, so work is in flight), more deals are won while it is dead,
 and it restarts: its subscription resumes from the replay id it stored with its last events, so Salesforce
 replays what happened meanwhile. In the second run the server also cuts the stream mid-burst. In the end every
-deal has exactly one activated order, written back; nothing lost, nothing made twice. The poll is the net at a
+deal has exactly one activated order, written back; nothing lost, nothing made twice, though some creates'
+answers were lost after the simulators applied them. The poll is the net at a
 long interval here: it runs once at each start, and the proof does not lean on it (the replayed Subscribe call
 itself is counted in the simulator's log).
 """
@@ -19,10 +20,13 @@ from pathlib import Path
 import httpx
 
 from tests.e2e.helpers import (
+    LOST_ANSWER_RATE,
     Sandbox,
     check_exactly_once,
     inbox_idle,
+    nue_lost_answers,
     sandbox_process,
+    sf_lost_answers,
     start_daemon,
     stop_daemon,
     wait_for,
@@ -71,7 +75,9 @@ def test_kill_9_and_a_stream_reset_mid_burst_lose_nothing_and_duplicate_nothing(
                                  "poll_seconds_while_streaming": 3600},
             schedule={"salesforce_poll_seconds": 3600, "nue_poll_seconds": 3600})
         log = tmp_path / "daemon.log"
-        box.nue_faults(latency_ms=NUE_LATENCY_MS)
+        # Nue slow, and some creates' answers lost after the simulators applied them (both sides)
+        box.nue_faults(latency_ms=NUE_LATENCY_MS, **nue_lost_answers(LOST_ANSWER_RATE))
+        box.sf_faults(**sf_lost_answers(LOST_ANSWER_RATE))
         daemon = start_daemon(config, log)
         try:
             wait_ready(box, daemon, log)
@@ -89,7 +95,7 @@ def test_kill_9_and_a_stream_reset_mid_burst_lose_nothing_and_duplicate_nothing(
                 box.close_won(deal)
             before_restart = len(subscribes(box))
 
-            box.nue_faults(latency_ms=0)
+            box.nue_faults(latency_ms=0)  # the answers stay lossy to the end
             daemon = start_daemon(config, log)
             wait_ready(box, daemon, log)
             wait_for(lambda: subscribed(box), 20, "the subscription again")
@@ -101,6 +107,8 @@ def test_kill_9_and_a_stream_reset_mid_burst_lose_nothing_and_duplicate_nothing(
             wait_for(lambda: inbox_idle(config), 60, "the rest of the work (onboarding, from Nue's webhooks)")
         finally:
             stop_daemon(daemon, log)
+        lost = sum(bool(r.get("fault")) for r in box.nue_requests() + box.sf_requests())
+        print(f"answers lost after the request was applied: {lost}")
         calls = subscribes(box)
         resumed = calls[before_restart]
         # The restart resumed from its stored replay id: Salesforce replayed what was won while it was dead.

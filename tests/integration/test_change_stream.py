@@ -112,6 +112,26 @@ async def test_a_deal_won_becomes_an_activated_order_with_no_poll(sandbox: Sandb
     assert seen["cursor"] is not None and int(seen["cursor"].value, 16) >= int(seen["health"]["replay_id"], 16) > 0
 
 
+async def test_a_deal_committed_minutes_after_its_timestamp_arrives_at_its_commit(sandbox: Sandbox,
+                                                                                  tmp_path: Path) -> None:
+    """A win whose transaction began 5 minutes before it committed: its SystemModstamp lies behind a poll cursor
+    that has already passed it (the poll finds it only through its overlap), but its change event comes at the
+    commit, and the deal is ordered at once."""
+    [deal] = open_deals(sandbox, 1)
+
+    async def on_ready(daemon: Daemon) -> None:
+        await streaming(daemon, sandbox)
+        await daemon.pollers[0].run_once()  # the poll's cursor moves past the moment the win will be stamped
+        sandbox.salesforce.commit_late("Opportunity", deal, {"StageName": "Closed Won",
+                                                             "CloseDate": datetime.now(UTC).date().isoformat()},
+                                       minutes_ago=5)
+        await wait_for(lambda: written_back(sandbox, deal), "the late-committed deal", seconds=10)
+
+    await run_daemon(cdc_settings(sandbox, tmp_path), on_ready=on_ready, stop_after=0.1, polling=False)
+    assert len(ordered(sandbox, deal)) == 1
+    assert polls(sandbox) == 1  # the one run above, before the win: the change event brought it
+
+
 async def test_a_stream_reset_mid_burst_loses_and_duplicates_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
     """The server cuts the stream after 3 events of a burst of 5 deals: the subscription resumes from its stored
     replay id; every deal gets one order."""
