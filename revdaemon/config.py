@@ -99,6 +99,20 @@ def _timezone(value: str) -> str:
 
 
 HttpURL = Annotated[str, AfterValidator(_http_url)]
+
+
+def _record_url_pattern(value: str) -> str:
+    """An http(s) URL with {id}, and no placeholder but {object}, {object_lower} and {id}."""
+    import string
+
+    names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+    if "id" not in names:
+        raise ValueError("must contain {id}, e.g. https://app.nue.io/{object_lower}s/{id}")
+    unknown = sorted(names - {"id", "object", "object_lower"})
+    if unknown:
+        raise ValueError(f"knows only {{object}}, {{object_lower}} and {{id}}, not {unknown}")
+    _http_url(value.format(id="x", object="X", object_lower="x"))
+    return value
 Crontab = Annotated[str, AfterValidator(_crontab)]
 SalesforceName = Annotated[str, AfterValidator(_salesforce_name)]
 NueFieldPath = Annotated[str, AfterValidator(_nue_path)]
@@ -345,6 +359,9 @@ class ConsoleSettings(_Section):
     behind_https: bool = False  # served through a TLS proxy: the session cookie gets Secure
     session_minutes: Annotated[int, Field(ge=5, le=7 * 24 * 60)] = 8 * 60
     login_attempts_per_minute: Annotated[int, Field(ge=1, le=100)] = 5  # failed logins per client address
+    # Where a Nue record opens in Nue's app: a URL with {object} (Customer, Order, Subscription, Invoice, ...),
+    # {object_lower} and {id}. Nue does not document its app's URLs, so there are no Nue links until it is set.
+    nue_record_url: Annotated[str, AfterValidator(_record_url_pattern)] | None = None
 
 
 TOPIC_PATTERN = r"^/data/[A-Za-z][A-Za-z0-9_]*$"  # /data/OpportunityChangeEvent, /data/ChangeEvents, a custom channel

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import anyio
 
+from revdaemon.domain.record_names import NameBook, candidate_ids
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.mappings import FlowVersions, content_hash, preview_pinned
 from revdaemon.engine.pollers import Poller, SalesforceClosedWonPoller
@@ -76,7 +77,22 @@ def event_row(event: Event) -> dict[str, Any]:
 
 async def list_events(store: Store, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     chosen = EventStatus(status) if status else None
-    return [event_row(e) for e in await store.list_events(status=chosen, limit=limit)]
+    events = await store.list_events(status=chosen, limit=limit)
+    book = await names_for(store, [text for e in events for text in _mentions(e)])
+    return [{**event_row(e), "about": book.text_of(*_mentions(e))} for e in events]
+
+
+def _mentions(event: Event) -> tuple[str, str]:
+    """Where an event names records: its key (a poll's names the record) and its payload (a webhook's key is the
+    notification's id; its body names the customer or order). Payloads are cut: a name needs only the ids."""
+    return event.key, json.dumps(event.payload, default=str)[:PAYLOAD_NAMES_CHARS]
+
+
+async def names_for(store: Store, texts: Sequence[str | None]) -> NameBook:
+    """The kept names of the records `texts` mention (record refs, event keys, targets): read from the store,
+    never from an API (the workers keep them as they read the records)."""
+    ids = candidate_ids(texts)
+    return NameBook(await store.names_of(ids)) if ids else NameBook()
 
 
 async def show_event(store: Store, event_id: int) -> dict[str, Any]:
@@ -84,8 +100,9 @@ async def show_event(store: Store, event_id: int) -> dict[str, Any]:
     if event is None:
         raise RecordNotFound(f"no event {event_id}")
     writes = await store.list_writes(event_id=event_id, limit=100)
-    return {**event_row(event), "payload": event.payload,
-            "writes": [_plain(asdict(w)) for w in writes]}
+    book = await names_for(store, [*_mentions(event), *(w.target for w in writes)])
+    return {**event_row(event), "about": book.text_of(*_mentions(event)), "payload": event.payload,
+            "writes": [{**_plain(asdict(w)), "about": book.text_of(w.target)} for w in writes]}
 
 
 def letter_row(letter: DeadLetter) -> dict[str, Any]:
@@ -96,14 +113,17 @@ def letter_row(letter: DeadLetter) -> dict[str, Any]:
 
 
 async def list_dead_letters(store: Store, *, include_replayed: bool = False, limit: int = 50) -> list[dict[str, Any]]:
-    return [letter_row(d) for d in await store.list_dead_letters(include_replayed=include_replayed, limit=limit)]
+    letters = await store.list_dead_letters(include_replayed=include_replayed, limit=limit)
+    book = await names_for(store, [d.record_ref for d in letters])
+    return [{**letter_row(d), "about": book.text_of(d.record_ref)} for d in letters]
 
 
 async def show_dead_letter(store: Store, letter_id: int) -> dict[str, Any]:
     letter = await store.get_dead_letter(_existing("dead letter", letter_id))
     if letter is None:
         raise RecordNotFound(f"no dead letter {letter_id}")
-    return {**letter_row(letter), "request": letter.request}
+    book = await names_for(store, [letter.record_ref])
+    return {**letter_row(letter), "about": book.text_of(letter.record_ref), "request": letter.request}
 
 
 async def replay_dead_letters(store: Store, letter_ids: list[int] | None = None, *,
@@ -192,9 +212,13 @@ async def timeline(store: Store, query: str, *, limit: int = 200) -> dict[str, A
     paired with it included)."""
     query = query.strip()
     if not query:
-        return {"query": query, "ids": [], "entries": []}
-    links = await store.links_of(query)
-    ids = list(dict.fromkeys([query, *(i for link in links for i in (link.nue_id, link.salesforce_id))]))
+        return {"query": query, "ids": [], "entries": [], "matches": []}
+    # A name or a number (Acme, O-00000300) stands for the records called so; an id or a key for itself.
+    matches = await store.find_names(query, limit=TIMELINE_NAME_MATCHES)
+    named_ids = [m.record_id for m in matches]
+    seeds = [query, *named_ids]
+    links = [link for seed in seeds for link in await store.links_of(seed)]
+    ids = list(dict.fromkeys([*seeds, *(i for link in links for i in (link.nue_id, link.salesforce_id))]))
     events: dict[int, Event] = {}
     intents: dict[str, WriteIntent] = {}
     writes: dict[int, AuditEntry] = {}
@@ -216,7 +240,18 @@ async def timeline(store: Store, query: str, *, limit: int = 200) -> dict[str, A
                  "error": (w.detail or {}).get("error"), "mapping_version": w.mapping_version,
                  "actor": (w.detail or {}).get("actor")} for w in writes.values()]
     entries.sort(key=lambda entry: cast(datetime, entry["at"]), reverse=True)
-    return {"query": query, "ids": ids, "entries": [_plain(e) for e in entries[:limit]]}
+    entries = entries[:limit]
+    book = NameBook([*matches, *await store.names_of(ids)])
+    for entry in entries:
+        entry["about"] = book.text_of(str(entry["title"]), str(entry["detail"]))
+    return {"query": query, "ids": ids, "entries": [_plain(e) for e in entries],
+            "names": {i: n.text for i in ids if (n := book.of(i)) is not None},
+            "matches": [{"record_id": m.record_id, "system": m.system, "object": m.object, "text": m.text}
+                        for m in matches]}
+
+
+PAYLOAD_NAMES_CHARS = 4000  # of an event's payload searched for the ids it names
+TIMELINE_NAME_MATCHES = 20  # records a name may stand for in one timeline search
 
 
 def conflict_row(conflict: ConflictRecord) -> dict[str, Any]:
@@ -228,7 +263,9 @@ def conflict_row(conflict: ConflictRecord) -> dict[str, Any]:
 
 async def list_conflicts(store: Store, *, include_resolved: bool = False, limit: int = 50) -> list[dict[str, Any]]:
     status = None if include_resolved else ConflictStatus.OPEN
-    return [conflict_row(c) for c in await store.list_conflicts(status=status, limit=limit)]
+    conflicts = await store.list_conflicts(status=status, limit=limit)
+    book = await names_for(store, [c.record_ref for c in conflicts])
+    return [{**conflict_row(c), "about": book.text_of(c.record_ref)} for c in conflicts]
 
 
 async def show_conflict(store: Store, conflict_id: int) -> dict[str, Any]:
@@ -240,7 +277,9 @@ async def show_conflict(store: Store, conflict_id: int) -> dict[str, Any]:
                "synced": conflict.synced_values.get(n),
                "differs": comparable(conflict.nue_values.get(n)) != comparable(conflict.salesforce_values.get(n))}
               for n in names]
-    return {**conflict_row(conflict), "comment": conflict.comment, "fields": fields}
+    book = await names_for(store, [conflict.record_ref])
+    return {**conflict_row(conflict), "about": book.text_of(conflict.record_ref), "comment": conflict.comment,
+            "fields": fields}
 
 
 TAKES: dict[str, Resolution] = {"nue": Resolution.TAKE_NUE, "salesforce": Resolution.TAKE_SALESFORCE,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from markupsafe import Markup, escape
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import FormData
@@ -33,6 +34,7 @@ from revdaemon.console.auth import SESSION_COOKIE, Admins, LoginLimiter, Session
 from revdaemon.console.charts import bar_chart_svg, minute_bars
 from revdaemon.console.failures import LogFailures
 from revdaemon.domain.budget import BudgetPlan, describe_seconds
+from revdaemon.domain.record_names import LinkOut, parse_ref
 from revdaemon.engine.change_stream import CURSOR_PREFIX as STREAM_CURSOR
 from revdaemon.engine.change_stream import cursor_name
 from revdaemon.engine.lookups import Fetcher
@@ -95,6 +97,7 @@ class ConsoleContext:
     parked: Callable[[], dict[str, str]] = dict
     wake_workers: Callable[[], None] = lambda: None
     report_path: Path | None = None
+    salesforce_url: Callable[[], str | None] = lambda: None  # the org's instance URL once known: links to records
 
 
 def build_console(context: ConsoleContext) -> Starlette:
@@ -105,6 +108,26 @@ def build_console(context: ConsoleContext) -> Starlette:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["show"] = _show
     templates.env.filters["when"] = _when
+
+    def links() -> LinkOut:
+        return LinkOut(salesforce_base=context.settings.salesforce.instance_url or context.salesforce_url(),
+                       nue_pattern=context.settings.console.nue_record_url)
+
+    def record(ref: Any, about: Any = None) -> Markup:
+        """A record ref, key or id as the page shows it: the id, a link to the record in its own app where its
+        URL is known, and what the record is called (`about`, from the kept names) beside it."""
+        text = "" if ref is None else str(ref)
+        parsed = parse_ref(text)
+        url = links().url(parsed.record_id, system=parsed.system, sobject=parsed.object)
+        shown = escape(text)
+        if url:
+            shown = Markup('<a class="out" href="{}" rel="noreferrer" target="_blank" '
+                           'title="open the record in its own app">{}</a>').format(url, text)
+        if about:
+            return Markup('<span class="name">{}</span> <span class="mono small">{}</span>').format(about, shown)
+        return Markup('<span class="mono">{}</span>').format(shown)
+
+    templates.env.globals["record"] = record
 
     def page(request: Request, name: str, session: Session | None, status_code: int = 200,
              **values: Any) -> Response:

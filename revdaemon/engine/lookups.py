@@ -14,16 +14,22 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import structlog
+
 from revdaemon.connectors import nue_wire, salesforce_wire
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
-from revdaemon.errors import Permanent
+from revdaemon.domain.record_names import RecordName, changed
+from revdaemon.errors import Permanent, StoreError
 from revdaemon.flows.base import Found, Needs
 from revdaemon.flows.common import ACCOUNT_LINK
+from revdaemon.flows.record_names import names_in
 from revdaemon.limits import Priority
 from revdaemon.store import Store
 from revdaemon.store.records import SyncedRecord, utcnow
 from revdaemon.store.states import IntentStatus
+
+log = structlog.get_logger("revdaemon.lookups")
 
 SOQL_IN_MAX = 200  # ids per IN list: keeps the query text well under Salesforce's 100,000-character limit
 
@@ -39,6 +45,10 @@ SOQL_IN_MAX = 200  # ids per IN list: keeps the query text well under Salesforce
 RACE_WINDOW = timedelta(minutes=10)  # writes settled this long before the read count too: wider than clock skew
 RECENT_WRITES_MAX = 200  # audit entries read per disagreeing record
 UNSETTLED = (IntentStatus.RECORDED, IntentStatus.SENT)  # may be on the record already, not yet in the audit
+# Read with every record of these objects, for the pages that show a name beside an id (flows.record_names): a
+# standard name field every user who can read the record can read [doc], in the same query, so at no cost.
+NAMED = {"Account": ("Name",), "Opportunity": ("Name",), "Contact": ("Name",)}
+KEPT_NAMES_MAX = 50_000  # names remembered as written; past it the memory starts over (a rewrite costs little)
 _UNREAD = object()  # the record was not read in this fetch (an earlier round read it)
 
 
@@ -47,6 +57,7 @@ class Fetcher:
         self._sf = salesforce
         self._nue = nue
         self._store = store  # for the last synced values; without it none are known
+        self._kept_names: dict[tuple[str, str], RecordName] = {}  # written to the store by this process
 
     @property
     def clients(self) -> tuple[SalesforceClient, NueClient]:
@@ -74,8 +85,26 @@ class Fetcher:
             id_links=await self._links(needs.id_links),
             go_live=await self._go_live() if needs.go_live else None,
         )
+        await self._keep_names(found)
         return dataclasses.replace(found, synced=await self._with_recent(synced, found.sf_records,
                                                                          since=started - RACE_WINDOW))
+
+    async def _keep_names(self, found: Found) -> None:
+        """The names and numbers just read, for the pages that show them beside ids. Only new or changed ones
+        are written (most reads repeat what was kept), and a store that cannot take them fails no event."""
+        if self._store is None:
+            return
+        new = changed(self._kept_names, names_in(found))
+        if not new:
+            return
+        try:
+            await self._store.remember_names(new)
+        except StoreError as exc:
+            log.warning("record_names_not_kept", count=len(new), error=str(exc))
+            return
+        if len(self._kept_names) + len(new) > KEPT_NAMES_MAX:
+            self._kept_names.clear()
+        self._kept_names.update(((n.system, n.record_id), n) for n in new)
 
     async def _contacts(self, customer_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Contacts of many customers in one GraphQL `_in` read (the Contact type is [assumed]: nue_wire)."""
@@ -215,7 +244,8 @@ class Fetcher:
             by_object[sobject].append(record_id)
         for sobject, ids in by_object.items():
             # SystemModstamp: the record's version, which a corrective write's key carries (flows.common.was)
-            selected = sorted({"Id", "SystemModstamp", *(name for obj, name in fields if obj == sobject)})
+            selected = sorted({"Id", "SystemModstamp", *NAMED.get(sobject, ()),
+                               *(name for obj, name in fields if obj == sobject)})
             for chunk in _chunks(ids, SOQL_IN_MAX):
                 quoted = ", ".join(salesforce_wire.soql_literal(i) for i in chunk)
                 soql = f"SELECT {', '.join(selected)} FROM {sobject} WHERE Id IN ({quoted})"
@@ -231,7 +261,8 @@ class Fetcher:
         for sobject, parent_field, parent_id in sorted(keys):
             by_relation[(sobject, parent_field)].append(parent_id)
         for (sobject, parent_field), parents in by_relation.items():
-            selected = sorted({"Id", parent_field, *(name for obj, name in fields if obj == sobject)})
+            selected = sorted({"Id", parent_field, *NAMED.get(sobject, ()),
+                               *(name for obj, name in fields if obj == sobject)})
             for chunk in _chunks(parents, SOQL_IN_MAX):
                 quoted = ", ".join(salesforce_wire.soql_literal(i) for i in chunk)
                 soql = f"SELECT {', '.join(selected)} FROM {sobject} WHERE {parent_field} IN ({quoted}) ORDER BY Id"

@@ -21,6 +21,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
+from revdaemon.domain.record_names import RecordName
 from revdaemon.store.records import (
     AuditEntry,
     ConflictRecord,
@@ -156,6 +157,20 @@ class Store(Protocol):
 
     async def links_of(self, record_id: str) -> list[Link]:
         """Every pairing in which `record_id` is the Nue or the Salesforce side."""
+        ...
+
+    # --- names beside ids -----------------------------------------------------------------------
+
+    async def remember_names(self, names: Sequence[RecordName]) -> None:
+        """Keep what each record is called (domain.record_names), replacing an older name of it."""
+        ...
+
+    async def names_of(self, record_ids: Sequence[str]) -> list[RecordName]:
+        """The kept names of these ids (an id Nue and Salesforce both use may have one of each)."""
+        ...
+
+    async def find_names(self, text: str, *, limit: int = 20) -> list[RecordName]:
+        """Records whose name or number contains `text` (ignoring case), most recently read first."""
         ...
 
     # --- last synced values ---------------------------------------------------------------------

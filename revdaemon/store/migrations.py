@@ -454,6 +454,35 @@ MIGRATIONS: tuple[Migration, ...] = (
     """,
         postgres=None,
     ),
+    # 12: what each record is called (an account's name, an order's number), kept from the records the workers
+    # read, so the console and the CLI show it beside the id. One row per id and system: a Nue tenant connected
+    # to Salesforce gives some Nue records Salesforce ids (nue-api.md).
+    Migration(
+        sqlite="""
+    CREATE TABLE record_names (
+        system      TEXT NOT NULL,
+        record_id   TEXT NOT NULL,
+        object      TEXT NOT NULL,
+        name        TEXT,
+        number      TEXT,
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (record_id, system)
+    );
+    CREATE INDEX record_names_recent ON record_names (updated_at);
+    """,
+        postgres="""
+    CREATE TABLE record_names (
+        system      TEXT COLLATE "C" NOT NULL,
+        record_id   TEXT COLLATE "C" NOT NULL,
+        object      TEXT COLLATE "C" NOT NULL,
+        name        TEXT,
+        number      TEXT,
+        updated_at  TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (record_id, system)
+    );
+    CREATE INDEX record_names_recent ON record_names (updated_at);
+    """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from revdaemon.domain.record_names import RecordName
 from revdaemon.errors import ClaimLost, LinkConflict, RecordNotFound, StoreError
 from revdaemon.store import rows as to_record
 from revdaemon.store.dialect import Dialect, Row, Tx, check_fence
@@ -309,6 +310,41 @@ class SqlStore:
             rows = await tx.fetch(
                 "SELECT * FROM id_links WHERE nue_id = :id OR salesforce_id = :id ORDER BY object_type", id=record_id)
         return [to_record.link(row) for row in rows]
+
+    # --- names beside ids -----------------------------------------------------------------------
+
+    async def remember_names(self, names: Sequence[RecordName]) -> None:
+        if not names:
+            return
+        latest = {(n.record_id, n.system): n for n in names}
+        async with self._tx() as tx:
+            now = await tx.now()
+            # In key order, so two workers naming the same records lock them in one order and cannot deadlock.
+            await tx.execute_many(
+                """INSERT INTO record_names (system, record_id, object, name, number, updated_at)
+                   VALUES (:system, :record_id, :object, :name, :number, :now)
+                   ON CONFLICT (record_id, system) DO UPDATE SET object = excluded.object, name = excluded.name,
+                       number = excluded.number, updated_at = excluded.updated_at""",
+                [{"system": n.system, "record_id": n.record_id, "object": n.object, "name": n.name,
+                  "number": n.number, "now": now} for _, n in sorted(latest.items())])
+
+    async def names_of(self, record_ids: Sequence[str]) -> list[RecordName]:
+        if not record_ids:
+            return []
+        async with self._tx(write=False) as tx:
+            rows = await tx.fetch("SELECT * FROM record_names WHERE record_id IN :ids ORDER BY record_id, system",
+                                  ids=list(dict.fromkeys(record_ids)))
+        return [_record_name(row) for row in rows]
+
+    async def find_names(self, text: str, *, limit: int = 20) -> list[RecordName]:
+        if not text.strip():
+            return []
+        async with self._tx(write=False) as tx:
+            rows = await tx.fetch(
+                f"""SELECT * FROM record_names WHERE {_any_contains("name", "number")}
+                    ORDER BY updated_at DESC, record_id LIMIT :limit""",
+                pattern=contains_pattern(text.strip()), limit=limit)
+        return [_record_name(row) for row in rows]
 
     # --- last synced values ---------------------------------------------------------------------
 
@@ -737,6 +773,11 @@ class SqlStore:
 
 
 # --- statements shared by several methods -----------------------------------------------------------
+
+
+def _record_name(row: Row) -> RecordName:
+    return RecordName(system=row["system"], object=row["object"], record_id=row["record_id"], name=row["name"],
+                      number=row["number"])
 
 
 def _any_contains(*columns: str) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from revdaemon.domain.record_names import RecordName
 from revdaemon.errors import Fenced, IllegalTransition, LinkConflict, RecordNotFound, SchemaTooNew, StoreError
 from revdaemon.store import Store, open_store
 from revdaemon.store.migrations import MIGRATIONS, SCHEMA_VERSION
@@ -945,7 +946,7 @@ class TestPostgresSchema:
             await conn.close()
         assert {"inbox_events", "cursors", "id_links", "write_intents", "conflicts", "dead_letters", "audit_log",
                 "entity_versions", "synced_values", "mapping_versions", "replicas", "store_meta", "leadership",
-                "revdaemon_schema"} == tables
+                "revdaemon_schema", "record_names"} == tables
 
     async def test_intents_of_schema_1_are_kept_through_every_migration(self, pg_url: str) -> None:
         """Migrations 2-5 keep the stored intents (the owner columns come and go)."""
@@ -1061,3 +1062,25 @@ class TestOpenStoreTargets:
         with pytest.raises(StoreError) as refused:
             await open_store("mysql://user:hunter2-secret@db/revdaemon")
         assert "hunter2" not in str(refused.value)
+
+
+class TestRecordNames:
+    async def test_names_are_kept_replaced_and_found_by_name_or_number(self, store: Store, clock: FakeClock) -> None:
+        """A later read's name replaces the kept one; an id two systems share keeps one name per system."""
+        shared = "001000000000001AAA"
+        await store.remember_names([
+            RecordName(system="salesforce", object="Account", record_id=shared, name="Acme Corp"),
+            RecordName(system="nue", object="Customer", record_id=shared, name="Acme Corp", number="A-0001"),
+            RecordName(system="nue", object="Order", record_id="o-1", name=None, number="O-00000300"),
+        ])
+        clock.advance(seconds=5)
+        await store.remember_names([RecordName(system="salesforce", object="Account", record_id=shared,
+                                               name="Acme Corporation")])
+        names = await store.names_of([shared, "o-1", "unknown"])
+        assert {(n.system, n.record_id): n.text for n in names} == {
+            ("salesforce", shared): "Acme Corporation", ("nue", shared): "Acme Corp (A-0001)",
+            ("nue", "o-1"): "O-00000300"}
+        assert [n.system for n in await store.find_names("acme corporation")] == ["salesforce"]
+        assert [n.record_id for n in await store.find_names("o-0000030")] == ["o-1"]
+        assert await store.find_names("100%") == []  # LIKE's own characters are taken literally
+        assert await store.names_of([]) == [] and await store.find_names("  ") == []
