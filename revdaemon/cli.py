@@ -378,7 +378,7 @@ def events_list(config_path: Path | None, as_json: bool, status: str | None, lim
     """The newest events, optionally of one status."""
     settings = _load(config_path, credentials=False)
     rows = _run_with_store(settings, lambda s: service.list_events(s, status=status, limit=limit), read_only=True)
-    _emit(rows, as_json, ("id", "type", "status", "attempts", "received_at", "key", "last_error"), "events")
+    _emit(rows, as_json, ("id", "type", "status", "attempts", "received_at", "about", "key", "last_error"), "events")
 
 
 @events.command("show")
@@ -405,17 +405,19 @@ def _print_event(console: Console, event: dict[str, Any]) -> None:
     console.print(f"event {event['id']}: {event['type']} from {event['source']}, {event['status']} after "
                   f"{event['attempts']} attempt(s); received {event['received_at']}", highlight=False)
     console.print(f"key: {event['key']}", highlight=False, markup=False)
+    if event.get("about"):
+        console.print(f"about: {event['about']}", highlight=False, markup=False)
     if event.get("last_error"):
         console.print(f"last error: {event['last_error']}", highlight=False, markup=False)
     if event["status"] == "received" and event.get("next_attempt_at"):
         console.print(f"next attempt: {event['next_attempt_at']}", highlight=False)
     console.print(f"payload: {json.dumps(event['payload'], default=str)}", highlight=False, markup=False)
     writes = Table(title=f"writes it caused ({len(event['writes'])})", title_justify="left")
-    for column in ("at", "system", "operation", "target", "outcome", "record"):
+    for column in ("at", "system", "operation", "target", "about", "outcome", "record"):
         writes.add_column(column)
     for write in event["writes"]:
-        writes.add_row(*(str(write.get(key) or "") for key in ("at", "system", "operation", "target", "outcome",
-                                                                "record_ref")))
+        writes.add_row(*(str(write.get(key) or "") for key in ("at", "system", "operation", "target", "about",
+                                                                "outcome", "record_ref")))
     console.print(writes)
 
 

@@ -19,7 +19,7 @@ SYSTEMS = (SALESFORCE, NUE)
 
 # Salesforce's key prefixes of the standard objects a link may need when no name was kept [doc] (Salesforce
 # Help, "Standard Field Record ID Prefix Decoder"). Another id opens as `<instance>/<Id>`, which Salesforce
-# redirects to the record's page [doc: classic URLs redirect in Lightning Experience].
+# redirects to the record's page [assumed] (salesforce-api.md §2.7).
 SALESFORCE_KEY_PREFIXES = {"001": "Account", "003": "Contact", "006": "Opportunity", "00T": "Task", "801": "Order",
                            "00Q": "Lead", "005": "User", "0Q0": "Quote"}
 _SALESFORCE_ID = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
@@ -124,7 +124,7 @@ class LinkOut:
         if system == SALESFORCE and self.salesforce_base and _SALESFORCE_ID.match(record_id):
             base = self.salesforce_base.rstrip("/")
             sobject = sobject or SALESFORCE_KEY_PREFIXES.get(record_id[:3])
-            if sobject:  # [doc] Lightning record page URL: /lightning/r/<sObject>/<Id>/view
+            if sobject:  # [assumed] the Lightning record page, salesforce-api.md §2.7
                 return f"{base}/lightning/r/{quote(sobject)}/{quote(record_id)}/view"
             return f"{base}/{quote(record_id)}"
         if system == NUE and self.nue_pattern and sobject:

@@ -444,7 +444,8 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
             store=store, settings=settings, health=health, flows=flows, fetcher=fetcher, sync_status=sync_status,
             salesforce_budget=salesforce.budget, api_calls=lambda: {"salesforce": salesforce.calls, "nue": nue.calls},
             parked=lambda: dict(schema.parked), wake_workers=doorbell.ring,
-            report_path=settings.state_dir / settings.flows.reconciliation.report_file)
+            report_path=settings.state_dir / settings.flows.reconciliation.report_file,
+            salesforce_url=lambda: token.instance_url if (token := salesforce.auth.current_token) else None)
         console = ConsoleServer(build_console(context), settings.console.host, settings.console.port)
     return Daemon(settings=settings, store=store, salesforce=salesforce, nue=nue, health=health, metrics=metrics,
                   alerter=alerter, committer=committer, workers=workers, listener=listener, schema=schema,

@@ -106,6 +106,18 @@ class TestErrors:
         reason = problems(exc)["listener.port"]
         assert "valid integer" in reason and "'eighty'" in reason
 
+    def test_nue_record_url_needs_an_id_and_known_placeholders(self, tmp_path: Path) -> None:
+        """Nue's app URLs are not documented: the pattern is checked at start, naming the key."""
+        good = "https://app.nue.io/{object_lower}s/{id}"
+        loaded = load_settings(write(tmp_path, {**MINIMAL, "console": {"nue_record_url": good}}), environ={})
+        assert loaded.console.nue_record_url == good
+        for bad, reason in (("https://app.nue.io/orders", "must contain {id}"),
+                            ("https://app.nue.io/{kind}/{id}", "not ['kind']"),
+                            ("app.nue.io/{id}", "valid URL")):
+            with pytest.raises(ConfigError) as exc:
+                load_settings(write(tmp_path, {**MINIMAL, "console": {"nue_record_url": bad}}), environ={})
+            assert reason in problems(exc)["console.nue_record_url"], bad
+
     def test_bad_url(self, tmp_path: Path) -> None:
         """A login_url that is not an http(s) URL is refused."""
         document = {**MINIMAL, "salesforce": {**MINIMAL["salesforce"], "login_url": "login.salesforce"}}
