@@ -195,7 +195,10 @@ class TestServiceIds:
                 lambda: service.replay_dead_letters(store, [bad]), lambda: service.show_conflict(store, bad),
                 lambda: service.resolve_conflict(store, bad, take="skip", actor="ops"),
                 lambda: service.preview_resolution(store, bad, "skip", [], NO_FETCHER),
-                lambda: service.preview_replay(store, [bad], [], NO_FETCHER)]
+                lambda: service.preview_replay(store, [bad], [], NO_FETCHER),
+                # With a real id first: the impossible one refuses the selection before the first is decided.
+                lambda: service.resolve_conflicts(store, [1, bad], take="skip", actor="ops"),
+                lambda: service.preview_resolutions(store, [1, bad], "skip", [], NO_FETCHER)]
             refused = []
             try:
                 for call in calls:
@@ -207,3 +210,4 @@ class TestServiceIds:
             return refused
 
         assert all(message.startswith("no such ") for message in anyio.run(each))
+        assert [c["id"] for c in json.loads(run(config, "conflicts", "list", "--json")[1])] == [1]  # still open
