@@ -231,6 +231,13 @@ async def list_conflicts(store: Store, *, include_resolved: bool = False, limit:
     return [conflict_row(c) for c in await store.list_conflicts(status=status, limit=limit)]
 
 
+async def conflict_rows(store: Store, conflict_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The rows of these conflicts in the order given, for a page that names a selection; ids no row has are
+    left out (the preview names them)."""
+    rows = [await store.get_conflict(_existing("conflict", i)) for i in dict.fromkeys(conflict_ids)]
+    return [conflict_row(c) for c in rows if c is not None]
+
+
 async def show_conflict(store: Store, conflict_id: int) -> dict[str, Any]:
     conflict = await store.get_conflict(_existing("conflict", conflict_id))
     if conflict is None:
@@ -287,8 +294,9 @@ async def resolve_conflicts(store: Store, conflict_ids: Sequence[int], *, take: 
 
 
 def _decided(conflict: ConflictRecord) -> str:
-    resolution = conflict.resolution.value if conflict.resolution else "?"
-    return f"already resolved ({resolution} by {conflict.resolved_by or '?'})"
+    """`already resolved (take nue by ana)`: the decision in the CLI's words, and who made it."""
+    decision = {None: "?", Resolution.SKIP: "skip"}.get(conflict.resolution, f"take {conflict.resolution}")
+    return f"already resolved ({decision} by {conflict.resolved_by or '?'})"
 
 
 async def preview_resolution(store: Store, conflict_id: int, take: str, flows: Sequence[Flow], fetcher: Fetcher, *,
@@ -306,7 +314,7 @@ async def preview_resolution(store: Store, conflict_id: int, take: str, flows: S
 
 
 async def preview_resolutions(store: Store, conflict_ids: Sequence[int], take: str, flows: Sequence[Flow],
-                              fetcher: Fetcher, *, versions: FlowVersions | None = None,
+                              fetcher: Fetcher | None, *, versions: FlowVersions | None = None,
                               sync_status: SyncStatus | None = None) -> Preview:
     """A dry-run diff of resolving these conflicts the same way, as one preview; nothing is stored or sent.
 
@@ -315,7 +323,8 @@ async def preview_resolutions(store: Store, conflict_ids: Sequence[int], take: s
     as the last synced ones, so the hand edit no longer holds the write. The events are planned together,
     so their targets' current values are read in batches and a write two of them plan is shown once. Each
     write shows the current Salesforce value beside Nue's. Taking Salesforce or skipping writes nothing to
-    either system. A conflict already resolved or gone shows as `skipped`, as `resolve_conflicts` will."""
+    either system, so it needs no `fetcher` (None: refused only when an event is to be planned). A conflict
+    already resolved or gone shows as `skipped`, as `resolve_conflicts` will skip it."""
     if take not in TAKES:
         raise ValueError(f"take one of {', '.join(TAKES)}, not {take!r}")
     resolution = TAKES[take]
@@ -344,6 +353,8 @@ async def preview_resolutions(store: Store, conflict_ids: Sequence[int], take: s
                                   flow=conflict.flow, outcome="nothing", note=_NOTHING_WRITTEN[resolution]))
     planned: tuple[EventPreview, ...] = ()
     if to_plan:
+        if fetcher is None:
+            raise ValueError("dry-run diffs need the daemon's API clients; none were given")
         events, known = list(to_plan.values()), Found(synced=accepted) if accepted else None
         planned = (await preview_pinned(events, versions, fetcher, sync_status=sync_status, known=known)
                    if versions is not None else
