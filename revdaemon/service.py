@@ -231,6 +231,12 @@ async def list_conflicts(store: Store, *, include_resolved: bool = False, limit:
     return [conflict_row(c) for c in await store.list_conflicts(status=status, limit=limit)]
 
 
+async def open_conflict_ids(store: Store, *, flow: str | None = None, limit: int = 10_000) -> list[int]:
+    """The open conflicts' ids, oldest first, of one flow or of all: a selection to decide the same way."""
+    rows = await store.list_conflicts(status=ConflictStatus.OPEN, limit=limit)
+    return sorted(c.id for c in rows if flow is None or c.flow == flow)
+
+
 async def conflict_rows(store: Store, conflict_ids: Sequence[int]) -> list[dict[str, Any]]:
     """The rows of these conflicts in the order given, for a page that names a selection; ids no row has are
     left out (the preview names them)."""
