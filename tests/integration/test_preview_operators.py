@@ -207,6 +207,31 @@ class TestConflictResolveDryRun:
                 await service.preview_resolution(e.store, conflict.id, "nue", e.worker._flows, fetcher)
 
 
+    def test_all_open_dry_run_prints_one_preview_and_changes_nothing(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """`conflicts resolve --all-open --take nue --dry-run` plans both open conflicts' account writes in one
+        preview; both stay open, their events waiting, and nothing is sent."""
+        path = config_with_sync_status(sandbox, tmp_path)
+        database = load_settings(path, environ={}).database_path
+        database.parent.mkdir(parents=True)
+
+        async def make_conflicts() -> list[str]:
+            async with engine(sandbox, tmp_path) as e:
+                accounts = [(await synced_then_edited(sandbox, e, index))[1] for index in (3, 4)]
+                await e.store.backup(database)
+            return accounts
+
+        accounts = anyio.run(make_conflicts)
+        before = anyio.run(store_state, database)
+        sandbox.salesforce.log.clear()
+        sandbox.nue.log.clear()
+        shown = json.loads(cli(path, "conflicts", "resolve", "--all-open", "--take", "nue", "--dry-run",
+                               "--json").stdout)
+        assert writes_sent(sandbox) == []
+        assert anyio.run(store_state, database) == before
+        assert sorted(w["target"] for e in shown["events"] for w in e["writes"]) == sorted(
+            f"Account {account}" for account in accounts)
+        assert shown["writes"] == 2
+
     @pytest.mark.anyio
     async def test_many_at_once_are_one_preview_that_stores_and_sends_nothing(self, sandbox: Sandbox,
                                                                              tmp_path: Path) -> None:
