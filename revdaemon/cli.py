@@ -715,7 +715,7 @@ def _print_resolved(done: dict[str, Any], as_json: bool) -> None:
     rows = [{"id": r["id"], "record_ref": r["record_ref"], "flow": r["flow"], "outcome": "resolved",
              "detail": ("skip" if r["resolution"] == "skip" else f"take {r['resolution']}") + f" by {r['resolved_by']}"}
             for r in done["resolved"]]
-    rows += [{"id": r["id"], "record_ref": r["record_ref"], "flow": None, "outcome": "skipped",
+    rows += [{"id": r["id"], "record_ref": r["record_ref"], "flow": r["flow"], "outcome": "skipped",
               "detail": r["reason"]} for r in done["skipped"]]
     _emit(rows, False, ("id", "record_ref", "flow", "outcome", "detail"), f"conflicts, take {done['take']}")
     click.echo(f"{len(done['resolved'])} resolved, {len(done['skipped'])} skipped")

@@ -278,8 +278,8 @@ async def resolve_conflicts(store: Store, conflict_ids: Sequence[int], *, take: 
 
     A conflict decided meanwhile (another admin, another tab) or gone is skipped and named with why; the
     others still resolve. An id no row can have refuses the whole selection before any is decided (a typo,
-    not a race). Returns {"resolved": [conflict rows], "skipped": [{"id", "record_ref", "reason"}]}: every
-    selected id is in exactly one of the two."""
+    not a race). Returns {"take", "resolved": [conflict rows], "skipped": [{"id", "record_ref", "flow",
+    "reason"}]}: every selected id is in exactly one of the two."""
     if take not in TAKES:
         raise ValueError(f"take one of {', '.join(TAKES)}, not {take!r}")
     ids = list(dict.fromkeys(_existing("conflict", i) for i in conflict_ids))
@@ -289,12 +289,13 @@ async def resolve_conflicts(store: Store, conflict_ids: Sequence[int], *, take: 
         try:
             resolved.append(await resolve_conflict(store, conflict_id, take=take, actor=actor, comment=comment))
         except RecordNotFound:
-            skipped.append({"id": conflict_id, "record_ref": None, "reason": "no such conflict"})
+            skipped.append({"id": conflict_id, "record_ref": None, "flow": None, "reason": "no such conflict"})
         except StoreError as exc:
             # The store refuses a decided conflict in the same transaction that would decide it, so the row
             # read now says who won the race; any other refusal is reported as it came.
             now = await store.get_conflict(conflict_id)
             skipped.append({"id": conflict_id, "record_ref": now.record_ref if now else None,
+                            "flow": now.flow if now else None,
                             "reason": _decided(now) if now and now.status is not ConflictStatus.OPEN else str(exc)})
     return {"take": take, "resolved": resolved, "skipped": skipped}
 

@@ -389,6 +389,23 @@ class TestResolveMany:
         assert sorted((a.detail["actor"], a.detail["conflict"]) for a in actions) == sorted(
             [("ana", console.ids["conflict"]), ("ana", console.ids["hostile"]), ("bo", third)])
 
+    async def test_a_conflicts_own_page_previews_before_deciding(self, console: Console) -> None:
+        """The decision form on one conflict's page previews that one conflict (no script: the button's own
+        form action), and the preview's confirm decides it."""
+        await log_in(console.client)
+        conflict_id = console.ids["conflict"]
+        page = (await console.client.get(f"/conflicts/{conflict_id}")).text
+        assert 'formaction="/conflicts/preview"' in page
+        preview = await console.client.post("/conflicts/preview", data={
+            "csrf": hidden(page, "csrf"), "id": hidden(page, "id"), "take": "skip", "comment": "dup"})
+        assert selection_of(preview.text) == [conflict_id] and "Resolve these 1" in preview.text
+        done = await console.client.post("/conflicts/resolve", data={
+            "csrf": hidden(page, "csrf"), "id": str(conflict_id), "take": hidden(preview.text, "take"),
+            "comment": hidden(preview.text, "comment")})
+        assert done.status_code == 303
+        decided = await console.store.get_conflict(conflict_id)
+        assert decided is not None and (decided.resolved_by, decided.comment) == ("ana", "dup")
+
     async def test_all_shown_carries_only_the_filtered_open_conflicts(self, console: Console) -> None:
         """Filtered by flow, the "all shown" button previews exactly the open conflicts the list shows."""
         await log_in(console.client)

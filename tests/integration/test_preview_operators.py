@@ -264,6 +264,7 @@ class TestConflictResolveDryRun:
         assert skipped.note == f"conflict {ids[2]} is already resolved (skip by bo): it is skipped"
         assert [row["id"] for row in done["resolved"]] == ids[:2]
         assert done["skipped"] == [{"id": ids[2], "record_ref": f"salesforce:Account:{accounts[2]}",
+                                    "flow": "subscription_status",
                                     "reason": "already resolved (skip by bo)"}]
         assert Counter((a.operation, a.detail["actor"]) for a in actions) == {
             ("resolve conflict: take nue", "ana"): 2, ("resolve conflict: take skip", "bo"): 1}

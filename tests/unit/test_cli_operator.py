@@ -167,7 +167,8 @@ class TestResolveMany:
                         "--comment", "reps are right", "--json")
         done = json.loads(out)
         assert code == 0 and [(r["id"], r["resolved_by"]) for r in done["resolved"]] == [(1, "ops@x"), (3, "ops@x")]
-        assert done["skipped"] == [{"id": 2, "record_ref": "sf:007", "reason": "already resolved (skip by bo)"}]
+        assert done["skipped"] == [{"id": 2, "record_ref": "sf:007", "flow": "closed_won_to_order",
+                                    "reason": "already resolved (skip by bo)"}]
         assert [c["id"] for c in json.loads(run(config, "conflicts", "list", "--json")[1])] == [4]
         code, out = run(config, "conflicts", "resolve", "3", "4", "--take", "skip")
         assert code == 0 and "1 resolved, 1 skipped" in out
