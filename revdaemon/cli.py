@@ -646,16 +646,35 @@ def _print_conflict(console: Console, conflict: dict[str, Any]) -> None:
 @conflicts.command("resolve")
 @config_option
 @json_option
-@click.argument("conflict_id", type=StoreIdType("conflict"))
+@click.argument("conflict_ids", type=StoreIdType("conflict"), nargs=-1)
 @click.option("--take", type=click.Choice(list(service.TAKES)), required=True)
+@click.option("--flow", "flow_name", default=None, metavar="NAME",
+              help="Instead of ids: every open conflict of this flow (as `conflicts list` names it).")
+@click.option("--all-open", is_flag=True, help="Instead of ids: every open conflict.")
 @click.option("--comment", default=None)
 @click.option("--dry-run", is_flag=True, help="Print what resolving would write, field by field; store and send "
               "nothing.")
 @click.option("--actor", default=lambda: os.environ.get("USER", "operator"), show_default="$USER")
-def conflicts_resolve(config_path: Path | None, as_json: bool, conflict_id: int, take: str, comment: str | None,
-                      dry_run: bool, actor: str) -> None:
-    """Decide a conflict; the decision is recorded with who and when."""
+def conflicts_resolve(config_path: Path | None, as_json: bool, conflict_ids: tuple[int, ...], take: str,
+                      flow_name: str | None, all_open: bool, comment: str | None, dry_run: bool, actor: str) -> None:
+    """Decide one conflict, or many the same way (ids, --flow or --all-open); each decision is recorded with who
+    and when. One decided meanwhile by someone else is skipped, and the table says so."""
+    if bool(conflict_ids) == bool(flow_name or all_open):
+        raise click.UsageError("give conflict ids, or --flow NAME, or --all-open")
     settings = _load(config_path, credentials=dry_run)  # only a dry run calls the APIs
+    single = conflict_ids[0] if len(conflict_ids) == 1 else None  # one id: the answer as it always was
+
+    async def chosen(store: Store) -> list[int]:
+        if conflict_ids:
+            return list(conflict_ids)
+        ids = await service.open_conflict_ids(store, flow=flow_name)
+        if not ids:
+            named = f" of flow {flow_name!r}" if flow_name else ""
+            flows = sorted({row["flow"] for row in await service.list_conflicts(store, limit=10_000)})
+            click.echo(f"no open conflicts{named}" + (f" (open ones are of: {', '.join(flows)})" if flows else ""),
+                       err=True)
+        return ids
+
     if dry_run:
         _setup_logging(settings)
 
@@ -663,19 +682,45 @@ def conflicts_resolve(config_path: Path | None, as_json: bool, conflict_id: int,
             from revdaemon.engine.mappings import FlowVersions
             from revdaemon.engine.supervisor import default_flows
 
+            ids = await chosen(store)
+
             async def diff(flows: list[Flow], fetcher: Fetcher, status: SyncStatus) -> Preview:
-                # Taking Nue plans the event again with the mapping version it is pinned to, as a worker will.
+                # Taking Nue plans each event again with the mapping version it is pinned to, as a worker will.
                 versions = await FlowVersions.load(store, settings, flows, default_flows, register=False)
-                return await service.preview_resolution(store, conflict_id, take, flows, fetcher, versions=versions,
-                                                        sync_status=status)
+                if single is not None:
+                    return await service.preview_resolution(store, single, take, flows, fetcher, versions=versions,
+                                                            sync_status=status)
+                return await service.preview_resolutions(store, ids, take, flows, fetcher, versions=versions,
+                                                         sync_status=status)
 
             return await _with_engine(settings, diff, store)
 
         _print_preview(_run_with_store(settings, plan, read_only=True), as_json)
         return
-    row = _run_with_store(settings, lambda s: service.resolve_conflict(s, conflict_id, take=take, actor=actor,
-                                                                       comment=comment), read_only=False)
-    _emit(row, as_json, (), f"conflict {conflict_id}")
+    if single is not None:
+        row = _run_with_store(settings, lambda s: service.resolve_conflict(s, single, take=take, actor=actor,
+                                                                           comment=comment), read_only=False)
+        _emit(row, as_json, (), f"conflict {single}")
+        return
+
+    async def resolve(store: Store) -> dict[str, Any]:
+        return await service.resolve_conflicts(store, await chosen(store), take=take, actor=actor, comment=comment)
+
+    _print_resolved(_run_with_store(settings, resolve, read_only=False), as_json)
+
+
+def _print_resolved(done: dict[str, Any], as_json: bool) -> None:
+    """Each selected conflict once: resolved, or skipped with why (decided meanwhile, or gone)."""
+    if as_json:
+        click.echo(json.dumps(done, default=str))
+        return
+    rows = [{"id": r["id"], "record_ref": r["record_ref"], "flow": r["flow"], "outcome": "resolved",
+             "detail": ("skip" if r["resolution"] == "skip" else f"take {r['resolution']}") + f" by {r['resolved_by']}"}
+            for r in done["resolved"]]
+    rows += [{"id": r["id"], "record_ref": r["record_ref"], "flow": r["flow"], "outcome": "skipped",
+              "detail": r["reason"]} for r in done["skipped"]]
+    _emit(rows, False, ("id", "record_ref", "flow", "outcome", "detail"), f"conflicts, take {done['take']}")
+    click.echo(f"{len(done['resolved'])} resolved, {len(done['skipped'])} skipped")
 
 
 @main.command()

@@ -268,6 +268,19 @@ async def list_conflicts(store: Store, *, include_resolved: bool = False, limit:
     return [{**conflict_row(c), "about": book.text_of(c.record_ref)} for c in conflicts]
 
 
+async def open_conflict_ids(store: Store, *, flow: str | None = None, limit: int = 10_000) -> list[int]:
+    """The open conflicts' ids, oldest first, of one flow or of all: a selection to decide the same way."""
+    rows = await store.list_conflicts(status=ConflictStatus.OPEN, limit=limit)
+    return sorted(c.id for c in rows if flow is None or c.flow == flow)
+
+
+async def conflict_rows(store: Store, conflict_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The rows of these conflicts in the order given, for a page that names a selection; ids no row has are
+    left out (the preview names them)."""
+    rows = [await store.get_conflict(_existing("conflict", i)) for i in dict.fromkeys(conflict_ids)]
+    return [conflict_row(c) for c in rows if c is not None]
+
+
 async def show_conflict(store: Store, conflict_id: int) -> dict[str, Any]:
     conflict = await store.get_conflict(_existing("conflict", conflict_id))
     if conflict is None:
@@ -297,39 +310,114 @@ async def resolve_conflict(store: Store, conflict_id: int, *, take: str, actor: 
     return row
 
 
-async def preview_resolution(store: Store, conflict_id: int, take: str, flows: Sequence[Flow], fetcher: Fetcher, *,
-                             versions: FlowVersions | None = None, sync_status: SyncStatus | None = None) -> Preview:
-    """A dry-run diff of resolving a conflict; nothing is stored and nothing is sent.
+async def resolve_conflicts(store: Store, conflict_ids: Sequence[int], *, take: str, actor: str,
+                            comment: str | None = None) -> dict[str, Any]:
+    """Decide many conflicts the same way: each as `resolve_conflict` does, one transaction and one audit
+    entry apiece, so each decision stands alone.
 
-    Taking Nue plans the conflict's event again as a worker will once the decision is stored: with the
-    mapping version it is pinned to (with `versions`; else `flows`), and Salesforce's shown values accepted
-    as the last synced ones, so the hand edit no longer holds the write. Each write shows the current
-    Salesforce value beside Nue's. Taking Salesforce or skipping writes nothing to either system."""
+    A conflict decided meanwhile (another admin, another tab) or gone is skipped and named with why; the
+    others still resolve. An id no row can have refuses the whole selection before any is decided (a typo,
+    not a race). Returns {"take", "resolved": [conflict rows], "skipped": [{"id", "record_ref", "flow",
+    "reason"}]}: every selected id is in exactly one of the two."""
     if take not in TAKES:
         raise ValueError(f"take one of {', '.join(TAKES)}, not {take!r}")
+    ids = list(dict.fromkeys(_existing("conflict", i) for i in conflict_ids))
+    resolved: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    for conflict_id in ids:
+        try:
+            resolved.append(await resolve_conflict(store, conflict_id, take=take, actor=actor, comment=comment))
+        except RecordNotFound:
+            skipped.append({"id": conflict_id, "record_ref": None, "flow": None, "reason": "no such conflict"})
+        except StoreError as exc:
+            # The store refuses a decided conflict in the same transaction that would decide it, so the row
+            # read now says who won the race; any other refusal is reported as it came.
+            now = await store.get_conflict(conflict_id)
+            skipped.append({"id": conflict_id, "record_ref": now.record_ref if now else None,
+                            "flow": now.flow if now else None,
+                            "reason": _decided(now) if now and now.status is not ConflictStatus.OPEN else str(exc)})
+    return {"take": take, "resolved": resolved, "skipped": skipped}
+
+
+def _decided(conflict: ConflictRecord) -> str:
+    """`already resolved (take nue by ana)`: the decision in the CLI's words, and who made it."""
+    decision = {None: "?", Resolution.SKIP: "skip"}.get(conflict.resolution, f"take {conflict.resolution}")
+    return f"already resolved ({decision} by {conflict.resolved_by or '?'})"
+
+
+async def preview_resolution(store: Store, conflict_id: int, take: str, flows: Sequence[Flow], fetcher: Fetcher, *,
+                             versions: FlowVersions | None = None, sync_status: SyncStatus | None = None) -> Preview:
+    """A dry-run diff of resolving a conflict; nothing is stored and nothing is sent. One already resolved is
+    refused (StoreError), as deciding it would be; `preview_resolutions` tells the details."""
     conflict = await store.get_conflict(_existing("conflict", conflict_id))
     if conflict is None:
         raise RecordNotFound(f"no conflict {conflict_id}")
     if conflict.status is not ConflictStatus.OPEN:
         resolution = conflict.resolution.value if conflict.resolution else "?"
         raise StoreError(f"conflict {conflict_id} is already resolved ({resolution})")
-    event = await store.get_event(conflict.event_id) if conflict.event_id is not None else None
-    if TAKES[take] is Resolution.TAKE_NUE and event is not None:
-        known = Found(synced={conflict.record_ref: await _accepted(store, conflict)}) \
-            if conflict.record_ref.startswith("salesforce:") and conflict.salesforce_values else None
-        if versions is not None:
-            return await preview_pinned([event], versions, fetcher, sync_status=sync_status, known=known)
-        return await preview_safely([event], flows, fetcher, sync_status=sync_status, known=known)
-    note = {
-        Resolution.TAKE_NUE: "the conflict has no inbox event to plan again: nothing is written",
-        Resolution.TAKE_SALESFORCE: "taking Salesforce keeps its values: nothing is written to either system; "
-                                    "the waiting events are finished and Nue's values shown are not written "
-                                    "while Nue still has them",
-        Resolution.SKIP: "skipping: nothing is written to either system; the waiting events are finished",
-    }[TAKES[take]]
-    return Preview(events=(EventPreview(event_id=event.id if event else 0,
-                                        event_key=event.key if event else conflict.record_ref,
-                                        flow=conflict.flow, outcome="nothing", note=note),))
+    return await preview_resolutions(store, [conflict_id], take, flows, fetcher, versions=versions,
+                                     sync_status=sync_status)
+
+
+async def preview_resolutions(store: Store, conflict_ids: Sequence[int], take: str, flows: Sequence[Flow],
+                              fetcher: Fetcher | None, *, versions: FlowVersions | None = None,
+                              sync_status: SyncStatus | None = None) -> Preview:
+    """A dry-run diff of resolving these conflicts the same way, as one preview; nothing is stored or sent.
+
+    Taking Nue plans each conflict's event again as a worker will once the decision is stored: with the
+    mapping version it is pinned to (with `versions`; else `flows`), and Salesforce's shown values accepted
+    as the last synced ones, so the hand edit no longer holds the write. The events are planned together,
+    so their targets' current values are read in batches and a write two of them plan is shown once. Each
+    write shows the current Salesforce value beside Nue's. Taking Salesforce or skipping writes nothing to
+    either system, so it needs no `fetcher` (None: refused only when an event is to be planned). A conflict
+    already resolved or gone shows as `skipped`, as `resolve_conflicts` will skip it."""
+    if take not in TAKES:
+        raise ValueError(f"take one of {', '.join(TAKES)}, not {take!r}")
+    resolution = TAKES[take]
+    shown: list[EventPreview | int] = []  # in the selection's order; an int: the event planned below
+    to_plan: dict[int, Event] = {}
+    accepted: dict[str, SyncedRecord] = {}
+    for conflict_id in dict.fromkeys(_existing("conflict", i) for i in conflict_ids):
+        conflict = await store.get_conflict(conflict_id)
+        if conflict is None or conflict.status is not ConflictStatus.OPEN:
+            why = _decided(conflict) if conflict else "no such conflict"
+            shown.append(EventPreview(event_id=(conflict.event_id or 0) if conflict else 0,
+                                      event_key=conflict.record_ref if conflict else f"conflict {conflict_id}",
+                                      flow=conflict.flow if conflict else "-", outcome="skipped",
+                                      note=f"conflict {conflict_id} is {why}: it is skipped"))
+            continue
+        event = await store.get_event(conflict.event_id) if conflict.event_id is not None else None
+        if resolution is Resolution.TAKE_NUE and event is not None:
+            if event.id not in to_plan:  # two conflicts on one event: it is planned (and sent) once
+                shown.append(event.id)
+            to_plan[event.id] = event
+            if conflict.record_ref.startswith("salesforce:") and conflict.salesforce_values:
+                accepted[conflict.record_ref] = await _accepted(store, conflict)
+            continue
+        shown.append(EventPreview(event_id=event.id if event else 0,
+                                  event_key=event.key if event else conflict.record_ref,
+                                  flow=conflict.flow, outcome="nothing", note=_NOTHING_WRITTEN[resolution]))
+    planned: tuple[EventPreview, ...] = ()
+    if to_plan:
+        if fetcher is None:
+            raise ValueError("dry-run diffs need the daemon's API clients; none were given")
+        events, known = list(to_plan.values()), Found(synced=accepted) if accepted else None
+        planned = (await preview_pinned(events, versions, fetcher, sync_status=sync_status, known=known)
+                   if versions is not None else
+                   await preview_safely(events, flows, fetcher, sync_status=sync_status, known=known)).events
+    out: list[EventPreview] = []
+    for item in shown:
+        out += [p for p in planned if p.event_id == item] if isinstance(item, int) else [item]
+    return Preview(events=tuple(out))
+
+
+_NOTHING_WRITTEN = {
+    Resolution.TAKE_NUE: "the conflict has no inbox event to plan again: nothing is written",
+    Resolution.TAKE_SALESFORCE: "taking Salesforce keeps its values: nothing is written to either system; "
+                                "the waiting events are finished and Nue's values shown are not written "
+                                "while Nue still has them",
+    Resolution.SKIP: "skipping: nothing is written to either system; the waiting events are finished",
+}
 
 
 async def _accepted(store: Store, conflict: ConflictRecord) -> SyncedRecord:

@@ -270,7 +270,7 @@ def build_console(context: ConsoleContext) -> Starlette:
         flows = sorted({r["flow"] for r in await service.list_conflicts(context.store, include_resolved=True,
                                                                         limit=500)})
         return page(request, "conflicts.html", session, rows=rows, shown=shown, flow=flow, flows=flows,
-                    q=request.query_params.get("q", ""))
+                    q=request.query_params.get("q", ""), max_selection=MAX_SELECTION)
 
     async def conflict(request: Request, session: Session) -> Response:
         detail = await service.show_conflict(context.store, int(request.path_params["conflict_id"]))
@@ -286,6 +286,35 @@ def build_console(context: ConsoleContext) -> Starlette:
                                        comment=(_text(form, "comment") or "").strip()[:2000] or None)
         context.wake_workers()
         return _after(session, f"/conflicts/{conflict_id}", f"Conflict {conflict_id} resolved: {_TAKEN[take]}.")
+
+    async def resolve_many_preview(request: Request, session: Session) -> Response:
+        form = await request.form()
+        take, ids = _take(form), _selected_conflicts(form)
+        comment = (_text(form, "comment") or "").strip()[:2000]
+        versions = None
+        if take == "nue":  # only taking Nue plans writes; the other choices read nothing
+            if context.fetcher is None:
+                raise ValueError("dry-run diffs need the daemon's API clients; this console has none")
+            from revdaemon.engine.mappings import FlowVersions
+            from revdaemon.engine.supervisor import default_flows  # late: the supervisor imports this module
+
+            versions = await FlowVersions.load(context.store, context.settings, context.flows, default_flows,
+                                               register=False)
+        preview = await service.preview_resolutions(context.store, ids, take, context.flows, context.fetcher,
+                                                    versions=versions, sync_status=status())
+        still_open = len(ids) - sum(1 for e in preview.events if e.outcome == "skipped")
+        return page(request, "preview.html", session, preview=preview, ids=ids, action="/conflicts/resolve",
+                    title=_BULK_TITLE[take].format(n=len(ids)), confirm=f"Resolve these {still_open}",
+                    back="/conflicts", hidden={"take": take, "comment": comment},
+                    selection=await service.conflict_rows(context.store, ids))
+
+    async def resolve_many(request: Request, session: Session) -> Response:
+        form = await request.form()
+        take, ids = _take(form), _ids(form)
+        done = await service.resolve_conflicts(context.store, ids, take=take, actor=session.actor,
+                                               comment=(_text(form, "comment") or "").strip()[:2000] or None)
+        context.wake_workers()
+        return _after(session, "/conflicts", _resolved_notice(done))
 
     async def dead_letters(request: Request, session: Session) -> Response:
         include = request.query_params.get("replayed") == "1"
@@ -348,6 +377,8 @@ def build_console(context: ConsoleContext) -> Starlette:
         Route("/", guarded(overview)),
         Route("/timeline", guarded(timeline)),
         Route("/conflicts", guarded(conflicts)),
+        Route("/conflicts/preview", guarded(resolve_many_preview), methods=["POST"]),
+        Route("/conflicts/resolve", guarded(resolve_many), methods=["POST"]),
         Route("/conflicts/{conflict_id:store_id}", guarded(conflict)),
         Route("/conflicts/{conflict_id:store_id}/resolve", guarded(resolve), methods=["POST"]),
         Route("/dead-letters", guarded(dead_letters)),
@@ -372,6 +403,10 @@ _TAKEN = {"nue": "Nue's value will be written", "salesforce": "Salesforce's valu
           "skip": "skipped, nothing written"}
 
 
+_BULK_TITLE = {"nue": "Resolve {n} conflict(s) taking Nue", "salesforce": "Resolve {n} conflict(s) taking Salesforce",
+               "skip": "Skip {n} conflict(s)"}
+
+
 def _secured(response: Response) -> Response:
     response.headers.update(SECURITY_HEADERS)
     return response
@@ -394,8 +429,8 @@ def _next(value: str | None) -> str:
     return "/"
 
 
-def _ids(form: FormData) -> list[int]:
-    values = [v for v in form.getlist("id") if isinstance(v, str)]
+def _ids(form: FormData, name: str = "id") -> list[int]:
+    values = [v for v in form.getlist(name) if isinstance(v, str)]
     if not values:
         raise BadRequest("select at least one")
     if len(values) > MAX_SELECTION:
@@ -404,6 +439,30 @@ def _ids(form: FormData) -> list[int]:
     if None in ids:
         raise BadRequest(f"a selected id is not a number from 1 to {STORE_ID_MAX}")
     return sorted(i for i in ids if i is not None)
+
+
+def _take(form: FormData) -> str:
+    take = _text(form, "take")
+    if take not in _TAKEN:
+        raise BadRequest("choose Nue, Salesforce or skip")
+    return take
+
+
+def _selected_conflicts(form: FormData) -> list[int]:
+    """The ticked conflicts, or with the "all shown" button the ids the filtered list carried (no script can
+    tick every box under the CSP, so the list sends the shown ids itself, at most MAX_SELECTION)."""
+    return _ids(form, "shown" if _text(form, "scope") == "shown" else "id")
+
+
+def _resolved_notice(done: dict[str, Any]) -> str:
+    """How many were decided, and each one skipped with why: a bulk action never reports less than it did."""
+    notice = f"{len(done['resolved'])} conflict(s) resolved: {_TAKEN[done['take']]}."
+    skipped = done["skipped"]
+    if skipped:
+        named = "; ".join(f"{s['id']} {s['reason']}" for s in skipped[:5])
+        more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        notice += f" {len(skipped)} skipped: {named}{more}."
+    return notice
 
 
 def _customer_ids(form: FormData) -> list[str]:

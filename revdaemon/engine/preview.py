@@ -66,7 +66,7 @@ class EventPreview:
     event_key: str
     flow: str
     writes: tuple[PlannedWrite, ...] = ()
-    outcome: str = "writes"  # "writes", "nothing", "conflict", "error"
+    outcome: str = "writes"  # "writes", "nothing", "conflict", "error", "skipped" (not done at all)
     note: str | None = None  # why nothing, the conflict's reason, the error, or "later steps follow"
     mapping: str | None = None  # the mapping version that planned it, when shown: "v1 (pinned)", "v2 (current)"
     used: bool = True  # False: the other mapping version's writes, shown beside those a replay makes; not counted

@@ -18,6 +18,7 @@ import pytest
 import structlog
 import yaml
 
+from revdaemon import service
 from revdaemon.config import Settings, load_settings
 from revdaemon.console.app import ConsoleContext, build_console
 from revdaemon.console.server import ConsoleServer
@@ -317,6 +318,125 @@ class TestActions:
         assert queued.payload["repair"] is True and queued.payload["data"]["customerId"] == "CUST-1"
 
 
+
+async def third_conflict(store: Store) -> int:
+    """One more open conflict, of the subscription flow, beside the fixture's two."""
+    await store.add_events([NewEvent(source="nue_webhook", key="nue:k9", type="subscription.updated",
+                                     payload={"data": {"id": "sub-9", "customerId": "CUST-9"}})])
+    [event] = await store.claim_events(worker="w", limit=1, lease=timedelta(minutes=5))
+    return await store.conflict_event(event.id, NewConflict(flow="subscription_status",
+                                                            record_ref="salesforce:Account:001EEE",
+                                                            reason="edited in Salesforce"))
+
+
+def selection_of(page: str) -> list[int]:
+    """The conflicts a preview page will resolve: the hidden ids its confirm form carries."""
+    return sorted(int(i) for i in re.findall(r'<input type="hidden" name="id" value="(\d+)">', page))
+
+
+class TestResolveMany:
+    async def test_preview_names_every_selected_then_confirm_resolves_them_all(self, console: Console) -> None:
+        """Three ticked conflicts previewed taking Salesforce: the dry run names all three and stores nothing;
+        confirming resolves the three, one audit entry each, and the list's notice says how many."""
+        await log_in(console.client)
+        third = await third_conflict(console.store)
+        ids = sorted([console.ids["conflict"], console.ids["hostile"], third])
+        listing = (await console.client.get("/conflicts")).text
+        assert sorted(int(i) for i in re.findall(r'name="id" value="(\d+)"', listing)) == ids
+        preview = await console.client.post("/conflicts/preview", data={
+            "csrf": hidden(listing, "csrf"), "id": [str(i) for i in ids], "take": "salesforce",
+            "comment": "the reps are right", "scope": "selected"})
+        assert preview.status_code == 200 and "nothing has been sent" in preview.text
+        assert selection_of(preview.text) == ids and "Resolve these 3" in preview.text
+        assert preview.text.count("taking Salesforce keeps its values") == 3
+        assert all(ref in preview.text for ref in ("001CCC", "001EEE", "salesforce:Opp:&lt;script&gt;"))
+        assert len(await console.store.list_conflicts()) == 3  # the dry run decided nothing
+
+        done = await console.client.post("/conflicts/resolve", data={
+            "csrf": hidden(preview.text, "csrf"), "id": [str(i) for i in selection_of(preview.text)],
+            "take": hidden(preview.text, "take"), "comment": hidden(preview.text, "comment")})
+        assert done.status_code == 303 and done.headers["location"] == "/conflicts"
+        assert await console.store.list_conflicts() == []
+        for conflict_id in ids:
+            decided = await console.store.get_conflict(conflict_id)
+            assert decided is not None and (decided.resolved_by, decided.comment) == ("ana", "the reps are right")
+        actions = [w for w in await console.store.list_writes(limit=20) if w.system == "operator"]
+        assert sorted(a.detail["conflict"] for a in actions) == ids
+        assert {(a.operation, a.detail["actor"]) for a in actions} == {("resolve conflict: take salesforce", "ana")}
+        shown = (await console.client.get("/conflicts")).text
+        assert "3 conflict(s) resolved: Salesforce&#39;s value is kept." in shown
+
+    async def test_one_decided_meanwhile_is_skipped_and_named(self, console: Console) -> None:
+        """A conflict another admin decides between preview and confirm is not decided again: the others are,
+        and the notice names the skipped one with who decided it; a preview after it shows it as skipped."""
+        await log_in(console.client)
+        third = await third_conflict(console.store)
+        ids = sorted([console.ids["conflict"], console.ids["hostile"], third])
+        csrf = await csrf_of(console.client, "/conflicts")
+        await service.resolve_conflict(console.store, third, take="nue", actor="bo")
+        preview = await console.client.post("/conflicts/preview", data={
+            "csrf": csrf, "id": [str(i) for i in ids], "take": "skip", "scope": "selected"})
+        assert f"conflict {third} is already resolved (take nue by bo): it is skipped" in preview.text
+        assert "Resolve these 2" in preview.text
+        done = await console.client.post("/conflicts/resolve", data={"csrf": csrf, "id": [str(i) for i in ids],
+                                                                     "take": "skip"})
+        assert done.status_code == 303
+        notice = (await console.client.get("/conflicts")).text
+        assert f"2 conflict(s) resolved: skipped, nothing written. 1 skipped: {third} already resolved " \
+               "(take nue by bo)." in notice
+        assert (await console.store.get_conflict(third)).resolved_by == "bo"  # type: ignore[union-attr]
+        actions = [w for w in await console.store.list_writes(limit=20) if w.system == "operator"]
+        assert sorted((a.detail["actor"], a.detail["conflict"]) for a in actions) == sorted(
+            [("ana", console.ids["conflict"]), ("ana", console.ids["hostile"]), ("bo", third)])
+
+    async def test_a_conflicts_own_page_previews_before_deciding(self, console: Console) -> None:
+        """The decision form on one conflict's page previews that one conflict (no script: the button's own
+        form action), and the preview's confirm decides it."""
+        await log_in(console.client)
+        conflict_id = console.ids["conflict"]
+        page = (await console.client.get(f"/conflicts/{conflict_id}")).text
+        assert 'formaction="/conflicts/preview"' in page
+        preview = await console.client.post("/conflicts/preview", data={
+            "csrf": hidden(page, "csrf"), "id": hidden(page, "id"), "take": "skip", "comment": "dup"})
+        assert selection_of(preview.text) == [conflict_id] and "Resolve these 1" in preview.text
+        done = await console.client.post("/conflicts/resolve", data={
+            "csrf": hidden(page, "csrf"), "id": str(conflict_id), "take": hidden(preview.text, "take"),
+            "comment": hidden(preview.text, "comment")})
+        assert done.status_code == 303
+        decided = await console.store.get_conflict(conflict_id)
+        assert decided is not None and (decided.resolved_by, decided.comment) == ("ana", "dup")
+
+    async def test_all_shown_carries_only_the_filtered_open_conflicts(self, console: Console) -> None:
+        """Filtered by flow, the "all shown" button previews exactly the open conflicts the list shows."""
+        await log_in(console.client)
+        third = await third_conflict(console.store)
+        listing = (await console.client.get("/conflicts", params={"flow": "subscription_status"})).text
+        assert "Preview all 2 open shown" in listing
+        preview = await console.client.post("/conflicts/preview", data={
+            "csrf": hidden(listing, "csrf"), "take": "skip", "scope": "shown",
+            "shown": re.findall(r'name="shown" value="(\d+)"', listing)})
+        assert selection_of(preview.text) == sorted([console.ids["conflict"], third])
+
+    async def test_no_selection_no_choice_or_no_csrf_is_refused(self, console: Console) -> None:
+        """An empty selection or no side chosen is 400, a missing CSRF token 403; taking Nue needs the API
+        clients to plan the writes (409 here); none of them decides anything."""
+        await log_in(console.client)
+        csrf = await csrf_of(console.client, "/conflicts")
+        one = str(console.ids["conflict"])
+        for action in ("/conflicts/preview", "/conflicts/resolve"):
+            empty = await console.client.post(action, data={"csrf": csrf, "take": "skip"})
+            assert empty.status_code == 400 and "select at least one" in empty.text, action
+            unchosen = await console.client.post(action, data={"csrf": csrf, "id": one})
+            assert unchosen.status_code == 400 and "choose Nue, Salesforce or skip" in unchosen.text, action
+            forged = await console.client.post(action, data={"id": one, "take": "skip"})
+            assert forged.status_code == 403, action
+        no_shown = await console.client.post("/conflicts/preview", data={"csrf": csrf, "take": "skip", "id": one,
+                                                                         "scope": "shown"})
+        assert no_shown.status_code == 400
+        nue = await console.client.post("/conflicts/preview", data={"csrf": csrf, "take": "nue", "id": one})
+        assert nue.status_code == 409 and "API clients" in nue.text
+        assert len(await console.store.list_conflicts()) == 2
+
 class TestEscapingAndSecrets:
     async def test_hostile_names_render_as_text(self, console: Console) -> None:
         await log_in(console.client)
@@ -361,6 +481,11 @@ class TestImpossibleIds:
             response = await console.client.post(action, data={"csrf": csrf, "id": [str(console.ids["letter"]), bad]})
             assert response.status_code == 400 and "not a number from 1 to" in response.text, action
         assert len(await console.store.list_dead_letters()) == 1  # the good id in the selection was not replayed
+        for action in ("/conflicts/preview", "/conflicts/resolve"):
+            response = await console.client.post(action, data={"csrf": csrf, "take": "skip",
+                                                               "id": [str(console.ids["conflict"]), bad]})
+            assert response.status_code == 400 and "not a number from 1 to" in response.text, action
+        assert len(await console.store.list_conflicts()) == 2
 
     async def test_the_largest_id_is_a_plain_miss(self, console: Console) -> None:
         """2^63 - 1 can be an id: it reaches the store and is simply not there (404)."""

@@ -207,6 +207,69 @@ class TestConflictResolveDryRun:
                 await service.preview_resolution(e.store, conflict.id, "nue", e.worker._flows, fetcher)
 
 
+    def test_all_open_dry_run_prints_one_preview_and_changes_nothing(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """`conflicts resolve --all-open --take nue --dry-run` plans both open conflicts' account writes in one
+        preview; both stay open, their events waiting, and nothing is sent."""
+        path = config_with_sync_status(sandbox, tmp_path)
+        database = load_settings(path, environ={}).database_path
+        database.parent.mkdir(parents=True)
+
+        async def make_conflicts() -> list[str]:
+            async with engine(sandbox, tmp_path) as e:
+                accounts = [(await synced_then_edited(sandbox, e, index))[1] for index in (3, 4)]
+                await e.store.backup(database)
+            return accounts
+
+        accounts = anyio.run(make_conflicts)
+        before = anyio.run(store_state, database)
+        sandbox.salesforce.log.clear()
+        sandbox.nue.log.clear()
+        shown = json.loads(cli(path, "conflicts", "resolve", "--all-open", "--take", "nue", "--dry-run",
+                               "--json").stdout)
+        assert writes_sent(sandbox) == []
+        assert anyio.run(store_state, database) == before
+        assert sorted(w["target"] for e in shown["events"] for w in e["writes"]) == sorted(
+            f"Account {account}" for account in accounts)
+        assert shown["writes"] == 2
+
+    @pytest.mark.anyio
+    async def test_many_at_once_are_one_preview_that_stores_and_sends_nothing(self, sandbox: Sandbox,
+                                                                             tmp_path: Path) -> None:
+        """Three conflicts previewed together taking Nue: one preview, each open one's account write (the typed
+        value -> Nue's), the one another admin decided meanwhile shown as skipped; the store is as it was and
+        neither simulator received a write. Resolving the three then decides the two and names the third."""
+        async with engine(sandbox, tmp_path) as e:
+            accounts = [(await synced_then_edited(sandbox, e, index))[1] for index in range(3)]
+            ids = sorted(c.id for c in await e.store.list_conflicts())
+            await service.resolve_conflict(e.store, ids[2], take="skip", actor="bo")
+            database = tmp_path / "engine.sqlite3"
+            before = await store_state(database)
+            sandbox.salesforce.log.clear()
+            sandbox.nue.log.clear()
+            preview = await service.preview_resolutions(e.store, ids, "nue", e.worker._flows,
+                                                        Fetcher(e.salesforce, e.nue, e.store))
+            assert await store_state(database) == before
+            assert writes_sent(sandbox) == []
+            done = await service.resolve_conflicts(e.store, ids, take="nue", actor="ana", comment="Nue is right")
+            actions = [w for w in await e.store.list_writes(limit=100) if w.system == "operator"]
+
+        by_outcome = Counter(shown.outcome for shown in preview.events)
+        assert by_outcome == {"writes": 2, "skipped": 1} and preview.writes == 2
+        targets = [w.target for shown in preview.events for w in shown.writes]
+        assert targets == [f"Account {account}" for account in accounts[:2]]
+        for write in (w for shown in preview.events for w in shown.writes):
+            [mrr] = [f for f in write.fields if f.field == "MRR__c"]
+            assert mrr.current == 1.0 and mrr.changes
+        [skipped] = [shown for shown in preview.events if shown.outcome == "skipped"]
+        assert skipped.note == f"conflict {ids[2]} is already resolved (skip by bo): it is skipped"
+        assert [row["id"] for row in done["resolved"]] == ids[:2]
+        assert done["skipped"] == [{"id": ids[2], "record_ref": f"salesforce:Account:{accounts[2]}",
+                                    "flow": "subscription_status",
+                                    "reason": "already resolved (skip by bo)"}]
+        assert Counter((a.operation, a.detail["actor"]) for a in actions) == {
+            ("resolve conflict: take nue", "ana"): 2, ("resolve conflict: take skip", "bo"): 1}
+
+
 def seed_linked_customers(sandbox: Sandbox, count: int) -> list[tuple[str, str]]:
     """`count` Salesforce accounts, each with a linked Nue customer and an activated order: made in-process
     through the simulators' own Python APIs, so not one HTTP call (and the request logs hold only what the

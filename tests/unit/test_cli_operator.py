@@ -137,6 +137,63 @@ class TestConflicts:
         assert json.loads(run(config, "conflicts", "list", "--json")[1]) == []
 
 
+def more_conflicts(state_dir: Path) -> None:
+    """Beside the fixture's conflict 1: conflict 2 (closed_won_to_order), decided by bo already, and 3 and 4
+    (subscription_status), open."""
+
+    async def fill() -> None:
+        store = await open_store(state_dir / "revdaemon.sqlite3")
+        try:
+            await store.add_events([NewEvent(source="nue_webhook", key=f"more{i}", type="subscription.updated",
+                                             payload={"data": {"id": f"s{i}"}}) for i in range(3)])
+            events = await store.claim_events(worker="w", limit=3, lease=timedelta(minutes=5))
+            for event, (flow, ref) in zip(events, [("closed_won_to_order", "sf:007"),
+                                                   ("subscription_status", "sf:001A"),
+                                                   ("subscription_status", "sf:001B")], strict=True):
+                await store.conflict_event(event.id, NewConflict(flow=flow, record_ref=ref, reason="edited"))
+            await service.resolve_conflict(store, 2, take="skip", actor="bo")
+        finally:
+            await store.close()
+
+    anyio.run(fill)
+
+
+class TestResolveMany:
+    def test_several_ids_resolve_and_the_one_decided_meanwhile_is_skipped(self, config: Path) -> None:
+        """`resolve 1 2 3`: 1 and 3 are decided by the actor; 2, decided by bo already, is skipped with why,
+        in the JSON and in the table."""
+        more_conflicts(config.parent / "state")
+        code, out = run(config, "conflicts", "resolve", "1", "2", "3", "--take", "salesforce", "--actor", "ops@x",
+                        "--comment", "reps are right", "--json")
+        done = json.loads(out)
+        assert code == 0 and [(r["id"], r["resolved_by"]) for r in done["resolved"]] == [(1, "ops@x"), (3, "ops@x")]
+        assert done["skipped"] == [{"id": 2, "record_ref": "sf:007", "flow": "closed_won_to_order",
+                                    "reason": "already resolved (skip by bo)"}]
+        assert [c["id"] for c in json.loads(run(config, "conflicts", "list", "--json")[1])] == [4]
+        code, out = run(config, "conflicts", "resolve", "3", "4", "--take", "skip")
+        assert code == 0 and "1 resolved, 1 skipped" in out
+        [three] = [line for line in out.splitlines() if "sf:001A" in line]
+        assert "skipped" in three and "already resolved (take salesforce by ops@x)" in " ".join(out.split())
+
+    def test_flow_and_all_open_pick_the_open_conflicts(self, config: Path) -> None:
+        """--flow takes only that flow's open conflicts; --all-open takes the rest; a flow with none says so."""
+        more_conflicts(config.parent / "state")
+        code, out = run(config, "conflicts", "resolve", "--flow", "subscription_status", "--take", "skip", "--json")
+        assert code == 0 and [r["id"] for r in json.loads(out)["resolved"]] == [3, 4]
+        code, out = run(config, "conflicts", "resolve", "--flow", "renewals", "--take", "skip", "--json")
+        assert code == 0 and json.loads(out.splitlines()[-1]) == {"take": "skip", "resolved": [], "skipped": []}
+        assert "no open conflicts of flow 'renewals' (open ones are of: closed_won_to_order)" in out
+        code, out = run(config, "conflicts", "resolve", "--all-open", "--take", "nue", "--json")
+        assert code == 0 and [r["id"] for r in json.loads(out)["resolved"]] == [1]
+        assert json.loads(run(config, "conflicts", "list", "--json")[1]) == []
+
+    def test_ids_or_a_selector_not_both_nor_neither(self, config: Path) -> None:
+        """Ids with --flow or --all-open, or none of the three, is bad usage and decides nothing."""
+        for args in (("1", "--flow", "closed_won_to_order"), ("1", "--all-open"), ()):
+            code, out = run(config, "conflicts", "resolve", *args, "--take", "skip")
+            assert code == 2 and "give conflict ids, or --flow NAME, or --all-open" in out, args
+        assert len(json.loads(run(config, "conflicts", "list", "--json")[1])) == 1
+
 class TestBackup:
     def test_backup_is_a_usable_copy(self, config: Path, tmp_path: Path) -> None:
         """The backup opens as a database holding the same events."""
@@ -195,7 +252,10 @@ class TestServiceIds:
                 lambda: service.replay_dead_letters(store, [bad]), lambda: service.show_conflict(store, bad),
                 lambda: service.resolve_conflict(store, bad, take="skip", actor="ops"),
                 lambda: service.preview_resolution(store, bad, "skip", [], NO_FETCHER),
-                lambda: service.preview_replay(store, [bad], [], NO_FETCHER)]
+                lambda: service.preview_replay(store, [bad], [], NO_FETCHER),
+                # With a real id first: the impossible one refuses the selection before the first is decided.
+                lambda: service.resolve_conflicts(store, [1, bad], take="skip", actor="ops"),
+                lambda: service.preview_resolutions(store, [1, bad], "skip", [], NO_FETCHER)]
             refused = []
             try:
                 for call in calls:
@@ -207,3 +267,4 @@ class TestServiceIds:
             return refused
 
         assert all(message.startswith("no such ") for message in anyio.run(each))
+        assert [c["id"] for c in json.loads(run(config, "conflicts", "list", "--json")[1])] == [1]  # still open
