@@ -441,10 +441,52 @@ def dead_letters_list(config_path: Path | None, as_json: bool, include_replayed:
 @json_option
 @click.argument("letter_id", type=StoreIdType("dead letter"))
 def dead_letters_show(config_path: Path | None, as_json: bool, letter_id: int) -> None:
-    """One dead letter with the request that was refused."""
-    settings = _load(config_path, credentials=False)
-    _emit(_run_with_store(settings, lambda s: service.show_dead_letter(s, letter_id), read_only=True), as_json, (),
-          f"dead letter {letter_id}")
+    """One dead letter: the API's error verbatim, how to fix it, and the record that was sent."""
+    _show_one(config_path, as_json, lambda s: service.show_dead_letter(s, letter_id), _print_dead_letter)
+
+
+def _print_dead_letter(console: Console, letter: dict[str, Any]) -> None:
+    """Who and what, the API's error as it came, the fix, the sent record field by field (--json has it all)."""
+    state = f"replayed {letter['replayed_at']}" if letter.get("replayed_at") else "open"
+    console.print(f"dead letter {letter['id']} ({state}): {letter['system']} refused {letter['operation']}, record "
+                  f"{letter.get('record_ref') or '-'}, event {letter.get('event_id') or '-'}, at "
+                  f"{letter['created_at']}", highlight=False, markup=False)
+    code, text = letter.get("error_code"), letter["error"]
+    if code and text.startswith(code):  # the code once, not twice
+        text = text[len(code):].lstrip(": ")
+    head = " ".join(p for p in (code, f"(HTTP {letter['status']})" if letter.get("status") else None) if p)
+    console.print(f"error: {head}: {text}" if head else f"error: {text}", highlight=False, markup=False)
+    request = letter.get("request") or {}
+    items = request.get("items") or []
+    if len(items) > 1 or any(i.get("message") != letter["error"] for i in items):
+        table = Table(title="the error's items", title_justify="left")
+        for column in ("code", "message", "fields"):
+            table.add_column(column)
+        for item in items:
+            table.add_row(str(item.get("code") or ""), str(item.get("message") or ""),
+                          ", ".join(item.get("fields") or ()))
+        console.print(table)
+    if letter.get("fix"):
+        console.print(f"fix: {letter['fix']}", highlight=False, markup=False)
+    sent = request.get("sent")
+    if sent:
+        values = sent.get("fields") or sent.get("payload") or {}
+        console.print(f"what was sent: {sent.get('kind')} of {sent.get('target')}", highlight=False, markup=False)
+        table = Table()
+        table.add_column("field")
+        table.add_column("value sent")
+        for name, value in values.items():  # null as null: a field sent empty is part of the story
+            table.add_row(name, value if isinstance(value, str) else json.dumps(value, default=str))
+        console.print(table)
+    elif request.get("traceback"):
+        console.print("what was sent: nothing (revdaemon failed before sending; its traceback is in the log)",
+                      highlight=False)
+    else:
+        console.print("what was sent: not recorded (a letter from before revdaemon kept it, or no write was made)",
+                      highlight=False)
+    if not letter.get("replayed_at"):
+        console.print(f"replay: revdaemon dead-letters replay {letter['id']} --dry-run, then without --dry-run",
+                      highlight=False, markup=False)
 
 
 @dead_letters.command("replay")

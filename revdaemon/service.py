@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import anyio
 
+from revdaemon.domain.fix_hints import letter_hint
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.mappings import FlowVersions, content_hash, preview_pinned
 from revdaemon.engine.pollers import Poller, SalesforceClosedWonPoller
@@ -92,7 +93,9 @@ def letter_row(letter: DeadLetter) -> dict[str, Any]:
     return {"id": letter.id, "event_id": letter.event_id, "system": letter.system, "operation": letter.operation,
             "error_code": letter.error_code, "status": letter.status, "error": letter.error,
             "record_ref": letter.record_ref, "created_at": _plain(letter.created_at),
-            "replayed_at": _plain(letter.replayed_at)}
+            "replayed_at": _plain(letter.replayed_at),
+            "fix": letter_hint(letter.system, letter.error_code, letter.status, letter.error, letter.request,
+                               letter.record_ref)}
 
 
 async def list_dead_letters(store: Store, *, include_replayed: bool = False, limit: int = 50) -> list[dict[str, Any]]:

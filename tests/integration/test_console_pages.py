@@ -224,6 +224,10 @@ class TestPages:
         sent = page.split("<h2>What was sent</h2>", 1)[1]
         assert "SfUpdate of" in sent and '<td class="mono">MRR__c</td><td class="mono">4564.00</td>' in sent
         assert "REQUIRED_FIELD_MISSING" not in sent.split("<h2>", 1)[0]
+        # Beside the verbatim error, how to fix it; the list says it too.
+        fix = page.split("<h2>How to fix it</h2>", 1)[1].split("</p>", 1)[0]
+        assert "Account requires Name and revdaemon sent it empty" in fix
+        assert "Fix: Account requires Name" in (await console.client.get("/dead-letters")).text
 
     async def test_reconciliation_shows_rows_totals_and_selects_repairable(self, console: Console) -> None:
         await log_in(console.client)

@@ -36,9 +36,13 @@ def store_with_rows(state_dir: Path) -> None:
             await store.record_write(NewAuditEntry(system="salesforce", operation="SfUpdate", target="Account",
                                                    outcome="ok", event_id=a.id, record_ref="salesforce:Account:001"))
             await store.complete_event(a.id)
-            await store.dead_letter_event(b.id, NewDeadLetter(system="salesforce", operation="upsert Account",
-                                                              error="Required fields are missing: [Name]",
-                                                              error_code="REQUIRED_FIELD_MISSING", status=400))
+            await store.dead_letter_event(b.id, NewDeadLetter(
+                system="salesforce", operation="upsert Account", error="Required fields are missing: [Name]",
+                error_code="REQUIRED_FIELD_MISSING", status=400, record_ref="salesforce:Account:Nue_Id__c=c1",
+                request={"sent": {"kind": "SfUpsert", "target": "salesforce:Account:Nue_Id__c=c1",
+                                  "fields": {"Name": None, "MRR__c": 1400}},
+                         "items": [{"code": "REQUIRED_FIELD_MISSING", "message": "Required fields are missing: [Name]",
+                                    "fields": ["Name"]}]}))
             await store.conflict_event(c.id, NewConflict(flow="closed_won_to_order", record_ref="sf:006",
                                                          reason="edited after the order",
                                                          nue_values={"qty": "2"}, salesforce_values={"qty": "3"}))
@@ -103,6 +107,41 @@ class TestDeadLetters:
         code, out = run(config, "dead-letters", "replay", "--all", "--json")
         assert code == 0 and json.loads(out)[0]["status"] == "received"
         assert json.loads(run(config, "dead-letters", "list", "--json")[1]) == []
+
+    def test_show_reads_as_a_summary_with_the_fix_and_the_sent_record(self, config: Path) -> None:
+        """Without --json: who and what, the error with its code and status, the fix, the sent fields, the replay."""
+        code, out = run(config, "dead-letters", "show", "1")
+        assert code == 0 and out.startswith("dead letter 1 (open): salesforce refused upsert Account, record "
+                                            "salesforce:Account:Nue_Id__c=c1")
+        assert "error: REQUIRED_FIELD_MISSING (HTTP 400): Required fields are missing: [Name]" in out
+        assert "fix: Account requires Name and revdaemon sent it empty" in out
+        assert "what was sent: SfUpsert of salesforce:Account:Nue_Id__c=c1" in out
+        [mrr] = [line for line in out.splitlines() if "MRR__c" in line]
+        assert "1400" in mrr
+        assert "revdaemon dead-letters replay 1 --dry-run" in out
+        shown = json.loads(run(config, "dead-letters", "show", "1", "--json")[1])
+        assert shown["request"]["sent"]["fields"] == {"Name": None, "MRR__c": 1400}
+        assert shown["fix"].startswith("Account requires Name")
+
+    def test_show_an_old_letter_without_the_sent_record(self, tmp_path: Path, config: Path) -> None:
+        """A letter written before revdaemon kept what it sent still prints, and says the record was not kept."""
+
+        async def add() -> None:
+            store = await open_store(tmp_path / "state" / "revdaemon.sqlite3")
+            try:
+                await store.add_events([NewEvent(source="nue_webhook", key="old", type="order.activated",
+                                                 payload={})])
+                [event] = await store.claim_events(worker="w", limit=1, lease=timedelta(minutes=5))
+                await store.dead_letter_event(event.id, NewDeadLetter(system="nue", operation="create order",
+                                                                      error="quantity must be positive"))
+            finally:
+                await store.close()
+
+        anyio.run(add)
+        [old] = [d for d in json.loads(run(config, "dead-letters", "list", "--json")[1]) if d["system"] == "nue"]
+        code, out = run(config, "dead-letters", "show", str(old["id"]))
+        assert code == 0 and "error: quantity must be positive" in out
+        assert "what was sent: not recorded" in out and "fix:" not in out
 
     def test_a_piped_table_is_not_cut_at_80_columns(self, config: Path) -> None:
         """Piped (not a terminal), a row keeps its whole error on one line: `| grep` and `| less` see it all."""
