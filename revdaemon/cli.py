@@ -428,11 +428,13 @@ def dead_letters() -> None:
 @config_option
 @json_option
 @click.option("--all", "include_replayed", is_flag=True, help="Include letters already replayed.")
-def dead_letters_list(config_path: Path | None, as_json: bool, include_replayed: bool) -> None:
-    """Dead letters not yet replayed (or all)."""
+@click.option("--code", "error_code", default=None, metavar="CODE",
+              help="Only letters with this error code (e.g. INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST).")
+def dead_letters_list(config_path: Path | None, as_json: bool, include_replayed: bool, error_code: str | None) -> None:
+    """Dead letters not yet replayed (or all), optionally of one error code."""
     settings = _load(config_path, credentials=False)
-    rows = _run_with_store(settings, lambda s: service.list_dead_letters(s, include_replayed=include_replayed),
-                           read_only=True)
+    rows = _run_with_store(settings, lambda s: service.list_dead_letters(s, include_replayed=include_replayed,
+                                                                         error_code=error_code), read_only=True)
     _emit(rows, as_json, ("id", "event_id", "system", "operation", "error_code", "status", "error"), "dead letters")
 
 
@@ -494,16 +496,25 @@ def _print_dead_letter(console: Console, letter: dict[str, Any]) -> None:
 @json_option
 @click.argument("letter_ids", type=StoreIdType("dead letter"), nargs=-1)
 @click.option("--all", "replay_all", is_flag=True, help="Replay every open dead letter.")
+@click.option("--code", "error_code", default=None, metavar="CODE",
+              help="Replay every open dead letter with this error code.")
 @click.option("--dry-run", is_flag=True, help="Print what the replay would write, field by field; send nothing.")
 @click.option("--remap", is_flag=True, help="Plan with the current mapping, not the version each event first ran "
               "with (with --dry-run: show the writes under both).")
 @click.option("--actor", default=lambda: os.environ.get("USER", "operator"), show_default="$USER")
 def dead_letters_replay(config_path: Path | None, as_json: bool, letter_ids: tuple[int, ...],
-                        replay_all: bool, dry_run: bool, remap: bool, actor: str) -> None:
+                        replay_all: bool, error_code: str | None, dry_run: bool, remap: bool, actor: str) -> None:
     """Put dead letters' events back in the inbox (the daemon retries them), each with the mapping version it
     first ran with unless --remap."""
-    if bool(letter_ids) == replay_all:
-        raise click.UsageError("give dead letter ids, or --all")
+    if sum((bool(letter_ids), replay_all, error_code is not None)) != 1:
+        raise click.UsageError("give dead letter ids, --all, or --code CODE")
+    if error_code is not None:
+        settings = _load(config_path, credentials=False)
+        rows = _run_with_store(settings, lambda s: service.list_dead_letters(s, limit=10_000, error_code=error_code),
+                               read_only=True)
+        if not rows:
+            raise click.UsageError(f"no open dead letter has the error code {error_code}")
+        letter_ids = tuple(sorted(row["id"] for row in rows))
     settings = _load(config_path, credentials=dry_run)  # only a dry run calls the APIs
     if dry_run:
         _setup_logging(settings)

@@ -98,8 +98,16 @@ def letter_row(letter: DeadLetter) -> dict[str, Any]:
                                letter.record_ref)}
 
 
-async def list_dead_letters(store: Store, *, include_replayed: bool = False, limit: int = 50) -> list[dict[str, Any]]:
-    return [letter_row(d) for d in await store.list_dead_letters(include_replayed=include_replayed, limit=limit)]
+async def list_dead_letters(store: Store, *, include_replayed: bool = False, limit: int = 50,
+                            error_code: str | None = None) -> list[dict[str, Any]]:
+    return [letter_row(d) for d in await store.list_dead_letters(include_replayed=include_replayed, limit=limit,
+                                                                 error_code=error_code)]
+
+
+async def dead_letter_codes(store: Store, *, include_replayed: bool = False) -> list[dict[str, Any]]:
+    """The error codes the letters have, each with its count, the most frequent first (to filter by one)."""
+    return [{"code": code, "count": count}
+            for code, count in await store.dead_letter_codes(include_replayed=include_replayed)]
 
 
 async def show_dead_letter(store: Store, letter_id: int) -> dict[str, Any]:

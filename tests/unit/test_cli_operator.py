@@ -149,6 +149,18 @@ class TestDeadLetters:
         [row] = [line for line in out.splitlines() if "REQUIRED_FIELD_MISSING" in line]
         assert code == 0 and "Required fields are missing: [Name]" in row and len(row) > 80
 
+    def test_list_and_replay_by_error_code(self, config: Path) -> None:
+        """--code lists only the letters of one error code, and replays all of them; a code none has is refused."""
+        assert json.loads(run(config, "dead-letters", "list", "--code", "STRING_TOO_LONG", "--json")[1]) == []
+        [letter] = json.loads(run(config, "dead-letters", "list", "--code", "REQUIRED_FIELD_MISSING", "--json")[1])
+        code, out = run(config, "dead-letters", "replay", "--code", "STRING_TOO_LONG")
+        assert code == 2 and "no open dead letter has the error code STRING_TOO_LONG" in out
+        code, _ = run(config, "dead-letters", "replay", "1", "--code", "REQUIRED_FIELD_MISSING")
+        assert code == 2  # ids or a code, not both
+        code, out = run(config, "dead-letters", "replay", "--code", "REQUIRED_FIELD_MISSING", "--json")
+        assert code == 0 and [row["id"] for row in json.loads(out)] == [letter["event_id"]]
+        assert json.loads(run(config, "dead-letters", "list", "--json")[1]) == []
+
     def test_replay_needs_ids_or_all(self, config: Path) -> None:
         """replay without ids and without --all is a usage error."""
         code, _ = run(config, "dead-letters", "replay")
