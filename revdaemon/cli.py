@@ -561,7 +561,8 @@ async def _with_engine(settings: Settings, action: Callable[[list[Flow], Fetcher
 
 def _preview_json(preview: Preview) -> dict[str, Any]:
     """Every record's field-level diff, and the totals the text form ends with."""
-    return {**dataclasses.asdict(preview), "writes": preview.writes, "fields_changed": preview.fields_changed}
+    return {**dataclasses.asdict(preview), "writes": preview.writes, "fields_changed": preview.fields_changed,
+            "warnings": preview.warnings}
 
 
 def _print_preview(preview: Preview, as_json: bool) -> None:
@@ -582,7 +583,11 @@ def _print_preview(preview: Preview, as_json: bool) -> None:
                 table.add_row(change.field, _cell(change.current), _cell(change.planned),
                               style=None if change.changes else "dim")
             console.print(table)
-    console.print(f"dry run: {preview.writes} write(s), {preview.fields_changed} field change(s); nothing was sent")
+            for warning in write.warnings:
+                console.print(f"warning: Salesforce would refuse this again: {warning}", highlight=False,
+                              markup=False)
+    console.print(f"dry run: {preview.writes} write(s), {preview.fields_changed} field change(s); nothing was sent"
+                  + (f"; {preview.warnings} write(s) would be refused as describe stands" if preview.warnings else ""))
 
 
 @main.group()

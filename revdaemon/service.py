@@ -21,7 +21,7 @@ from revdaemon.domain.fix_hints import letter_hint
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.mappings import FlowVersions, content_hash, preview_pinned
 from revdaemon.engine.pollers import Poller, SalesforceClosedWonPoller
-from revdaemon.engine.preview import EventPreview, Preview, comparable, preview_safely
+from revdaemon.engine.preview import EventPreview, Preview, comparable, describe_warnings, preview_safely
 from revdaemon.engine.prune import prune_store
 from revdaemon.engine.reconcile import repair_event
 from revdaemon.engine.sweep import backfill_event
@@ -136,7 +136,8 @@ async def preview_replay(store: Store, letter_ids: Sequence[int], flows: Sequenc
     """A dry-run diff of exactly what replaying these dead letters would write now; nothing is sent. With
     `versions`, each event is planned with the mapping version it is pinned to (as the replay will be), or
     with `remap` with the current one, its pinned version's writes shown beside (`flows` is then unused).
-    `sync_status`: the status fields the executor adds to each write, shown among the fields."""
+    `sync_status`: the status fields the executor adds to each write, shown among the fields. Each Salesforce
+    write is checked against describe: what it would be refused for is in its `warnings`."""
     events: list[Event] = []
     for letter_id in letter_ids:
         letter = await store.get_dead_letter(_existing("dead letter", letter_id))
@@ -146,8 +147,11 @@ async def preview_replay(store: Store, letter_ids: Sequence[int], flows: Sequenc
         if event is not None:
             events.append(event)
     if versions is not None:
-        return await preview_pinned(events, versions, fetcher, remap=remap, sync_status=sync_status)
-    return await preview_safely(events, flows, fetcher, sync_status=sync_status)
+        shown = await preview_pinned(events, versions, fetcher, remap=remap, sync_status=sync_status)
+    else:
+        shown = await preview_safely(events, flows, fetcher, sync_status=sync_status)
+    # Warn when describe says the replay would meet the same refusal (the picklist still lacks the value).
+    return await describe_warnings(shown, fetcher)
 
 
 # --- mapping versions -------------------------------------------------------------------------------
