@@ -161,6 +161,21 @@ class TestDeadLetters:
         assert code == 0 and [row["id"] for row in json.loads(out)] == [letter["event_id"]]
         assert json.loads(run(config, "dead-letters", "list", "--json")[1]) == []
 
+    def test_a_dry_run_prints_each_warning_describe_gives(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """replay --dry-run's printout names, under the write, why Salesforce would refuse it again."""
+        from revdaemon.cli import _print_preview
+        from revdaemon.engine.preview import EventPreview, FieldChange, PlannedWrite, Preview
+
+        write = PlannedWrite(system="salesforce", action="create", target="Nue_Billing_Event__c Key__c=k",
+                             fields=(FieldChange(field="Status__c", current=None, planned="Overdue"),),
+                             warnings=("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST: the restricted picklist "
+                                       "Nue_Billing_Event__c.Status__c has no value 'Overdue'",))
+        _print_preview(Preview(events=(EventPreview(event_id=1, event_key="k", flow="billing_events",
+                                                    writes=(write,)),)), False)
+        out = capsys.readouterr().out
+        assert "warning: Salesforce would refuse this again: INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST" in out
+        assert out.rstrip().endswith("1 write(s) would be refused as describe stands")
+
     def test_replay_needs_ids_or_all(self, config: Path) -> None:
         """replay without ids and without --all is a usage error."""
         code, _ = run(config, "dead-letters", "replay")
