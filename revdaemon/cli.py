@@ -430,11 +430,13 @@ def dead_letters() -> None:
 @config_option
 @json_option
 @click.option("--all", "include_replayed", is_flag=True, help="Include letters already replayed.")
-def dead_letters_list(config_path: Path | None, as_json: bool, include_replayed: bool) -> None:
-    """Dead letters not yet replayed (or all)."""
+@click.option("--code", "error_code", default=None, metavar="CODE",
+              help="Only letters with this error code (e.g. INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST).")
+def dead_letters_list(config_path: Path | None, as_json: bool, include_replayed: bool, error_code: str | None) -> None:
+    """Dead letters not yet replayed (or all), optionally of one error code."""
     settings = _load(config_path, credentials=False)
-    rows = _run_with_store(settings, lambda s: service.list_dead_letters(s, include_replayed=include_replayed),
-                           read_only=True)
+    rows = _run_with_store(settings, lambda s: service.list_dead_letters(s, include_replayed=include_replayed,
+                                                                         error_code=error_code), read_only=True)
     _emit(rows, as_json, ("id", "event_id", "system", "operation", "error_code", "status", "error"), "dead letters")
 
 
@@ -443,10 +445,52 @@ def dead_letters_list(config_path: Path | None, as_json: bool, include_replayed:
 @json_option
 @click.argument("letter_id", type=StoreIdType("dead letter"))
 def dead_letters_show(config_path: Path | None, as_json: bool, letter_id: int) -> None:
-    """One dead letter with the request that was refused."""
-    settings = _load(config_path, credentials=False)
-    _emit(_run_with_store(settings, lambda s: service.show_dead_letter(s, letter_id), read_only=True), as_json, (),
-          f"dead letter {letter_id}")
+    """One dead letter: the API's error verbatim, how to fix it, and the record that was sent."""
+    _show_one(config_path, as_json, lambda s: service.show_dead_letter(s, letter_id), _print_dead_letter)
+
+
+def _print_dead_letter(console: Console, letter: dict[str, Any]) -> None:
+    """Who and what, the API's error as it came, the fix, the sent record field by field (--json has it all)."""
+    state = f"replayed {letter['replayed_at']}" if letter.get("replayed_at") else "open"
+    console.print(f"dead letter {letter['id']} ({state}): {letter['system']} refused {letter['operation']}, record "
+                  f"{letter.get('record_ref') or '-'}, event {letter.get('event_id') or '-'}, at "
+                  f"{letter['created_at']}", highlight=False, markup=False)
+    code, text = letter.get("error_code"), letter["error"]
+    if code and text.startswith(code):  # the code once, not twice
+        text = text[len(code):].lstrip(": ")
+    head = " ".join(p for p in (code, f"(HTTP {letter['status']})" if letter.get("status") else None) if p)
+    console.print(f"error: {head}: {text}" if head else f"error: {text}", highlight=False, markup=False)
+    request = letter.get("request") or {}
+    items = request.get("items") or []
+    if len(items) > 1 or any(i.get("message") != letter["error"] for i in items):
+        table = Table(title="the error's items", title_justify="left")
+        for column in ("code", "message", "fields"):
+            table.add_column(column)
+        for item in items:
+            table.add_row(str(item.get("code") or ""), str(item.get("message") or ""),
+                          ", ".join(item.get("fields") or ()))
+        console.print(table)
+    if letter.get("fix"):
+        console.print(f"fix: {letter['fix']}", highlight=False, markup=False)
+    sent = request.get("sent")
+    if sent:
+        values = sent.get("fields") or sent.get("payload") or {}
+        console.print(f"what was sent: {sent.get('kind')} of {sent.get('target')}", highlight=False, markup=False)
+        table = Table()
+        table.add_column("field")
+        table.add_column("value sent")
+        for name, value in values.items():  # null as null: a field sent empty is part of the story
+            table.add_row(name, value if isinstance(value, str) else json.dumps(value, default=str))
+        console.print(table)
+    elif request.get("traceback"):
+        console.print("what was sent: nothing (revdaemon failed before sending; its traceback is in the log)",
+                      highlight=False)
+    else:
+        console.print("what was sent: not recorded (a letter from before revdaemon kept it, or no write was made)",
+                      highlight=False)
+    if not letter.get("replayed_at"):
+        console.print(f"replay: revdaemon dead-letters replay {letter['id']} --dry-run, then without --dry-run",
+                      highlight=False, markup=False)
 
 
 @dead_letters.command("replay")
@@ -454,16 +498,25 @@ def dead_letters_show(config_path: Path | None, as_json: bool, letter_id: int) -
 @json_option
 @click.argument("letter_ids", type=StoreIdType("dead letter"), nargs=-1)
 @click.option("--all", "replay_all", is_flag=True, help="Replay every open dead letter.")
+@click.option("--code", "error_code", default=None, metavar="CODE",
+              help="Replay every open dead letter with this error code.")
 @click.option("--dry-run", is_flag=True, help="Print what the replay would write, field by field; send nothing.")
 @click.option("--remap", is_flag=True, help="Plan with the current mapping, not the version each event first ran "
               "with (with --dry-run: show the writes under both).")
 @click.option("--actor", default=lambda: os.environ.get("USER", "operator"), show_default="$USER")
 def dead_letters_replay(config_path: Path | None, as_json: bool, letter_ids: tuple[int, ...],
-                        replay_all: bool, dry_run: bool, remap: bool, actor: str) -> None:
+                        replay_all: bool, error_code: str | None, dry_run: bool, remap: bool, actor: str) -> None:
     """Put dead letters' events back in the inbox (the daemon retries them), each with the mapping version it
     first ran with unless --remap."""
-    if bool(letter_ids) == replay_all:
-        raise click.UsageError("give dead letter ids, or --all")
+    if sum((bool(letter_ids), replay_all, error_code is not None)) != 1:
+        raise click.UsageError("give dead letter ids, --all, or --code CODE")
+    if error_code is not None:
+        settings = _load(config_path, credentials=False)
+        rows = _run_with_store(settings, lambda s: service.list_dead_letters(s, limit=10_000, error_code=error_code),
+                               read_only=True)
+        if not rows:
+            raise click.UsageError(f"no open dead letter has the error code {error_code}")
+        letter_ids = tuple(sorted(row["id"] for row in rows))
     settings = _load(config_path, credentials=dry_run)  # only a dry run calls the APIs
     if dry_run:
         _setup_logging(settings)
@@ -510,7 +563,8 @@ async def _with_engine(settings: Settings, action: Callable[[list[Flow], Fetcher
 
 def _preview_json(preview: Preview) -> dict[str, Any]:
     """Every record's field-level diff, and the totals the text form ends with."""
-    return {**dataclasses.asdict(preview), "writes": preview.writes, "fields_changed": preview.fields_changed}
+    return {**dataclasses.asdict(preview), "writes": preview.writes, "fields_changed": preview.fields_changed,
+            "warnings": preview.warnings}
 
 
 def _print_preview(preview: Preview, as_json: bool) -> None:
@@ -531,7 +585,11 @@ def _print_preview(preview: Preview, as_json: bool) -> None:
                 table.add_row(change.field, _cell(change.current), _cell(change.planned),
                               style=None if change.changes else "dim")
             console.print(table)
-    console.print(f"dry run: {preview.writes} write(s), {preview.fields_changed} field change(s); nothing was sent")
+            for warning in write.warnings:
+                console.print(f"warning: Salesforce would refuse this again: {warning}", highlight=False,
+                              markup=False)
+    console.print(f"dry run: {preview.writes} write(s), {preview.fields_changed} field change(s); nothing was sent"
+                  + (f"; {preview.warnings} write(s) would be refused as describe stands" if preview.warnings else ""))
 
 
 @main.group()

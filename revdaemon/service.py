@@ -17,11 +17,12 @@ from typing import Any, cast
 
 import anyio
 
+from revdaemon.domain.fix_hints import letter_hint
 from revdaemon.domain.record_names import NameBook, candidate_ids
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.mappings import FlowVersions, content_hash, preview_pinned
 from revdaemon.engine.pollers import Poller, SalesforceClosedWonPoller
-from revdaemon.engine.preview import EventPreview, Preview, comparable, preview_safely
+from revdaemon.engine.preview import EventPreview, Preview, comparable, describe_warnings, preview_safely
 from revdaemon.engine.prune import prune_store
 from revdaemon.engine.reconcile import repair_event
 from revdaemon.engine.sweep import backfill_event
@@ -109,13 +110,22 @@ def letter_row(letter: DeadLetter) -> dict[str, Any]:
     return {"id": letter.id, "event_id": letter.event_id, "system": letter.system, "operation": letter.operation,
             "error_code": letter.error_code, "status": letter.status, "error": letter.error,
             "record_ref": letter.record_ref, "created_at": _plain(letter.created_at),
-            "replayed_at": _plain(letter.replayed_at)}
+            "replayed_at": _plain(letter.replayed_at),
+            "fix": letter_hint(letter.system, letter.error_code, letter.status, letter.error, letter.request,
+                               letter.record_ref)}
 
 
-async def list_dead_letters(store: Store, *, include_replayed: bool = False, limit: int = 50) -> list[dict[str, Any]]:
-    letters = await store.list_dead_letters(include_replayed=include_replayed, limit=limit)
+async def list_dead_letters(store: Store, *, include_replayed: bool = False, limit: int = 50,
+                            error_code: str | None = None) -> list[dict[str, Any]]:
+    letters = await store.list_dead_letters(include_replayed=include_replayed, limit=limit, error_code=error_code)
     book = await names_for(store, [d.record_ref for d in letters])
     return [{**letter_row(d), "about": book.text_of(d.record_ref)} for d in letters]
+
+
+async def dead_letter_codes(store: Store, *, include_replayed: bool = False) -> list[dict[str, Any]]:
+    """The error codes the letters have, each with its count, the most frequent first (to filter by one)."""
+    return [{"code": code, "count": count}
+            for code, count in await store.dead_letter_codes(include_replayed=include_replayed)]
 
 
 async def show_dead_letter(store: Store, letter_id: int) -> dict[str, Any]:
@@ -145,7 +155,8 @@ async def preview_replay(store: Store, letter_ids: Sequence[int], flows: Sequenc
     """A dry-run diff of exactly what replaying these dead letters would write now; nothing is sent. With
     `versions`, each event is planned with the mapping version it is pinned to (as the replay will be), or
     with `remap` with the current one, its pinned version's writes shown beside (`flows` is then unused).
-    `sync_status`: the status fields the executor adds to each write, shown among the fields."""
+    `sync_status`: the status fields the executor adds to each write, shown among the fields. Each Salesforce
+    write is checked against describe: what it would be refused for is in its `warnings`."""
     events: list[Event] = []
     for letter_id in letter_ids:
         letter = await store.get_dead_letter(_existing("dead letter", letter_id))
@@ -155,8 +166,11 @@ async def preview_replay(store: Store, letter_ids: Sequence[int], flows: Sequenc
         if event is not None:
             events.append(event)
     if versions is not None:
-        return await preview_pinned(events, versions, fetcher, remap=remap, sync_status=sync_status)
-    return await preview_safely(events, flows, fetcher, sync_status=sync_status)
+        shown = await preview_pinned(events, versions, fetcher, remap=remap, sync_status=sync_status)
+    else:
+        shown = await preview_safely(events, flows, fetcher, sync_status=sync_status)
+    # Warn when describe says the replay would meet the same refusal (the picklist still lacks the value).
+    return await describe_warnings(shown, fetcher)
 
 
 # --- mapping versions -------------------------------------------------------------------------------

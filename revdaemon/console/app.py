@@ -318,8 +318,16 @@ def build_console(context: ConsoleContext) -> Starlette:
 
     async def dead_letters(request: Request, session: Session) -> Response:
         include = request.query_params.get("replayed") == "1"
-        rows = await service.list_dead_letters(context.store, include_replayed=include, limit=500)
-        return page(request, "dead_letters.html", session, rows=rows, include_replayed=include)
+        code = (request.query_params.get("code") or "").strip()[:200] or None
+        rows = await service.list_dead_letters(context.store, include_replayed=include, limit=500, error_code=code)
+        open_codes = await service.dead_letter_codes(context.store)
+        codes = await service.dead_letter_codes(context.store, include_replayed=True) if include else open_codes
+        # "Replay all of one kind" goes through the same preview as a selection, so it shares the selection's cap.
+        open_count = next((c["count"] for c in open_codes if code is not None and c["code"] == code), 0)
+        open_ids = [d["id"] for d in await service.list_dead_letters(context.store, limit=MAX_SELECTION,
+                                                                     error_code=code)] if open_count else []
+        return page(request, "dead_letters.html", session, rows=rows, include_replayed=include, code=code,
+                    codes=codes, open_ids=open_ids, open_count=open_count)
 
     async def dead_letter(request: Request, session: Session) -> Response:
         letter = await service.show_dead_letter(context.store, int(request.path_params["letter_id"]))

@@ -12,11 +12,12 @@ that several events plan (the same idempotency key) once, under the first of the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from revdaemon.domain.describe_check import check_write
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.sync_status import SyncStatus
 from revdaemon.errors import SyncError
@@ -32,6 +33,7 @@ from revdaemon.flows.plan import (
     SfUpsert,
     Write,
 )
+from revdaemon.setup.salesforce import describe_objects
 from revdaemon.store.records import Event, utcnow
 
 MAX_LOOKUP_ROUNDS = 6
@@ -54,6 +56,7 @@ class PlannedWrite:
     action: str  # "update", "upsert", "create", "delete", "activate"
     target: str  # e.g. "Account 001..." or "Order for opportunity 006..."
     fields: tuple[FieldChange, ...] = ()
+    warnings: tuple[str, ...] = ()  # why Salesforce would refuse it, as describe shows (describe_warnings)
 
     @property
     def changed(self) -> tuple[FieldChange, ...]:
@@ -83,6 +86,11 @@ class Preview:
     @property
     def fields_changed(self) -> int:
         return sum(len(w.changed) for e in self.events if e.used for w in e.writes)
+
+    @property
+    def warnings(self) -> int:
+        """Writes describe says Salesforce would refuse."""
+        return sum(1 for e in self.events if e.used for w in e.writes if w.warnings)
 
 
 async def preview(events: Sequence[Event], flows: Sequence[Flow], fetcher: Fetcher, *,
@@ -142,6 +150,37 @@ async def preview(events: Sequence[Event], flows: Sequence[Flow], fetcher: Fetch
                                     writes=tuple(_planned(w, current) for w in fresh),
                                     outcome="writes" if fresh else "nothing", note="; ".join(notes) or None))
     return Preview(events=tuple(out))
+
+
+async def describe_warnings(shown: Preview, fetcher: Fetcher) -> Preview:
+    """`shown` with each Salesforce write checked against describe, read fresh once per object (an admin may
+    just have added the missing value): what Salesforce would refuse is in the write's `warnings`."""
+    objects = sorted({w.target.split(" ", 1)[0] for e in shown.events for w in e.writes
+                      if w.system == "salesforce" and w.action != "delete"})
+    if not objects:
+        return shown
+    try:
+        described = await describe_objects(fetcher.clients[0], objects)
+    except SyncError as exc:
+        note = (f"not checked against describe: {exc.message}",)
+        return _replaced(shown, lambda w: note if w.system == "salesforce" and w.action != "delete" else ())
+
+    def check(write: PlannedWrite) -> tuple[str, ...]:
+        if write.system != "salesforce" or write.action == "delete":
+            return ()
+        sobject = write.target.split(" ", 1)[0]
+        # The action shown is the one it would take: an upsert whose record exists is an update.
+        creates = write.action.startswith("create")
+        problems = check_write(sobject, {f.field: f.planned for f in write.fields}, described.get(sobject),
+                               creates=creates, updates=not creates)
+        return tuple(str(p) for p in problems)
+
+    return _replaced(shown, check)
+
+
+def _replaced(shown: Preview, warn: Callable[[PlannedWrite], tuple[str, ...]]) -> Preview:
+    return replace(shown, events=tuple(replace(e, writes=tuple(replace(w, warnings=warn(w)) for w in e.writes))
+                                       for e in shown.events))
 
 
 def _with_status_fields(needs: Needs, status: SyncStatus | None) -> Needs:

@@ -241,7 +241,14 @@ class Store(Protocol):
 
     # --- dead letters ---------------------------------------------------------------------------
 
-    async def list_dead_letters(self, *, include_replayed: bool = False, limit: int = 50) -> list[DeadLetter]: ...
+    async def list_dead_letters(self, *, include_replayed: bool = False, limit: int = 50,
+                                error_code: str | None = None) -> list[DeadLetter]:
+        """Newest first; with `error_code`, only the letters with that code."""
+        ...
+
+    async def dead_letter_codes(self, *, include_replayed: bool = False) -> list[tuple[str | None, int]]:
+        """Each error code the letters have (None: no code) with how many have it, the most frequent first."""
+        ...
 
     async def get_dead_letter(self, letter_id: int) -> DeadLetter | None: ...
 

@@ -497,11 +497,22 @@ class SqlStore:
 
     # --- dead letters ---------------------------------------------------------------------------
 
-    async def list_dead_letters(self, *, include_replayed: bool = False, limit: int = 50) -> list[DeadLetter]:
+    async def list_dead_letters(self, *, include_replayed: bool = False, limit: int = 50,
+                                error_code: str | None = None) -> list[DeadLetter]:
+        clauses = ([] if include_replayed else ["replayed_at IS NULL"]) + \
+            (["error_code = :code"] if error_code is not None else [])
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        params: dict[str, Any] = {"limit": limit, **({"code": error_code} if error_code is not None else {})}
+        async with self._tx(write=False) as tx:
+            rows = await tx.fetch(f"SELECT * FROM dead_letters {where} ORDER BY id DESC LIMIT :limit", **params)
+        return [self._dead_letter(row) for row in rows]
+
+    async def dead_letter_codes(self, *, include_replayed: bool = False) -> list[tuple[str | None, int]]:
         where = "" if include_replayed else "WHERE replayed_at IS NULL"
         async with self._tx(write=False) as tx:
-            rows = await tx.fetch(f"SELECT * FROM dead_letters {where} ORDER BY id DESC LIMIT :limit", limit=limit)
-        return [self._dead_letter(row) for row in rows]
+            rows = await tx.fetch(f"SELECT error_code, count(*) AS n FROM dead_letters {where} GROUP BY error_code")
+        counted = [(row["error_code"], int(row["n"])) for row in rows]
+        return sorted(counted, key=lambda c: (-c[1], c[0] or ""))
 
     async def open_dead_letter(self, record_ref: str) -> DeadLetter | None:
         async with self._tx(write=False) as tx:

@@ -20,6 +20,7 @@ import yaml
 
 from revdaemon import service
 from revdaemon.config import Settings, load_settings
+from revdaemon.console import app as console_app
 from revdaemon.console.app import ConsoleContext, build_console
 from revdaemon.console.server import ConsoleServer
 from revdaemon.ops.logging import configure_logging
@@ -225,6 +226,39 @@ class TestPages:
         sent = page.split("<h2>What was sent</h2>", 1)[1]
         assert "SfUpdate of" in sent and '<td class="mono">MRR__c</td><td class="mono">4564.00</td>' in sent
         assert "REQUIRED_FIELD_MISSING" not in sent.split("<h2>", 1)[0]
+        # Beside the verbatim error, how to fix it; the list says it too.
+        fix = page.split("<h2>How to fix it</h2>", 1)[1].split("</p>", 1)[0]
+        assert "Account requires Name and revdaemon sent it empty" in fix
+        assert "Fix: Account requires Name" in (await console.client.get("/dead-letters")).text
+
+    async def test_dead_letters_filter_by_error_code_and_offer_all_of_one_kind(
+            self, console: Console, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The list links each error code present with its count; one code's page lists only its letters and
+        offers to preview the replay of all of them (the selection's cap applies)."""
+        picklist = "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+        await console.store.add_events([NewEvent(source="nue_webhook", key=f"nue:p{i}", type="invoice.updated",
+                                                 payload={}) for i in range(2)])
+        claimed = await console.store.claim_events(worker="w", limit=2, lease=timedelta(minutes=5))
+        ids = sorted([await console.store.dead_letter_event(e.id, NewDeadLetter(
+            system="salesforce", operation="upsert Nue_Billing_Event__c", error_code=picklist, status=400,
+            error="Status: bad value for restricted picklist field: Overdue", record_ref=f"r{e.id}"))
+            for e in claimed])
+        await log_in(console.client)
+        listing = (await console.client.get("/dead-letters")).text
+        assert f'href="/dead-letters?code={picklist}">{picklist} (2)</a>' in listing
+        assert "REQUIRED_FIELD_MISSING (1)</a>" in listing and "Preview replay of all" not in listing
+        one_kind = (await console.client.get("/dead-letters", params={"code": picklist})).text
+        table = one_kind.split("<table>", 1)[1]
+        assert table.count("bad value for restricted picklist") == 2 and "REQUIRED_FIELD_MISSING" not in table
+        bulk = one_kind.split('class="bulk"', 1)[1].split("</form>", 1)[0]
+        assert f"Preview replay of all 2 with {picklist}" in bulk
+        assert sorted(int(i) for i in re.findall(r'name="id" value="(\d+)"', bulk)) == ids
+        monkeypatch.setattr(console_app, "MAX_SELECTION", 1)
+        capped = (await console.client.get("/dead-letters", params={"code": picklist})).text
+        bulk = capped.split('class="bulk"', 1)[1].split("</form>", 1)[0]
+        assert "the newest 1 of 2" in bulk and re.findall(r'name="id" value="(\d+)"', bulk) == [str(ids[-1])]
+        nothing = (await console.client.get("/dead-letters", params={"code": "NO_SUCH_CODE"})).text
+        assert "No dead letters." in nothing and 'class="bulk"' not in nothing
 
     async def test_reconciliation_shows_rows_totals_and_selects_repairable(self, console: Console) -> None:
         await log_in(console.client)

@@ -328,3 +328,47 @@ class TestBackfillDryRun:
         assert nue_reads <= 60
         assert {w["target"].split()[0] for e in shown["all"]["events"] for w in e["writes"]} == {"Account", "Task"}
         assert not load_settings(path, environ={}).database_path.exists()  # no state store made either
+
+
+class TestReplayPreviewWarnsOfTheSameError:
+    @pytest.mark.anyio
+    async def test_a_restricted_picklist_still_lacking_the_value_is_warned_of_until_it_is_added(
+            self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """A billing event refused for "Overdue" missing from the restricted picklist: the letter says how to fix
+        it, the replay's preview warns while describe still lacks the value, and no longer once it is added."""
+        import httpx
+
+        from revdaemon.flows.billing_events import BillingEventsFlow
+        from tests.integration.test_flow_billing import billed_customer, deliver, new_webhooks
+
+        def status_values(values: list[str]) -> None:  # the admin editing the field in Setup
+            response = httpx.post(f"{sandbox.salesforce_url}/__sandbox/schema", json={"add": [{
+                "object": "Nue_Billing_Event__c", "name": "Status__c", "type": "picklist", "label": "Status",
+                "restricted": True, "picklist": values}]})
+            assert response.status_code == 200, response.text
+
+        status_values(["Posted", "Paid", "Void"])
+        customer_id, _account_id = billed_customer(sandbox, 0)
+        flows = [BillingEventsFlow()]
+        seen: list[Any] = []
+        async with engine(sandbox, tmp_path, flows=flows) as e:
+            invoice = sandbox.nue.scenario.post_invoice(customer_id, activate=True)
+            await deliver(e, new_webhooks(sandbox, seen))
+            sandbox.nue.scenario.fail_collection(invoice["id"])
+            await deliver(e, new_webhooks(sandbox, seen))
+            [letter] = await e.store.list_dead_letters()
+            assert letter.error_code == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+            shown = await service.show_dead_letter(e.store, letter.id)
+            assert shown["fix"].startswith("Add the value 'Overdue' to the restricted picklist "
+                                           "Nue_Billing_Event__c.Status__c")
+            fetcher = Fetcher(e.salesforce, e.nue, e.store)
+
+            before = await service.preview_replay(e.store, [letter.id], flows, fetcher)
+            [write] = [w for ev in before.events for w in ev.writes]
+            assert write.target.startswith("Nue_Billing_Event__c ") and before.warnings == 1
+            [warning] = write.warnings
+            assert warning.startswith("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST: ") and "'Overdue'" in warning
+
+            status_values(["Posted", "Paid", "Overdue", "Void"])
+            after = await service.preview_replay(e.store, [letter.id], flows, fetcher)
+            assert after.warnings == 0 and [w.warnings for ev in after.events for w in ev.writes] == [()]

@@ -36,9 +36,13 @@ def store_with_rows(state_dir: Path) -> None:
             await store.record_write(NewAuditEntry(system="salesforce", operation="SfUpdate", target="Account",
                                                    outcome="ok", event_id=a.id, record_ref="salesforce:Account:001"))
             await store.complete_event(a.id)
-            await store.dead_letter_event(b.id, NewDeadLetter(system="salesforce", operation="upsert Account",
-                                                              error="Required fields are missing: [Name]",
-                                                              error_code="REQUIRED_FIELD_MISSING", status=400))
+            await store.dead_letter_event(b.id, NewDeadLetter(
+                system="salesforce", operation="upsert Account", error="Required fields are missing: [Name]",
+                error_code="REQUIRED_FIELD_MISSING", status=400, record_ref="salesforce:Account:Nue_Id__c=c1",
+                request={"sent": {"kind": "SfUpsert", "target": "salesforce:Account:Nue_Id__c=c1",
+                                  "fields": {"Name": None, "MRR__c": 1400}},
+                         "items": [{"code": "REQUIRED_FIELD_MISSING", "message": "Required fields are missing: [Name]",
+                                    "fields": ["Name"]}]}))
             await store.conflict_event(c.id, NewConflict(flow="closed_won_to_order", record_ref="sf:006",
                                                          reason="edited after the order",
                                                          nue_values={"qty": "2"}, salesforce_values={"qty": "3"}))
@@ -104,11 +108,73 @@ class TestDeadLetters:
         assert code == 0 and json.loads(out)[0]["status"] == "received"
         assert json.loads(run(config, "dead-letters", "list", "--json")[1]) == []
 
+    def test_show_reads_as_a_summary_with_the_fix_and_the_sent_record(self, config: Path) -> None:
+        """Without --json: who and what, the error with its code and status, the fix, the sent fields, the replay."""
+        code, out = run(config, "dead-letters", "show", "1")
+        assert code == 0 and out.startswith("dead letter 1 (open): salesforce refused upsert Account, record "
+                                            "salesforce:Account:Nue_Id__c=c1")
+        assert "error: REQUIRED_FIELD_MISSING (HTTP 400): Required fields are missing: [Name]" in out
+        assert "fix: Account requires Name and revdaemon sent it empty" in out
+        assert "what was sent: SfUpsert of salesforce:Account:Nue_Id__c=c1" in out
+        [mrr] = [line for line in out.splitlines() if "MRR__c" in line]
+        assert "1400" in mrr
+        assert "revdaemon dead-letters replay 1 --dry-run" in out
+        shown = json.loads(run(config, "dead-letters", "show", "1", "--json")[1])
+        assert shown["request"]["sent"]["fields"] == {"Name": None, "MRR__c": 1400}
+        assert shown["fix"].startswith("Account requires Name")
+
+    def test_show_an_old_letter_without_the_sent_record(self, tmp_path: Path, config: Path) -> None:
+        """A letter written before revdaemon kept what it sent still prints, and says the record was not kept."""
+
+        async def add() -> None:
+            store = await open_store(tmp_path / "state" / "revdaemon.sqlite3")
+            try:
+                await store.add_events([NewEvent(source="nue_webhook", key="old", type="order.activated",
+                                                 payload={})])
+                [event] = await store.claim_events(worker="w", limit=1, lease=timedelta(minutes=5))
+                await store.dead_letter_event(event.id, NewDeadLetter(system="nue", operation="create order",
+                                                                      error="quantity must be positive"))
+            finally:
+                await store.close()
+
+        anyio.run(add)
+        [old] = [d for d in json.loads(run(config, "dead-letters", "list", "--json")[1]) if d["system"] == "nue"]
+        code, out = run(config, "dead-letters", "show", str(old["id"]))
+        assert code == 0 and "error: quantity must be positive" in out
+        assert "what was sent: not recorded" in out and "fix:" not in out
+
     def test_a_piped_table_is_not_cut_at_80_columns(self, config: Path) -> None:
         """Piped (not a terminal), a row keeps its whole error on one line: `| grep` and `| less` see it all."""
         code, out = run(config, "dead-letters", "list")
         [row] = [line for line in out.splitlines() if "REQUIRED_FIELD_MISSING" in line]
         assert code == 0 and "Required fields are missing: [Name]" in row and len(row) > 80
+
+    def test_list_and_replay_by_error_code(self, config: Path) -> None:
+        """--code lists only the letters of one error code, and replays all of them; a code none has is refused."""
+        assert json.loads(run(config, "dead-letters", "list", "--code", "STRING_TOO_LONG", "--json")[1]) == []
+        [letter] = json.loads(run(config, "dead-letters", "list", "--code", "REQUIRED_FIELD_MISSING", "--json")[1])
+        code, out = run(config, "dead-letters", "replay", "--code", "STRING_TOO_LONG")
+        assert code == 2 and "no open dead letter has the error code STRING_TOO_LONG" in out
+        code, _ = run(config, "dead-letters", "replay", "1", "--code", "REQUIRED_FIELD_MISSING")
+        assert code == 2  # ids or a code, not both
+        code, out = run(config, "dead-letters", "replay", "--code", "REQUIRED_FIELD_MISSING", "--json")
+        assert code == 0 and [row["id"] for row in json.loads(out)] == [letter["event_id"]]
+        assert json.loads(run(config, "dead-letters", "list", "--json")[1]) == []
+
+    def test_a_dry_run_prints_each_warning_describe_gives(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """replay --dry-run's printout names, under the write, why Salesforce would refuse it again."""
+        from revdaemon.cli import _print_preview
+        from revdaemon.engine.preview import EventPreview, FieldChange, PlannedWrite, Preview
+
+        write = PlannedWrite(system="salesforce", action="create", target="Nue_Billing_Event__c Key__c=k",
+                             fields=(FieldChange(field="Status__c", current=None, planned="Overdue"),),
+                             warnings=("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST: the restricted picklist "
+                                       "Nue_Billing_Event__c.Status__c has no value 'Overdue'",))
+        _print_preview(Preview(events=(EventPreview(event_id=1, event_key="k", flow="billing_events",
+                                                    writes=(write,)),)), False)
+        out = capsys.readouterr().out
+        assert "warning: Salesforce would refuse this again: INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST" in out
+        assert out.rstrip().endswith("1 write(s) would be refused as describe stands")
 
     def test_replay_needs_ids_or_all(self, config: Path) -> None:
         """replay without ids and without --all is a usage error."""

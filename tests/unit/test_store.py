@@ -293,6 +293,25 @@ class TestDeadLettersAndConflicts:
         with pytest.raises(StoreError, match="already replayed"):
             await store.replay_dead_letter(letter_id)
 
+    async def test_letters_by_error_code(self, store: Store) -> None:
+        """Letters filter by their error code, and the codes present count the open letters (None: no code)."""
+        await store.add_events([event(f"e{i}") for i in range(4)])
+        codes = ["INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", "REQUIRED_FIELD_MISSING",
+                 "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", None]
+        ids = [await store.dead_letter_event(await claim_one(store), NewDeadLetter(
+            system="salesforce", operation="upsert", error="refused", error_code=code, record_ref=f"r{i}"))
+            for i, code in enumerate(codes)]
+        picklist = await store.list_dead_letters(error_code="INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST")
+        assert [d.id for d in picklist] == [ids[2], ids[0]]
+        assert await store.dead_letter_codes() == [("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", 2), (None, 1),
+                                                   ("REQUIRED_FIELD_MISSING", 1)]
+        await store.replay_dead_letter(ids[0])
+        assert [d.id for d in await store.list_dead_letters(error_code="INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST")] \
+            == [ids[2]]
+        assert [d.id for d in await store.list_dead_letters(error_code="INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                                                            include_replayed=True)] == [ids[2], ids[0]]
+        assert ("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", 2) in await store.dead_letter_codes(include_replayed=True)
+
     async def test_a_later_failure_about_a_dead_record_joins_its_letter(self, store: Store) -> None:
         """Dead is terminal until replayed: a second event about the same record dies into the open letter (no
         second one); after the replay, a new failure makes a new letter."""
