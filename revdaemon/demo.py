@@ -1,6 +1,13 @@
 """`make demo`: the sandbox simulators and the daemon in one process, a short scripted story, and what
 each side shows as it happens. Needs no credentials and no network; leaves its state file behind for
 `revdaemon status`.
+
+The story has two parts: a visible sync (deals, orders, amendments, billing, quotes, renewals), then the hard part,
+what needs a person: a conflict (a hand edit revdaemon will not overwrite), a dead letter (a restricted picklist
+lacking a value, fixed by the admin, then replayed) and a drift (found by the reconciliation, repaired). Each is
+decided through `revdaemon.service`, as the CLI and the console decide them; every table marks what changed since
+it was last shown. With the console (`demo --console`) the story leaves the three decisions to the person who logs
+in with the token printed for the run, and everything keeps running until Ctrl-C.
 """
 
 from __future__ import annotations
