@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
+# CONSOLE=1: the web console too (URL and a login token printed), running until Ctrl-C.
 demo: $(STAMP)
-	$(BIN)/revdaemon demo --config config.yaml
+	$(BIN)/revdaemon demo --config config.yaml $(if $(filter 1 yes true,$(CONSOLE)),--console)
 
 # The end-to-end proofs (separate processes, kills, timings) run alone; everything else on both cores.
 test: $(STAMP)

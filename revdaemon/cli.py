@@ -1294,18 +1294,25 @@ async def _serve_until_signal(box: Any) -> None:
 
 @main.command()
 @config_option
-def demo(config_path: Path | None) -> None:
-    """Run the sandbox simulators and the daemon together through a short scripted story."""
+@click.option("--console", "with_console", is_flag=True,
+              help="Also start the web console, print its URL and a login token made for this run, leave the "
+                   "conflict, dead letter and drift for you to decide there, and keep running until Ctrl-C "
+                   "(make demo CONSOLE=1).")
+def demo(config_path: Path | None, with_console: bool) -> None:
+    """Run the sandbox simulators and the daemon together through a short scripted story: a visible sync, then a
+    conflict, a dead letter and a drift, each decided through the service layer."""
     from revdaemon.demo import run_demo
 
     settings = _load(config_path)
-    configure_logging(level="warning", fmt=settings.log.format, secret_values=settings.secret_values())
+    # Errors only: the story shows its conflict and dead letter in tables, the warnings would repeat them.
+    configure_logging(level="error", fmt=settings.log.format, secret_values=settings.secret_values())
     try:
-        summary = anyio.run(run_demo, settings)
+        summary = anyio.run(lambda: run_demo(settings, with_console=with_console))
     except StoreError as exc:
         click.echo(f"revdaemon: state store: {exc}", err=True)
         sys.exit(EXIT_STORE)
-    if summary.get("events_waiting") or summary.get("dead_letters"):
+    if not with_console and (summary.get("events_waiting") or summary.get("dead_letters")
+                             or summary.get("conflicts_open")):
         sys.exit(EXIT_RUNTIME)
 
 

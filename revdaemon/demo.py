@@ -1,13 +1,23 @@
 """`make demo`: the sandbox simulators and the daemon in one process, a short scripted story, and what
 each side shows as it happens. Needs no credentials and no network; leaves its state file behind for
 `revdaemon status`.
+
+The story has two parts: a visible sync (deals, orders, amendments, billing, quotes, renewals), then the hard part,
+what needs a person: a conflict (a hand edit revdaemon will not overwrite), a dead letter (a restricted picklist
+lacking a value, fixed by the admin, then replayed) and a drift (found by the reconciliation, repaired). Each is
+decided through `revdaemon.service`, as the CLI and the console decide them; every table marks what changed since
+it was last shown. With the console (`demo --console`) the story leaves the three decisions to the person who logs
+in with the token printed for the run, and everything keeps running until Ctrl-C.
 """
 
 from __future__ import annotations
 
+import secrets
 import shutil
+import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,13 +26,20 @@ import anyio
 from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from revdaemon import service
 from revdaemon.config import SalesforceAuth, Settings, WebhookAuth
+from revdaemon.domain.reconciliation import Report
+from revdaemon.engine.preview import comparable
 from revdaemon.engine.renewal_scan import scan_renewals
-from revdaemon.engine.supervisor import Daemon, run_daemon
+from revdaemon.engine.supervisor import Daemon, run_daemon, run_reconciliation
+from revdaemon.flows.billing_events import FAILED_COLLECTION
 from revdaemon.sandbox.nue import customers as nue_customers
 from revdaemon.sandbox.runner import Sandbox, create_sandbox
-from revdaemon.store.records import utcnow
+from revdaemon.sandbox.salesforce.settings import CustomField
+from revdaemon.store import Store
+from revdaemon.store.records import ConflictStatus, utcnow
 from revdaemon.store.states import EventStatus
 
 DRAIN_TIMEOUT = 20.0
@@ -46,17 +63,30 @@ def on_sandbox(settings: Settings, info: dict[str, Any]) -> Settings:
     return settings.model_copy(update=update)
 
 
-def demo_settings(settings: Settings, box: Sandbox) -> Settings:
-    """The configured settings, pointed at the sandbox, on free listener and metrics ports, and their own state."""
+def demo_settings(settings: Settings, box: Sandbox, *, console_token: str | None = None) -> Settings:
+    """The configured settings, pointed at the sandbox, on free listener and metrics ports, and their own state.
+    With `console_token`: the console on (at console.host and console.port), its one admin logging in with it."""
     pointed = on_sandbox(settings, box.info())
-    return pointed.model_copy(update={"listener": pointed.listener.model_copy(update={"port": 0}),
-                                      "metrics": pointed.metrics.model_copy(update={"port": 0}),
-                                      "state_dir": demo_state_dir(settings)})
+    update: dict[str, Any] = {"listener": pointed.listener.model_copy(update={"port": 0}),
+                              "metrics": pointed.metrics.model_copy(update={"port": 0}),
+                              "state_dir": demo_state_dir(settings)}
+    if console_token is not None:
+        update["console"] = pointed.console.model_copy(update={
+            "enabled": True, "admins": {CONSOLE_ADMIN: SecretStr(console_token)}})
+    return pointed.model_copy(update=update)
 
 
 REAL_TIME_WAIT_SECONDS = 15.0  # a change event is worked in about a second; past this the demo polls
 SIGN_UP = "Zephyr Analytics"  # the demo's customer made in Nue
 SIGN_UP_INDEX = -1
+CONSOLE_ADMIN = "operator"  # the demo console's one admin: the actor its decisions are audited under
+CONSOLE_TOKEN_BYTES = 24  # secrets.token_urlsafe: 32 characters, past console.admins' 24-character minimum
+HAND_EDITED_MRR = Decimal("3500")  # what the sales rep types over Acme's MRR
+CONFLICT_QUANTITY = 7  # Acme's quantity after its second change in Nue
+DRIFTED_MRR = Decimal("1000")  # Zephyr's MRR after the import
+BILLING_EVENT = "Nue_Billing_Event__c"
+BILLING_STATUSES = ("Posted", "Paid", "Overdue", "Void")  # flows/billing_events.py: the Status__c picklist
+STORY_ACTOR = "demo"  # the actor of the decisions the story takes itself (audit log)
 
 
 def demo_state_dir(settings: Settings) -> Path:
@@ -65,26 +95,54 @@ def demo_state_dir(settings: Settings) -> Path:
     return settings.state_dir / "demo"
 
 
-async def run_demo(settings: Settings, *, console: Console | None = None, box: Sandbox | None = None
-                   ) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ConsoleAccess:
+    """How a person reaches the demo's console: its address and the login token made for this run."""
+
+    url: str
+    name: str
+    token: str
+
+
+Serve = Callable[[ConsoleAccess], Awaitable[None]]
+
+
+async def run_demo(settings: Settings, *, console: Console | None = None, box: Sandbox | None = None,
+                   with_console: bool = False, serve: Serve | None = None) -> dict[str, Any]:
     """The story on a new seeded sandbox, or on `box` (seed 1, its org already set up: the go-live test's), which
-    is left running."""
+    is left running.
+
+    `with_console`: the web console runs too, its URL and a login token made for this run are printed, the story
+    leaves the conflict, the dead letter and the drift for the person at the console, and everything keeps running
+    until `serve` returns (by default: until Ctrl-C or SIGTERM)."""
     console = console or Console()
     state = demo_state_dir(settings)
     if state.exists():
         shutil.rmtree(state)
     own_box = box is None
     box = box or create_sandbox(key_dir=state / "sandbox", seed=1).start_threads()
+    # Made per run and printed once: never in config.yaml, the log or the state directory.
+    token = secrets.token_urlsafe(CONSOLE_TOKEN_BYTES) if with_console else None
     summary: dict[str, Any] = {}
     try:
-        configured = demo_settings(settings, box)
+        configured = demo_settings(settings, box, console_token=token)
 
         async def story(daemon: Daemon) -> None:
             box.nue.webhooks.set_targets([f"http://127.0.0.1:{daemon.listener_port}/webhooks/nue"])
             console.rule("revdaemon demo")
             console.print(f"Salesforce simulator {box.salesforce_url}, Nue simulator {box.nue_url}, "
                           f"daemon listening on 127.0.0.1:{daemon.listener_port}")
-            summary.update(await _story(box, daemon, console))
+            access = None
+            if token is not None:
+                access = ConsoleAccess(url=f"http://{configured.console.host}:{daemon.console_port}/",
+                                       name=CONSOLE_ADMIN, token=token)
+                _show_console_access(console, access)
+            summary.update(await _story(box, daemon, console, access))
+            if access is not None:
+                console.rule("the console is yours")
+                _show_console_access(console, access)
+                console.print("Everything keeps running (simulators, daemon, console) until Ctrl-C.")
+                await (serve or _until_signalled)(access)
             daemon.health.shutting_down = True
 
         async with anyio.create_task_group() as tg:
@@ -98,6 +156,17 @@ async def run_demo(settings: Settings, *, console: Console | None = None, box: S
     return summary
 
 
+async def _until_signalled(access: ConsoleAccess) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            return
+
+
+def _show_console_access(console: Console, access: ConsoleAccess) -> None:
+    console.print(f"Web console: [bold]{access.url}[/bold]  log in with the token [bold]{access.token}[/bold] "
+                  f"(made for this run, as admin '{access.name}')", soft_wrap=True)
+
+
 async def _then_stop(story: Callable[[Daemon], Awaitable[None]], daemon: Daemon, tg: anyio.abc.TaskGroup) -> None:
     async def go() -> None:
         try:
@@ -108,8 +177,9 @@ async def _then_stop(story: Callable[[Daemon], Awaitable[None]], daemon: Daemon,
     tg.start_soon(go)
 
 
-async def _story(box: Sandbox, daemon: Daemon, console: Console) -> dict[str, Any]:
+async def _story(box: Sandbox, daemon: Daemon, console: Console, access: ConsoleAccess | None) -> dict[str, Any]:
     scenario = box.nue.scenario
+    marks = ChangeMarks()
     accounts = box.salesforce.seed_data.accounts
     steps: list[tuple[str, Callable[[], Any]]] = []
     opportunity = box.salesforce.seed_data.opportunities[0]
@@ -184,23 +254,25 @@ async def _story(box: Sandbox, daemon: Daemon, console: Console) -> dict[str, An
         outcome = action()
         if outcome is not None:
             await outcome
-        # Nue's webhooks for what just happened, then whatever work they and the poll queued.
-        for _ in range(3):
-            await anyio.to_thread.run_sync(lambda: box.nue.webhooks.wait_idle(10))
-            await _drain(daemon)
+        await _settle(box, daemon)
         _show_opportunity(console, box, opportunity.id)
-        _show_accounts(console, box, [accounts[0].id, accounts[3].id, *_made_for(box, customers.get(SIGN_UP_INDEX))])
+        _show_accounts(console, box, [accounts[0].id, accounts[3].id, *_made_for(box, customers.get(SIGN_UP_INDEX))],
+                       marks)
         _show_activity(console, box)
+
+    hard = await _hard_part(box, daemon, console, marks, access, customer_of=customer_of, amend=amend,
+                            sign_up=customers[SIGN_UP_INDEX])
 
     depths = await daemon.store.queue_depths()
     writes = await daemon.store.list_writes(limit=1000)
-    summary = {
+    summary: dict[str, Any] = {
         "events_done": depths[EventStatus.DONE],
         "events_waiting": depths[EventStatus.RECEIVED] + depths[EventStatus.CLAIMED],
         "dead_letters": depths[EventStatus.DEAD],
         "salesforce_writes": sum(1 for w in writes if w.system == "salesforce" and w.outcome == "ok"),
         "salesforce_api_calls": daemon.salesforce.calls,
         "nue_api_calls": daemon.nue.calls,
+        "conflicts_open": len(await daemon.store.list_conflicts()),
     }
     console.rule("summary")
     table = Table(show_header=False)
@@ -209,7 +281,14 @@ async def _story(box: Sandbox, daemon: Daemon, console: Console) -> dict[str, An
     console.print(table)
     console.print(f"State kept in {daemon.settings.store_display}; to look at it: "
                   f"REVDAEMON_STATE_DIR={daemon.settings.state_dir} revdaemon status")
-    return summary
+    return {**summary, "hard_part": hard}
+
+
+async def _settle(box: Sandbox, daemon: Daemon) -> None:
+    """Nue's webhooks for what just happened, then whatever work they and the poll queued."""
+    for _ in range(3):
+        await anyio.to_thread.run_sync(lambda: box.nue.webhooks.wait_idle(10))
+        await _drain(daemon)
 
 
 async def _drain(daemon: Daemon) -> None:
@@ -266,21 +345,207 @@ def _show_activity(console: Console, box: Sandbox) -> None:
     console.print("In Salesforce now: " + "; ".join(parts))
 
 
-def _show_accounts(console: Console, box: Sandbox, account_ids: list[str]) -> None:
-    table = Table(title="Salesforce accounts, as revdaemon left them")
-    for column in ("Account", "Status", "MRR", "ARR", "Next renewal", "Nue todayCMRR"):
-        table.add_column(column)
+def _show_accounts(console: Console, box: Sandbox, account_ids: list[str], marks: ChangeMarks) -> None:
+    rows: list[tuple[str, list[str]]] = []
     cmrr = {c.get("externalId"): c.get("todayCMRR") for c in box.nue.store.customers.values()}
     for account_id in account_ids:
         account = box.salesforce.record("Account", account_id)
         made_in_nue = box.nue.store.customers.get(str(account.get("Nue_Customer_Id__c")))  # flow 6's key
         if made_in_nue is not None:
             cmrr[account_id] = made_in_nue.get("todayCMRR")
-        table.add_row(str(account["Name"]), str(account.get("Subscription_Status__c")),
-                      _money(account.get("MRR__c")), _money(account.get("ARR__c")),
-                      str(account.get("Next_Renewal_Date__c")), _money(cmrr.get(account_id)))
-    console.print(table)
+        rows.append((account_id, [str(account["Name"]), str(account.get("Subscription_Status__c")),
+                                  _money(account.get("MRR__c")), _money(account.get("ARR__c")),
+                                  str(account.get("Next_Renewal_Date__c")), _money(cmrr.get(account_id))]))
+    console.print(marks.table("Salesforce accounts, as revdaemon left them",
+                              ("Account", "Status", "MRR", "ARR", "Next renewal", "Nue todayCMRR"), rows))
 
 
 def _money(value: Any) -> str:
     return "-" if value is None else f"{Decimal(str(value)):,.2f}"
+
+
+class ChangeMarks:
+    """Each table's rows as it was last shown, so that showing it again marks what the steps in between did:
+    a new row, a changed row (its changed values highlighted) and a row that is gone."""
+
+    def __init__(self) -> None:
+        self._shown: dict[str, dict[str, tuple[str, ...]]] = {}
+
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[tuple[str, Sequence[str]]]) -> Table:
+        """`rows`: (a key that names the row across steps, its cells)."""
+        before = self._shown.get(title, {})
+        now = {key: tuple(cells) for key, cells in rows}
+        self._shown[title] = now
+        table = Table(title=title, caption="since the last step: [green]new[/] rows, [yellow]changed[/] values, "
+                                           "[dim]gone[/] rows")
+        table.add_column("")
+        for column in columns:
+            table.add_column(column)
+        for key, cells in now.items():
+            old = before.get(key)
+            if old is None:
+                table.add_row(Text("new", style="green"), *cells)
+            elif old != cells:
+                table.add_row(Text("changed", style="yellow"),
+                              *(Text(c, style="bold yellow") if c != o else c for c, o in zip(cells, old, strict=True)))
+            else:
+                table.add_row("", *cells)
+        for key, cells in before.items():
+            if key not in now:
+                table.add_row(Text("gone", style="dim"), *cells, style="dim strike")
+        if not now and not before:
+            table.add_row("", *(["none"] + [""] * (len(columns) - 1)), style="dim")
+        return table
+
+
+async def _hard_part(box: Sandbox, daemon: Daemon, console: Console, marks: ChangeMarks,
+                     access: ConsoleAccess | None, *, customer_of: Callable[[int], dict[str, Any]],
+                     amend: Callable[[int, int], None], sign_up: dict[str, Any]) -> dict[str, Any]:
+    """What a person is needed for: a conflict, a dead letter and a drift, each shown, then decided by the story
+    through the service layer (as the CLI and the console decide them), or left for the person at the console."""
+    store = daemon.store
+    accounts = box.salesforce.seed_data.accounts
+    conflicted, refused, drifting = accounts[0], accounts[3], sign_up
+    drifting_account = _made_for(box, drifting)[0]
+    shown = [conflicted.id, refused.id, drifting_account]
+    outcome: dict[str, Any] = {}
+    console.rule("the hard part: what needs a person")
+
+    async def step(title: str) -> None:
+        await _settle(box, daemon)
+        console.print(f"\n[bold]> {title}[/bold]")
+
+    # 1. A conflict: a hand edit revdaemon must not overwrite when Nue changes the customer next.
+    await step(f"Salesforce: a person types {_money(HAND_EDITED_MRR)} over {conflicted.name}'s MRR that "
+               "revdaemon wrote")
+    box.salesforce.update("Account", conflicted.id, {"MRR__c": float(HAND_EDITED_MRR)})  # as the sales rep
+    _show_accounts(console, box, shown, marks)
+    await step(f"Nue: {conflicted.name} changes its quantity again; revdaemon opens a conflict instead of "
+               "overwriting the hand edit")
+    amend(0, CONFLICT_QUANTITY)
+    await _settle(box, daemon)
+    [conflict] = await store.list_conflicts()
+    outcome["conflict"] = {"id": conflict.id, "account_id": conflicted.id, "customer_id": customer_of(0)["id"]}
+    await _show_conflicts(console, box, store, marks)
+    _show_accounts(console, box, shown, marks)
+    if access is None:
+        await step(f"The operator takes Nue's value (service.resolve_conflict, take nue, actor '{STORY_ACTOR}')")
+        await service.resolve_conflict(store, conflict.id, take="nue", actor=STORY_ACTOR,
+                                       comment="Nue bills the customer: its MRR is the right one.")
+        await _settle(box, daemon)
+        await _show_conflicts(console, box, store, marks)
+        _show_accounts(console, box, shown, marks)
+    else:
+        console.print(f"Open {access.url}conflicts/{conflict.id} and resolve it yourself.")
+
+    # 2. A dead letter: Salesforce refuses a value its restricted picklist lacks; an admin adds it; a replay.
+    await step(f"Salesforce: {BILLING_EVENT}.Status__c is a restricted picklist without 'Overdue' (created that "
+               "way by an admin)")
+    _set_billing_status_values(box, [v for v in BILLING_STATUSES if v != "Overdue"])
+    await step(f"Nue: {refused.name} is invoiced again and the collection fails: Salesforce refuses the billing "
+               "event and revdaemon dead-letters it")
+    invoice = box.nue.scenario.post_invoice(customer_of(3)["id"], activate=True)
+    await _settle(box, daemon)
+    box.nue.scenario.fail_collection(invoice["id"])
+    await _settle(box, daemon)
+    [letter] = await store.list_dead_letters()
+    outcome["dead_letter"] = {"id": letter.id, "event_key": f"{invoice['id']}:{FAILED_COLLECTION}"}
+    await _show_dead_letters(console, store, marks)
+    _show_billing_events(console, box, marks)
+    await step("The Salesforce admin adds 'Overdue' to the picklist")
+    _set_billing_status_values(box, list(BILLING_STATUSES))
+    if access is None:
+        await step(f"The operator replays the dead letter (service.replay_dead_letters, actor '{STORY_ACTOR}')")
+        await service.replay_dead_letters(store, [letter.id], actor=STORY_ACTOR)
+        await _settle(box, daemon)
+        await _show_dead_letters(console, store, marks)
+        _show_billing_events(console, box, marks)
+    else:
+        console.print(f"Open {access.url}dead-letters/{letter.id} and replay it yourself.")
+
+    # 3. Drift: an edit no Nue event will ever bring to revdaemon's attention; the reconciliation finds it.
+    await step(f"Salesforce: {drifting['name']}'s MRR is changed by an import, behind revdaemon's back")
+    box.salesforce.update("Account", drifting_account, {"MRR__c": float(DRIFTED_MRR)})
+    _show_accounts(console, box, shown, marks)
+    await step("The reconciliation (flow 8) compares every Nue customer with its account")
+    report = await run_reconciliation(daemon.settings, daemon.nue, daemon.salesforce, store=store, repair=False)
+    _show_drift(console, report, marks)
+    outcome["drift"] = {"customer_id": drifting["id"], "account_id": drifting_account,
+                        "reported": [row.customer_id for row in report.repairable]}
+    if access is None:
+        await step(f"The operator queues the repair (service.queue_repairs, actor '{STORY_ACTOR}'); flow 2 rewrites "
+                   "the account, and the reconciliation runs again")
+        await service.queue_repairs(store, [drifting["id"]], actor=STORY_ACTOR)
+        await _settle(box, daemon)
+        report = await run_reconciliation(daemon.settings, daemon.nue, daemon.salesforce, store=store, repair=False)
+        _show_accounts(console, box, shown, marks)
+        _show_drift(console, report, marks)
+        outcome["drift"]["after_repair"] = [row.customer_id for row in report.drifted]
+    else:
+        console.print(f"Open {access.url}reconciliation and repair it yourself.")
+    return outcome
+
+
+async def _show_conflicts(console: Console, box: Sandbox, store: Store, marks: ChangeMarks) -> None:
+    rows: list[tuple[str, list[str]]] = []
+    for conflict in await store.list_conflicts(status=None):
+        shown = await service.show_conflict(store, conflict.id)
+        decided = "open" if conflict.status is ConflictStatus.OPEN else \
+            f"took {conflict.resolution.value if conflict.resolution else '?'} ({conflict.resolved_by})"
+        for field in shown["fields"]:
+            if field["differs"] or comparable(field["salesforce"]) != comparable(field["synced"]):
+                rows.append((f"{conflict.id}:{field['field']}", [
+                    f"#{conflict.id} {_name_of(box, conflict.record_ref)}", field["field"], _value(field["nue"]),
+                    _value(field["salesforce"]), _value(field["synced"]), decided]))
+    console.print(marks.table("Conflicts: revdaemon wrote nothing over the hand edit",
+                              ("Conflict", "Field", "Nue", "Salesforce", "Last synced", "Decision"), rows))
+
+
+async def _show_dead_letters(console: Console, store: Store, marks: ChangeMarks) -> None:
+    rows = [(str(letter["id"]), [f"#{letter['id']}", str(letter["operation"]), str(letter["error"]),
+                                 "replayed" if letter["replayed_at"] else "open"])
+            for letter in await service.list_dead_letters(store, include_replayed=True)]
+    console.print(marks.table("Dead letters: writes Salesforce refused, kept for a person",
+                              ("Letter", "Write", "Salesforce's error", "State"), rows))
+
+
+def _show_billing_events(console: Console, box: Sandbox, marks: ChangeMarks) -> None:
+    rows = [(str(r["Nue_Event_Key__c"]), [_name_of(box, f"salesforce:Account:{r.get('Account__c')}"),
+                                          str(r.get("Invoice_Number__c")), _money(r.get("Amount__c")),
+                                          str(r.get("Payment_Status__c")), str(r.get("Status__c"))])
+            for r in box.salesforce.records(BILLING_EVENT)]
+    console.print(marks.table(f"Billing events in Salesforce ({BILLING_EVENT})",
+                              ("Account", "Invoice", "Amount", "Payment", "Status__c"), rows))
+
+
+def _show_drift(console: Console, report: Report, marks: ChangeMarks) -> None:
+    rows = [(row.customer_id, [str(row.customer_name), _money(row.computed_mrr), _money(row.salesforce_mrr),
+                               row.drift.value.replace("_", " ")])
+            for row in report.drifted]
+    console.print(marks.table("Reconciliation: customers whose account differs from Nue",
+                              ("Customer", "MRR in Nue", "MRR in Salesforce", "Drift"), rows))
+
+
+def _set_billing_status_values(box: Sandbox, values: list[str]) -> None:
+    """What a Salesforce admin does in Setup: the field's value set, restricted to exactly these values."""
+    box.salesforce.add_field(CustomField(object=BILLING_EVENT, name="Status__c", type="picklist", label="Status",
+                                         picklist=tuple(values), restricted=True))
+
+
+def _name_of(box: Sandbox, record_ref: str) -> str:
+    """The account's name for a `salesforce:Account:<id>` reference (the reference itself otherwise)."""
+    system, _, rest = record_ref.partition(":")
+    sobject, _, record_id = rest.partition(":")
+    if system != "salesforce" or not record_id:
+        return record_ref
+    try:
+        return str(box.salesforce.record(sobject, record_id).get("Name") or record_ref)
+    except KeyError:
+        return record_ref
+
+
+def _value(value: Any) -> str:
+    try:
+        return _money(value)
+    except (ArithmeticError, ValueError):
+        return str(value)
