@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from jinja2 import pass_context
 from markupsafe import Markup, escape
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
@@ -34,10 +35,11 @@ from revdaemon.console.auth import SESSION_COOKIE, Admins, LoginLimiter, Session
 from revdaemon.console.charts import bar_chart_svg, minute_bars
 from revdaemon.console.failures import LogFailures
 from revdaemon.domain.budget import BudgetPlan, describe_seconds
-from revdaemon.domain.record_names import LinkOut, parse_ref
+from revdaemon.domain.record_names import LinkOut, NameBook, parse_ref
 from revdaemon.engine.change_stream import CURSOR_PREFIX as STREAM_CURSOR
 from revdaemon.engine.change_stream import cursor_name
 from revdaemon.engine.lookups import Fetcher
+from revdaemon.engine.preview import Preview
 from revdaemon.engine.sync_status import NAME as SYNC_STATUS
 from revdaemon.engine.sync_status import SyncStatus
 from revdaemon.errors import RecordNotFound, StoreError
@@ -113,13 +115,17 @@ def build_console(context: ConsoleContext) -> Starlette:
         return LinkOut(salesforce_base=context.settings.salesforce.instance_url or context.salesforce_url(),
                        nue_pattern=context.settings.console.nue_record_url)
 
-    def record(ref: Any, about: Any = None) -> Markup:
-        """A record ref, key or id as the page shows it: the id, a link to the record in its own app where its
-        URL is known, and what the record is called (`about`, from the kept names) beside it."""
+    @pass_context
+    def record(page_values: Any, ref: Any, about: Any = None) -> Markup:
+        """A record ref, key or id as a page shows it: what the record is called (`about`, else from the page's
+        `names`, the kept names of the records it mentions), then the id, a link to the record in its own app
+        where its URL is known."""
         text = "" if ref is None else str(ref)
+        if about is None and isinstance(page_values.get("names"), NameBook):
+            about = page_values["names"].text_of(text)
         parsed = parse_ref(text)
         url = links().url(parsed.record_id, system=parsed.system, sobject=parsed.object)
-        shown = escape(text)
+        shown: Markup = escape(text)
         if url:
             shown = Markup('<a class="out" href="{}" rel="noreferrer" target="_blank" '
                            'title="open the record in its own app">{}</a>').format(url, text)
@@ -134,6 +140,12 @@ def build_console(context: ConsoleContext) -> Starlette:
         values.update(request=request, actor=session.actor if session else None,
                       csrf=session.csrf if session else None, flash=session.take_flash() if session else None)
         return _secured(templates.TemplateResponse(request, name, values, status_code=status_code))
+
+    async def preview_page(request: Request, session: Session, preview: Preview, **values: Any) -> Response:
+        """A dry run's page, with the kept names of the records its events and writes are about."""
+        texts = [text for e in preview.events for text in (e.event_key, *(w.target for w in e.writes))]
+        names = await service.names_for(context.store, texts + [c["record_ref"] for c in values.get("selection", [])])
+        return page(request, "preview.html", session, preview=preview, names=names, **values)
 
     def current(request: Request) -> Session | None:
         return sessions.get(request.cookies.get(SESSION_COOKIE))
@@ -303,7 +315,7 @@ def build_console(context: ConsoleContext) -> Starlette:
         preview = await service.preview_resolutions(context.store, ids, take, context.flows, context.fetcher,
                                                     versions=versions, sync_status=status())
         still_open = len(ids) - sum(1 for e in preview.events if e.outcome == "skipped")
-        return page(request, "preview.html", session, preview=preview, ids=ids, action="/conflicts/resolve",
+        return await preview_page(request, session, preview, ids=ids, action="/conflicts/resolve",
                     title=_BULK_TITLE[take].format(n=len(ids)), confirm=f"Resolve these {still_open}",
                     back="/conflicts", hidden={"take": take, "comment": comment},
                     selection=await service.conflict_rows(context.store, ids))
@@ -332,7 +344,9 @@ def build_console(context: ConsoleContext) -> Starlette:
     async def dead_letter(request: Request, session: Session) -> Response:
         letter = await service.show_dead_letter(context.store, int(request.path_params["letter_id"]))
         event = await service.show_event(context.store, letter["event_id"]) if letter["event_id"] else None
-        return page(request, "dead_letter.html", session, d=letter, event=event)
+        sent = (letter["request"] or {}).get("sent") or {}
+        names = await service.names_for(context.store, [str(sent.get("target") or "")])
+        return page(request, "dead_letter.html", session, d=letter, event=event, names=names)
 
     async def replay_preview(request: Request, session: Session) -> Response:
         form = await request.form()
@@ -347,7 +361,7 @@ def build_console(context: ConsoleContext) -> Starlette:
                                            register=False)
         preview = await service.preview_replay(context.store, ids, context.flows, context.fetcher,
                                                versions=versions, remap=remap, sync_status=status())
-        return page(request, "preview.html", session, preview=preview, ids=ids, action="/dead-letters/replay",
+        return await preview_page(request, session, preview, ids=ids, action="/dead-letters/replay",
                     title=f"Replay {len(ids)} dead letter(s)" + (" with the current mapping" if remap else ""),
                     confirm="Replay these now", back="/dead-letters", remap=remap)
 
@@ -367,7 +381,7 @@ def build_console(context: ConsoleContext) -> Starlette:
         if context.fetcher is None:
             raise ValueError("dry-run diffs need the daemon's API clients; this console has none")
         preview = await service.preview_repairs(customers, context.flows, context.fetcher, sync_status=status())
-        return page(request, "preview.html", session, preview=preview, ids=customers,
+        return await preview_page(request, session, preview, ids=customers,
                     action="/reconciliation/repair", title=f"Repair {len(customers)} account(s)",
                     confirm="Repair these now", back="/reconciliation", id_field="customer")
 
