@@ -299,7 +299,7 @@ def build_console(context: ConsoleContext) -> Starlette:
         return _after(session, "/dead-letters", f"{len(ids)} dead letter(s) back in the inbox.")
 
     async def reconciliation(request: Request, session: Session) -> Response:
-        report = await service.read_report(context.report_path) if context.report_path else None
+        report = await service.reconciliation_view(context.store, context.report_path) if context.report_path else None
         return page(request, "reconciliation.html", session, report=report)
 
     async def repair_preview(request: Request, session: Session) -> Response:

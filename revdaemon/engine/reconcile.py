@@ -129,8 +129,13 @@ async def _accounts(salesforce: SalesforceClient, sobject: str, ids: Sequence[st
 def repair_event(customer_id: str, day: date) -> NewEvent:
     """The inbox event that makes flow 2 rewrite one customer's account (`repair`: over a hand edit too,
     since an operator asked for it)."""
-    return NewEvent(source=REPAIR_SOURCE, key=f"reconcile:{customer_id}:{day.isoformat()}", type=REPAIR_EVENT_TYPE,
+    return NewEvent(source=REPAIR_SOURCE, key=repair_key(customer_id, day), type=REPAIR_EVENT_TYPE,
                     payload={"data": {"id": customer_id, "customerId": customer_id}, REPAIR_FLAG: True})
+
+
+def repair_key(customer_id: str, day: date) -> str:
+    """The repair event's key: one a customer a day, however often it is asked for."""
+    return f"reconcile:{customer_id}:{day.isoformat()}"
 
 
 def repair_targets(rows: Sequence[Comparison]) -> tuple[str, ...]:
