@@ -9,7 +9,7 @@ log with the actor who asked for it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -455,6 +455,14 @@ async def read_report(path: Path) -> dict[str, Any] | None:
     if not await target.exists():
         return None
     return cast(dict[str, Any], json.loads(await target.read_text(encoding="utf-8")))
+
+
+async def start_reconciliation(store: Store, start: Callable[[], Awaitable[str]], *, actor: str) -> str:
+    """Start a reconciliation in the running daemon (`start`: its ReconciliationJob.request, which raises
+    RunRefused with the reason and starts nothing), and record who asked. Returns what the operator is told."""
+    message = await start()
+    await record_action(store, actor, "run reconciliation now", "reconciliation")
+    return message
 
 
 REPAIR_LOOKBACK_DAYS = 7  # repairs are looked for on the report's day and up to this many days after it

@@ -30,7 +30,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from revdaemon.domain.money import ZERO, PriceEntry, PricingError, to_decimal
+from revdaemon.domain.money import ZERO, PriceEntry, PricingError, cents, to_decimal
 from revdaemon.domain.subscriptions import (
     LIVE_STATUSES,
     LineTerms,
@@ -442,7 +442,7 @@ class DriftSummary:
     generated_at: str | None
     drifted: int
     repaired: int
-    difference: dict[str, Decimal]  # currency (NO_CURRENCY: no live subscription) -> Salesforce - Nue
+    difference: dict[str, Decimal]  # currency (NO_CURRENCY: no live subscription) -> Salesforce - Nue, in cents
 
     def as_dict(self) -> dict[str, Any]:
         return {"generated_at": self.generated_at, "drifted": self.drifted, "repaired": self.repaired,
@@ -467,7 +467,7 @@ def drift_summary(report: Mapping[str, Any], outcomes: Mapping[str, RepairOutcom
         currency = row.get("currency") or NO_CURRENCY
         difference[currency] = difference.get(currency, ZERO) + _or_zero(row.get("salesforce_mrr")) - _or_zero(nue)
     return DriftSummary(generated_at=report.get("generated_at"), drifted=drifted, repaired=repaired,
-                        difference=dict(sorted(difference.items())))
+                        difference={currency: cents(amount) for currency, amount in sorted(difference.items())})
 
 
 def estimated_calls(accounts: int, per_query: int) -> int:
