@@ -258,6 +258,15 @@ class TestPages:
         assert "Drift left: 1 customer(s)" in page and "1 repaired since the report" in page
         assert "USD -50.00 (Salesforce minus Nue)" in page  # Globex's only: Acme's -50 is repaired
 
+    async def test_run_now_needs_the_daemon(self, console: Console) -> None:
+        """A console with no daemon behind it offers no run and refuses one with the reason; nothing is audited."""
+        await log_in(console.client)
+        page = (await console.client.get("/reconciliation")).text
+        assert 'action="/reconciliation/run"' not in page and "revdaemon reconcile" in page
+        refused = await console.client.post("/reconciliation/run", data={"csrf": hidden(page, "csrf")})
+        assert refused.status_code == 409 and "no daemon to run the reconciliation in" in refused.text
+        assert not [w for w in await console.store.list_writes(limit=50) if w.system == "operator"]
+
     async def test_missing_records_are_404(self, console: Console) -> None:
         await log_in(console.client)
         assert (await console.client.get("/conflicts/999")).status_code == 404
