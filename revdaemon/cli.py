@@ -1032,6 +1032,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
     settings = _load(config_path, credentials=False)
     try:
         summary, replica_rows, active, footprint = anyio.run(_summary, settings)
+        drift = anyio.run(_drift, settings)
     except StoreMissing as exc:
         click.echo(f"revdaemon: {exc}")
         return
@@ -1041,12 +1042,13 @@ def status(config_path: Path | None, as_json: bool) -> None:
     live, elsewhere = _store_daemon(settings, replica_rows)
     if as_json:
         click.echo(json.dumps({**_summary_json(summary), "store": footprint, "replicas": replica_rows,
-                               "active_replica": active,
+                               "active_replica": active, "drift": drift,
                                "daemon": live, "other_daemon_on_listener": elsewhere}))
         return
     console = terminal.console()
     _print_summary(console, summary)
     _print_footprint(console, footprint)
+    console.print(_drift_line(drift))
     _print_replicas(console, replica_rows, active)
     if elsewhere is not None:
         console.print(f"daemon: the one answering on {elsewhere} is not this store's (it is none of the replicas "
@@ -1159,6 +1161,26 @@ async def _summary(settings: Settings) -> tuple[StoreSummary, list[dict[str, Any
         return await store.summary(), await service.replicas(store), await service.active_replica(store), footprint
     finally:
         await store.close()
+
+
+async def _drift(settings: Settings) -> dict[str, Any] | None:
+    """The latest reconciliation report's drift left (repaired customers not counted); None before the first."""
+    store = await open_store(settings.store_target, read_only=True)
+    try:
+        view = await service.reconciliation_view(store, settings.state_dir / settings.flows.reconciliation.report_file)
+    finally:
+        await store.close()
+    return view["drift"] if view else None
+
+
+def _drift_line(drift: dict[str, Any] | None) -> str:
+    if drift is None:
+        return "reconciliation: no report yet (the nightly run, or `revdaemon reconcile`)"
+    line = f"reconciliation of {drift['generated_at'] or '?'}: {drift['drifted']} customer(s) drifted"
+    if drift["repaired"]:
+        line += f" ({drift['repaired']} repaired since, not counted)"
+    amounts = [f"{'no live subscription' if c == '?' else c} {a}" for c, a in drift["difference"].items()]
+    return line + (f"; MRR difference (Salesforce minus Nue): {', '.join(amounts)}" if amounts else "")
 
 
 def _size(size: int | None) -> str:

@@ -9,22 +9,23 @@ log with the actor who asked for it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
 import anyio
 
 from revdaemon.domain.fix_hints import letter_hint
+from revdaemon.domain.reconciliation import Drift, RepairEvent, RepairOutcome, drift_summary, repair_outcome
 from revdaemon.domain.record_names import NameBook, candidate_ids
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.mappings import FlowVersions, content_hash, preview_pinned
 from revdaemon.engine.pollers import Poller, SalesforceClosedWonPoller
 from revdaemon.engine.preview import EventPreview, Preview, comparable, describe_warnings, preview_safely
 from revdaemon.engine.prune import prune_store
-from revdaemon.engine.reconcile import repair_event
+from revdaemon.engine.reconcile import repair_event, repair_key
 from revdaemon.engine.sweep import backfill_event
 from revdaemon.engine.sync_status import SyncStatus
 from revdaemon.errors import RecordNotFound, StoreError
@@ -595,6 +596,81 @@ async def read_report(path: Path) -> dict[str, Any] | None:
     if not await target.exists():
         return None
     return cast(dict[str, Any], json.loads(await target.read_text(encoding="utf-8")))
+
+
+async def start_reconciliation(store: Store, start: Callable[[], Awaitable[str]], *, actor: str) -> str:
+    """Start a reconciliation in the running daemon (`start`: its ReconciliationJob.request, which raises
+    RunRefused with the reason and starts nothing), and record who asked. Returns what the operator is told."""
+    message = await start()
+    await record_action(store, actor, "run reconciliation now", "reconciliation")
+    return message
+
+
+REPAIR_LOOKBACK_DAYS = 7  # repairs are looked for on the report's day and up to this many days after it
+
+
+async def reconciliation_view(store: Store, path: Path, *, today: date | None = None) -> dict[str, Any] | None:
+    """The latest report as the page shows it: each drifted row with its repair's state (`repair`: None when no
+    repair event was queued, or it finished before the report), and `drift`: the drift left, customers whose
+    repair wrote the account after the report not counted. None before the first report."""
+    report = await read_report(path)
+    if report is None:
+        return None
+    generated_at = _parse_time(report.get("generated_at"))
+    first = generated_at.date() if generated_at else (today or utcnow().date())
+    days = _days(first, today or utcnow().date())
+    outcomes: dict[str, RepairOutcome] = {}
+    letters: dict[int, int] | None = None  # event id -> open dead letter id, read once if any repair failed
+    conflicts: dict[int, int] | None = None
+    for row in report.get("rows", ()):
+        if row.get("drift") == Drift.IN_SYNC.value:
+            continue
+        event = await _newest_repair(store, str(row["customer_id"]), days)
+        if event is None:
+            continue
+        written = [w.at for w in await store.list_writes(event_id=event.id, limit=100)
+                   if w.system == "salesforce" and w.outcome == "ok"]
+        letter_id = conflict_id = None
+        if event.status is EventStatus.DEAD:
+            if letters is None:
+                letters = {d.event_id: d.id for d in await store.list_dead_letters(limit=10_000)
+                           if d.event_id is not None}
+            letter_id = letters.get(event.id)
+        if event.status is EventStatus.CONFLICT:
+            if conflicts is None:
+                conflicts = {c.event_id: c.id for c in await store.list_conflicts(status=ConflictStatus.OPEN,
+                                                                                  limit=10_000)
+                             if c.event_id is not None}
+            conflict_id = conflicts.get(event.id)
+        outcome = repair_outcome(RepairEvent(
+            event_id=event.id, status=event.status.value, error=event.last_error, dead_letter_id=letter_id,
+            conflict_id=conflict_id, written_at=max(written) if written else None,
+            finished_at=event.updated_at if event.status is EventStatus.DONE else None), generated_at)
+        if outcome is not None:
+            outcomes[str(row["customer_id"])] = outcome
+            row["repair"] = outcome.as_dict()
+    report["drift"] = drift_summary(report, outcomes).as_dict()
+    return report
+
+
+async def _newest_repair(store: Store, customer_id: str, days: Sequence[date]) -> Event | None:
+    for day in reversed(days):
+        event = await store.find_event(repair_key(customer_id, day))
+        if event is not None:
+            return event
+    return None
+
+
+def _days(first: date, last: date) -> list[date]:
+    last = min(last, first + timedelta(days=REPAIR_LOOKBACK_DAYS))
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def _parse_time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _as_event(new: NewEvent) -> Event:

@@ -40,6 +40,7 @@ from revdaemon.engine.change_stream import CURSOR_PREFIX as STREAM_CURSOR
 from revdaemon.engine.change_stream import cursor_name
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.preview import Preview
+from revdaemon.engine.reconcile import RunRefused
 from revdaemon.engine.sync_status import NAME as SYNC_STATUS
 from revdaemon.engine.sync_status import SyncStatus
 from revdaemon.errors import RecordNotFound, StoreError
@@ -100,6 +101,9 @@ class ConsoleContext:
     wake_workers: Callable[[], None] = lambda: None
     report_path: Path | None = None
     salesforce_url: Callable[[], str | None] = lambda: None  # the org's instance URL once known: links to records
+    # Starts a reconciliation in the daemon (flow 8, run by its scheduler); raises RunRefused with the reason.
+    run_reconciliation: Callable[[], Awaitable[str]] | None = None
+    reconciliation_running: Callable[[], datetime | None] = lambda: None
 
 
 def build_console(context: ConsoleContext) -> Starlette:
@@ -255,7 +259,9 @@ def build_console(context: ConsoleContext) -> Starlette:
                   for flow, reason in sorted(context.parked().items())]
         depths = {status.value: summary.queue_depths.get(status, 0) for status in EventStatus}
         active = await service.active_replica(context.store, now=now)
+        report = await service.reconciliation_view(context.store, context.report_path) if context.report_path else None
         return page(request, "overview.html", session, ready=ready, depths=depths, chart=chart, active=active,
+                    drift=report["drift"] if report else None,
                     processed_last_hour=sum(b.count for b in bars), pollers=pollers, streams=streams, apis=apis,
                     streaming_poll_seconds=context.settings.change_data_capture.poll_seconds_while_streaming,
                     parked=parked,
@@ -373,8 +379,20 @@ def build_console(context: ConsoleContext) -> Starlette:
         return _after(session, "/dead-letters", f"{len(ids)} dead letter(s) back in the inbox.")
 
     async def reconciliation(request: Request, session: Session) -> Response:
-        report = await service.read_report(context.report_path) if context.report_path else None
-        return page(request, "reconciliation.html", session, report=report)
+        report = await service.reconciliation_view(context.store, context.report_path) if context.report_path else None
+        return page(request, "reconciliation.html", session, report=report,
+                    can_run=context.run_reconciliation is not None, running=context.reconciliation_running())
+
+    async def reconcile_now(request: Request, session: Session) -> Response:
+        if context.run_reconciliation is None:
+            raise ValueError("this console has no daemon to run the reconciliation in (or flows.reconciliation "
+                             "is off); run `revdaemon reconcile`")
+        try:
+            message = await service.start_reconciliation(context.store, context.run_reconciliation,
+                                                         actor=session.actor)
+        except RunRefused as exc:
+            return _after(session, "/reconciliation", f"Reconciliation not started: {exc}.")
+        return _after(session, "/reconciliation", message)
 
     async def repair_preview(request: Request, session: Session) -> Response:
         customers = _customer_ids(await request.form())
@@ -410,6 +428,7 @@ def build_console(context: ConsoleContext) -> Starlette:
         Route("/reconciliation", guarded(reconciliation)),
         Route("/reconciliation/preview", guarded(repair_preview), methods=["POST"]),
         Route("/reconciliation/repair", guarded(repair), methods=["POST"]),
+        Route("/reconciliation/run", guarded(reconcile_now), methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
 

@@ -102,6 +102,29 @@ def plan_budget(*, used: int | None, total: int | None, share: float, per_second
                       deferred=frozenset(deferred))
 
 
+def bulk_refusal(plan: BudgetPlan, calls: int) -> str | None:
+    """Why bulk work of about `calls` Salesforce calls may not start now (None: it may). It may not while bulk
+    work is deferred, nor when its own calls would bring the allowance down to where bulk work waits: its
+    reads would then be refused half-way. While nothing has reported the allocation yet, it may."""
+    if plan.deferred:
+        if Priority.REALTIME in plan.deferred:
+            return "Salesforce refused further calls (its daily limit is reached); try again once the pause ends"
+        if Priority.BULK in plan.deferred:
+            return (f"the Salesforce budget holds back bulk work: {plan.used} of {plan.total} calls used today, "
+                    f"and bulk work waits once {_bulk_limit(plan)} are")
+    if plan.used is None or not plan.total:
+        return None
+    if plan.used + calls >= _bulk_limit(plan):
+        return (f"its about {calls} Salesforce calls would bring the budget to where bulk work waits: "
+                f"{plan.used} of {plan.total} calls used today, bulk work waits once {_bulk_limit(plan)} are")
+    return None
+
+
+def _bulk_limit(plan: BudgetPlan) -> int:
+    """Calls used at which bulk work is deferred (BULK_DEFERRED_AT of the daemon's share left)."""
+    return math.floor((plan.total or 0) * plan.share * (1 - BULK_DEFERRED_AT))
+
+
 class UsageRate:
     """Calls per second across the org, from the `used` figures Salesforce reports over a sliding window.
 

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from revdaemon.domain.money import ZERO, PriceEntry, PricingError, to_decimal
+from revdaemon.domain.money import ZERO, PriceEntry, PricingError, cents, to_decimal
 from revdaemon.domain.subscriptions import (
     LIVE_STATUSES,
     LineTerms,
@@ -362,3 +363,123 @@ def _text(value: Decimal | None) -> str | None:
 
 def _cell(value: Decimal | None) -> str:
     return "-" if value is None else str(value)
+
+
+# --- after the report: repairs, the drift left, the cost of a run ----------------------------------
+
+
+class RepairState(StrEnum):
+    """Where a row's repair event (flow 2, queued by the report or an operator) stands."""
+
+    WAITING = "waiting"  # in the inbox, or being worked
+    REPAIRED = "repaired"  # finished, and it wrote the account after the report was made
+    UNWRITTEN = "unwritten"  # finished after the report but wrote nothing: only a new run can tell
+    FAILED = "failed"  # dead-lettered
+    CONFLICT = "conflict"  # held in the conflict log
+
+
+# Inbox statuses (store/states.py's EventStatus values; the domain does not import the store).
+_WAITING_STATUSES = frozenset({"received", "claimed"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepairEvent:
+    """A repair event as the store has it: its status, when the account was last written for it, and the dead
+    letter or conflict that holds it."""
+
+    event_id: int
+    status: str  # inbox status
+    finished_at: datetime | None = None  # when it was done (its last update), None while not
+    written_at: datetime | None = None  # the last write to Salesforce the API accepted for it
+    error: str | None = None
+    dead_letter_id: int | None = None
+    conflict_id: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepairOutcome:
+    state: RepairState
+    event_id: int
+    at: datetime | None = None  # REPAIRED: the account's write; UNWRITTEN: the finish
+    error: str | None = None
+    dead_letter_id: int | None = None
+    conflict_id: int | None = None
+
+    @property
+    def counts_as_drift(self) -> bool:
+        """Only a repair that wrote the account after the report takes the row out of the drift."""
+        return self.state is not RepairState.REPAIRED
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"state": self.state.value, "event_id": self.event_id, "at": self.at.isoformat() if self.at else None,
+                "error": self.error, "dead_letter_id": self.dead_letter_id, "conflict_id": self.conflict_id}
+
+
+def repair_outcome(event: RepairEvent | None, generated_at: datetime | None) -> RepairOutcome | None:
+    """What a row's newest repair event says about it after a report made at `generated_at`. None: no repair
+    event, or one that finished before the report (the report is the newer word on the account)."""
+    if event is None:
+        return None
+    if event.status in _WAITING_STATUSES:
+        return RepairOutcome(state=RepairState.WAITING, event_id=event.event_id, error=event.error)
+    if event.status == "dead":
+        return RepairOutcome(state=RepairState.FAILED, event_id=event.event_id, error=event.error,
+                             dead_letter_id=event.dead_letter_id)
+    if event.status == "conflict":
+        return RepairOutcome(state=RepairState.CONFLICT, event_id=event.event_id, conflict_id=event.conflict_id)
+    if event.written_at is not None and (generated_at is None or event.written_at > generated_at):
+        return RepairOutcome(state=RepairState.REPAIRED, event_id=event.event_id, at=event.written_at)
+    if event.finished_at is not None and (generated_at is None or event.finished_at > generated_at):
+        return RepairOutcome(state=RepairState.UNWRITTEN, event_id=event.event_id, at=event.finished_at)
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DriftSummary:
+    """What a report still says is wrong: customers drifted (repaired ones not counted) and, per currency,
+    Salesforce's MRR minus Nue's over them."""
+
+    generated_at: str | None
+    drifted: int
+    repaired: int
+    difference: dict[str, Decimal]  # currency (NO_CURRENCY: no live subscription) -> Salesforce - Nue, in cents
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"generated_at": self.generated_at, "drifted": self.drifted, "repaired": self.repaired,
+                "difference": {currency: str(amount) for currency, amount in self.difference.items()}}
+
+
+def drift_summary(report: Mapping[str, Any], outcomes: Mapping[str, RepairOutcome]) -> DriftSummary:
+    """The drift left in a report as written (`Report.as_dict`), given each customer's repair outcome. A row's
+    difference is its Salesforce MRR minus Nue's (the computed one where Nue gave none); an empty side counts
+    as zero, as in the report's totals, so an unlinked customer's whole MRR is missing from Salesforce."""
+    drifted = repaired = 0
+    difference: dict[str, Decimal] = {}
+    for row in report.get("rows", ()):
+        if row.get("drift", Drift.IN_SYNC.value) == Drift.IN_SYNC.value:
+            continue
+        outcome = outcomes.get(str(row.get("customer_id")))
+        if outcome is not None and not outcome.counts_as_drift:
+            repaired += 1
+            continue
+        drifted += 1
+        nue = row.get("nue_cmrr") if row.get("nue_cmrr") is not None else row.get("computed_mrr")
+        currency = row.get("currency") or NO_CURRENCY
+        difference[currency] = difference.get(currency, ZERO) + _or_zero(row.get("salesforce_mrr")) - _or_zero(nue)
+    return DriftSummary(generated_at=report.get("generated_at"), drifted=drifted, repaired=repaired,
+                        difference={currency: cents(amount) for currency, amount in sorted(difference.items())})
+
+
+def estimated_calls(accounts: int, per_query: int) -> int:
+    """Salesforce calls a run costs: one `Id IN (...)` query per `per_query` linked accounts (one at least; the
+    accounts of the last report are the best guess before Nue is read)."""
+    return max(1, -(-accounts // per_query))
+
+
+def _or_zero(value: Any) -> Decimal:
+    if value is None or value == "":
+        return ZERO
+    try:
+        return to_decimal(value)
+    except PricingError:
+        return ZERO  # the row's reasons already say the figure is not a number

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -29,6 +29,7 @@ import structlog
 from revdaemon.connectors import nue_wire, salesforce_wire
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.salesforce import SalesforceClient
+from revdaemon.domain.budget import bulk_refusal
 from revdaemon.domain.reconciliation import (
     DEFAULT_TOLERANCE,
     AccountFields,
@@ -36,17 +37,84 @@ from revdaemon.domain.reconciliation import (
     Report,
     account_of,
     compare,
+    estimated_calls,
 )
 from revdaemon.engine.lookups import SOQL_IN_MAX
 from revdaemon.flows.common import ACCOUNT_LINK
 from revdaemon.flows.subscription_status import REPAIR_FLAG, REPAIR_SOURCE, SubscriptionStatusMapping
-from revdaemon.limits import Priority
+from revdaemon.limits import DailyBudget, Priority
 from revdaemon.store import Store
 from revdaemon.store.records import NewEvent
 
 log = structlog.get_logger("revdaemon.reconcile")
 
 REPAIR_EVENT_TYPE = "subscription.updated"  # one of flow 2's event types
+
+
+class RunRefused(ValueError):
+    """A reconciliation asked for now was not started; the message says why, for the operator."""
+
+
+class ReconciliationJob:
+    """Flow 8 as the scheduler's nightly job and as an operator's "run now", one run at a time.
+
+    `request` does not run anything itself: it checks that no run is under way or already asked for, that the
+    Salesforce budget has room for the run's estimated calls (domain.budget.bulk_refusal: the accounts of the
+    last report, `SOQL_IN_MAX` a query), then has the scheduler run the job at once (`trigger`: False while
+    this replica does not lead). The run happens in the scheduler, as the nightly one does."""
+
+    def __init__(self, run: Callable[[], Awaitable[Report]], *, budget: DailyBudget, trigger: Callable[[], bool],
+                 report_path: Path | None = None) -> None:
+        self._run = run
+        self._budget = budget
+        self._trigger = trigger
+        self._report_path = report_path
+        self.running_since: datetime | None = None
+        self.requested_at: datetime | None = None
+
+    async def run(self) -> Report | None:
+        """The job: one run, unless the budget holds bulk work back (None)."""
+        self.requested_at = None
+        if not self._budget.allows(Priority.BULK):
+            log.warning("reconciliation_deferred", reason="the Salesforce budget holds back bulk work",
+                        used=self._budget.used, total=self._budget.total)
+            return None
+        self.running_since = datetime.now(UTC)
+        try:
+            return await self._run()
+        finally:
+            self.running_since = None
+
+    async def request(self) -> str:
+        """Start a run now, or raise RunRefused with the reason; returns what the operator is told."""
+        if self.running_since is not None:
+            raise RunRefused(f"a reconciliation is running since {self.running_since:%H:%M:%S} UTC; its report "
+                             "replaces this one when it ends")
+        if self.requested_at is not None:
+            raise RunRefused(f"a reconciliation was asked for at {self.requested_at:%H:%M:%S} UTC and starts in a "
+                             "moment")
+        calls = estimated_calls(await _accounts_in(self._report_path), SOQL_IN_MAX)
+        reason = bulk_refusal(self._budget.plan(), calls)
+        if reason is not None:
+            raise RunRefused(reason)
+        if not self._trigger():
+            raise RunRefused("this daemon's scheduler runs no jobs now (this replica does not lead, or it runs "
+                             "without its schedule): start it on the active replica")
+        self.requested_at = datetime.now(UTC)
+        log.info("reconciliation_requested", estimated_calls=calls)
+        return (f"Reconciliation started (about {calls} Salesforce call(s)); this page shows its report once it "
+                "ends.")
+
+
+async def _accounts_in(path: Path | None) -> int:
+    """How many accounts the last report read (0 before the first): the best guess of the next run's."""
+    if path is None or not await anyio.Path(path).exists():
+        return 0
+    try:
+        report = json.loads(await anyio.Path(path).read_text(encoding="utf-8"))
+        return sum(1 for row in report.get("rows", ()) if row.get("account_id"))
+    except (ValueError, AttributeError):
+        return 0  # an unreadable report: the next run writes a good one
 
 
 async def reconcile(
@@ -129,8 +197,13 @@ async def _accounts(salesforce: SalesforceClient, sobject: str, ids: Sequence[st
 def repair_event(customer_id: str, day: date) -> NewEvent:
     """The inbox event that makes flow 2 rewrite one customer's account (`repair`: over a hand edit too,
     since an operator asked for it)."""
-    return NewEvent(source=REPAIR_SOURCE, key=f"reconcile:{customer_id}:{day.isoformat()}", type=REPAIR_EVENT_TYPE,
+    return NewEvent(source=REPAIR_SOURCE, key=repair_key(customer_id, day), type=REPAIR_EVENT_TYPE,
                     payload={"data": {"id": customer_id, "customerId": customer_id}, REPAIR_FLAG: True})
+
+
+def repair_key(customer_id: str, day: date) -> str:
+    """The repair event's key: one a customer a day, however often it is asked for."""
+    return f"reconcile:{customer_id}:{day.isoformat()}"
 
 
 def repair_targets(rows: Sequence[Comparison]) -> tuple[str, ...]:

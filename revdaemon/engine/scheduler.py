@@ -108,6 +108,16 @@ class Scheduler:
         self._scheduler.add_job(_reported(name, coroutine_fn), trigger, id=name, name=name, coalesce=True,
                                 max_instances=1, misfire_grace_time=CRON_MISFIRE_GRACE_SECONDS, replace_existing=True)
 
+    def run_now(self, job_id: str) -> bool:
+        """Run a job at once, its schedule going on as before after it; False (nothing asked) for no such job, or
+        while the scheduler runs no jobs (stopped, or paused: this replica does not lead)."""
+        job = self._scheduler.get_job(job_id)
+        if job is None or self._scheduler.state != STATE_RUNNING:
+            return False
+        # The next run time becomes now; after the run APScheduler takes the trigger's next fire time again.
+        job.modify(next_run_time=datetime.now(job.trigger.timezone))
+        return True
+
     def start(self, *, paused: bool = False) -> None:
         """Start on the running asyncio loop (call from inside it); `paused`: run no job until `resume`."""
         if not self._scheduler.running:

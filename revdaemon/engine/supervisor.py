@@ -43,7 +43,7 @@ from revdaemon.engine.mappings import FlowVersions
 from revdaemon.engine.pacing import CoalescingDoorbell
 from revdaemon.engine.pollers import NUE_FIELDS, NuePoller, Poller, SalesforceClosedWonPoller
 from revdaemon.engine.prune import nightly_prune
-from revdaemon.engine.reconcile import reconcile
+from revdaemon.engine.reconcile import ReconciliationJob, reconcile
 from revdaemon.engine.renewal_scan import scan_renewals
 from revdaemon.engine.replicas import ReplicaRole, default_replica_id
 from revdaemon.engine.scheduler import Scheduler
@@ -78,6 +78,8 @@ from revdaemon.store.records import StoreSummary, utcnow
 from revdaemon.store.states import EventStatus
 
 log = structlog.get_logger("revdaemon.supervisor")
+
+RECONCILIATION_JOB = "schedule.reconciliation"
 
 
 @dataclass
@@ -389,18 +391,21 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
         scheduler.add_interval(poller, schedule.nue_poll_seconds, stretch=stretch)
     # Batch jobs only enqueue an event (keyed by the day, so a missed or repeated run is one job);
     # the workers do the work like any other event, with its retries and dead letters.
+    reconciliation: ReconciliationJob | None = None
     if settings.flows.reconciliation.enabled:
-        async def nightly_reconciliation() -> None:
-            if not salesforce.budget.allows(Priority.BULK):
-                log.warning("reconciliation_deferred", reason="the Salesforce budget holds back bulk work",
-                            used=salesforce.budget.used, total=salesforce.budget.total)
-                return
+        async def nightly_reconciliation() -> Report:
             report = await run_reconciliation(settings, nue, salesforce, store=store,
                                               repair=settings.flows.reconciliation.repair)
             if report.repairs:
                 doorbell.ring()
+            return report
 
-        scheduler.add_cron("schedule.reconciliation", schedule.reconciliation_cron, nightly_reconciliation)
+        # The console's "run now" asks the scheduler to run this same job at once (one run at a time).
+        reconciliation = ReconciliationJob(
+            nightly_reconciliation, budget=salesforce.budget,
+            trigger=lambda: scheduler.run_now(RECONCILIATION_JOB),
+            report_path=settings.state_dir / settings.flows.reconciliation.report_file)
+        scheduler.add_cron(RECONCILIATION_JOB, schedule.reconciliation_cron, reconciliation.run)
     if settings.flows.renewals.enabled:
         async def renewal_scan() -> None:
             # One inbox event per subscription term coming up for renewal; the workers do the rest.
@@ -445,7 +450,9 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
             salesforce_budget=salesforce.budget, api_calls=lambda: {"salesforce": salesforce.calls, "nue": nue.calls},
             parked=lambda: dict(schema.parked), wake_workers=doorbell.ring,
             report_path=settings.state_dir / settings.flows.reconciliation.report_file,
-            salesforce_url=lambda: token.instance_url if (token := salesforce.auth.current_token) else None)
+            salesforce_url=lambda: token.instance_url if (token := salesforce.auth.current_token) else None,
+            run_reconciliation=reconciliation.request if reconciliation else None,
+            reconciliation_running=(lambda: reconciliation.running_since) if reconciliation else lambda: None)
         console = ConsoleServer(build_console(context), settings.console.host, settings.console.port)
     return Daemon(settings=settings, store=store, salesforce=salesforce, nue=nue, health=health, metrics=metrics,
                   alerter=alerter, committer=committer, workers=workers, listener=listener, schema=schema,

@@ -23,9 +23,10 @@ from revdaemon.config import Settings, load_settings
 from revdaemon.console import app as console_app
 from revdaemon.console.app import ConsoleContext, build_console
 from revdaemon.console.server import ConsoleServer
+from revdaemon.engine.reconcile import repair_event
 from revdaemon.ops.logging import configure_logging
 from revdaemon.store import Store, open_store
-from revdaemon.store.records import NewAuditEntry, NewConflict, NewDeadLetter, NewEvent
+from revdaemon.store.records import NewAuditEntry, NewConflict, NewDeadLetter, NewEvent, utcnow
 from revdaemon.store.states import EventStatus
 
 pytestmark = pytest.mark.anyio
@@ -265,6 +266,41 @@ class TestPages:
         page = (await console.client.get("/reconciliation")).text
         assert "Acme" in page and "Globex" in page and "-50.00" in page
         assert page.count('name="customer"') == 1  # only the repairable row can be selected
+
+    async def test_reconciliation_marks_repairs_since_the_report(self, console: Console, tmp_path: Path) -> None:
+        """A customer whose repair wrote the account after the report reads repaired and leaves the drift
+        count; one whose repair was dead-lettered links its letter and still counts."""
+        report = json.loads((tmp_path / "state" / "reconciliation.json").read_text())
+        report["generated_at"] = (utcnow() - timedelta(hours=1)).isoformat()
+        report["rows"][1].update(drift="salesforce_differs", currency="USD", nue_cmrr="200.00",
+                              salesforce_mrr="150.00")
+        report["rows"][0]["currency"] = "USD"
+        (tmp_path / "state" / "reconciliation.json").write_text(json.dumps(report))
+        await console.store.add_events([repair_event("CUST-1", utcnow().date()),
+                                        repair_event("CUST-2", utcnow().date())])
+        fixed, failed = await console.store.claim_events(worker="w", limit=2, lease=timedelta(minutes=5))
+        await console.store.record_write(NewAuditEntry(system="salesforce", operation="SfUpdate", target="Account",
+                                                       outcome="ok", event_id=fixed.id,
+                                                       record_ref="salesforce:Account:001CCC"))
+        await console.store.complete_event(fixed.id)
+        letter = await console.store.dead_letter_event(failed.id, NewDeadLetter(
+            system="salesforce", operation="update Account", error="locked", error_code="ENTITY_IS_LOCKED",
+            status=400, record_ref="salesforce:Account:001DDD", request={}))
+        await log_in(console.client)
+        page = (await console.client.get("/reconciliation")).text
+        assert "repaired (at " in page and "the report said salesforce_differs" in page
+        assert f'<a href="/dead-letters/{letter}">dead letter {letter}</a>' in page
+        assert "Drift left: 1 customer(s)" in page and "1 repaired since the report" in page
+        assert "USD -50.00 (Salesforce minus Nue)" in page  # Globex's only: Acme's -50 is repaired
+
+    async def test_run_now_needs_the_daemon(self, console: Console) -> None:
+        """A console with no daemon behind it offers no run and refuses one with the reason; nothing is audited."""
+        await log_in(console.client)
+        page = (await console.client.get("/reconciliation")).text
+        assert 'action="/reconciliation/run"' not in page and "revdaemon reconcile" in page
+        refused = await console.client.post("/reconciliation/run", data={"csrf": hidden(page, "csrf")})
+        assert refused.status_code == 409 and "no daemon to run the reconciliation in" in refused.text
+        assert not [w for w in await console.store.list_writes(limit=50) if w.system == "operator"]
 
     async def test_missing_records_are_404(self, console: Console) -> None:
         await log_in(console.client)

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from revdaemon import service
 from revdaemon.domain.reconciliation import Drift, Report
 from revdaemon.engine.reconcile import reconcile
 from revdaemon.errors import Throttled
 from revdaemon.sandbox.runner import Sandbox
+from revdaemon.sandbox.salesforce.settings import CustomField
 from revdaemon.store.states import EventStatus
 from tests.integration.engine_fixtures import Engine, engine, webhook
 
@@ -174,3 +176,71 @@ class TestRepair:
                 pass
             second = await reconcile(e.nue, e.salesforce, now=NOW)
         assert drift_of(second) == {customer_id: Drift.IN_SYNC}
+
+
+class TestReportAfterRepair:
+    async def test_a_repaired_customer_no_longer_counts_as_drift(self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """Once the worker's repair wrote the account, the report's row reads repaired at that write and the
+        drift left no longer counts the customer; while it waits, it does."""
+        linked = activate(sandbox, 2)
+        set_accounts_from_nue(sandbox, linked)
+        stale_customer, stale_account = linked[0]
+        sandbox.salesforce.update("Account", stale_account, {"MRR__c": 3.0, "ARR__c": 36.0})
+        path = tmp_path / "reconciliation.json"
+        async with engine(sandbox, tmp_path) as e:
+            await reconcile(e.nue, e.salesforce, store=e.store, repair=True, report_path=path)
+            waiting = await service.reconciliation_view(e.store, path)
+            assert await e.worker.run_once() == 1
+            after = await service.reconciliation_view(e.store, path)
+            [write] = [w for w in await e.store.list_writes(limit=10) if w.system == "salesforce"]
+        assert waiting is not None and after is not None
+        row = {r["customer_id"]: r for r in waiting["rows"]}[stale_customer]
+        assert row["repair"]["state"] == "waiting"
+        nue_cmrr = Decimal(str(sandbox.nue.store.customers[stale_customer]["todayCMRR"]))
+        assert waiting["drift"]["drifted"] == 1 and waiting["drift"]["repaired"] == 0
+        assert Decimal(next(iter(waiting["drift"]["difference"].values()))) == Decimal("3.0") - nue_cmrr
+        row = {r["customer_id"]: r for r in after["rows"]}[stale_customer]
+        assert (row["drift"], row["repair"]["state"]) == ("salesforce_differs", "repaired")
+        assert row["repair"]["at"] == write.at.isoformat()
+        assert after["drift"] == {"generated_at": after["generated_at"], "drifted": 0, "repaired": 1,
+                                  "difference": {}}
+
+    async def test_a_dead_lettered_repair_still_counts_and_names_its_letter(self, sandbox: Sandbox,
+                                                                            tmp_path: Path) -> None:
+        """A repair Salesforce refused (a restricted picklist lacks the status) is no repair: the row keeps its
+        drift and names the dead letter to look at."""
+        [(customer_id, account_id)] = activate(sandbox, 1)
+        set_accounts_from_nue(sandbox, [(customer_id, account_id)])
+        sandbox.salesforce.remove_field("Account", "Subscription_Status__c")
+        sandbox.salesforce.add_field(CustomField(object="Account", name="Subscription_Status__c",
+                                                 type="picklist", picklist=("Churned",), restricted=True))
+        sandbox.salesforce.update("Account", account_id, {"MRR__c": 3.0, "Subscription_Status__c": "Churned"})
+        path = tmp_path / "reconciliation.json"
+        async with engine(sandbox, tmp_path) as e:
+            await reconcile(e.nue, e.salesforce, store=e.store, repair=True, report_path=path)
+            await e.worker.run_once()
+            [letter] = await e.store.list_dead_letters()
+            view = await service.reconciliation_view(e.store, path)
+        assert view is not None
+        [row] = view["rows"]
+        assert row["repair"]["state"] == "failed" and row["repair"]["dead_letter_id"] == letter.id
+        assert (view["drift"]["drifted"], view["drift"]["repaired"]) == (1, 0)
+
+    async def test_a_repair_done_before_the_report_does_not_hide_new_drift(self, sandbox: Sandbox,
+                                                                           tmp_path: Path) -> None:
+        """An account edited again after the day's repair drifts in the next report: the older repair does not
+        mark it repaired."""
+        [(customer_id, account_id)] = activate(sandbox, 1)
+        set_accounts_from_nue(sandbox, [(customer_id, account_id)])
+        sandbox.salesforce.update("Account", account_id, {"MRR__c": 3.0})
+        path = tmp_path / "reconciliation.json"
+        async with engine(sandbox, tmp_path) as e:
+            await reconcile(e.nue, e.salesforce, store=e.store, repair=True, report_path=path)
+            assert await e.worker.run_once() == 1
+            sandbox.salesforce.update("Account", account_id, {"MRR__c": 4.0})
+            await reconcile(e.nue, e.salesforce, report_path=path)
+            view = await service.reconciliation_view(e.store, path)
+        assert view is not None
+        [row] = view["rows"]
+        assert row["drift"] == "salesforce_differs" and "repair" not in row
+        assert view["drift"]["drifted"] == 1

@@ -334,3 +334,22 @@ class TestServiceIds:
 
         assert all(message.startswith("no such ") for message in anyio.run(each))
         assert [c["id"] for c in json.loads(run(config, "conflicts", "list", "--json")[1])] == [1]  # still open
+
+
+class TestStatusDrift:
+    def test_status_shows_the_latest_reports_drift(self, config: Path) -> None:
+        """`status` says how many customers drifted in the latest report and the MRR difference per currency;
+        before any report it says there is none."""
+        code, out = run(config, "status")
+        assert code == 0 and "reconciliation: no report yet" in out
+        report = {"generated_at": "2026-03-01T02:30:00+00:00", "rows": [
+            {"customer_id": "c1", "drift": "salesforce_differs", "currency": "USD", "nue_cmrr": "100.00",
+             "salesforce_mrr": "90.00"},
+            {"customer_id": "c2", "drift": "in_sync", "currency": "USD", "nue_cmrr": "5.00", "salesforce_mrr": "5.00"}]}
+        (config.parent / "state" / "reconciliation.json").write_text(json.dumps(report))
+        code, out = run(config, "status")
+        assert code == 0
+        assert ("reconciliation of 2026-03-01T02:30:00+00:00: 1 customer(s) drifted; MRR difference (Salesforce "
+                "minus Nue): USD -10.00") in out.replace("\n", " ")
+        code, out = run(config, "status", "--json")
+        assert json.loads(out)["drift"]["difference"] == {"USD": "-10.00"}

@@ -73,3 +73,50 @@ async def test_shutdown_amid_retries_logs_one_line_per_job_and_no_traceback(capl
     assert not [e for e in logs if e["log_level"] in ("error", "critical") or "exc_info" in e]
     assert not [r for r in caplog.records if r.name.startswith(("apscheduler", "asyncio")) and
                 (r.levelno >= logging.WARNING or r.exc_info)]
+
+
+class _Once:
+    name = "once"
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.ran = anyio.Event()
+
+    async def run_once(self, now: Any = None) -> Any:
+        self.runs += 1
+        self.ran.set()
+
+
+class TestRunNow:
+    async def test_a_nightly_job_runs_at_once_and_keeps_its_schedule(self) -> None:
+        """Asked to run now, a cron job runs at once, and its next run is the cron's again."""
+        scheduler = Scheduler()
+        job = _Once()
+        scheduler.add_cron("nightly", "30 2 * * *", job.run_once)
+        scheduler.start()
+        try:
+            nightly = scheduler.next_run_at("nightly")
+            assert scheduler.run_now("nightly") is True
+            with anyio.fail_after(5):
+                await job.ran.wait()
+            for _ in range(100):  # APScheduler sets the next run time just after the job is submitted
+                if scheduler.next_run_at("nightly") == nightly:
+                    break
+                await anyio.sleep(0.01)
+            assert scheduler.next_run_at("nightly") == nightly and job.runs == 1
+        finally:
+            scheduler.shutdown()
+
+    async def test_nothing_runs_while_paused_or_for_an_unknown_job(self) -> None:
+        """A paused scheduler (a standby replica) and an unknown job id refuse, and nothing runs."""
+        scheduler = Scheduler()
+        job = _Once()
+        scheduler.add_cron("nightly", "30 2 * * *", job.run_once)
+        assert scheduler.run_now("nightly") is False  # not started
+        scheduler.start(paused=True)
+        try:
+            assert scheduler.run_now("nightly") is False and scheduler.run_now("other") is False
+            await anyio.sleep(0.05)
+            assert job.runs == 0
+        finally:
+            scheduler.shutdown()

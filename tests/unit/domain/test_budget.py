@@ -13,6 +13,7 @@ from revdaemon.domain.budget import (
     BudgetPlan,
     Priority,
     UsageRate,
+    bulk_refusal,
     describe_seconds,
     multiplier_for,
     plan_budget,
@@ -98,6 +99,32 @@ class TestProjection:
     ])
     def test_durations_in_words(self, seconds: float, text: str) -> None:
         assert describe_seconds(seconds) == text
+
+
+class TestBulkRefusal:
+    def test_room_left_allows_the_run(self) -> None:
+        """With the allowance far from where bulk waits, a run of a few calls may start."""
+        assert bulk_refusal(plan_at(1_000), 3) is None
+
+    def test_unknown_budget_allows_the_run(self) -> None:
+        """Before any response reported the allocation, nothing is refused on a guess."""
+        assert bulk_refusal(plan_budget(used=None, total=None, share=0.5), 50) is None
+
+    def test_deferred_bulk_work_is_refused_with_the_figures(self) -> None:
+        """Past three quarters of the share, bulk waits: the reason gives used, total and the limit."""
+        reason = bulk_refusal(plan_at(4_000), 1)
+        assert reason is not None and "4000 of 10000" in reason and "3750" in reason
+
+    def test_calls_that_would_reach_the_limit_are_refused(self) -> None:
+        """A run whose own calls would bring the budget to the bulk limit is refused before it starts."""
+        assert bulk_refusal(plan_at(3_700), 49) is None
+        reason = bulk_refusal(plan_at(3_700), 50)
+        assert reason is not None and "about 50 Salesforce calls" in reason
+
+    def test_the_hard_limit_says_salesforce_refused(self) -> None:
+        """While Salesforce's own limit pauses everything, the reason says so."""
+        reason = bulk_refusal(plan_at(100, paused=True), 1)
+        assert reason is not None and "daily limit is reached" in reason
 
 
 class TestUsageRate:

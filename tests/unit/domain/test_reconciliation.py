@@ -1,12 +1,24 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from revdaemon.domain.reconciliation import AccountFields, Drift, Report, compare
+from revdaemon.domain.reconciliation import (
+    AccountFields,
+    Drift,
+    RepairEvent,
+    RepairOutcome,
+    RepairState,
+    Report,
+    compare,
+    drift_summary,
+    estimated_calls,
+    repair_outcome,
+)
 
 CATALOG = [
     {"id": "p1", "priceBookEntries": [{"id": "e1", "listPrice": 500, "billingPeriod": "Month",
@@ -178,3 +190,88 @@ class TestReport:
         """Asked for drift only, rows in sync are left out."""
         text = self.report().as_text_table(only_drift=True)
         assert "Customer a" not in text and "Customer b" in text
+
+
+MADE = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
+LATER, EARLIER = MADE + timedelta(hours=1), MADE - timedelta(hours=1)
+
+
+class TestRepairOutcome:
+    @pytest.mark.parametrize(("event", "state"), [
+        (RepairEvent(event_id=1, status="received"), RepairState.WAITING),
+        (RepairEvent(event_id=1, status="claimed"), RepairState.WAITING),
+        (RepairEvent(event_id=1, status="dead", dead_letter_id=7), RepairState.FAILED),
+        (RepairEvent(event_id=1, status="conflict", conflict_id=3), RepairState.CONFLICT),
+        (RepairEvent(event_id=1, status="done", finished_at=LATER, written_at=LATER), RepairState.REPAIRED),
+        (RepairEvent(event_id=1, status="done", finished_at=LATER), RepairState.UNWRITTEN),
+    ], ids=["waiting", "in progress", "dead letter", "conflict", "written after", "finished unwritten"])
+    def test_state_of_the_event(self, event: RepairEvent, state: RepairState) -> None:
+        """Each inbox status (and, once done, whether the account was written) gives one repair state."""
+        outcome = repair_outcome(event, MADE)
+        assert outcome is not None and outcome.state is state
+        assert outcome.counts_as_drift is (state is not RepairState.REPAIRED)
+
+    def test_failed_carries_the_dead_letter(self) -> None:
+        """A dead-lettered repair names its letter, so the page can link to it."""
+        outcome = repair_outcome(RepairEvent(event_id=4, status="dead", dead_letter_id=9, error="boom"), MADE)
+        assert outcome == RepairOutcome(state=RepairState.FAILED, event_id=4, dead_letter_id=9, error="boom")
+
+    def test_repaired_says_when_the_account_was_written(self) -> None:
+        """A repair is dated by its write to Salesforce, not by when the event was stored."""
+        outcome = repair_outcome(RepairEvent(event_id=1, status="done", finished_at=LATER + timedelta(seconds=1),
+                                             written_at=LATER), MADE)
+        assert outcome is not None and outcome.at == LATER
+
+    def test_a_repair_finished_before_the_report_says_nothing(self) -> None:
+        """The report read the account after that repair: its row stands as the report has it."""
+        event = RepairEvent(event_id=1, status="done", finished_at=EARLIER, written_at=EARLIER)
+        assert repair_outcome(event, MADE) is None
+        assert repair_outcome(None, MADE) is None
+
+
+def report_rows(*rows: tuple[str, str, str | None, str | None, str | None]) -> dict[str, Any]:
+    """A written report of rows (customer, drift, currency, nue cmrr, salesforce mrr)."""
+    return {"generated_at": MADE.isoformat(), "rows": [
+        {"customer_id": c, "drift": d, "currency": cur, "nue_cmrr": n, "computed_mrr": n, "salesforce_mrr": sf}
+        for c, d, cur, n, sf in rows]}
+
+
+class TestDriftSummary:
+    def test_counts_drift_and_sums_the_difference_per_currency(self) -> None:
+        """Drifted rows are counted and their Salesforce-minus-Nue MRR summed per currency; in-sync ones not."""
+        report = report_rows(("a", "salesforce_differs", "USD", "100.00", "90.00"),
+                             ("b", "salesforce_differs", "USD", "50.00", "55.50"),
+                             ("c", "missing_account", "EUR", "20.00", None),
+                             ("d", "in_sync", "USD", "10.00", "10.00"))
+        summary = drift_summary(report, {})
+        assert (summary.drifted, summary.repaired) == (3, 0)
+        assert summary.difference == {"EUR": Decimal("-20.00"), "USD": Decimal("-4.50")}
+        assert summary.generated_at == MADE.isoformat()
+
+    def test_repaired_rows_are_left_out(self) -> None:
+        """A row repaired after the report is counted as repaired, and its difference is not summed."""
+        report = report_rows(("a", "salesforce_differs", "USD", "100.00", "90.00"),
+                             ("b", "salesforce_differs", "USD", "50.00", "55.50"))
+        outcomes = {"a": RepairOutcome(state=RepairState.REPAIRED, event_id=1, at=LATER),
+                    "b": RepairOutcome(state=RepairState.FAILED, event_id=2, dead_letter_id=5)}
+        summary = drift_summary(report, outcomes)
+        assert (summary.drifted, summary.repaired) == (1, 1)
+        assert summary.difference == {"USD": Decimal("5.50")}
+
+    def test_no_currency_and_computed_when_nue_gave_none(self) -> None:
+        """A row with no live subscription sums under "?"; with no Nue figure the computed one is used."""
+        report = {"rows": [{"customer_id": "a", "drift": "salesforce_differs", "currency": None,
+                            "nue_cmrr": None, "computed_mrr": "0", "salesforce_mrr": "30"}]}
+        assert str(drift_summary(report, {}).difference["?"]) == "30.00"  # in cents, as money is shown
+
+    def test_as_dict_is_json_ready(self) -> None:
+        """Amounts become decimal strings."""
+        report = report_rows(("a", "unlinked", "USD", "12.00", None))
+        assert json.loads(json.dumps(drift_summary(report, {}).as_dict()))["difference"] == {"USD": "-12.00"}
+
+
+class TestEstimatedCalls:
+    @pytest.mark.parametrize(("accounts", "calls"), [(0, 1), (1, 1), (200, 1), (201, 2), (1000, 5)])
+    def test_one_query_per_batch(self, accounts: int, calls: int) -> None:
+        """One query per batch of linked accounts, and at least one."""
+        assert estimated_calls(accounts, 200) == calls
