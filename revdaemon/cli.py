@@ -437,7 +437,8 @@ def dead_letters_list(config_path: Path | None, as_json: bool, include_replayed:
     settings = _load(config_path, credentials=False)
     rows = _run_with_store(settings, lambda s: service.list_dead_letters(s, include_replayed=include_replayed,
                                                                          error_code=error_code), read_only=True)
-    _emit(rows, as_json, ("id", "event_id", "system", "operation", "error_code", "status", "error"), "dead letters")
+    _emit(rows, as_json, ("id", "event_id", "system", "operation", "about", "error_code", "status", "error"),
+          "dead letters")
 
 
 @dead_letters.command("show")
@@ -455,6 +456,8 @@ def _print_dead_letter(console: Console, letter: dict[str, Any]) -> None:
     console.print(f"dead letter {letter['id']} ({state}): {letter['system']} refused {letter['operation']}, record "
                   f"{letter.get('record_ref') or '-'}, event {letter.get('event_id') or '-'}, at "
                   f"{letter['created_at']}", highlight=False, markup=False)
+    if letter.get("about"):
+        console.print(f"about: {letter['about']}", highlight=False, markup=False)
     code, text = letter.get("error_code"), letter["error"]
     if code and text.startswith(code):  # the code once, not twice
         text = text[len(code):].lstrip(": ")
@@ -668,7 +671,7 @@ def conflicts_list(config_path: Path | None, as_json: bool, include_resolved: bo
     settings = _load(config_path, credentials=False)
     rows = _run_with_store(settings, lambda s: service.list_conflicts(s, include_resolved=include_resolved),
                            read_only=True)
-    _emit(rows, as_json, ("id", "flow", "record_ref", "status", "resolution", "reason"), "conflicts")
+    _emit(rows, as_json, ("id", "flow", "about", "record_ref", "status", "resolution", "reason"), "conflicts")
 
 
 @conflicts.command("show")
@@ -686,6 +689,8 @@ def _print_conflict(console: Console, conflict: dict[str, Any]) -> None:
     console.print(f"conflict {conflict['id']} ({conflict['status']}{decided}): flow {conflict['flow']}, record "
                   f"{conflict['record_ref']}, event {conflict['event_id']}, since {conflict['created_at']}",
                   highlight=False, markup=False)
+    if conflict.get("about"):
+        console.print(f"about: {conflict['about']}", highlight=False, markup=False)
     console.print(f"why: {conflict['reason']}", highlight=False, markup=False)
     fields = Table(title="fields (* differ)", title_justify="left")
     for column in ("", "field", "Nue", "Salesforce", "last synced"):

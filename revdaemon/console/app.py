@@ -284,7 +284,7 @@ def build_console(context: ConsoleContext) -> Starlette:
         if flow:
             rows = [r for r in rows if r["flow"] == flow]
         if text:
-            rows = [r for r in rows if text in f"{r['record_ref']} {r['reason']}".lower()]
+            rows = [r for r in rows if text in f"{r['record_ref']} {r['about']} {r['reason']}".lower()]
         flows = sorted({r["flow"] for r in await service.list_conflicts(context.store, include_resolved=True,
                                                                         limit=500)})
         return page(request, "conflicts.html", session, rows=rows, shown=shown, flow=flow, flows=flows,

@@ -41,6 +41,7 @@ from revdaemon.domain.reconciliation import (
 )
 from revdaemon.engine.lookups import SOQL_IN_MAX
 from revdaemon.flows.common import ACCOUNT_LINK
+from revdaemon.flows.record_names import nue_names, salesforce_names
 from revdaemon.flows.subscription_status import REPAIR_FLAG, REPAIR_SOURCE, SubscriptionStatusMapping
 from revdaemon.limits import DailyBudget, Priority
 from revdaemon.store import Store
@@ -48,6 +49,7 @@ from revdaemon.store.records import NewEvent
 
 log = structlog.get_logger("revdaemon.reconcile")
 
+NAMES_PER_WRITE = 1000  # names kept per store transaction
 REPAIR_EVENT_TYPE = "subscription.updated"  # one of flow 2's event types
 
 
@@ -146,6 +148,8 @@ async def reconcile(
     account_ids = sorted({account for c in customers
                           if (account := account_of(c, links.get(str(c["id"])))[1]) is not None})
     accounts = await _accounts(salesforce, mapping.account_object, account_ids, fields.selected)
+    if store is not None:
+        await _keep_names(store, customers, subscriptions, orders, mapping.account_object, accounts)
 
     report = compare(customers, subscriptions, orders, catalog, accounts, tolerance, fields=fields,
                      generated_at=now.isoformat(), links=links)
@@ -222,6 +226,20 @@ async def _store_links(store: Store | None, customers: Sequence[Mapping[str, Any
             if link is not None:
                 links[str(customer["id"])] = link.salesforce_id
     return links
+
+
+async def _keep_names(store: Store, customers: Sequence[Mapping[str, Any]],
+                      subscriptions: Mapping[str, Sequence[Mapping[str, Any]]],
+                      orders: Mapping[str, Sequence[Mapping[str, Any]]], account_object: str,
+                      accounts: Mapping[str, Mapping[str, Any]]) -> None:
+    """The names and numbers of everything this run read, so the pages name every customer and account after
+    the first nightly run (the workers name only what they touch). In slices: one short transaction each."""
+    names = [*nue_names("Customer", customers),
+             *nue_names("Subscription", (s for rows in subscriptions.values() for s in rows)),
+             *nue_names("Order", (o for rows in orders.values() for o in rows)),
+             *salesforce_names(account_object, accounts.values())]
+    for start in range(0, len(names), NAMES_PER_WRITE):
+        await store.remember_names(names[start:start + NAMES_PER_WRITE])
 
 
 async def _queue_repairs(store: Store, rows: Sequence[Comparison], day: date) -> tuple[str, ...]:
