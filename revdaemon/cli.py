@@ -592,7 +592,9 @@ def _print_preview(preview: Preview, as_json: bool) -> None:
                 console.print(f"warning: Salesforce would refuse this again: {warning}", highlight=False,
                               markup=False)
     console.print(f"dry run: {preview.writes} write(s), {preview.fields_changed} field change(s); nothing was sent"
-                  + (f"; {preview.warnings} write(s) would be refused as describe stands" if preview.warnings else ""))
+                  + (f"; {preview.warnings} write(s) would be refused as describe stands" if preview.warnings else "")
+                  + (f"; not checked against describe: {preview.unchecked}" if preview.unchecked else ""),
+                  highlight=False, markup=False)
 
 
 @main.group()

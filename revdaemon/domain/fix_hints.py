@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from revdaemon.domain.record_names import parse_ref
+
 SETUP_FIELDS = "Setup > Object Manager > {obj} > Fields & Relationships > {field}"
 PERMISSION_SET = "revdaemon_integration"  # setup/metadata.py PERMISSION_SET
 APPLY = "`revdaemon setup salesforce --apply`"
@@ -70,10 +72,7 @@ def letter_hint(system: str, error_code: str | None, status: int | None, error: 
 
 def _object_of(ref: Any) -> str | None:
     """`salesforce:Account:001...` -> Account (a record reference as the executor writes it)."""
-    if not isinstance(ref, str):
-        return None
-    parts = ref.split(":", 2)
-    return parts[1] if len(parts) == 3 and parts[1] else None
+    return parse_ref(ref).object if isinstance(ref, str) else None
 
 
 def _obj(refusal: Refusal) -> str:

@@ -78,6 +78,7 @@ class EventPreview:
 @dataclass(frozen=True, kw_only=True)
 class Preview:
     events: tuple[EventPreview, ...] = ()
+    unchecked: str | None = None  # why the Salesforce writes were not checked against describe (it could not be read)
 
     @property
     def writes(self) -> int:
@@ -162,8 +163,7 @@ async def describe_warnings(shown: Preview, fetcher: Fetcher) -> Preview:
     try:
         described = await describe_objects(fetcher.clients[0], objects)
     except SyncError as exc:
-        note = (f"not checked against describe: {exc.message}",)
-        return _replaced(shown, lambda w: note if w.system == "salesforce" and w.action != "delete" else ())
+        return replace(shown, unchecked=exc.message)
 
     def check(write: PlannedWrite) -> tuple[str, ...]:
         if write.system != "salesforce" or write.action == "delete":
