@@ -33,10 +33,12 @@ from revdaemon.flows.plan import (
     SfUpsert,
     Write,
 )
+from revdaemon.flows.what_if import applied, real_needs
 from revdaemon.setup.salesforce import describe_objects
 from revdaemon.store.records import Event, utcnow
 
 MAX_LOOKUP_ROUNDS = 6
+MAX_STEPS = 6  # as the worker: closed won's customer, order, activation, write-back, and room to spare
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,12 +97,14 @@ class Preview:
 
 
 async def preview(events: Sequence[Event], flows: Sequence[Flow], fetcher: Fetcher, *,
-                  sync_status: SyncStatus | None = None, known: Found | None = None) -> Preview:
+                  sync_status: SyncStatus | None = None, known: Found | None = None,
+                  follow_steps: bool = False) -> Preview:
     """The first step of every flow for each event, with the targets' current values. Sends no write.
 
     `sync_status`: the status fields the executor adds to each data write (None or empty: off). `known`:
     values to plan with instead of reading them, e.g. the last synced values a decision not yet stored
-    would set."""
+    would set. `follow_steps`: plan every step a flow would take, each on the state read with the earlier
+    steps' writes laid over it (flows.what_if), as shadow mode does; else the first step, saying when more follow."""
     jobs = [(event, flow, FlowEvent(key=event.key, type=event.type, source=event.source, payload=event.payload))
             for event in events for flow in flows if takes(flow, event.type, event.source)]
     if not jobs:
@@ -108,48 +112,69 @@ async def preview(events: Sequence[Event], flows: Sequence[Flow], fetcher: Fetch
                                                  note=why_not_taken(flows, e.type, e.source)) for e in events))
     status = sync_status or None
     found = known or Found()
-    for _ in range(MAX_LOOKUP_ROUNDS):
-        needs = Needs()
-        for _event, flow, view in jobs:
-            needs = needs | flow.needs(view, found)
-        missing = _with_status_fields(needs, status).minus(found)
-        if not missing:
+    laid: dict[int, list[Write]] = {i: [] for i in range(len(jobs))}  # each job's earlier steps' writes
+    steps: dict[int, list[tuple[Plan | Exception, tuple[Write, ...], Found]]] = {i: [] for i in range(len(jobs))}
+    active = set(range(len(jobs)))
+    for _step in range(MAX_STEPS if follow_steps else 1):
+        for _ in range(MAX_LOOKUP_ROUNDS):
+            needs = Needs()
+            for index in active:
+                _event, flow, view = jobs[index]
+                needs = needs | flow.needs(view, applied(found, laid[index]))
+            missing = real_needs(_with_status_fields(needs, status).minus(found))
+            if not missing:
+                break
+            found = found.merged(await fetcher.fetch(missing))
+        now = utcnow()
+        for index in sorted(active):
+            _event, flow, view = jobs[index]
+            seen = applied(found, laid[index])
+            try:
+                made = flow.plan(view, seen)
+            except Exception as exc:  # a flow's bug shows as this event's error, not a broken page
+                steps[index].append((exc, (), seen))
+                active.discard(index)
+                continue
+            # Decorated as the executor decorates them, so the diff is what would be sent.
+            writes = tuple(status.decorate(w, now) for w in made.writes) if status else made.writes
+            steps[index].append((made, writes, seen))
+            if made.conflict is not None or not writes or made.done:
+                active.discard(index)
+            else:
+                laid[index].extend(writes)
+        if not active:
             break
-        found = found.merged(await fetcher.fetch(missing))
-    now = utcnow()
-    results: list[tuple[Event, Flow, Plan | Exception, tuple[Write, ...]]] = []
-    for event, flow, view in jobs:
-        try:
-            made = flow.plan(view, found)
-        except Exception as exc:  # a flow's bug shows as this event's error, not a broken page
-            results.append((event, flow, exc, ()))
-            continue
-        # Decorated as the executor decorates them, so the diff is what would be sent.
-        writes = tuple(status.decorate(w, now) for w in made.writes) if status else made.writes
-        results.append((event, flow, made, writes))
-    current = await _current_values([w for *_rest, writes in results for w in writes], fetcher, found)
+    current = {index: [await _current_values(list(writes), fetcher, seen) for _plan, writes, seen in taken]
+               for index, taken in steps.items()}
     first_planner: dict[str, str] = {}  # idempotency key -> the event that plans it first
     out: list[EventPreview] = []
-    for event, flow, plan, writes in results:
-        if isinstance(plan, Exception):
-            out.append(EventPreview(event_id=event.id, event_key=event.key, flow=flow.name, outcome="error",
-                                    note=f"{type(plan).__name__}: {plan}"))
-        elif plan.conflict is not None:
-            out.append(EventPreview(event_id=event.id, event_key=event.key, flow=flow.name, outcome="conflict",
-                                    note=plan.conflict.reason))
-        elif not writes:
-            out.append(EventPreview(event_id=event.id, event_key=event.key, flow=flow.name, outcome="nothing",
-                                    note=plan.skip_reason))
-        else:
+    for index, (event, flow, _view) in enumerate(jobs):
+        shown: list[PlannedWrite] = []
+        repeated: set[str] = set()
+        outcome, notes = "nothing", list[str]()
+        for (plan, writes, _seen), values in zip(steps[index], current[index], strict=True):
+            if isinstance(plan, Exception):
+                outcome, notes = "error", [*notes, f"{type(plan).__name__}: {plan}"]
+                break
             # The executor sends a write once per idempotency key: a repeat is shown once, not counted again.
             fresh = [w for w in writes if first_planner.setdefault(w.idem_key, event.key) == event.key]
-            repeated = sorted({first_planner[w.idem_key] for w in writes} - {event.key})
-            notes = [f"the same write as {', '.join(repeated)} plans: sent once"] if repeated else []
-            if fresh and not plan.done:
+            repeated |= {first_planner[w.idem_key] for w in writes} - {event.key}
+            shown += [_planned(w, values) for w in fresh]
+            if plan.conflict is not None:
+                outcome, notes = "conflict", [*notes, plan.conflict.reason]
+                break
+            if not writes and not shown and plan.skip_reason:
+                notes.append(plan.skip_reason)
+            if fresh and not plan.done and not follow_steps:
                 notes.append("later steps follow from this step's results and are not shown")
-            out.append(EventPreview(event_id=event.id, event_key=event.key, flow=flow.name,
-                                    writes=tuple(_planned(w, current) for w in fresh),
-                                    outcome="writes" if fresh else "nothing", note="; ".join(notes) or None))
+        if outcome == "nothing" and shown:
+            outcome = "writes"
+        if index in active:
+            notes.append(f"more steps would follow: the flow did not finish within {MAX_STEPS}")
+        if repeated:
+            notes.insert(0, f"the same write as {', '.join(sorted(repeated))} plans: sent once")
+        out.append(EventPreview(event_id=event.id, event_key=event.key, flow=flow.name, writes=tuple(shown),
+                                outcome=outcome, note="; ".join(notes) or None))
     return Preview(events=tuple(out))
 
 
@@ -227,7 +252,7 @@ async def _current_values(writes: Sequence[Write], fetcher: Fetcher, found: Foun
     if not records and not children:
         return _Current()
     wanted = Needs(sf_records=frozenset(records), sf_children=frozenset(children), sf_fields=frozenset(fields))
-    missing = wanted.minus(found)
+    missing = real_needs(wanted.minus(found))
     if missing.sf_records or missing.sf_children:
         found = found.merged(await fetcher.fetch(Needs(sf_records=missing.sf_records,
                                                        sf_children=missing.sf_children, sf_fields=wanted.sf_fields)))

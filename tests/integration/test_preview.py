@@ -98,3 +98,37 @@ class TestPreview:
             if change.field != FIELDS.synced_at_field:
                 assert comparable(account[change.field]) == comparable(change.planned), change.field
         assert account[FIELDS.synced_at_field]
+
+
+class TestFollowingSteps:
+    async def test_a_won_deals_whole_chain_is_planned_and_matches_what_a_live_run_writes(
+            self, sandbox: Sandbox, tmp_path: Path) -> None:
+        """Followed step by step on the state with the earlier steps laid over it, a new won deal plans the
+        customer, the order, its activation and the write-back, and sends nothing; a live run of the same event
+        then writes exactly those four."""
+        from revdaemon.engine.preview import preview
+        from revdaemon.flows.closed_won_to_order import ClosedWonToOrderFlow
+        from tests.integration.test_engine_closed_won import won
+
+        opportunity_id, event = won(sandbox, 0)
+        flows = [ClosedWonToOrderFlow()]
+        async with engine(sandbox, tmp_path, flows=flows) as e:
+            await e.store.add_events([event])
+            [stored] = await e.store.list_events()
+            sandbox.salesforce.log.clear()
+            sandbox.nue.log.clear()
+            shown = await preview([stored], flows, Fetcher(e.salesforce, e.nue, e.store), follow_steps=True)
+            assert data_writes(sandbox) == []
+            assert [r for r in sandbox.nue.log.writes() if r.path != "/async/graphql"] == []
+            [planned] = shown.events
+            assert planned.outcome == "writes" and planned.note is None
+            assert [(w.system, w.action, w.target.split(" ")[0]) for w in planned.writes] == [
+                ("nue", "create (unless found)", "Customer"), ("nue", "create (unless found)", "Order"),
+                ("nue", "activate", "Order"), ("salesforce", "update", "Opportunity")]
+            first_only = await preview([stored], flows, Fetcher(e.salesforce, e.nue, e.store))
+            assert len(first_only.events[0].writes) == 1 and "later steps follow" in str(first_only.events[0].note)
+
+            await e.worker.run_once()
+            live = [w for w in await e.store.list_writes(event_id=stored.id, limit=50) if w.outcome == "ok"]
+        assert sorted(w.operation for w in live) == sorted(
+            ["NueCreateCustomer", "NueCreateOrder", "NueActivateOrder", "SfUpdate"])
