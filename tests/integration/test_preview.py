@@ -110,7 +110,7 @@ class TestFollowingSteps:
         from revdaemon.flows.closed_won_to_order import ClosedWonToOrderFlow
         from tests.integration.test_engine_closed_won import won
 
-        opportunity_id, event = won(sandbox, 0)
+        _opportunity, event = won(sandbox, 0)
         flows = [ClosedWonToOrderFlow()]
         async with engine(sandbox, tmp_path, flows=flows) as e:
             await e.store.add_events([event])
