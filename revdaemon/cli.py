@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from revdaemon import __version__, service, terminal
-from revdaemon.config import CONFIG_ENV_VAR, MetricsListen, Settings, load_settings
+from revdaemon.config import CONFIG_ENV_VAR, MetricsListen, Mode, Settings, load_settings
 from revdaemon.domain.budget import DEFERRED_WORK, Priority, describe_seconds
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.pollers import Poller
@@ -190,9 +190,13 @@ def version() -> None:
 @config_option
 @click.option("--stop-after", type=float, default=None, hidden=True, help="Stop after N seconds.")
 @click.option("--dry-run", is_flag=True, help="Plan and log every write without sending any.")
-def run(config_path: Path | None, stop_after: float | None, dry_run: bool) -> None:
+@click.option("--shadow", is_flag=True,
+              help="Shadow mode (as mode: shadow): run every trigger and plan every write, record them, send none.")
+def run(config_path: Path | None, stop_after: float | None, dry_run: bool, shadow: bool) -> None:
     """Run the daemon in the foreground until SIGTERM or SIGINT."""
     settings = _load(config_path)
+    if shadow:
+        settings = settings.model_copy(update={"mode": Mode.SHADOW})
     _setup_logging(settings)
     try:
         anyio.run(lambda: run_daemon(settings, stop_after=stop_after, dry_run=dry_run, config_path=config_path))
@@ -419,6 +423,78 @@ def _print_event(console: Console, event: dict[str, Any]) -> None:
         writes.add_row(*(str(write.get(key) or "") for key in ("at", "system", "operation", "target", "about",
                                                                 "outcome", "record_ref")))
     console.print(writes)
+
+
+@main.group()
+def shadow() -> None:
+    """Shadow mode: what revdaemon would have written while it wrote nothing, and going live from it."""
+
+
+@shadow.command("report")
+@config_option
+@json_option
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
+              help="Only what was planned since then (UTC).")
+def shadow_report(config_path: Path | None, as_json: bool, since: datetime | None) -> None:
+    """Per flow and object, what would have been created or updated, the conflicts and dead letters it would
+    have opened, and what a person should look at before going live."""
+    settings = _load(config_path, credentials=False)
+    when = since.replace(tzinfo=UTC) if since else None
+    report = _run_with_store(settings, lambda s: service.shadow_report(s, since=when), read_only=True)
+    if as_json:
+        click.echo(json.dumps(report, default=str))
+        return
+    _print_shadow_report(terminal.console(), report, settings)
+
+
+def _print_shadow_report(console: Console, report: dict[str, Any], settings: Settings) -> None:
+    promoted = report.get("promoted")
+    state = (f"promoted to live on {promoted['at']} by {promoted['actor']} (go-live cut-off {promoted['go_live']})"
+             if promoted else f"mode: {settings.mode.value}")
+    console.print(f"shadow report: {report['events']} event(s) planned from {report['first_at'] or '-'} to "
+                  f"{report['last_at'] or '-'}; {state}", highlight=False, markup=False)
+    counts = Table(title="would write (per flow and object)", title_justify="left")
+    for column in ("flow", "system", "object", "create", "update", "activate", "delete"):
+        counts.add_column(column)
+    for row in report["counts"]:
+        counts.add_row(*(str(row[c]) for c in ("flow", "system", "object", "create", "update", "activate", "delete")))
+    console.print(counts)
+    if report["left_alone"]:
+        console.print("left alone (nothing to write): " + ", ".join(f"{flow} {n}" for flow, n in
+                                                                   report["left_alone"].items()), highlight=False)
+    for title, key, columns in (("would open conflicts", "conflicts", ("flow", "event_key", "reason")),
+                                ("would become dead letters", "dead_letters", ("flow", "target", "why")),
+                                ("look at these before going live", "flags", ("flow", "target", "flag"))):
+        table = Table(title=f"{title} ({len(report[key])})", title_justify="left")
+        for column in columns:
+            table.add_column(column)
+        for row in report[key]:
+            table.add_row(*(str(row.get(c) or "") for c in columns))
+        console.print(table)
+    if not promoted:
+        console.print("go live: revdaemon shadow promote [--go-live YYYY-MM-DD]", highlight=False, markup=False)
+
+
+@shadow.command("promote")
+@config_option
+@json_option
+@click.option("--go-live", "go_live", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="The go-live cut-off (deals won before it are history); default: today.")
+@click.option("--actor", default=lambda: os.environ.get("USER", "operator"), show_default="$USER")
+def shadow_promote(config_path: Path | None, as_json: bool, go_live: datetime | None, actor: str) -> None:
+    """Go live: a running daemon's workers write from their next claim. Events already shadowed are not replayed
+    (their writes were never sent, and the state may have moved since); set mode: live in config.yaml."""
+    settings = _load(config_path, credentials=False)
+    done = _run_with_store(settings, lambda s: service.promote_shadow(
+        s, actor=actor, go_live=go_live.date() if go_live else None), read_only=False)
+    if as_json:
+        click.echo(json.dumps(done, default=str))
+        return
+    if done["already"]:
+        click.echo(f"already promoted on {done['at']} by {done['actor']} (go-live cut-off {done['go_live']})")
+        return
+    click.echo(f"promoted: revdaemon writes from now on (go-live cut-off {done['go_live']}); "
+               "set mode: live in config.yaml so a restart stays live")
 
 
 @main.group("dead-letters")

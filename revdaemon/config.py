@@ -450,6 +450,17 @@ class StoreSettings(_Section):
     retention_days: Annotated[int, Field(ge=0, le=36_500)] = 90
 
 
+class Mode(StrEnum):
+    LIVE = "live"
+    SHADOW = "shadow"  # plan and record every write, send none (engine/shadow.py) until `shadow promote`
+
+
+class ShadowSettings(_Section):
+    """What shadow mode flags for a person to look at before going live."""
+
+    edited_within_days: Annotated[int, Field(ge=0, le=365)] = 7  # a field a person changed this recently
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="REVDAEMON_",
@@ -462,6 +473,8 @@ class Settings(BaseSettings):
     )
 
     state_dir: Annotated[Path, AfterValidator(_no_nul)] = Path("state")
+    mode: Mode = Mode.LIVE
+    shadow: ShadowSettings = ShadowSettings()
     salesforce: SalesforceSettings = SalesforceSettings()
     change_data_capture: ChangeDataCaptureSettings = ChangeDataCaptureSettings()
     nue: NueSettings = NueSettings()

@@ -20,6 +20,8 @@ import anyio
 from revdaemon.domain.fix_hints import letter_hint
 from revdaemon.domain.reconciliation import Drift, RepairEvent, RepairOutcome, drift_summary, repair_outcome
 from revdaemon.domain.record_names import NameBook, candidate_ids
+from revdaemon.domain.shadow_report import ShadowLine
+from revdaemon.domain.shadow_report import build_report as build_shadow_report
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.mappings import FlowVersions, content_hash, preview_pinned
 from revdaemon.engine.pollers import Poller, SalesforceClosedWonPoller
@@ -722,3 +724,29 @@ async def active_replica(store: Store, *, now: datetime | None = None) -> dict[s
             "host": beat["host"] if beat else None,
             "alive": bool(beat and beat["alive"] and beat["leader"])}
 
+
+
+# --- shadow mode ------------------------------------------------------------------------------------
+
+
+async def shadow_report(store: Store, *, since: datetime | None = None) -> dict[str, Any]:
+    """What shadow mode would have written since `since` (all of it by default), per flow and object, the
+    conflicts and dead letters it would have opened, and its flags; with the promotion once there is one."""
+    entries = await store.list_shadow(since=since)
+    report = build_shadow_report(ShadowLine(event_key=e.event_key, flow=e.flow, outcome=e.outcome, system=e.system,
+                                            action=e.action, target=e.target, warnings=e.warnings, flags=e.flags,
+                                            note=e.note, changes=e.changes) for e in entries)
+    promotion = await store.shadow_promotion()
+    return {**report.as_dict(), "since": _plain(since), "first_at": _plain(entries[0].at) if entries else None,
+            "last_at": _plain(entries[-1].at) if entries else None,
+            "promoted": _plain(asdict(promotion)) if promotion else None}
+
+
+async def promote_shadow(store: Store, *, actor: str, go_live: date | None = None) -> dict[str, Any]:
+    """End shadow mode: the daemon's workers write from their next claim. Shadowed events stay done (their writes
+    were never sent, and the state may have moved since); the go-live cut-off becomes `go_live`, or today."""
+    before = await store.shadow_promotion()
+    promotion = await store.promote_shadow(actor=actor, go_live=go_live)
+    if before is None:
+        await record_action(store, actor, "promote shadow mode", "shadow", go_live=promotion.go_live.isoformat())
+    return {**_plain(asdict(promotion)), "already": before is not None}

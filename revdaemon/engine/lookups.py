@@ -120,7 +120,7 @@ class Fetcher:
 
     async def _go_live(self) -> date:
         # Without a store (a bare preview) nothing is known of a go-live: no cut-off.
-        return await self._store.created_on() if self._store is not None else date.min
+        return await self._store.go_live() if self._store is not None else date.min
 
     async def _synced(self, refs: frozenset[str]) -> dict[str, SyncedRecord]:
         if not refs:

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from revdaemon.config import FlowsSettings, MappingSettings, Settings
 from revdaemon.engine.lookups import Fetcher
-from revdaemon.engine.preview import EventPreview, Preview, preview_safely
+from revdaemon.engine.preview import EventPreview, Preview, preview, preview_safely
 from revdaemon.engine.sync_status import SyncStatus
 from revdaemon.flows.base import Flow, Found
 from revdaemon.store import Store
@@ -111,11 +111,12 @@ class FlowVersions:
 
 async def preview_pinned(events: Sequence[Event], versions: FlowVersions, fetcher: Fetcher, *,
                          remap: bool = False, sync_status: SyncStatus | None = None,
-                         known: Found | None = None) -> Preview:
+                         known: Found | None = None, follow_steps: bool = False, safely: bool = True) -> Preview:
     """What replaying `events` would write: each planned with the mapping version it is pinned to. With
     `remap`, with the current mapping instead, and an event pinned to an older version also shows that
     version's writes beside them (marked unused), so the operator sees both before choosing.
-    `sync_status` and `known` as for `preview`."""
+    `sync_status`, `known` and `follow_steps` as for `preview`; `safely`: an API failure shown on the events
+    (a page) rather than raised (shadow mode tries them again)."""
     unique = list({e.id: e for e in events}.values())
 
     def key(version: int | None) -> int | None:  # None: the current mapping
@@ -135,7 +136,9 @@ async def preview_pinned(events: Sequence[Event], versions: FlowVersions, fetche
                 event_id=e.id, event_key=e.key, flow="-", outcome="error",
                 note=f"{exc}; replay it with --remap to use the current mapping") for e in group))
             continue
-        runs[version] = await preview_safely(group, flows, fetcher, sync_status=sync_status, known=known)
+        plan = preview_safely if safely else preview
+        runs[version] = await plan(group, flows, fetcher, sync_status=sync_status, known=known,
+                                   follow_steps=follow_steps)
     out: list[EventPreview] = []
     for event in unique:
         pinned = key(event.mapping_version)

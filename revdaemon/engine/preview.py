@@ -59,6 +59,7 @@ class PlannedWrite:
     target: str  # e.g. "Account 001..." or "Order for opportunity 006..."
     fields: tuple[FieldChange, ...] = ()
     warnings: tuple[str, ...] = ()  # why Salesforce would refuse it, as describe shows (describe_warnings)
+    idem_key: str = ""  # the write's idempotency key: live mode sends it once
 
     @property
     def changed(self) -> tuple[FieldChange, ...]:
@@ -159,7 +160,7 @@ async def preview(events: Sequence[Event], flows: Sequence[Flow], fetcher: Fetch
             # The executor sends a write once per idempotency key: a repeat is shown once, not counted again.
             fresh = [w for w in writes if first_planner.setdefault(w.idem_key, event.key) == event.key]
             repeated |= {first_planner[w.idem_key] for w in writes} - {event.key}
-            shown += [_planned(w, values) for w in fresh]
+            shown += [replace(_planned(w, values), idem_key=w.idem_key) for w in fresh]
             if plan.conflict is not None:
                 outcome, notes = "conflict", [*notes, plan.conflict.reason]
                 break
@@ -220,10 +221,11 @@ def _with_status_fields(needs: Needs, status: SyncStatus | None) -> Needs:
 
 
 async def preview_safely(events: Sequence[Event], flows: Sequence[Flow], fetcher: Fetcher, *,
-                         sync_status: SyncStatus | None = None, known: Found | None = None) -> Preview:
+                         sync_status: SyncStatus | None = None, known: Found | None = None,
+                         follow_steps: bool = False) -> Preview:
     """`preview`, with an API failure shown on every event instead of raised (a page must still render)."""
     try:
-        return await preview(events, flows, fetcher, sync_status=sync_status, known=known)
+        return await preview(events, flows, fetcher, sync_status=sync_status, known=known, follow_steps=follow_steps)
     except SyncError as exc:
         return Preview(events=tuple(EventPreview(event_id=e.id, event_key=e.key, flow="-", outcome="error",
                                                  note=f"the current values could not be read: {exc.message}")

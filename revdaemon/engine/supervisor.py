@@ -27,7 +27,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from pydantic import BaseModel
 
-from revdaemon.config import MetricsListen, Settings, load_settings
+from revdaemon.config import MetricsListen, Mode, Settings, load_settings
 from revdaemon.connectors.nue import NueClient
 from revdaemon.connectors.pubsub import PubSubClient
 from revdaemon.connectors.salesforce import SalesforceClient
@@ -48,6 +48,7 @@ from revdaemon.engine.renewal_scan import scan_renewals
 from revdaemon.engine.replicas import ReplicaRole, default_replica_id
 from revdaemon.engine.scheduler import Scheduler
 from revdaemon.engine.schema import Checked, SchemaGuard
+from revdaemon.engine.shadow import Shadow
 from revdaemon.engine.sweep import ActivatedOrderSweep, WonDealSweep
 from revdaemon.engine.sync_status import NAME as SYNC_STATUS
 from revdaemon.engine.sync_status import StatusFields, SyncStatus
@@ -339,6 +340,10 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
                       timeout_seconds=a.timeout_seconds, blocks=a.blocks, redactor=active_redactor())
     # The status fields are checked like a flow's: missing ones park the status writes, not the flows.
     schema = SchemaGuard(salesforce, [*flows, *([sync_status] if sync_status else [])], alerter=alerter)
+    shadow = Shadow(store, fetcher, flows, versions=versions, sync_status=sync_status,
+                    own_user=lambda: salesforce.integration_user_id,
+                    edited_within=timedelta(days=settings.shadow.edited_within_days)) \
+        if settings.mode is Mode.SHADOW else None
     executor = Executor(store, salesforce, nue, dry_run=dry_run,
                         mapping_version=versions.current_version if versions is not None else None,
                         sync_status=sync_status, sync_status_parked=lambda: schema.is_parked(SYNC_STATUS),
@@ -351,7 +356,7 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
                backoff=RetryPolicy(base_delay=2.0, max_delay=settings.limits.max_backoff_seconds),
                idle_seconds=engine.idle_seconds, doorbell=doorbell, stats=stats, schema=schema, metrics=metrics,
                alerter=alerter, versions=versions, hold=salesforce.budget.pause_left,
-               own_user=lambda: salesforce.integration_user_id)
+               own_user=lambda: salesforce.integration_user_id, shadow=shadow)
         for name in worker_names(settings)
     ]
     async def scrape() -> tuple[bytes, str]:

@@ -52,7 +52,7 @@ class WonDealSweep:
         self.priority = priority
 
     async def cut_off(self) -> date:
-        return self.won_since or await self.store.created_on()
+        return self.won_since or await self.store.go_live()
 
     def soql(self, since: date, *, unordered_only: bool) -> str:
         fields = ", ".join(dict.fromkeys((*SalesforceClosedWonPoller.FIELDS, "CloseDate", "Name",
@@ -92,7 +92,7 @@ class ActivatedOrderSweep:
 
     async def run_once(self, now: datetime | None = None) -> int:
         now = now or datetime.now(UTC)
-        cut_off = datetime.combine(self.won_since or await self.store.created_on(), time.min, UTC)
+        cut_off = datetime.combine(self.won_since or await self.store.go_live(), time.min, UTC)
         since = max(cut_off, now - self.lookback)
         orders = self.client.poll("Order", self._as_polled.fields, since=nue_datetime(since))
         read, stored = await _queue(self.store, (self._as_polled.event_of(o) async for o in orders

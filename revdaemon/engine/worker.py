@@ -40,6 +40,7 @@ from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.mappings import FlowVersions, MappingUnavailable
 from revdaemon.engine.pollers import parse_timestamp
 from revdaemon.engine.schema import SchemaGuard
+from revdaemon.engine.shadow import Shadow
 from revdaemon.errors import (
     Busy,
     ClaimLost,
@@ -125,7 +126,8 @@ class Worker:
                  stats: WorkerStats | None = None, schema: SchemaGuard | None = None,
                  metrics: Metrics | None = None, alerter: Alerter | None = None,
                  versions: FlowVersions | None = None, hold: Callable[[], float] = lambda: 0.0,
-                 own_user: Callable[[], str | None] = lambda: None, term: Term | None = None) -> None:
+                 own_user: Callable[[], str | None] = lambda: None, term: Term | None = None,
+                 shadow: Shadow | None = None) -> None:
         # The leadership this worker works under (set by `run`): None only outside the replicas' work (tests).
         self.term = term
         self._own_user = own_user  # the Salesforce user revdaemon writes as (None until known: no echo is dropped)
@@ -148,6 +150,7 @@ class Worker:
         self.stats = stats or WorkerStats()
         self._schema = schema
         self._dry_seen: set[int] = set()
+        self._shadow = shadow  # shadow mode: plans are recorded, nothing is sent, until the store says promoted
         self._status_failures: list[tuple[str, str]] = []  # (record ref, why): for the sync status fields
         self.stopped = anyio.Event()
         self.running = False
@@ -218,11 +221,17 @@ class Worker:
         """Claim and process one batch; the number of events it held."""
         if self._executor.dry_run:
             return await self._dry_run_once()
+        if self._shadow is not None and await self._store.shadow_promotion() is not None:
+            log.warning("shadow_promoted", worker=self.name,
+                        detail="shadow mode was promoted: this worker now writes (set mode: live in config.yaml)")
+            self._shadow = None
         events = await self._store.claim_events(
             worker=self.name, limit=self._batch_size, lease=self._lease,
             mapping_version=self._versions.current_version if self._versions is not None else None,
             epoch=self._epoch)
-        if events:
+        if events and self._shadow is not None:
+            await self._shadow_process(events)
+        elif events:
             try:
                 await self.process(events)
             except Fenced:
@@ -230,6 +239,34 @@ class Worker:
             except Exception:
                 await self._after_crash(events, traceback.format_exc(limit=8))
         return len(events)
+
+    @property
+    def shadowing(self) -> bool:
+        return self._shadow is not None
+
+    async def _shadow_process(self, events: Sequence[Event]) -> None:
+        """Shadow mode: the claim is planned, checked and recorded (engine/shadow.py), and its events finished;
+        nothing is sent. A failed read gives the events back to be tried again, as live mode would."""
+        assert self._shadow is not None
+        try:
+            await self._shadow.record(events)
+        except SyncError as exc:
+            retry_after = exc.retry_after if isinstance(exc, Throttled) else None
+            with anyio.CancelScope(shield=True):
+                for event in events:
+                    delay = self._backoff.delay(event.attempts, retry_after, self._rng)
+                    try:
+                        await self._store.retry_event(event.id, error=f"shadow: {exc.message}",
+                                                      next_attempt_at=self._now() + timedelta(seconds=delay),
+                                                      claimed_by=self.name, epoch=self._epoch)
+                    except ClaimLost:
+                        continue
+            return
+        except Exception:
+            await self._after_crash(events, traceback.format_exc(limit=8))
+            return
+        lost = await self._store.complete_events([e.id for e in events], claimed_by=self.name, epoch=self._epoch)
+        self.stats.processed += len(events) - len(lost)
 
     async def _after_crash(self, events: Sequence[Event], trace: str) -> None:
         """A bug, not an API answer: events that have had their attempts become dead letters carrying the

@@ -56,7 +56,7 @@ class Needs:
     catalog: bool = False
     synced_of: frozenset[str] = frozenset()  # record refs whose last synced values to read (revdaemon's store)
     id_links: frozenset[tuple[str, str]] = frozenset()  # (object type, Nue id) whose id link to read (the store)
-    go_live: bool = False  # the store's go-live date (Store.created_on)
+    go_live: bool = False  # the store's go-live date (Store.go_live)
 
     def minus(self, found: Found) -> Needs:
         """What is still to fetch after `found`. A Salesforce object read without a field now asked for is

@@ -39,9 +39,12 @@ from revdaemon.store.records import (
     NewDeadLetter,
     NewEvent,
     NewIntent,
+    NewShadowEntry,
     Replica,
     ReplicaBeat,
     Resolution,
+    ShadowEntry,
+    ShadowPromotion,
     StoreFootprint,
     StoreSummary,
     SyncedRecord,
@@ -157,6 +160,29 @@ class Store(Protocol):
 
     async def links_of(self, record_id: str) -> list[Link]:
         """Every pairing in which `record_id` is the Nue or the Salesforce side."""
+        ...
+
+    # --- shadow mode ----------------------------------------------------------------------------
+
+    async def record_shadow(self, entries: Sequence[NewShadowEntry]) -> int:
+        """Keep what shadow mode would have done; a write whose idempotency key is already kept is skipped (live
+        mode sends it once). Returns how many were kept."""
+        ...
+
+    async def list_shadow(self, *, since: datetime | None = None, limit: int = 100_000) -> list[ShadowEntry]:
+        """Kept shadow entries, oldest first (those recorded at or after `since`)."""
+        ...
+
+    async def promote_shadow(self, *, actor: str, go_live: date | None = None) -> ShadowPromotion:
+        """End shadow mode now: recorded once (a second promotion keeps the first); `go_live` (default: today, by
+        the store's clock) becomes the go-live cut-off `go_live()` returns."""
+        ...
+
+    async def shadow_promotion(self) -> ShadowPromotion | None: ...
+
+    async def go_live(self) -> date:
+        """The go-live cut-off: the day shadow mode was promoted (or the day given then), else the day the store
+        was created."""
         ...
 
     # --- names beside ids -----------------------------------------------------------------------

@@ -483,6 +483,48 @@ MIGRATIONS: tuple[Migration, ...] = (
     CREATE INDEX record_names_recent ON record_names (updated_at);
     """,
     ),
+    # 13: shadow mode (engine/shadow.py): what each event would have written, recorded instead of sent. A write's
+    # idempotency key is unique, as live mode sends it once; conflicts, errors and "nothing" have none.
+    Migration(
+        sqlite="""
+    CREATE TABLE shadow_plans (
+        id          INTEGER PRIMARY KEY,
+        at          TEXT NOT NULL,
+        event_id    INTEGER,
+        event_key   TEXT NOT NULL,
+        flow        TEXT NOT NULL,
+        outcome     TEXT NOT NULL CHECK (outcome IN ('write', 'conflict', 'error', 'nothing')),
+        system      TEXT,
+        action      TEXT,
+        target      TEXT,
+        idem_key    TEXT UNIQUE,
+        changes     TEXT NOT NULL,
+        warnings    TEXT NOT NULL,
+        flags       TEXT NOT NULL,
+        note        TEXT
+    );
+    CREATE INDEX shadow_plans_at ON shadow_plans (at, id);
+    """,
+        postgres="""
+    CREATE TABLE shadow_plans (
+        id          BIGSERIAL PRIMARY KEY,
+        at          TIMESTAMPTZ NOT NULL,
+        event_id    BIGINT,
+        event_key   TEXT COLLATE "C" NOT NULL,
+        flow        TEXT COLLATE "C" NOT NULL,
+        outcome     TEXT NOT NULL CHECK (outcome IN ('write', 'conflict', 'error', 'nothing')),
+        system      TEXT,
+        action      TEXT,
+        target      TEXT,
+        idem_key    TEXT COLLATE "C" UNIQUE,
+        changes     TEXT NOT NULL,
+        warnings    TEXT NOT NULL,
+        flags       TEXT NOT NULL,
+        note        TEXT
+    );
+    CREATE INDEX shadow_plans_at ON shadow_plans (at, id);
+    """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

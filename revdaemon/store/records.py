@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -286,6 +286,43 @@ class Leadership:
 
 
 # --- status -----------------------------------------------------------------------------------------
+
+
+# --- shadow mode ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewShadowEntry:
+    """What processing an event would have done in live mode, recorded instead of doing it (engine/shadow.py):
+    one planned write (`outcome` "write", with its field diff), or the event's conflict, error or nothing."""
+
+    event_id: int | None
+    event_key: str
+    flow: str
+    outcome: str  # "write" | "conflict" | "error" | "nothing"
+    system: str | None = None  # of a write: "salesforce" | "nue"
+    action: str | None = None  # "create", "update", "activate", ...
+    target: str | None = None  # "Account 001...", "Order for opportunity 006..."
+    idem_key: str | None = None  # a write's key: recorded once, as live mode sends it once
+    changes: tuple[Mapping[str, Any], ...] = ()  # {field, current, planned, changes}
+    warnings: tuple[str, ...] = ()  # why Salesforce would refuse it, as describe shows
+    flags: tuple[str, ...] = ()  # what a person should look at before going live
+    note: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShadowEntry(NewShadowEntry):
+    id: int
+    at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShadowPromotion:
+    """When shadow mode ended: from then on the daemon writes, and deals won before `go_live` are history."""
+
+    at: datetime
+    go_live: date
+    actor: str
 
 
 @dataclass(frozen=True, kw_only=True)

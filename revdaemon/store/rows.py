@@ -23,6 +23,7 @@ from revdaemon.store.records import (
     MappingVersion,
     Replica,
     Resolution,
+    ShadowEntry,
     WriteIntent,
 )
 from revdaemon.store.states import EventStatus, IntentStatus
@@ -157,3 +158,11 @@ def leadership(row: Row | None, when: When) -> Leadership | None:
     if row is None or not row["epoch"] or row["replica_id"] is None:
         return None
     return Leadership(epoch=int(row["epoch"]), replica_id=row["replica_id"], since=_required(when, row["since"]))
+
+
+def shadow_entry(row: Row, when: When) -> ShadowEntry:
+    return ShadowEntry(id=row["id"], at=_required(when, row["at"]), event_id=row["event_id"],
+                       event_key=row["event_key"], flow=row["flow"], outcome=row["outcome"], system=row["system"],
+                       action=row["action"], target=row["target"], idem_key=row["idem_key"],
+                       changes=tuple(loads(row["changes"])), warnings=tuple(loads(row["warnings"])),
+                       flags=tuple(loads(row["flags"])), note=row["note"])

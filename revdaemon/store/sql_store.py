@@ -38,9 +38,12 @@ from revdaemon.store.records import (
     NewDeadLetter,
     NewEvent,
     NewIntent,
+    NewShadowEntry,
     Replica,
     ReplicaBeat,
     Resolution,
+    ShadowEntry,
+    ShadowPromotion,
     StoreFootprint,
     StoreSummary,
     SyncedRecord,
@@ -310,6 +313,52 @@ class SqlStore:
             rows = await tx.fetch(
                 "SELECT * FROM id_links WHERE nue_id = :id OR salesforce_id = :id ORDER BY object_type", id=record_id)
         return [to_record.link(row) for row in rows]
+
+    # --- shadow mode ----------------------------------------------------------------------------
+
+    async def record_shadow(self, entries: Sequence[NewShadowEntry]) -> int:
+        if not entries:
+            return 0
+        async with self._tx() as tx:
+            now = await tx.now()
+            kept = 0
+            for entry in entries:
+                kept += await tx.execute(
+                    """INSERT INTO shadow_plans (at, event_id, event_key, flow, outcome, system, action, target,
+                                                 idem_key, changes, warnings, flags, note)
+                       VALUES (:now, :event_id, :event_key, :flow, :outcome, :system, :action, :target, :idem_key,
+                               :changes, :warnings, :flags, :note)
+                       ON CONFLICT DO NOTHING""",
+                    now=now, event_id=entry.event_id, event_key=entry.event_key, flow=entry.flow,
+                    outcome=entry.outcome, system=entry.system, action=entry.action, target=entry.target,
+                    idem_key=entry.idem_key, changes=dumps(list(entry.changes)), warnings=dumps(list(entry.warnings)),
+                    flags=dumps(list(entry.flags)), note=entry.note)
+        return kept
+
+    async def list_shadow(self, *, since: datetime | None = None, limit: int = 100_000) -> list[ShadowEntry]:
+        where = "" if since is None else "WHERE at >= :since"
+        async with self._tx(write=False) as tx:
+            rows = await tx.fetch(f"SELECT * FROM shadow_plans {where} ORDER BY at, id LIMIT :limit", limit=limit,
+                                  **({} if since is None else {"since": since}))
+        return [to_record.shadow_entry(row, self._when) for row in rows]
+
+    async def promote_shadow(self, *, actor: str, go_live: date | None = None) -> ShadowPromotion:
+        async with self._tx() as tx:
+            now = await tx.now()
+            if await _meta(self._db, tx, SHADOW_PROMOTED_AT) is None:
+                await _set_meta(tx, SHADOW_PROMOTED_AT, ts_text(now))
+                await _set_meta(tx, SHADOW_PROMOTED_BY, actor)
+                await _set_meta(tx, GO_LIVE, (go_live or now.date()).isoformat())
+            return await _promotion(self._db, tx)  # type: ignore[return-value]  # set just now, or before
+
+    async def shadow_promotion(self) -> ShadowPromotion | None:
+        async with self._tx(write=False) as tx:
+            return await _promotion(self._db, tx)
+
+    async def go_live(self) -> date:
+        async with self._tx(write=False) as tx:
+            value = await _meta(self._db, tx, GO_LIVE)
+        return date.fromisoformat(value) if value else await self.created_on()
 
     # --- names beside ids -----------------------------------------------------------------------
 
@@ -801,6 +850,20 @@ async def _meta(db: Dialect, tx: Tx, name: str) -> str | None:
         return None
     value = await tx.fetchval("SELECT value FROM store_meta WHERE name = :name", name=name)
     return str(value) if value is not None else None
+
+
+SHADOW_PROMOTED_AT = "shadow_promoted_at"
+SHADOW_PROMOTED_BY = "shadow_promoted_by"
+GO_LIVE = "go_live"
+
+
+async def _promotion(db: Dialect, tx: Tx) -> ShadowPromotion | None:
+    at = await _meta(db, tx, SHADOW_PROMOTED_AT)
+    if at is None:
+        return None
+    go_live = await _meta(db, tx, GO_LIVE) or at[:10]
+    return ShadowPromotion(at=datetime.fromisoformat(at), go_live=date.fromisoformat(go_live),
+                           actor=await _meta(db, tx, SHADOW_PROMOTED_BY) or "?")
 
 
 async def _set_meta(tx: Tx, name: str, value: str) -> None:

@@ -20,6 +20,7 @@ from revdaemon.store.records import (
     NewDeadLetter,
     NewEvent,
     NewIntent,
+    NewShadowEntry,
     ReplicaBeat,
     Resolution,
 )
@@ -965,7 +966,7 @@ class TestPostgresSchema:
             await conn.close()
         assert {"inbox_events", "cursors", "id_links", "write_intents", "conflicts", "dead_letters", "audit_log",
                 "entity_versions", "synced_values", "mapping_versions", "replicas", "store_meta", "leadership",
-                "revdaemon_schema", "record_names"} == tables
+                "revdaemon_schema", "record_names", "shadow_plans"} == tables
 
     async def test_intents_of_schema_1_are_kept_through_every_migration(self, pg_url: str) -> None:
         """Migrations 2-5 keep the stored intents (the owner columns come and go)."""
@@ -1103,3 +1104,32 @@ class TestRecordNames:
         assert [n.record_id for n in await store.find_names("o-0000030")] == ["o-1"]
         assert await store.find_names("100%") == []  # LIKE's own characters are taken literally
         assert await store.names_of([]) == [] and await store.find_names("  ") == []
+
+
+class TestShadow:
+    async def test_entries_are_kept_once_per_write_and_listed_since(self, store: Store, clock: FakeClock) -> None:
+        write = NewShadowEntry(event_id=1, event_key="e1", flow="subscription_status", outcome="write",
+                               system="salesforce", action="update", target="Account 001", idem_key="k1",
+                               changes=({"field": "MRR__c", "current": 1, "planned": "2.00", "changes": True},),
+                               warnings=("no",), flags=("edited by a person",))
+        conflict = NewShadowEntry(event_id=2, event_key="e2", flow="quote_sync", outcome="conflict", note="why")
+        assert await store.record_shadow([write, conflict]) == 2
+        clock.advance(hours=1)
+        again = NewShadowEntry(event_id=3, event_key="e3", flow="subscription_status", outcome="write",
+                               idem_key="k1")
+        assert await store.record_shadow([again, conflict]) == 1  # the same write is kept once; conflicts each
+        entries = await store.list_shadow()
+        assert [(e.event_key, e.outcome) for e in entries] == [("e1", "write"), ("e2", "conflict"), ("e2", "conflict")]
+        assert entries[0].changes[0]["planned"] == "2.00" and entries[0].flags == ("edited by a person",)
+        assert [e.event_key for e in await store.list_shadow(since=clock.now)] == ["e2"]
+
+    async def test_promotion_is_recorded_once_and_moves_the_go_live_cut_off(self, store: Store,
+                                                                            clock: FakeClock) -> None:
+        created = await store.created_on()
+        assert await store.shadow_promotion() is None and await store.go_live() == created
+        clock.advance(days=9)
+        first = await store.promote_shadow(actor="ana")
+        assert first.actor == "ana" and first.go_live == clock.now.date() and await store.go_live() == first.go_live
+        clock.advance(days=1)
+        assert await store.promote_shadow(actor="bo", go_live=date(2030, 1, 1)) == first  # once
+        assert await store.shadow_promotion() == first
