@@ -41,7 +41,7 @@ async def test_flags_a_look_alike_customer_an_order_naming_the_deal_and_a_person
     stranger = scenario.create_customer(5)
     order = scenario.order_for(other_id, stranger["id"], opportunityId=other_id)
     # 3. A person typed an MRR on the account a Nue change would now overwrite.
-    customer_id, account_id, subscriptions = activate_for(sandbox, 2, 2)
+    _customer, account_id, subscriptions = activate_for(sandbox, 2, 2)
     sandbox.salesforce.update("Account", account_id, {"MRR__c": 12.0}, user_id=A_PERSON)
 
     flows = [ClosedWonToOrderFlow(), SubscriptionStatusFlow()]
