@@ -12,7 +12,7 @@ that several events plan (the same idempotency key) once, under the first of the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -179,15 +179,20 @@ async def preview(events: Sequence[Event], flows: Sequence[Flow], fetcher: Fetch
     return Preview(events=tuple(out))
 
 
-async def describe_warnings(shown: Preview, fetcher: Fetcher) -> Preview:
+Described = Mapping[str, Mapping[str, Mapping[str, Any]] | None]  # object -> field name -> describe's field
+
+
+async def describe_warnings(shown: Preview, fetcher: Fetcher,
+                            cached: Callable[[Sequence[str]], Awaitable[Described]] | None = None) -> Preview:
     """`shown` with each Salesforce write checked against describe, read fresh once per object (an admin may
-    just have added the missing value): what Salesforce would refuse is in the write's `warnings`."""
+    just have added the missing value), or through `cached`: what Salesforce would refuse is in the write's
+    `warnings`."""
     objects = sorted({w.target.split(" ", 1)[0] for e in shown.events for w in e.writes
                       if w.system == "salesforce" and w.action != "delete"})
     if not objects:
         return shown
     try:
-        described = await describe_objects(fetcher.clients[0], objects)
+        described = await (cached or (lambda names: describe_objects(fetcher.clients[0], names)))(objects)
     except SyncError as exc:
         return replace(shown, unchecked=exc.message)
 

@@ -19,6 +19,7 @@ Nothing here writes to either API. The store keeps each write once per idempoten
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -30,12 +31,21 @@ from revdaemon.connectors import nue_wire, salesforce_wire
 from revdaemon.engine.lookups import SOQL_IN_MAX, Fetcher
 from revdaemon.engine.mappings import FlowVersions, preview_pinned
 from revdaemon.engine.pollers import parse_timestamp
-from revdaemon.engine.preview import EventPreview, FieldChange, PlannedWrite, Preview, describe_warnings, preview
+from revdaemon.engine.preview import (
+    Described,
+    EventPreview,
+    FieldChange,
+    PlannedWrite,
+    Preview,
+    describe_warnings,
+    preview,
+)
 from revdaemon.engine.sync_status import SyncStatus
 from revdaemon.errors import SyncError
 from revdaemon.flows.base import Flow
 from revdaemon.flows.what_if import is_shadow_id
 from revdaemon.limits import Priority
+from revdaemon.setup.salesforce import describe_objects
 from revdaemon.store import Store
 from revdaemon.store.records import Event, NewShadowEntry, utcnow
 
@@ -43,6 +53,7 @@ log = structlog.get_logger("revdaemon.shadow")
 
 # [assumed] GraphQL reads orders by the first name of each assumed link field (nue_wire): a query naming a field
 # the tenant's schema lacks fails whole, so the other names (read from REST lists by flow 1) are not asked here.
+DESCRIBE_SECONDS = 300.0  # how long shadow mode checks writes against one read of an object's describe
 ORDER_OPPORTUNITY_FIELD = nue_wire.ASSUMED_ORDER_OPPORTUNITY_FIELDS[0]
 ORDER_QUOTE_FIELD = nue_wire.ASSUMED_ORDER_QUOTE_FIELDS[0]
 ORDER_LINK_FIELDS = ("id", "orderNumber", "customerId", "status", ORDER_OPPORTUNITY_FIELD, ORDER_QUOTE_FIELD)
@@ -51,7 +62,7 @@ ORDER_LINK_FIELDS = ("id", "orderNumber", "customerId", "status", ORDER_OPPORTUN
 class Shadow:
     def __init__(self, store: Store, fetcher: Fetcher, flows: Sequence[Flow], *, versions: FlowVersions | None = None,
                  sync_status: SyncStatus | None = None, own_user: Callable[[], str | None] = lambda: None,
-                 edited_within: timedelta = timedelta(days=7)) -> None:
+                 edited_within: timedelta = timedelta(days=7), describe_seconds: float = DESCRIBE_SECONDS) -> None:
         self._store = store
         self._fetcher = fetcher
         self._flows = list(flows)
@@ -59,6 +70,8 @@ class Shadow:
         self._sync_status = sync_status
         self._own_user = own_user
         self._edited_within = edited_within
+        self._describe_seconds = describe_seconds
+        self._describe: dict[str, tuple[float, Mapping[str, Mapping[str, Any]] | None]] = {}
 
     async def plan(self, events: Sequence[Event]) -> list[NewShadowEntry]:
         """What processing `events` would write, checked and flagged. Raises SyncError when a read fails (the
@@ -69,9 +82,20 @@ class Shadow:
         else:
             shown = await preview(events, self._flows, self._fetcher, sync_status=self._sync_status,
                                   follow_steps=True)
-        shown = await describe_warnings(shown, self._fetcher)
+        shown = await describe_warnings(shown, self._fetcher, cached=self._described)
         flags = await self._flags(shown)
         return entries_of(shown, flags)
+
+    async def _described(self, objects: Sequence[str]) -> Described:
+        """Describe per object, read again after `describe_seconds`: a claim's check must not cost a describe
+        call per object against the daily budget, and an admin's fix shows within minutes."""
+        now = time.monotonic()
+        stale = [o for o in objects if o not in self._describe or now - self._describe[o][0] > self._describe_seconds]
+        if stale:
+            salesforce, _nue = self._fetcher.clients
+            for sobject, fields in (await describe_objects(salesforce, stale)).items():
+                self._describe[sobject] = (now, fields)
+        return {o: self._describe[o][1] for o in objects}
 
     async def record(self, events: Sequence[Event]) -> int:
         entries = await self.plan(events)
