@@ -758,7 +758,7 @@ async def running_mode(store: Store, configured: str) -> dict[str, Any]:
     once there is one, and whether shadow mode ever planned anything here."""
     promotion = await store.shadow_promotion()
     return {"mode": "shadow" if configured == "shadow" and promotion is None else "live", "configured": configured,
-            "promoted": _plain(asdict(promotion)) if promotion else None,
+            "promoted": {**_plain(asdict(promotion)), "go_live": promotion.go_live.isoformat()} if promotion else None,
             "ran": bool(await store.list_shadow(limit=1))}
 
 
@@ -773,3 +773,13 @@ async def shadow_writes(store: Store, *, flow: str, system: str, sobject: str, s
         {"id": e.id, "at": _plain(e.at), "event_key": e.event_key, "action": e.action, "target": e.target,
          "ref": target_ref(e.target, e.system), "changes": [dict(c) for c in e.changes], "warnings": list(e.warnings),
          "flags": list(e.flags), "note": e.note} for e in entries[:limit]]}
+
+
+async def mode_status(store: Store, configured: str) -> dict[str, Any]:
+    """The running mode (running_mode) and, while shadow mode has planned writes not yet promoted, when it first
+    planned and how many writes: what `status` says about the mode."""
+    mode = await running_mode(store, configured)
+    if mode["ran"] and mode["promoted"] is None:
+        report = await shadow_report(store)
+        mode.update(first_at=report["first_at"], writes=report["writes"])
+    return mode
