@@ -1114,7 +1114,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
     the recent rate and what the budget planner defers."""
     settings = _load(config_path, credentials=False)
     try:
-        summary, replica_rows, active, footprint = anyio.run(_summary, settings)
+        summary, replica_rows, active, footprint, mode = anyio.run(_summary, settings)
         drift = anyio.run(_drift, settings)
     except StoreMissing as exc:
         click.echo(f"revdaemon: {exc}")
@@ -1124,12 +1124,14 @@ def status(config_path: Path | None, as_json: bool) -> None:
         sys.exit(EXIT_STORE)
     live, elsewhere = _store_daemon(settings, replica_rows)
     if as_json:
-        click.echo(json.dumps({**_summary_json(summary), "store": footprint, "replicas": replica_rows,
+        click.echo(json.dumps({**_summary_json(summary), "mode": mode["mode"], "shadow": mode,
+                               "store": footprint, "replicas": replica_rows,
                                "active_replica": active, "drift": drift,
                                "daemon": live, "other_daemon_on_listener": elsewhere}))
         return
     console = terminal.console()
     _print_summary(console, summary)
+    console.print(_mode_line(mode), highlight=False, markup=False)
     _print_footprint(console, footprint)
     console.print(_drift_line(drift))
     _print_replicas(console, replica_rows, active)
@@ -1237,13 +1239,30 @@ def _print_budget_plan(console: Console, settings: Settings, live: dict[str, Any
 
 
 async def _summary(settings: Settings) -> tuple[StoreSummary, list[dict[str, Any]], dict[str, Any] | None,
-                                           dict[str, Any]]:
+                                           dict[str, Any], dict[str, Any]]:
     store = await open_store(settings.store_target, read_only=True)
     try:
         footprint = service.footprint_row(await store.footprint(), settings.store.retention_days)
-        return await store.summary(), await service.replicas(store), await service.active_replica(store), footprint
+        return (await store.summary(), await service.replicas(store), await service.active_replica(store), footprint,
+                await service.mode_status(store, settings.mode.value))
     finally:
         await store.close()
+
+
+def _mode_line(mode: dict[str, Any]) -> str:
+    """The mode in words: shadow since when with how many writes planned, or live (and promoted from shadow)."""
+    promoted = mode["promoted"]
+    if promoted:
+        return (f"mode: live (promoted from shadow on {promoted['at']} by {promoted['actor']}; go-live cut-off "
+                f"{promoted['go_live']})")
+    if mode["mode"] == "shadow":
+        return (f"mode: shadow since {mode['first_at']} ({mode['writes']} writes planned; revdaemon shadow report)"
+                if mode["ran"] else "mode: shadow (nothing planned yet; revdaemon shadow report)")
+    if mode["ran"]:  # config says live, but a `run --shadow` planned writes and was never promoted: it may still run
+        return (f"mode: live as configured, but shadow mode (run --shadow) planned {mode['writes']} writes since "
+                f"{mode['first_at']} and was never promoted; a daemon started with --shadow still writes nothing "
+                "(revdaemon shadow report, revdaemon shadow promote)")
+    return "mode: live"
 
 
 async def _drift(settings: Settings) -> dict[str, Any] | None:

@@ -19,8 +19,8 @@ import anyio
 
 from revdaemon.domain.fix_hints import letter_hint
 from revdaemon.domain.reconciliation import Drift, RepairEvent, RepairOutcome, drift_summary, repair_outcome
-from revdaemon.domain.record_names import NameBook, candidate_ids
-from revdaemon.domain.shadow_report import ShadowLine
+from revdaemon.domain.record_names import NameBook, candidate_ids, target_ref
+from revdaemon.domain.shadow_report import ShadowLine, object_of
 from revdaemon.domain.shadow_report import build_report as build_shadow_report
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.mappings import FlowVersions, content_hash, preview_pinned
@@ -750,3 +750,36 @@ async def promote_shadow(store: Store, *, actor: str, go_live: date | None = Non
     if before is None:
         await record_action(store, actor, "promote shadow mode", "shadow", go_live=promotion.go_live.isoformat())
     return {**_plain(asdict(promotion)), "already": before is not None}
+
+
+async def running_mode(store: Store, configured: str) -> dict[str, Any]:
+    """The mode the workers are in: "shadow" while `configured` so (mode: shadow, or run --shadow) and not promoted
+    (a promotion ends shadow mode whatever config.yaml says: engine/worker.py), else "live"; with the promotion
+    once there is one, and whether shadow mode ever planned anything here."""
+    promotion = await store.shadow_promotion()
+    return {"mode": "shadow" if configured == "shadow" and promotion is None else "live", "configured": configured,
+            "promoted": {**_plain(asdict(promotion)), "go_live": promotion.go_live.isoformat()} if promotion else None,
+            "ran": bool(await store.list_shadow(limit=1))}
+
+
+async def shadow_writes(store: Store, *, flow: str, system: str, sobject: str, since: datetime | None = None,
+                        limit: int = 300) -> dict[str, Any]:
+    """The writes shadow mode planned for one row of the report's counts (flow, system, object), oldest first,
+    each with its field diff; at most `limit` of them, and how many there are in all."""
+    # Filtered here, not in SQL: the object is read out of the target text, as the report counts it.
+    entries = [e for e in await store.list_shadow(since=since) if e.outcome == "write" and e.flow == flow
+               and (e.system or "?") == system and object_of(e.target) == sobject]
+    return {"total": len(entries), "writes": [
+        {"id": e.id, "at": _plain(e.at), "event_key": e.event_key, "action": e.action, "target": e.target,
+         "ref": target_ref(e.target, e.system), "changes": [dict(c) for c in e.changes], "warnings": list(e.warnings),
+         "flags": list(e.flags), "note": e.note} for e in entries[:limit]]}
+
+
+async def mode_status(store: Store, configured: str) -> dict[str, Any]:
+    """The running mode (running_mode) and, while shadow mode has planned writes not yet promoted, when it first
+    planned and how many writes: what `status` says about the mode."""
+    mode = await running_mode(store, configured)
+    if mode["ran"] and mode["promoted"] is None:
+        report = await shadow_report(store)
+        mode.update(first_at=report["first_at"], writes=report["writes"])
+    return mode

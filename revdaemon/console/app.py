@@ -11,7 +11,7 @@ import json
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -35,7 +35,7 @@ from revdaemon.console.auth import SESSION_COOKIE, Admins, LoginLimiter, Session
 from revdaemon.console.charts import bar_chart_svg, minute_bars
 from revdaemon.console.failures import LogFailures
 from revdaemon.domain.budget import BudgetPlan, describe_seconds
-from revdaemon.domain.record_names import LinkOut, NameBook, parse_ref
+from revdaemon.domain.record_names import LinkOut, NameBook, parse_ref, target_ref
 from revdaemon.engine.change_stream import CURSOR_PREFIX as STREAM_CURSOR
 from revdaemon.engine.change_stream import cursor_name
 from revdaemon.engine.lookups import Fetcher
@@ -63,6 +63,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 MAX_SELECTION = 200  # records per replay or repair, like one Collections call
+MAX_SHADOW_WRITES = 300  # planned writes one drill-down page shows (each with its diff); the rest are counted
 
 
 class StoreIdConvertor(Convertor[int]):
@@ -258,6 +259,7 @@ def build_console(context: ConsoleContext) -> Starlette:
                           "by itself within 5 minutes, or at once on `systemctl reload revdaemon`"}
                   for flow, reason in sorted(context.parked().items())]
         depths = {status.value: summary.queue_depths.get(status, 0) for status in EventStatus}
+        mode = await service.running_mode(context.store, context.settings.mode.value)
         active = await service.active_replica(context.store, now=now)
         report = await service.reconciliation_view(context.store, context.report_path) if context.report_path else None
         return page(request, "overview.html", session, ready=ready, depths=depths, chart=chart, active=active,
@@ -267,7 +269,7 @@ def build_console(context: ConsoleContext) -> Starlette:
                     parked=parked,
                     deferred=deferred,
                     open_conflicts=summary.open_conflicts, dead_letters=summary.dead_letters,
-                    started_at=context.health.started_at)
+                    started_at=context.health.started_at, mode=mode)
 
     async def timeline(request: Request, session: Session) -> Response:
         query = request.query_params.get("q", "")
@@ -410,6 +412,45 @@ def build_console(context: ConsoleContext) -> Starlette:
         return _after(session, "/reconciliation",
                       f"{added} repair(s) queued ({len(customers) - added} already were today).")
 
+    async def shadow(request: Request, session: Session) -> Response:
+        since = _day(request.query_params.get("since"), "since")
+        report = await service.shadow_report(context.store, since=since)
+        mode = await service.running_mode(context.store, context.settings.mode.value)
+        for row in (*report["dead_letters"], *report["flags"]):
+            row["ref"] = target_ref(row.get("target"), row.get("system")) if row.get("target") else None
+        names = await service.names_for(context.store, [
+            *(r["event_key"] for r in (*report["conflicts"], *report["dead_letters"], *report["flags"])),
+            *(r["ref"] for r in (*report["dead_letters"], *report["flags"]))])
+        return page(request, "shadow.html", session, report=report, mode=mode, names=names,
+                    since=request.query_params.get("since", ""),
+                    can_promote=mode["promoted"] is None and (mode["ran"] or mode["mode"] == "shadow"))
+
+    async def shadow_writes(request: Request, session: Session) -> Response:
+        wanted = {key: (request.query_params.get(key) or "").strip() for key in ("flow", "system", "object")}
+        if not all(wanted.values()):
+            raise BadRequest("choose a row of the shadow report (its flow, system and object)")
+        since = _day(request.query_params.get("since"), "since")
+        found = await service.shadow_writes(context.store, flow=wanted["flow"], system=wanted["system"],
+                                            sobject=wanted["object"], since=since, limit=MAX_SHADOW_WRITES)
+        names = await service.names_for(context.store, [t for w in found["writes"] for t in (w["event_key"], w["ref"])])
+        return page(request, "shadow_writes.html", session, found=found, names=names, limit=MAX_SHADOW_WRITES,
+                    since=request.query_params.get("since", ""), flow=wanted["flow"], system=wanted["system"],
+                    object=wanted["object"])
+
+    async def shadow_promote(request: Request, session: Session) -> Response:
+        go_live = _day(_text(await request.form(), "go_live"), "the go-live date")
+        mode = await service.running_mode(context.store, context.settings.mode.value)
+        if mode["mode"] != "shadow" and mode["promoted"] is None and not mode["ran"]:
+            raise BadRequest("shadow mode is off and never ran here: there is nothing to promote")
+        done = await service.promote_shadow(context.store, actor=session.actor,
+                                            go_live=go_live.date() if go_live else None)
+        context.wake_workers()  # the workers see the promotion at their next claim
+        if done["already"]:
+            return _after(session, "/shadow", f"Already promoted on {_when(done['at'])} by {done['actor']} "
+                                              f"(go-live cut-off {done['go_live']}).")
+        return _after(session, "/shadow", f"Promoted to live: revdaemon writes from its next claim (go-live cut-off "
+                                          f"{done['go_live']}). Set mode: live in config.yaml so a restart stays live.")
+
     routes = [
         Route("/login", login_form, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
@@ -429,6 +470,9 @@ def build_console(context: ConsoleContext) -> Starlette:
         Route("/reconciliation/preview", guarded(repair_preview), methods=["POST"]),
         Route("/reconciliation/repair", guarded(repair), methods=["POST"]),
         Route("/reconciliation/run", guarded(reconcile_now), methods=["POST"]),
+        Route("/shadow", guarded(shadow)),
+        Route("/shadow/writes", guarded(shadow_writes)),
+        Route("/shadow/promote", guarded(shadow_promote), methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
 
@@ -468,6 +512,19 @@ def _next(value: str | None) -> str:
     if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
         return value
     return "/"
+
+
+def _day(value: str | None, what: str) -> datetime | None:
+    """A YYYY-MM-DD form or query value as midnight UTC; None when empty."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        if len(text) != 10:
+            raise ValueError(text)
+        return datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
+    except ValueError:
+        raise BadRequest(f"{what} must be a date as YYYY-MM-DD") from None
 
 
 def _ids(form: FormData, name: str = "id") -> list[int]:

@@ -110,6 +110,19 @@ def parse_ref(text: str) -> RecordRef:
     return RecordRef(system=None, object=None, record_id=text)
 
 
+def target_ref(target: str | None, system: str | None = None) -> str:
+    """A planned write's target (`Account 001…`, `Order <uuid>`) as a record ref (`salesforce:Account:001…`) that
+    pages link out, when it names one record by id; any other target (`Account` to create, `Order for opportunity
+    006…`, an id made up for a record not yet created) stays as it is. `system`: the write's, else by the id's
+    shape."""
+    text = target or ""
+    sobject, _, record_id = text.partition(" ")
+    if not sobject or not record_id or " " in record_id or ":" in record_id:
+        return text  # not "<Object> <id>", or an id shadow mode made up ("shadow:…", flows/what_if.py)
+    system = system or _system_of(record_id)
+    return f"{system}:{sobject}:{record_id}" if system in (SALESFORCE, NUE) else text
+
+
 @dataclass(frozen=True, kw_only=True)
 class LinkOut:
     """Where records open in their own apps. `salesforce_base`: the org's instance URL (None: no links);

@@ -75,13 +75,14 @@ def build_report(lines: Iterable[ShadowLine]) -> ShadowReport:
             written.add((line.event_key, line.flow))
             key = (line.flow, line.system or "?", object_of(line.target))
             counts.setdefault(key, Counter())[action_of(line.action)] += 1
+            # The write's system beside its target: a page names the record by it (record_names.target_ref).
             if line.warnings:
-                dead.append({**where, "target": line.target, "why": "; ".join(line.warnings)})
-            flags += [{**where, "target": line.target, "flag": flag} for flag in line.flags]
+                dead.append({**where, "system": line.system, "target": line.target, "why": "; ".join(line.warnings)})
+            flags += [{**where, "system": line.system, "target": line.target, "flag": flag} for flag in line.flags]
         elif line.outcome == "conflict":
             conflicts.append({**where, "reason": line.note})
         elif line.outcome == "error":
-            dead.append({**where, "target": None, "why": line.note})
+            dead.append({**where, "system": None, "target": None, "why": line.note})
         else:
             nothing.append(line)
     for line in nothing:

@@ -18,7 +18,7 @@ from revdaemon.cli import main
 from revdaemon.engine.lookups import Fetcher
 from revdaemon.errors import RecordNotFound
 from revdaemon.store import open_store
-from revdaemon.store.records import NewAuditEntry, NewConflict, NewDeadLetter, NewEvent
+from revdaemon.store.records import NewAuditEntry, NewConflict, NewDeadLetter, NewEvent, NewShadowEntry
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_FETCHER: Fetcher = None  # type: ignore[assignment]  # an id refused before any read needs no fetcher
@@ -353,3 +353,64 @@ class TestStatusDrift:
                 "minus Nue): USD -10.00") in out.replace("\n", " ")
         code, out = run(config, "status", "--json")
         assert json.loads(out)["drift"]["difference"] == {"USD": "-10.00"}
+
+
+def with_shadow(config: Path, *, mode: str | None, entries: int) -> str | None:
+    """`config` with `mode` set (None: as it was) and `entries` planned account updates in its store, plus an event
+    left alone; the first planned time as status prints it (None without entries)."""
+    if mode is not None:
+        document = yaml.safe_load(config.read_text())
+        config.write_text(yaml.safe_dump({**document, "mode": mode}))
+
+    async def fill() -> str | None:
+        store = await open_store(config.parent / "state" / "revdaemon.sqlite3")
+        try:
+            await store.record_shadow([NewShadowEntry(
+                event_id=None, event_key=f"nue:s{i}", flow="subscription_status", outcome="write",
+                system="salesforce", action="update", target=f"Account 00100000000000{i}AAA", idem_key=f"k{i}")
+                for i in range(entries)] + [NewShadowEntry(event_id=None, event_key="nue:quiet", flow="invoice_sync",
+                                                           outcome="nothing")] * bool(entries))
+            kept = await store.list_shadow(limit=1)
+            return kept[0].at.isoformat(timespec="seconds") if kept else None
+        finally:
+            await store.close()
+
+    return anyio.run(fill)
+
+
+class TestStatusMode:
+    def test_live_without_shadow(self, config: Path) -> None:
+        code, out = run(config, "status")
+        assert code == 0 and "mode: live\n" in out and "shadow" not in out
+        assert json.loads(run(config, "status", "--json")[1])["mode"] == "live"
+
+    def test_shadow_says_since_when_and_how_many_writes(self, config: Path) -> None:
+        """In shadow mode, status says when it first planned and how many writes (not the event left alone)."""
+        first = with_shadow(config, mode="shadow", entries=2)
+        code, out = run(config, "status")
+        assert code == 0
+        assert f"mode: shadow since {first} (2 writes planned; revdaemon shadow report)" in out.replace("\n", " ")
+        status = json.loads(run(config, "status", "--json")[1])
+        assert status["mode"] == "shadow" and status["shadow"]["writes"] == 2 and status["shadow"]["promoted"] is None
+
+    def test_shadow_before_anything_is_planned(self, config: Path) -> None:
+        with_shadow(config, mode="shadow", entries=0)
+        assert "mode: shadow (nothing planned yet" in run(config, "status")[1]
+
+    def test_promoted_is_live_whatever_the_config_says(self, config: Path) -> None:
+        """After `shadow promote` the workers write even with mode: shadow still in config.yaml: status says live,
+        promoted by whom and when."""
+        with_shadow(config, mode="shadow", entries=1)
+        assert run(config, "shadow", "promote", "--go-live", "2026-01-05", "--actor", "bo")[0] == 0
+        code, out = run(config, "status")
+        line = next(line for line in out.replace("\n", " ").split("mode: ")[1:] if line.startswith("live"))
+        assert code == 0 and line.startswith("live (promoted from shadow on ")
+        assert "by bo; go-live cut-off 2026-01-05)" in line
+        assert json.loads(run(config, "status", "--json")[1])["mode"] == "live"
+
+    def test_live_config_with_unpromoted_shadow_writes_says_so(self, config: Path) -> None:
+        """Config says live, but a `run --shadow` planned writes and nobody promoted them: a daemon started so may
+        still be writing nothing, and status says it."""
+        with_shadow(config, mode=None, entries=1)
+        out = run(config, "status")[1].replace("\n", " ")
+        assert "mode: live as configured, but shadow mode (run --shadow) planned 1 writes since" in out

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from revdaemon.domain.record_names import LinkOut, NameBook, RecordName, candidate_ids, changed, named, parse_ref
+from revdaemon.domain.record_names import (
+    LinkOut,
+    NameBook,
+    RecordName,
+    candidate_ids,
+    changed,
+    named,
+    parse_ref,
+    target_ref,
+)
 from revdaemon.flows.base import Found
 from revdaemon.flows.record_names import names_in
 
@@ -77,3 +86,14 @@ def test_parse_ref() -> None:
     assert parse_ref(f"sf:Opportunity:{OPPORTUNITY}:2026").system == "salesforce"
     assert parse_ref(f"nue:invoice:{CUSTOMER}").system == "nue"
     assert parse_ref(ACCOUNT).system is None
+
+
+def test_target_ref_names_one_record_by_id() -> None:
+    """A write's target becomes a record ref when it names one record by id; creates, look-ups and made-up ids
+    stay as they are."""
+    assert target_ref(f"Account {ACCOUNT}") == f"salesforce:Account:{ACCOUNT}"
+    assert target_ref(f"Order {CUSTOMER}") == f"nue:Order:{CUSTOMER}"
+    assert target_ref("Account Nue_Id__c=c1", "salesforce") == "salesforce:Account:Nue_Id__c=c1"
+    assert target_ref("Account Nue_Id__c=c1") == "Account Nue_Id__c=c1"  # whose it is, its shape does not say
+    for kept in ("Account", f"Order for opportunity {OPPORTUNITY}", "Order shadow:k1", "", None):
+        assert target_ref(kept, "nue") == (kept or "")
