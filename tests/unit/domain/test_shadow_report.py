@@ -30,7 +30,7 @@ def test_counts_per_flow_and_object_and_what_needs_a_look() -> None:
     assert report["left_alone"] == {"amendments": 1}
     assert report["conflicts"] == [{"event_key": "e3", "flow": "quote_sync", "reason": "edited by a person"}]
     assert [d["why"] for d in report["dead_letters"]] == ["Status__c lacks Overdue", "KeyError"]
-    assert report["flags"] == [{"event_key": "e1", "flow": "closed_won_to_order",
+    assert report["flags"] == [{"event_key": "e1", "flow": "closed_won_to_order", "system": "nue",
                                 "target": "Customer for account 001", "flag": "look-alike"}]
 
 
