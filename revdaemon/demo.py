@@ -2,7 +2,12 @@
 each side shows as it happens. Needs no credentials and no network; leaves its state file behind for
 `revdaemon status`.
 
-The story has two parts: a visible sync (deals, orders, amendments, billing, quotes, renewals), then the hard part,
+First a go-live on a tenant with history (issue 29), on simulators and a daemon of its own: the brownfield deals,
+a rep's new deal and a look-alike Nue customer, all read and planned in shadow mode; the shadow report as tables
+and the simulators' request logs showing no write; then promotion, a backfill of flow 1, and what the live run wrote
+beside what the report planned.
+
+Then the story in two parts: a visible sync (deals, orders, amendments, billing, quotes, renewals), then the hard part,
 what needs a person: a conflict (a hand edit revdaemon will not overwrite), a dead letter (a restricted picklist
 lacking a value, fixed by the admin, then replayed) and a drift (found by the reconciliation, repaired). Each is
 decided through `revdaemon.service`, as the CLI and the console decide them; every table marks what changed since
@@ -18,6 +23,8 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from datetime import time as dt_time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,11 +36,14 @@ from rich.table import Table
 from rich.text import Text
 
 from revdaemon import service
-from revdaemon.config import SalesforceAuth, Settings, WebhookAuth
+from revdaemon.config import Mode, SalesforceAuth, Settings, WebhookAuth
+from revdaemon.connectors import nue_wire
 from revdaemon.domain.reconciliation import Report
+from revdaemon.domain.shadow_report import ACTIONS as SHADOW_ACTIONS
 from revdaemon.engine.preview import comparable
 from revdaemon.engine.renewal_scan import scan_renewals
 from revdaemon.engine.supervisor import Daemon, run_daemon, run_reconciliation
+from revdaemon.engine.sweep import WonDealSweep
 from revdaemon.flows.billing_events import FAILED_COLLECTION
 from revdaemon.sandbox.nue import customers as nue_customers
 from revdaemon.sandbox.runner import Sandbox, create_sandbox
@@ -87,6 +97,8 @@ DRIFTED_MRR = Decimal("1000")  # Zephyr's MRR after the import
 BILLING_EVENT = "Nue_Billing_Event__c"
 BILLING_STATUSES = ("Posted", "Paid", "Overdue", "Void")  # flows/billing_events.py: the Status__c picklist
 STORY_ACTOR = "demo"  # the actor of the decisions the story takes itself (audit log)
+# The object a Nue write's operation names (a Salesforce write's target names its own).
+NUE_WRITE_OBJECTS = {"NueCreateCustomer": "Customer", "NueCreateOrder": "Order", "NueActivateOrder": "Order"}
 
 
 def demo_state_dir(settings: Settings) -> Path:
@@ -108,9 +120,11 @@ Serve = Callable[[ConsoleAccess], Awaitable[None]]
 
 
 async def run_demo(settings: Settings, *, console: Console | None = None, box: Sandbox | None = None,
-                   with_console: bool = False, serve: Serve | None = None) -> dict[str, Any]:
-    """The story on a new seeded sandbox, or on `box` (seed 1, its org already set up: the go-live test's), which
-    is left running.
+                   brownfield_box: Sandbox | None = None, with_console: bool = False,
+                   serve: Serve | None = None) -> dict[str, Any]:
+    """The go-live chapter on a new brownfield sandbox, or on `brownfield_box` (seed 1, BROWNFIELD_DEALS), then the
+    story on a new seeded sandbox, or on `box` (seed 1, its org already set up: the go-live test's); a sandbox
+    given is left running.
 
     `with_console`: the web console runs too, its URL and a login token made for this run are printed, the story
     leaves the conflict, the dead letter and the drift for the person at the console, and everything keeps running
@@ -119,6 +133,15 @@ async def run_demo(settings: Settings, *, console: Console | None = None, box: S
     state = demo_state_dir(settings)
     if state.exists():
         shutil.rmtree(state)
+    # The go-live chapter first, on a sandbox and a daemon of its own: a tenant with history is another tenant.
+    own_brownfield = brownfield_box is None
+    brownfield_box = brownfield_box or create_sandbox(key_dir=state / "go-live-sandbox", seed=1,
+                                                      brownfield=BROWNFIELD_DEALS).start_threads()
+    try:
+        going_live = await _go_live_chapter(settings, brownfield_box, console)
+    finally:
+        if own_brownfield:
+            brownfield_box.close()
     own_box = box is None
     box = box or create_sandbox(key_dir=state / "sandbox", seed=1).start_threads()
     # Made per run and printed once: never in config.yaml, the log or the state directory.
@@ -153,7 +176,7 @@ async def run_demo(settings: Settings, *, console: Console | None = None, box: S
     finally:
         if own_box:
             box.close()
-    return summary
+    return {**summary, "go_live": going_live}
 
 
 async def _until_signalled(access: ConsoleAccess) -> None:
@@ -549,3 +572,189 @@ def _value(value: Any) -> str:
         return _money(value)
     except (ArithmeticError, ValueError):
         return str(value)
+
+
+# --- the go-live chapter: a tenant with history, shadow mode first ------------------------------------------------
+
+BROWNFIELD_DEALS = 20  # every share of seed.BROWNFIELD_KINDS once: 12 from quotes, 2 by hand, 2 by a tool, 3 old, 1 new
+GO_LIVE_STATE = "go-live"  # the chapter's own store, under the demo's state directory
+REP_WINS = 0  # the seed's opportunity a rep wins during the shadow run (Acme Corp - Platform)
+KIND_LABELS = {"from_quote": "ordered by Nue's quote-to-order", "by_hand": "ordered by hand in Nue",
+               "order_id_on_opportunity": "ordered by an earlier tool", "before_go_live": "won before the cut-off",
+               "new": "won since, not ordered", "rep": "won by a rep in shadow", "seed": "won since (the seed's)"}
+# Why the live run after promotion writes other than shadow mode planned, where it does (flow, system, object).
+WHY_LIVE_DIFFERS = {
+    ("closed_won_to_order", "nue", "Customer"): "the flagged look-alike was linked: no customer made for it",
+    ("closed_won_to_order", "salesforce", "Opportunity"): "the backfill also reads deals showing an order id (the "
+                                                          "sweep skips them) and fills in the order number",
+}
+NOT_REPLAYED = "history Nue's startup poll read: not replayed after promotion"
+
+
+def write_requests(box: Sandbox) -> dict[str, list[Any]]:
+    """Requests that could change either simulator: Salesforce REST writes (a login is not one) and Nue requests
+    other than GET and the GraphQL reads (POST /async/graphql)."""
+    return {"salesforce": [r for r in box.salesforce.log.writes() if r.path.startswith("/services/data/")],
+            "nue": [r for r in box.nue.log.writes() if r.path != "/async/graphql"]}
+
+
+def orders_for(box: Sandbox, opportunity_id: str) -> list[dict[str, Any]]:
+    """The Nue orders tied to the opportunity by any route flow 1 itself recognises (its marker, the order id the
+    opportunity shows, the opportunity on the order, a quote of it named on the order)."""
+    shown = box.salesforce.record("Opportunity", opportunity_id).get("Nue_Order_Id__c")
+    quotes = nue_wire.quote_ids_of(list(box.nue.store.quotes.values()), opportunity_id)
+    return [dict(order) for order, _link in nue_wire.linked_orders(
+        list(box.nue.store.orders.values()), opportunity_id, marker_field=None, quote_ids=quotes,
+        order_id=str(shown) if shown else None)]
+
+
+def won_deals(box: Sandbox) -> dict[str, list[str]]:
+    """The sandbox's won opportunities by how they stood before the go-live (KIND_LABELS' keys)."""
+    seed = box.salesforce.seed_data
+    deals: dict[str, list[str]] = {}
+    for deal in seed.brownfield:
+        deals.setdefault(deal.kind, []).append(deal.opportunity_id)
+    history = {deal.opportunity_id for deal in seed.brownfield}
+    deals["rep"] = [seed.opportunities[REP_WINS].id]
+    deals["seed"] = [o.id for o in seed.opportunities if o.stage == "Closed Won" and o.id not in history]
+    return deals
+
+
+async def _go_live_chapter(settings: Settings, box: Sandbox, console: Console) -> dict[str, Any]:
+    """A daemon of its own on the brownfield sandbox, started in shadow mode with the scenario's go-live cut-off;
+    the chapter promotes it while it runs."""
+    cut_off = box.salesforce.seed_data.go_live
+    if cut_off is None:
+        raise ValueError("the go-live chapter needs a brownfield sandbox (create_sandbox(brownfield=...))")
+    pointed = demo_settings(settings, box)
+    closed_won = pointed.flows.closed_won.model_copy(update={"won_since": cut_off})
+    configured = pointed.model_copy(update={
+        "mode": Mode.SHADOW, "state_dir": demo_state_dir(settings) / GO_LIVE_STATE,
+        "flows": pointed.flows.model_copy(update={"closed_won": closed_won})})
+    outcome: dict[str, Any] = {}
+
+    async def story(daemon: Daemon) -> None:
+        outcome.update(await _go_live(box, daemon, console, cut_off))
+        daemon.health.shutting_down = True
+
+    async with anyio.create_task_group() as tg:
+        async def run() -> None:
+            await run_daemon(configured, on_ready=lambda d: _then_stop(story, d, tg))
+
+        tg.start_soon(run)
+    return outcome
+
+
+async def _go_live(box: Sandbox, daemon: Daemon, console: Console, cut_off: date) -> dict[str, Any]:
+    store = daemon.store
+    seed = box.salesforce.seed_data
+    marks = ChangeMarks()
+    deal = seed.opportunities[REP_WINS]
+    account = next(a for a in seed.accounts if a.id == deal.account_id)
+    console.rule("going live on a tenant with history: shadow mode first")
+    console.print(f"Another pair of simulators holds a tenant with history: {len(seed.brownfield)} won deals, most "
+                  f"already ordered in Nue (by Nue's quote-to-order flow, by hand, by an earlier tool), some won "
+                  f"before the go-live cut-off ({cut_off}), one new. A daemon of its own (state in "
+                  f"{daemon.settings.state_dir}) starts with mode: shadow: it reads and plans everything and sends "
+                  "nothing. Nue's webhooks are not delivered in this chapter: its story is flow 1's.")
+    _show_won_deals(console, box, marks)
+
+    console.print(f"\n[bold]> Nue: someone made a customer '{account.name}' by hand, never linked to the account; "
+                  f"Salesforce: a rep marks '{deal.name}' Closed Won[/bold]")
+    [look_alike], _ = nue_customers.create_customers(box.nue.store, [{"name": account.name,
+                                                                       "recordType": "Business"}])
+    box.salesforce.close_won(deal.id)
+    await anyio.sleep(0.5)  # the change event on its way; the poll below finds the deal either way
+    await daemon.pollers[0].run_once()
+    await _drain(daemon)
+    console.print(f"\n[bold]> The daily sweep (schedule.sweep_cron) finds the won deals since {cut_off} that show no "
+                  "Nue order id[/bold]")
+    await WonDealSweep(daemon.salesforce, store, won_since=cut_off).run_once()
+    await _drain(daemon)
+
+    report = await service.shadow_report(store)
+    sent = write_requests(box)
+    _show_shadow_report(console, report)
+    console.print(marks.table("Requests the simulators received during shadow mode (their request logs)",
+                              ("System", "Requests", "Of them writes", "A write is"),
+                              [("salesforce", ["Salesforce", str(box.salesforce.log.count()),
+                                               str(len(sent["salesforce"])), "any but GET under /services/data/"]),
+                               ("nue", ["Nue", str(box.nue.log.count()), str(len(sent["nue"])),
+                                        "any but GET and POST /async/graphql"])]))
+    _show_won_deals(console, box, marks)
+
+    console.print(f"\n[bold]> A person looks at the flag: the look-alike is {account.name}'s customer, made before "
+                  "Nue's Salesforce sync was on; they link it to the account in Nue[/bold]")
+    with box.nue.store.lock:  # as Nue's own sync links a customer to its account
+        box.nue.store.customers[look_alike["id"]].update(externalId=account.id, salesAccountId=account.id)
+    console.print(f"\n[bold]> The operator promotes (service.promote_shadow, actor '{STORY_ACTOR}', the go-live "
+                  f"cut-off kept at {cut_off}); shadowed events are not replayed, so the operator backfills flow 1 "
+                  "(service.backfill --flow closed_won since the cut-off) and the daemon, now live, writes[/bold]")
+    promoted = await service.promote_shadow(store, actor=STORY_ACTOR, go_live=cut_off)
+    await service.backfill(store, daemon.pollers, datetime.combine(cut_off, dt_time.min, UTC), flow="closed_won")
+    await _drain(daemon)
+    _show_won_deals(console, box, marks)
+    written = await _live_counts(store)
+    planned = {(r["flow"], r["system"], r["object"]): sum(r[a] for a in SHADOW_ACTIONS) for r in report["counts"]}
+    rows: list[tuple[str, list[str]]] = []
+    for key in sorted({*planned, *written}):
+        flow, system, sobject = key
+        same = planned.get(key, 0) == written.get(key, 0)
+        why = "" if same else WHY_LIVE_DIFFERS.get(key, NOT_REPLAYED if not written.get(key) else "?")
+        rows.append((":".join(key), [flow, f"{system} {sobject}", str(planned.get(key, 0)),
+                                     str(written.get(key, 0)), why]))
+    console.print(marks.table("What shadow mode planned, and what the live run wrote after promotion",
+                              ("Flow", "Writes to", "Planned", "Written", "Why they differ"), rows))
+    return {"cut_off": cut_off.isoformat(), "rep_deal": deal.id, "look_alike": look_alike["id"],
+            "shadow_writes": {system: len(requests) for system, requests in sent.items()}, "report": report,
+            "promoted": promoted, "planned": planned, "written": written}
+
+
+async def _live_counts(store: Store) -> dict[tuple[str, str, str], int]:
+    """(flow, system, object) of every write sent, from the audit log (shadow mode sends none)."""
+    counted: dict[tuple[str, str, str], int] = {}
+    for entry in await store.list_writes(limit=10_000):
+        if entry.system == "operator" or entry.outcome != "ok":
+            continue
+        flow = str(entry.idem_key).split(":", 1)[0]
+        sobject = NUE_WRITE_OBJECTS.get(entry.operation) or str(entry.detail["request"]["target"]).split(":")[1]
+        counted[(flow, entry.system, sobject)] = counted.get((flow, entry.system, sobject), 0) + 1
+    return counted
+
+
+def _show_won_deals(console: Console, box: Sandbox, marks: ChangeMarks) -> None:
+    rows: list[tuple[str, list[str]]] = []
+    for kind, deals in won_deals(box).items():
+        orders = [len(orders_for(box, d)) for d in deals]
+        shown = sum(1 for d in deals if box.salesforce.record("Opportunity", d).get("Nue_Order_Id__c"))
+        won = sum(1 for d in deals if box.salesforce.record("Opportunity", d).get("IsWon"))
+        rows.append((kind, [KIND_LABELS[kind], str(len(deals)), str(won), str(sum(orders)),
+                            str(sum(1 for n in orders if n > 1)), str(shown)]))
+    console.print(marks.table("Won deals of the tenant with history, by how they stood before the go-live",
+                              ("Deals", "Count", "Won", "Nue orders", "With two orders", "Order id in Salesforce"),
+                              rows))
+
+
+def _show_shadow_report(console: Console, report: dict[str, Any]) -> None:
+    console.print(f"\nShadow report (service.shadow_report, as `revdaemon shadow report`): {report['events']} events "
+                  f"planned, {report['writes']} writes that were not sent")
+    counts = Table(title="Would write, per flow and object")
+    for column in ("Flow", "System", "Object", *(a.capitalize() for a in SHADOW_ACTIONS)):
+        counts.add_column(column)
+    for row in report["counts"]:
+        counts.add_row(row["flow"], row["system"], row["object"], *(str(row[a]) for a in SHADOW_ACTIONS))
+    console.print(counts)
+    alone = Table(title="Would leave alone: nothing to write (Nue ordered it already, the account shows it)")
+    alone.add_column("Flow")
+    alone.add_column("Events")
+    for flow, n in report["left_alone"].items():
+        alone.add_row(flow, str(n))
+    console.print(alone)
+    flags = Table(title=f"Look at these before going live ({len(report['flags'])} flags; "
+                        f"{len(report['conflicts'])} conflicts, {len(report['dead_letters'])} dead letters it would "
+                        "open)")
+    for column in ("Flow", "Target", "Flag"):
+        flags.add_column(column)
+    for flag in report["flags"]:
+        flags.add_row(flag["flow"], str(flag["target"]), flag["flag"])
+    console.print(flags)

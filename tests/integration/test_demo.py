@@ -18,16 +18,22 @@ import pytest
 from rich.console import Console
 from structlog.testing import capture_logs
 
+from revdaemon import service
 from revdaemon.config import Settings, load_settings
 from revdaemon.demo import (
     BILLING_EVENT,
+    BROWNFIELD_DEALS,
     DRIFTED_MRR,
+    GO_LIVE_STATE,
     HAND_EDITED_MRR,
     STORY_ACTOR,
     ChangeMarks,
     ConsoleAccess,
     demo_state_dir,
+    orders_for,
     run_demo,
+    won_deals,
+    write_requests,
 )
 from revdaemon.sandbox.runner import Sandbox, create_sandbox
 from revdaemon.store import open_store
@@ -44,6 +50,8 @@ class Run:
     box: Sandbox
     conflicts: list[ConflictRecord]
     letters: list[DeadLetter]
+    brownfield: Sandbox  # the go-live chapter's
+    shadow_report: dict[str, Any]  # as the go-live chapter's store keeps it after the demo
 
 
 def _settings(state_dir: Path, **environ: str) -> Settings:
@@ -60,19 +68,30 @@ async def _decisions(settings: Settings) -> tuple[list[ConflictRecord], list[Dea
         await store.close()
 
 
+async def _shadow_report(settings: Settings) -> dict[str, Any]:
+    store = await open_store(demo_state_dir(settings) / GO_LIVE_STATE / "revdaemon.sqlite3", read_only=True)
+    try:
+        return await service.shadow_report(store)
+    finally:
+        await store.close()
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    """One run of `make demo`'s story (about 12 s), on a sandbox kept open so its state can be read."""
+    """One run of `make demo` (about 20 s), on sandboxes kept open so their state can be read."""
     tmp = tmp_path_factory.mktemp("demo")
     settings = _settings(tmp)
     box = create_sandbox(key_dir=tmp / "keys", seed=1).start_threads()
+    brownfield = create_sandbox(key_dir=tmp / "brownfield-keys", seed=1, brownfield=BROWNFIELD_DEALS).start_threads()
     try:
         console = Console(record=True, width=120)
-        summary = anyio.run(lambda: run_demo(settings, console=console, box=box))
+        summary = anyio.run(lambda: run_demo(settings, console=console, box=box, brownfield_box=brownfield))
         conflicts, letters = anyio.run(_decisions, settings)
-        yield Run(summary, " ".join(console.export_text().split()), box, conflicts, letters)
+        yield Run(summary, " ".join(console.export_text().split()), box, conflicts, letters, brownfield,
+                  anyio.run(_shadow_report, settings))
     finally:
         box.close()
+        brownfield.close()
 
 
 def _mrr(box: Sandbox, account_id: str) -> Decimal:
@@ -139,6 +158,51 @@ class TestDrift:
         assert "new │ #1 Acme Corp │ MRR__c │ 7,400.00 │ 3,500.00 │ 3,900.00 │ open" in run.text
         assert "changed │ #1 Acme Corp │ MRR__c │ 7,400.00 │ 3,500.00 │ 3,900.00 │ took nue (demo)" in run.text
         assert "gone │ Zephyr Analytics │ 1,920.00 │ 1,000.00 │ salesforce differs" in run.text
+
+
+class TestGoLiveInShadowFirst:
+    """The go-live chapter: a tenant with history read in shadow mode, its report, then promotion and a live run."""
+
+    def test_shadow_mode_sent_nothing_and_the_live_run_did(self, run: Run) -> None:
+        """The request logs showed no write while shadowing (taken then); after promotion they show writes."""
+        assert run.summary["go_live"]["shadow_writes"] == {"salesforce": 0, "nue": 0}
+        after = write_requests(run.brownfield)
+        assert after["salesforce"] and after["nue"]
+
+    def test_the_report_plans_orders_for_the_new_deals_and_write_backs_for_the_ordered_ones(self, run: Run) -> None:
+        """Per flow 1 object: an order and a customer for each deal won since the cut-off and never ordered, a
+        write-back for each deal Nue ordered without the opportunity showing it; one flag: the look-alike."""
+        deals = won_deals(run.brownfield)
+        to_order = len(deals["new"]) + len(deals["rep"]) + len(deals["seed"])
+        ordered_unshown = len(deals["from_quote"]) + len(deals["by_hand"])
+        report = run.summary["go_live"]["report"]
+        counts = {(r["system"], r["object"]): r for r in report["counts"] if r["flow"] == "closed_won_to_order"}
+        assert (counts["nue", "Order"]["create"], counts["nue", "Order"]["activate"]) == (to_order, to_order)
+        assert counts["nue", "Customer"]["create"] == to_order
+        assert counts["salesforce", "Opportunity"]["update"] == to_order + ordered_unshown
+        look_alike = run.brownfield.nue.store.customers[run.summary["go_live"]["look_alike"]]
+        [flag] = report["flags"]
+        assert f"named {look_alike['name']!r} exists already" in flag["flag"]
+        # The store keeps what shadow mode planned after promotion, with who promoted.
+        assert run.shadow_report["counts"] == report["counts"] and report["promoted"] is None
+        assert run.shadow_report["promoted"]["actor"] == STORY_ACTOR
+
+    def test_after_promotion_each_deal_has_one_order_and_the_history_no_second(self, run: Run) -> None:
+        box, deals = run.brownfield, won_deals(run.brownfield)
+        look_alike = run.summary["go_live"]["look_alike"]
+        [order] = orders_for(box, run.summary["go_live"]["rep_deal"])
+        assert order["customerId"] == look_alike  # the flagged customer, linked, not a second one made
+        assert sum(1 for c in box.nue.store.customers.values()
+                   if c["name"] == box.nue.store.customers[look_alike]["name"]) == 1
+        for kind in ("from_quote", "by_hand", "order_id_on_opportunity", "new", "rep", "seed"):
+            for deal in deals[kind]:
+                [order] = orders_for(box, deal)
+                assert box.salesforce.record("Opportunity", deal)["Nue_Order_Id__c"] == order["id"], (kind, deal)
+        for deal in deals["before_go_live"]:
+            assert orders_for(box, deal) == [] and not box.salesforce.record("Opportunity", deal)["Nue_Order_Id__c"]
+        # Flow 1's orders: as many written live as shadow mode planned.
+        planned, written = run.summary["go_live"]["planned"], run.summary["go_live"]["written"]
+        assert written[("closed_won_to_order", "nue", "Order")] == planned[("closed_won_to_order", "nue", "Order")]
 
 
 class TestChangeMarks:
