@@ -1423,8 +1423,9 @@ async def _serve_until_signal(box: Any) -> None:
                    "conflict, dead letter and drift for you to decide there, and keep running until Ctrl-C "
                    "(make demo CONSOLE=1).")
 def demo(config_path: Path | None, with_console: bool) -> None:
-    """Run the sandbox simulators and the daemon together through a short scripted story: a visible sync, then a
-    conflict, a dead letter and a drift, each decided through the service layer."""
+    """Run the sandbox simulators and the daemon together through a short scripted story: a go-live on a tenant
+    with history (shadow mode first, its report, then promotion), a visible sync, then a conflict, a dead letter
+    and a drift, each decided through the service layer."""
     from revdaemon.demo import run_demo
 
     settings = _load(config_path)
