@@ -133,9 +133,10 @@ async def test_status_lists_the_daemon_as_the_leading_replica(tmp_path: Path) ->
         await run_daemon(settings, stop_after=0.2, polling=False)
     finally:
         box.close()
-    _summary_of_store, replicas, active, _footprint = await _summary(settings)
+    _summary_of_store, replicas, active, _footprint, mode = await _summary(settings)
     assert [(r["id"], r["leader"]) for r in replicas] == [("box-a", True)]
     assert active is not None and (active["id"], active["epoch"]) == ("box-a", 1)
+    assert mode["mode"] == "live" and mode["promoted"] is None  # never shadowed
 
 
 async def test_status_shows_only_its_own_stores_daemon(tmp_path: Path) -> None:
@@ -154,7 +155,7 @@ async def test_status_shows_only_its_own_stores_daemon(tmp_path: Path) -> None:
 
         async def on_ready(daemon: Daemon) -> None:
             for name, config in (("own", settings), ("other", other)):
-                _summary_of_store, replicas, _active, _footprint = await _summary(config)
+                _summary_of_store, replicas, _active, _footprint, _mode = await _summary(config)
                 seen[name] = await anyio.to_thread.run_sync(_store_daemon, as_bound(config, daemon), replicas)
 
         await run_daemon(settings, on_ready=on_ready, stop_after=0.2, polling=False)
