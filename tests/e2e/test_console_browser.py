@@ -31,8 +31,6 @@ import json
 import os
 import re
 import shutil
-import time
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,7 @@ from revdaemon.config import load_settings
 from revdaemon.demo import demo_settings
 from revdaemon.engine.supervisor import Daemon, run_daemon
 from revdaemon.sandbox.runner import Sandbox, create_sandbox
-from revdaemon.store.states import EventStatus
+from tests.integration.daemon_waits import settled, until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,45 +76,12 @@ STATUS_FIELD = {"object": EVENT_OBJECT, "name": "Status__c", "type": "picklist",
                 "restricted": True}
 SHOTS = ("console-overview.png", "console-conflicts.png", "console-conflict.png", "console-dead-letter.png",
          "console-replay-warning.png", "console-reconciliation.png")
-WAIT_SECONDS = 20.0  # bound on each wait for the daemon; the whole test takes well under a minute
 
 
 def screenshot_dir(tmp_path: Path) -> Path:
     chosen = ROOT / "docs" / "screenshots" if os.environ.get("REVDAEMON_SCREENSHOTS") == "1" else tmp_path / "shots"
     chosen.mkdir(parents=True, exist_ok=True)
     return chosen
-
-
-async def until(condition: Callable[[], Awaitable[bool]] | Callable[[], bool], what: str,
-                seconds: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        result = condition()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
-        await anyio.sleep(0.1)
-
-
-async def settled(box: Sandbox, daemon: Daemon) -> None:
-    """Every webhook the simulator meant to send is delivered and the daemon has nothing waiting or in hand."""
-    assert await anyio.to_thread.run_sync(lambda: box.nue.webhooks.wait_idle(WAIT_SECONDS)), "webhooks stuck"
-
-    async def idle() -> bool:
-        depths = await daemon.store.queue_depths()
-        return depths.get(EventStatus.RECEIVED, 0) == 0 and depths.get(EventStatus.CLAIMED, 0) == 0
-
-    try:
-        await until(idle, "the daemon's queue to drain")
-    except AssertionError as exc:
-        waiting = [e for status in (EventStatus.RECEIVED, EventStatus.CLAIMED)
-                   for e in await daemon.store.list_events(status=status)]
-        raise AssertionError(f"{exc}; still waiting: " + "; ".join(
-            f"{e.key} {e.type} {e.status.value} attempts={e.attempts} next={e.next_attempt_at:%H:%M:%S.%f} "
-            f"claimed_by={e.claimed_by} error={e.last_error}" for e in waiting)) from None
 
 
 async def set_status_picklist(box: Sandbox, values: list[str]) -> None:

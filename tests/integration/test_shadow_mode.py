@@ -16,7 +16,6 @@ listener, pollers and Change Data Capture subscription.
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -30,7 +29,7 @@ from revdaemon.config import load_settings
 from revdaemon.demo import demo_settings
 from revdaemon.engine.supervisor import Daemon, run_daemon
 from revdaemon.sandbox.runner import Sandbox, create_sandbox
-from revdaemon.store.states import EventStatus
+from tests.integration.daemon_waits import settled as settled_daemon
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,23 +40,8 @@ WAIT_SECONDS = 30.0
 NUE_OBJECTS = {"NueCreateCustomer": "Customer", "NueCreateOrder": "Order", "NueActivateOrder": "Order"}
 
 
-async def until(condition: Callable[[], Awaitable[bool]], what: str, seconds: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + seconds
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
-        await anyio.sleep(0.1)
-
-
 async def settled(box: Sandbox, daemon: Daemon) -> None:
-    assert await anyio.to_thread.run_sync(lambda: box.nue.webhooks.wait_idle(WAIT_SECONDS)), "webhooks stuck"
-
-    async def idle() -> bool:
-        depths = await daemon.store.queue_depths()
-        return depths.get(EventStatus.RECEIVED, 0) == 0 and depths.get(EventStatus.CLAIMED, 0) == 0
-
-    await anyio.sleep(0.5)  # a change event or a webhook on its way
-    await until(idle, "the daemon's inbox to drain")
+    await settled_daemon(box, daemon, seconds=WAIT_SECONDS, grace=0.5)  # a change event or a webhook on its way
 
 
 def writes(box: Sandbox) -> dict[str, list[Any]]:
