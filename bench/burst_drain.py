@@ -536,11 +536,23 @@ def main() -> None:
     parser.add_argument("--status-fields", choices=("off", "on", "both"), default="both",
                         help="the sync status fields (mapping.sync_status) on Account and Opportunity; both: the "
                              "burst twice, in fresh simulators, and the Salesforce calls of each (issue 16)")
+    parser.add_argument("--profile", default=None,
+                        help="write a cProfile of the drain process to PROFILE.<replica> (pstats format)")
     parser.add_argument("--drain-only", type=Path, help=argparse.SUPPRESS)  # the child process: see drain_in_child
     args = parser.parse_args()
     configure_logging(level="warning")  # a log line per event would measure the terminal, not the daemon
     if args.drain_only is not None:
-        print(json.dumps({"drain": anyio.run(drain, json.loads(args.drain_only.read_text()))}), flush=True)
+        job = json.loads(args.drain_only.read_text())
+        if job["args"].get("profile"):
+            # cProfile of the daemon side only (the drain process): where a drain's time goes (issue 30)
+            import cProfile
+
+            profiler = cProfile.Profile()
+            result = profiler.runcall(anyio.run, drain, job)
+            profiler.dump_stats(f"{job['args']['profile']}.{job.get('replica', 1)}")
+        else:
+            result = anyio.run(drain, job)
+        print(json.dumps({"drain": result}), flush=True)
         return
     modes = ("off", "on") if args.status_fields == "both" else (args.status_fields,)
     runs: dict[str, dict[str, Any]] = {}

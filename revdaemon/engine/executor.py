@@ -65,7 +65,7 @@ from revdaemon.flows.plan import (
     Write,
 )
 from revdaemon.store import Store
-from revdaemon.store.records import NewAuditEntry, NewIntent, WriteIntent, utcnow
+from revdaemon.store.records import NewAuditEntry, NewIntent, Settlement, WriteIntent, utcnow
 from revdaemon.store.states import IntentStatus
 
 log = structlog.get_logger("revdaemon.executor")
@@ -198,12 +198,13 @@ class Executor:
         outcomes: dict[str, WriteOutcome] = {}
         ready: list[PendingWrite] = []
         now = attempt.now()
-        for item in items:
+        # One transaction for every intent of the step: recorded before any of them is sent, as one by one.
+        intents = await self._store.record_intents([NewIntent(
+            key=item.write.idem_key, system=item.write.target[0], operation=type(item.write).__name__,
+            target=f"{item.write.target[1]}:{item.write.target[2]}", request=describe_write(item.write),
+            event_id=item.event_id) for item in items], epoch=attempt.epoch)
+        for item, intent in zip(items, intents, strict=True):
             key = item.write.idem_key
-            intent = await self._store.record_intent(NewIntent(
-                key=key, system=item.write.target[0], operation=type(item.write).__name__,
-                target=f"{item.write.target[1]}:{item.write.target[2]}", request=describe_write(item.write),
-                event_id=item.event_id), epoch=attempt.epoch)
             route = ROUTES[type(item.write)]
             settled = self._settled(item, intent, route, now, attempt.term)
             if settled is not None:
@@ -259,10 +260,9 @@ class Executor:
                 except SyncError as exc:
                     outcomes.update(await self._fail_all(groups, exc, route, attempt))
                     continue
-                for index, record in found.items():
-                    done = WriteOutcome(ok=True, result={**record, "created": False})
-                    for item in groups[index]:
-                        outcomes[item.write.idem_key] = await self._settle(item, done, route, attempt)
+                outcomes.update(await self._settle(
+                    [(item, WriteOutcome(ok=True, result={**record, "created": False}))
+                     for index, record in found.items() for item in groups[index]], route, attempt))
                 groups = [g for index, g in enumerate(groups) if index not in found]
                 if not groups:
                     continue
@@ -273,10 +273,8 @@ class Executor:
                     sent = await route.send(self, groups)
             except SyncError as exc:
                 sent = {i.write.idem_key: WriteOutcome(ok=False, error=exc) for g in groups for i in g}
-            for group in groups:
-                for item in group:
-                    outcomes[item.write.idem_key] = await self._settle(item, sent[item.write.idem_key], route,
-                                                                       attempt)
+            outcomes.update(await self._settle([(item, sent[item.write.idem_key]) for g in groups for item in g],
+                                               route, attempt))
         return outcomes
 
     # --- Salesforce -------------------------------------------------------------------------------
@@ -433,55 +431,55 @@ class Executor:
     async def _fail_all(self, groups: Groups, exc: SyncError, route: Route, attempt: _Attempt
                         ) -> dict[str, WriteOutcome]:
         outcome = WriteOutcome(ok=False, error=exc)
-        return {item.write.idem_key: await self._settle(item, outcome, route, attempt)
-                for group in groups for item in group}
+        return await self._settle([(item, outcome) for group in groups for item in group], route, attempt)
 
     def _version_of(self, item: PendingWrite) -> int | None:
         return item.mapping_version if item.mapping_version is not None else self._mapping_version
 
-    async def _settle(self, item: PendingWrite, outcome: WriteOutcome, route: Route, attempt: _Attempt
-                      ) -> WriteOutcome:
-        write = item.write
-        error = outcome.error
-        unknown = isinstance(error, OutcomeUnknown) and not route.idempotent
-        if unknown:
-            # It may exist, or be committing still: not looked up (nor sent) before the settle delay.
-            assert isinstance(error, OutcomeUnknown)
-            error.retry_after = self._settle_delay.total_seconds()
+    async def _settle(self, answered: Sequence[tuple[PendingWrite, WriteOutcome]], route: Route, attempt: _Attempt
+                      ) -> dict[str, WriteOutcome]:
+        """Keep one API call's answers: every write's audit entry (which moves its record's synced values, by
+        which a later read tells a person's edit from revdaemon's own write) and its intent settled, in one
+        transaction. Killed before it commits, every intent is still unsettled (looked up or sent again, and
+        counted as revdaemon's meanwhile); there is no state with a confirmed write and no audit entry."""
+        settlements: list[Settlement] = []
+        for item, outcome in answered:
+            write = item.write
+            error = outcome.error
+            unknown = isinstance(error, OutcomeUnknown) and not route.idempotent
+            if unknown:
+                # It may exist, or be committing still: not looked up (nor sent) before the settle delay.
+                assert isinstance(error, OutcomeUnknown)
+                error.retry_after = self._settle_delay.total_seconds()
+            settlements.append(Settlement(
+                entry=NewAuditEntry(
+                    system=write.target[0], operation=type(write).__name__, target=write.target[1],
+                    outcome="ok" if outcome.ok else ("error" if isinstance(error, Retryable) else "rejected"),
+                    idem_key=write.idem_key, event_id=item.event_id, record_ref=_record_ref(write),
+                    status=error.context.status if error else None,
+                    detail={"request": describe_write(write), "result": dict(outcome.result or {}),
+                            "error": error.message if error else None,
+                            "error_code": error.context.error_code if error else None,
+                            **({"outcome_unknown": True} if unknown else {})},
+                    mapping_version=self._version_of(item),
+                    synced_fields=dict(write.fields) if isinstance(write, SfUpdate | SfUpsert | SfCreate) else {}),
+                confirmed=outcome.ok, result=dict(outcome.result or {}),
+                error=error.message if error is not None and not outcome.ok else None,
+                settle_for=self._settle_delay if unknown else None))
         with anyio.CancelScope(shield=True):
-            # The audit entry first: it moves the record's synced values, by which a later read tells a person's
-            # edit from revdaemon's own write. Killed between the two, the intent is still unsettled (looked up or
-            # sent again, and counted as revdaemon's meanwhile); killed the other way round, a confirmed write
-            # without its entry would pass for a hand edit once lookups.RACE_WINDOW had gone by.
-            await self._store.record_write(NewAuditEntry(
-                system=write.target[0], operation=type(write).__name__, target=write.target[1],
-                outcome="ok" if outcome.ok else ("error" if isinstance(error, Retryable) else "rejected"),
-                idem_key=write.idem_key, event_id=item.event_id, record_ref=_record_ref(write),
-                status=error.context.status if error else None,
-                detail={"request": describe_write(write), "result": dict(outcome.result or {}),
-                        "error": error.message if error else None,
-                        "error_code": error.context.error_code if error else None,
-                        **({"outcome_unknown": True} if unknown else {})},
-                mapping_version=self._version_of(item),
-                synced_fields=dict(write.fields) if isinstance(write, SfUpdate | SfUpsert | SfCreate) else {},
-            ))
+            await self._store.settle_writes(settlements, epoch=attempt.epoch)
+        for (item, outcome), settled in zip(answered, settlements, strict=True):
+            write, error = item.write, outcome.error
             if outcome.ok:
-                await self._store.confirm_intent(write.idem_key, dict(outcome.result or {}), epoch=attempt.epoch)
+                log.info("write_confirmed", idem_key=write.idem_key, target=_record_ref(write))
+            elif settled.settle_for is not None:
+                log.warning("write_outcome_unknown", idem_key=write.idem_key, target=_record_ref(write),
+                            error=error.message if error else None,
+                            look_up_in_seconds=self._settle_delay.total_seconds())
             else:
-                assert error is not None
-                await self._store.fail_intent(write.idem_key, error.message,
-                                              settle_for=self._settle_delay if unknown else None,
-                                              epoch=attempt.epoch)
-        if outcome.ok:
-            log.info("write_confirmed", idem_key=write.idem_key, target=_record_ref(write))
-        elif unknown:
-            log.warning("write_outcome_unknown", idem_key=write.idem_key, target=_record_ref(write),
-                        error=error.message if error else None,
-                        look_up_in_seconds=self._settle_delay.total_seconds())
-        else:
-            log.warning("write_failed", idem_key=write.idem_key, target=_record_ref(write),
-                        error=error.message if error else None)
-        return outcome
+                log.warning("write_failed", idem_key=write.idem_key, target=_record_ref(write),
+                            error=error.message if error else None)
+        return {item.write.idem_key: outcome for item, outcome in answered}
 
 
 # --- the table's chunking: each chunk is one API call ------------------------------------------------

@@ -43,6 +43,7 @@ from revdaemon.store.records import (
     Replica,
     ReplicaBeat,
     Resolution,
+    Settlement,
     ShadowEntry,
     ShadowPromotion,
     StoreFootprint,
@@ -211,6 +212,15 @@ class Store(Protocol):
 
     async def record_intent(self, intent: NewIntent, *, epoch: int | None = None) -> WriteIntent:
         """Record the intent before sending; if the key is known, return what is stored instead."""
+        ...
+
+    async def record_intents(self, intents: Sequence[NewIntent], *, epoch: int | None = None) -> list[WriteIntent]:
+        """`record_intent` for many, in one transaction; the intents in the order given."""
+        ...
+
+    async def settle_writes(self, settlements: Sequence[Settlement], *, epoch: int | None = None) -> None:
+        """The answers of one API call's writes, in one transaction: each audit entry recorded (and its record's
+        synced values moved) and each intent confirmed or failed, all or none."""
         ...
 
     async def begin_send(self, keys: Sequence[str], *, epoch: int | None = None) -> None:

@@ -210,6 +210,18 @@ class NewAuditEntry:
     synced_fields: JsonObject = field(default_factory=dict)
 
 
+
+@dataclass(frozen=True, kw_only=True)
+class Settlement:
+    """A write's answer, kept with the other writes of its API call in one transaction: its audit entry (which
+    moves the record's last synced values) and its intent, confirmed or failed."""
+
+    entry: NewAuditEntry  # its idem_key names the intent
+    confirmed: bool
+    result: JsonObject = field(default_factory=dict)
+    error: str | None = None  # a failure's message
+    settle_for: timedelta | None = None  # a failure of unknown outcome: not looked up before this has passed
+
 @dataclass(frozen=True, kw_only=True)
 class AuditEntry:
     id: int

@@ -42,6 +42,7 @@ from revdaemon.store.records import (
     Replica,
     ReplicaBeat,
     Resolution,
+    Settlement,
     ShadowEntry,
     ShadowPromotion,
     StoreFootprint,
@@ -427,6 +428,44 @@ class SqlStore:
         assert row is not None  # inserted or already there, inside this transaction
         return self._intent(row)
 
+    async def record_intents(self, intents: Sequence[NewIntent], *, epoch: int | None = None) -> list[WriteIntent]:
+        if not intents:
+            return []
+        async with self._tx() as tx:
+            now = await tx.now(epoch)
+            # In key order: two transactions recording overlapping keys take their rows in one order.
+            await tx.execute_many(
+                """INSERT INTO write_intents
+                       (idem_key, system, operation, target, request, event_id, status, created_at, updated_at,
+                        epoch)
+                   VALUES (:key, :system, :operation, :target, :request, :event_id, 'recorded', :now, :now, :epoch)
+                   ON CONFLICT (idem_key) DO NOTHING""",
+                [{"key": i.key, "system": i.system, "operation": i.operation, "target": i.target,
+                  "request": dumps(i.request), "event_id": i.event_id, "now": now, "epoch": epoch}
+                 for i in sorted({i.key: i for i in intents}.values(), key=lambda i: i.key)])
+            rows = await tx.fetch("SELECT * FROM write_intents WHERE idem_key IN :keys",
+                                  keys=sorted({i.key for i in intents}))
+        by_key = {row["idem_key"]: self._intent(row) for row in rows}
+        return [by_key[i.key] for i in intents]  # inserted or already there, inside this transaction
+
+    async def settle_writes(self, settlements: Sequence[Settlement], *, epoch: int | None = None) -> None:
+        if not settlements:
+            return
+        async with self._tx() as tx:
+            now = await tx.now(epoch)
+            # Synced values in record order, then intents in key order: one lock order for every transaction.
+            for settled in sorted(settlements, key=lambda s: (s.entry.record_ref or "", s.entry.idem_key or "")):
+                await _insert_audit(tx, settled.entry, now)
+            for settled in sorted(settlements, key=lambda s: s.entry.idem_key or ""):
+                key = settled.entry.idem_key
+                if key is None:
+                    raise ValueError("a settlement's audit entry names its intent by idem_key")
+                if settled.confirmed:
+                    await _move_intent(tx, key, IntentStatus.CONFIRMED, now, result=dict(settled.result))
+                else:
+                    await _move_intent(tx, key, IntentStatus.FAILED, now, error=settled.error,
+                                       settle_after=now + settled.settle_for if settled.settle_for else None)
+
     async def begin_send(self, keys: Sequence[str], *, epoch: int | None = None) -> None:
         if not keys:
             return
@@ -636,19 +675,7 @@ class SqlStore:
 
     async def record_write(self, entry: NewAuditEntry) -> int:
         async with self._tx() as tx:
-            now = await tx.now()
-            entry_id = await tx.fetchval(
-                """INSERT INTO audit_log (at, system, operation, target, outcome, idem_key, event_id,
-                       record_ref, status, detail, mapping_version)
-                   VALUES (:now, :system, :operation, :target, :outcome, :key, :event_id, :ref, :status, :detail,
-                           :mapping_version)
-                   RETURNING id""",
-                now=now, system=entry.system, operation=entry.operation, target=entry.target, outcome=entry.outcome,
-                key=entry.idem_key, event_id=entry.event_id, ref=entry.record_ref, status=entry.status,
-                detail=dumps(entry.detail), mapping_version=entry.mapping_version)
-            if entry.outcome == "ok" and entry.record_ref and entry.synced_fields:
-                await _remember_synced(tx, entry.record_ref, entry.synced_fields, now)
-        return int(entry_id)
+            return await _insert_audit(tx, entry, await tx.now())
 
     async def list_writes(self, *, record_ref: str | None = None, event_id: int | None = None,
                           mentioning: str | None = None, limit: int = 50) -> list[AuditEntry]:
@@ -884,6 +911,22 @@ async def _upsert_cursor(tx: Tx, update: CursorUpdate, now: datetime) -> None:
         """INSERT INTO cursors (name, value, updated_at) VALUES (:name, :value, :now)
            ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at""",
         name=update.name, value=update.value, now=now)
+
+
+async def _insert_audit(tx: Tx, entry: NewAuditEntry, now: datetime) -> int:
+    """One audit entry; a confirmed write's fields become its record's last synced values."""
+    entry_id = await tx.fetchval(
+        """INSERT INTO audit_log (at, system, operation, target, outcome, idem_key, event_id,
+               record_ref, status, detail, mapping_version)
+           VALUES (:now, :system, :operation, :target, :outcome, :key, :event_id, :ref, :status, :detail,
+                   :mapping_version)
+           RETURNING id""",
+        now=now, system=entry.system, operation=entry.operation, target=entry.target, outcome=entry.outcome,
+        key=entry.idem_key, event_id=entry.event_id, ref=entry.record_ref, status=entry.status,
+        detail=dumps(entry.detail), mapping_version=entry.mapping_version)
+    if entry.outcome == "ok" and entry.record_ref and entry.synced_fields:
+        await _remember_synced(tx, entry.record_ref, entry.synced_fields, now)
+    return int(entry_id)
 
 
 async def _remember_synced(tx: Tx, record_ref: str, fields: Mapping[str, Any], now: datetime, *,

@@ -23,6 +23,7 @@ from revdaemon.store.records import (
     NewShadowEntry,
     ReplicaBeat,
     Resolution,
+    Settlement,
 )
 from revdaemon.store.states import EventStatus, IntentStatus
 from tests.unit.conftest import FakeClock
@@ -1133,3 +1134,42 @@ class TestShadow:
         clock.advance(days=1)
         assert await store.promote_shadow(actor="bo", go_live=date(2030, 1, 1)) == first  # once
         assert await store.shadow_promotion() == first
+
+
+class TestBatchedBookkeeping:
+    async def test_record_intents_keeps_the_given_order_and_existing_ones(self, store: Store) -> None:
+        first = await store.record_intent(NewIntent(key="b", system="salesforce", operation="SfUpdate",
+                                                    target="Account:1"))
+        await store.begin_send(["b"])
+        made = await store.record_intents([
+            NewIntent(key="c", system="nue", operation="NueCreateOrder", target="Order:o", event_id=None),
+            NewIntent(key="b", system="salesforce", operation="SfUpdate", target="Account:1"),
+            NewIntent(key="a", system="salesforce", operation="SfUpdate", target="Account:2", request={"x": 1})])
+        assert [(i.key, i.status) for i in made] == [("c", IntentStatus.RECORDED), ("b", IntentStatus.SENT),
+                                                    ("a", IntentStatus.RECORDED)]
+        assert made[1].created_at == first.created_at and made[2].request == {"x": 1}
+        assert await store.record_intents([]) == []
+
+    async def test_settle_writes_is_all_or_nothing(self, store: Store) -> None:
+        await store.record_intents([NewIntent(key=k, system="salesforce", operation="SfUpdate", target=f"Account:{k}")
+                                    for k in ("k1", "k2", "k3")])
+        await store.begin_send(["k1", "k2", "k3"])
+
+        def settled(key: str, ok: bool, **more: object) -> Settlement:
+            entry = NewAuditEntry(system="salesforce", operation="SfUpdate", target="Account", idem_key=key,
+                                  outcome="ok" if ok else "error", record_ref=f"salesforce:Account:{key}",
+                                  synced_fields={"MRR__c": "1.00"} if ok else {})
+            return Settlement(entry=entry, confirmed=ok, **more)  # type: ignore[arg-type]
+
+        await store.settle_writes([settled("k1", True, result={"id": "001"}),
+                                   settled("k2", False, error="timed out", settle_for=timedelta(minutes=2))])
+        one, two = await store.get_intent("k1"), await store.get_intent("k2")
+        assert one is not None and one.status is IntentStatus.CONFIRMED and one.result == {"id": "001"}
+        assert two is not None and two.status is IntentStatus.FAILED and two.settle_after is not None
+        assert "salesforce:Account:k1" in await store.get_synced(["salesforce:Account:k1"])
+        # A settlement that cannot be kept (its intent is confirmed already) leaves the others unkept too.
+        with pytest.raises(IllegalTransition):
+            await store.settle_writes([settled("k3", True), settled("k1", True)])
+        three = await store.get_intent("k3")
+        assert three is not None and three.status is IntentStatus.SENT
+        assert [w.idem_key for w in await store.list_writes(limit=10)] == ["k2", "k1"]
