@@ -110,13 +110,18 @@ def customer_ids_param(customer_ids: Sequence[str]) -> str:
 
 def batches_by_query_length(ids: Sequence[str], limit: int = MAX_CUSTOMER_IDS_QUERY_CHARS) -> Iterator[list[str]]:
     """Split ids so that each URL-encoded `customerIds` array stays under `limit` characters."""
+    # URL-encoding works character by character, so the array's encoded length is the sum of its parts': each id
+    # is encoded once, not the whole growing array again per id (which made a long list quadratic).
+    brackets, comma = len(quote("[]", safe="")), len(quote(",", safe=""))
     batch: list[str] = []
+    length = brackets
     for customer_id in ids:
-        candidate = [*batch, customer_id]
-        if batch and len(quote(customer_ids_param(candidate), safe="")) > limit:
+        size = len(quote(json.dumps(customer_id), safe=""))
+        if batch and length + comma + size > limit:
             yield batch
-            candidate = [customer_id]
-        batch = candidate
+            batch, length = [], brackets
+        length += size + (comma if batch else 0)
+        batch.append(customer_id)
     if batch:
         yield batch
 
