@@ -118,10 +118,8 @@ async def preview(events: Sequence[Event], flows: Sequence[Flow], fetcher: Fetch
     active = set(range(len(jobs)))
     for _step in range(MAX_STEPS if follow_steps else 1):
         for _ in range(MAX_LOOKUP_ROUNDS):
-            needs = Needs()
-            for index in active:
-                _event, flow, view = jobs[index]
-                needs = needs | flow.needs(view, applied(found, laid[index]))
+            needs = Needs.union([jobs[index][1].needs(jobs[index][2], applied(found, laid[index]))
+                                 for index in active])
             missing = real_needs(_with_status_fields(needs, status).minus(found))
             if not missing:
                 break

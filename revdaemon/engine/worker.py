@@ -455,9 +455,7 @@ class Worker:
         found = Found()
         try:
             for _ in range(MAX_LOOKUP_ROUNDS):
-                needs = Needs()
-                for job in jobs:
-                    needs = needs | self._needs(job, found)
+                needs = Needs.union(self._needs(job, found) for job in jobs)
                 missing = needs.minus(found)
                 if not missing:
                     break

@@ -10,7 +10,7 @@ alone is whatever a webhook body says, the source is set by whoever stored the e
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol
@@ -37,6 +37,10 @@ class FlowEvent:
     def resource_id(self) -> str | None:
         value = self.data.get("id") or self.data.get("Id")
         return str(value) if value else None
+
+
+_NEEDS_SETS = ("nue_customers", "nue_subscriptions_of", "nue_orders_of", "nue_contacts_of", "nue_invoices",
+               "nue_quotes", "nue_quotes_of", "sf_records", "sf_fields", "sf_children", "synced_of", "id_links")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,6 +87,20 @@ class Needs:
         return bool(self.nue_customers or self.nue_subscriptions_of or self.nue_orders_of or self.nue_contacts_of
                     or self.nue_invoices or self.nue_quotes or self.nue_quotes_of or self.sf_records
                     or self.sf_children or self.catalog or self.synced_of or self.id_links or self.go_live)
+
+    @classmethod
+    def union(cls, many: Iterable[Needs]) -> Needs:
+        """All of `many` at once: one set per field built from every part, where `a | b | c ...` would copy the
+        growing sets again for each part (a claim of hundreds of events)."""
+        parts = list(many)
+        if len(parts) == 1:
+            return parts[0]
+        sets = {name: set[Any]() for name in _NEEDS_SETS}
+        for part in parts:
+            for name in _NEEDS_SETS:
+                sets[name].update(getattr(part, name))
+        return cls(**{name: frozenset(values) for name, values in sets.items()},
+                   catalog=any(p.catalog for p in parts), go_live=any(p.go_live for p in parts))
 
     def __or__(self, other: Needs) -> Needs:
         return Needs(

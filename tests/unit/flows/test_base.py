@@ -69,3 +69,16 @@ class TestRegistry:
         assert {"renewal.due", "opportunity.closed_won"} == registry.INTERNAL_TYPES
         assert registry.types_from(sources.NUE_POLL) == registry.WEBHOOK_TYPES
         assert not registry.WEBHOOK_TYPES & registry.INTERNAL_TYPES
+
+
+def test_union_of_many_needs_is_their_pairwise_or() -> None:
+    from functools import reduce
+
+    from revdaemon.flows.base import Needs
+
+    parts = [Needs(nue_customers=frozenset({"a"}), sf_fields=frozenset({("Account", "Name")})),
+             Needs(sf_records=frozenset({("Account", "001")}), catalog=True),
+             Needs(nue_customers=frozenset({"b"}), go_live=True, id_links=frozenset({("account", "n1")})),
+             Needs()]
+    assert Needs.union(parts) == reduce(lambda a, b: a | b, parts)
+    assert Needs.union([]) == Needs() and Needs.union(parts[:1]) == parts[0]
