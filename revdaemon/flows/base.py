@@ -43,6 +43,10 @@ _NEEDS_SETS = ("nue_customers", "nue_subscriptions_of", "nue_orders_of", "nue_co
                "nue_quotes", "nue_quotes_of", "sf_records", "sf_fields", "sf_children", "synced_of", "id_links")
 
 
+def _or(a: frozenset[Any], b: frozenset[Any]) -> frozenset[Any]:
+    return a | b if a and b else a or b
+
+
 @dataclass(frozen=True, kw_only=True)
 class Needs:
     """Reads the worker performs before planning; merged across events and fetched in batches."""
@@ -103,22 +107,9 @@ class Needs:
                    catalog=any(p.catalog for p in parts), go_live=any(p.go_live for p in parts))
 
     def __or__(self, other: Needs) -> Needs:
-        return Needs(
-            nue_customers=self.nue_customers | other.nue_customers,
-            nue_subscriptions_of=self.nue_subscriptions_of | other.nue_subscriptions_of,
-            nue_orders_of=self.nue_orders_of | other.nue_orders_of,
-            nue_contacts_of=self.nue_contacts_of | other.nue_contacts_of,
-            nue_invoices=self.nue_invoices | other.nue_invoices,
-            nue_quotes=self.nue_quotes | other.nue_quotes,
-            nue_quotes_of=self.nue_quotes_of | other.nue_quotes_of,
-            sf_records=self.sf_records | other.sf_records,
-            sf_fields=self.sf_fields | other.sf_fields,
-            sf_children=self.sf_children | other.sf_children,
-            catalog=self.catalog or other.catalog,
-            synced_of=self.synced_of | other.synced_of,
-            id_links=self.id_links | other.id_links,
-            go_live=self.go_live or other.go_live,
-        )
+        # Flows or small needs together many times per claim: an empty side costs no new set.
+        return Needs(**{name: _or(getattr(self, name), getattr(other, name)) for name in _NEEDS_SETS},
+                     catalog=self.catalog or other.catalog, go_live=self.go_live or other.go_live)
 
 
 @dataclass(frozen=True, kw_only=True)
