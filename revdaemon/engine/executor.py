@@ -174,9 +174,10 @@ class Executor:
             # The ordering check and the version's raise both happen while the entity is held: no other
             # worker can write an older state between them.
             fresh: list[PendingWrite] = []
+            versions = await self._store.get_entity_versions([i.entity for i in accepted if i.entity and i.version])
             for item in accepted:
                 if item.entity and item.version:
-                    applied = await self._store.get_entity_version(item.entity)
+                    applied = versions.get(item.entity)
                     if applied is not None and applied > item.version:
                         log.info("stale_state_skipped", entity=item.entity, version=item.version, applied=applied)
                         outcomes[item.write.idem_key] = WriteOutcome(ok=True, skipped=True, stale=True)
@@ -184,10 +185,12 @@ class Executor:
                 fresh.append(item)
             sent = await self._record_and_send(fresh, _Attempt(term))
             outcomes.update(sent)
+            raised: dict[str, str] = {}
             for item in fresh:
                 outcome = sent.get(item.write.idem_key)
                 if item.entity and item.version and outcome is not None and outcome.ok:
-                    await self._store.raise_entity_version(item.entity, item.version)
+                    raised[item.entity] = max(item.version, raised.get(item.entity, item.version))
+            await self._store.raise_entity_versions(raised)
         finally:
             self._in_flight -= claimed
         return outcomes

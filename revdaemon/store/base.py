@@ -16,7 +16,7 @@ clock for every box), on SQLite this box's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -251,6 +251,14 @@ class Store(Protocol):
     # --- ordering -------------------------------------------------------------------------------
 
     async def get_entity_version(self, entity: str) -> str | None: ...
+
+    async def get_entity_versions(self, entities: Sequence[str]) -> dict[str, str]:
+        """The applied version of each entity that has one."""
+        ...
+
+    async def raise_entity_versions(self, versions: Mapping[str, str]) -> set[str]:
+        """`raise_entity_version` for many, in one transaction; the entities raised."""
+        ...
 
     async def raise_entity_version(self, entity: str, version: str) -> bool:
         """Record `version` as applied unless a newer one already is; True if it was recorded. Versions are

@@ -525,19 +525,35 @@ class SqlStore:
     # --- ordering -------------------------------------------------------------------------------
 
     async def get_entity_version(self, entity: str) -> str | None:
+        return (await self.get_entity_versions([entity])).get(entity)
+
+    async def get_entity_versions(self, entities: Sequence[str]) -> dict[str, str]:
+        if not entities:
+            return {}
         async with self._tx(write=False) as tx:
-            version = await tx.fetchval("SELECT version FROM entity_versions WHERE entity = :entity", entity=entity)
-        return str(version) if version is not None else None
+            rows = await tx.fetch("SELECT entity, version FROM entity_versions WHERE entity IN :entities",
+                                  entities=sorted(set(entities)))
+        return {row["entity"]: str(row["version"]) for row in rows}
 
     async def raise_entity_version(self, entity: str, version: str) -> bool:
+        return entity in await self.raise_entity_versions({entity: version})
+
+    async def raise_entity_versions(self, versions: Mapping[str, str]) -> set[str]:
+        if not versions:
+            return set()
+        raised: set[str] = set()
         async with self._tx() as tx:
-            # Text compared byte by byte on both (PostgreSQL: the column collates as "C").
-            raised = await tx.fetchval(
-                """INSERT INTO entity_versions (entity, version, updated_at) VALUES (:entity, :version, :now)
-                   ON CONFLICT (entity) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at
-                   WHERE excluded.version > entity_versions.version
-                   RETURNING true""", entity=entity, version=version, now=await tx.now())
-        return bool(raised)
+            now = await tx.now()
+            for entity in sorted(versions):  # in entity order: one lock order for every transaction
+                # Text compared byte by byte on both (PostgreSQL: the column collates as "C").
+                if await tx.fetchval(
+                        """INSERT INTO entity_versions (entity, version, updated_at) VALUES (:entity, :version, :now)
+                           ON CONFLICT (entity) DO UPDATE SET version = excluded.version,
+                               updated_at = excluded.updated_at
+                           WHERE excluded.version > entity_versions.version
+                           RETURNING true""", entity=entity, version=versions[entity], now=now):
+                    raised.add(entity)
+        return raised
 
     # --- conflicts ------------------------------------------------------------------------------
 
