@@ -468,8 +468,9 @@ def explain(f: dict[str, Any]) -> list[str]:
             f"{cap} Salesforce calls ({ps['idle_seconds']} without any): reading Nue, planning, writing its own store "
             "or waiting out retries, the cap was not the only bound. At these few calls per event the floor is "
             f"{f['floor_seconds']:.1f} s, while planning {f['events_stored']:,} events and the store's durable "
-            "bookkeeping of each planned write (intent recorded, sent, confirmed, audited: one fsync'd store "
-            "transaction each) take longer on this machine's 2 cores, shared with both simulators.")
+            "bookkeeping of its writes (a step's intents in one fsync'd transaction, each API call's marking sent "
+            "and settling in one each) take longer on this machine's 2 cores, shared with both simulators "
+            "(bench/PROFILE.md: where the time goes).")
     if f["salesforce_403"]:
         notes.append(
             f"{f['salesforce_403']} Salesforce call(s) refused over the cap (403 REQUEST_LIMIT_EXCEEDED, "
