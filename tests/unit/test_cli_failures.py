@@ -139,3 +139,12 @@ class TestVersion:
 
         code, out = invoke("--version")
         assert code == 0 and out.strip() == f"revdaemon {version('revdaemon')}" == f"revdaemon {__version__}"
+
+    def test_python_dash_m_runs_the_same_command(self) -> None:
+        """`python -m revdaemon` is the installed script's command (a checkout without the script installed)."""
+        import subprocess
+        import sys
+
+        done = subprocess.run([sys.executable, "-m", "revdaemon", "--version"], capture_output=True, text=True,
+                              cwd=ROOT, timeout=60)
+        assert done.returncode == 0 and done.stdout.strip() == f"revdaemon {__version__}"
