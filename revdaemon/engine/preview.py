@@ -114,7 +114,9 @@ async def preview(events: Sequence[Event], flows: Sequence[Flow], fetcher: Fetch
     status = sync_status or None
     found = known or Found()
     laid: dict[int, list[Write]] = {i: [] for i in range(len(jobs))}  # each job's earlier steps' writes
-    steps: dict[int, list[tuple[Plan | Exception, tuple[Write, ...], Found]]] = {i: [] for i in range(len(jobs))}
+    # Per job, each step: its plan, its writes, and the earlier steps' writes it was planned on.
+    steps: dict[int, list[tuple[Plan | Exception, tuple[Write, ...], tuple[Write, ...]]]] = \
+        {i: [] for i in range(len(jobs))}
     active = set(range(len(jobs)))
     for _step in range(MAX_STEPS if follow_steps else 1):
         for _ in range(MAX_LOOKUP_ROUNDS):
@@ -127,23 +129,27 @@ async def preview(events: Sequence[Event], flows: Sequence[Flow], fetcher: Fetch
         now = utcnow()
         for index in sorted(active):
             _event, flow, view = jobs[index]
-            seen = applied(found, laid[index])
+            earlier = tuple(laid[index])
             try:
-                made = flow.plan(view, seen)
+                made = flow.plan(view, applied(found, earlier))
             except Exception as exc:  # a flow's bug shows as this event's error, not a broken page
-                steps[index].append((exc, (), seen))
+                steps[index].append((exc, (), earlier))
                 active.discard(index)
                 continue
             # Decorated as the executor decorates them, so the diff is what would be sent.
             writes = tuple(status.decorate(w, now) for w in made.writes) if status else made.writes
-            steps[index].append((made, writes, seen))
+            steps[index].append((made, writes, earlier))
             if made.conflict is not None or not writes or made.done:
                 active.discard(index)
             else:
                 laid[index].extend(writes)
         if not active:
             break
-    current = {index: [await _current_values(list(writes), fetcher, seen) for _plan, writes, seen in taken]
+    # Every target's current value in one batched read for all jobs and steps; each step's diff is then taken
+    # against it with that job's earlier steps laid over (no read per job).
+    targets = await _with_targets([w for taken in steps.values() for _plan, writes, _earlier in taken for w in writes],
+                                  fetcher, found)
+    current = {index: [_Current.of(applied(targets, earlier)) for _plan, _writes, earlier in taken]
                for index, taken in steps.items()}
     first_planner: dict[str, str] = {}  # idempotency key -> the event that plans it first
     out: list[EventPreview] = []
@@ -151,7 +157,7 @@ async def preview(events: Sequence[Event], flows: Sequence[Flow], fetcher: Fetch
         shown: list[PlannedWrite] = []
         repeated: set[str] = set()
         outcome, notes = "nothing", list[str]()
-        for (plan, writes, _seen), values in zip(steps[index], current[index], strict=True):
+        for (plan, writes, _earlier), values in zip(steps[index], current[index], strict=True):
             if isinstance(plan, Exception):
                 outcome, notes = "error", [*notes, f"{type(plan).__name__}: {plan}"]
                 break
@@ -240,10 +246,14 @@ class _Current:
     by_id: Mapping[tuple[str, str], Mapping[str, Any] | None] = field(default_factory=dict)
     by_external: Mapping[tuple[str, str, str], list[Mapping[str, Any]]] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, found: Found) -> _Current:
+        return cls(by_id=found.sf_records, by_external=found.sf_children)
 
-async def _current_values(writes: Sequence[Write], fetcher: Fetcher, found: Found) -> _Current:
-    """The current values of every Salesforce write's target, by id or by external id: those the lookups
-    already read with each field written are taken from `found`, the rest read in one batched fetch."""
+
+async def _with_targets(writes: Sequence[Write], fetcher: Fetcher, found: Found) -> Found:
+    """`found` with the current values of every Salesforce write's target, by id or by external id: those the
+    lookups already read with each field written are taken from `found`, the rest read in one batched fetch."""
     records: set[tuple[str, str]] = set()
     children: set[tuple[str, str, str]] = set()
     fields: set[tuple[str, str]] = set()
@@ -255,13 +265,13 @@ async def _current_values(writes: Sequence[Write], fetcher: Fetcher, found: Foun
             children.add((write.sobject, write.external_id_field, write.external_id))
             fields.update((write.sobject, name) for name in write.fields)
     if not records and not children:
-        return _Current()
+        return found
     wanted = Needs(sf_records=frozenset(records), sf_children=frozenset(children), sf_fields=frozenset(fields))
     missing = real_needs(wanted.minus(found))
     if missing.sf_records or missing.sf_children:
         found = found.merged(await fetcher.fetch(Needs(sf_records=missing.sf_records,
                                                        sf_children=missing.sf_children, sf_fields=wanted.sf_fields)))
-    return _Current(by_id=found.sf_records, by_external=found.sf_children)
+    return found
 
 
 def _planned(write: Write, current: _Current) -> PlannedWrite:
