@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import jwt
 
@@ -115,6 +115,42 @@ def looks_like_id(text: str) -> bool:
 def same_id(value: Any, salesforce_id: Any) -> bool:
     """Whether two non-empty values name the same Salesforce id (15 or 18 characters)."""
     return bool(value) and bool(salesforce_id) and id_key(value) == id_key(salesforce_id)
+
+
+# A REST call's URI and headers together may be 16,384 bytes; past it Salesforce answers 414 or 431 [doc]
+# (salesforce-api.md §2.1). A query's `q` parameter, URL-encoded, is kept under this, leaving room for the path,
+# the host and the session's headers; and an `Id IN` list under one page of results.
+MAX_QUERY_PARAM_CHARS = 12_000
+MAX_IN_VALUES = 2_000
+# 18-character ids one IN list holds at least, for estimates (a SELECT of up to 1,000 encoded characters around it)
+IDS_PER_IN_LIST = (MAX_QUERY_PARAM_CHARS - 1_000) // len(quote_plus("'001000000000000AAA', "))
+
+
+def in_list_batches(values: Sequence[Any], soql_around: str, *, limit: int = MAX_QUERY_PARAM_CHARS,
+                    max_values: int = MAX_IN_VALUES) -> Iterator[tuple[str, list[Any]]]:
+    """Split `values` into IN lists so that each query, `soql_around` with `{in_list}` filled in, stays under
+    `limit` URL-encoded characters (and `max_values` values); yields each query with the values it asks for.
+    Fewer, longer lists: each query is one API call whatever its length."""
+    fixed = len(quote_plus(soql_around.replace("{in_list}", "")))
+    separator = len(quote_plus(", "))
+    if fixed >= limit:
+        raise ValueError(f"the query without its IN list is already {fixed} characters encoded")
+    batch: list[Any] = []
+    literals: list[str] = []
+    length = fixed
+    for value in values:
+        literal = soql_literal(value)
+        size = len(quote_plus(literal))
+        if batch and (length + separator + size > limit or len(batch) >= max_values):
+            yield soql_around.replace("{in_list}", ", ".join(literals)), batch
+            batch, literals, length = [], [], fixed
+        if fixed + size > limit:
+            raise ValueError(f"one IN value alone makes the query longer than {limit} characters encoded")
+        length += size + (separator if batch else 0)
+        batch.append(value)
+        literals.append(literal)
+    if batch:
+        yield soql_around.replace("{in_list}", ", ".join(literals)), batch
 
 
 def soql_literal(value: Any) -> str:

@@ -31,8 +31,6 @@ from revdaemon.store.states import IntentStatus
 
 log = structlog.get_logger("revdaemon.lookups")
 
-SOQL_IN_MAX = 200  # ids per IN list: keeps the query text well under Salesforce's 100,000-character limit
-
 # Hand edits and concurrent writers. A flow tells a person's edit from revdaemon's own write by comparing the
 # record with its last synced values, but the two are read apart: another worker's or replica's write can land
 # between them (the record read before it, the synced values after it is recorded), or be applied and not yet
@@ -246,9 +244,8 @@ class Fetcher:
             # SystemModstamp: the record's version, which a corrective write's key carries (flows.common.was)
             selected = sorted({"Id", "SystemModstamp", *NAMED.get(sobject, ()),
                                *(name for obj, name in fields if obj == sobject)})
-            for chunk in _chunks(ids, SOQL_IN_MAX):
-                quoted = ", ".join(salesforce_wire.soql_literal(i) for i in chunk)
-                soql = f"SELECT {', '.join(selected)} FROM {sobject} WHERE Id IN ({quoted})"
+            around = f"SELECT {', '.join(selected)} FROM {sobject} WHERE Id IN ({{in_list}})"
+            for soql, _chunk in salesforce_wire.in_list_batches(ids, around):
                 async for row in self._sf.query(soql, priority=Priority.REALTIME):
                     # Ids are compared as given: flows ask with the 18-character ids the APIs return.
                     found[(sobject, str(row["Id"]))] = row
@@ -263,9 +260,8 @@ class Fetcher:
         for (sobject, parent_field), parents in by_relation.items():
             selected = sorted({"Id", parent_field, *NAMED.get(sobject, ()),
                                *(name for obj, name in fields if obj == sobject)})
-            for chunk in _chunks(parents, SOQL_IN_MAX):
-                quoted = ", ".join(salesforce_wire.soql_literal(i) for i in chunk)
-                soql = f"SELECT {', '.join(selected)} FROM {sobject} WHERE {parent_field} IN ({quoted}) ORDER BY Id"
+            around = f"SELECT {', '.join(selected)} FROM {sobject} WHERE {parent_field} IN ({{in_list}}) ORDER BY Id"
+            for soql, chunk in salesforce_wire.in_list_batches(parents, around):
                 # SOQL's = ignores case on text fields: file each row under the value as it was asked for.
                 asked = {p.lower(): p for p in chunk}
                 async for row in self._sf.query(soql, priority=Priority.REALTIME):
@@ -325,9 +321,5 @@ def _selected(needs: Needs) -> dict[str, frozenset[str]]:
 def _aliases(customers: Mapping[str, Mapping[str, Any] | None]) -> dict[str, str]:
     """Requested id (Nue or Salesforce) -> the Nue customer id, for customer-scoped reads."""
     return {requested: str(row["id"]) for requested, row in customers.items() if row is not None}
-
-
-def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
 
 

@@ -2,7 +2,8 @@
 
 Reads, in this order: every Nue customer (GraphQL pages), their subscriptions and orders (`customerIds`
 batches), the catalog (fresh), then the Salesforce accounts they link to, one SOQL `Id IN (...)` per
-`SOQL_IN_MAX` ids at bulk priority, so the job is the first to wait as the daily budget runs low.
+`salesforce_wire.IDS_PER_IN_LIST` ids or more, at bulk priority, so the job is the first to wait as the daily
+budget runs low.
 
 Repair writes nothing itself. For each `salesforce_differs` row (flow 2 finds the account as the row does:
 externalId, the store's link, salesAccountId) it stores one inbox event, keyed by customer and day, that flow 2
@@ -39,7 +40,6 @@ from revdaemon.domain.reconciliation import (
     compare,
     estimated_calls,
 )
-from revdaemon.engine.lookups import SOQL_IN_MAX
 from revdaemon.flows.common import ACCOUNT_LINK
 from revdaemon.flows.record_names import nue_names, salesforce_names
 from revdaemon.flows.subscription_status import REPAIR_FLAG, REPAIR_SOURCE, SubscriptionStatusMapping
@@ -62,8 +62,8 @@ class ReconciliationJob:
 
     `request` does not run anything itself: it checks that no run is under way or already asked for, that the
     Salesforce budget has room for the run's estimated calls (domain.budget.bulk_refusal: the accounts of the
-    last report, `SOQL_IN_MAX` a query), then has the scheduler run the job at once (`trigger`: False while
-    this replica does not lead). The run happens in the scheduler, as the nightly one does."""
+    last report, `salesforce_wire.IDS_PER_IN_LIST` or more a query), then has the scheduler run the job at once
+    (`trigger`: False while this replica does not lead). The run happens in the scheduler, as the nightly one does."""
 
     def __init__(self, run: Callable[[], Awaitable[Report]], *, budget: DailyBudget, trigger: Callable[[], bool],
                  report_path: Path | None = None) -> None:
@@ -95,7 +95,7 @@ class ReconciliationJob:
         if self.requested_at is not None:
             raise RunRefused(f"a reconciliation was asked for at {self.requested_at:%H:%M:%S} UTC and starts in a "
                              "moment")
-        calls = estimated_calls(await _accounts_in(self._report_path), SOQL_IN_MAX)
+        calls = estimated_calls(await _accounts_in(self._report_path), salesforce_wire.IDS_PER_IN_LIST)
         reason = bulk_refusal(self._budget.plan(), calls)
         if reason is not None:
             raise RunRefused(reason)
@@ -190,9 +190,8 @@ def _by_customer(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[st
 async def _accounts(salesforce: SalesforceClient, sobject: str, ids: Sequence[str],
                     selected: Sequence[str]) -> dict[str, Mapping[str, Any]]:
     found: dict[str, Mapping[str, Any]] = {}
-    for start in range(0, len(ids), SOQL_IN_MAX):
-        quoted = ", ".join(salesforce_wire.soql_literal(i) for i in ids[start:start + SOQL_IN_MAX])
-        soql = f"SELECT {', '.join(selected)} FROM {sobject} WHERE Id IN ({quoted})"
+    around = f"SELECT {', '.join(selected)} FROM {sobject} WHERE Id IN ({{in_list}})"
+    for soql, _chunk in salesforce_wire.in_list_batches(ids, around):
         async for row in salesforce.query(soql, priority=Priority.BULK):
             found[str(row["Id"])] = row
     return found

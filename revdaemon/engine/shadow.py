@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 
 from revdaemon.connectors import nue_wire, salesforce_wire
-from revdaemon.engine.lookups import SOQL_IN_MAX, Fetcher
+from revdaemon.engine.lookups import Fetcher
 from revdaemon.engine.mappings import FlowVersions, preview_pinned
 from revdaemon.engine.pollers import parse_timestamp
 from revdaemon.engine.preview import (
@@ -138,10 +138,9 @@ class Shadow:
         salesforce, _nue = self._fetcher.clients
         names = sorted(set(wanted.values()))
         found: dict[str, str] = {}
-        for start in range(0, len(names), SOQL_IN_MAX):
-            quoted = ", ".join(salesforce_wire.soql_literal(n) for n in names[start:start + SOQL_IN_MAX])
-            async for row in salesforce.query(f"SELECT Id, Name FROM Account WHERE Name IN ({quoted})",
-                                              priority=Priority.REALTIME):
+        around = "SELECT Id, Name FROM Account WHERE Name IN ({in_list})"
+        for soql, _chunk in salesforce_wire.in_list_batches(names, around):
+            async for row in salesforce.query(soql, priority=Priority.REALTIME):
                 found[str(row["Name"]).casefold()] = str(row["Id"])
         return [(key, f"a Salesforce account named {name!r} exists already ({found[name.casefold()]}): check it is "
                       "not this customer's before going live")
@@ -187,9 +186,8 @@ class Shadow:
         out: list[tuple[str, str]] = []
         for sobject, targets in sorted(by_object.items()):
             ids = sorted(targets)
-            for start in range(0, len(ids), SOQL_IN_MAX):
-                quoted = ", ".join(salesforce_wire.soql_literal(i) for i in ids[start:start + SOQL_IN_MAX])
-                soql = f"SELECT Id, LastModifiedDate, LastModifiedById FROM {sobject} WHERE Id IN ({quoted})"
+            around = f"SELECT Id, LastModifiedDate, LastModifiedById FROM {sobject} WHERE Id IN ({{in_list}})"
+            for soql, _chunk in salesforce_wire.in_list_batches(ids, around):
                 async for row in salesforce.query(soql, priority=Priority.REALTIME):
                     edited = _when(row.get("LastModifiedDate"))
                     who = row.get("LastModifiedById")

@@ -128,6 +128,18 @@ def test_invalid_field_and_type_messages(api: httpx.Client) -> None:
                                       "should not be enclosed in quotes")
 
 
+def test_a_call_past_the_documented_uri_and_header_length_is_refused(api: httpx.Client) -> None:
+    """§2.1: URI and headers together at most 16,384 bytes; 414 when the URI alone passes it, else 431."""
+    ids = ", ".join(f"'001{n:012d}AAA'" for n in range(700))
+    too_long = api.get("/query", params={"q": f"SELECT Id FROM Account WHERE Id IN ({ids})"})
+    assert too_long.status_code == 414 and too_long.json()[0]["errorCode"] == "URI_TOO_LONG"
+    fits = ", ".join(f"'001{n:012d}AAA'" for n in range(400))
+    assert api.get("/query", params={"q": f"SELECT Id FROM Account WHERE Id IN ({fits})"}).status_code == 200
+    headers = api.get("/query", params={"q": f"SELECT Id FROM Account WHERE Id IN ({fits})"},
+                      headers={"X-Padding": "x" * 6_000})
+    assert headers.status_code == 431 and headers.json()[0]["errorCode"] == "REQUEST_HEADER_FIELDS_TOO_LARGE"
+
+
 def test_query_shape_parents_and_filters(org: Running, api: httpx.Client) -> None:
     soql = ("SELECT Id, Name, Amount, Account.Name, Owner.Email FROM Opportunity "
             "WHERE (StageName IN ('Closed Won', 'Prospecting') OR Amount > 100000) AND NOT Name LIKE '%pilot%' "

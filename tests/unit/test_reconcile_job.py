@@ -8,6 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from revdaemon.connectors.salesforce_wire import IDS_PER_IN_LIST
 from revdaemon.domain.reconciliation import Report
 from revdaemon.engine.reconcile import ReconciliationJob, RunRefused
 from revdaemon.limits import DailyBudget
@@ -57,9 +58,11 @@ class TestRequest:
         assert runs.triggered == 2
 
     async def test_refused_when_the_budget_has_no_room_for_the_estimate(self, tmp_path: Path) -> None:
-        """The last report's accounts make the estimate: 401 accounts are 3 queries, one too many here."""
+        """The last report's accounts make the estimate: two full IN lists and one more are 3 queries, one too many
+        here."""
         report = tmp_path / "reconciliation.json"
-        report.write_text(json.dumps({"rows": [{"account_id": f"001{i:06d}"} for i in range(401)]}))
+        accounts = 2 * IDS_PER_IN_LIST + 1
+        report.write_text(json.dumps({"rows": [{"account_id": f"001{i:06d}"} for i in range(accounts)]}))
         budget = DailyBudget(share=0.5)
         budget.observe(3_747, 10_000)  # bulk waits from 3,750 used: room for 2 calls
         runs = Runs()

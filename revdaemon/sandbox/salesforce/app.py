@@ -44,9 +44,23 @@ WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 SUPPORTED_VERSIONS = tuple(f"{v}.0" for v in range(20, 68))
 SESSION_BODY = json.dumps(SESSION_INVALID).encode()
 DATA_PATH = re.compile(r"/services/data/v\d+\.\d+(/.*)?\Z")
+URI_AND_HEADERS_MAX = 16_384  # §2.1: a REST call's URI and headers together [doc]
 # [assumed] a 504 comes from the edge in front of the org, as a gateway's page rather than the REST error array.
 GATEWAY_TIMEOUT_HTML = (b"<html><head><title>504 Gateway Time-out</title></head>"
                         b"<body><h1>504 Gateway Time-out</h1></body></html>")
+
+
+def _too_long(path: bytes, scope: Scope) -> Response | None:
+    """A call whose URI and headers pass 16,384 bytes is refused, 414 when the URI alone does (salesforce-api.md
+    §2.1, [doc]; the bodies are [assumed])."""
+    uri = len(path) + (1 + len(scope["query_string"]) if scope["query_string"] else 0)
+    headers = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+    if uri > URI_AND_HEADERS_MAX:
+        return _json(414, [{"errorCode": "URI_TOO_LONG", "message": f"The request URI is {uri} bytes long"}])
+    if uri + headers > URI_AND_HEADERS_MAX:
+        return _json(431, [{"errorCode": "REQUEST_HEADER_FIELDS_TOO_LARGE",
+                            "message": f"The request URI and headers are {uri + headers} bytes long"}])
+    return None
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -157,6 +171,9 @@ class SalesforceSim:
 
     async def _rest(self, request: Request) -> Response:
         path_bytes: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+        too_long = _too_long(path_bytes, request.scope)
+        if too_long is not None:
+            return too_long
         match = VERSION_RE.match(path_bytes.decode("latin-1").rstrip("/"))
         session = self._session(request.headers.get("authorization"))
         if isinstance(session, Response):
