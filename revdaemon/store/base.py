@@ -83,7 +83,9 @@ class Store(Protocol):
 
     async def claim_events(self, *, worker: str, limit: int, lease: timedelta,
                            mapping_version: int | None = None, epoch: int | None = None) -> list[Event]:
-        """Claim due events, oldest first, until now + `lease`; also takes over claims whose lease has expired, and
+        """Claim due events until now + `lease`: the newest `NEWEST_SHARE` of `limit` and the oldest for the rest, so
+        an event that has just come in goes in the next claim however long the backlog behind it (real time ahead of
+        a burst), while the oldest are never passed over for long. Also takes over claims whose lease has expired, and
         (with `epoch`) at once every claim made under an older epoch: its leader is gone. With `mapping_version`,
         an event not yet pinned to a mapping version is pinned to that one (it is about to be planned with it); a
         pinned event keeps its own. Fenced."""

@@ -82,10 +82,10 @@ class Dialect(Protocol):
         """Insert new events in arrival order, skipping known keys; the keys inserted."""
         ...
 
-    async def claim(self, tx: Tx, *, worker: str, limit: int, until: datetime, now: datetime,
+    async def claim(self, tx: Tx, *, worker: str, limit: int, newest: int, until: datetime, now: datetime,
                     mapping_version: int | None, epoch: int | None) -> list[Row]:
-        """Claim due events, and claims whose lease ran out or whose epoch is older, oldest first; the rows as
-        claimed, in claim order."""
+        """Claim due events, and claims whose lease ran out or whose epoch is older: the `newest` most recently due,
+        and the oldest for the rest of `limit`; the rows as claimed, in (next_attempt_at, id) order."""
         ...
 
     async def lock_for_numbering(self, tx: Tx, table: str) -> None:

@@ -270,25 +270,34 @@ class PostgresDialect:
             payloads=[dumps(e.payload) for e in events], now=now)
         return {row["event_key"] for row in rows}
 
-    async def claim(self, tx: Any, *, worker: str, limit: int, until: datetime, now: datetime,
+    async def claim(self, tx: Any, *, worker: str, limit: int, newest: int, until: datetime, now: datetime,
                     mapping_version: int | None, epoch: int | None) -> list[asyncpg.Record]:
-        # SKIP LOCKED: rows another worker is claiming or settling right now are left to it, not waited on.
+        # SKIP LOCKED: rows another worker is claiming or settling right now are left to it, not waited on. The
+        # newest first, then the oldest (those not already taken) for the rest.
         rows = await tx.fetch(
-            """WITH due AS (
+            """WITH newest AS (
                    SELECT id FROM inbox_events
                    WHERE (status = 'received' AND next_attempt_at <= :now)
                       OR (status = 'claimed' AND (claimed_until <= :now OR coalesce(claim_epoch, 0) < :epoch_or_0))
-                   ORDER BY next_attempt_at, id
-                   LIMIT :limit
+                   ORDER BY next_attempt_at DESC, id DESC
+                   LIMIT :newest
                    FOR UPDATE SKIP LOCKED
-               )
+               ), oldest AS (
+                   SELECT id FROM inbox_events
+                   WHERE ((status = 'received' AND next_attempt_at <= :now)
+                      OR (status = 'claimed' AND (claimed_until <= :now OR coalesce(claim_epoch, 0) < :epoch_or_0)))
+                     AND id NOT IN (SELECT id FROM newest)
+                   ORDER BY next_attempt_at, id
+                   LIMIT :rest
+                   FOR UPDATE SKIP LOCKED
+               ), due AS (SELECT id FROM newest UNION ALL SELECT id FROM oldest)
                UPDATE inbox_events AS e
                SET status = 'claimed', claimed_by = :worker, claimed_until = :until, attempts = e.attempts + 1,
                    updated_at = :now, mapping_version = coalesce(e.mapping_version, :mapping_version),
                    claim_epoch = :epoch
                FROM due WHERE e.id = due.id
                RETURNING e.*""",
-            now=now, limit=limit, worker=worker, until=until, mapping_version=mapping_version,
+            now=now, newest=newest, rest=limit - newest, worker=worker, until=until, mapping_version=mapping_version,
             epoch_or_0=epoch or 0, epoch=epoch)
         return sorted(rows, key=lambda row: (row["next_attempt_at"], row["id"]))
 

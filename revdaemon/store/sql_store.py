@@ -64,6 +64,15 @@ from revdaemon.store.states import EventStatus, IntentStatus, check_event_move, 
 from revdaemon.store.write_health import PROBE as WRITE_PROBE
 from revdaemon.store.write_health import WriteHealth
 
+# Of each claim, the events most recently due: real time goes ahead of a backlog by one claim at most, and the
+# oldest still get most of every claim. (A claim of fewer than 5 is the oldest alone.)
+NEWEST_SHARE_DIVISOR = 5
+
+
+def newest_in_claim(limit: int) -> int:
+    return limit // NEWEST_SHARE_DIVISOR
+
+
 PAYLOADS_PRUNED_BEFORE = "payloads_pruned_before"  # store_meta: where the last complete pass over events ended
 PruneBatch = tuple[int, int, Position | None]  # rows read, rows pruned, the last row read
 
@@ -144,8 +153,8 @@ class SqlStore:
                            mapping_version: int | None = None, epoch: int | None = None) -> list[Event]:
         async with self._tx() as tx:
             now = await tx.now(epoch)
-            rows = await self._db.claim(tx, worker=worker, limit=limit, until=now + lease, now=now,
-                                        mapping_version=mapping_version, epoch=epoch)
+            rows = await self._db.claim(tx, worker=worker, limit=limit, newest=newest_in_claim(limit),
+                                        until=now + lease, now=now, mapping_version=mapping_version, epoch=epoch)
         return [self._event(row) for row in rows]
 
     async def release_claims(self, worker: str, *, epoch: int | None = None) -> int:

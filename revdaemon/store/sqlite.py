@@ -192,17 +192,21 @@ class SqliteDialect:
                 stored.update(row[0] for row in await cursor.fetchall())
         return stored
 
-    async def claim(self, tx: Any, *, worker: str, limit: int, until: datetime, now: datetime,
+    async def claim(self, tx: Any, *, worker: str, limit: int, newest: int, until: datetime, now: datetime,
                     mapping_version: int | None, epoch: int | None) -> list[sqlite3.Row]:
         # Select, then update by id: cheaper than one UPDATE .. IN (SELECT ..) RETURNING on SQLite 3.40
         # (bench/store_layer_spike.md), and the one writer makes the two steps atomic.
-        rows = await tx.fetch(
-            """SELECT id FROM inbox_events
-               WHERE (status = 'received' AND next_attempt_at <= :now)
-                  OR (status = 'claimed' AND (claimed_until <= :now OR coalesce(claim_epoch, 0) < :epoch))
-               ORDER BY next_attempt_at, id
-               LIMIT :limit""", now=now, epoch=epoch or 0, limit=limit)
-        ids = [row["id"] for row in rows]
+        due = """SELECT id FROM inbox_events
+                 WHERE (status = 'received' AND next_attempt_at <= :now)
+                    OR (status = 'claimed' AND (claimed_until <= :now OR coalesce(claim_epoch, 0) < :epoch))"""
+        latest = await tx.fetch(f"{due} ORDER BY next_attempt_at DESC, id DESC LIMIT :limit",
+                                now=now, epoch=epoch or 0, limit=newest) if newest else []
+        ids = [row["id"] for row in latest]
+        if len(ids) == newest:  # fewer: every due event is among them
+            taken = set(ids)
+            oldest = await tx.fetch(f"{due} ORDER BY next_attempt_at, id LIMIT :limit", now=now, epoch=epoch or 0,
+                                    limit=limit)
+            ids += [row["id"] for row in oldest if row["id"] not in taken][: limit - len(ids)]
         if not ids:
             return []
         await tx.execute(

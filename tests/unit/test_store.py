@@ -261,6 +261,19 @@ class TestInbox:
         claimed = await store.claim_events(worker="w", limit=2, lease=LEASE)
         assert [e.key for e in claimed] == ["a", "b"]
 
+    async def test_a_claim_takes_the_newest_fifth_and_the_oldest_for_the_rest(self, store: Store,
+                                                                               clock: FakeClock) -> None:
+        """Behind a backlog, what just came in goes in the next claim (real time ahead of a burst); the oldest
+        still fill most of every claim, and the events come back in the order they became due."""
+        for n in range(30):
+            await store.add_events([event(f"old-{n:02d}")])
+            clock.advance(seconds=1)
+        await store.add_events([event("just-in")])
+        claimed = await store.claim_events(worker="w", limit=10, lease=LEASE)
+        assert [e.key for e in claimed] == [*(f"old-{n:02d}" for n in range(8)), "old-29", "just-in"]
+        rest = await store.claim_events(worker="w", limit=100, lease=LEASE)
+        assert [e.key for e in rest] == [f"old-{n:02d}" for n in range(8, 29)]  # every one once, none passed over
+
     async def test_illegal_move_raises_and_changes_nothing(self, store: Store) -> None:
         """Completing an event that was never claimed is refused."""
         await store.add_events([event("e1")])
