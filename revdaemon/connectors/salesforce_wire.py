@@ -120,37 +120,48 @@ def same_id(value: Any, salesforce_id: Any) -> bool:
 # A REST call's URI and headers together may be 16,384 bytes; past it Salesforce answers 414 or 431 [doc]
 # (salesforce-api.md §2.1). A query's `q` parameter, URL-encoded, is kept under this, leaving room for the path,
 # the host and the session's headers; and an `Id IN` list under one page of results.
-MAX_QUERY_PARAM_CHARS = 12_000
+MAX_QUERY_PARAM_CHARS = 14_500
 MAX_IN_VALUES = 2_000
 # 18-character ids one IN list holds at least, for estimates (a SELECT of up to 1,000 encoded characters around it)
 IDS_PER_IN_LIST = (MAX_QUERY_PARAM_CHARS - 1_000) // len(quote_plus("'001000000000000AAA', "))
 
 
-def in_list_batches(values: Sequence[Any], soql_around: str, *, limit: int = MAX_QUERY_PARAM_CHARS,
-                    max_values: int = MAX_IN_VALUES) -> Iterator[tuple[str, list[Any]]]:
-    """Split `values` into IN lists so that each query, `soql_around` with `{in_list}` filled in, stays under
-    `limit` URL-encoded characters (and `max_values` values); yields each query with the values it asks for.
-    Fewer, longer lists: each query is one API call whatever its length."""
-    fixed = len(quote_plus(soql_around.replace("{in_list}", "")))
-    separator = len(quote_plus(", "))
-    if fixed >= limit:
-        raise ValueError(f"the query without its IN list is already {fixed} characters encoded")
-    batch: list[Any] = []
-    literals: list[str] = []
-    length = fixed
-    for value in values:
-        literal = soql_literal(value)
-        size = len(quote_plus(literal))
-        if batch and (length + separator + size > limit or len(batch) >= max_values):
-            yield soql_around.replace("{in_list}", ", ".join(literals)), batch
-            batch, literals, length = [], [], fixed
-        if fixed + size > limit:
-            raise ValueError(f"one IN value alone makes the query longer than {limit} characters encoded")
-        length += size + (separator if batch else 0)
-        batch.append(value)
-        literals.append(literal)
-    if batch:
-        yield soql_around.replace("{in_list}", ", ".join(literals)), batch
+def where_in_batches(select: str, lists: Sequence[tuple[str, Sequence[Any]]], *, tail: str = "",
+                     limit: int = MAX_QUERY_PARAM_CHARS, max_values: int = MAX_IN_VALUES
+                     ) -> Iterator[tuple[str, dict[str, list[Any]]]]:
+    """Queries `<select> WHERE f1 IN (...) OR f2 IN (...) <tail>` asking for every value of `lists` (field,
+    values) once, each under `limit` URL-encoded characters and `max_values` values; yields each query with the
+    values it asks for, by field. Fewer, longer queries: each is one API call whatever its length, and one query
+    may ask by several fields of the same object."""
+    # URL-encoding works character by character: a query's encoded length is the sum of its parts'.
+    fixed = len(quote_plus(f"{select} WHERE ")) + (len(quote_plus(f" {tail}")) if tail else 0)
+    separator, either = len(quote_plus(", ")), len(quote_plus(" OR "))
+    literals: dict[str, list[str]] = {}
+    asked: dict[str, list[Any]] = {}
+    length = count = 0
+
+    def query() -> str:
+        where = " OR ".join(f"{name} IN ({', '.join(values)})" for name, values in literals.items())
+        return f"{select} WHERE {where}" + (f" {tail}" if tail else "")
+
+    for name, values in lists:
+        clause = len(quote_plus(f"{name} IN (")) + len(quote_plus(")"))
+        for value in values:
+            literal = soql_literal(value)
+            size = len(quote_plus(literal))
+            if fixed + clause + size > limit:
+                raise ValueError(f"one IN value alone makes the query longer than {limit} characters encoded")
+            grow = size + (separator if name in literals else clause + (either if literals else 0))
+            if count and (fixed + length + grow > limit or count >= max_values):
+                yield query(), asked
+                literals, asked, length, count = {}, {}, 0, 0
+                grow = size + clause
+            literals.setdefault(name, []).append(literal)
+            asked.setdefault(name, []).append(value)
+            length += grow
+            count += 1
+    if count:
+        yield query(), asked
 
 
 def soql_literal(value: Any) -> str:

@@ -244,8 +244,8 @@ class Fetcher:
             # SystemModstamp: the record's version, which a corrective write's key carries (flows.common.was)
             selected = sorted({"Id", "SystemModstamp", *NAMED.get(sobject, ()),
                                *(name for obj, name in fields if obj == sobject)})
-            around = f"SELECT {', '.join(selected)} FROM {sobject} WHERE Id IN ({{in_list}})"
-            for soql, _chunk in salesforce_wire.in_list_batches(ids, around):
+            for soql, _asked in salesforce_wire.where_in_batches(f"SELECT {', '.join(selected)} FROM {sobject}",
+                                                                 [("Id", ids)]):
                 async for row in self._sf.query(soql, priority=Priority.REALTIME):
                     # Ids are compared as given: flows ask with the 18-character ids the APIs return.
                     found[(sobject, str(row["Id"]))] = row
@@ -254,20 +254,25 @@ class Fetcher:
     async def _sf_children(self, keys: frozenset[tuple[str, str, str]], fields: frozenset[tuple[str, str]]
                            ) -> dict[tuple[str, str, str], list[Mapping[str, Any]]]:
         found: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {key: [] for key in keys}
-        by_relation: dict[tuple[str, str], list[str]] = defaultdict(list)
+        by_object: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
         for sobject, parent_field, parent_id in sorted(keys):
-            by_relation[(sobject, parent_field)].append(parent_id)
-        for (sobject, parent_field), parents in by_relation.items():
-            selected = sorted({"Id", parent_field, *NAMED.get(sobject, ()),
+            by_object[sobject][parent_field].append(parent_id)
+        for sobject, by_field in by_object.items():
+            # One query asks by every field of this object it is read by (`a IN (..) OR b IN (..)`).
+            selected = sorted({"Id", *by_field, *NAMED.get(sobject, ()),
                                *(name for obj, name in fields if obj == sobject)})
-            around = f"SELECT {', '.join(selected)} FROM {sobject} WHERE {parent_field} IN ({{in_list}}) ORDER BY Id"
-            for soql, chunk in salesforce_wire.in_list_batches(parents, around):
+            batches = salesforce_wire.where_in_batches(f"SELECT {', '.join(selected)} FROM {sobject}",
+                                                       list(by_field.items()), tail="ORDER BY Id")
+            for soql, asked_by_field in batches:
                 # SOQL's = ignores case on text fields: file each row under the value as it was asked for.
-                asked = {p.lower(): p for p in chunk}
+                asked = {name: {p.lower(): p for p in values} for name, values in asked_by_field.items()}
                 async for row in self._sf.query(soql, priority=Priority.REALTIME):
-                    value = str(row[parent_field])
-                    key = (sobject, parent_field, asked.get(value.lower(), value))
-                    found.setdefault(key, []).append(row)
+                    for name, values in asked.items():
+                        value = row.get(name)
+                        if value is None or (str(value).lower() not in values and len(asked) > 1):
+                            continue  # the row answers the query's other field
+                        key = (sobject, name, values.get(str(value).lower(), str(value)))
+                        found.setdefault(key, []).append(row)
         return found
 
 

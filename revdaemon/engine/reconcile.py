@@ -190,8 +190,7 @@ def _by_customer(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[st
 async def _accounts(salesforce: SalesforceClient, sobject: str, ids: Sequence[str],
                     selected: Sequence[str]) -> dict[str, Mapping[str, Any]]:
     found: dict[str, Mapping[str, Any]] = {}
-    around = f"SELECT {', '.join(selected)} FROM {sobject} WHERE Id IN ({{in_list}})"
-    for soql, _chunk in salesforce_wire.in_list_batches(ids, around):
+    for soql, _asked in salesforce_wire.where_in_batches(f"SELECT {', '.join(selected)} FROM {sobject}", [("Id", ids)]):
         async for row in salesforce.query(soql, priority=Priority.BULK):
             found[str(row["Id"])] = row
     return found

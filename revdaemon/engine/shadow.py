@@ -138,8 +138,7 @@ class Shadow:
         salesforce, _nue = self._fetcher.clients
         names = sorted(set(wanted.values()))
         found: dict[str, str] = {}
-        around = "SELECT Id, Name FROM Account WHERE Name IN ({in_list})"
-        for soql, _chunk in salesforce_wire.in_list_batches(names, around):
+        for soql, _asked in salesforce_wire.where_in_batches("SELECT Id, Name FROM Account", [("Name", names)]):
             async for row in salesforce.query(soql, priority=Priority.REALTIME):
                 found[str(row["Name"]).casefold()] = str(row["Id"])
         return [(key, f"a Salesforce account named {name!r} exists already ({found[name.casefold()]}): check it is "
@@ -186,8 +185,8 @@ class Shadow:
         out: list[tuple[str, str]] = []
         for sobject, targets in sorted(by_object.items()):
             ids = sorted(targets)
-            around = f"SELECT Id, LastModifiedDate, LastModifiedById FROM {sobject} WHERE Id IN ({{in_list}})"
-            for soql, _chunk in salesforce_wire.in_list_batches(ids, around):
+            select = f"SELECT Id, LastModifiedDate, LastModifiedById FROM {sobject}"
+            for soql, _asked in salesforce_wire.where_in_batches(select, [("Id", ids)]):
                 async for row in salesforce.query(soql, priority=Priority.REALTIME):
                     edited = _when(row.get("LastModifiedDate"))
                     who = row.get("LastModifiedById")
