@@ -107,9 +107,20 @@ class Needs:
                    catalog=any(p.catalog for p in parts), go_live=any(p.go_live for p in parts))
 
     def __or__(self, other: Needs) -> Needs:
-        # Flows or small needs together many times per claim: an empty side costs no new set.
-        return Needs(**{name: _or(getattr(self, name), getattr(other, name)) for name in _NEEDS_SETS},
-                     catalog=self.catalog or other.catalog, go_live=self.go_live or other.go_live)
+        # Flows or small needs together many times per claim (28,000 times in a 10,000-event burst): only the
+        # fields `other` adds to are built anew, and the copy skips the frozen dataclass's __init__.
+        mine, theirs = self.__dict__, other.__dict__
+        changes: dict[str, Any] = {name: _or(mine[name], theirs[name]) for name in _NEEDS_SETS if theirs[name]}
+        if other.catalog and not self.catalog:
+            changes["catalog"] = True
+        if other.go_live and not self.go_live:
+            changes["go_live"] = True
+        if not changes:
+            return self
+        merged = object.__new__(Needs)
+        merged.__dict__.update(mine)
+        merged.__dict__.update(changes)
+        return merged
 
 
 @dataclass(frozen=True, kw_only=True)
