@@ -455,7 +455,11 @@ class Worker:
         found = Found()
         try:
             for _ in range(MAX_LOOKUP_ROUNDS):
-                needs = Needs.union(self._needs(job, found) for job in jobs)
+                parts = []
+                for index, job in enumerate(jobs):
+                    await _breathe(index)
+                    parts.append(self._needs(job, found))
+                needs = Needs.union(parts)
                 missing = needs.minus(found)
                 if not missing:
                     break
@@ -471,6 +475,7 @@ class Worker:
         for index, job in enumerate(jobs):
             if job.crash:
                 continue
+            await _breathe(index)
             try:
                 plans[index] = job.flow.plan(job.view, found)
             except Exception:
@@ -654,3 +659,13 @@ def _letter(error: SyncError, record_ref: str | None = None, sent: dict[str, Any
 
 def _context(job: _Job, operation: str) -> ErrorContext:
     return ErrorContext(system="revdaemon", operation=f"{operation} {job.flow.name}", record_ref=job.event.key)
+
+
+JOBS_BETWEEN_CHECKPOINTS = 50
+
+
+async def _breathe(index: int) -> None:
+    """Every JOBS_BETWEEN_CHECKPOINTS jobs, let the event loop run: a claim of a thousand events is planned in one
+    go, and the webhook listener, /healthz and the change streams share this loop (their answers wait for it)."""
+    if index % JOBS_BETWEEN_CHECKPOINTS == JOBS_BETWEEN_CHECKPOINTS - 1:
+        await anyio.lowlevel.checkpoint()
