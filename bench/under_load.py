@@ -54,6 +54,7 @@ Usage: python bench/under_load.py [--events 10000] [--samples 40] [--pace 0.5] [
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -68,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import yaml
 
 BENCH = Path(__file__).resolve().parent
@@ -89,6 +91,7 @@ TOKEN = "under-load-path-token-0123456789"
 INGEST_TYPE = "bench.ingest"
 POLL_SECONDS = 3600
 MONITOR_INTERVAL = 0.2
+PROBE_INTERVAL = 0.1
 DAILY_ALLOCATION = burst_drain.DAILY_ALLOCATION
 LUA = webhook_ingest.LUA.replace('"type":"subscription.updated"', f'"type":"{INGEST_TYPE}"')
 assert INGEST_TYPE in LUA
@@ -187,6 +190,37 @@ def inbox_by_type(database: Path, first_id: int) -> dict[str, dict[str, int]]:
     return out
 
 
+class Prober(threading.Thread):
+    """GET /healthz on the daemon's listener every PROBE_INTERVAL, timing each answer: the listener shares the
+    daemon's event loop with the workers, so a slow answer is the loop held by other work (a probe is one
+    request among none else, unlike wrk's)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.times: list[tuple[float, float]] = []  # (sent at, seconds to answer)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=30) as http:
+            while not self.stopping.is_set():
+                sent, started = time.time(), time.perf_counter()
+                with contextlib.suppress(httpx.HTTPError):
+                    http.get(self.url)
+                self.times.append((sent, time.perf_counter() - started))
+                self.stopping.wait(PROBE_INTERVAL)
+
+    def between(self, start: float, end: float) -> dict[str, float | None]:
+        return realtime_latency.percentiles([1000 * d for at, d in list(self.times) if start <= at <= end])
+
+
+def salesforce_calls(sf_url: str, start: float, end: float) -> dict[str, Any]:
+    """Salesforce requests the simulator answered in [start, end], by kind."""
+    entries = [e for e in burst_drain.request_log(sf_url) if start <= float(e["at"]) <= end]
+    return {"calls": len(entries), "admitted": len(burst_drain.admitted(entries)),
+            "kinds": burst_drain.call_kinds(entries)}
+
+
 # --- samples ---------------------------------------------------------------------------------------------
 
 Change = tuple[str, str, str, int]  # (account, customer, subscription, new quantity)
@@ -272,11 +306,11 @@ def latencies(box: Sandbox, changes: list[Change], watcher: realtime_latency.Wat
 def summary(samples: dict[str, dict[str, float]], count: int) -> dict[str, Any]:
     values = [s["latency"] for s in samples.values()]
     done = [s["done"] - s["delivered"] for s in samples.values() if "done" in s]
-    after = [s["written"] - s["done"] for s in samples.values() if "done" in s]
+    after = [s["done"] - s["written"] for s in samples.values() if "done" in s]
     return {"samples": count, "measured": len(values), "failures": count - len(values),
             **realtime_latency.percentiles(values),
             "delivered_to_event_done": realtime_latency.percentiles(done),
-            "event_done_to_account_write": realtime_latency.percentiles(after)}
+            "account_write_to_event_done": realtime_latency.percentiles(after)}
 
 
 # --- ingest ----------------------------------------------------------------------------------------------
@@ -382,6 +416,9 @@ def measure(args: argparse.Namespace, workdir: Path, info: dict[str, Any], box: 
     last_id = inbox_ids(database)
     monitor = DrainMonitor(database, first_id, last_id)
     monitor.start()
+    prober = Prober(f"http://127.0.0.1:{info['listener_port']}/healthz")
+    prober.start()
+    cpu_at_start = cpu_seconds(daemon.pid)
     print(f"drain: {stored} notifications stored (of {len(events)}, from {customers} customers), Salesforce "
           f"capped at {args.cap} calls/s; {args.samples} subscription changes, one every {args.pace:g} s ...",
           flush=True)
@@ -399,6 +436,7 @@ def measure(args: argparse.Namespace, workdir: Path, info: dict[str, Any], box: 
     while monitor.ended() is None and time.monotonic() < deadline:
         time.sleep(0.5)
     drain_end = monitor.ended()
+    cpu_drain = cpu_seconds(daemon.pid) - cpu_at_start
     wait_samples(loaded, min(deadline, time.monotonic() + 60))
     print(f"  burst drained in {(drain_end or time.time()) - drain_start:.1f} s"
           f"{'' if drain_end else ' (TIMED OUT)'}; waiting for the inbox to be idle ...", flush=True)
@@ -409,10 +447,14 @@ def measure(args: argparse.Namespace, workdir: Path, info: dict[str, Any], box: 
     time.sleep(2.0)
     print(f"idle: the same {args.samples} subscriptions changed again, one every {args.pace:g} s ...", flush=True)
     again = [(a, c, s, q + 3) for a, c, s, q in changes]
+    idle_start = time.time()
     idle, idle_triggered = run_samples(box, again, args.pace)
     wait_samples(idle, time.monotonic() + 60)
-    monitor.stopping.set()
-    monitor.join()
+    idle_end = time.time()
+    for thread in (monitor, prober):
+        thread.stopping.set()
+        thread.join()
+    idle_calls = salesforce_calls(box.sf_url, idle_start, idle_end)
     loaded_samples = latencies(box, changes, loaded, loaded_triggered, log)
     idle_samples = latencies(box, again, idle, idle_triggered, log)
     end = drain_end or float("inf")
@@ -433,7 +475,14 @@ def measure(args: argparse.Namespace, workdir: Path, info: dict[str, Any], box: 
                                    [s["written"] - end for s in loaded_samples.values()] if drain_end else []),
                                "burst_pending_at_delivery": realtime_latency.percentiles(
                                    [float(p) for p in pending if p is not None])},
-        "latency_idle": {**summary(idle_samples, len(again)), "pace_seconds": args.pace},
+        "latency_idle": {**summary(idle_samples, len(again)), "pace_seconds": args.pace,
+                         "salesforce_calls": idle_calls["admitted"], "salesforce_call_kinds": idle_calls["kinds"],
+                         "salesforce_calls_per_sample": idle_calls["admitted"] / max(1, len(again)),
+                         "window_seconds": idle_end - idle_start},
+        "daemon_cpu_percent_of_one_core_in_drain": None if drain_end is None else
+        100 * cpu_drain / (drain_end - drain_start),
+        "listener_healthz_ms": {"drain_before_ingest": prober.between(drain_start, ing["window"][0]),
+                                "idle": prober.between(idle_start, idle_end)},
     }
     results["latency_under_load"]["failures"] = len(changes) - len(loaded_samples)
     results["notes"] = explain(results)
@@ -456,7 +505,7 @@ def explain(r: dict[str, Any]) -> list[str]:
         notes.append("the burst was drained before the ingest window ended: part of the ingest was not under load "
                      "(a larger --events or a shorter --seconds/--samples keeps it inside the drain)")
     p99 = lo["p99"]
-    if p99 is None or p99 >= TARGET_P99_LOADED or lo["finished_after_drain"]:
+    if p99 is None or p99 >= TARGET_P99_LOADED:
         gap = lo["written_minus_drain_end"]
         notes.append(
             f"latency under load: {lo['measured']} of {lo['samples']} samples were written before the burst drained"
@@ -465,16 +514,29 @@ def explain(r: dict[str, Any]) -> list[str]:
             f"{lo['burst_pending_at_delivery']['p50']} burst events (p50) still pending when the "
             f"webhook was answered 202: the inbox claims oldest first (ORDER BY next_attempt_at, id), so a fresh "
             f"notification waits behind the backlog; delivered -> event_done p50 "
-            f"{realtime_latency.fmt(lo['delivered_to_event_done']['p50'])}, event_done -> account write p50 "
-            f"{realtime_latency.fmt(lo['event_done_to_account_write']['p50'])}")
+            f"{realtime_latency.fmt(lo['delivered_to_event_done']['p50'])} (the end of the claim that took the "
+            f"sample's events; its account write came {realtime_latency.fmt(lo['account_write_to_event_done']['p50'])}"
+            f" before that end at p50); the listener answered /healthz in "
+            f"{_ms(r['listener_healthz_ms']['drain_before_ingest']['p99'])} at p99 "
+            f"(max {_ms(r['listener_healthz_ms']['drain_before_ingest']['max'])}) during the drain")
     if idle["p99"] is None or idle["p99"] >= TARGET_P99_IDLE:
+        cap, per_sample = r["cap_per_second"], idle["salesforce_calls_per_sample"]
+        kinds = ", ".join(f"{k} {v}" for k, v in idle["salesforce_call_kinds"].items())
         notes.append(
-            f"latency idle: p99 {realtime_latency.fmt(idle['p99'])}; delivered -> event_done p50/p99 "
-            f"{realtime_latency.fmt(idle['delivered_to_event_done']['p50'])} / "
-            f"{realtime_latency.fmt(idle['delivered_to_event_done']['p99'])}, event_done -> account write p50/p99 "
-            f"{realtime_latency.fmt(idle['event_done_to_account_write']['p50'])} / "
-            f"{realtime_latency.fmt(idle['event_done_to_account_write']['p99'])}")
+            f"latency idle: p99 {realtime_latency.fmt(idle['p99'])}. Each subscription change cost "
+            f"{per_sample:.1f} Salesforce calls ({idle['salesforce_calls']} in the {idle['window_seconds']:.1f} s "
+            f"window: {kinds}); revdaemon's limiter at the cap ({cap}/s, burst 1) spaces calls {1000 / cap:.0f} ms "
+            f"apart, so a change takes at least {per_sample / cap:.2f} s of limiter time, and one every "
+            f"{idle['pace_seconds']:g} s offers {per_sample / idle['pace_seconds']:.1f} calls/s against the cap of "
+            f"{cap}: a change arriving while the previous one's claim runs waits for it. delivered -> event_done "
+            f"p50/p99 {realtime_latency.fmt(idle['delivered_to_event_done']['p50'])} / "
+            f"{realtime_latency.fmt(idle['delivered_to_event_done']['p99'])}; the listener answered /healthz in "
+            f"{_ms(r['listener_healthz_ms']['idle']['p99'])} at p99 meanwhile")
     return notes
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f} ms"
 
 
 def verdict(ok: bool | None) -> str:
@@ -507,13 +569,19 @@ def report(r: dict[str, Any]) -> None:
               f"{'' if label == 'idle' else ' before the drain ended'}, one every {m['pace_seconds']:g} s): p50 "
               f"{fmt(m['p50'])}, p90 {fmt(m['p90'])}, p99 {fmt(m['p99'])}, max {fmt(m['max'])}; target p99 < "
               f"{limit:g} s: {verdict(None if m['p99'] is None else m['p99'] < limit)}")
-        print(f"  delivered -> event_done p50 {fmt(m['delivered_to_event_done']['p50'])}, event_done -> account write"
-              f" p50 {fmt(m['event_done_to_account_write']['p50'])}")
+        print(f"  delivered -> event_done p50 {fmt(m['delivered_to_event_done']['p50'])} (event_done: the end of the "
+              f"claim that took it; the account write came {fmt(m['account_write_to_event_done']['p50'])} before)")
     a = lo["after_drain"]
     print(f"  under load: {lo['finished_after_drain']} sample(s) written after the drain ended (not under load): "
           f"p50 {fmt(a['p50'])}, p99 {fmt(a['p99'])}; all {lo['samples']} samples p99 {fmt(lo['all_samples']['p99'])}"
           f"; burst events pending at delivery p50 {lo['burst_pending_at_delivery']['p50']}; failed "
           f"{lo['failures']}")
+    h = r["listener_healthz_ms"]
+    cpu = r["daemon_cpu_percent_of_one_core_in_drain"]
+    print(f"listener /healthz answer, p50 / p99 / max: during the drain (before wrk) "
+          f"{' / '.join(_ms(h['drain_before_ingest'][k]) for k in ('p50', 'p99', 'max'))}, idle "
+          f"{' / '.join(_ms(h['idle'][k]) for k in ('p50', 'p99', 'max'))}; the daemon's CPU in the drain "
+          f"{'n/a' if cpu is None else f'{cpu:.0f}%'} of a core")
     for note in r["notes"]:
         print(f"why missed: {note}")
 
