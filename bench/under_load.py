@@ -28,8 +28,10 @@ Measured while the workers drain the burst, in this order:
 1. Latency under load: one sample's subscription changes quantity (scenario change, UpdateQuantity +3) every
    --pace s from the drain's start; Nue publishes order.activated and subscription.updated to the daemon, and
    flow 2 (subscription status) writes the account's MRR__c. start: the first delivery of that change's
-   notifications answered 202 in the simulator's webhook log (stamped when the answer came); end: the account's
-   SystemModstamp once its MRR__c differs from before (read every 0.25 s, only to know it is done). A sample
+   notifications answered 202 in the simulator's webhook log (stamped when the answer came); end: the daemon's
+   audit entry of the first confirmed write of MRR__c to that account after the change (recorded once Salesforce
+   answered; read from the store, read-only, every 0.25 s: polling the simulator's every Account, as
+   realtime_latency.py does for its few, would take the simulators' CPU from the drain at this size). A sample
    whose account write comes after the drain's end is not "under load": counted and shown apart.
 2. Ingest during the drain, once the last sample is sent: wrk (-t2 -c--connections, --seconds) at the daemon's
    listener and, for the same seconds at the same time (so both under the same machine load), another wrk at
@@ -65,6 +67,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +95,7 @@ INGEST_TYPE = "bench.ingest"
 POLL_SECONDS = 3600
 MONITOR_INTERVAL = 0.2
 PROBE_INTERVAL = 0.1
+WATCH_INTERVAL = 0.25
 DAILY_ALLOCATION = burst_drain.DAILY_ALLOCATION
 LUA = webhook_ingest.LUA.replace('"type":"subscription.updated"', f'"type":"{INGEST_TYPE}"')
 assert INGEST_TYPE in LUA
@@ -221,6 +225,53 @@ def salesforce_calls(sf_url: str, start: float, end: float) -> dict[str, Any]:
             "kinds": burst_drain.call_kinds(entries)}
 
 
+class AuditWatcher(threading.Thread):
+    """Reads the daemon's audit log (its SQLite store, read-only, new rows only) every WATCH_INTERVAL and keeps,
+    per wanted account, when the first confirmed Salesforce write carrying MRR__c after `since` was recorded (the
+    store's clock: this machine's time.time(), as the simulators'). Not the simulator's records: reading every
+    Account of a 10,000-event burst four times a second takes the simulators' own CPU, which the drain needs."""
+
+    def __init__(self, database: Path) -> None:
+        super().__init__(daemon=True)
+        self.database = database
+        self.wanted: dict[str, float] = {}  # account -> since
+        self.found: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.last_id = 0
+
+    def want(self, account: str, since: float) -> None:
+        with self.lock:
+            self.wanted[account] = since
+            self.found.pop(account, None)
+
+    def run(self) -> None:
+        conn = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30)
+        try:
+            while not self.stopping.is_set():
+                rows = conn.execute("SELECT id, at, record_ref, detail FROM audit_log WHERE id > ? AND outcome = 'ok'"
+                                    " AND record_ref LIKE 'salesforce:Account:%' ORDER BY id", (self.last_id,)
+                                    ).fetchall()
+                with self.lock:
+                    for row_id, at, ref, detail in rows:
+                        self.last_id = row_id
+                        account = ref.rsplit(":", 1)[1]
+                        since = self.wanted.get(account)
+                        stamp = datetime.fromisoformat(at).timestamp()
+                        if since is None or account in self.found or stamp < since:
+                            continue
+                        fields = (json.loads(detail).get("request") or {}).get("fields") or {}
+                        if "MRR__c" in fields:
+                            self.found[account] = stamp
+                self.stopping.wait(WATCH_INTERVAL)
+        finally:
+            conn.close()
+
+    def complete(self, accounts: list[str]) -> bool:
+        with self.lock:
+            return all(a in self.found for a in accounts)
+
+
 # --- samples ---------------------------------------------------------------------------------------------
 
 Change = tuple[str, str, str, int]  # (account, customer, subscription, new quantity)
@@ -245,35 +296,33 @@ def setup_samples(box: Sandbox, count: int) -> list[Change]:
     return changes
 
 
-def run_samples(box: Sandbox, changes: list[Change], pace: float) -> tuple[realtime_latency.Watcher,
-                                                                            dict[str, float]]:
-    """The changes, one every `pace` s; returns the watcher (still running) and when each was triggered."""
-    before = {a["Id"]: a.get("MRR__c") for a in box.sf_records("Account")}
-    watcher = realtime_latency.Watcher(box.sf_url, "Account", lambda rid, r: r.get("MRR__c") != before.get(rid))
-    watcher.start()
+def run_samples(box: Sandbox, watcher: AuditWatcher, changes: list[Change], pace: float) -> dict[str, float]:
+    """The changes, one every `pace` s; returns when each was triggered."""
     triggered: dict[str, float] = {}
 
     def change(_index: int, item: Change) -> None:
         account, _customer, subscription, quantity = item
-        watcher.want(account)
         triggered[account] = time.time()
+        watcher.want(account, triggered[account])
         box.scenario("change", asset_number=subscription, change_type="UpdateQuantity", quantity=quantity)
 
     realtime_latency.paced(changes, pace, change)
-    return watcher, triggered
+    return triggered
 
 
-def wait_samples(watcher: realtime_latency.Watcher, deadline: float) -> None:
-    while not watcher.complete() and time.monotonic() < deadline:
+def wait_samples(watcher: AuditWatcher, changes: list[Change], deadline: float) -> dict[str, float]:
+    """Until every change's account write is in the audit log (or the deadline); returns them."""
+    accounts = [a for a, *_ in changes]
+    while not watcher.complete(accounts) and time.monotonic() < deadline:
         time.sleep(0.5)
-    watcher.stopping.set()
-    watcher.join()
+    with watcher.lock:
+        return {a: watcher.found[a] for a in accounts if a in watcher.found}
 
 
-def latencies(box: Sandbox, changes: list[Change], watcher: realtime_latency.Watcher, triggered: dict[str, float],
+def latencies(box: Sandbox, changes: list[Change], found: dict[str, float], triggered: dict[str, float],
               log: Path) -> dict[str, dict[str, float]]:
     """Per account: delivered (first 202 after the trigger), done (first event_done of that change's events in
-    the daemon's log), written (the account's SystemModstamp), latency = written - delivered."""
+    the daemon's log), written (the account write's audit entry), latency = written - delivered."""
     hooks = box.http.get(f"{box.nue_url}/__sandbox/webhooks").json()
     customer_of_event = {e["id"]: realtime_latency.customer_in(e) for e in hooks["published"]}
     account_of = {c: a for a, c, _s, _q in changes}
@@ -294,10 +343,9 @@ def latencies(box: Sandbox, changes: list[Change], watcher: realtime_latency.Wat
             done[account] = min(done.get(account, float("inf")), realtime_latency.log_time(entry))
     out: dict[str, dict[str, float]] = {}
     for account, *_ in changes:
-        record = watcher.found.get(account)
-        if record is None or account not in delivered:
+        written = found.get(account)
+        if written is None or account not in delivered:
             continue
-        written = realtime_latency.sf_time(record["SystemModstamp"])
         out[account] = {"delivered": delivered[account], "written": written, "latency": written - delivered[account],
                         **({"done": done[account]} if account in done else {})}
     return out
@@ -422,7 +470,9 @@ def measure(args: argparse.Namespace, workdir: Path, info: dict[str, Any], box: 
     print(f"drain: {stored} notifications stored (of {len(events)}, from {customers} customers), Salesforce "
           f"capped at {args.cap} calls/s; {args.samples} subscription changes, one every {args.pace:g} s ...",
           flush=True)
-    loaded, loaded_triggered = run_samples(box, changes, args.pace)
+    watcher = AuditWatcher(database)
+    watcher.start()
+    loaded_triggered = run_samples(box, watcher, changes, args.pace)
     print(f"  changes sent in {time.time() - drain_start:.1f} s from the drain's start; "
           f"burst pending {monitor.pending_at(time.time())}; ingest for {args.seconds:g} s ...", flush=True)
     ing = ingest(wrk, workdir, daemon, info["listener_port"], database, args)
@@ -437,7 +487,7 @@ def measure(args: argparse.Namespace, workdir: Path, info: dict[str, Any], box: 
         time.sleep(0.5)
     drain_end = monitor.ended()
     cpu_drain = cpu_seconds(daemon.pid) - cpu_at_start
-    wait_samples(loaded, min(deadline, time.monotonic() + 60))
+    loaded = wait_samples(watcher, changes, min(deadline, time.monotonic() + 60))
     print(f"  burst drained in {(drain_end or time.time()) - drain_start:.1f} s"
           f"{'' if drain_end else ' (TIMED OUT)'}; waiting for the inbox to be idle ...", flush=True)
     while not monitor.inbox_idle() and time.monotonic() < deadline:
@@ -448,10 +498,10 @@ def measure(args: argparse.Namespace, workdir: Path, info: dict[str, Any], box: 
     print(f"idle: the same {args.samples} subscriptions changed again, one every {args.pace:g} s ...", flush=True)
     again = [(a, c, s, q + 3) for a, c, s, q in changes]
     idle_start = time.time()
-    idle, idle_triggered = run_samples(box, again, args.pace)
-    wait_samples(idle, time.monotonic() + 60)
+    idle_triggered = run_samples(box, watcher, again, args.pace)
+    idle = wait_samples(watcher, again, time.monotonic() + 60)
     idle_end = time.time()
-    for thread in (monitor, prober):
+    for thread in (monitor, prober, watcher):
         thread.stopping.set()
         thread.join()
     idle_calls = salesforce_calls(box.sf_url, idle_start, idle_end)
@@ -485,6 +535,10 @@ def measure(args: argparse.Namespace, workdir: Path, info: dict[str, Any], box: 
                                 "idle": prober.between(idle_start, idle_end)},
     }
     results["latency_under_load"]["failures"] = len(changes) - len(loaded_samples)
+    results["latency_under_load"]["per_sample"] = [  # in the order sent
+        {"delivered_after_drain_start": round(s["delivered"] - drain_start, 3), "latency": round(s["latency"], 3),
+         "burst_pending_at_delivery": monitor.pending_at(s["delivered"]), "drain_running_when_written":
+         s["written"] <= end} for a, *_ in changes if (s := loaded_samples.get(a)) is not None]
     results["notes"] = explain(results)
     return results
 
@@ -509,8 +563,8 @@ def explain(r: dict[str, Any]) -> list[str]:
         gap = lo["written_minus_drain_end"]
         notes.append(
             f"latency under load: {lo['measured']} of {lo['samples']} samples were written before the burst drained"
-            f" (p99 {realtime_latency.fmt(p99)}), {lo['finished_after_drain']} after it; the account write came "
-            f"{realtime_latency.fmt(gap['p50'])} after the drain's end at p50, with "
+            f" (p99 {realtime_latency.fmt(p99)}), {lo['finished_after_drain']} after it; the account writes came "
+            f"{_relative(gap['p50'])} the drain's end at p50, with "
             f"{lo['burst_pending_at_delivery']['p50']} burst events (p50) still pending when the "
             f"webhook was answered 202: the inbox claims oldest first (ORDER BY next_attempt_at, id), so a fresh "
             f"notification waits behind the backlog; delivered -> event_done p50 "
@@ -533,6 +587,12 @@ def explain(r: dict[str, Any]) -> list[str]:
             f"{realtime_latency.fmt(idle['delivered_to_event_done']['p99'])}; the listener answered /healthz in "
             f"{_ms(r['listener_healthz_ms']['idle']['p99'])} at p99 meanwhile")
     return notes
+
+
+def _relative(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a relative to"
+    return f"{abs(seconds):.3f} s {'after' if seconds >= 0 else 'before'}"
 
 
 def _ms(value: float | None) -> str:
@@ -571,6 +631,11 @@ def report(r: dict[str, Any]) -> None:
               f"{limit:g} s: {verdict(None if m['p99'] is None else m['p99'] < limit)}")
         print(f"  delivered -> event_done p50 {fmt(m['delivered_to_event_done']['p50'])} (event_done: the end of the "
               f"claim that took it; the account write came {fmt(m['account_write_to_event_done']['p50'])} before)")
+    print("  each sample during the drain: delivered (s into the drain) -> latency; burst events pending at "
+          "delivery; drain still running when written")
+    for i, p in enumerate(lo["per_sample"], 1):
+        print(f"    {i:3d}: +{p['delivered_after_drain_start']:6.2f} s -> {p['latency']:6.2f} s; pending "
+              f"{p['burst_pending_at_delivery']}; {'running' if p['drain_running_when_written'] else 'ENDED'}")
     a = lo["after_drain"]
     print(f"  under load: {lo['finished_after_drain']} sample(s) written after the drain ended (not under load): "
           f"p50 {fmt(a['p50'])}, p99 {fmt(a['p99'])}; all {lo['samples']} samples p99 {fmt(lo['all_samples']['p99'])}"
