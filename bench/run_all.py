@@ -366,7 +366,9 @@ def under_load_rows(r: dict[str, Any]) -> list[Row]:
 
     rows = [Row("burst drained by the real daemon (Salesforce capped)",
                 f"{f['events_sent']:,} notifications ({f['events_stored']:,} unique) from {f['customers']:,} customers "
-                f"in {'TIMED OUT' if drain is None else f'{drain:.1f} s'} at {f['cap_per_second']} calls/s"),
+                f"in {'TIMED OUT' if drain is None else f'{drain:.1f} s'} at {f['cap_per_second']} calls/s; "
+                f"{f['drain_salesforce_calls_admitted']} Salesforce calls admitted (floor "
+                f"{f['drain_floor_seconds']:.1f} s)"),
             Row("ingest during the drain: wrk at each, the same seconds",
                 f"{ing['seconds']:.1f} s, -c{ing['connections']}; burst pending {ing['burst_pending_at_start']} -> "
                 f"{ing['burst_pending_at_end']}", "inside the drain", bool(ing["drain_running_at_end"])),

@@ -505,6 +505,7 @@ def measure(args: argparse.Namespace, workdir: Path, info: dict[str, Any], box: 
         thread.stopping.set()
         thread.join()
     idle_calls = salesforce_calls(box.sf_url, idle_start, idle_end)
+    drain_calls = salesforce_calls(box.sf_url, drain_start, drain_end or idle_start)
     loaded_samples = latencies(box, changes, loaded, loaded_triggered, log)
     idle_samples = latencies(box, again, idle, idle_triggered, log)
     end = drain_end or float("inf")
@@ -514,7 +515,11 @@ def measure(args: argparse.Namespace, workdir: Path, info: dict[str, Any], box: 
     results = {
         "events_sent": len(events), "events_stored": stored, "customers": customers, "cap_per_second": args.cap,
         "drain_seconds": None if drain_end is None else drain_end - drain_start, "timed_out": drain_end is None,
-        "inbox_after_drain_by_type": by_type, "idle_from_drain_start_seconds": idle_from - drain_start,
+        "inbox_after_drain_by_type": by_type,
+        "drain_salesforce_calls": drain_calls["calls"], "drain_salesforce_calls_admitted": drain_calls["admitted"],
+        "drain_salesforce_call_kinds": drain_calls["kinds"],
+        "drain_floor_seconds": drain_calls["admitted"] / args.cap,
+        "idle_from_drain_start_seconds": idle_from - drain_start,
         "ingest": ing,
         "latency_under_load": {**summary(under, len(changes)), "pace_seconds": args.pace,
                                "finished_after_drain": len(after),
@@ -611,6 +616,10 @@ def report(r: dict[str, Any]) -> None:
     print(f"burst: {r['events_sent']} notifications ({r['events_stored']} unique) from {r['customers']} customers, "
           f"Salesforce capped at {r['cap_per_second']} calls/s; drained in "
           f"{'TIMED OUT' if drain is None else f'{drain:.1f} s'} by the real daemon with the listener under load")
+    cpu = r["daemon_cpu_percent_of_one_core_in_drain"]
+    print(f"  Salesforce in the drain: {r['drain_salesforce_calls']} calls ({r['drain_salesforce_calls_admitted']} "
+          f"admitted under the cap: a floor of {r['drain_floor_seconds']:.1f} s); the daemon's CPU "
+          f"{'n/a' if cpu is None else f'{cpu:.0f}%'} of a core")
     kinds = "; ".join(f"{k}: " + ", ".join(f"{s} {n}" for s, n in v.items()) for k, v in r["inbox_after_drain_by_type"]
                       .items())
     print(f"  inbox since the burst, by source and type: {kinds}")
