@@ -368,7 +368,10 @@ def under_load_rows(r: dict[str, Any]) -> list[Row]:
                 f"{f['events_sent']:,} notifications ({f['events_stored']:,} unique) from {f['customers']:,} customers "
                 f"in {'TIMED OUT' if drain is None else f'{drain:.1f} s'} at {f['cap_per_second']} calls/s; "
                 f"{f['drain_salesforce_calls_admitted']} Salesforce calls admitted (floor "
-                f"{f['drain_floor_seconds']:.1f} s)"),
+                f"{f['drain_floor_seconds']:.1f} s); daemon / simulators CPU "
+                f"{fmt(f['daemon_cpu_percent_of_one_core_in_drain'])}% / "
+                f"{fmt(f['simulators_cpu_percent_of_one_core_in_drain'])}% of a core, the machine's CPUs "
+                f"{fmt(f['machine_cpu_busy_percent_in_drain'])}% busy"),
             Row("ingest during the drain: wrk at each, the same seconds",
                 f"{ing['seconds']:.1f} s, -c{ing['connections']}; burst pending {ing['burst_pending_at_start']} -> "
                 f"{ing['burst_pending_at_end']}", "inside the drain", bool(ing["drain_running_at_end"])),

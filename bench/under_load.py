@@ -134,6 +134,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return float(sum(values) - idle), float(sum(values))
+
+
+def sandbox_pid() -> int | None:
+    """The `revdaemon sandbox` process this script started (burst_drain.sandbox keeps its Popen to itself)."""
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                if b"sandbox" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    return int(child)
+    return None
+
+
 # --- the drain, watched from the daemon's store ----------------------------------------------------------
 
 class DrainMonitor(threading.Thread):
@@ -467,6 +484,9 @@ def measure(args: argparse.Namespace, workdir: Path, info: dict[str, Any], box: 
     prober = Prober(f"http://127.0.0.1:{info['listener_port']}/healthz")
     prober.start()
     cpu_at_start = cpu_seconds(daemon.pid)
+    simulators = sandbox_pid()
+    sim_at_start = cpu_seconds(simulators) if simulators else 0.0
+    machine_at_start = machine_cpu()
     print(f"drain: {stored} notifications stored (of {len(events)}, from {customers} customers), Salesforce "
           f"capped at {args.cap} calls/s; {args.samples} subscription changes, one every {args.pace:g} s ...",
           flush=True)
@@ -487,6 +507,8 @@ def measure(args: argparse.Namespace, workdir: Path, info: dict[str, Any], box: 
         time.sleep(0.5)
     drain_end = monitor.ended()
     cpu_drain = cpu_seconds(daemon.pid) - cpu_at_start
+    sim_drain = cpu_seconds(simulators) - sim_at_start if simulators else None
+    machine_busy, machine_total = (b - a for a, b in zip(machine_at_start, machine_cpu(), strict=True))
     loaded = wait_samples(watcher, changes, min(deadline, time.monotonic() + 60))
     print(f"  burst drained in {(drain_end or time.time()) - drain_start:.1f} s"
           f"{'' if drain_end else ' (TIMED OUT)'}; waiting for the inbox to be idle ...", flush=True)
@@ -536,6 +558,9 @@ def measure(args: argparse.Namespace, workdir: Path, info: dict[str, Any], box: 
                          "window_seconds": idle_end - idle_start},
         "daemon_cpu_percent_of_one_core_in_drain": None if drain_end is None else
         100 * cpu_drain / (drain_end - drain_start),
+        "simulators_cpu_percent_of_one_core_in_drain": None if drain_end is None or sim_drain is None else
+        100 * sim_drain / (drain_end - drain_start),
+        "machine_cpu_busy_percent_in_drain": 100 * machine_busy / machine_total if machine_total else None,
         "listener_healthz_ms": {"drain_before_ingest": prober.between(drain_start, ing["window"][0]),
                                 "idle": prober.between(idle_start, idle_end)},
     }
@@ -571,7 +596,10 @@ def explain(r: dict[str, Any]) -> list[str]:
             f" (p99 {realtime_latency.fmt(p99)}), {lo['finished_after_drain']} after it; the account writes came "
             f"{_relative(gap['p50'])} the drain's end at p50, with "
             f"{lo['burst_pending_at_delivery']['p50']} burst events (p50) still pending when the "
-            f"webhook was answered 202: the inbox claims oldest first (ORDER BY next_attempt_at, id), so a fresh "
+            f"webhook was answered 202 (the drain took {_secs(r['drain_seconds'])} against a Salesforce floor of "
+            f"{r['drain_floor_seconds']:.1f} s, the daemon at {_pct(r['daemon_cpu_percent_of_one_core_in_drain'])} of "
+            f"a core with the machine's CPUs {_pct(r['machine_cpu_busy_percent_in_drain'])} busy): the inbox claims "
+            f"oldest first (ORDER BY next_attempt_at, id), so a fresh "
             f"notification waits behind the backlog; delivered -> event_done p50 "
             f"{realtime_latency.fmt(lo['delivered_to_event_done']['p50'])} (the end of the claim that took the "
             f"sample's events; its account write came {realtime_latency.fmt(lo['account_write_to_event_done']['p50'])}"
@@ -600,6 +628,14 @@ def _relative(seconds: float | None) -> str:
     return f"{abs(seconds):.3f} s {'after' if seconds >= 0 else 'before'}"
 
 
+def _secs(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} s"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}%"
+
+
 def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f} ms"
 
@@ -619,7 +655,9 @@ def report(r: dict[str, Any]) -> None:
     cpu = r["daemon_cpu_percent_of_one_core_in_drain"]
     print(f"  Salesforce in the drain: {r['drain_salesforce_calls']} calls ({r['drain_salesforce_calls_admitted']} "
           f"admitted under the cap: a floor of {r['drain_floor_seconds']:.1f} s); the daemon's CPU "
-          f"{'n/a' if cpu is None else f'{cpu:.0f}%'} of a core")
+          f"{'n/a' if cpu is None else f'{cpu:.0f}%'} of a core, the simulators' (one process) "
+          f"{_pct(r['simulators_cpu_percent_of_one_core_in_drain'])} of a core, the machine's {os.cpu_count()} CPUs "
+          f"{_pct(r['machine_cpu_busy_percent_in_drain'])} busy (other sessions' work included)")
     kinds = "; ".join(f"{k}: " + ", ".join(f"{s} {n}" for s, n in v.items()) for k, v in r["inbox_after_drain_by_type"]
                       .items())
     print(f"  inbox since the burst, by source and type: {kinds}")
