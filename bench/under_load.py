@@ -338,8 +338,9 @@ def wait_samples(watcher: AuditWatcher, changes: list[Change], deadline: float) 
 
 def latencies(box: Sandbox, changes: list[Change], found: dict[str, float], triggered: dict[str, float],
               log: Path) -> dict[str, dict[str, float]]:
-    """Per account: delivered (first 202 after the trigger), done (first event_done of that change's events in
-    the daemon's log), written (the account write's audit entry), latency = written - delivered."""
+    """Per account: delivered (first 202 after the trigger), done (the last event_done of that change's events in
+    the daemon's log: a type no flow takes is done at once), written (the account write's audit entry), latency =
+    written - delivered."""
     hooks = box.http.get(f"{box.nue_url}/__sandbox/webhooks").json()
     customer_of_event = {e["id"]: realtime_latency.customer_in(e) for e in hooks["published"]}
     account_of = {c: a for a, c, _s, _q in changes}
@@ -357,7 +358,7 @@ def latencies(box: Sandbox, changes: list[Change], found: dict[str, float], trig
     for entry in realtime_latency.log_entries(log):
         account = account_of_key.get(str(entry.get("event_key") or ""))
         if entry.get("event") == "event_done" and account is not None:
-            done[account] = min(done.get(account, float("inf")), realtime_latency.log_time(entry))
+            done[account] = max(done.get(account, 0.0), realtime_latency.log_time(entry))
     out: dict[str, dict[str, float]] = {}
     for account, *_ in changes:
         written = found.get(account)
@@ -602,8 +603,9 @@ def explain(r: dict[str, Any]) -> list[str]:
             f"oldest first (ORDER BY next_attempt_at, id), so a fresh "
             f"notification waits behind the backlog; delivered -> event_done p50 "
             f"{realtime_latency.fmt(lo['delivered_to_event_done']['p50'])} (the end of the claim that took the "
-            f"sample's events; its account write came {realtime_latency.fmt(lo['account_write_to_event_done']['p50'])}"
-            f" before that end at p50); the listener answered /healthz in "
+            f"sample's last event; its account write came "
+            f"{realtime_latency.fmt(lo['account_write_to_event_done']['p50'])} before that end at p50); the listener "
+            f"answered /healthz in "
             f"{_ms(r['listener_healthz_ms']['drain_before_ingest']['p99'])} at p99 "
             f"(max {_ms(r['listener_healthz_ms']['drain_before_ingest']['max'])}) during the drain")
     if idle["p99"] is None or idle["p99"] >= TARGET_P99_IDLE:
@@ -677,7 +679,8 @@ def report(r: dict[str, Any]) -> None:
               f"{fmt(m['p50'])}, p90 {fmt(m['p90'])}, p99 {fmt(m['p99'])}, max {fmt(m['max'])}; target p99 < "
               f"{limit:g} s: {verdict(None if m['p99'] is None else m['p99'] < limit)}")
         print(f"  delivered -> event_done p50 {fmt(m['delivered_to_event_done']['p50'])} (event_done: the end of the "
-              f"claim that took it; the account write came {fmt(m['account_write_to_event_done']['p50'])} before)")
+              f"claim that took its last event; the account write came {fmt(m['account_write_to_event_done']['p50'])} "
+              "before)")
     print("  each sample during the drain: delivered (s into the drain) -> latency; burst events pending at "
           "delivery; drain still running when written")
     for i, p in enumerate(lo["per_sample"], 1):
