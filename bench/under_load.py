@@ -337,10 +337,10 @@ def wait_samples(watcher: AuditWatcher, changes: list[Change], deadline: float) 
 
 
 def latencies(box: Sandbox, changes: list[Change], found: dict[str, float], triggered: dict[str, float],
-              log: Path) -> dict[str, dict[str, float]]:
-    """Per account: delivered (first 202 after the trigger), done (the last event_done of that change's events in
-    the daemon's log: a type no flow takes is done at once), written (the account write's audit entry), latency =
-    written - delivered."""
+              log: Path, until: float = float("inf")) -> dict[str, dict[str, float]]:
+    """Per account, from deliveries in [trigger, until): delivered (the first answered 202), done (the last
+    event_done of that change's events in the daemon's log: a type no flow takes is done at once), written (the
+    account write's audit entry), latency = written - delivered."""
     hooks = box.http.get(f"{box.nue_url}/__sandbox/webhooks").json()
     customer_of_event = {e["id"]: realtime_latency.customer_in(e) for e in hooks["published"]}
     account_of = {c: a for a, c, _s, _q in changes}
@@ -348,7 +348,7 @@ def latencies(box: Sandbox, changes: list[Change], found: dict[str, float], trig
     events: dict[str, set[str]] = {}
     for d in hooks["deliveries"]:
         account = account_of.get(customer_of_event.get(d["eventId"]) or "")
-        if account is None or account not in triggered or d["at"] < triggered[account]:
+        if account is None or account not in triggered or not triggered[account] <= d["at"] < until:
             continue
         events.setdefault(account, set()).add(f"nue:{d['eventId']}")
         if d["status"] == 202:
@@ -529,7 +529,7 @@ def measure(args: argparse.Namespace, workdir: Path, info: dict[str, Any], box: 
         thread.join()
     idle_calls = salesforce_calls(box.sf_url, idle_start, idle_end)
     drain_calls = salesforce_calls(box.sf_url, drain_start, drain_end or idle_start)
-    loaded_samples = latencies(box, changes, loaded, loaded_triggered, log)
+    loaded_samples = latencies(box, changes, loaded, loaded_triggered, log, until=idle_start)
     idle_samples = latencies(box, again, idle, idle_triggered, log)
     end = drain_end or float("inf")
     under = {a: s for a, s in loaded_samples.items() if s["written"] <= end}
