@@ -40,6 +40,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "lost_answers": ([], ["--events", "2000", "--deals", "100"]),
     "retention": ([], ["--events", "100000"]),
     "realtime_latency": ([], ["--deals", "30", "--samples", "40", "--poll-seconds", "15", "--pace", "1"]),
+    "under_load": ([], ["--events", "4000", "--samples", "10", "--seconds", "3"]),
 }
 
 
@@ -354,11 +355,53 @@ def realtime_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def under_load_rows(r: dict[str, Any]) -> list[Row]:
+    f, t = r["results"], r["targets"]
+    ing, lo, idle = f["ingest"], f["latency_under_load"], f["latency_idle"]
+    rd, ref = ing["revdaemon"], ing["reference"]
+    drain = f["drain_seconds"]
+
+    def spread(m: dict[str, Any]) -> str:
+        return " / ".join(fmt(m.get(k), 2) for k in ("p50", "p90", "p99", "max")) + " s"
+
+    rows = [Row("burst drained by the real daemon (Salesforce capped)",
+                f"{f['events_sent']:,} notifications ({f['events_stored']:,} unique) from {f['customers']:,} customers "
+                f"in {'TIMED OUT' if drain is None else f'{drain:.1f} s'} at {f['cap_per_second']} calls/s; "
+                f"{f['drain_salesforce_calls_admitted']} Salesforce calls admitted (floor "
+                f"{f['drain_floor_seconds']:.1f} s); daemon / simulators CPU "
+                f"{fmt(f['daemon_cpu_percent_of_one_core_in_drain'])}% / "
+                f"{fmt(f['simulators_cpu_percent_of_one_core_in_drain'])}% of a core, the machine's CPUs "
+                f"{fmt(f['machine_cpu_busy_percent_in_drain'])}% busy"),
+            Row("ingest during the drain: wrk at each, the same seconds",
+                f"{ing['seconds']:.1f} s, -c{ing['connections']}; burst pending {ing['burst_pending_at_start']} -> "
+                f"{ing['burst_pending_at_end']}", "inside the drain", bool(ing["drain_running_at_end"])),
+            Row("revdaemon: events/s durably stored; p50 / p99 ack",
+                f"{fmt(rd['events_per_second'])}; {rd['p50_ms']:.1f} / {rd['p99_ms']:.1f} ms"),
+            Row("reference (bare ASGI + SQLite): events/s; p50 / p99 ack",
+                f"{fmt(ref['events_per_second'])}; {ref['p50_ms']:.1f} / {ref['p99_ms']:.1f} ms"),
+            Row("ratio revdaemon / reference during the drain, events/s", f"{ing['ratio']:.2f}x",
+                f">= {t['ingest_ratio']:g}x", ing["ratio"] >= t["ingest_ratio"]),
+            Row(f"webhook 202 -> account write during the drain: p50 / p90 / p99 / max ({lo['measured']} of "
+                f"{lo['samples']} written before the drain ended, one every {lo['pace_seconds']:g} s)", spread(lo),
+                f"p99 < {t['p99_under_load_seconds']:g} s",
+                lo["p99"] is not None and lo["p99"] < t["p99_under_load_seconds"]),
+            Row("samples written after the drain ended (not under load): count; p50 / p99",
+                f"{lo['finished_after_drain']}; {fmt(lo['after_drain']['p50'], 2)} / "
+                f"{fmt(lo['after_drain']['p99'], 2)} s"),
+            Row(f"webhook 202 -> account write, inbox idle: p50 / p90 / p99 / max ({idle['measured']} of "
+                f"{idle['samples']})", spread(idle), f"p99 < {t['p99_idle_seconds']:g} s",
+                idle["p99"] is not None and idle["p99"] < t["p99_idle_seconds"]),
+            Row("samples failed (during the drain / idle)", f"{lo['failures']} / {idle['failures']}", "0 / 0",
+                lo["failures"] == idle["failures"] == 0)]
+    rows += [Row("why missed", note) for note in f.get("notes", [])]
+    return rows
+
+
 TABLES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "sandbox_throughput": sandbox_rows, "salesforce_upsert": upsert_rows, "webhook_ingest": ingest_rows,
     "burst_drain": burst_rows, "baseline_simple_salesforce": baseline_rows, "idle": idle_rows,
     "replicas": replicas_rows, "lost_answers": lost_answers_rows, "retention": retention_rows,
-    "realtime_latency": realtime_rows,
+    "realtime_latency": realtime_rows, "under_load": under_load_rows,
 }
 
 
