@@ -308,7 +308,9 @@ async def drain(job: dict[str, Any]) -> dict[str, Any]:
         flows = default_flows(settings)
         executor = Executor(store, sf, nue, mapping_version=settings.mapping.version,
                             settle=timedelta(seconds=settings.engine.settle_seconds))  # as the supervisor does
-        fetcher = Fetcher(sf, nue)
+        # with the store, as the supervisor builds it: the synced values, links and record names a claim reads and
+        # keeps are the daemon's work too (without it the drain skipped them)
+        fetcher = Fetcher(sf, nue, store)
         stats = WorkerStats()
         engine = settings.engine
         prefix = f"replica-{replica}/" if shared else ""
