@@ -308,7 +308,9 @@ async def drain(job: dict[str, Any]) -> dict[str, Any]:
         flows = default_flows(settings)
         executor = Executor(store, sf, nue, mapping_version=settings.mapping.version,
                             settle=timedelta(seconds=settings.engine.settle_seconds))  # as the supervisor does
-        fetcher = Fetcher(sf, nue)
+        # with the store, as the supervisor builds it: the synced values, links and record names a claim reads and
+        # keeps are the daemon's work too (without it the drain skipped them)
+        fetcher = Fetcher(sf, nue, store)
         stats = WorkerStats()
         engine = settings.engine
         prefix = f"replica-{replica}/" if shared else ""
@@ -341,7 +343,21 @@ async def drain(job: dict[str, Any]) -> dict[str, Any]:
     await store.close()
     return {"elapsed": elapsed, "timed_out": scope.cancelled_caught, "window": [wall_start, wall_end],
             "depths": {str(k): v for k, v in depths.items()}, "processed": stats.processed, "replica": replica,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": own_peak_rss_mb()}
+
+
+def own_peak_rss_mb() -> float:
+    """This process's own peak RSS: VmHWM, its memory map's high-water mark. Not getrusage's ru_maxrss: Linux
+    carries that over from the parent through fork and exec (a child of a 300 MB parent starts at 300 MB), so
+    for the drain child it showed the setup's memory, which holds the whole burst (issue 30)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def drain_in_child(job_file: Path, replicas: int = 1) -> dict[str, Any]:
@@ -519,6 +535,21 @@ def report(f: dict[str, Any]) -> None:
         print(f"why missed: {note}")
 
 
+def write_tracemalloc(path: str, top: int = 40) -> None:
+    """The drain process's Python allocations still held at its end, by the line that made them, and the traced
+    peak (RSS also holds what is not Python's: SQLite's page cache, freed memory the allocator kept)."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    current, peak = tracemalloc.get_traced_memory()
+    stats = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)]).statistics("lineno")
+    lines = [f"traced now {current / 2**20:.1f} MB, traced peak {peak / 2**20:.1f} MB"]
+    lines += [f"{s.size / 2**20:8.2f} MB {s.count:9d} blocks  {s.traceback}" for s in stats[:top]]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=10_000)
@@ -539,11 +570,18 @@ def main() -> None:
                              "burst twice, in fresh simulators, and the Salesforce calls of each (issue 16)")
     parser.add_argument("--profile", default=None,
                         help="write a cProfile of the drain process to PROFILE.<replica> (pstats format)")
+    parser.add_argument("--tracemalloc", default=None,
+                        help="trace the drain process's Python allocations: the top sites still held at the drain's "
+                             "end, and the traced peak, written to TRACEMALLOC.<replica> (issue 30: memory)")
     parser.add_argument("--drain-only", type=Path, help=argparse.SUPPRESS)  # the child process: see drain_in_child
     args = parser.parse_args()
     configure_logging(level="warning")  # a log line per event would measure the terminal, not the daemon
     if args.drain_only is not None:
         job = json.loads(args.drain_only.read_text())
+        if job["args"].get("tracemalloc"):
+            import tracemalloc
+
+            tracemalloc.start()
         if job["args"].get("profile"):
             # cProfile of the daemon side only (the drain process): where a drain's time goes (issue 30)
             import cProfile
@@ -553,6 +591,8 @@ def main() -> None:
             profiler.dump_stats(f"{job['args']['profile']}.{job.get('replica', 1)}")
         else:
             result = anyio.run(drain, job)
+        if job["args"].get("tracemalloc"):
+            write_tracemalloc(f"{job['args']['tracemalloc']}.{job.get('replica', 1)}")
         print(json.dumps({"drain": result}), flush=True)
         return
     modes = ("off", "on") if args.status_fields == "both" else (args.status_fields,)

@@ -200,3 +200,25 @@ class TestEveryChangeType:
         customer = nue.ok(nue.client.get(f"/customers/{customer_id}"))[0]
         assert customer["todayCMRR"] == 900
         assert "discount" not in _current(nue, customer_id)
+
+
+def test_listed_orders_include_what_each_order_made(nue: Running) -> None:
+    """GET /orders?includes=assets,invoices gathers the included records of all listed orders in one pass (issue
+    30); each order still gets exactly its own: the subscriptions it made or changed, its assets, its invoices."""
+    from revdaemon.sandbox.nue import orders
+    from revdaemon.sandbox.nue.wire import render
+
+    first, sub = _subscribe(nue, quantity=10)
+    _change(nue, changeType="UpdateQuantity", assetNumber=sub["name"], quantity=5)
+    second, _ = _subscribe(nue, sku="PLAT-SUB", quantity=3)
+    store = nue.sim.store
+    listed = orders.list_orders(store, json.dumps([first, second]), "assets,invoices", None)
+    assert len(listed) == 3 and {o["customerId"] for o in listed} == {first, second}
+    for order in listed:
+        own = store.orders[order["id"]]
+        assert order["assets"] == [render(a) for a in orders.order_assets(store, own)]
+        assert order["invoices"] == [render(i) for i in store.invoices.values() if i["orderId"] == own["id"]]
+    change = next(o for o in listed if o["orderType"] == "Change")
+    assert [a["id"] for a in change["assets"]] == [sub["id"]]  # the subscription it changed
+    assert len(nue.ok(nue.client.get("/orders", params={"customerIds": json.dumps([first]),
+                                                        "includes": "assets,invoices"}))) == 2
