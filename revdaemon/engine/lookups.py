@@ -110,10 +110,15 @@ class Fetcher:
 
     async def _links(self, keys: frozenset[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
         """The Salesforce id each (object type, Nue id) is linked to in revdaemon's store (None: no link)."""
-        found: dict[tuple[str, str], str | None] = {}
-        for object_type, nue_id in sorted(keys):
-            link = await self._store.find_link(object_type, nue_id=nue_id) if self._store is not None else None
-            found[(object_type, nue_id)] = link.salesforce_id if link is not None else None
+        found: dict[tuple[str, str], str | None] = dict.fromkeys(keys)
+        if self._store is None:
+            return found
+        by_type: dict[str, list[str]] = defaultdict(list)
+        for object_type, nue_id in keys:
+            by_type[object_type].append(nue_id)
+        for object_type, nue_ids in sorted(by_type.items()):
+            for link in await self._store.find_links(object_type, nue_ids=nue_ids):
+                found[(object_type, link.nue_id)] = link.salesforce_id
         return found
 
     async def _go_live(self) -> date:
@@ -183,11 +188,12 @@ class Fetcher:
         # Nue's own sync's to set), the store's link does. Without it a deal won on that account would make a
         # second customer.
         linked: dict[str, str] = {}
-        if self._store is not None:
-            for account_id in (i for i in wanted if found[i] is None):
-                link = await self._store.find_link(ACCOUNT_LINK, salesforce_id=account_id)
-                if link is not None:
-                    linked[link.nue_id] = account_id
+        unfound = [i for i in wanted if found[i] is None]
+        if self._store is not None and unfound:
+            asked = set(unfound)
+            for link in await self._store.find_links(ACCOUNT_LINK, salesforce_ids=unfound):
+                if link.salesforce_id in asked:
+                    linked[link.nue_id] = link.salesforce_id
         if linked:
             for row in await self._nue.read_where_in("Customer", "id", sorted(linked), nue_wire.CUSTOMER_FIELDS):
                 if str(row.get("id")) in linked:

@@ -161,6 +161,12 @@ class Store(Protocol):
         self, object_type: str, *, nue_id: str | None = None, salesforce_id: str | None = None
     ) -> Link | None: ...
 
+    async def find_links(self, object_type: str, *, nue_ids: Sequence[str] = (),
+                         salesforce_ids: Sequence[str] = ()) -> list[Link]:
+        """The pairings of `object_type` whose Nue id is among `nue_ids` or whose Salesforce id is among
+        `salesforce_ids` (one read for a claim's ids, where find_link is one each)."""
+        ...
+
     async def links_of(self, record_id: str) -> list[Link]:
         """Every pairing in which `record_id` is the Nue or the Salesforce side."""
         ...

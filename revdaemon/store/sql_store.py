@@ -318,6 +318,18 @@ class SqlStore:
                                     object_type=object_type, id=value)
         return to_record.link(row) if row else None
 
+    async def find_links(self, object_type: str, *, nue_ids: Sequence[str] = (),
+                         salesforce_ids: Sequence[str] = ()) -> list[Link]:
+        if not nue_ids and not salesforce_ids:
+            return []
+        async with self._tx(write=False) as tx:
+            rows = await tx.fetch(
+                """SELECT * FROM id_links WHERE object_type = :object_type
+                       AND (nue_id IN :nue_ids OR salesforce_id IN :salesforce_ids)
+                   ORDER BY nue_id""",
+                object_type=object_type, nue_ids=sorted(set(nue_ids)), salesforce_ids=sorted(set(salesforce_ids)))
+        return [to_record.link(row) for row in rows]
+
     async def links_of(self, record_id: str) -> list[Link]:
         async with self._tx(write=False) as tx:
             rows = await tx.fetch(

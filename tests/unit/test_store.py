@@ -462,6 +462,17 @@ class TestLinksIntentsAudit:
         with pytest.raises(LinkConflict):
             await store.put_link(Link(object_type="account", nue_id="c-2", salesforce_id="001A"))
 
+    async def test_links_of_many_ids_in_one_read(self, store: Store) -> None:
+        """A claim's links are read at once, by Nue ids or by Salesforce ids, of one object type only."""
+        first, second = (Link(object_type="account", nue_id=f"c-{n}", salesforce_id=f"001{n}") for n in (1, 2))
+        for link in (first, second, Link(object_type="order", nue_id="c-1", salesforce_id="801A")):
+            await store.put_link(link)
+        assert await store.find_links("account", nue_ids=["c-2", "c-1", "c-9"]) == [first, second]
+        assert await store.find_links("account", salesforce_ids=["0012"]) == [second]
+        assert await store.find_links("account", nue_ids=["c-1"], salesforce_ids=["0012"]) == [first, second]
+        assert await store.find_links("account") == []
+        assert await store.find_links("account", salesforce_ids=["801A"]) == []
+
     async def test_intent_lifecycle(self, store: Store) -> None:
         """An intent is recorded once, then sent, then confirmed with its result."""
         new = NewIntent(key="closed_won:006x:order", system="nue", operation="create_order", target="Order",
