@@ -221,13 +221,33 @@ async def lifecycle(admin: httpx.AsyncClient, customer_id: str, index: int, rng:
                        quantity=rng.randint(1, 5))
 
 
+def customer_of(notification: dict[str, Any]) -> str:
+    """The Nue customer a notification is about (every handled type names one)."""
+    data = notification.get("data") or {}
+    return str(data["id"] if str(notification.get("type", "")).startswith("customer.") else data["customerId"])
+
+
 async def setup(info: dict[str, Any], settings: Settings, wanted: int, rng: random.Random
                 ) -> tuple[list[dict[str, Any]], int]:
-    """Customers and their lifecycles until `wanted` notifications of handled types are published; returns
-    them in publish order, and the number of customers."""
+    """Customers and their lifecycles, a chunk of CHUNK at a time, until `wanted` notifications of handled types
+    are published; returns them in publish order, and the number of customers.
+
+    The simulator's list of published notifications is read whole (GET /__sandbox/webhooks: about 9 KB per
+    customer), so reading it after every chunk made the setup quadratic (at 30,000 events its last reads were
+    30 MB each, 3.5 s a chunk against 0.7 s at the start). It is read after the first chunk, to learn how many
+    notifications a customer brings, then only once the customers made so far may be near `wanted`. The burst is
+    the one reading it after every chunk gives: the lifecycles run one after another, so the list is in chunk
+    order and each notification names its customer; the first chunk at which `wanted` were published is found
+    from that, and should the setup have gone past it (it checks from 5% short on), the random generator is
+    put back as it was after that chunk (burst() draws from it next) and the customers counted up to it; the
+    extra customers then stay in the simulators, unused by the burst, and a line says so."""
     types = handled_types(settings)
     customers = 0
-    admin = httpx.AsyncClient(base_url=info["nue"]["url"], timeout=60)
+    chunk_of: dict[str, int] = {}  # Nue customer id -> its chunk
+    after_chunk: list[tuple[int, Any]] = []  # per chunk: customers so far, and the generator's state
+    per_customer: float | None = None  # handled notifications per customer, at the last read
+    started = time.perf_counter()
+    admin = httpx.AsyncClient(base_url=info["nue"]["url"], timeout=120)
     async with httpx.AsyncClient(timeout=60) as http, admin:
         fast = settings.model_copy(update={"limits": settings.limits.model_copy(update={"salesforce": FAST,
                                                                                          "nue": FAST})})
@@ -241,12 +261,30 @@ async def setup(info: dict[str, Any], settings: Settings, wanted: int, rng: rand
                 for n, r in zip(names, results, strict=True)])
             for offset, customer in enumerate(created):
                 await lifecycle(admin, customer["id"], customers + offset, rng)
+            chunk_of.update((str(c["id"]), len(after_chunk)) for c in created)
             customers += len(created)
+            after_chunk.append((customers, rng.getstate()))
+            if per_customer is not None and customers * per_customer < wanted * 0.95:
+                if len(after_chunk) % 10 == 0:
+                    print(f"  setup: {customers} customers, about {customers * per_customer:.0f} notifications "
+                          f"({time.perf_counter() - started:.0f} s)", flush=True)
+                continue
             published = (await admin.get("/__sandbox/webhooks")).json()["published"]
             notifications = [n for n in published if n.get("type") in types]
-            print(f"  setup: {customers} customers, {len(notifications)} notifications", flush=True)
+            per_customer = len(notifications) / customers
+            print(f"  setup: {customers} customers, {len(notifications)} notifications "
+                  f"({time.perf_counter() - started:.0f} s)", flush=True)
             if len(notifications) >= wanted:
                 break
+    chunks = [chunk_of[customer_of(n)] for n in notifications]
+    if chunks != sorted(chunks):
+        raise RuntimeError("setup: notifications not in chunk order; the burst would not be the same")
+    last = chunks[wanted - 1]  # the chunk at which `wanted` handled notifications had been published
+    if last < len(after_chunk) - 1:
+        print(f"  setup: went {len(after_chunk) - 1 - last} chunk(s) past the burst's last; those customers are "
+              "not in the burst", flush=True)
+        customers, state = after_chunk[last]
+        rng.setstate(state)
     return notifications[:wanted], customers
 
 
