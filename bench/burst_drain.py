@@ -83,6 +83,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET_SF_PER_RECORD = 0.02
 TARGET_NUE_PER_EVENT = 0.05
 TARGET_FLOOR_RATIO = 1.2
+TARGET_UNCAPPED_RATE = 500  # events/s with the Salesforce cap lifted (issue 30)
+TARGET_SCALE_RATIO = 1.2  # per-event time and calls at the largest --sizes / at the smallest (issue 30)
+TARGET_PEAK_RSS_MB = 300  # at every size (issue 30)
 DUPLICATE_SHARE = 0.05
 DEFAULT_CAP = 10  # Salesforce calls per second: low enough that the drain is bound by it
 DAILY_ALLOCATION = 200_000  # an Enterprise org with 100 licences: 100,000 + 100 x 1,000 requests a day
@@ -304,9 +307,11 @@ def bench_settings(info: dict[str, Any], args: argparse.Namespace, state_dir: Pa
     """config.yaml (no environment overrides), pointed at the sandbox, the Salesforce limiter at the cap."""
     base = on_sandbox(load_settings(ROOT / "config.yaml", environ={}), info)
     # Each replica's limiter at the whole cap: only the active one sends.
-    limits = base.limits.model_copy(update={
-        "salesforce": ApiRate(requests_per_second=args.cap, burst=1, max_concurrency=8),
-        "nue": ApiRate(requests_per_second=args.nue_rate, burst=int(args.nue_rate), max_concurrency=8)})
+    high = ApiRate(requests_per_second=args.nue_rate, burst=int(args.nue_rate), max_concurrency=8)
+    # --uncapped (issue 30): the simulator does not cap, and the Salesforce limiter is as high as the Nue one
+    salesforce = high if getattr(args, "uncapped", False) else ApiRate(requests_per_second=args.cap, burst=1,
+                                                                      max_concurrency=8)
+    limits = base.limits.model_copy(update={"salesforce": salesforce, "nue": high})
     engine = base.engine.model_copy(update={k: v for k, v in (("workers", args.workers), ("batch_size", args.batch),
                                                               ("settle_seconds", getattr(args, "settle", None)))
                                             if v is not None})
@@ -435,14 +440,18 @@ def longest_gap(entries: list[dict[str, Any]], start: float, end: float) -> tupl
 
 
 def run(info: dict[str, Any], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    setup_started = time.perf_counter()
     events, stored, customers = anyio.run(prepare, info, args, workdir)
+    setup_seconds = time.perf_counter() - setup_started
     sf_url, nue_url = info["salesforce"]["url"], info["nue"]["url"]
-    set_cap(sf_url, args.cap)
+    uncapped = bool(getattr(args, "uncapped", False))
+    set_cap(sf_url, None if uncapped else args.cap)
     before = sf_snapshot(sf_url)
     sf_start, nue_start = api_calls(sf_url), api_calls(nue_url)
     job = workdir / "drain.json"
     job.write_text(json.dumps({"info": info, "state_dir": str(workdir), "args": vars(args)}))
-    print(f"drain: {len(events)} notifications, Salesforce capped at {args.cap} calls/s ...", flush=True)
+    pace = "not capped" if uncapped else f"capped at {args.cap} calls/s"
+    print(f"drain: {len(events)} notifications, Salesforce {pace} ...", flush=True)
     d = drain_in_child(job, args.replicas)
     entries = request_log(sf_url)[sf_start:]
     nue_entries = request_log(nue_url)[nue_start:]
@@ -451,7 +460,7 @@ def run(info: dict[str, Any], args: argparse.Namespace, workdir: Path) -> dict[s
     sf_calls, refused = len(entries), sum(1 for e in entries if e["status"] == 403)
     capped = len(admitted(entries))
     records = sum(written.values())
-    floor = capped / args.cap
+    floor = None if uncapped else capped / args.cap
     types = Counter(e.type for e in {e.key: e for e in events}.values())
     gap = longest_gap(entries, *d["window"])
     figures = {
@@ -459,7 +468,8 @@ def run(info: dict[str, Any], args: argparse.Namespace, workdir: Path) -> dict[s
         "event_types": dict(types.most_common()),
         "events_done": depths[EventStatus.DONE], "dead": depths[EventStatus.DEAD],
         "events_left": depths[EventStatus.RECEIVED] + depths[EventStatus.CLAIMED], "timed_out": d["timed_out"],
-        "cap_per_second": args.cap, "drain_seconds": d["elapsed"], "events_per_second": stored / d["elapsed"],
+        "cap_per_second": None if uncapped else args.cap, "drain_seconds": d["elapsed"],
+        "events_per_second": stored / d["elapsed"], "ms_per_event": d["elapsed"] * 1000 / stored,
         "salesforce_calls": sf_calls, "salesforce_calls_admitted": capped, "salesforce_403": refused,
         "salesforce_call_kinds": call_kinds(entries),
         "salesforce_per_second": per_second(admitted(entries), *d["window"]),
@@ -469,6 +479,7 @@ def run(info: dict[str, Any], args: argparse.Namespace, workdir: Path) -> dict[s
         "salesforce_calls_per_record": sf_calls / records if records else None,
         "salesforce_calls_per_event": sf_calls / stored,
         "floor_seconds": floor, "floor_ratio": d["elapsed"] / floor if floor else None,
+        "setup_seconds": setup_seconds,  # not measured: how long the burst took to build (issue 30's sizes)
         "nue_calls": len(nue_entries), "nue_call_kinds": nue_call_kinds(nue_entries),
         "nue_calls_per_event": len(nue_entries) / stored,
         "peak_rss_mb": d["peak_rss_mb"],
@@ -499,7 +510,14 @@ def explain(f: dict[str, Any]) -> list[str]:
         nue = ", ".join(f"{k} {v}" for k, v in f["nue_call_kinds"].items())
         notes.append(f"Nue calls per event: {f['nue_calls']:,} calls ({nue}) for {f['events_stored']:,} events.")
     ratio, ps, cap = f["floor_ratio"], f["salesforce_per_second"], f["cap_per_second"]
-    if ratio is None or ratio > TARGET_FLOOR_RATIO:
+    if cap is None and f["events_per_second"] < TARGET_UNCAPPED_RATE:
+        notes.append(
+            f"events/s with the cap lifted: {f['events_per_second']:.0f} against {TARGET_UNCAPPED_RATE}; "
+            f"{f['salesforce_calls']:,} Salesforce calls in {f['drain_seconds']:.1f} s (busiest second "
+            f"{ps['max_per_second']}, {ps['idle_seconds']} of {ps['seconds']} seconds without a call): with no API "
+            "pacing at all, the time is the daemon's own (planning, the store's bookkeeping) on this machine's 2 "
+            "cores, shared with both simulators (bench/PROFILE.md: where the time goes).")
+    elif cap is not None and (ratio is None or ratio > TARGET_FLOOR_RATIO):
         at_cap = ps.get(f"seconds_with_{cap}", 0)
         notes.append(
             f"drain / floor: in {ps['seconds'] - at_cap} of {ps['seconds']} calendar seconds revdaemon sent fewer than "
@@ -542,19 +560,105 @@ def report(f: dict[str, Any]) -> None:
     print(f"Nue: {f['nue_calls']} calls, {nue:.4f} per event, target <= {TARGET_NUE_PER_EVENT}: "
           f"{verdict(nue, TARGET_NUE_PER_EVENT)}")
     ratio, ps, cap = f["floor_ratio"], f["salesforce_per_second"], f["cap_per_second"]
-    print(f"rate-limit floor: {f['salesforce_calls_admitted']} capped calls / {cap} per s = {f['floor_seconds']:.1f} s;"
-          f" drain / floor = {ratio if ratio is None else format(ratio, '.2f')}x, target <= {TARGET_FLOOR_RATIO}x: "
-          f"{verdict(ratio, TARGET_FLOOR_RATIO)}")
-    print(f"  cap: busiest second {ps['max_per_second']} calls; of {ps['seconds']} calendar seconds "
-          f"{ps.get(f'seconds_with_{cap}', 0)} at the cap, {ps['idle_seconds']} without a call; "
-          f"{f['salesforce_403']} refused with 403")
-    print(f"peak RSS {f['peak_rss_mb']:.0f} MB")
+    if cap is None:
+        rate = f["events_per_second"]
+        print(f"Salesforce not capped (simulator and revdaemon's limiter): {rate:.0f} events/s, target >= "
+              f"{TARGET_UNCAPPED_RATE}: {'met' if rate >= TARGET_UNCAPPED_RATE else 'MISSED'}; "
+              f"{f['ms_per_event']:.2f} ms per event")
+        print(f"  busiest second {ps['max_per_second']} calls; of {ps['seconds']} calendar seconds "
+              f"{ps['idle_seconds']} without a call; {f['salesforce_403']} refused with 403")
+    else:
+        print(f"rate-limit floor: {f['salesforce_calls_admitted']} capped calls / {cap} per s = "
+              f"{f['floor_seconds']:.1f} s; drain / floor = {ratio if ratio is None else format(ratio, '.2f')}x, "
+              f"target <= {TARGET_FLOOR_RATIO}x: {verdict(ratio, TARGET_FLOOR_RATIO)}")
+        print(f"  cap: busiest second {ps['max_per_second']} calls; of {ps['seconds']} calendar seconds "
+              f"{ps.get(f'seconds_with_{cap}', 0)} at the cap, {ps['idle_seconds']} without a call; "
+              f"{f['salesforce_403']} refused with 403")
+    print(f"peak RSS {f['peak_rss_mb']:.0f} MB; setup (not measured) {f['setup_seconds']:.0f} s")
     if "status_fields_calls" in f:
         sc = f["status_fields_calls"]
         print(f"sync status fields (issue 16): Salesforce calls off {sc['off']}, on {sc['on']}, target equal: "
               f"{'met' if sc['off'] == sc['on'] else 'MISSED'}")
     for note in f["notes"]:
         print(f"why missed: {note}")
+
+
+def scale(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Issue 30's linear cost: the largest size's per-event time and calls against the smallest's, and the peak
+    RSS at every size."""
+    small, large = runs[min(runs)], runs[max(runs)]
+
+    def ratio(key: str) -> float | None:
+        return large[key] / small[key] if small[key] else None
+
+    ratios = {key: ratio(key) for key in ("ms_per_event", "salesforce_calls_per_event", "nue_calls_per_event")}
+    notes = []
+    if any(r is not None and r > TARGET_SCALE_RATIO for r in ratios.values()):
+        spread = "; ".join(
+            f"{n:,}: {f['drain_seconds']:.1f} s, {f['salesforce_per_second']['idle_seconds']} of "
+            f"{f['salesforce_per_second']['seconds']} s without a Salesforce call, longest gap "
+            f"{f['salesforce_longest_gap_seconds']:.1f} s, Salesforce calls {_kinds(f['salesforce_call_kinds'])}"
+            for n, f in runs.items())
+        notes.append(f"cost per event grows with the burst: {spread}.")
+    heavy = {n: f["peak_rss_mb"] for n, f in runs.items() if f["peak_rss_mb"] >= TARGET_PEAK_RSS_MB}
+    if heavy:
+        notes.append("peak RSS at or over " f"{TARGET_PEAK_RSS_MB} MB at " + ", ".join(
+            f"{n:,} ({mb:.0f} MB)" for n, mb in heavy.items()) + ": the drain process holds something that grows "
+            "with the burst (a claim's working set alone is bounded).")
+    return {"smallest": min(runs), "largest": max(runs), "ratios": ratios,
+            "peak_rss_mb": {str(n): f["peak_rss_mb"] for n, f in runs.items()},
+            "rss_met": not heavy, "notes": notes}
+
+
+def _kinds(kinds: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in kinds.items())
+
+
+def report_scale(runs: dict[int, dict[str, Any]], s: dict[str, Any]) -> None:
+    cap = next(iter(runs.values()))["cap_per_second"]
+    print(f"\nthe same burst (seed, mix) at {len(runs)} sizes, fresh simulators each, sync status fields off, "
+          + ("Salesforce not capped" if cap is None else f"Salesforce capped at {cap} calls/s") + ":")
+    print(f"{'events':>8} {'drain s':>8} {'events/s':>8} {'ms/event':>8} {'SF/event':>9} {'Nue/event':>9} "
+          f"{'SF/record':>9} {'/floor':>7} {'RSS MB':>7} {'left/dead':>9} {'setup s':>8}")
+    for n, f in runs.items():
+        floor = "n/a" if f["floor_ratio"] is None else f"{f['floor_ratio']:.2f}x"
+        cpr = f["salesforce_calls_per_record"]
+        print(f"{n:>8} {f['drain_seconds']:>8.1f} {f['events_per_second']:>8.0f} {f['ms_per_event']:>8.2f} "
+              f"{f['salesforce_calls_per_event']:>9.4f} {f['nue_calls_per_event']:>9.4f} "
+              f"{'n/a' if cpr is None else format(cpr, '.4f'):>9} {floor:>7} {f['peak_rss_mb']:>7.0f} "
+              f"{str(f['events_left']) + '/' + str(f['dead']):>9} {f['setup_seconds']:>8.0f}")
+    labels = {"ms_per_event": "per-event time", "salesforce_calls_per_event": "Salesforce calls per event",
+              "nue_calls_per_event": "Nue calls per event"}
+    for key, label in labels.items():
+        r = s["ratios"][key]
+        print(f"{label} at {s['largest']:,} / at {s['smallest']:,}: "
+              f"{'n/a' if r is None else format(r, '.2f')}x, target <= {TARGET_SCALE_RATIO}x: "
+              f"{verdict(r, TARGET_SCALE_RATIO)}")
+    worst = max(runs, key=lambda n: runs[n]["peak_rss_mb"])
+    print(f"peak RSS under {TARGET_PEAK_RSS_MB} MB at every size: {'met' if s['rss_met'] else 'MISSED'} "
+          f"(highest {runs[worst]['peak_rss_mb']:.0f} MB, at {worst:,})")
+    for note in s["notes"]:
+        print(f"why missed: {note}")
+
+
+def main_sizes(args: argparse.Namespace) -> None:
+    """--sizes: the same burst at each size, one after another, each in fresh simulators (issue 30)."""
+    args.status_fields = "off"
+    profile = args.profile
+    runs: dict[int, dict[str, Any]] = {}
+    for size in sorted(set(args.sizes)):
+        args.events = size
+        if profile:
+            args.profile = f"{profile}-{size}"  # one cProfile per size: PROFILE-<size>.<replica>
+        print(f"\n--- {size:,} notifications", flush=True)
+        with tempfile.TemporaryDirectory() as tmp, sandbox(Path(tmp)) as info:
+            runs[size] = run(info, args, Path(tmp))
+        report(runs[size])
+    s = scale(runs)
+    report_scale(runs, s)
+    print(json.dumps({"benchmark": "burst_scale", "results": {"sizes": {str(n): f for n, f in runs.items()}, **s}}))
+    if any(f["events_left"] or f["dead"] for f in runs.values()):
+        sys.exit("a burst did not drain cleanly")
 
 
 def main() -> None:
@@ -577,6 +681,14 @@ def main() -> None:
                              "burst twice, in fresh simulators, and the Salesforce calls of each (issue 16)")
     parser.add_argument("--profile", default=None,
                         help="write a cProfile of the drain process to PROFILE.<replica> (pstats format)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                        help="issue 30's linear cost: the same burst at each of these sizes, fresh simulators each, "
+                             "status fields off; per size drain time, calls per event and peak RSS, and the largest "
+                             "size's per-event time and calls against the smallest's (JSON: burst_scale)")
+    parser.add_argument("--uncapped", action="store_true",
+                        help="the Salesforce simulator does not cap, and revdaemon's Salesforce limiter is as high as "
+                             f"its Nue one (--nue-rate): events/s against {TARGET_UNCAPPED_RATE} (issue 30; JSON: "
+                             "burst_uncapped, status fields off unless --status-fields says otherwise)")
     parser.add_argument("--drain-only", type=Path, help=argparse.SUPPRESS)  # the child process: see drain_in_child
     args = parser.parse_args()
     configure_logging(level="warning")  # a log line per event would measure the terminal, not the daemon
@@ -593,6 +705,11 @@ def main() -> None:
             result = anyio.run(drain, job)
         print(json.dumps({"drain": result}), flush=True)
         return
+    if args.sizes:
+        main_sizes(args)
+        return
+    if args.uncapped and args.status_fields == "both":
+        args.status_fields = "off"  # issue 16's comparison is the capped run's
     modes = ("off", "on") if args.status_fields == "both" else (args.status_fields,)
     runs: dict[str, dict[str, Any]] = {}
     for mode in modes:
@@ -612,7 +729,8 @@ def main() -> None:
                 f"status fields: {off['salesforce_calls']} Salesforce calls without them, {on['salesforce_calls']} "
                 f"with them ({on['salesforce_call_kinds']}).")
     report(figures)
-    print(json.dumps({"benchmark": "burst_drain", "results": figures}))
+    name = "burst_uncapped" if args.uncapped else "burst_drain"
+    print(json.dumps({"benchmark": name, "results": figures}))
     if figures["events_left"] or figures["dead"]:
         sys.exit("the burst did not drain cleanly")
 
