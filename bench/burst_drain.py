@@ -33,10 +33,23 @@ Printed, with targets (issue 14):
   the setup, the measuring and the simulators.
 A missed target is printed as MISSED with the figures that explain it (calls by kind; seconds at the cap).
 
-Run time: setup about a minute for 10,000 events; the drain itself takes under a minute: revdaemon needs
-about one Salesforce call per 50-75 events (reads and writes batched per claim), so at 10 calls/s the cap is
-not what bounds it (see the "why missed" lines).
+Issue 30 adds two runs, each with its own JSON line (bench/run_all.py: burst_scale, burst_uncapped):
+- --sizes N [N ...]: the same burst (same seed, same mix; a smaller size's notifications are the first of a
+  larger one's) at each size, one after another, each in fresh simulators, the sync status fields off. Per
+  size: drain time, events/s, ms per event, Salesforce and Nue calls per event, Salesforce calls per synced
+  record, drain/floor, peak RSS, and the setup's time; then the largest size's per-event time and calls per
+  event against the smallest's (target <= 1.2x: linear cost) and peak RSS < 300 MB at every size.
+- --uncapped: the simulator does not cap and revdaemon's Salesforce limiter is as high as its Nue one
+  (--nue-rate, 8 at once): events/s against 500 (the daemon's own pace); status fields off.
+
+Run time: setup about 50 s for 10,000 events, growing with the size (the simulator's work per customer grows a
+little as it holds more): about 90 s at 30,000 once the published notifications are read only near the end (it
+was 107 s when they were read after every chunk, growing quadratically: an estimated 11 minutes at 100,000).
+The capped drain takes under a minute at 10,000: revdaemon needs about one Salesforce call per 50-75 events
+(reads and writes batched per claim), so at 10 calls/s the cap is not what bounds it (see the "why missed"
+lines).
 Usage: python bench/burst_drain.py [--events 10000] [--cap 10] [--workers N] [--batch N] [--seed 7]
+       python bench/burst_drain.py --sizes 10000 30000 100000 | --uncapped [--events 10000]
 """
 
 from __future__ import annotations
@@ -237,13 +250,13 @@ async def setup(info: dict[str, Any], settings: Settings, wanted: int, rng: rand
 
     The simulator's list of published notifications is read whole (GET /__sandbox/webhooks: about 9 KB per
     customer), so reading it after every chunk made the setup quadratic (at 30,000 events its last reads were
-    30 MB each, 3.5 s a chunk against 0.7 s at the start). It is read after the first chunk, to learn how many
-    notifications a customer brings, then only once the customers made so far may be near `wanted`. The burst is
-    the one reading it after every chunk gives: the lifecycles run one after another, so the list is in chunk
-    order and each notification names its customer; the first chunk at which `wanted` were published is found
-    from that, and should the setup have gone past it (it checks from 5% short on), the random generator is
-    put back as it was after that chunk (burst() draws from it next) and the customers counted up to it; the
-    extra customers then stay in the simulators, unused by the burst, and a line says so."""
+    over 30 MB each, 3.5 s a chunk against 0.7 s at the start). It is read after the first chunk, to learn how
+    many notifications a customer brings, then only once the customers made so far may be near `wanted` (two
+    chunks' worth or 1% short of it). The burst is the one reading it after every chunk gives: the lifecycles
+    run one after another, so the list is in chunk order and each notification names its customer; the first
+    chunk at which `wanted` were published is found from that, and should the setup have gone past it, the
+    random generator is put back as it was after that chunk (burst() draws from it next) and the customers are
+    counted up to it; the extra customers stay in the simulators, unused by the burst, and a line says so."""
     types = handled_types(settings)
     customers = 0
     chunk_of: dict[str, int] = {}  # Nue customer id -> its chunk
@@ -267,7 +280,8 @@ async def setup(info: dict[str, Any], settings: Settings, wanted: int, rng: rand
             chunk_of.update((str(c["id"]), len(after_chunk)) for c in created)
             customers += len(created)
             after_chunk.append((customers, rng.getstate()))
-            if per_customer is not None and customers * per_customer < wanted * 0.95:
+            if per_customer is not None and (customers * per_customer
+                                             < wanted - max(2 * CHUNK * per_customer, 0.01 * wanted)):
                 if len(after_chunk) % 10 == 0:
                     print(f"  setup: {customers} customers, about {customers * per_customer:.0f} notifications "
                           f"({time.perf_counter() - started:.0f} s)", flush=True)
