@@ -55,6 +55,7 @@ Usage: python bench/burst_drain.py [--events 10000] [--cap 10] [--workers N] [--
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import random
@@ -347,6 +348,27 @@ def bench_settings(info: dict[str, Any], args: argparse.Namespace, state_dir: Pa
 
 # --- the measured drain ----------------------------------------------------------------------------------
 
+class GcTimer:
+    """Time the drain process spends in Python's cyclic garbage collector, per generation (gc.callbacks): a full
+    collection walks every tracked object, so its cost grows with what the process holds (issue 30)."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.collections = [0, 0, 0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds[info["generation"]] += time.perf_counter() - self._started
+            self.collections[info["generation"]] += 1
+
+    def figures(self) -> dict[str, Any]:
+        return {"seconds": sum(self.seconds), "full_seconds": self.seconds[2], "full_collections": self.collections[2],
+                "collections": sum(self.collections)}
+
+
 async def drain(job: dict[str, Any]) -> dict[str, Any]:
     """In the daemon's own process (--drain-only): the replica role runs the workers as the daemon does (leading,
     every step fenced by its epoch); with several replicas one leads and drains, the others stand by. Each process
@@ -375,6 +397,8 @@ async def drain(job: dict[str, Any]) -> dict[str, Any]:
                           idle_seconds=IDLE_SECONDS)
                    for i in range(engine.workers)]
         role = ReplicaRole(store, None, replica_id=f"replica-{replica}", workers=workers)
+        gc_timer = GcTimer()
+        gc.callbacks.append(gc_timer)
         wall_start = time.time()
         started = time.perf_counter()
 
@@ -399,11 +423,12 @@ async def drain(job: dict[str, Any]) -> dict[str, Any]:
                 tg.cancel_scope.cancel()
         elapsed = time.perf_counter() - started
         wall_end = time.time()
+        gc.callbacks.remove(gc_timer)
         depths = await store.queue_depths()
     await store.close()
     return {"elapsed": elapsed, "timed_out": scope.cancelled_caught, "window": [wall_start, wall_end],
             "depths": {str(k): v for k, v in depths.items()}, "processed": stats.processed, "replica": replica,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "gc": gc_timer.figures()}
 
 
 def drain_in_child(job_file: Path, replicas: int = 1) -> dict[str, Any]:
@@ -434,7 +459,8 @@ def drain_in_child(job_file: Path, replicas: int = 1) -> dict[str, Any]:
     return {"elapsed": end - start, "timed_out": any(r["timed_out"] for r in results), "window": [start, end],
             "depths": max(results, key=lambda r: r["window"][1])["depths"],  # read by the last to finish
             "processed_by_replica": {str(r["replica"]): r["processed"] for r in results},
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in results)}
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+            "gc": results[0]["gc"]}  # the first replica's (the active one, but for a takeover)
 
 
 async def prepare(info: dict[str, Any], args: argparse.Namespace, workdir: Path
@@ -502,6 +528,7 @@ def run(info: dict[str, Any], args: argparse.Namespace, workdir: Path) -> dict[s
         "nue_calls": len(nue_entries), "nue_call_kinds": nue_call_kinds(nue_entries),
         "nue_calls_per_event": len(nue_entries) / stored,
         "peak_rss_mb": d["peak_rss_mb"],
+        "gc": d["gc"],  # the drain process's time in the cyclic garbage collector (issue 30)
         "processed_by_replica": d["processed_by_replica"],  # with --replicas: one active, the others on standby
     }
     figures["notes"] = explain(figures)
@@ -593,7 +620,10 @@ def report(f: dict[str, Any]) -> None:
         print(f"  cap: busiest second {ps['max_per_second']} calls; of {ps['seconds']} calendar seconds "
               f"{ps.get(f'seconds_with_{cap}', 0)} at the cap, {ps['idle_seconds']} without a call; "
               f"{f['salesforce_403']} refused with 403")
-    print(f"peak RSS {f['peak_rss_mb']:.0f} MB; setup (not measured) {f['setup_seconds']:.0f} s")
+    g = f["gc"]
+    print(f"peak RSS {f['peak_rss_mb']:.0f} MB; garbage collector {g['seconds']:.1f} s of the drain "
+          f"({g['full_collections']} full collections, {g['full_seconds']:.1f} s); setup (not measured) "
+          f"{f['setup_seconds']:.0f} s")
     if "status_fields_calls" in f:
         sc = f["status_fields_calls"]
         print(f"sync status fields (issue 16): Salesforce calls off {sc['off']}, on {sc['on']}, target equal: "
@@ -617,7 +647,9 @@ def scale(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
         notes.append("per-event time grows with the burst: " + "; ".join(
             f"{n:,}: {f['drain_seconds']:.1f} s, {f['ms_per_event']:.2f} ms per event, "
             f"{f['salesforce_per_second']['idle_seconds']} of {f['salesforce_per_second']['seconds']} s without a "
-            f"Salesforce call, longest gap {f['salesforce_longest_gap_seconds']:.1f} s"
+            f"Salesforce call, longest gap {f['salesforce_longest_gap_seconds']:.1f} s, garbage collector "
+            f"{f['gc']['seconds']:.1f} s ({f['gc']['full_collections']} full collections, "
+            f"{f['gc']['full_seconds']:.1f} s), peak RSS {f['peak_rss_mb']:.0f} MB"
             for n, f in runs.items()) + " (the profile of a size: --profile; bench/PROFILE.md).")
     if "salesforce_calls_per_event" in over:
         notes.append("Salesforce calls per event grow with the burst: " + "; ".join(
@@ -650,13 +682,14 @@ def report_scale(runs: dict[int, dict[str, Any]], s: dict[str, Any]) -> None:
     print(f"\nthe same burst (seed, mix) at {len(runs)} sizes, fresh simulators each, sync status fields off, "
           + ("Salesforce not capped" if cap is None else f"Salesforce capped at {cap} calls/s") + ":")
     print(f"{'events':>8} {'drain s':>8} {'events/s':>8} {'ms/event':>8} {'SF/event':>9} {'Nue/event':>9} "
-          f"{'SF/record':>9} {'/floor':>7} {'RSS MB':>7} {'left/dead':>9} {'setup s':>8}")
+          f"{'SF/record':>9} {'/floor':>7} {'RSS MB':>7} {'GC s':>6} {'left/dead':>9} {'setup s':>8}")
     for n, f in runs.items():
         floor = "n/a" if f["floor_ratio"] is None else f"{f['floor_ratio']:.2f}x"
         cpr = f["salesforce_calls_per_record"]
         print(f"{n:>8} {f['drain_seconds']:>8.1f} {f['events_per_second']:>8.0f} {f['ms_per_event']:>8.2f} "
               f"{f['salesforce_calls_per_event']:>9.4f} {f['nue_calls_per_event']:>9.4f} "
               f"{'n/a' if cpr is None else format(cpr, '.4f'):>9} {floor:>7} {f['peak_rss_mb']:>7.0f} "
+              f"{f['gc']['seconds']:>6.1f} "
               f"{str(f['events_left']) + '/' + str(f['dead']):>9} {f['setup_seconds']:>8.0f}")
     labels = {"ms_per_event": "per-event time", "salesforce_calls_per_event": "Salesforce calls per event",
               "nue_calls_per_event": "Nue calls per event"}

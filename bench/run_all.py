@@ -250,6 +250,9 @@ def scale_rows(r: dict[str, Any]) -> list[Row]:
                      f"{s['salesforce_per_second']['idle_seconds']} of {s['salesforce_per_second']['seconds']} s "
                      "without a Salesforce call)"),
                  Row(f"{n:,}: peak RSS", f"{s['peak_rss_mb']:.0f} MB", "< 300 MB", s["peak_rss_mb"] < 300),
+                 *([Row(f"{n:,}: drain process in the garbage collector (full collections)",
+                        f"{s['gc']['seconds']:.1f} s ({s['gc']['full_collections']}: {s['gc']['full_seconds']:.1f} s)")]
+                   if "gc" in s else []),
                  Row(f"{n:,}: setup (not measured)", f"{s['setup_seconds']:.0f} s, {s['customers']:,} customers")]
     small, large = f["smallest"], f["largest"]
     labels = {"ms_per_event": "per-event time", "salesforce_calls_per_event": "Salesforce calls per event",
