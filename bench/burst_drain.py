@@ -42,9 +42,10 @@ Issue 30 adds two runs, each with its own JSON line (bench/run_all.py: burst_sca
 - --uncapped: the simulator does not cap and revdaemon's Salesforce limiter is as high as its Nue one
   (--nue-rate, 8 at once): events/s against 500 (the daemon's own pace); status fields off.
 
-Run time: setup about 50 s for 10,000 events, growing with the size (the simulator's work per customer grows a
-little as it holds more): about 90 s at 30,000 once the published notifications are read only near the end (it
-was 107 s when they were read after every chunk, growing quadratically: an estimated 11 minutes at 100,000).
+Run time: the setup (not measured) took 10 s for 10,000 events and 35 s for 30,000 on a quiet machine, once the
+published notifications are read only near the end (83 s at 30,000 when they were read after every chunk, which
+grew quadratically: about 12 minutes extrapolated to 100,000). At 100,000 it took 871 s with the machine shared
+(load average 5-8, other simulators running): the simulator's own work, single-threaded, not this script's.
 The capped drain takes under a minute at 10,000: revdaemon needs about one Salesforce call per 50-75 events
 (reads and writes batched per claim), so at 10 calls/s the cap is not what bounds it (see the "why missed"
 lines).
