@@ -33,15 +33,30 @@ Printed, with targets (issue 14):
   the setup, the measuring and the simulators.
 A missed target is printed as MISSED with the figures that explain it (calls by kind; seconds at the cap).
 
-Run time: setup about a minute for 10,000 events; the drain itself takes under a minute: revdaemon needs
-about one Salesforce call per 50-75 events (reads and writes batched per claim), so at 10 calls/s the cap is
-not what bounds it (see the "why missed" lines).
+Issue 30 adds two runs, each with its own JSON line (bench/run_all.py: burst_scale, burst_uncapped):
+- --sizes N [N ...]: the same burst (same seed, same mix; a smaller size's notifications are the first of a
+  larger one's) at each size, one after another, each in fresh simulators, the sync status fields off. Per
+  size: drain time, events/s, ms per event, Salesforce and Nue calls per event, Salesforce calls per synced
+  record, drain/floor, peak RSS, and the setup's time; then the largest size's per-event time and calls per
+  event against the smallest's (target <= 1.2x: linear cost) and peak RSS < 300 MB at every size.
+- --uncapped: the simulator does not cap and revdaemon's Salesforce limiter is as high as its Nue one
+  (--nue-rate, 8 at once): events/s against 500 (the daemon's own pace); status fields off.
+
+Run time: the setup (not measured) took 10 s for 10,000 events and 35 s for 30,000 on a quiet machine, once the
+published notifications are read only near the end (83 s at 30,000 when they were read after every chunk, which
+grew quadratically: about 12 minutes extrapolated to 100,000). At 100,000 it took 871 s with the machine shared
+(load average 5-8, other simulators running): the simulator's own work, single-threaded, not this script's.
+The capped drain takes under a minute at 10,000: revdaemon needs about one Salesforce call per 50-75 events
+(reads and writes batched per claim), so at 10 calls/s the cap is not what bounds it (see the "why missed"
+lines).
 Usage: python bench/burst_drain.py [--events 10000] [--cap 10] [--workers N] [--batch N] [--seed 7]
+       python bench/burst_drain.py --sizes 10000 30000 100000 | --uncapped [--events 10000]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import random
@@ -83,6 +98,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET_SF_PER_RECORD = 0.02
 TARGET_NUE_PER_EVENT = 0.05
 TARGET_FLOOR_RATIO = 1.2
+TARGET_UNCAPPED_RATE = 500  # events/s with the Salesforce cap lifted (issue 30)
+TARGET_SCALE_RATIO = 1.2  # per-event time and calls at the largest --sizes / at the smallest (issue 30)
+TARGET_PEAK_RSS_MB = 300  # at every size (issue 30)
 DUPLICATE_SHARE = 0.05
 DEFAULT_CAP = 10  # Salesforce calls per second: low enough that the drain is bound by it
 DAILY_ALLOCATION = 200_000  # an Enterprise org with 100 licences: 100,000 + 100 x 1,000 requests a day
@@ -221,13 +239,33 @@ async def lifecycle(admin: httpx.AsyncClient, customer_id: str, index: int, rng:
                        quantity=rng.randint(1, 5))
 
 
+def customer_of(notification: dict[str, Any]) -> str:
+    """The Nue customer a notification is about (every handled type names one)."""
+    data = notification.get("data") or {}
+    return str(data["id"] if str(notification.get("type", "")).startswith("customer.") else data["customerId"])
+
+
 async def setup(info: dict[str, Any], settings: Settings, wanted: int, rng: random.Random
                 ) -> tuple[list[dict[str, Any]], int]:
-    """Customers and their lifecycles until `wanted` notifications of handled types are published; returns
-    them in publish order, and the number of customers."""
+    """Customers and their lifecycles, a chunk of CHUNK at a time, until `wanted` notifications of handled types
+    are published; returns them in publish order, and the number of customers.
+
+    The simulator's list of published notifications is read whole (GET /__sandbox/webhooks: about 9 KB per
+    customer), so reading it after every chunk made the setup quadratic (at 30,000 events its last reads were
+    over 30 MB each, 3.5 s a chunk against 0.7 s at the start). It is read after the first chunk, to learn how
+    many notifications a customer brings, then only once the customers made so far may be near `wanted` (two
+    chunks' worth or 1% short of it). The burst is the one reading it after every chunk gives: the lifecycles
+    run one after another, so the list is in chunk order and each notification names its customer; the first
+    chunk at which `wanted` were published is found from that, and should the setup have gone past it, the
+    random generator is put back as it was after that chunk (burst() draws from it next) and the customers are
+    counted up to it; the extra customers stay in the simulators, unused by the burst, and a line says so."""
     types = handled_types(settings)
     customers = 0
-    admin = httpx.AsyncClient(base_url=info["nue"]["url"], timeout=60)
+    chunk_of: dict[str, int] = {}  # Nue customer id -> its chunk
+    after_chunk: list[tuple[int, Any]] = []  # per chunk: customers so far, and the generator's state
+    per_customer: float | None = None  # handled notifications per customer, at the last read
+    started = time.perf_counter()
+    admin = httpx.AsyncClient(base_url=info["nue"]["url"], timeout=120)
     async with httpx.AsyncClient(timeout=60) as http, admin:
         fast = settings.model_copy(update={"limits": settings.limits.model_copy(update={"salesforce": FAST,
                                                                                          "nue": FAST})})
@@ -241,12 +279,31 @@ async def setup(info: dict[str, Any], settings: Settings, wanted: int, rng: rand
                 for n, r in zip(names, results, strict=True)])
             for offset, customer in enumerate(created):
                 await lifecycle(admin, customer["id"], customers + offset, rng)
+            chunk_of.update((str(c["id"]), len(after_chunk)) for c in created)
             customers += len(created)
+            after_chunk.append((customers, rng.getstate()))
+            if per_customer is not None and (customers * per_customer
+                                             < wanted - max(2 * CHUNK * per_customer, 0.01 * wanted)):
+                if len(after_chunk) % 10 == 0:
+                    print(f"  setup: {customers} customers, about {customers * per_customer:.0f} notifications "
+                          f"({time.perf_counter() - started:.0f} s)", flush=True)
+                continue
             published = (await admin.get("/__sandbox/webhooks")).json()["published"]
             notifications = [n for n in published if n.get("type") in types]
-            print(f"  setup: {customers} customers, {len(notifications)} notifications", flush=True)
+            per_customer = len(notifications) / customers
+            print(f"  setup: {customers} customers, {len(notifications)} notifications "
+                  f"({time.perf_counter() - started:.0f} s)", flush=True)
             if len(notifications) >= wanted:
                 break
+    chunks = [chunk_of[customer_of(n)] for n in notifications]
+    if chunks != sorted(chunks):
+        raise RuntimeError("setup: notifications not in chunk order; the burst would not be the same")
+    last = chunks[wanted - 1]  # the chunk at which `wanted` handled notifications had been published
+    if last < len(after_chunk) - 1:
+        print(f"  setup: went {len(after_chunk) - 1 - last} chunk(s) past the burst's last; those customers are "
+              "not in the burst", flush=True)
+        customers, state = after_chunk[last]
+        rng.setstate(state)
     return notifications[:wanted], customers
 
 
@@ -266,9 +323,11 @@ def bench_settings(info: dict[str, Any], args: argparse.Namespace, state_dir: Pa
     """config.yaml (no environment overrides), pointed at the sandbox, the Salesforce limiter at the cap."""
     base = on_sandbox(load_settings(ROOT / "config.yaml", environ={}), info)
     # Each replica's limiter at the whole cap: only the active one sends.
-    limits = base.limits.model_copy(update={
-        "salesforce": ApiRate(requests_per_second=args.cap, burst=1, max_concurrency=8),
-        "nue": ApiRate(requests_per_second=args.nue_rate, burst=int(args.nue_rate), max_concurrency=8)})
+    high = ApiRate(requests_per_second=args.nue_rate, burst=int(args.nue_rate), max_concurrency=8)
+    # --uncapped (issue 30): the simulator does not cap, and the Salesforce limiter is as high as the Nue one
+    salesforce = high if getattr(args, "uncapped", False) else ApiRate(requests_per_second=args.cap, burst=1,
+                                                                      max_concurrency=8)
+    limits = base.limits.model_copy(update={"salesforce": salesforce, "nue": high})
     engine = base.engine.model_copy(update={k: v for k, v in (("workers", args.workers), ("batch_size", args.batch),
                                                               ("settle_seconds", getattr(args, "settle", None)))
                                             if v is not None})
@@ -289,6 +348,27 @@ def bench_settings(info: dict[str, Any], args: argparse.Namespace, state_dir: Pa
 
 
 # --- the measured drain ----------------------------------------------------------------------------------
+
+class GcTimer:
+    """Time the drain process spends in Python's cyclic garbage collector, per generation (gc.callbacks): a full
+    collection walks every tracked object, so its cost grows with what the process holds (issue 30)."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.collections = [0, 0, 0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds[info["generation"]] += time.perf_counter() - self._started
+            self.collections[info["generation"]] += 1
+
+    def figures(self) -> dict[str, Any]:
+        return {"seconds": sum(self.seconds), "full_seconds": self.seconds[2], "full_collections": self.collections[2],
+                "collections": sum(self.collections)}
+
 
 async def drain(job: dict[str, Any]) -> dict[str, Any]:
     """In the daemon's own process (--drain-only): the replica role runs the workers as the daemon does (leading,
@@ -320,6 +400,8 @@ async def drain(job: dict[str, Any]) -> dict[str, Any]:
                           idle_seconds=IDLE_SECONDS)
                    for i in range(engine.workers)]
         role = ReplicaRole(store, None, replica_id=f"replica-{replica}", workers=workers)
+        gc_timer = GcTimer()
+        gc.callbacks.append(gc_timer)
         wall_start = time.time()
         started = time.perf_counter()
 
@@ -334,16 +416,22 @@ async def drain(job: dict[str, Any]) -> dict[str, Any]:
                 while True:
                     if await drained():
                         break
-                    # a standby looks less often: the drain's end is the first process to see it (drain_in_child)
-                    await anyio.sleep(0.1 if role.leading else 0.5)
+                    # The count scans the whole inbox's status index and shares the store with the workers: at
+                    # 100,000 events, ten a second would be the measuring's own cost growing with the burst. So a
+                    # long drain looks less often: 0.1 s apart for the first 20 s, then 0.5% of the time so far (the
+                    # end is seen at most that late), at most 1 s. A standby looks less often still: the drain's
+                    # end is the first process to see it (drain_in_child).
+                    pause = min(1.0, max(0.1, (time.perf_counter() - started) / 200))
+                    await anyio.sleep(pause if role.leading else max(pause, 0.5))
                 tg.cancel_scope.cancel()
         elapsed = time.perf_counter() - started
         wall_end = time.time()
+        gc.callbacks.remove(gc_timer)
         depths = await store.queue_depths()
     await store.close()
     return {"elapsed": elapsed, "timed_out": scope.cancelled_caught, "window": [wall_start, wall_end],
             "depths": {str(k): v for k, v in depths.items()}, "processed": stats.processed, "replica": replica,
-            "peak_rss_mb": own_peak_rss_mb()}
+            "peak_rss_mb": own_peak_rss_mb(), "gc": gc_timer.figures()}
 
 
 def own_peak_rss_mb() -> float:
@@ -388,7 +476,8 @@ def drain_in_child(job_file: Path, replicas: int = 1) -> dict[str, Any]:
     return {"elapsed": end - start, "timed_out": any(r["timed_out"] for r in results), "window": [start, end],
             "depths": max(results, key=lambda r: r["window"][1])["depths"],  # read by the last to finish
             "processed_by_replica": {str(r["replica"]): r["processed"] for r in results},
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in results)}
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+            "gc": results[0]["gc"]}  # the first replica's (the active one, but for a takeover)
 
 
 async def prepare(info: dict[str, Any], args: argparse.Namespace, workdir: Path
@@ -413,14 +502,18 @@ def longest_gap(entries: list[dict[str, Any]], start: float, end: float) -> tupl
 
 
 def run(info: dict[str, Any], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    setup_started = time.perf_counter()
     events, stored, customers = anyio.run(prepare, info, args, workdir)
+    setup_seconds = time.perf_counter() - setup_started
     sf_url, nue_url = info["salesforce"]["url"], info["nue"]["url"]
-    set_cap(sf_url, args.cap)
+    uncapped = bool(getattr(args, "uncapped", False))
+    set_cap(sf_url, None if uncapped else args.cap)
     before = sf_snapshot(sf_url)
     sf_start, nue_start = api_calls(sf_url), api_calls(nue_url)
     job = workdir / "drain.json"
     job.write_text(json.dumps({"info": info, "state_dir": str(workdir), "args": vars(args)}))
-    print(f"drain: {len(events)} notifications, Salesforce capped at {args.cap} calls/s ...", flush=True)
+    pace = "not capped" if uncapped else f"capped at {args.cap} calls/s"
+    print(f"drain: {len(events)} notifications, Salesforce {pace} ...", flush=True)
     d = drain_in_child(job, args.replicas)
     entries = request_log(sf_url)[sf_start:]
     nue_entries = request_log(nue_url)[nue_start:]
@@ -429,7 +522,7 @@ def run(info: dict[str, Any], args: argparse.Namespace, workdir: Path) -> dict[s
     sf_calls, refused = len(entries), sum(1 for e in entries if e["status"] == 403)
     capped = len(admitted(entries))
     records = sum(written.values())
-    floor = capped / args.cap
+    floor = None if uncapped else capped / args.cap
     types = Counter(e.type for e in {e.key: e for e in events}.values())
     gap = longest_gap(entries, *d["window"])
     figures = {
@@ -437,7 +530,8 @@ def run(info: dict[str, Any], args: argparse.Namespace, workdir: Path) -> dict[s
         "event_types": dict(types.most_common()),
         "events_done": depths[EventStatus.DONE], "dead": depths[EventStatus.DEAD],
         "events_left": depths[EventStatus.RECEIVED] + depths[EventStatus.CLAIMED], "timed_out": d["timed_out"],
-        "cap_per_second": args.cap, "drain_seconds": d["elapsed"], "events_per_second": stored / d["elapsed"],
+        "cap_per_second": None if uncapped else args.cap, "drain_seconds": d["elapsed"],
+        "events_per_second": stored / d["elapsed"], "ms_per_event": d["elapsed"] * 1000 / stored,
         "salesforce_calls": sf_calls, "salesforce_calls_admitted": capped, "salesforce_403": refused,
         "salesforce_call_kinds": call_kinds(entries),
         "salesforce_per_second": per_second(admitted(entries), *d["window"]),
@@ -447,9 +541,11 @@ def run(info: dict[str, Any], args: argparse.Namespace, workdir: Path) -> dict[s
         "salesforce_calls_per_record": sf_calls / records if records else None,
         "salesforce_calls_per_event": sf_calls / stored,
         "floor_seconds": floor, "floor_ratio": d["elapsed"] / floor if floor else None,
+        "setup_seconds": setup_seconds,  # not measured: how long the burst took to build (issue 30's sizes)
         "nue_calls": len(nue_entries), "nue_call_kinds": nue_call_kinds(nue_entries),
         "nue_calls_per_event": len(nue_entries) / stored,
         "peak_rss_mb": d["peak_rss_mb"],
+        "gc": d["gc"],  # the drain process's time in the cyclic garbage collector (issue 30)
         "processed_by_replica": d["processed_by_replica"],  # with --replicas: one active, the others on standby
     }
     figures["notes"] = explain(figures)
@@ -477,7 +573,14 @@ def explain(f: dict[str, Any]) -> list[str]:
         nue = ", ".join(f"{k} {v}" for k, v in f["nue_call_kinds"].items())
         notes.append(f"Nue calls per event: {f['nue_calls']:,} calls ({nue}) for {f['events_stored']:,} events.")
     ratio, ps, cap = f["floor_ratio"], f["salesforce_per_second"], f["cap_per_second"]
-    if ratio is None or ratio > TARGET_FLOOR_RATIO:
+    if cap is None and f["events_per_second"] < TARGET_UNCAPPED_RATE:
+        notes.append(
+            f"events/s with the cap lifted: {f['events_per_second']:.0f} against {TARGET_UNCAPPED_RATE}; "
+            f"{f['salesforce_calls']:,} Salesforce calls in {f['drain_seconds']:.1f} s (busiest second "
+            f"{ps['max_per_second']}, {ps['idle_seconds']} of {ps['seconds']} seconds without a call): with no API "
+            "pacing at all, the time is the daemon's own (planning, the store's bookkeeping) on this machine's 2 "
+            "cores, shared with both simulators (bench/PROFILE.md: where the time goes).")
+    elif cap is not None and (ratio is None or ratio > TARGET_FLOOR_RATIO):
         at_cap = ps.get(f"seconds_with_{cap}", 0)
         notes.append(
             f"drain / floor: in {ps['seconds'] - at_cap} of {ps['seconds']} calendar seconds revdaemon sent fewer than "
@@ -520,13 +623,24 @@ def report(f: dict[str, Any]) -> None:
     print(f"Nue: {f['nue_calls']} calls, {nue:.4f} per event, target <= {TARGET_NUE_PER_EVENT}: "
           f"{verdict(nue, TARGET_NUE_PER_EVENT)}")
     ratio, ps, cap = f["floor_ratio"], f["salesforce_per_second"], f["cap_per_second"]
-    print(f"rate-limit floor: {f['salesforce_calls_admitted']} capped calls / {cap} per s = {f['floor_seconds']:.1f} s;"
-          f" drain / floor = {ratio if ratio is None else format(ratio, '.2f')}x, target <= {TARGET_FLOOR_RATIO}x: "
-          f"{verdict(ratio, TARGET_FLOOR_RATIO)}")
-    print(f"  cap: busiest second {ps['max_per_second']} calls; of {ps['seconds']} calendar seconds "
-          f"{ps.get(f'seconds_with_{cap}', 0)} at the cap, {ps['idle_seconds']} without a call; "
-          f"{f['salesforce_403']} refused with 403")
-    print(f"peak RSS {f['peak_rss_mb']:.0f} MB")
+    if cap is None:
+        rate = f["events_per_second"]
+        print(f"Salesforce not capped (simulator and revdaemon's limiter): {rate:.0f} events/s, target >= "
+              f"{TARGET_UNCAPPED_RATE}: {'met' if rate >= TARGET_UNCAPPED_RATE else 'MISSED'}; "
+              f"{f['ms_per_event']:.2f} ms per event")
+        print(f"  busiest second {ps['max_per_second']} calls; of {ps['seconds']} calendar seconds "
+              f"{ps['idle_seconds']} without a call; {f['salesforce_403']} refused with 403")
+    else:
+        print(f"rate-limit floor: {f['salesforce_calls_admitted']} capped calls / {cap} per s = "
+              f"{f['floor_seconds']:.1f} s; drain / floor = {ratio if ratio is None else format(ratio, '.2f')}x, "
+              f"target <= {TARGET_FLOOR_RATIO}x: {verdict(ratio, TARGET_FLOOR_RATIO)}")
+        print(f"  cap: busiest second {ps['max_per_second']} calls; of {ps['seconds']} calendar seconds "
+              f"{ps.get(f'seconds_with_{cap}', 0)} at the cap, {ps['idle_seconds']} without a call; "
+              f"{f['salesforce_403']} refused with 403")
+    g = f["gc"]
+    print(f"peak RSS {f['peak_rss_mb']:.0f} MB; garbage collector {g['seconds']:.1f} s of the drain "
+          f"({g['full_collections']} full collections, {g['full_seconds']:.1f} s); setup (not measured) "
+          f"{f['setup_seconds']:.0f} s")
     if "status_fields_calls" in f:
         sc = f["status_fields_calls"]
         print(f"sync status fields (issue 16): Salesforce calls off {sc['off']}, on {sc['on']}, target equal: "
@@ -548,6 +662,99 @@ def write_tracemalloc(path: str, top: int = 40) -> None:
     lines = [f"traced now {current / 2**20:.1f} MB, traced peak {peak / 2**20:.1f} MB"]
     lines += [f"{s.size / 2**20:8.2f} MB {s.count:9d} blocks  {s.traceback}" for s in stats[:top]]
     Path(path).write_text("\n".join(lines) + "\n")
+
+
+def scale(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Issue 30's linear cost: the largest size's per-event time and calls against the smallest's, and the peak
+    RSS at every size."""
+    small, large = runs[min(runs)], runs[max(runs)]
+
+    def ratio(key: str) -> float | None:
+        return large[key] / small[key] if small[key] else None
+
+    ratios = {key: ratio(key) for key in ("ms_per_event", "salesforce_calls_per_event", "nue_calls_per_event")}
+    notes = []
+    over = {key for key, r in ratios.items() if r is not None and r > TARGET_SCALE_RATIO}
+    if "ms_per_event" in over:
+        notes.append("per-event time grows with the burst: " + "; ".join(
+            f"{n:,}: {f['drain_seconds']:.1f} s, {f['ms_per_event']:.2f} ms per event, "
+            f"{f['salesforce_per_second']['idle_seconds']} of {f['salesforce_per_second']['seconds']} s without a "
+            f"Salesforce call, longest gap {f['salesforce_longest_gap_seconds']:.1f} s, garbage collector "
+            f"{f['gc']['seconds']:.1f} s ({f['gc']['full_collections']} full collections, "
+            f"{f['gc']['full_seconds']:.1f} s), peak RSS {f['peak_rss_mb']:.0f} MB"
+            for n, f in runs.items()) + " (the profile of a size: --profile; bench/PROFILE.md).")
+    if "salesforce_calls_per_event" in over:
+        notes.append("Salesforce calls per event grow with the burst: " + "; ".join(
+            f"{n:,}: {f['salesforce_calls']:,} ({_kinds(f['salesforce_call_kinds'])})" for n, f in runs.items())
+            + f"{SMALL_NOTE if small['events_sent'] < 10_000 else ''}.")
+    if "nue_calls_per_event" in over:
+        notes.append("Nue calls per event grow with the burst: " + "; ".join(
+            f"{n:,}: {f['nue_calls']:,} ({_kinds(f['nue_call_kinds'])})" for n, f in runs.items())
+            + f"{SMALL_NOTE if small['events_sent'] < 10_000 else ''}.")
+    heavy = {n: f["peak_rss_mb"] for n, f in runs.items() if f["peak_rss_mb"] >= TARGET_PEAK_RSS_MB}
+    if heavy:
+        notes.append("peak RSS at or over " f"{TARGET_PEAK_RSS_MB} MB at " + ", ".join(
+            f"{n:,} ({mb:.0f} MB)" for n, mb in heavy.items()) + ": the drain process holds something that grows "
+            "with the burst (a claim's working set alone is bounded).")
+    return {"smallest": min(runs), "largest": max(runs), "ratios": ratios,
+            "peak_rss_mb": {str(n): f["peak_rss_mb"] for n, f in runs.items()},
+            "rss_met": not heavy, "notes": notes}
+
+
+SMALL_NOTE = ("; at a few thousand events (--quick) a handful of calls that do not grow with the burst (login, the "
+              "catalog) and the last, partly filled claims weigh on the per-event figures")
+
+
+def _kinds(kinds: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in kinds.items())
+
+
+def report_scale(runs: dict[int, dict[str, Any]], s: dict[str, Any]) -> None:
+    cap = next(iter(runs.values()))["cap_per_second"]
+    print(f"\nthe same burst (seed, mix) at {len(runs)} sizes, fresh simulators each, sync status fields off, "
+          + ("Salesforce not capped" if cap is None else f"Salesforce capped at {cap} calls/s") + ":")
+    print(f"{'events':>8} {'drain s':>8} {'events/s':>8} {'ms/event':>8} {'SF/event':>9} {'Nue/event':>9} "
+          f"{'SF/record':>9} {'/floor':>7} {'RSS MB':>7} {'GC s':>6} {'left/dead':>9} {'setup s':>8}")
+    for n, f in runs.items():
+        floor = "n/a" if f["floor_ratio"] is None else f"{f['floor_ratio']:.2f}x"
+        cpr = f["salesforce_calls_per_record"]
+        print(f"{n:>8} {f['drain_seconds']:>8.1f} {f['events_per_second']:>8.0f} {f['ms_per_event']:>8.2f} "
+              f"{f['salesforce_calls_per_event']:>9.4f} {f['nue_calls_per_event']:>9.4f} "
+              f"{'n/a' if cpr is None else format(cpr, '.4f'):>9} {floor:>7} {f['peak_rss_mb']:>7.0f} "
+              f"{f['gc']['seconds']:>6.1f} "
+              f"{str(f['events_left']) + '/' + str(f['dead']):>9} {f['setup_seconds']:>8.0f}")
+    labels = {"ms_per_event": "per-event time", "salesforce_calls_per_event": "Salesforce calls per event",
+              "nue_calls_per_event": "Nue calls per event"}
+    for key, label in labels.items():
+        r = s["ratios"][key]
+        print(f"{label} at {s['largest']:,} / at {s['smallest']:,}: "
+              f"{'n/a' if r is None else format(r, '.2f')}x, target <= {TARGET_SCALE_RATIO}x: "
+              f"{verdict(r, TARGET_SCALE_RATIO)}")
+    worst = max(runs, key=lambda n: runs[n]["peak_rss_mb"])
+    print(f"peak RSS under {TARGET_PEAK_RSS_MB} MB at every size: {'met' if s['rss_met'] else 'MISSED'} "
+          f"(highest {runs[worst]['peak_rss_mb']:.0f} MB, at {worst:,})")
+    for note in s["notes"]:
+        print(f"why missed: {note}")
+
+
+def main_sizes(args: argparse.Namespace) -> None:
+    """--sizes: the same burst at each size, one after another, each in fresh simulators (issue 30)."""
+    args.status_fields = "off"
+    profile = args.profile
+    runs: dict[int, dict[str, Any]] = {}
+    for size in sorted(set(args.sizes)):
+        args.events = size
+        if profile:
+            args.profile = f"{profile}-{size}"  # one cProfile per size: PROFILE-<size>.<replica>
+        print(f"\n--- {size:,} notifications", flush=True)
+        with tempfile.TemporaryDirectory() as tmp, sandbox(Path(tmp)) as info:
+            runs[size] = run(info, args, Path(tmp))
+        report(runs[size])
+    s = scale(runs)
+    report_scale(runs, s)
+    print(json.dumps({"benchmark": "burst_scale", "results": {"sizes": {str(n): f for n, f in runs.items()}, **s}}))
+    if any(f["events_left"] or f["dead"] for f in runs.values()):
+        sys.exit("a burst did not drain cleanly")
 
 
 def main() -> None:
@@ -573,6 +780,14 @@ def main() -> None:
     parser.add_argument("--tracemalloc", default=None,
                         help="trace the drain process's Python allocations: the top sites still held at the drain's "
                              "end, and the traced peak, written to TRACEMALLOC.<replica> (issue 30: memory)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                        help="issue 30's linear cost: the same burst at each of these sizes, fresh simulators each, "
+                             "status fields off; per size drain time, calls per event and peak RSS, and the largest "
+                             "size's per-event time and calls against the smallest's (JSON: burst_scale)")
+    parser.add_argument("--uncapped", action="store_true",
+                        help="the Salesforce simulator does not cap, and revdaemon's Salesforce limiter is as high as "
+                             f"its Nue one (--nue-rate): events/s against {TARGET_UNCAPPED_RATE} (issue 30; JSON: "
+                             "burst_uncapped, status fields off unless --status-fields says otherwise)")
     parser.add_argument("--drain-only", type=Path, help=argparse.SUPPRESS)  # the child process: see drain_in_child
     args = parser.parse_args()
     configure_logging(level="warning")  # a log line per event would measure the terminal, not the daemon
@@ -595,6 +810,11 @@ def main() -> None:
             write_tracemalloc(f"{job['args']['tracemalloc']}.{job.get('replica', 1)}")
         print(json.dumps({"drain": result}), flush=True)
         return
+    if args.sizes:
+        main_sizes(args)
+        return
+    if args.uncapped and args.status_fields == "both":
+        args.status_fields = "off"  # issue 16's comparison is the capped run's
     modes = ("off", "on") if args.status_fields == "both" else (args.status_fields,)
     runs: dict[str, dict[str, Any]] = {}
     for mode in modes:
@@ -614,7 +834,8 @@ def main() -> None:
                 f"status fields: {off['salesforce_calls']} Salesforce calls without them, {on['salesforce_calls']} "
                 f"with them ({on['salesforce_call_kinds']}).")
     report(figures)
-    print(json.dumps({"benchmark": "burst_drain", "results": figures}))
+    name = "burst_uncapped" if args.uncapped else "burst_drain"
+    print(json.dumps({"benchmark": name, "results": figures}))
     if figures["events_left"] or figures["dead"]:
         sys.exit("the burst did not drain cleanly")
 

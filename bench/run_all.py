@@ -3,9 +3,11 @@ figure / value / target / met?, with the date and the machine.
 
 Each script runs as its own process (its output is shown as it comes); its last `{"benchmark": ...}` line
 is what goes into the table. A target not reached says "missed"; a script that fails or prints no JSON line
-is reported as such, and the others still run. The targets are issues 12, 14 and 22's and are not relaxed in
+is reported as such, and the others still run. The targets are issues 12, 14, 22 and 30's and are not relaxed in
 --quick. baseline_simple_salesforce is given burst_drain's JSON line of the same run (--revdaemon-json), so the
 burst is not drained twice; without it (burst_drain failed or was left out) it runs burst_drain itself.
+burst_scale and burst_uncapped are burst_drain.py again (SCRIPT_OF), with --sizes (the same burst at 10,000, 30,000
+and 100,000: issue 30's linear cost) and --uncapped (the Salesforce cap lifted: events/s against 500).
 Usage: python bench/run_all.py [--quick] [--output bench/RESULTS.md] [--only NAME ...]
 """
 
@@ -35,6 +37,8 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "webhook_ingest": ([], ["--seconds", "3"]),
     "burst_drain": ([], ["--events", "2000"]),
     "baseline_simple_salesforce": ([], ["--events", "2000", "--sample", "100"]),
+    "burst_scale": (["--sizes", "10000", "30000", "100000"], ["--sizes", "1000", "3000"]),
+    "burst_uncapped": (["--uncapped"], ["--uncapped", "--events", "2000"]),
     "idle": ([], ["--seconds", "20", "--warmup", "5"]),
     "replicas": ([], ["--events", "1000", "--seconds", "3"]),
     "lost_answers": ([], ["--events", "2000", "--deals", "100"]),
@@ -42,6 +46,13 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "realtime_latency": ([], ["--deals", "30", "--samples", "40", "--poll-seconds", "15", "--pace", "1"]),
     "under_load": ([], ["--events", "4000", "--samples", "10", "--seconds", "3"]),
 }
+
+# entries that run another entry's script with other arguments (issue 30: burst_drain.py --sizes / --uncapped)
+SCRIPT_OF: dict[str, str] = {"burst_scale": "burst_drain", "burst_uncapped": "burst_drain"}
+
+
+def script(name: str) -> str:
+    return f"{SCRIPT_OF.get(name, name)}.py"
 
 
 @dataclass
@@ -63,8 +74,8 @@ class Outcome:
 
 def run(name: str, args: list[str], extra: list[str] | None = None) -> Outcome:
     """`extra` arguments are passed but not shown (a temporary file's path)."""
-    command = [sys.executable, str(BENCH / f"{name}.py"), *args, *(extra or [])]
-    print(f"\n=== {name} {' '.join(args)}".rstrip(), flush=True)
+    command = [sys.executable, str(BENCH / script(name)), *args, *(extra or [])]
+    print(f"\n=== {name} ({script(name)}) {' '.join(args)}".rstrip(), flush=True)
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=BENCH.parent)
     result = None
@@ -214,6 +225,67 @@ def baseline_rows(r: dict[str, Any]) -> list[Row]:
     else:
         rows.append(Row("fewer Salesforce calls than the baseline (issue 12)", "not measured (no revdaemon run)",
                         ">= 50x", False))
+    return rows
+
+
+def scale_rows(r: dict[str, Any]) -> list[Row]:
+    """burst_drain.py --sizes (issue 30's linear cost)."""
+    f = r["results"]
+    runs = {int(n): figures for n, figures in f["sizes"].items()}
+    cap = next(iter(runs.values()))["cap_per_second"]
+    rows = [Row("method", "the same burst (seed, mix of burst_drain) at each size, each in fresh simulators, sync "
+                "status fields off, Salesforce " + ("not capped" if cap is None else f"capped at {cap} calls/s "
+                "(revdaemon's limiter at the cap)"))]
+    for n, s in sorted(runs.items()):
+        rows += [Row(f"{n:,}: left undrained / dead", f"{s['events_left']} / {s['dead']}", "0 / 0",
+                     s["events_left"] == 0 and s["dead"] == 0 and not s["timed_out"]),
+                 Row(f"{n:,}: drain time, events/s, ms per event",
+                     f"{s['drain_seconds']:,.1f} s, {s['events_per_second']:,.0f} events/s, "
+                     f"{s['ms_per_event']:.2f} ms"),
+                 Row(f"{n:,}: Salesforce / Nue calls per event; Salesforce calls per synced record",
+                     f"{_ratio(s['salesforce_calls_per_event'])} / {_ratio(s['nue_calls_per_event'])}; "
+                     f"{_ratio(s['salesforce_calls_per_record'])} ({s['salesforce_calls']:,} calls, "
+                     f"{s['records_synced']:,} records)"),
+                 Row(f"{n:,}: drain time / floor", "n/a (not capped)" if s["floor_ratio"] is None else
+                     f"{s['floor_ratio']:.2f}x (floor {s['floor_seconds']:.1f} s; "
+                     f"{s['salesforce_per_second']['idle_seconds']} of {s['salesforce_per_second']['seconds']} s "
+                     "without a Salesforce call)"),
+                 Row(f"{n:,}: peak RSS", f"{s['peak_rss_mb']:.0f} MB", "< 300 MB", s["peak_rss_mb"] < 300),
+                 *([Row(f"{n:,}: drain process in the garbage collector (full collections)",
+                        f"{s['gc']['seconds']:.1f} s ({s['gc']['full_collections']}: {s['gc']['full_seconds']:.1f} s)")]
+                   if "gc" in s else []),
+                 Row(f"{n:,}: setup (not measured)", f"{s['setup_seconds']:.0f} s, {s['customers']:,} customers")]
+    small, large = f["smallest"], f["largest"]
+    labels = {"ms_per_event": "per-event time", "salesforce_calls_per_event": "Salesforce calls per event",
+              "nue_calls_per_event": "Nue calls per event"}
+    for key, label in labels.items():
+        ratio = f["ratios"][key]
+        rows.append(Row(f"{label} at {large:,} / at {small:,}", f"{_ratio(ratio, 2)}x", "<= 1.2x",
+                        at_most(ratio, 1.2)))
+    rows += [Row("why missed", note) for note in f.get("notes", [])]
+    return rows
+
+
+def uncapped_rows(r: dict[str, Any]) -> list[Row]:
+    """burst_drain.py --uncapped (issue 30: the drain's own pace, no API cap)."""
+    f = r["results"]
+    ps = f["salesforce_per_second"]
+    rows = [Row("method", "burst_drain's burst, sync status fields off; the Salesforce simulator does not cap and "
+                "revdaemon's Salesforce limiter is as high as its Nue one (1,000 requests/s, 8 at once)"),
+            Row("notifications sent (unique stored)", f"{f['events_sent']:,} ({f['events_stored']:,})"),
+            Row("left undrained / dead", f"{f['events_left']} / {f['dead']}", "0 / 0",
+                f["events_left"] == 0 and f["dead"] == 0 and not f["timed_out"]),
+            Row("drain time", f"{f['drain_seconds']:.1f} s ({f['ms_per_event']:.2f} ms per event)"),
+            Row("events/s, Salesforce not capped", fmt(f["events_per_second"], 0), ">= 500",
+                f["events_per_second"] >= 500),
+            Row("Salesforce calls: busiest second / seconds without a call",
+                f"{ps['max_per_second']} / {ps['idle_seconds']} of {ps['seconds']}"),
+            Row("Salesforce calls, by kind", f"{f['salesforce_calls']:,}: {_by(f['salesforce_call_kinds'])}"),
+            Row("Salesforce / Nue calls per event", f"{_ratio(f['salesforce_calls_per_event'])} / "
+                f"{_ratio(f['nue_calls_per_event'])}"),
+            Row("Salesforce calls refused (403)", fmt(f["salesforce_403"]), "0", f["salesforce_403"] == 0),
+            Row("peak RSS", f"{f['peak_rss_mb']:.0f} MB")]
+    rows += [Row("why missed", note) for note in f.get("notes", []) if "cap lifted" in note]
     return rows
 
 
@@ -399,7 +471,8 @@ def under_load_rows(r: dict[str, Any]) -> list[Row]:
 
 TABLES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "sandbox_throughput": sandbox_rows, "salesforce_upsert": upsert_rows, "webhook_ingest": ingest_rows,
-    "burst_drain": burst_rows, "baseline_simple_salesforce": baseline_rows, "idle": idle_rows,
+    "burst_drain": burst_rows, "baseline_simple_salesforce": baseline_rows, "burst_scale": scale_rows,
+    "burst_uncapped": uncapped_rows, "idle": idle_rows,
     "replicas": replicas_rows, "lost_answers": lost_answers_rows, "retention": retention_rows,
     "realtime_latency": realtime_rows, "under_load": under_load_rows,
 }
@@ -436,8 +509,8 @@ def render(outcomes: list[Outcome], quick: bool) -> str:
         missed = sum(1 for r in rows if r.met is False) + (1 if problem else 0)
         summary.append(f"| {outcome.name} | `{args}` | {outcome.exit_code} | {outcome.seconds:.0f} s | {met} | "
                        f"{missed} |")
-        sections += [f"## {outcome.name}", "", f"`python bench/{outcome.name}.py {args}`: exit {outcome.exit_code}, "
-                     f"{outcome.seconds:.0f} s", ""]
+        sections += [f"## {outcome.name}", "", f"`python bench/{script(outcome.name)} {args}`: exit "
+                     f"{outcome.exit_code}, {outcome.seconds:.0f} s", ""]
         if problem:
             sections += [f"**failed**: {problem}", ""]
         if rows:
