@@ -89,6 +89,7 @@ from revdaemon.engine.supervisor import default_flows
 from revdaemon.engine.worker import Worker, WorkerStats
 from revdaemon.limits import RetryPolicy
 from revdaemon.listener.envelope import parse_notification
+from revdaemon.ops.heap import freeze_startup_heap
 from revdaemon.ops.logging import configure_logging
 from revdaemon.store import open_store
 from revdaemon.store.records import NewEvent
@@ -400,6 +401,7 @@ async def drain(job: dict[str, Any]) -> dict[str, Any]:
                           idle_seconds=IDLE_SECONDS)
                    for i in range(engine.workers)]
         role = ReplicaRole(store, None, replica_id=f"replica-{replica}", workers=workers)
+        freeze_startup_heap()  # as the supervisor does once the daemon is built
         gc_timer = GcTimer()
         gc.callbacks.append(gc_timer)
         wall_start = time.time()

@@ -71,6 +71,7 @@ from revdaemon.mapping.fields import FieldSpec, parse_spec
 from revdaemon.ops.admin import AdminApp, metrics_server
 from revdaemon.ops.alerts import Alerter
 from revdaemon.ops.health import Health, daemon_tag
+from revdaemon.ops.heap import freeze_startup_heap
 from revdaemon.ops.logging import active_redactor, configure_logging, register_secret
 from revdaemon.ops.metrics import Metrics
 from revdaemon.ops.sdnotify import Notifier, run_watchdog
@@ -236,6 +237,8 @@ async def run_daemon(
                                          workers=daemon.workers if not dry_run else (),
                                          streams=daemon.streams if not dry_run else ())
             await daemon.replica.check_unique()  # before anything starts: refused with the reason
+            frozen = freeze_startup_heap()  # built: what start-up made stays for good (ops/heap.py)
+            log.debug("startup_heap_frozen", objects=frozen)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_schema_check, daemon)
                 await tg.start(daemon.committer.run)
