@@ -406,6 +406,7 @@ async def drain(job: dict[str, Any]) -> dict[str, Any]:
         gc.callbacks.append(gc_timer)
         wall_start = time.time()
         started = time.perf_counter()
+        cpu_started = time.process_time()  # the whole process: the event loop's thread and the store's
 
         async def drained() -> bool:
             # received or claimed: an event retried with backoff is not due yet, so an idle worker is no end
@@ -433,7 +434,8 @@ async def drain(job: dict[str, Any]) -> dict[str, Any]:
     await store.close()
     return {"elapsed": elapsed, "timed_out": scope.cancelled_caught, "window": [wall_start, wall_end],
             "depths": {str(k): v for k, v in depths.items()}, "processed": stats.processed, "replica": replica,
-            "peak_rss_mb": own_peak_rss_mb(), "gc": gc_timer.figures()}
+            "peak_rss_mb": own_peak_rss_mb(), "gc": gc_timer.figures(),
+            "cpu_seconds": time.process_time() - cpu_started}
 
 
 def own_peak_rss_mb() -> float:
@@ -479,7 +481,8 @@ def drain_in_child(job_file: Path, replicas: int = 1) -> dict[str, Any]:
             "depths": max(results, key=lambda r: r["window"][1])["depths"],  # read by the last to finish
             "processed_by_replica": {str(r["replica"]): r["processed"] for r in results},
             "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
-            "gc": results[0]["gc"]}  # the first replica's (the active one, but for a takeover)
+            "gc": results[0]["gc"],  # the first replica's (the active one, but for a takeover)
+            "cpu_seconds": sum(r["cpu_seconds"] for r in results)}
 
 
 async def prepare(info: dict[str, Any], args: argparse.Namespace, workdir: Path
@@ -547,6 +550,11 @@ def run(info: dict[str, Any], args: argparse.Namespace, workdir: Path) -> dict[s
         "nue_calls": len(nue_entries), "nue_call_kinds": nue_call_kinds(nue_entries),
         "nue_calls_per_event": len(nue_entries) / stored,
         "peak_rss_mb": d["peak_rss_mb"],
+        # Where a drain's time went besides the daemon's own work: its CPU (both threads), and the simulators'
+        # answer time summed over its calls (each simulator answers one request at a time)
+        "cpu_seconds": d["cpu_seconds"], "cpu_ms_per_event": d["cpu_seconds"] * 1000 / stored,
+        "simulator_seconds": {"salesforce": sum(float(e.get("duration_ms", 0)) for e in entries) / 1000,
+                              "nue": sum(float(e.get("duration_ms", 0)) for e in nue_entries) / 1000},
         "gc": d["gc"],  # the drain process's time in the cyclic garbage collector (issue 30)
         "processed_by_replica": d["processed_by_replica"],  # with --replicas: one active, the others on standby
     }
@@ -674,7 +682,8 @@ def scale(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
     def ratio(key: str) -> float | None:
         return large[key] / small[key] if small[key] else None
 
-    ratios = {key: ratio(key) for key in ("ms_per_event", "salesforce_calls_per_event", "nue_calls_per_event")}
+    ratios = {key: ratio(key) for key in ("ms_per_event", "salesforce_calls_per_event", "nue_calls_per_event",
+                                          "cpu_ms_per_event")}
     notes = []
     over = {key for key, r in ratios.items() if r is not None and r > TARGET_SCALE_RATIO}
     if "ms_per_event" in over:
@@ -683,8 +692,14 @@ def scale(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
             f"{f['salesforce_per_second']['idle_seconds']} of {f['salesforce_per_second']['seconds']} s without a "
             f"Salesforce call, longest gap {f['salesforce_longest_gap_seconds']:.1f} s, garbage collector "
             f"{f['gc']['seconds']:.1f} s ({f['gc']['full_collections']} full collections, "
-            f"{f['gc']['full_seconds']:.1f} s), peak RSS {f['peak_rss_mb']:.0f} MB"
-            for n, f in runs.items()) + " (the profile of a size: --profile; bench/PROFILE.md).")
+            f"{f['gc']['full_seconds']:.1f} s), peak RSS {f['peak_rss_mb']:.0f} MB, the daemon's CPU "
+            f"{f['cpu_ms_per_event']:.2f} ms per event, the simulators' answer time "
+            f"{f['simulator_seconds']['salesforce']:.1f} s Salesforce ("
+            f"{f['simulator_seconds']['salesforce'] * 1000 / max(f['salesforce_calls'], 1):.0f} ms a call) and "
+            f"{f['simulator_seconds']['nue']:.1f} s Nue "
+            f"({f['simulator_seconds']['nue'] * 1000 / max(f['nue_calls'], 1):.0f} ms a call)"
+            for n, f in runs.items()) + f"; the daemon's CPU per event at {max(runs):,} / at {min(runs):,}: "
+            f"{ratios['cpu_ms_per_event'] or 0:.2f}x (the profile of a size: --profile; bench/PROFILE.md).")
     if "salesforce_calls_per_event" in over:
         notes.append("Salesforce calls per event grow with the burst: " + "; ".join(
             f"{n:,}: {f['salesforce_calls']:,} ({_kinds(f['salesforce_call_kinds'])})" for n, f in runs.items())
@@ -716,14 +731,16 @@ def report_scale(runs: dict[int, dict[str, Any]], s: dict[str, Any]) -> None:
     print(f"\nthe same burst (seed, mix) at {len(runs)} sizes, fresh simulators each, sync status fields off, "
           + ("Salesforce not capped" if cap is None else f"Salesforce capped at {cap} calls/s") + ":")
     print(f"{'events':>8} {'drain s':>8} {'events/s':>8} {'ms/event':>8} {'SF/event':>9} {'Nue/event':>9} "
-          f"{'SF/record':>9} {'/floor':>7} {'RSS MB':>7} {'GC s':>6} {'left/dead':>9} {'setup s':>8}")
+          f"{'SF/record':>9} {'/floor':>7} {'RSS MB':>7} {'GC s':>6} {'CPU ms/ev':>9} {'sim s':>6} {'left/dead':>9} "
+          f"{'setup s':>8}")
     for n, f in runs.items():
         floor = "n/a" if f["floor_ratio"] is None else f"{f['floor_ratio']:.2f}x"
         cpr = f["salesforce_calls_per_record"]
         print(f"{n:>8} {f['drain_seconds']:>8.1f} {f['events_per_second']:>8.0f} {f['ms_per_event']:>8.2f} "
               f"{f['salesforce_calls_per_event']:>9.4f} {f['nue_calls_per_event']:>9.4f} "
               f"{'n/a' if cpr is None else format(cpr, '.4f'):>9} {floor:>7} {f['peak_rss_mb']:>7.0f} "
-              f"{f['gc']['seconds']:>6.1f} "
+              f"{f['gc']['seconds']:>6.1f} {f['cpu_ms_per_event']:>9.2f} "
+              f"{f['simulator_seconds']['salesforce'] + f['simulator_seconds']['nue']:>6.1f} "
               f"{str(f['events_left']) + '/' + str(f['dead']):>9} {f['setup_seconds']:>8.0f}")
     labels = {"ms_per_event": "per-event time", "salesforce_calls_per_event": "Salesforce calls per event",
               "nue_calls_per_event": "Nue calls per event"}
@@ -732,6 +749,9 @@ def report_scale(runs: dict[int, dict[str, Any]], s: dict[str, Any]) -> None:
         print(f"{label} at {s['largest']:,} / at {s['smallest']:,}: "
               f"{'n/a' if r is None else format(r, '.2f')}x, target <= {TARGET_SCALE_RATIO}x: "
               f"{verdict(r, TARGET_SCALE_RATIO)}")
+    cpu = s["ratios"]["cpu_ms_per_event"]
+    print(f"the daemon's CPU per event at {s['largest']:,} / at {s['smallest']:,}: "
+          f"{'n/a' if cpu is None else format(cpu, '.2f')}x (both its threads; no target: what the time is made of)")
     worst = max(runs, key=lambda n: runs[n]["peak_rss_mb"])
     print(f"peak RSS under {TARGET_PEAK_RSS_MB} MB at every size: {'met' if s['rss_met'] else 'MISSED'} "
           f"(highest {runs[worst]['peak_rss_mb']:.0f} MB, at {worst:,})")
