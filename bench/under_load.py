@@ -25,24 +25,24 @@ once: that commit is the drain's start). The drain's end: no event of the burst 
 received or claimed, read from the daemon's SQLite store (read-only) every 0.2 s.
 
 Measured while the workers drain the burst, in this order:
-1. Latency under load: one sample's subscription changes quantity (scenario change, UpdateQuantity +3) every
-   --pace s from the drain's start; Nue publishes order.activated and subscription.updated to the daemon, and
-   flow 2 (subscription status) writes the account's MRR__c. start: the first delivery of that change's
-   notifications answered 202 in the simulator's webhook log (stamped when the answer came); end: the daemon's
-   audit entry of the first confirmed write of MRR__c to that account after the change (recorded once Salesforce
-   answered; read from the store, read-only, every 0.25 s: polling the simulator's every Account, as
-   realtime_latency.py does for its few, would take the simulators' CPU from the drain at this size). A sample
-   whose account write comes after the drain's end is not "under load": counted and shown apart.
-2. Ingest during the drain, once the last sample is sent: wrk (-t2 -c--connections, --seconds) at the daemon's
+1. Ingest during the drain, from the drain's start: wrk (-t2 -c--connections, --seconds) at the daemon's
    listener and, for the same seconds at the same time (so both under the same machine load), another wrk at
    the bare reference endpoint (bench/_ingest_servers.py reference: one SQLite commit per body, its own
    process). Figures: rows durably stored per second (counted in each store afterwards), wrk's p99 ack, and the
    ratio revdaemon / reference; with the CPU the daemon's process and the reference's used in the window.
    The webhooks wrk sends are of type "bench.ingest": the listener authenticates, parses, dedupes and stores it
    like any notification, and no flow takes it, so a worker finishes it with a log line, no plan and no API call.
-   They are received after the whole burst, so the oldest-first claim reaches them only once the burst is drained
-   (a claim that favours fresh events would take them first: their count is printed, and they are finished
-   before the idle samples start).
+   Each claim takes the newest fifth of its events (real time ahead of a backlog), so wrk's rows go ahead of the
+   burst a fifth of a claim at a time; their count is printed.
+2. Latency under load, once wrk is done (its flood would otherwise be newer than the samples): one sample's
+   subscription changes quantity (scenario change, UpdateQuantity +3) every --pace s; Nue publishes
+   order.activated and subscription.updated to the daemon, and flow 2 (subscription status) writes the account's
+   MRR__c. start: the first delivery of that change's notifications answered 202 in the simulator's webhook log
+   (stamped when the answer came); end: the daemon's
+   audit entry of the first confirmed write of MRR__c to that account after the change (recorded once Salesforce
+   answered; read from the store, read-only, every 0.25 s: polling the simulator's every Account, as
+   realtime_latency.py does for its few, would take the simulators' CPU from the drain at this size). A sample
+   whose account write comes after the drain's end is not "under load": counted and shown apart.
 Then, with the inbox idle (every event settled, wrk's included), the same subscription changes again (+3 more),
 the same way, one every --idle-pace s (one change at a time: at 0.5 s apart, each change's ~5 Salesforce calls at
 the cap of 10/s keep the limiter busy and the changes queue behind each other): latency idle.
@@ -51,7 +51,7 @@ Targets (issue 30): ingest revdaemon / reference >= 1.0x during the drain; p99 w
 during the drain, < 1 s idle. A missed target prints its measured cause (where the samples' time went: the burst
 still ahead of them when delivered, the gap from their event's event_done in the daemon's log to the account
 write, the daemon's CPU during the ingest).
-Usage: python bench/under_load.py [--events 10000] [--samples 40] [--pace 0.5] [--idle-pace 2] [--seconds 10]
+Usage: python bench/under_load.py [--events 10000] [--samples 30] [--pace 0.5] [--idle-pace 2] [--seconds 6]
        [--cap 10]
 """
 
@@ -491,20 +491,20 @@ def measure(args: argparse.Namespace, workdir: Path, info: dict[str, Any], box: 
     sim_at_start = cpu_seconds(simulators) if simulators else 0.0
     machine_at_start = machine_cpu()
     print(f"drain: {stored} notifications stored (of {len(events)}, from {customers} customers), Salesforce "
-          f"capped at {args.cap} calls/s; {args.samples} subscription changes, one every {args.pace:g} s ...",
-          flush=True)
+          f"capped at {args.cap} calls/s; ingest for {args.seconds:g} s ...", flush=True)
     watcher = AuditWatcher(database)
     watcher.start()
-    loaded_triggered = run_samples(box, watcher, changes, args.pace)
-    print(f"  changes sent in {time.time() - drain_start:.1f} s from the drain's start; "
-          f"burst pending {monitor.pending_at(time.time())}; ingest for {args.seconds:g} s ...", flush=True)
     ing = ingest(wrk, workdir, daemon, info["listener_port"], database, args)
     ing["drain_running_at_end"] = monitor.ended() is None or monitor.ended() > ing["window"][1]  # type: ignore[operator]
     ing["burst_pending_at_start"] = monitor.pending_at(ing["window"][0])
     ing["burst_pending_at_end"] = monitor.pending_at(ing["window"][1])
     print(f"  ingest: revdaemon {ing['revdaemon']['events_per_second']:.0f} events/s, reference "
           f"{ing['reference']['events_per_second']:.0f} events/s; burst pending {ing['burst_pending_at_start']} -> "
-          f"{ing['burst_pending_at_end']}", flush=True)
+          f"{ing['burst_pending_at_end']}; {args.samples} subscription changes, one every {args.pace:g} s ...",
+          flush=True)
+    loaded_triggered = run_samples(box, watcher, changes, args.pace)
+    print(f"  changes sent in {time.time() - drain_start:.1f} s from the drain's start; "
+          f"burst pending {monitor.pending_at(time.time())}", flush=True)
     deadline = time.monotonic() + args.timeout
     while monitor.ended() is None and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -601,9 +601,9 @@ def explain(r: dict[str, Any]) -> list[str]:
             f"{lo['burst_pending_at_delivery']['p50']} burst events (p50) still pending when the "
             f"webhook was answered 202 (the drain took {_secs(r['drain_seconds'])} against a Salesforce floor of "
             f"{r['drain_floor_seconds']:.1f} s, the daemon at {_pct(r['daemon_cpu_percent_of_one_core_in_drain'])} of "
-            f"a core with the machine's CPUs {_pct(r['machine_cpu_busy_percent_in_drain'])} busy): the inbox claims "
-            f"oldest first (ORDER BY next_attempt_at, id), so a fresh "
-            f"notification waits behind the backlog; delivered -> event_done p50 "
+            f"a core with the machine's CPUs {_pct(r['machine_cpu_busy_percent_in_drain'])} busy): a claim takes the "
+            f"newest fifth of its events, so a fresh notification waits for the claim in hand and goes in the next "
+            f"one; delivered -> event_done p50 "
             f"{realtime_latency.fmt(lo['delivered_to_event_done']['p50'])} (the end of the claim that took the "
             f"sample's last event; its account write came "
             f"{realtime_latency.fmt(lo['account_write_to_event_done']['p50'])} before that end at p50); the listener "
@@ -706,12 +706,12 @@ def report(r: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=10_000)
-    parser.add_argument("--samples", type=int, default=40, help="subscription changes, during the drain and idle")
+    parser.add_argument("--samples", type=int, default=30, help="subscription changes, during the drain and idle")
     parser.add_argument("--pace", type=float, default=0.5, help="seconds between two subscription changes")
     parser.add_argument("--idle-pace", type=float, default=2.0,
                         help="seconds between two changes when idle: one at a time, so none waits behind another's "
                              "Salesforce calls (about 5 each at the cap of 10/s)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="wrk's duration, at each endpoint")
+    parser.add_argument("--seconds", type=float, default=6.0, help="wrk's duration, at each endpoint")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--cap", type=int, default=burst_drain.DEFAULT_CAP)
     parser.add_argument("--nue-rate", type=float, default=1000.0)
