@@ -661,7 +661,7 @@ def _context(job: _Job, operation: str) -> ErrorContext:
     return ErrorContext(system="revdaemon", operation=f"{operation} {job.flow.name}", record_ref=job.event.key)
 
 
-JOBS_BETWEEN_CHECKPOINTS = 50
+JOBS_BETWEEN_CHECKPOINTS = 10
 
 
 async def _breathe(index: int) -> None:

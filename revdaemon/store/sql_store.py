@@ -73,6 +73,8 @@ def newest_in_claim(limit: int) -> int:
     return limit // NEWEST_SHARE_DIVISOR
 
 
+ENTITY_VERSION_ROWS = 100  # rows per INSERT when a step's entity versions are raised
+
 PAYLOADS_PRUNED_BEFORE = "payloads_pruned_before"  # store_meta: where the last complete pass over events ended
 PruneBatch = tuple[int, int, Position | None]  # rows read, rows pruned, the last row read
 
@@ -558,17 +560,23 @@ class SqlStore:
         if not versions:
             return set()
         raised: set[str] = set()
+        ordered = sorted(versions)  # in entity order: one lock order for every transaction
         async with self._tx() as tx:
             now = await tx.now()
-            for entity in sorted(versions):  # in entity order: one lock order for every transaction
-                # Text compared byte by byte on both (PostgreSQL: the column collates as "C").
-                if await tx.fetchval(
-                        """INSERT INTO entity_versions (entity, version, updated_at) VALUES (:entity, :version, :now)
-                           ON CONFLICT (entity) DO UPDATE SET version = excluded.version,
-                               updated_at = excluded.updated_at
-                           WHERE excluded.version > entity_versions.version
-                           RETURNING true""", entity=entity, version=versions[entity], now=now):
-                    raised.add(entity)
+            for start in range(0, len(ordered), ENTITY_VERSION_ROWS):
+                # Many rows a statement (a round trip each): RETURNING names the rows inserted or raised, not
+                # those the WHERE kept. Text compared byte by byte on both (PostgreSQL: the column collates as "C").
+                chunk = ordered[start:start + ENTITY_VERSION_ROWS]
+                rows = ", ".join(f"(:e{i}, :v{i}, :now)" for i in range(len(chunk)))
+                params = {f"e{i}": entity for i, entity in enumerate(chunk)}
+                params.update({f"v{i}": versions[entity] for i, entity in enumerate(chunk)})
+                found = await tx.fetch(
+                    f"""INSERT INTO entity_versions (entity, version, updated_at) VALUES {rows}
+                        ON CONFLICT (entity) DO UPDATE SET version = excluded.version,
+                            updated_at = excluded.updated_at
+                        WHERE excluded.version > entity_versions.version
+                        RETURNING entity""", now=now, **params)
+                raised.update(str(row["entity"]) for row in found)
         return raised
 
     # --- conflicts ------------------------------------------------------------------------------

@@ -554,6 +554,16 @@ class TestOrderingAndReopen:
         assert await store.get_entity_version("nue:customer:c1") == "2026-01-02T00:00:00Z"
         assert await store.raise_entity_version("nue:customer:c1", "2026-01-03T00:00:00Z")
 
+    async def test_many_entity_versions_raise_in_one_go(self, store: Store) -> None:
+        """A step's versions (more than one statement's rows): each new or newer one is raised and named, an
+        older or equal one is kept and not named."""
+        await store.raise_entity_versions({"e-000": "5", "e-001": "5", "e-002": "5"})
+        wanted = {f"e-{n:03d}": "6" for n in range(250)} | {"e-001": "4", "e-002": "5"}
+        raised = await store.raise_entity_versions(wanted)
+        assert raised == {f"e-{n:03d}" for n in range(250)} - {"e-001", "e-002"}
+        assert await store.get_entity_versions(["e-000", "e-001", "e-002", "e-249"]) == {
+            "e-000": "6", "e-001": "5", "e-002": "5", "e-249": "6"}
+
     async def test_failed_intent_can_be_reopened(self, store: Store) -> None:
         """A failed write is attempted again from recorded; a confirmed one cannot be."""
         await store.record_intent(NewIntent(key="k", system="salesforce", operation="update", target="Account"))
