@@ -582,11 +582,20 @@ def explain(r: dict[str, Any]) -> list[str]:
     ing, lo, idle = r["ingest"], r["latency_under_load"], r["latency_idle"]
     rd, ref = ing["revdaemon"], ing["reference"]
     if ing["ratio"] < TARGET_RATIO:
+        # The drain's own CPU outside the ingest window: what the workers take of the process's one GIL.
+        drain_s, window_s = r["drain_seconds"], ing["seconds"]
+        whole = r["daemon_cpu_percent_of_one_core_in_drain"]
+        workers = ((whole * drain_s - rd["cpu_percent_of_one_core"] * window_s) / (drain_s - window_s)
+                   if whole is not None and drain_s and drain_s > window_s else None)
+        need = f"{ref['cpu_percent_of_one_core'] + workers:.0f}%" if workers is not None else "n/a"
         notes.append(
             f"ingest {ing['ratio']:.2f}x the reference during the drain: the daemon's one process (listener and "
             f"workers share its event loop and GIL) used {rd['cpu_percent_of_one_core']:.0f}% of a core in the "
             f"{ing['seconds']:.1f} s window, the reference's {ref['cpu_percent_of_one_core']:.0f}%, on 2 cores shared "
-            f"with both wrk, both simulators and this script; burst pending {ing['burst_pending_at_start']} -> "
+            f"with both wrk, both simulators and this script; the drain alone takes "
+            f"{_pct(workers)} of a core outside the window, so matching the reference would take the process "
+            f"{need} of a core (the reference's share and the drain's on one GIL); ack p99 {rd['p99_ms']:.0f} ms "
+            f"against {ref['p99_ms']:.0f} ms; burst pending {ing['burst_pending_at_start']} -> "
             f"{ing['burst_pending_at_end']} over the window")
     if not ing["drain_running_at_end"]:
         notes.append("the burst was drained before the ingest window ended: part of the ingest was not under load "
