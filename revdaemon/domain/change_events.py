@@ -14,6 +14,12 @@ is that worth an inbox event (`react`)?
   worker again. A gap event (GAP_CREATE, GAP_UPDATE, GAP_UNDELETE: Salesforce could not build the event, so it
   carries ids but no fields) names its records: each is re-read. GAP_OVERFLOW (too many changes in one
   transaction for an event each) names none: the object is polled at once.
+- An opportunity revdaemon itself created (flow 5's amendment, Closed Won from the start; flow 3's renewal) is no
+  deal to order: its CREATE, committed by revdaemon's user and carrying a key field only revdaemon sets
+  (`OwnCreates`), is not a hint. Both must hold: the integration user may be shared (Nue's own sync, another tool),
+  and a person's later edit of that opportunity is an UPDATE, judged as any other. Without this, each amendment
+  echoed back as a won deal that flow 1 read whole (the opportunity, its lines, its account, the Nue customer, its
+  orders and quotes) to find it ordered already.
 - The hint is keyed as the poll keys the same change, `sf:Opportunity:<id>:<modified time>`, where the event
   carries LastModifiedDate (a create, or an update that moved it): the poll's later re-read of that change
   stores nothing new, and a redelivered event neither. Change events carry no SystemModstamp [doc: CDC guide,
@@ -79,6 +85,20 @@ WATCHED: dict[str, Watch] = {
 
 
 @dataclass(frozen=True, kw_only=True)
+class OwnCreates:
+    """How revdaemon's own creates are known: the user it writes as, and the fields only it sets on the records
+    it creates (flows' keys such as Nue_Amendment_Key__c)."""
+
+    user: str
+    markers: frozenset[str]
+
+    def made(self, event: ChangeEvent) -> bool:
+        # Ids compare by their first 15 characters (the 18-character form adds a case checksum).
+        return (event.change_type is ChangeType.CREATE and bool(self.user)
+                and event.commit_user[:15] == self.user[:15] and any(m in event.fields for m in self.markers))
+
+
+@dataclass(frozen=True, kw_only=True)
 class Hint:
     """One record to re-read: an inbox event's key, type and what the change event said about it."""
 
@@ -141,11 +161,13 @@ def decode_bitmaps(values: Sequence[str], schema: Mapping[str, Any]) -> tuple[st
     return tuple(names)
 
 
-def react(event: ChangeEvent) -> Reaction:
+def react(event: ChangeEvent, own: OwnCreates | None = None) -> Reaction:
     """What the inbox gets for one change event (see the module's docstring)."""
     watch = WATCHED.get(event.entity)
     if watch is None:
         return Reaction(why=f"{event.entity or 'an unnamed entity'} is not watched")
+    if own is not None and own.made(event):
+        return Reaction(why="revdaemon's own create (its user, its key): no deal to order")
     if event.change_type is ChangeType.GAP_OVERFLOW:
         return Reaction(poll=event.entity)
     if event.change_type in (ChangeType.DELETE, ChangeType.GAP_DELETE):

@@ -33,7 +33,7 @@ import anyio
 import structlog
 
 from revdaemon.connectors.pubsub import PubSubClient, Received, ReplayIdRejected, Subscription
-from revdaemon.domain.change_events import ChangeEvent, UnreadableEvent, react, read_change_event
+from revdaemon.domain.change_events import ChangeEvent, OwnCreates, UnreadableEvent, react, read_change_event
 from revdaemon.errors import AuthFailed, SyncError
 from revdaemon.flows import sources
 from revdaemon.ops.alerts import Alerter, AlertKind
@@ -59,7 +59,9 @@ class ChangeStream:
     def __init__(self, client: PubSubClient, store: Store, topic: str, *, health: Health,
                  catch_up: Callable[[str], Awaitable[Any]], batch_size: int = 100, max_waiting: int = 10_000,
                  metrics: Metrics | None = None, alerter: Alerter | None = None,
-                 on_change: Callable[[], None] | None = None, clock: Callable[[], datetime] = utcnow) -> None:
+                 on_change: Callable[[], None] | None = None, clock: Callable[[], datetime] = utcnow,
+                 own_user: Callable[[], str | None] = lambda: None, own_markers: frozenset[str] = frozenset()
+                 ) -> None:
         self.client = client
         self.store = store
         self.topic = topic
@@ -73,6 +75,8 @@ class ChangeStream:
         self._on_change = on_change  # a hint was stored: wake the workers
         self._clock = clock
         self._backoff = FIRST_BACKOFF_SECONDS
+        self._own_user = own_user  # the Salesforce user revdaemon writes as (None until known: every create wakes)
+        self._own_markers = own_markers  # fields only revdaemon sets on the records it creates
 
     # --- the loop ---------------------------------------------------------------------------------------
 
@@ -152,7 +156,8 @@ class ChangeStream:
                 log.warning("change_event_unreadable", topic=self.topic, error=str(exc),
                             replay_id=received.replay_id.hex())
                 continue
-            reaction = react(event)
+            user = self._own_user()
+            reaction = react(event, OwnCreates(user=user, markers=self._own_markers) if user else None)
             if reaction.poll:
                 polls.add(reaction.poll)
             hints += [NewEvent(source=sources.SALESFORCE_CDC, key=h.key, type=h.event_type, payload=h.payload)

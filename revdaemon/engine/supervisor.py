@@ -481,8 +481,11 @@ def _change_streams(settings: Settings, salesforce: SalesforceClient, store: Sto
         if entity == "Opportunity":
             await poller.run_once()
 
+    # The fields only revdaemon sets on what it creates: a CREATE by its user carrying one is its own echo.
+    markers = frozenset(field for flow in default_flows(settings) for field in getattr(flow, "own_create_markers", ()))
     return [ChangeStream(client, store, topic, health=health, catch_up=catch_up, batch_size=cdc.batch_size,
-                         max_waiting=cdc.max_waiting, metrics=metrics, alerter=alerter, on_change=wake)
+                         max_waiting=cdc.max_waiting, metrics=metrics, alerter=alerter, on_change=wake,
+                         own_user=lambda: salesforce.integration_user_id, own_markers=markers)
             for topic in cdc.topics]
 
 

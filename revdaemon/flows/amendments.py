@@ -192,6 +192,8 @@ class AmendmentsFlow:
     def __init__(self, mapping: AmendmentMapping | None = None) -> None:
         self.mapping = mapping or AmendmentMapping()
         m = self.mapping
+        # Set by this flow alone on the opportunities it creates (the change stream knows its own echo by it).
+        self.own_create_markers = frozenset({m.key_field}) if m.opportunity else frozenset()
         fields: dict[str, frozenset[str]] = {"Note": frozenset({"ParentId", "Title", "Body"})}
         if m.opportunity:
             fields["Opportunity"] = frozenset((*OPPORTUNITY_FIELDS, m.key_field, m.order_id_field,

@@ -87,6 +87,8 @@ class RenewalFlow:
     def __init__(self, mapping: RenewalMapping | None = None) -> None:
         self.mapping = mapping or RenewalMapping()
         m = self.mapping
+        # Set by this flow alone on the renewal opportunities it creates (the change stream knows its own echo by it).
+        self.own_create_markers = frozenset({m.renewal_key_field})
         self.salesforce_fields = {
             "Account": frozenset(ACCOUNT_FIELDS),
             "Opportunity": frozenset((*OPPORTUNITY_FIELDS, m.renewal_key_field, m.subscription_field,

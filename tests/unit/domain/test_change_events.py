@@ -9,6 +9,7 @@ import pytest
 
 from revdaemon.domain.change_events import (
     ChangeType,
+    OwnCreates,
     UnreadableEvent,
     decode_bitmaps,
     react,
@@ -31,6 +32,7 @@ SCHEMA: dict[str, Any] = {
             {"name": "Country", "type": ["null", "string"], "default": None}]}], "default": None},
         {"name": "LastModifiedDate", "type": ["null", "long"], "default": None},
         {"name": "Nue_Order_Id__c", "type": ["null", "string"], "default": None},
+        {"name": "Nue_Amendment_Key__c", "type": ["null", "string"], "default": None},
     ]}
 COMMITTED_MS = 1_796_577_026_123  # 2026-12-06T17:10:26.123Z
 
@@ -55,7 +57,7 @@ class TestBitmaps:
 
     def test_names_are_kept_and_bits_past_the_schema_ignored(self) -> None:
         assert decode_bitmaps(["StageName"], SCHEMA) == ("StageName",)
-        assert decode_bitmaps(["0x300"], SCHEMA) == ()  # bits 8 and 9: a newer schema's fields
+        assert decode_bitmaps(["0xC00"], SCHEMA) == ()  # bits 10 and 11: a newer schema's fields
 
 
 class TestReading:
@@ -110,6 +112,24 @@ class TestReacting:
         reaction = react(read_change_event(event(change_type=change_type, StageName="Prospecting",
                                                  LastModifiedDate=COMMITTED_MS), SCHEMA))
         assert [h.record_id for h in reaction.hints] == [OPPORTUNITY_ID]
+
+    def test_revdaemons_own_create_is_no_hint_but_anyone_elses_is(self) -> None:
+        """flow 5's amendment opportunity, created Closed Won by revdaemon's user with its key: no deal to order.
+        The same create by another user (a shared integration user's tool may set any field), one by revdaemon's
+        user without a key of its own, and revdaemon's user moving the stage later are each a hint."""
+        own = OwnCreates(user="005xx0000012345", markers=frozenset({"Nue_Amendment_Key__c"}))
+        made = event(change_type="CREATE", StageName="Closed Won", IsWon=True, Nue_Amendment_Key__c="o-9",
+                     LastModifiedDate=COMMITTED_MS)
+        reaction = react(read_change_event(made, SCHEMA), own)
+        assert reaction.hints == () and "own create" in reaction.why
+        assert react(read_change_event(made, SCHEMA)).hints  # the user not known yet: a hint, as before
+        other = {**made, "ChangeEventHeader": {**made["ChangeEventHeader"], "commitUser": "005xx0000099999AAA"}}
+        assert react(read_change_event(other, SCHEMA), own).hints
+        unkeyed = event(change_type="CREATE", StageName="Closed Won", IsWon=True, LastModifiedDate=COMMITTED_MS)
+        assert react(read_change_event(unkeyed, SCHEMA), own).hints
+        moved = event(changed=["0x0C"], StageName="Closed Won", IsWon=True, Nue_Amendment_Key__c="o-9",
+                      LastModifiedDate=COMMITTED_MS)
+        assert react(read_change_event(moved, SCHEMA), own).hints
 
     def test_deletes_are_nothing_to_sync(self) -> None:
         for change_type in ("DELETE", "GAP_DELETE"):
