@@ -60,7 +60,7 @@ def list_customers(store: Store, raw_query: str) -> tuple[list[Record], int, int
         for customer in rows:
             view = wire.render(customer)
             if "contacts" in includes:
-                view["contacts"] = [wire.render(c) for c in store.contacts.values()
+                view["contacts"] = [wire.render(c) for c in store.contacts.where("customerId", [customer["id"]])
                                     if c.get("customerId") == customer["id"]]
             out.append(view)
     return out, len(chosen), page, limit
