@@ -146,7 +146,8 @@ class Store:
             else:
                 self.tables[obj][record_id] = old
             self._revalue(obj, current, old)
-        self._index_version = -1  # rebuild lazily
+            if self._index_version == self.schema.version:  # kept exact, not rebuilt from every table
+                self._reindex_record(obj, current, old)
 
     def _put(self, obj: str, record: Record, user_id: str) -> None:
         table = self.table(obj)
@@ -222,12 +223,12 @@ class Store:
                         index.setdefault(str(value).lower(), set()).add(record["Id"])
         self._index_version = self.schema.version
 
-    def _reindex_record(self, obj: str, old: Record | None, new: Record) -> None:
+    def _reindex_record(self, obj: str, old: Record | None, new: Record | None) -> None:
         for name in self._indexed_fields(obj):
             index = self._index.setdefault((obj, name), {})
             if old is not None and old.get(name) is not None:
                 index.get(str(old[name]).lower(), set()).discard(old["Id"])
-            if new.get(name) is not None and not new.get("IsDeleted"):
+            if new is not None and new.get(name) is not None and not new.get("IsDeleted"):
                 index.setdefault(str(new[name]).lower(), set()).add(new["Id"])
 
     # ---- writes ------------------------------------------------------------------------------------
