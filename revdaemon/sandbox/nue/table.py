@@ -21,8 +21,17 @@ Keys = Callable[[Record], Iterable[Any]]
 
 
 def field(name: str) -> Keys:
-    """An index on one field's value."""
-    return lambda record: (record.get(name),)
+    """An index on one field's value; a value that cannot be a key (a JSON list or object a PATCH stored) is not
+    filed: it never equals the ids and strings an index is asked for."""
+    def keys(record: Record) -> tuple[Any, ...]:
+        value = record.get(name)
+        try:
+            hash(value)
+        except TypeError:
+            return ()
+        return (value,)
+
+    return keys
 
 
 class Table(dict[str, Record]):
