@@ -39,7 +39,6 @@ def _apply(store: Store, customer: Record, item: dict[str, Any], warnings: list[
             warnings.append(f"unknown field {key} was ignored")
     if store.settings.external_id_sync == "on_create":
         sync_external_id(store, customer)
-    store.customers.reindex(customer["id"])  # a stored customer's indexed fields may have changed
 
 
 def sync_external_id(store: Store, customer: Record) -> bool:
@@ -52,7 +51,6 @@ def sync_external_id(store: Store, customer: Record) -> bool:
         return False
     customer["externalId"] = account_id
     store.customers_by_external[account_id] = customer["id"]
-    store.customers.reindex(customer["id"])
     return True
 
 
