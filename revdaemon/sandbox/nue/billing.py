@@ -11,6 +11,7 @@ from revdaemon.sandbox.nue import wire
 from revdaemon.sandbox.nue.errors import bad_request, not_found, unprocessable
 from revdaemon.sandbox.nue.pricing import ZERO, charge, discounted, money
 from revdaemon.sandbox.nue.store import Record, Store
+from revdaemon.sandbox.nue.table import Table
 
 INVOICE_FIELDS = ("id", "name", "customerId", "orderId", "amount", "balance", "taxAmount", "invoiceDate",
                   "dueDate", "status", "paymentStatus", "currencyIsoCode", "createdDate", "lastModifiedDate")
@@ -54,7 +55,8 @@ def items_for_changes(store: Store, subs: list[Record]) -> list[Record]:
 
 def items_for_customer(store: Store, customer_id: str) -> list[Record]:
     """One month of every live subscription: what a bill run would post."""
-    return items_for_changes(store, [s for s in store.subscriptions.values() if s["customerId"] == customer_id])
+    return items_for_changes(store, [s for s in store.subscriptions.where("customerId", [customer_id])
+                                     if s["customerId"] == customer_id])
 
 
 # --- invoices -----------------------------------------------------------------------------------------
@@ -280,8 +282,10 @@ def paged(store: Store, raw_query: str, table: dict[str, Record], fields: tuple[
                 raise not_found(f"customer {customer_key} not found")
             return [], 0, page, limit, params
         owner_id = customer["id"]
+    candidates = (table.where("customerId", [owner_id]) if owner_id is not None and isinstance(table, Table)
+                  else table.values())
     rows = [
-        r for r in table.values()
+        r for r in candidates
         if (owner_id is None or r["customerId"] == owner_id)
         and (statuses is None or r["status"] in statuses)
         and (payment is None or r["paymentStatus"] in payment)

@@ -146,7 +146,34 @@ def _floaty(row: Row) -> Row:
     return {k: float(v) if isinstance(v, Decimal) else v for k, v in row.items()}
 
 
-Source = Callable[[str], list[Row]]  # type name -> rendered rows (a snapshot)
+# A constraint every row of the answer meets: (field, strings), the row's field being one of the strings.
+Constraint = tuple[str, frozenset[str]]
+# type name, constraints -> rendered rows (a snapshot) in the table's order: every row meeting all the
+# constraints, and possibly others (the resolver still filters on the whole `where`).
+Source = Callable[[str, list[Constraint]], list[Row]]
+
+
+def constraints(type_name: str, where: dict[str, Any] | None) -> list[Constraint]:
+    """What `where` requires of a row through `_eq` / `_in` on a string (top level or under `_and`), so the
+    source can read only the rows named (by id, through an index, or by one cheap look at the stored field
+    instead of rendering every row: a read cost in proportion to the whole table; issue 30). Derived fields are
+    left out: their value is not the stored one."""
+    found: list[Constraint] = []
+    derived = DERIVED.get(type_name, {})
+    for key, condition in (where or {}).items():
+        if key == "_and":
+            for sub in condition or []:
+                found += constraints(type_name, sub)
+            continue
+        if key == "_or" or key in derived or not isinstance(condition, dict):
+            continue
+        listed = condition.get("_in")
+        if isinstance(listed, list) and all(isinstance(v, str) for v in listed):
+            found.append((key, frozenset(listed)))
+        equal = condition.get("_eq")
+        if isinstance(equal, str):
+            found.append((key, frozenset((equal,))))
+    return found
 
 
 def build_schema(source: Source) -> GraphQLSchema:
@@ -156,7 +183,8 @@ def build_schema(source: Source) -> GraphQLSchema:
             if (limit is not None and limit < 0) or (offset is not None and offset < 0):
                 raise GraphQLError("limit and offset must not be negative")
             derive = DERIVED.get(type_name, {})
-            rows = [_floaty({**r, **{k: f(r) for k, f in derive.items()}}) for r in source(type_name)]
+            rows = [_floaty({**r, **{k: f(r) for k, f in derive.items()}})
+                    for r in source(type_name, constraints(type_name, where))]
             if where:
                 rows = [r for r in rows if _matches(r, where)]
             if order_by:

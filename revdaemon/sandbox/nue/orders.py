@@ -14,7 +14,7 @@ from revdaemon.sandbox.nue.catalog import Entry
 from revdaemon.sandbox.nue.dates import add_months, months_between, parse_day
 from revdaemon.sandbox.nue.errors import bad_request, conflict, not_found, unprocessable
 from revdaemon.sandbox.nue.pricing import ZERO, charge, discounted, money, monthly
-from revdaemon.sandbox.nue.store import Record, Store
+from revdaemon.sandbox.nue.store import Record, Store, subscription_orders
 
 DEFAULT_TERM = 12
 ORDER_BODY_FIELDS = ("customer", "effectiveDate", "name", "description", "orderProducts", "billToContact",
@@ -356,8 +356,9 @@ def _materialise(store: Store, order: Record, lines: list[Record], parent: Recor
 
 
 def order_assets(store: Store, order: Record) -> list[Record]:
-    subs = [asset_view(s) for s in store.subscriptions.values() if order["id"] in s.get("_orders", [s["orderId"]])]
-    return subs + [a for a in store.assets.values() if a["orderId"] == order["id"]]
+    subs = [asset_view(s) for s in store.subscriptions.where("orderId", [order["id"]])
+            if order["id"] in subscription_orders(s)]
+    return subs + [a for a in store.assets.where("orderId", [order["id"]]) if a["orderId"] == order["id"]]
 
 
 def activate_order(store: Store, order_id: str, raw: Any) -> dict[str, Any]:
@@ -378,6 +379,7 @@ def activate_order(store: Store, order_id: str, raw: Any) -> dict[str, Any]:
                 after["subscriptionCompositeId"] = wire.composite_id(sub["name"], after["subscriptionVersion"])
                 after["_orders"] = [*sub.get("_orders", [sub["orderId"]]), order["id"]]
                 sub.update(after)
+                store.subscriptions.reindex(sub["id"])
                 store.touch(sub)
                 changed.append(sub)
         new_subs, _assets = _materialise(store, order, order["orderProducts"])
@@ -427,7 +429,8 @@ def list_orders(store: Store, ids_param: str | None, includes: str | None, statu
     statuses = {s.strip().lower() for s in status.split(",")} if status else None
     with store.lock:
         ids = customer_ids(store, ids_param)
-        chosen = [order for order in store.orders.values()
+        candidates = store.orders.values() if ids is None else store.orders.where("customerId", ids)
+        chosen = [order for order in candidates
                   if (ids is None or order["customerId"] in ids)
                   and (statuses is None or order["status"].lower() in statuses)]
         # The included records of all chosen orders in one pass over each collection, as order_assets and the
@@ -436,16 +439,17 @@ def list_orders(store: Store, ids_param: str | None, includes: str | None, statu
         chosen_ids = {order["id"] for order in chosen}
         assets: dict[str, list[Record]] = {}
         invoices: dict[str, list[Record]] = {}
+        # Now through the tables' orderId indexes: only the records of the chosen orders are read, in table order.
         if "assets" in wanted:
-            for sub in store.subscriptions.values():
-                for order_id in dict.fromkeys(sub.get("_orders", [sub["orderId"]])):
+            for sub in store.subscriptions.where("orderId", chosen_ids):
+                for order_id in dict.fromkeys(subscription_orders(sub)):
                     if order_id in chosen_ids:
                         assets.setdefault(order_id, []).append(asset_view(sub))
-            for asset in store.assets.values():
+            for asset in store.assets.where("orderId", chosen_ids):
                 if asset["orderId"] in chosen_ids:
                     assets.setdefault(asset["orderId"], []).append(asset)
         if "invoices" in wanted:
-            for invoice in store.invoices.values():
+            for invoice in store.invoices.where("orderId", chosen_ids):
                 if invoice["orderId"] in chosen_ids:
                     invoices.setdefault(invoice["orderId"], []).append(invoice)
         out = []
@@ -463,7 +467,8 @@ def list_subscriptions(store: Store, ids_param: str | None, status: str | None) 
     statuses = {s.strip().lower() for s in status.split(",")} if status else None
     with store.lock:
         ids = customer_ids(store, ids_param)
-        return [wire.render(s) for s in store.subscriptions.values()
+        candidates = store.subscriptions.values() if ids is None else store.subscriptions.where("customerId", ids)
+        return [wire.render(s) for s in candidates
                 if (ids is None or s["customerId"] in ids)
                 and (statuses is None or s["status"].lower() in statuses)]
 

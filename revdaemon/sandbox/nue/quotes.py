@@ -99,6 +99,7 @@ def save(store: Store, body: Any) -> Record:
             quote = store.quotes[existing_id]
             priced["customerId"] = priced["customerId"] or quote["customerId"]
             quote.update(priced, quoteVersion=quote["quoteVersion"] + 1)
+            store.quotes.reindex(quote["id"])
             store.touch(quote)
             store.emit("quote.updated", quote)
             return quote

@@ -228,5 +228,6 @@ class Scenario:
             if record is None:
                 raise unprocessable(f"commit_late: no {kind} {record_id!r}")
             record.update(fields)
+            tables[kind].reindex(record_id)  # the fields may include an indexed one (table.py)
             record["lastModifiedDate"] = at or wire.timestamp(self.store.clock.now() - timedelta(minutes=minutes_ago))
             return _out(record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -17,12 +18,13 @@ from revdaemon.sandbox.nue.brownfield import load_brownfield
 from revdaemon.sandbox.nue.dates import Clock
 from revdaemon.sandbox.nue.errors import ApiError
 from revdaemon.sandbox.nue.gate import Faults, GateMiddleware
-from revdaemon.sandbox.nue.graphql_schema import GraphQLEndpoint
+from revdaemon.sandbox.nue.graphql_schema import Constraint, GraphQLEndpoint
 from revdaemon.sandbox.nue.responses import error_response, send_error, send_raw
 from revdaemon.sandbox.nue.routes import api_routes
 from revdaemon.sandbox.nue.scenario import Scenario
 from revdaemon.sandbox.nue.settings import NueSimSettings
 from revdaemon.sandbox.nue.store import Record, Store
+from revdaemon.sandbox.nue.table import Table
 from revdaemon.sandbox.nue.webhooks import WebhookDispatcher
 from revdaemon.sandbox.seed import SeedData, build_seed
 from revdaemon.sandbox.server import RequestLog, RequestLogMiddleware
@@ -56,13 +58,28 @@ class NueSim:
         load_brownfield(store, self.scenario)
         return store
 
-    def _rows(self, type_name: str) -> list[Record]:
+    def _rows(self, type_name: str, constraints: list[Constraint]) -> list[Record]:
+        """The table's rows (rendered, in its order) that can meet the constraints: through ids or an index
+        when a constraint is on one, else by a look at the stored field (a string field renders as itself, and
+        a value of any other type never equals a string); the resolver filters on the whole query after."""
         store = self.store
-        tables: dict[str, dict[str, Record]] = {"Customer": store.customers, "Order": store.orders,
-                                                "Subscription": store.subscriptions, "Invoice": store.invoices,
-                                                "Quote": store.quotes, "Contact": store.contacts}
+        tables: dict[str, Table] = {"Customer": store.customers, "Order": store.orders,
+                                    "Subscription": store.subscriptions, "Invoice": store.invoices,
+                                    "Quote": store.quotes, "Contact": store.contacts}
+        table = tables[type_name]
         with store.lock:
-            return [wire.render(r) for r in tables[type_name].values()]
+            records: Iterable[Record] = table.values()
+            by_id: list[frozenset[str]] = [values for name, values in constraints if name == "id"]
+            indexed = [(name, values) for name, values in constraints if table.indexed(name)]
+            if by_id:
+                ids = min(by_id, key=len)
+                records = table.ordered(ids)
+            elif indexed:
+                records = table.where(*min(indexed, key=lambda c: len(c[1])))
+            elif constraints:
+                name, values = constraints[0]
+                records = [r for r in records if isinstance(v := r.get(name), str) and v in values]
+            return [wire.render(r) for r in records]
 
     # --- errors in the assumed body shape ------------------------------------------------------------------
     async def _api_error(self, request: Request, exc: Exception) -> Response:

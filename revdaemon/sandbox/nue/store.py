@@ -18,11 +18,17 @@ from revdaemon.sandbox.nue.errors import unprocessable
 from revdaemon.sandbox.nue.ids import NueIds
 from revdaemon.sandbox.nue.pricing import ZERO, discounted, money, monthly
 from revdaemon.sandbox.nue.settings import NueSimSettings
+from revdaemon.sandbox.nue.table import Table, field
 from revdaemon.sandbox.seed import SeedData
 
 Record = dict[str, Any]
 Publisher = Callable[[dict[str, Any]], None]
 LIVE_SUBSCRIPTION = ("Active", "Scheduled for cancellation")
+
+
+def subscription_orders(sub: Record) -> list[str]:
+    """The orders a subscription belongs to: the one that created it, then each change order applied to it."""
+    return sub.get("_orders", [sub["orderId"]])  # type: ignore[no-any-return]
 
 
 class Store:
@@ -34,18 +40,23 @@ class Store:
         self.lock = threading.RLock()
         self.ids = NueIds(settings.seed)
         self.catalog = Catalog(seed, connected=settings.connected_to_salesforce, ids=self.ids)
-        self.customers: dict[str, Record] = {}
+        # Tables indexed by the ids requests select on, so a request costs what it touches (table.py, issue 30):
+        # customerId never changes once a record is stored (a quote's may: quotes.save re-files it); the order
+        # ids a subscription belongs to grow with each change order (orders.activate_order re-files it).
+        # Customers are not indexed by their own fields: externalId, salesAccountId and name change, also by
+        # hand in demos and tests (store.customers[id]["externalId"] = ...), which no index would hear of.
+        self.customers = Table()
         self.customers_by_external: dict[str, str] = {}
-        self.contacts: dict[str, Record] = {}
+        self.contacts = Table(customerId=field("customerId"))
         self.contact_emails: set[str] = set()
-        self.orders: dict[str, Record] = {}
-        self.subscriptions: dict[str, Record] = {}
+        self.orders = Table(customerId=field("customerId"))
+        self.subscriptions = Table(customerId=field("customerId"), orderId=subscription_orders)
         self.subscriptions_by_name: dict[str, str] = {}
-        self.assets: dict[str, Record] = {}
-        self.invoices: dict[str, Record] = {}
+        self.assets = Table(customerId=field("customerId"), orderId=field("orderId"))
+        self.invoices = Table(customerId=field("customerId"), orderId=field("orderId"))
         self.payment_applications: dict[str, list[Record]] = {}
-        self.credit_memos: dict[str, Record] = {}
-        self.quotes: dict[str, Record] = {}
+        self.credit_memos = Table(customerId=field("customerId"))
+        self.quotes = Table(customerId=field("customerId"))
         self.quotes_by_opportunity: dict[str, str] = {}
 
     # --- bookkeeping -------------------------------------------------------------------------------------
@@ -109,9 +120,9 @@ class Store:
         customer = self.customers.get(customer_id)
         if customer is None:
             return
-        cmrr = sum((self.subscription_mrr(s) for s in self.subscriptions.values()
+        cmrr = sum((self.subscription_mrr(s) for s in self.subscriptions.where("customerId", [customer_id])
                     if s["customerId"] == customer_id), ZERO)
-        tcv = sum((o["orderTCV"] for o in self.orders.values()
+        tcv = sum((o["orderTCV"] for o in self.orders.where("customerId", [customer_id])
                    if o["customerId"] == customer_id and o["status"] == "Activated"), ZERO)
         values = {"todayCMRR": money(cmrr), "todayARR": money(cmrr * 12), "totalTCV": money(tcv)}
         if any(customer.get(k) != v for k, v in values.items()):

@@ -144,7 +144,8 @@ class RestApi:
         compiled = self.engine.compile(call.params.get("q", ""), self.schema_for(call.user_id))
         with self.store.lock:
             rows = self.engine.run(compiled, self.store.table(compiled.object.name), self.store.lookup,
-                                   include_deleted=include_deleted, now=self.clock())
+                                   include_deleted=include_deleted, now=self.clock(),
+                                   rows_where_any=self.store.rows_where_any)
         if compiled.count:
             return Reply(status=200, body={"totalSize": len(rows), "done": True, "records": []})
         batch = self.page_size

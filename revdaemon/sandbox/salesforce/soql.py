@@ -24,6 +24,10 @@ from revdaemon.sandbox.salesforce.values import parse_datetime
 Lookup = Callable[[str | None], Record | None]
 Getter = Callable[[Record, Lookup], Any]
 Predicate = Callable[[Record, Lookup, date], bool]
+# Rows a WHERE can only match if one of these holds: (field, normalizer, values), the field's normalized value
+# being one of the values; the store reads them from its value indexes instead of scanning the table.
+Narrowing = tuple[tuple[str, Callable[[Any], Any], frozenset[Any]], ...]
+RowsWhereAny = Callable[[str, Narrowing], list[Record]]
 
 TOKEN_RE = re.compile(r"""
  (?P<ws>\s+)
@@ -77,6 +81,7 @@ class Compiled:
     order: tuple[tuple[Path, bool, bool], ...]  # (path, descending, nulls_first)
     limit: int | None
     offset: int
+    narrow: Narrowing | None = None
 
 
 def positioned(query: str, pos: int, detail: str) -> str:
@@ -111,6 +116,7 @@ class Parser:
         self.schema = schema
         self.tokens = tokenize(query)
         self.i = 0
+        self.narrowing: dict[Predicate, Narrowing] = {}
 
     # ---- token helpers -----------------------------------------------------------------------------
 
@@ -216,7 +222,7 @@ class Parser:
         if token.kind != "eof":
             raise self.unexpected(token)
         return Compiled(object=od, count=count, select=tuple(select), where=where, order=tuple(order),
-                        limit=limit, offset=offset)
+                        limit=limit, offset=offset, narrow=self.narrowing.get(where) if where else None)
 
     def integer_clause(self, word: str) -> int | None:
         if not self.accept_word(word):
@@ -264,9 +270,18 @@ class Parser:
             if token.upper != joiner:
                 raise self.unexpected(token)  # SOQL needs parentheses to mix AND and OR
             parts.append(self.unary())
+        narrowed = [self.narrowing.get(p) for p in parts]
+        predicate: Predicate
         if joiner == "AND":
-            return lambda r, lk, today: all(p(r, lk, today) for p in parts)
-        return lambda r, lk, today: any(p(r, lk, today) for p in parts)
+            predicate = lambda r, lk, today: all(p(r, lk, today) for p in parts)  # noqa: E731
+            narrowest = next((n for n in narrowed if n is not None), None)
+            if narrowest is not None:
+                self.narrowing[predicate] = narrowest  # a row must pass every part, so any one part's narrowing
+        else:
+            predicate = lambda r, lk, today: any(p(r, lk, today) for p in parts)  # noqa: E731
+            if all(n is not None for n in narrowed):
+                self.narrowing[predicate] = tuple(a for n in narrowed if n is not None for a in n)
+        return predicate
 
     def unary(self) -> Predicate:
         if self.accept_word("NOT"):
@@ -296,7 +311,10 @@ class Parser:
                 self.i += 1
                 values.append(self.literal(path.field))
             self.expect_punct(")")
-            return _membership(path, values, negate=op == "NOT IN")
+            membership = _membership(path, values, negate=op == "NOT IN")
+            if op == "IN":
+                self.narrow(membership, path, values)
+            return membership
         if op == "LIKE":
             literal = self.next()
             if literal.kind != "string":
@@ -304,7 +322,21 @@ class Parser:
             return _like(path, _unquote(literal.text))
         if op_token.kind != "op":
             raise self.unexpected(op_token)
-        return _compare(path, "!=" if op == "<>" else op, self.literal(path.field))
+        literal = self.literal(path.field)
+        compared = _compare(path, "!=" if op == "<>" else op, literal)
+        if op == "=" and literal is not None:
+            self.narrow(compared, path, [literal])
+        return compared
+
+    def narrow(self, predicate: Predicate, path: Path, values: list[Any]) -> None:
+        """Notes that `predicate` holds only for rows whose field is one of `values` (normalized), for a field
+        of the queried object whose values are ids or text (hashable, compared as lowered strings)."""
+        field = path.field
+        if path.relations or not (field.type in TEXT_TYPES or field.type in ("id", "reference")):
+            return
+        if any(isinstance(v, DayRange) for v in values):
+            return
+        self.narrowing[predicate] = ((field.name, _normalizer(field), frozenset(values)),)
 
     def literal(self, field: FieldDef) -> Any:
         """Reads one literal and checks it against the field's type, as SOQL does."""
@@ -388,15 +420,32 @@ def _getter(relations: tuple[str, ...], name: str) -> Getter:
     return get
 
 
+def _lowered(v: Any) -> Any:
+    return v.lower() if isinstance(v, str) else v
+
+
+def _to_seconds(v: Any) -> Any:
+    return v[:19] if isinstance(v, str) else v  # comparisons ignore milliseconds (§4.1)
+
+
+def _to_float(v: Any) -> Any:
+    return float(v) if v is not None else None
+
+
+def _as_is(v: Any) -> Any:
+    return v
+
+
 def _normalizer(field: FieldDef) -> Callable[[Any], Any]:
-    """Record value -> comparable form matching what `Parser.literal` produced."""
+    """Record value -> comparable form matching what `Parser.literal` produced (one function per kind, so the
+    store's value indexes are keyed by it)."""
     if field.type in TEXT_TYPES or field.type in ("id", "reference"):
-        return lambda v: v.lower() if isinstance(v, str) else v
+        return _lowered
     if field.type == "datetime":
-        return lambda v: v[:19] if isinstance(v, str) else v  # comparisons ignore milliseconds (§4.1)
+        return _to_seconds
     if field.type in NUMBER_TYPES:
-        return lambda v: float(v) if v is not None else None
-    return lambda v: v
+        return _to_float
+    return _as_is
 
 
 def _compare(path: Path, op: str, literal: Any) -> Predicate:
@@ -471,10 +520,15 @@ class QueryEngine:
         return compiled
 
     def run(self, compiled: Compiled, table: dict[str, Record], lookup: Lookup, *, include_deleted: bool,
-            now: float) -> list[Record]:
+            now: float, rows_where_any: RowsWhereAny | None = None) -> list[Record]:
+        """The matching rows in the table's order, then sorted. With `rows_where_any` (the store's) and a WHERE
+        that names the values a row must have (`Id IN (...)`, `A = 'x' OR B IN (...)`), only those rows are read
+        and tested, so a query costs what it touches, not the table's size (issue 30)."""
         today = datetime.fromtimestamp(now, UTC).date()
         where = compiled.where
-        rows = [r for r in table.values()
+        scanned = (rows_where_any(compiled.object.name, compiled.narrow)
+                   if rows_where_any is not None and compiled.narrow is not None else table.values())
+        rows = [r for r in scanned
                 if (include_deleted or not r["IsDeleted"]) and (where is None or where(r, lookup, today))]
         for path, descending, nulls_first in reversed(compiled.order):
             get, norm = path.get, _normalizer(path.field)

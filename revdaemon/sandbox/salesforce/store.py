@@ -72,6 +72,14 @@ class Store:
         self.listeners: list[CommitListener] = []
         self._index: dict[tuple[str, str], dict[str, set[str]]] = {}
         self._index_version = -1
+        # For queries (soql.py): each table's insertion position per id (a table's order is its ids' order of
+        # first insertion), and value indexes built on first use, per (object, field): the value as the SOQL
+        # engine compares it -> ids, deleted records included. Kept up to date on every write and rollback, so
+        # a `WHERE field IN (...)` reads the rows it names instead of the whole table (issue 30).
+        self._positions: dict[str, dict[str, int]] = {}
+        self._next_position = 0
+        self._value_index: dict[tuple[str, str, Callable[[Any], Any]], dict[Any, set[str]]] = {}
+        self._value_index_version = schema.version
         self._contract_numbers = 0
         self.rules: dict[str, Rule] = {}
 
@@ -131,11 +139,15 @@ class Store:
         del self._changes[mark:]
         while len(undo) > mark:
             obj, record_id, old = undo.pop()
+            current = self.tables[obj].get(record_id)
             if old is None:
                 self.tables[obj].pop(record_id, None)
+                self._positions.get(obj, {}).pop(record_id, None)
             else:
                 self.tables[obj][record_id] = old
-        self._index_version = -1  # rebuild lazily
+            self._revalue(obj, current, old)
+            if self._index_version == self.schema.version:  # kept exact, not rebuilt from every table
+                self._reindex_record(obj, current, old)
 
     def _put(self, obj: str, record: Record, user_id: str) -> None:
         table = self.table(obj)
@@ -144,8 +156,53 @@ class Store:
             self._undo.append((obj, record["Id"], old))
             self._changes.append(Change(obj, old, record, user_id))
         table[record["Id"]] = record
+        if old is None:
+            self._positions.setdefault(obj, {})[record["Id"]] = self._next_position
+            self._next_position += 1
+        self._revalue(obj, old, record)
         if self._index_version == self.schema.version:
             self._reindex_record(obj, old, record)
+
+    # ---- query indexes (soql.py) ------------------------------------------------------------------
+
+    def _revalue(self, obj: str, old: Record | None, new: Record | None) -> None:
+        if not self._value_index:
+            return
+        for (index_obj, name, norm), index in self._value_index.items():
+            if index_obj != obj:
+                continue
+            if old is not None:
+                ids = index.get(norm(old.get(name)))
+                if ids is not None:
+                    ids.discard(old["Id"])
+            if new is not None:
+                index.setdefault(norm(new.get(name)), set()).add(new["Id"])
+
+    def rows_where_in(self, obj: str, name: str, norm: Callable[[Any], Any], values: frozenset[Any]
+                      ) -> list[Record]:
+        """The rows of `obj` (deleted ones too) whose `norm(record[name])` is one of `values`, in the table's
+        order: what a scan testing `norm(value) in values` would keep, at the cost of the rows named."""
+        return self.rows_where_any(obj, ((name, norm, values),))
+
+    def rows_where_any(self, obj: str, alternatives: tuple[tuple[str, Callable[[Any], Any], frozenset[Any]], ...]
+                       ) -> list[Record]:
+        """The rows matching any of the (field, norm, values) alternatives, in the table's order."""
+        if self._value_index_version != self.schema.version:
+            self._value_index = {}
+            self._value_index_version = self.schema.version
+        ids: set[str] = set()
+        for name, norm, values in alternatives:
+            index = self._value_index.get((obj, name, norm))
+            if index is None:
+                index = {}
+                for record in self.table(obj).values():
+                    index.setdefault(norm(record.get(name)), set()).add(record["Id"])
+                self._value_index[(obj, name, norm)] = index
+            for value in values:
+                ids.update(index.get(value, ()))
+        positions = self._positions.get(obj, {})
+        table = self.table(obj)
+        return [table[i] for i in sorted(ids, key=positions.__getitem__)]
 
     # ---- unique / external id index ----------------------------------------------------------------
 
@@ -166,12 +223,12 @@ class Store:
                         index.setdefault(str(value).lower(), set()).add(record["Id"])
         self._index_version = self.schema.version
 
-    def _reindex_record(self, obj: str, old: Record | None, new: Record) -> None:
+    def _reindex_record(self, obj: str, old: Record | None, new: Record | None) -> None:
         for name in self._indexed_fields(obj):
             index = self._index.setdefault((obj, name), {})
             if old is not None and old.get(name) is not None:
                 index.get(str(old[name]).lower(), set()).discard(old["Id"])
-            if new.get(name) is not None and not new.get("IsDeleted"):
+            if new is not None and new.get(name) is not None and not new.get("IsDeleted"):
                 index.setdefault(str(new[name]).lower(), set()).add(new["Id"])
 
     # ---- writes ------------------------------------------------------------------------------------
@@ -287,7 +344,7 @@ class Store:
                       "SystemModstamp": now}
             self._put(od.name, record, user_id)
             if od.name == "Opportunity":  # line items go with their opportunity
-                for line in list(self.table("OpportunityLineItem").values()):
+                for line in self.rows_where_in("OpportunityLineItem", "OpportunityId", _same, frozenset({old["Id"]})):
                     if line["OpportunityId"] == old["Id"] and not line["IsDeleted"]:
                         self._put("OpportunityLineItem", {**line, "IsDeleted": True, "SystemModstamp": now}, user_id)
             self._after_write(od, record, user_id)
@@ -308,7 +365,7 @@ class Store:
             self._check_unique(od, record)
             self._put(od.name, record, user_id)
             if od.name == "Opportunity":
-                for line in list(self.table("OpportunityLineItem").values()):
+                for line in self.rows_where_in("OpportunityLineItem", "OpportunityId", _same, frozenset({old["Id"]})):
                     if line["OpportunityId"] == old["Id"] and line["IsDeleted"]:
                         self._put("OpportunityLineItem", {**line, "IsDeleted": False, "SystemModstamp": now}, user_id)
             self._after_write(od, record, user_id)
@@ -421,7 +478,8 @@ class Store:
         opportunity = self.tables["Opportunity"].get(opportunity_id)
         if opportunity is None:
             return
-        lines = [r for r in self.tables["OpportunityLineItem"].values()
+        lines = [r for r in self.rows_where_in("OpportunityLineItem", "OpportunityId", _same,
+                                               frozenset({opportunity_id}))
                  if r["OpportunityId"] == opportunity_id and not r["IsDeleted"]]
         entry_books = {(self.lookup(r["PricebookEntryId"]) or {}).get("Pricebook2Id") for r in lines}
         amount = round(sum(float(r["TotalPrice"] or 0) for r in lines), 2) if lines else opportunity["Amount"]
@@ -429,6 +487,10 @@ class Store:
         now = wire_datetime(self.clock())
         self._put("Opportunity", {**opportunity, "Amount": amount, "HasOpportunityLineItem": bool(lines),
                                   "Pricebook2Id": pricebook, "SystemModstamp": now}, user_id)
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 class MultipleMatches(SfError):

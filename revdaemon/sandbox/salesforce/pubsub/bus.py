@@ -9,6 +9,7 @@ events up to it are purged; a purged, never-issued or malformed one is not (`Rep
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +44,11 @@ class EventBus:
         self.clock = clock
         self.retention_seconds = retention_seconds
         self._lock = threading.Lock()
-        self._events: list[BusEvent] = []
+        self._events: list[BusEvent] = []  # in position order
+        # Whether committed_at never decreases along _events (a clock set back breaks it): then the events past
+        # the retention window are a prefix, found by bisection instead of a pass over every retained event
+        # per publish, which made publishing cost in proportion to the events held (issue 30).
+        self._in_time_order = True
         self._head = 1  # the position a LATEST subscriber starts at; valid as a CUSTOM replay id too
         self._purged_through = 0
         self._published = 0
@@ -55,6 +60,8 @@ class EventBus:
             self._published += 1
             self._head += 1 + self._published % 3  # gaps between consecutive ids, like Salesforce's
             event = BusEvent(self._head, entity, uuid, schema_id, payload, self.clock())
+            if self._events and event.committed_at < self._events[-1].committed_at:
+                self._in_time_order = False
             self._events.append(event)
             self._purge_older_than(self.clock() - self.retention_seconds)
             watchers = list(self._watchers)
@@ -88,7 +95,8 @@ class EventBus:
         """Up to `limit` events of `entities` after `position`, and the position reached: the last event given,
         or the head once nothing more of these entities is waiting."""
         with self._lock:
-            matching = [e for e in self._events if e.position > position and e.entity in entities]
+            start = bisect.bisect_right(self._events, position, key=_position)  # positions only grow
+            matching = [e for e in self._events[start:] if e.entity in entities]
             given = matching[:max(limit, 0)]
             if len(given) < len(matching):
                 return given, given[-1].position if given else position
@@ -99,6 +107,7 @@ class EventBus:
         and the head moves on so that subscribing LATEST yields a fresh, valid one."""
         with self._lock:
             self._events.clear()
+            self._in_time_order = True
             self._purged_through = self._head
             self._head += 1
 
@@ -117,9 +126,26 @@ class EventBus:
             self._watchers.discard(wake)
 
     def _purge_older_than(self, cutoff: float) -> None:
+        if self._in_time_order:
+            if not self._events or self._events[0].committed_at >= cutoff:
+                return
+            older = bisect.bisect_left(self._events, cutoff, key=_committed_at)
+            self._purged_through = self._events[older - 1].position  # positions grow along _events
+            del self._events[:older]
+            if self._purged_through == self._head:
+                self._head += 1
+            return
         kept = [e for e in self._events if e.committed_at >= cutoff]
         if len(kept) < len(self._events):
             self._purged_through = max(e.position for e in self._events if e.committed_at < cutoff)
             self._events = kept
             if self._purged_through == self._head:
                 self._head += 1  # keep the head a valid replay id for the next LATEST subscriber
+
+
+def _position(event: BusEvent) -> int:
+    return event.position
+
+
+def _committed_at(event: BusEvent) -> float:
+    return event.committed_at
