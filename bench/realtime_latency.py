@@ -377,20 +377,8 @@ def webhook_mode(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         try:
             wait_ready(box, daemon, log, timeout=60)
             started = time.monotonic()
-            accounts = [box.sf_create("Account", {"Name": f"RT webhook {i:04d}"})["Id"] for i in range(args.samples)]
-            nue_headers = {"nue-api-key": box.info["nue"]["api_key"]}
-            for first in range(0, len(accounts), 200):
-                body = [{"name": f"RT webhook {first + j:04d}", "recordType": "Business", "salesAccountId": a}
-                        for j, a in enumerate(accounts[first:first + 200])]
-                box.http.post(f"{box.nue_url}/customers", json=body, headers=nue_headers).raise_for_status()
-            customer_of = {c["salesAccountId"]: c["id"] for c in box.graphql("Customer", "id salesAccountId")
-                           if c.get("salesAccountId")}
-            changes: list[tuple[str, str, str, int]] = []  # (account, customer, subscription, new quantity)
-            for i, account in enumerate(accounts):
-                result = box.scenario("create-and-activate-order", customer=customer_of[account], opportunity=i % 6)
-                subscription = next(s for s in result["subscriptions"] if s.get("name"))
-                changes.append((account, customer_of[account], subscription["name"],
-                                int(subscription.get("quantity") or 1) + 3))
+            changes = subscription_samples(box, args.samples, "RT webhook")
+            accounts = [account for account, *_ in changes]
             print(f"  setup: {len(accounts)} accounts, Nue customers and activated orders in "
                   f"{time.monotonic() - started:.1f} s; waiting for the daemon to sync them", flush=True)
             settle(config, box, accounts)
@@ -446,6 +434,26 @@ def webhook_mode(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     return {"samples": len(changes), "measured": len(latencies), "failures": len(failures),
             "failure_lines": failures[:20], "pace_seconds": args.webhook_pace, "notification_types": dict(types),
             "negative": sum(1 for v in latencies.values() if v < 0), "daemon_exit": code, **figures}
+
+
+def subscription_samples(box: Sandbox, count: int, name: str) -> list[tuple[str, str, str, int]]:
+    """`count` Salesforce accounts, a Nue customer each (salesAccountId) and an order activated for it; each as
+    (account, customer, subscription, its quantity + 3): the change a sample makes."""
+    accounts = [box.sf_create("Account", {"Name": f"{name} {i:04d}"})["Id"] for i in range(count)]
+    nue_headers = {"nue-api-key": box.info["nue"]["api_key"]}
+    for first in range(0, len(accounts), 200):
+        body = [{"name": f"{name} {first + j:04d}", "recordType": "Business", "salesAccountId": a}
+                for j, a in enumerate(accounts[first:first + 200])]
+        box.http.post(f"{box.nue_url}/customers", json=body, headers=nue_headers).raise_for_status()
+    customer_of = {c["salesAccountId"]: c["id"] for c in box.graphql("Customer", "id salesAccountId")
+                   if c.get("salesAccountId")}
+    changes = []
+    for i, account in enumerate(accounts):
+        result = box.scenario("create-and-activate-order", customer=customer_of[account], opportunity=i % 6)
+        subscription = next(s for s in result["subscriptions"] if s.get("name"))
+        changes.append((account, customer_of[account], subscription["name"],
+                        int(subscription.get("quantity") or 1) + 3))
+    return changes
 
 
 def customer_in(event: dict[str, Any]) -> str | None:

@@ -296,25 +296,6 @@ class AuditWatcher(threading.Thread):
 Change = tuple[str, str, str, int]  # (account, customer, subscription, new quantity)
 
 
-def setup_samples(box: Sandbox, count: int) -> list[Change]:
-    """As realtime_latency.py's webhook mode: accounts, a Nue customer each, an order activated."""
-    accounts = [box.sf_create("Account", {"Name": f"Under load {i:04d}"})["Id"] for i in range(count)]
-    headers = {"nue-api-key": box.info["nue"]["api_key"]}
-    for first in range(0, len(accounts), 200):
-        body = [{"name": f"Under load {first + j:04d}", "recordType": "Business", "salesAccountId": a}
-                for j, a in enumerate(accounts[first:first + 200])]
-        box.http.post(f"{box.nue_url}/customers", json=body, headers=headers).raise_for_status()
-    customer_of = {c["salesAccountId"]: c["id"] for c in box.graphql("Customer", "id salesAccountId")
-                   if c.get("salesAccountId")}
-    changes = []
-    for i, account in enumerate(accounts):
-        result = box.scenario("create-and-activate-order", customer=customer_of[account], opportunity=i % 6)
-        subscription = next(s for s in result["subscriptions"] if s.get("name"))
-        changes.append((account, customer_of[account], subscription["name"],
-                        int(subscription.get("quantity") or 1) + 3))
-    return changes
-
-
 def run_samples(box: Sandbox, watcher: AuditWatcher, changes: list[Change], pace: float) -> dict[str, float]:
     """The changes, one every `pace` s; returns when each was triggered."""
     triggered: dict[str, float] = {}
@@ -467,7 +448,7 @@ def measure(args: argparse.Namespace, workdir: Path, info: dict[str, Any], box: 
                   ).raise_for_status()
     print(f"setup: {args.samples} sample accounts, Nue customers, activated orders; the daemon syncs them ...",
           flush=True)
-    changes = setup_samples(box, args.samples)
+    changes = realtime_latency.subscription_samples(box, args.samples, "Under load")
     realtime_latency.settle(config, box, [a for a, *_ in changes], timeout=180)
     burst_drain.set_cap(box.sf_url, args.cap)
     first_id = inbox_ids(database) + 1
