@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -386,7 +386,7 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
         return salesforce.budget.plan().poll_stretch
 
     streams = _change_streams(settings, salesforce, store, pollers[0], health=health, metrics=metrics,
-                              alerter=alerter, wake=doorbell.ring)
+                              alerter=alerter, wake=doorbell.ring, flows=flows)
     cdc = settings.change_data_capture
 
     def salesforce_stretch() -> float:
@@ -469,7 +469,8 @@ def _build(settings: Settings, store: Store, http: httpx.AsyncClient, *, dry_run
 
 
 def _change_streams(settings: Settings, salesforce: SalesforceClient, store: Store, poller: Poller, *,
-                    health: Health, metrics: Metrics, alerter: Alerter, wake: Callable[[], None]) -> list[ChangeStream]:
+                    health: Health, metrics: Metrics, alerter: Alerter, wake: Callable[[], None],
+                    flows: Sequence[Flow]) -> list[ChangeStream]:
     """One subscription per configured topic, when Change Data Capture is on (the leader runs them)."""
     cdc = settings.change_data_capture
     if not cdc.enabled or not settings.flows.closed_won.enabled:
@@ -482,7 +483,7 @@ def _change_streams(settings: Settings, salesforce: SalesforceClient, store: Sto
             await poller.run_once()
 
     # The fields only revdaemon sets on what it creates: a CREATE by its user carrying one is its own echo.
-    markers = frozenset(field for flow in default_flows(settings) for field in getattr(flow, "own_create_markers", ()))
+    markers = frozenset(field for flow in flows for field in getattr(flow, "own_create_markers", ()))
     return [ChangeStream(client, store, topic, health=health, catch_up=catch_up, batch_size=cdc.batch_size,
                          max_waiting=cdc.max_waiting, metrics=metrics, alerter=alerter, on_change=wake,
                          own_user=lambda: salesforce.integration_user_id, own_markers=markers)

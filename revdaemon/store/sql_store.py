@@ -953,42 +953,54 @@ async def _upsert_cursor(tx: Tx, update: CursorUpdate, now: datetime) -> None:
         name=update.name, value=update.value, now=now)
 
 
+_INSERT_AUDIT = """INSERT INTO audit_log (at, system, operation, target, outcome, idem_key, event_id,
+                      record_ref, status, detail, mapping_version)
+                  VALUES (:now, :system, :operation, :target, :outcome, :key, :event_id, :ref, :status, :detail,
+                          :mapping_version)"""
+_UPSERT_SYNCED = """INSERT INTO synced_values (record_ref, field, value, declined, updated_at)
+                    VALUES (:ref, :field, :value, :declined, :now)
+                    ON CONFLICT (record_ref, field) DO UPDATE SET value = excluded.value, declined = excluded.declined,
+                        updated_at = excluded.updated_at"""
+
+
+def _audit_row(entry: NewAuditEntry, now: datetime) -> dict[str, Any]:
+    return {"now": now, "system": entry.system, "operation": entry.operation, "target": entry.target,
+            "outcome": entry.outcome, "key": entry.idem_key, "event_id": entry.event_id, "ref": entry.record_ref,
+            "status": entry.status, "detail": dumps(entry.detail), "mapping_version": entry.mapping_version}
+
+
+def _synced_rows(record_ref: str, fields: Mapping[str, Any], now: datetime,
+                 declined: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """A record's synced values in field order, so two transactions writing the same record's fields lock them in
+    one order and cannot deadlock."""
+    declined = declined or {}
+    return [{"ref": record_ref, "field": name, "value": dumps(fields[name]),
+             "declined": dumps(declined[name]) if name in declined else None, "now": now}
+            for name in sorted(fields)]
+
+
+def _synced_by(entry: NewAuditEntry) -> bool:
+    """A confirmed write's fields become its record's last synced values."""
+    return entry.outcome == "ok" and bool(entry.record_ref) and bool(entry.synced_fields)
+
+
 async def _insert_audit(tx: Tx, entry: NewAuditEntry, now: datetime) -> int:
-    """One audit entry; a confirmed write's fields become its record's last synced values."""
-    entry_id = await tx.fetchval(
-        """INSERT INTO audit_log (at, system, operation, target, outcome, idem_key, event_id,
-               record_ref, status, detail, mapping_version)
-           VALUES (:now, :system, :operation, :target, :outcome, :key, :event_id, :ref, :status, :detail,
-                   :mapping_version)
-           RETURNING id""",
-        now=now, system=entry.system, operation=entry.operation, target=entry.target, outcome=entry.outcome,
-        key=entry.idem_key, event_id=entry.event_id, ref=entry.record_ref, status=entry.status,
-        detail=dumps(entry.detail), mapping_version=entry.mapping_version)
-    if entry.outcome == "ok" and entry.record_ref and entry.synced_fields:
+    """One audit entry, and the synced values it sets."""
+    entry_id = await tx.fetchval(f"{_INSERT_AUDIT} RETURNING id", **_audit_row(entry, now))
+    if _synced_by(entry):
+        assert entry.record_ref is not None
         await _remember_synced(tx, entry.record_ref, entry.synced_fields, now)
     return int(entry_id)
 
 
 async def _insert_audits(tx: Tx, entries: Sequence[NewAuditEntry], now: datetime) -> None:
-    """Audit entries in this order, as `_insert_audit` each; the confirmed writes' synced values after them, in
-    the entries' order and each record's field order."""
-    await tx.execute_many(
-        """INSERT INTO audit_log (at, system, operation, target, outcome, idem_key, event_id,
-               record_ref, status, detail, mapping_version)
-           VALUES (:now, :system, :operation, :target, :outcome, :key, :event_id, :ref, :status, :detail,
-                   :mapping_version)""",
-        [{"now": now, "system": e.system, "operation": e.operation, "target": e.target, "outcome": e.outcome,
-          "key": e.idem_key, "event_id": e.event_id, "ref": e.record_ref, "status": e.status,
-          "detail": dumps(e.detail), "mapping_version": e.mapping_version} for e in entries])
-    synced = [{"ref": e.record_ref, "field": name, "value": dumps(e.synced_fields[name]), "declined": None, "now": now}
-              for e in entries if e.outcome == "ok" and e.record_ref and e.synced_fields
-              for name in sorted(e.synced_fields)]
+    """Audit entries in this order, as `_insert_audit` each, in one statement; then the synced values they set,
+    in the entries' order, in one more."""
+    await tx.execute_many(_INSERT_AUDIT, [_audit_row(e, now) for e in entries])
+    synced = [row for e in entries if _synced_by(e) and e.record_ref is not None
+              for row in _synced_rows(e.record_ref, e.synced_fields, now)]
     if synced:
-        await tx.execute_many(
-            """INSERT INTO synced_values (record_ref, field, value, declined, updated_at)
-               VALUES (:ref, :field, :value, :declined, :now)
-               ON CONFLICT (record_ref, field) DO UPDATE SET value = excluded.value, declined = excluded.declined,
-                   updated_at = excluded.updated_at""", synced)
+        await tx.execute_many(_UPSERT_SYNCED, synced)
 
 
 async def _settle_intents(tx: Tx, settlements: Sequence[Settlement], now: datetime) -> None:
@@ -1019,17 +1031,8 @@ async def _settle_intents(tx: Tx, settlements: Sequence[Settlement], now: dateti
 async def _remember_synced(tx: Tx, record_ref: str, fields: Mapping[str, Any], now: datetime, *,
                            declined: Mapping[str, Any] | None = None) -> None:
     """A write or a person's decision sets the field's baseline; a declined Nue value is kept only with the
-    decision that declined it (a later write clears it). Rows go in field order, so two transactions writing the
-    same record's fields lock them in one order and cannot deadlock."""
-    declined = declined or {}
-    await tx.execute_many(
-        """INSERT INTO synced_values (record_ref, field, value, declined, updated_at)
-           VALUES (:ref, :field, :value, :declined, :now)
-           ON CONFLICT (record_ref, field) DO UPDATE SET value = excluded.value, declined = excluded.declined,
-               updated_at = excluded.updated_at""",
-        [{"ref": record_ref, "field": name, "value": dumps(fields[name]),
-          "declined": dumps(declined[name]) if name in declined else None, "now": now}
-         for name in sorted(fields)])
+    decision that declined it (a later write clears it)."""
+    await tx.execute_many(_UPSERT_SYNCED, _synced_rows(record_ref, fields, now, declined))
 
 
 _REFUND = ", attempts = GREATEST(attempts - 1, 0)"  # the claim counted an attempt that was no try
