@@ -112,6 +112,31 @@ async def test_a_deal_won_becomes_an_activated_order_with_no_poll(sandbox: Sandb
     assert seen["cursor"] is not None and int(seen["cursor"].value, 16) >= int(seen["health"]["replay_id"], 16) > 0
 
 
+async def test_revdaemons_own_create_wakes_nothing_and_a_reps_does(sandbox: Sandbox, tmp_path: Path) -> None:
+    """flow 5's amendment opportunity, created Closed Won by revdaemon's integration user with its key, comes back
+    as a change event and is no hint (flow 1 would read it whole to find it ordered already); the same create by a
+    rep is a hint."""
+    seed = sandbox.salesforce.seed_data
+    fields = {"AccountId": seed.accounts[0].id, "StageName": "Closed Won",
+              "CloseDate": datetime.now(UTC).date().isoformat()}
+    seen: dict[str, Any] = {}
+
+    async def on_ready(daemon: Daemon) -> None:
+        await streaming(daemon, sandbox)
+        await wait_for(lambda: daemon.salesforce.integration_user_id is not None, "the integration user")
+        seen["own"] = sandbox.salesforce.create("Opportunity", {**fields, "Name": "Amendment O-1",
+                                                                "Nue_Amendment_Key__c": "o-own"},
+                                                user_id=sandbox.salesforce.integration_user_id)
+        seen["rep"] = sandbox.salesforce.create("Opportunity", {**fields, "Name": "Rep's deal",
+                                                                "Nue_Amendment_Key__c": "o-rep"})
+        await wait_for(lambda: daemon.health.stream(TOPIC).events >= 2, "both change events")
+        seen["events"] = await daemon.store.list_events(limit=50)
+
+    await run_daemon(cdc_settings(sandbox, tmp_path), on_ready=on_ready, stop_after=0.1, polling=False)
+    hinted = [e.payload["data"]["Id"] for e in seen["events"] if e.source == SALESFORCE_CDC]
+    assert hinted == [seen["rep"]]
+
+
 async def test_a_deal_committed_minutes_after_its_timestamp_arrives_at_its_commit(sandbox: Sandbox,
                                                                                   tmp_path: Path) -> None:
     """A win whose transaction began 5 minutes before it committed: its SystemModstamp lies behind a poll cursor
